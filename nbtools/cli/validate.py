@@ -1,0 +1,66 @@
+"""``python -m nbtools validate FILE``: check a preference dataset before training.
+
+Exit codes: 0 no errors (warnings allowed), 1 errors found (with ``--strict`` warnings
+count too), 2 usage error or unreadable file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="the .jsonl (or .json) preference data file")
+    parser.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                        help="cap on height x width per image; larger images are resized (as in training)")
+    parser.add_argument("--max-context-length", type=_positive_int, metavar="N",
+                        help="longest prompt + answer in tokens, image tokens included")
+    parser.add_argument("--model", metavar="NAME_OR_PATH",
+                        help="count tokens with this model's tokenizer and image geometry (else: an estimate)")
+    parser.add_argument("--root", metavar="DIR", help="every image/video must lie inside this folder")
+    parser.add_argument("--deep", action="store_true", help="fully decode every image (slower)")
+    parser.add_argument("--strict", action="store_true", help="warnings count as errors for the exit code")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument("--validation-file", metavar="FILE", help="check train/validation leakage against it")
+    parser.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
+                        help="image geometry when no --model is given (default qwen3_vl)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nbtools.data.load import UnreadableFile
+    from nbtools.data.validate import validate_dataset
+
+    try:
+        report = validate_dataset(
+            args.file, max_pixels=args.max_pixels, max_context_length=args.max_context_length, model=args.model,
+            root=args.root, deep=args.deep, validation_file=args.validation_file,
+            family=getattr(args, "family", None), progress=not args.json and sys.stderr.isatty(),
+        )
+    except UnreadableFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. a model that cannot be loaded: a usage problem, not a crash
+        if args.model:
+            print(f"error: cannot use model {args.model!r}: {exc}", file=sys.stderr)
+            return 2
+        raise
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        for problem in report.problems:
+            print(problem.format())  # FILE:LINE: SEVERITY: FIELD: MESSAGE (fix: FIX)
+        print(report.summary())
+        print(f"tokens: {report.stats.get('token_counting')}")
+    return 1 if report.has_errors(strict=args.strict) else 0

@@ -1,0 +1,203 @@
+"""Checks on the image and video files a dataset points at.
+
+Each distinct path is inspected once (datasets reuse images heavily) and the inspections
+run in a thread pool: opening a header is I/O bound and PIL releases the GIL while reading.
+A cheap check reads the header plus the last bytes of the file, which catches the common
+truncated download; ``deep`` decodes every pixel.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from PIL import Image, UnidentifiedImageError
+
+from nbtools.images import ImageGeometry, RemoteBackendMissing, is_remote, remote_filesystem, resized_size
+
+TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What one inspection found: a size, or why the file is unusable (``error``)."""
+
+    path: str
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    error: str = ""  # empty when the file is usable
+    fix: str = ""
+
+
+def inspect_image(path: str, deep: bool = False) -> MediaInfo:
+    """Open one image cheaply (header + end-of-file marker) or fully (``deep``)."""
+    try:
+        if is_remote(path):
+            return _inspect_remote_image(path, deep)
+        if not os.path.exists(path):
+            return MediaInfo(path, error="image file not found", fix="check the path (relative paths are "
+                                                                      "relative to the data file's folder)")
+        if os.path.isdir(path):
+            return MediaInfo(path, error="the path is a folder, not an image file", fix="point at an image file")
+        size = os.path.getsize(path)
+        if size == 0:
+            return MediaInfo(path, error="the image file is empty (0 bytes)", fix="re-download or regenerate it")
+        with open(path, "rb") as handle:
+            return _inspect_stream(path, handle, size, deep)
+    except RemoteBackendMissing as exc:
+        return MediaInfo(path, error=str(exc).split("; install")[0], fix="install" + str(exc).split("; install")[1])
+    except OSError as exc:
+        return MediaInfo(path, error=f"cannot read the image ({exc.strerror or exc})", fix="check the file permissions")
+
+
+def _inspect_remote_image(path: str, deep: bool) -> MediaInfo:
+    fs = remote_filesystem(path)
+    if not fs.exists(path):
+        return MediaInfo(path, error="remote image not found", fix="check the URL")
+    with fs.open(path, "rb") as handle:
+        data = handle.read()
+    if not data:
+        return MediaInfo(path, error="the image file is empty (0 bytes)", fix="re-upload it")
+    import io
+
+    return _inspect_stream(path, io.BytesIO(data), len(data), deep)
+
+
+def _inspect_stream(path: str, handle, size: int, deep: bool) -> MediaInfo:
+    try:
+        img = Image.open(handle)
+        width, height, fmt = img.width, img.height, img.format or ""
+    except UnidentifiedImageError:
+        return MediaInfo(path, error="not an image PIL can read", fix="convert it to JPEG or PNG, or fix the path")
+    except Exception as exc:  # PIL raises many types on damaged headers
+        return MediaInfo(path, error=f"corrupt image header ({exc})", fix="re-export or re-download the image")
+    if deep:
+        try:
+            img.load()
+        except Exception as exc:
+            return MediaInfo(path, width, height, fmt, error=f"corrupt or truncated image data ({exc})",
+                             fix="re-export or re-download the image")
+    else:
+        handle.seek(max(0, size - TAIL_BYTES))
+        tail = handle.read()
+        reason = _truncation(fmt, tail, size, img)
+        if reason:
+            return MediaInfo(path, width, height, fmt, error=f"truncated image: {reason}",
+                             fix="re-download or re-export the image (use --deep to decode every image fully)")
+    return MediaInfo(path, width, height, fmt)
+
+
+def _truncation(fmt: str, tail: bytes, size: int, img) -> str:
+    """Why the file end looks cut off, or '' — a per-format end marker check."""
+    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+        return "the JPEG end-of-image marker is missing"
+    if fmt == "PNG" and b"IEND" not in tail:
+        return "the PNG IEND chunk is missing"
+    if fmt == "GIF" and not tail.rstrip(b"\x00").endswith(b"\x3b"):
+        return "the GIF trailer is missing"
+    if fmt == "WEBP":
+        header_size = _riff_size(img)
+        if header_size is not None and size < header_size + 8:
+            return f"the file has {size} bytes but its header declares {header_size + 8}"
+    return ""
+
+
+def _riff_size(img) -> Optional[int]:
+    try:
+        fp = img.fp
+        fp.seek(4)
+        return int.from_bytes(fp.read(4), "little")
+    except Exception:
+        return None
+
+
+def inspect_video(path: str) -> MediaInfo:
+    """A video must open as a container holding at least one video stream (PyAV)."""
+    if is_remote(path):
+        try:
+            fs = remote_filesystem(path)
+        except RemoteBackendMissing as exc:
+            text = str(exc)
+            return MediaInfo(path, error=text.split("; install")[0], fix="install" + text.split("; install")[1])
+        if not fs.exists(path):
+            return MediaInfo(path, error="remote video not found", fix="check the URL")
+        return MediaInfo(path)
+    if not os.path.exists(path):
+        return MediaInfo(path, error="video file not found", fix="check the path")
+    if os.path.isdir(path):
+        return MediaInfo(path, error="the path is a folder, not a video file", fix="point at a video file")
+    if os.path.getsize(path) == 0:
+        return MediaInfo(path, error="the video file is empty (0 bytes)", fix="re-download or regenerate it")
+    try:
+        import av
+    except ImportError:
+        return MediaInfo(path, error="cannot check videos: PyAV is not installed", fix="pip install av")
+    try:
+        with av.open(path) as container:
+            streams = container.streams.video
+            if not streams:
+                return MediaInfo(path, error="the file has no video stream", fix="point at a video file")
+            stream = streams[0]
+            return MediaInfo(path, stream.codec_context.width or 0, stream.codec_context.height or 0,
+                             container.format.name)
+    except Exception as exc:  # av.error.* for anything that is not a readable container
+        return MediaInfo(path, error=f"not a readable video container ({type(exc).__name__})",
+                         fix="re-encode it (e.g. to MP4/H.264) or fix the path")
+
+
+def inspect_all(paths: Iterable[str], *, deep: bool = False, videos: Iterable[str] = (), workers: Optional[int] = None,
+                progress: bool = False) -> dict[str, MediaInfo]:
+    """Inspect every distinct image and video once; returns {path: MediaInfo}."""
+    unique_images = list(dict.fromkeys(paths))
+    unique_videos = list(dict.fromkeys(videos))
+    results: dict[str, MediaInfo] = {}
+    workers = workers or min(16, (os.cpu_count() or 2) * 4)
+    bar = None
+    if progress and len(unique_images) > 500:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(unique_images), desc="checking images", unit="img", leave=False)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for info in pool.map(lambda p: inspect_image(p, deep), unique_images, chunksize=64):
+            results[info.path] = info
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    for path in unique_videos:
+        results[path] = inspect_video(path)
+    return results
+
+
+def size_findings(info: MediaInfo, geo: ImageGeometry, max_pixels: Optional[int]) -> list[tuple[str, str, str]]:
+    """(severity, message, fix) for an image's size against the model's vision patches."""
+    w, h = info.width, info.height
+    out = []
+    if min(w, h) < geo.patch_size:
+        out.append(("error", f"image is {w}x{h} px, smaller than one {geo.patch_size}x{geo.patch_size} vision patch",
+                    f"use images at least {geo.factor}x{geo.factor} px"))
+        return out
+    if max(w, h) / min(w, h) > 200:
+        out.append(("error", f"image is {w}x{h} px: aspect ratio above 200, which the processor refuses",
+                    "crop or pad the image to a less extreme shape"))
+        return out
+    if min(w, h) < geo.factor:  # under one image token per side: the processor upsamples it heavily
+        out.append(("warning", f"image is very small ({w}x{h} px, under one {geo.factor}x{geo.factor} px image "
+                               "token per side); the model sees it upscaled and blurry",
+                    f"use images of at least {geo.factor} px per side (ideally several times that)"))
+    if max_pixels and w * h > max_pixels:
+        new_h, new_w = resized_size(h, w, geo, max_pixels)
+        out.append(("info", f"image is {w}x{h} px ({w * h} pixels) > max_pixels={max_pixels}: "
+                            f"it will be resized to {new_w}x{new_h}", "nothing to do; raise max_pixels to keep detail"))
+    return out
+
+
+def is_inside(path: str, root: str) -> bool:
+    """True when ``path`` (after resolving symlinks and ``..``) lies under ``root``."""
+    if is_remote(path):
+        return False
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)

@@ -1,0 +1,105 @@
+"""An HTML gallery of preference pairs for notebooks.
+
+Thumbnails are embedded as base64 so the gallery survives in a saved notebook (and on
+GitHub/Colab) without the image files next to it. Each row shows its own problems.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from typing import Optional
+
+from nbtools.data.records import PreferenceRecord
+
+THUMB_PX = 160
+_COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+_STYLE = """<style>
+.nbt-preview{font-family:sans-serif;font-size:13px;border-collapse:collapse;width:100%}
+.nbt-preview td{border-top:1px solid #ddd;padding:6px;vertical-align:top;text-align:left}
+.nbt-preview .nbt-chosen{background:#e8f5e9}.nbt-preview .nbt-rejected{background:#ffebee}
+.nbt-preview pre{white-space:pre-wrap;margin:0;font-family:inherit}
+.nbt-problem{margin:2px 0;font-size:12px}
+</style>"""
+
+
+def thumbnail_data_uri(path: str, size: int = THUMB_PX) -> Optional[str]:
+    """A small JPEG of the image as a data: URI, or None when it cannot be opened."""
+    from nbtools.images import open_image
+
+    try:
+        img = open_image(path)
+    except Exception:
+        return None
+    img.thumbnail((size, size))
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def problems_html(problems) -> str:
+    if not problems:
+        return ""
+    items = []
+    for p in problems:
+        where = f"line {p.line}" if p.line is not None else "dataset"
+        items.append(f'<div class="nbt-problem" style="color:{_COLOURS[p.severity]}"><b>{p.severity}</b> '
+                     f'{html.escape(where)} · {html.escape(p.field)}: {html.escape(p.message)}'
+                     + (f' <i>— {html.escape(p.fix)}</i>' if p.fix else "") + "</div>")
+    return "".join(items)
+
+
+def _prompt_html(record: PreferenceRecord) -> str:
+    parts = []
+    for message in record.prompt:
+        parts.append(f"<b>{html.escape(message['role'])}:</b> <pre>{html.escape(message['content'])}</pre>")
+    return "".join(parts)
+
+
+def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thumb_px: int = THUMB_PX) -> str:
+    """HTML table of the first ``n`` pairs: thumbnails, prompt, chosen beside rejected, problems."""
+    by_line = defaultdict(list)
+    for p in problems or []:
+        by_line[(p.file, p.line)].append(p)
+    rows = []
+    for record in records[:n]:
+        thumbs = []
+        for path in record.images:
+            uri = thumbnail_data_uri(path, thumb_px)
+            if uri:
+                thumbs.append(f'<img src="{uri}" title="{html.escape(path)}" style="max-width:{thumb_px}px">')
+            else:
+                thumbs.append(f'<div style="color:{_COLOURS["error"]}">cannot open {html.escape(path)}</div>')
+        for path in record.videos:
+            thumbs.append(f"<div>🎞 {html.escape(path)}</div>")
+        row_problems = by_line.get((record.file, record.line), [])
+        rows.append(
+            f"<tr><td>{record.line}</td><td>{''.join(thumbs)}</td><td>{_prompt_html(record)}</td>"
+            f'<td class="nbt-chosen"><pre>{html.escape(record.chosen)}</pre></td>'
+            f'<td class="nbt-rejected"><pre>{html.escape(record.rejected)}</pre></td></tr>'
+            + (f'<tr><td></td><td colspan="4">{problems_html(row_problems)}</td></tr>' if row_problems else ""))
+    header = "<tr><th>line</th><th>images</th><th>prompt</th><th>chosen</th><th>rejected</th></tr>"
+    more = f"<p>showing {min(n, len(records))} of {len(records)} pairs</p>"
+    return f'{_STYLE}<table class="nbt-preview">{header}{"".join(rows)}</table>{more}'
+
+
+class Preview:
+    """Displays as the gallery in JupyterLab/Colab (and stays in the saved notebook)."""
+
+    def __init__(self, records: list[PreferenceRecord], problems=None, n: int = 8):
+        self.records, self.problems, self.n = records, problems, n
+
+    def _repr_html_(self) -> str:
+        return preview_html(self.records, self.problems, self.n)
+
+    def __repr__(self) -> str:
+        return f"<Preview of {min(self.n, len(self.records))} of {len(self.records)} pairs>"
+
+
+def preview(records_or_report, n: int = 8) -> Preview:
+    """``preview(report)`` or ``preview(records)``: an object that renders as the gallery."""
+    if hasattr(records_or_report, "problems") and hasattr(records_or_report, "records"):
+        return Preview(records_or_report.records, records_or_report.problems, n)
+    return Preview(list(records_or_report), None, n)

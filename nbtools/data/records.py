@@ -1,0 +1,31 @@
+"""The in-memory form of one preference pair, whatever file format it came from.
+
+Loading turns each valid line into a :class:`PreferenceRecord`; everything downstream
+(validation rules, statistics, preview, conversion to the trainer's examples) reads these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+IMAGE_TAG = "<image>"
+VIDEO_TAG = "<video>"
+
+
+@dataclass
+class PreferenceRecord:
+    file: str  # the data file, as the user named it
+    line: int  # 1-based line in a JSONL file; 1-based item index in a .json list
+    prompt: list[dict]  # messages before the final answer: {"role", "content": str}; tags kept in text
+    chosen: str  # the last assistant message
+    rejected: str  # ``rejected_response``
+    images: list[str] = field(default_factory=list)  # resolved paths or URLs, in tag order
+    videos: list[str] = field(default_factory=list)
+    rejected_images: Optional[list[str]] = None  # images the rejected answer is about, if different
+    source_format: str = "messages"  # "messages" (ours) or "trl" (prompt/chosen/rejected)
+
+    @property
+    def uses_unsupported_training_inputs(self) -> bool:
+        """Videos and ``rejected_images`` are validated but not trained on yet."""
+        return bool(self.videos) or bool(self.rejected_images)

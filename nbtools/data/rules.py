@@ -1,0 +1,366 @@
+"""Rules for one parsed JSON object: is it a well-formed preference pair?
+
+Each rule family is a small function returning problems, so each can be tested alone. The
+object is first brought into one canonical shape (``messages`` + ``rejected``) whatever
+format it came in, with a :class:`FieldNames` that maps positions back to the user's own
+field names (``messages[2].content`` for our format, ``prompt[1].content`` for TRL's).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
+from nbtools.images import is_remote
+from nbtools.problems import Problem
+
+ROLES = ("system", "user", "assistant")
+MEDIA_TAGS = {"images": IMAGE_TAG, "videos": VIDEO_TAG}
+
+MakeProblem = Callable[..., Problem]
+
+
+@dataclass
+class FieldNames:
+    """User-facing field names for positions in the canonical messages list."""
+
+    source_format: str  # "messages" or "trl"
+    prompt_len: int = 0  # TRL only: messages before the chosen answer
+
+    def message(self, index: int) -> str:
+        if self.source_format == "trl":
+            return f"prompt[{index}]" if index < self.prompt_len else "chosen[0]"
+        return f"messages[{index}]"
+
+    @property
+    def rejected(self) -> str:
+        return "rejected[0].content" if self.source_format == "trl" else "rejected_response"
+
+
+@dataclass
+class CanonicalPair:
+    messages: list[dict]  # {"role", "content": str}; the last one is the chosen answer
+    rejected: str
+    names: FieldNames
+
+
+def normalise_ws(text: str) -> str:
+    """Collapse runs of whitespace so "A  cat.\n" and "A cat." compare equal."""
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- format detection
+
+def detect_format(obj: dict) -> Optional[str]:
+    if "messages" in obj:
+        return "messages"
+    if "prompt" in obj and ("chosen" in obj or "rejected" in obj):
+        return "trl"
+    return None
+
+
+def canonical_from_messages(obj: dict, problem: MakeProblem) -> tuple[Optional[CanonicalPair], list[Problem]]:
+    """Our format: ``messages`` (string contents) + ``rejected_response``."""
+    names = FieldNames("messages")
+    problems = check_messages_shape(obj.get("messages"), problem, names)
+    problems += check_rejected_field(obj, problem)
+    if problems:
+        return None, problems
+    messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+    return CanonicalPair(messages, obj["rejected_response"], names), []
+
+
+def canonical_from_trl(obj: dict, problem: MakeProblem) -> tuple[Optional[CanonicalPair], list[Problem]]:
+    """TRL's conversational preference format: ``prompt``/``chosen``/``rejected`` message lists.
+
+    Structured content blocks become text with ``<image>``/``<video>`` tags where the blocks
+    were. String-only prompts with images get the tags in front of the first user message,
+    which is where TRL's ``prepare_multimodal_messages`` puts them.
+    """
+    problems: list[Problem] = []
+    prompt = obj.get("prompt")
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not prompt:
+        what = "missing" if prompt is None else ("empty" if prompt == [] else f"a {type(prompt).__name__}")
+        return None, [problem("prompt", "error", f"prompt is {what}; it must be a non-empty list of messages",
+                              'write "prompt": [{"role": "user", "content": "..."}]')]
+    answers = {}
+    for key in ("chosen", "rejected"):
+        value = obj.get(key)
+        if isinstance(value, str):
+            value = [{"role": "assistant", "content": value}]
+        if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
+            problems.append(problem(key, "error", f"{key} must be a list holding one assistant message",
+                                    f'write "{key}": [{{"role": "assistant", "content": "..."}}]'))
+            continue
+        answers[key] = value[0]
+    messages = []
+    all_msgs = [(f"prompt[{i}]", m) for i, m in enumerate(prompt)]
+    if "chosen" in answers:
+        all_msgs.append(("chosen[0]", answers["chosen"]))
+    for field, message in all_msgs:
+        if not isinstance(message, dict):
+            problems.append(problem(field, "error", "message is not an object",
+                                    'each message is {"role": ..., "content": ...}'))
+            continue
+        content, content_problems = _flatten_content(message.get("content"), field, problem)
+        problems += content_problems
+        messages.append({"role": message.get("role"), "content": content})
+    rejected_text = None
+    if "rejected" in answers:
+        rejected_text, content_problems = _flatten_content(answers["rejected"].get("content"), "rejected[0]", problem)
+        problems += content_problems
+        if answers["rejected"].get("role", "assistant") != "assistant":
+            problems.append(problem("rejected[0].role", "error", "the rejected message must be from the assistant",
+                                    'set "role": "assistant"'))
+    if problems:
+        return None, problems
+    names = FieldNames("trl", prompt_len=len(prompt))
+    problems = check_messages_shape(messages, problem, names)
+    if rejected_text is None or not rejected_text.strip():
+        problems.append(problem(names.rejected, "error", "the rejected answer is empty",
+                                "write the worse answer the model should learn to avoid"))
+    if problems:
+        return None, problems
+    _insert_leading_tags(messages, obj)
+    return CanonicalPair(messages, rejected_text, names), []
+
+
+def _flatten_content(content, field: str, problem: MakeProblem) -> tuple[Optional[str], list[Problem]]:
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        return None, [problem(f"{field}.content", "error",
+                              f"content is a {type(content).__name__}, not a string or a list of content blocks",
+                              'write a string or [{"type": "text", "text": "..."}, {"type": "image"}]')]
+    parts = []
+    for j, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        elif kind == "image":
+            parts.append(IMAGE_TAG)
+        elif kind == "video":
+            parts.append(VIDEO_TAG)
+        else:
+            return None, [problem(f"{field}.content[{j}]", "error",
+                                  f"content block {block!r:.60} is not a text, image or video block",
+                                  'use {"type": "text", "text": "..."} or {"type": "image"}')]
+    return "".join(parts), []
+
+
+def _insert_leading_tags(messages: list[dict], obj: dict) -> None:
+    """Mirror TRL: images of a tag-less string prompt go before the first user message's text."""
+    images = obj.get("images")
+    if not isinstance(images, list) or not images:
+        return
+    if any(IMAGE_TAG in m["content"] for m in messages):
+        return
+    for m in messages:
+        if m["role"] == "user":
+            m["content"] = IMAGE_TAG * len(images) + m["content"]
+            return
+
+
+# --------------------------------------------------------------------------- rule families
+
+def check_messages_shape(messages, problem: MakeProblem, names: FieldNames) -> list[Problem]:
+    """``messages`` is a non-empty list of {role, content: str}; roles valid and in order."""
+    field = "messages" if names.source_format == "messages" else "prompt"
+    if messages is None:
+        return [problem(field, "error", "messages is missing",
+                        'add "messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]'
+                        ' (or use TRL\'s "prompt"/"chosen"/"rejected" format)')]
+    if not isinstance(messages, list):
+        return [problem(field, "error", f"messages is a {type(messages).__name__}, not a list",
+                        "make messages a JSON list of {role, content} objects")]
+    if not messages:
+        return [problem(field, "error", "messages is empty",
+                        "add at least a user message and the chosen assistant answer")]
+    problems = []
+    for i, message in enumerate(messages):
+        where = names.message(i)
+        if not isinstance(message, dict):
+            problems.append(problem(where, "error", f"message is a {type(message).__name__}, not an object",
+                                    'write {"role": "user", "content": "..."}'))
+            continue
+        role = message.get("role")
+        if role not in ROLES:
+            problems.append(problem(f"{where}.role", "error",
+                                    f"role {role!r} is not one of system, user, assistant",
+                                    "use system, user or assistant"))
+        elif role == "system" and i != 0:
+            problems.append(problem(f"{where}.role", "error", "the system message is not the first message",
+                                    "move the system message to the start (only one is allowed)"))
+        content = message.get("content")
+        if not isinstance(content, str):
+            what = "missing" if content is None else f"a {type(content).__name__}"
+            problems.append(problem(f"{where}.content", "error", f"content is {what}, not a string",
+                                    "write the message text as a string; mark images with <image> in it"))
+    if problems:
+        return problems
+    last = len(messages) - 1
+    if messages[last]["role"] != "assistant":
+        problems.append(problem(f"{names.message(last)}.role", "error",
+                                f"the last message is from the {messages[last]['role']}, not the assistant",
+                                "end messages with the chosen assistant answer"))
+    if not any(m["role"] == "user" for m in messages):
+        problems.append(problem(names.message(0) if names.source_format == "trl" else "messages", "error",
+                                "there is no user message", "add the user's question before the answer"))
+    return problems
+
+
+def check_rejected_field(obj: dict, problem: MakeProblem) -> list[Problem]:
+    """``rejected_response`` present and a string (emptiness is checked with the chosen answer)."""
+    if "rejected_response" not in obj:
+        near = next((k for k in ("rejected", "rejected_answer", "reject_response", "rejected_text") if k in obj), None)
+        fix = (f'rename "{near}" to "rejected_response"' if near
+               else 'add "rejected_response": "<the worse answer>"')
+        return [problem("rejected_response", "error", "rejected_response is missing", fix)]
+    value = obj["rejected_response"]
+    if not isinstance(value, str):
+        return [problem("rejected_response", "error", f"rejected_response is a {type(value).__name__}, not a string",
+                        "write the rejected answer as a string")]
+    return []
+
+
+def check_answers(pair: CanonicalPair, problem: MakeProblem) -> list[Problem]:
+    """Chosen and rejected are non-blank and differ after whitespace normalisation."""
+    problems = []
+    chosen_field = f"{pair.names.message(len(pair.messages) - 1)}.content"
+    chosen = pair.messages[-1]["content"]
+    if not chosen.strip():
+        problems.append(problem(chosen_field, "error", "the chosen answer (last assistant message) is empty",
+                                "write the preferred answer in the last assistant message"))
+    if not pair.rejected.strip():
+        problems.append(problem(pair.names.rejected, "error", "the rejected answer is empty or only whitespace",
+                                "write the worse answer the model should learn to avoid"))
+    elif chosen.strip() and normalise_ws(chosen) == normalise_ws(pair.rejected):
+        problems.append(problem(pair.names.rejected, "error",
+                                "the rejected answer is identical to the chosen one (ignoring whitespace)",
+                                "DPO learns nothing from identical answers: make them differ or drop the pair"))
+    return problems
+
+
+def check_media_lists(obj: dict, problem: MakeProblem) -> list[Problem]:
+    """``images``/``videos``/``rejected_images`` are lists of non-empty strings when present."""
+    problems = []
+    for key in ("images", "videos", "rejected_images"):
+        value = obj.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str) and key != "rejected_images":
+            problems.append(problem(key, "error", f"{key} is a string, not a list",
+                                    f'write "{key}": ["{value[:40]}"]'))
+            continue
+        if not isinstance(value, list):
+            problems.append(problem(key, "error", f"{key} is a {type(value).__name__}, not a list of paths",
+                                    f'write "{key}": ["path/or/url", ...]'))
+            continue
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] is a {type(item).__name__}, not a path",
+                                        "write each entry as a path or URL string"))
+            elif not item.strip():
+                problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] is an empty path",
+                                        "write the file path or URL, or remove the entry"))
+    return problems
+
+
+def check_tags(pair: CanonicalPair, obj: dict, problem: MakeProblem) -> list[Problem]:
+    """``<image>``/``<video>`` only in user content, and as many tags as list entries."""
+    problems = []
+    for key, tag in MEDIA_TAGS.items():
+        in_user = 0
+        for i, message in enumerate(pair.messages):
+            count = message["content"].count(tag)
+            if message["role"] == "user":
+                in_user += count
+            elif count:
+                problems.append(problem(f"{pair.names.message(i)}.content", "error",
+                                        f"{tag} appears in a {message['role']} message; tags belong in user content",
+                                        f"move {tag} into the user message that shows the {key[:-1]}"))
+        listed = obj.get(key) or []
+        if in_user != len(listed):
+            problems.append(problem(key, "error",
+                                    f"{in_user} {tag} tag(s) in user messages but {len(listed)} entr"
+                                    f"{'y' if len(listed) == 1 else 'ies'} in {key}",
+                                    f"put one {tag} in the user text per entry of {key}, in the same order"))
+    rejected_images = obj.get("rejected_images")
+    if isinstance(rejected_images, list):
+        tags = sum(m["content"].count(IMAGE_TAG) for m in pair.messages if m["role"] == "user")
+        if len(rejected_images) != tags:
+            problems.append(problem("rejected_images", "error",
+                                    f"rejected_images has {len(rejected_images)} entries but the prompt has "
+                                    f"{tags} {IMAGE_TAG} tag(s)",
+                                    "give one rejected image per <image> tag, in the same order"))
+    return problems
+
+
+# --------------------------------------------------------------------------- object -> record
+
+def resolve_media_path(path: str, base_dir: str) -> str:
+    """Absolute, ``~``-relative or data-file-relative path; URLs are kept as they are."""
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if is_remote(path):
+        return path
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    return os.path.normpath(path)
+
+
+def parse_pair(obj, file: str, line: int, base_dir: str) -> tuple[Optional[PreferenceRecord], list[Problem]]:
+    """One JSON value -> a record (when its structure is sound) and the problems found in it.
+
+    A record is returned even with answer or tag errors; callers keep only rows without
+    errors for training (``ValidationReport.valid_records``)."""
+
+    def problem(field, severity, message, fix):
+        return Problem(file, line, field, severity, message, fix)
+
+    if not isinstance(obj, dict):
+        return None, [problem("line", "error", f"the line holds a JSON {_json_type(obj)}, not an object",
+                              "write one {...} object per line")]
+    kind = detect_format(obj)
+    if kind == "trl":
+        pair, problems = canonical_from_trl(obj, problem)
+    else:
+        pair, problems = canonical_from_messages(obj, problem)
+    problems += check_media_lists(obj, problem)
+    if pair is None or problems:
+        return None, problems
+    # The pair's shape is sound: build the record even when the answers or tags are wrong, so
+    # its media files still get checked (the user sees all of a line's problems at once).
+    problems += check_answers(pair, problem)
+    problems += check_tags(pair, obj, problem)
+    record = PreferenceRecord(
+        file=file,
+        line=line,
+        prompt=pair.messages[:-1],
+        chosen=pair.messages[-1]["content"],
+        rejected=pair.rejected,
+        images=[resolve_media_path(p, base_dir) for p in obj.get("images") or []],
+        videos=[resolve_media_path(p, base_dir) for p in obj.get("videos") or []],
+        rejected_images=(None if obj.get("rejected_images") is None
+                         else [resolve_media_path(p, base_dir) for p in obj["rejected_images"]]),
+        source_format=pair.names.source_format,
+    )
+    return record, problems
+
+
+def _json_type(value) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+

@@ -1,0 +1,153 @@
+"""Token counts of a pair's prompt, chosen and rejected parts, images included.
+
+With a model, text is counted by its own tokenizer through its chat template. Without one,
+we estimate (~4 characters per token plus the chat template's per-message overhead) and
+say so wherever the number is shown: an estimate must never look like a measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
+from nbtools.images import ImageGeometry, geometry, image_tokens
+
+CHARS_PER_TOKEN = 4.0
+MESSAGE_OVERHEAD = 5  # "<|im_start|>role\n" ... "<|im_end|>\n" in the Qwen chat template
+GENERATION_PROMPT = 3  # "<|im_start|>assistant\n"
+IMAGE_WRAPPER = 2  # <|vision_start|> and <|vision_end|> around each image's tokens
+VIDEO_TOKENS_GUESS = 1024  # videos are not trained on yet; a placeholder budget for the estimate
+
+
+@dataclass
+class PairTokens:
+    prompt: int  # prompt text + template + image tokens
+    chosen: int
+    rejected: int
+    image_tokens: int  # the part of ``prompt`` that is image tokens
+    estimated: bool  # True when counted without the model's tokenizer
+
+    @property
+    def longest(self) -> int:
+        return self.prompt + max(self.chosen, self.rejected)
+
+
+class TokenCounter:
+    """Counts tokens for records; an estimate unless built with a tokenizer."""
+
+    def __init__(self, geo: Optional[ImageGeometry] = None, max_pixels: Optional[int] = None, processor=None):
+        self.geo = geo or geometry()
+        self.max_pixels = max_pixels
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor) if processor is not None else None
+
+    @property
+    def estimated(self) -> bool:
+        return self.tokenizer is None
+
+    @property
+    def label(self) -> str:
+        if self.estimated:
+            return f"estimate (~{CHARS_PER_TOKEN:g} characters per token + chat-template overhead; pass a model " \
+                   "for exact counts)"
+        return f"counted with {getattr(self.tokenizer, 'name_or_path', 'the model tokenizer')}"
+
+    @classmethod
+    def for_model(cls, model: str, max_pixels: Optional[int] = None) -> "TokenCounter":
+        """Load the model's processor (tokenizer + image geometry) via nbtools.models."""
+        from nbtools.images import processor_geometry
+        from nbtools.models import load_processor  # lazy: models are optional for validation
+
+        processor = load_processor(model, max_pixels=max_pixels)  # applies max_pixels to the processor
+        return cls(processor_geometry(processor), max_pixels=max_pixels, processor=processor)
+
+    def image_tokens(self, width: int, height: int) -> int:
+        return image_tokens(height, width, self.geo, self.max_pixels)
+
+    def text_tokens(self, texts: list[str]) -> list[int]:
+        if self.estimated:
+            return [math.ceil(len(t) / CHARS_PER_TOKEN) if t else 0 for t in texts]
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def count(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]]) -> list[PairTokens]:
+        """Token counts for each record; ``image_sizes`` maps image path -> (width, height).
+
+        Unknown sizes (unreadable images) count as 0 tokens: those rows already have errors.
+        """
+        prompt_texts, chosen_texts, rejected_texts, img_totals, n_msgs = [], [], [], [], []
+        for record in records:
+            text = "".join(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, "") for m in record.prompt)
+            prompt_texts.append(text)
+            chosen_texts.append(record.chosen)
+            rejected_texts.append(record.rejected)
+            total = 0
+            for path in record.images:
+                size = image_sizes.get(path)
+                if size and min(size) > 0:
+                    try:
+                        total += self.image_tokens(*size) + IMAGE_WRAPPER
+                    except ValueError:  # extreme aspect ratio: reported as an image problem
+                        pass
+            total += len(record.videos) * (VIDEO_TOKENS_GUESS + IMAGE_WRAPPER)
+            img_totals.append(total)
+            n_msgs.append(len(record.prompt))
+        if not self.estimated and getattr(self.processor, "chat_template", None):
+            return self._count_with_template(records, img_totals)
+        prompt_counts = self.text_tokens(prompt_texts)
+        chosen_counts = self.text_tokens(chosen_texts)
+        rejected_counts = self.text_tokens(rejected_texts)
+        out = []
+        for i in range(len(records)):
+            prompt = prompt_counts[i] + n_msgs[i] * MESSAGE_OVERHEAD + GENERATION_PROMPT + img_totals[i]
+            out.append(PairTokens(prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i],
+                                  self.estimated))  # + "<|im_end|>\n"
+        return out
+
+
+    def _count_with_template(self, records: list[PreferenceRecord], img_totals: list[int]) -> list[PairTokens]:
+        """Exact counts: render each pair the way TRL's collator does (prompt with the generation
+        prompt; each answer as the rest of the full conversation), tokenize, then widen each
+        image placeholder to its real number of image tokens."""
+        from nbtools.data.convert import to_training_example
+
+        prompts, chosens, rejecteds = [], [], []
+        template = self.processor.apply_chat_template
+        for record in records:
+            example = to_training_example(record, load_images=False, check=False)
+            prompt = template(example["prompt"], tokenize=False, add_generation_prompt=True)
+            prompts.append(prompt)
+            for answer, bucket in ((example["chosen"], chosens), (example["rejected"], rejecteds)):
+                full = template(example["prompt"] + answer, tokenize=False)
+                bucket.append(full[len(prompt):] if full.startswith(prompt) else answer[0]["content"][0]["text"])
+        prompt_counts = self.text_tokens(prompts)
+        chosen_counts = self.text_tokens(chosens)
+        rejected_counts = self.text_tokens(rejecteds)
+        out = []
+        for i in range(len(records)):
+            # the rendered prompt holds start + one pad + end per image; the real sequence has n pads
+            widened = prompt_counts[i] - (len(records[i].images) * (IMAGE_WRAPPER + 1)) + img_totals[i]
+            out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False))
+        return out
+
+
+def max_pixels_to_fit(sizes: list[tuple[int, int]], budget: int, geo: ImageGeometry) -> Optional[int]:
+    """Largest max_pixels (a multiple of one token's area) whose images fit in ``budget`` tokens."""
+    if not sizes:
+        return None
+    unit = geo.factor * geo.factor
+    def cost(max_pixels: int) -> int:
+        return sum(image_tokens(h, w, geo, max_pixels, min_pixels=min(geo.min_pixels, max_pixels)) + IMAGE_WRAPPER
+                   for w, h in sizes)
+    low, high = 1, max(2, max(w * h for w, h in sizes) // unit + 1)
+    if cost(low * unit) > budget:
+        return None
+    while low < high:  # cost is monotone in max_pixels
+        mid = (low + high + 1) // 2
+        if cost(mid * unit) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low * unit

@@ -1,0 +1,206 @@
+"""Validate a preference dataset before training: every problem, with line, field and fix.
+
+``validate_dataset`` runs the rule families in order — parse and schema (per line), media
+files (per distinct path, in parallel), sequence length (image tokens included) and
+dataset-wide rules — and returns a :class:`ValidationReport`. Nothing here raises for bad
+data; only an unreadable data file raises :class:`~nbtools.data.load.UnreadableFile`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from nbtools.data.dataset_rules import check_dataset
+from nbtools.data.load import LoadResult, UnreadableFile, load_records
+from nbtools.data.media import MediaInfo, inspect_all, is_inside, size_findings
+from nbtools.data.records import PreferenceRecord
+from nbtools.data.tokens import PairTokens, TokenCounter, max_pixels_to_fit
+from nbtools.images import ImageGeometry, geometry, is_remote
+from nbtools.problems import SEVERITY_ORDER, Problem, has_errors
+
+__all__ = ["ValidationReport", "validate_dataset", "validate_records", "UnreadableFile"]
+
+
+@dataclass
+class ValidationReport:
+    file: str
+    rows: int  # non-blank lines (or .json items)
+    valid: int  # rows without any error
+    records: list[PreferenceRecord]  # every row that parsed into a pair (some may still have media/length errors)
+    problems: list[Problem]
+    stats: dict = field(default_factory=dict)
+    tokens: dict[int, PairTokens] = field(default_factory=dict)  # line -> token counts
+    media: dict[str, MediaInfo] = field(default_factory=dict)  # path -> what inspecting it found
+
+    @property
+    def error_lines(self) -> set[int]:
+        return {p.line for p in self.problems if p.severity == "error" and p.line is not None}
+
+    @property
+    def valid_records(self) -> list[PreferenceRecord]:
+        """The rows training can use: parsed, and with no error on their line."""
+        bad = self.error_lines
+        return [r for r in self.records if r.line not in bad]
+
+    def has_errors(self, strict: bool = False) -> bool:
+        return has_errors(self.problems, strict)
+
+    def count(self, severity: str) -> int:
+        return sum(p.severity == severity for p in self.problems)
+
+    def summary(self) -> str:
+        return (f"{self.file}: {self.rows} rows, {self.valid} valid; {self.count('error')} errors, "
+                f"{self.count('warning')} warnings, {self.count('info')} info")
+
+    def to_dict(self) -> dict:
+        """The ``--json`` schema: file, rows, valid, problems (line/severity/field/message/fix), stats."""
+        return {"file": self.file, "rows": self.rows, "valid": self.valid,
+                "problems": [{"line": p.line, "severity": p.severity, "field": p.field, "message": p.message,
+                              "fix": p.fix} for p in self.problems],
+                "stats": self.stats}
+
+    def _repr_html_(self) -> str:  # a report shown in a notebook cell
+        from nbtools.data.preview import problems_html
+
+        return f"<p><b>{self.summary()}</b></p>" + problems_html(self.problems)
+
+
+def validate_dataset(
+    path: Union[str, os.PathLike],
+    *,
+    max_pixels: Optional[int] = None,
+    max_context_length: Optional[int] = None,
+    model: Optional[str] = None,
+    root: Optional[Union[str, os.PathLike]] = None,
+    deep: bool = False,
+    validation_file: Optional[Union[str, os.PathLike]] = None,
+    family: Optional[str] = None,
+    progress: bool = False,
+) -> ValidationReport:
+    """Load and check ``path``; see the module docstring. ``family`` picks the image geometry
+    (``qwen3_vl`` by default) when no ``model`` is given."""
+    loaded = load_records(path)
+    counter = TokenCounter.for_model(model, max_pixels) if model else TokenCounter(geometry(family), max_pixels)
+    validation = None
+    if validation_file and os.path.realpath(validation_file) == os.path.realpath(path):
+        loaded.problems.append(Problem(loaded.file, None, "validation_file", "warning",
+                                       "the validation file is the training file itself; leakage was not checked",
+                                       "pass a separate held-out file"))
+    elif validation_file:
+        validation = load_records(validation_file).records
+    return validate_records(loaded, counter=counter, max_context_length=max_context_length,
+                            root=os.fspath(root) if root else None, deep=deep, validation=validation,
+                            progress=progress)
+
+
+def validate_records(
+    loaded: LoadResult,
+    *,
+    counter: TokenCounter,
+    max_context_length: Optional[int] = None,
+    root: Optional[str] = None,
+    deep: bool = False,
+    validation: Optional[list[PreferenceRecord]] = None,
+    progress: bool = False,
+) -> ValidationReport:
+    """The rule families after loading (lets callers validate records they loaded themselves)."""
+    records = loaded.records
+    problems = list(loaded.problems)
+    media_problems, media = check_media(records, counter.geo, counter.max_pixels, root, deep, progress)
+    problems += media_problems
+    sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
+    tokens = counter.count(records, sizes)
+    problems += check_lengths(records, tokens, media, counter, max_context_length)
+    error_lines = {p.line for p in problems if p.severity == "error" and p.line is not None}
+    valid = loaded.rows - len(error_lines)
+    problems += check_dataset(loaded.file, records, valid, validation)
+    problems.sort(key=lambda p: (p.line is None, p.line or 0, SEVERITY_ORDER[p.severity]))
+
+    from nbtools.data.stats import dataset_stats
+
+    stats = dataset_stats(records, rows=loaded.rows, valid=valid, tokens=tokens, media=media, counter=counter,
+                          problems=problems)
+    return ValidationReport(loaded.file, loaded.rows, valid, records, problems, stats,
+                            {r.line: t for r, t in zip(records, tokens)}, media)
+
+
+def check_media(records: list[PreferenceRecord], geo: ImageGeometry, max_pixels: Optional[int],
+                root: Optional[str], deep: bool, progress: bool = False) -> tuple[list[Problem], dict[str, MediaInfo]]:
+    """File problems (missing, folder, empty, not an image, corrupt, truncated), confinement to
+    ``root`` and size against the vision patch, for images, rejected_images and videos."""
+    problems: list[Problem] = []
+    escaping: set[str] = set()
+    image_paths, video_paths = [], []
+    for record in records:
+        for key, paths in _media_fields(record):
+            for path in paths:
+                if root and not is_inside(path, root):
+                    escaping.add(path)
+                elif key == "videos":
+                    video_paths.append(path)
+                else:
+                    image_paths.append(path)
+    media = inspect_all(image_paths, deep=deep, videos=video_paths, progress=progress)
+    size_cache: dict[str, list] = {}
+    for record in records:
+        for key, paths in _media_fields(record):
+            for i, path in enumerate(paths):
+                where = f"{key}[{i}]"
+                if path in escaping:
+                    what = "is a remote URL, outside" if is_remote(path) else "lies outside"
+                    problems.append(Problem(record.file, record.line, where, "error",
+                                            f"{path} {what} the allowed root {root}",
+                                            "copy the file under the root folder or point --root higher"))
+                    continue
+                info = media[path]
+                if info.error:
+                    problems.append(Problem(record.file, record.line, where, "error", f"{info.error}: {path}", info.fix))
+                    continue
+                if key == "videos":
+                    continue
+                if path not in size_cache:
+                    size_cache[path] = size_findings(info, geo, max_pixels)
+                for severity, message, fix in size_cache[path]:
+                    problems.append(Problem(record.file, record.line, where, severity, message, fix))
+    return problems, media
+
+
+def _media_fields(record: PreferenceRecord):
+    yield "images", record.images
+    yield "videos", record.videos
+    if record.rejected_images:
+        yield "rejected_images", record.rejected_images
+
+
+def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], media: dict[str, MediaInfo],
+                  counter: TokenCounter, max_context_length: Optional[int]) -> list[Problem]:
+    """Prompt + answer must fit ``max_context_length``: truncation would cut image tokens and
+    break training ("Image features and image tokens do not match")."""
+    if not max_context_length:
+        return []
+    problems = []
+    note = " (estimated)" if counter.estimated else ""
+    for record, count in zip(records, tokens):
+        for part, answer, field_name in (("chosen", count.chosen, "prompt+chosen"),
+                                         ("rejected", count.rejected, "prompt+rejected")):
+            total = count.prompt + answer
+            if total <= max_context_length:
+                continue
+            over = total - max_context_length
+            fix = f"raise max_context_length to at least {total} (+{over})"
+            if count.image_tokens:
+                text_tokens = total - count.image_tokens
+                sizes = [(media[p].width, media[p].height) for p in record.images if p in media and media[p].width]
+                fit = max_pixels_to_fit(sizes, max_context_length - text_tokens, counter.geo)
+                if fit:
+                    fix += f", or lower max_pixels to {fit} or less"
+            elif count.prompt >= max_context_length:
+                fix += ", or shorten the prompt"
+            problems.append(Problem(
+                record.file, record.line, field_name, "error",
+                f"prompt + {part} is {total} tokens{note} ({count.image_tokens} of them image tokens at "
+                f"max_pixels={counter.max_pixels or 'model default'}), {over} over max_context_length="
+                f"{max_context_length}; truncating would cut image tokens and break training", fix))
+    return problems

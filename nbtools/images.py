@@ -1,0 +1,225 @@
+"""Opening images and sizing them the way the model's processor will.
+
+Image tokens dominate the sequence length of a VLM pair, so every length check, estimate and
+resize in nbtools goes through the arithmetic here. It mirrors the Qwen-VL image processors
+(``smart_resize`` in transformers) so that what we predict is what training will see.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How a model family cuts an image into tokens."""
+
+    family: str
+    patch_size: int  # pixels per side of one vision patch
+    merge_size: int  # patches merged per side into one LLM token
+    min_pixels: int  # the processor's default lower bound (``size["shortest_edge"]``)
+    max_pixels: int  # the processor's default upper bound (``size["longest_edge"]``)
+
+    @property
+    def factor(self) -> int:
+        """Pixels per side of one image token (both sides are rounded to a multiple of it)."""
+        return self.patch_size * self.merge_size
+
+
+# Defaults as shipped in each family's preprocessor_config.json.
+FAMILIES: dict[str, ImageGeometry] = {
+    "qwen2_vl": ImageGeometry("qwen2_vl", 14, 2, 56 * 56, 28 * 28 * 1280),
+    "qwen2_5_vl": ImageGeometry("qwen2_5_vl", 14, 2, 56 * 56, 28 * 28 * 1280),
+    "qwen3_vl": ImageGeometry("qwen3_vl", 16, 2, 65536, 16777216),
+}
+DEFAULT_FAMILY = "qwen3_vl"
+MAX_ASPECT_RATIO = 200  # the Qwen processors refuse anything more elongated
+
+_ALIASES = {
+    "qwen2-vl": "qwen2_vl",
+    "qwen2.5-vl": "qwen2_5_vl",
+    "qwen2_5-vl": "qwen2_5_vl",
+    "qwen3-vl": "qwen3_vl",
+}
+
+
+def geometry(family: Union[str, ImageGeometry, None] = None) -> ImageGeometry:
+    """The :class:`ImageGeometry` of a family name (``qwen2_vl``, ``qwen2.5-vl``, ``qwen3_vl``...)."""
+    if isinstance(family, ImageGeometry):
+        return family
+    key = (family or DEFAULT_FAMILY).lower()
+    key = _ALIASES.get(key, key)
+    if key not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[key]
+
+
+def smart_resize(
+    height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280
+) -> tuple[int, int]:
+    """Target (height, width) for an image, as the Qwen-VL image processors compute it.
+
+    Both sides become multiples of ``factor``; the area is brought inside
+    [min_pixels, max_pixels] keeping the aspect ratio as closely as the rounding allows.
+    """
+    if min(height, width) <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ValueError(f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got {ratio}")
+    new_h = round(height / factor) * factor  # may round to 0: the min_pixels branch then fixes it
+    new_w = round(width / factor) * factor
+    if new_h * new_w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        new_h = max(factor, math.floor(height / scale / factor) * factor)
+        new_w = max(factor, math.floor(width / scale / factor) * factor)
+    elif new_h * new_w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        new_h = math.ceil(height * scale / factor) * factor
+        new_w = math.ceil(width * scale / factor) * factor
+    return new_h, new_w
+
+
+def resized_size(
+    height: int, width: int, family: Union[str, ImageGeometry, None] = None, max_pixels: Optional[int] = None,
+    min_pixels: Optional[int] = None,
+) -> tuple[int, int]:
+    """(height, width) the processor of ``family`` resizes to, with an optional ``max_pixels`` cap."""
+    geo = geometry(family)
+    upper = max_pixels or geo.max_pixels
+    lower = min(min_pixels if min_pixels is not None else geo.min_pixels, upper)
+    return smart_resize(height, width, geo.factor, lower, upper)
+
+
+def image_tokens(
+    height: int, width: int, family: Union[str, ImageGeometry, None] = None, max_pixels: Optional[int] = None,
+    min_pixels: Optional[int] = None,
+) -> int:
+    """LLM tokens one image of this size costs (placeholder tokens, without vision start/end)."""
+    geo = geometry(family)
+    new_h, new_w = resized_size(height, width, family, max_pixels, min_pixels)
+    return (new_h // geo.factor) * (new_w // geo.factor)
+
+
+def resize_to_max_pixels(
+    img: Image.Image, max_pixels: Optional[int], family: Union[str, ImageGeometry, None] = None
+) -> Image.Image:
+    """Shrink ``img`` to the size the processor would use under ``max_pixels`` (never enlarges).
+
+    Doing this before training keeps memory predictable; the processor then finds the image
+    already at its target size and leaves it as is.
+    """
+    if not max_pixels or img.width * img.height <= max_pixels:
+        return img
+    new_h, new_w = resized_size(img.height, img.width, family, max_pixels)
+    return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+
+
+REMOTE_SCHEMES = ("http://", "https://", "s3://", "s3a://", "gs://", "gcs://", "oss://", "az://", "abfs://",
+                  "hf://", "memory://", "ftp://", "sftp://")
+
+
+def is_remote(path: str) -> bool:
+    """True for URLs that go through fsspec (``http(s)://``, ``s3://``, ``oss://``...)."""
+    return "://" in path and not path.startswith("file://")
+
+
+class RemoteBackendMissing(ImportError):
+    """The fsspec backend for a URL scheme is not installed; the message names the package."""
+
+
+_PACKAGE_FOR = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "oss": "ossfs", "az": "adlfs",
+                "abfs": "adlfs", "http": "aiohttp requests", "https": "aiohttp requests", "hf": "huggingface_hub",
+                "sftp": "paramiko"}
+
+
+def remote_filesystem(url: str):
+    """The fsspec filesystem for ``url``; :class:`RemoteBackendMissing` names what to pip install."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError) as exc:
+        package = _PACKAGE_FOR.get(protocol, f"the fsspec backend for {protocol}://")
+        raise RemoteBackendMissing(
+            f"reading {protocol}:// paths needs the fsspec backend ({exc}); install it with: pip install {package}"
+        ) from None
+
+
+def open_image(path_or_url: Union[str, os.PathLike], mode: str = "RGB") -> Image.Image:
+    """Open a local path (``~`` expanded) or a remote URL via fsspec, fully loaded, in ``mode``."""
+    path = os.fspath(path_or_url)
+    if is_remote(path):
+        with remote_filesystem(path).open(path, "rb") as handle:
+            img = Image.open(io.BytesIO(handle.read()))
+            img.load()
+        return img.convert(mode) if mode and img.mode != mode else img
+    with Image.open(os.path.expanduser(path)) as src:
+        src.load()
+        return src.convert(mode) if mode and src.mode != mode else src.copy()
+
+
+def apply_max_pixels(processor, max_pixels: Optional[int], min_pixels: Optional[int] = None):
+    """Set the image size cap on a Qwen-VL processor (or bare image processor) in place.
+
+    transformers 5 stores the bounds in ``image_processor.size`` as ``longest_edge`` (max
+    pixels) and ``shortest_edge`` (min pixels); ``save_pretrained`` writes that dict, so a run
+    saved with this processor makes inference resize exactly like training. Returns the processor.
+    """
+    if max_pixels is None and min_pixels is None:
+        return processor
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None)
+    if size is None or not _has_key(size, "longest_edge"):
+        raise ValueError(
+            f"{type(image_processor).__name__} does not use a max_pixels budget (size={size!r}); "
+            "max_pixels applies to Qwen-VL style processors"
+        )
+    current = {k: v for k, v in dict(size).items() if v is not None} if not hasattr(size, "__dataclass_fields__") \
+        else {k: getattr(size, k) for k in size.__dataclass_fields__ if getattr(size, k) is not None}
+    if max_pixels is not None:
+        if max_pixels <= 0:
+            raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+        current["longest_edge"] = int(max_pixels)
+    if min_pixels is not None:
+        current["shortest_edge"] = int(min_pixels)
+    # A lower bound above the cap would make smart_resize upscale past max_pixels.
+    if current.get("shortest_edge", 0) > current["longest_edge"]:
+        current["shortest_edge"] = current["longest_edge"]
+    size_type = type(size)
+    image_processor.size = size_type(**current) if size_type is not dict else current
+    for attr, value in (("max_pixels", current["longest_edge"]), ("min_pixels", current.get("shortest_edge"))):
+        if getattr(image_processor, attr, None) is not None:
+            setattr(image_processor, attr, value)
+    return processor
+
+
+def _has_key(size, key: str) -> bool:
+    if isinstance(size, dict):
+        return key in size
+    return getattr(size, key, None) is not None
+
+
+def processor_geometry(processor, family: Optional[str] = None) -> ImageGeometry:
+    """Image geometry read from a loaded processor (patch/merge size and its current pixel bounds)."""
+    ip = getattr(processor, "image_processor", processor)
+    base = geometry(family) if family else None
+    patch = getattr(ip, "patch_size", None) or (base.patch_size if base else 14)
+    merge = getattr(ip, "merge_size", None) or (base.merge_size if base else 2)
+    size = getattr(ip, "size", None)
+    def get(key, default):
+        if size is None:
+            return default
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        return value or default
+    lower = get("shortest_edge", base.min_pixels if base else 56 * 56)
+    upper = get("longest_edge", base.max_pixels if base else 28 * 28 * 1280)
+    name = family or ("qwen3_vl" if patch == 16 else "qwen2_vl")
+    return ImageGeometry(name, int(patch), int(merge), int(lower), int(upper))
