@@ -1,0 +1,424 @@
+"""Peak GPU memory and tokens per epoch of a LoRA DPO run, before anything is loaded.
+
+Exact parts (parameter counts, weight bytes, LoRA parameters, optimizer state) come from the
+model's config instantiated on the meta device: no weights are allocated or downloaded.
+Activation memory is an approximation of what autograd keeps for a decoder layer with a
+frozen base and LoRA adapters (per token: layer inputs, attention q/k/v/output, MLP
+intermediates, LoRA-dropout copies); it is labelled as such in the result.
+
+DPO doubles every sequence: TRL runs chosen and rejected as one batch of 2 x batch_size,
+each with the prompt's images, and then a reference forward (adapters disabled, no grad)
+while the policy's activations are still held.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+GIB = 1024**3
+
+BYTES_PER_DTYPE = {"bf16": 2, "fp16": 2, "fp32": 4}
+# bitsandbytes: NF4 packs two weights per byte plus fp32 absmax per 64-block (double-quantised ~0.127 bit).
+QUANTIZED_BYTES_PER_PARAM = {"4bit": 0.5 + 0.127 / 8, "8bit": 1.0 + 4 / 4096}
+# LoRA weights are kept in fp32 by PEFT: weight + gradient + AdamW exp_avg + exp_avg_sq.
+LORA_BYTES_PER_PARAM = 4
+LORA_GRAD_BYTES_PER_PARAM = 4
+ADAMW_BYTES_PER_PARAM = 8
+TRL_LOGPROB_VOCAB_CHUNK = 32768  # TRL's fused LM head scores the vocabulary in chunks of this size
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Parameters per component of a model, counted on the meta device."""
+
+    vision: int
+    projector: int
+    language_model: int
+    lm_head: int
+    other: int
+    # Linear layers a quantizer would quantize (all but lm_head), in parameters
+    linear: int
+
+    @property
+    def total(self) -> int:
+        return self.vision + self.projector + self.language_model + self.lm_head + self.other
+
+
+@dataclass
+class MemoryEstimate:
+    """Estimated peak GPU memory of one training step, split into its parts (bytes)."""
+
+    weights_bytes: int
+    lora_params: int
+    lora_weights_bytes: int
+    lora_grad_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int  # with the chosen gradient_checkpointing setting (approximate)
+    activation_bytes_with_checkpointing: int
+    activation_bytes_without_checkpointing: int
+    reference_pass_bytes: int  # transient working set of the reference forward (approximate)
+    logits_bytes: int
+    total_bytes: int
+    parameters: ParameterCounts
+    tokens_per_sequence: int
+    image_tokens_per_image: int
+    sequences_per_step: int
+    gpu_memory_gib: float | None
+    fits: bool | None
+    advice: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_gib(self) -> float:
+        return self.total_bytes / GIB
+
+    def rows(self) -> list[tuple[str, float]]:
+        """(label, GiB) rows for display."""
+        return [
+            ("weights", self.weights_bytes / GIB),
+            ("LoRA weights + gradients", (self.lora_weights_bytes + self.lora_grad_bytes) / GIB),
+            ("optimizer state (AdamW)", self.optimizer_bytes / GIB),
+            (
+                "activations (" + ("with" if self.settings.get("gradient_checkpointing") else "without")
+                + " gradient checkpointing)",
+                self.activation_bytes / GIB,
+            ),
+            ("reference pass", self.reference_pass_bytes / GIB),
+            ("log-prob chunks", self.logits_bytes / GIB),
+            ("total (estimate)", self.total_gib),
+        ]
+
+    def format(self) -> str:
+        lines = [f"{label:<48}{gib:>8.2f} GiB" for label, gib in self.rows()]
+        lines.append(
+            f"{self.sequences_per_step} sequences x {self.tokens_per_sequence} tokens "
+            f"({self.image_tokens_per_image} image tokens per image); "
+            f"without checkpointing activations would be {self.activation_bytes_without_checkpointing / GIB:.2f} GiB"
+        )
+        if self.gpu_memory_gib is not None:
+            lines.append(f"fits in {self.gpu_memory_gib:g} GiB: {'yes' if self.fits else 'NO'}")
+        lines += [f"advice: {a}" for a in self.advice]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TokenEstimate:
+    """Tokens one epoch of DPO processes (chosen and rejected each carry the full prompt)."""
+
+    image_tokens_per_image: int
+    tokens_per_sequence: int
+    tokens_per_pair: int
+    tokens_per_epoch: int
+    truncated: bool  # the sequence was cut at max_context_length
+    seconds_per_epoch: float | None = None
+
+
+# --------------------------------------------------------------------------- config & parameter counts
+
+
+def load_config(model_config_or_name: Any):
+    """A transformers config from a config object, a dict, a tiny id, a folder, a known or cached hub id."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    from nbtools.models.reference_configs import reference_config
+
+    if isinstance(model_config_or_name, PretrainedConfig):
+        return model_config_or_name
+    if isinstance(model_config_or_name, dict):
+        raw = dict(model_config_or_name)
+        return AutoConfig.for_model(raw.pop("model_type"), **raw)
+    known = reference_config(str(model_config_or_name))
+    if known is not None:
+        return known
+    from nbtools.models import resolve_model_path
+
+    path = resolve_model_path(model_config_or_name)
+    config = AutoConfig.from_pretrained(path)
+    config._nbtools_min_pixels, config._nbtools_max_pixels = _processor_pixel_bounds(path)
+    return config
+
+
+def _processor_pixel_bounds(path: str) -> tuple[int | None, int | None]:
+    """The saved image processor's (min, max) pixels (``size.shortest_edge/longest_edge``), if a folder has one."""
+    from pathlib import Path
+
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        file = Path(path) / name
+        if file.is_file():
+            data = json.loads(file.read_text())
+            size = data.get("image_processor", data).get("size") or {}
+            return size.get("shortest_edge"), size.get("longest_edge")
+    return None, None
+
+
+def _config_key(config) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=16)
+def _meta_model_facts(config_json: str):
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from nbtools.models import detect_family
+
+    raw = json.loads(config_json)
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    family = detect_family(config)
+    counts = {"vision": 0, "projector": 0, "language_model": 0, "lm_head": 0, "other": 0}
+    seen = set()
+    linear = 0
+    for name, param in model.named_parameters():  # shared (tied) weights appear once
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        counts[family.component_of(name)] += param.numel()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and family.component_of(name) != "lm_head":
+            linear += module.weight.numel()
+    linear_shapes = {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    return ParameterCounts(linear=linear, **counts), linear_shapes, model
+
+
+def count_parameters(model_config_or_name: Any) -> ParameterCounts:
+    """Parameters per component, from the config alone (meta device, nothing allocated)."""
+    return _meta_model_facts(_config_key(load_config(model_config_or_name)))[0]
+
+
+def lora_parameter_count(
+    model_config_or_name: Any, lora_rank: int, target_modules: Any = "default", include_vision: bool = False
+) -> int:
+    """Exact LoRA parameters: rank x (in + out) for each targeted Linear."""
+    from nbtools.models.lora import resolve_target_modules
+
+    _, shapes, meta_model = _meta_model_facts(_config_key(load_config(model_config_or_name)))
+    names = resolve_target_modules(meta_model, target_modules, include_vision=include_vision)
+    return sum(lora_rank * (shapes[n][0] + shapes[n][1]) for n in names)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def weight_bytes(counts: ParameterCounts, precision: str, quantization: str | None = None) -> int:
+    """Bytes of the base weights: params x dtype size; quantized Linear layers at their packed size."""
+    per = _dtype_bytes(precision)
+    if quantization is None:
+        return counts.total * per
+    if quantization not in QUANTIZED_BYTES_PER_PARAM:
+        raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
+    quantized = counts.linear
+    return int(quantized * QUANTIZED_BYTES_PER_PARAM[quantization]) + (counts.total - quantized) * per
+
+
+def lora_training_bytes(lora_params: int) -> tuple[int, int, int]:
+    """(weights, gradients, AdamW state) bytes of the trainable LoRA parameters (fp32)."""
+    return (
+        lora_params * LORA_BYTES_PER_PARAM,
+        lora_params * LORA_GRAD_BYTES_PER_PARAM,
+        lora_params * ADAMW_BYTES_PER_PARAM,
+    )
+
+
+def _dtype_bytes(precision: str) -> int:
+    if precision not in BYTES_PER_DTYPE:
+        raise ValueError(f"precision must be one of {', '.join(BYTES_PER_DTYPE)}, got {precision!r}")
+    return BYTES_PER_DTYPE[precision]
+
+
+def image_tokens_per_image(
+    config, max_pixels: int | None, image_size: tuple[int, int] | None = None, min_pixels: int | None = None
+) -> int:
+    """LLM tokens one image costs: Qwen families resize into max_pixels; LLaVA uses a fixed grid.
+
+    ``min_pixels`` defaults to the processor's own bound when the model was given by name
+    (tiny models use a much lower one than the real families), else to the family default.
+    """
+    from nbtools.models import detect_family
+
+    family = detect_family(config)
+    if not family.dynamic_resolution:
+        vision = config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+    from nbtools import images
+
+    if max_pixels is None:
+        max_pixels = getattr(config, "_nbtools_max_pixels", None)
+    if image_size is None:  # assume images large enough to use the whole budget (worst case)
+        side = math.isqrt(max_pixels or images.geometry(family.name).max_pixels)
+        image_size = (side, side)
+    height, width = image_size
+    if min_pixels is None:
+        min_pixels = getattr(config, "_nbtools_min_pixels", None)
+    return images.image_tokens(height, width, family.name, max_pixels=max_pixels, min_pixels=min_pixels)
+
+
+def _text_dims(config) -> dict[str, int]:
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return {
+        "hidden": text.hidden_size,
+        "intermediate": text.intermediate_size,
+        "q": heads * head_dim,
+        "kv": (getattr(text, "num_key_value_heads", None) or heads) * head_dim,
+        "layers": text.num_hidden_layers,
+        "vocab": text.vocab_size,
+    }
+
+
+def layer_activation_elements(config, lora_dropout: bool = True) -> int:
+    """Approximate elements autograd keeps per token for one decoder layer (frozen base + LoRA)."""
+    d = _text_dims(config)
+    saved = (
+        4 * d["hidden"]  # two RMSNorm inputs, attention and MLP inputs
+        + 4 * d["q"]  # q (pre/post norm+rope), attention output, o_proj input
+        + 3 * d["kv"]  # k (pre/post), v
+        + 4 * d["intermediate"]  # gate, up, act(gate), down input
+    )
+    if lora_dropout:  # PEFT keeps each targeted module's dropped-out input (and a mask)
+        saved += 5 * d["hidden"] + d["q"] + d["intermediate"]
+    return saved
+
+
+def estimate_memory(
+    model_config_or_name: Any,
+    *,
+    batch_size: int,
+    max_context_length: int,
+    max_pixels: int | None,
+    lora_rank: int,
+    gradient_checkpointing: bool,
+    precision: str,
+    quantization: str | None = None,
+    target_modules: Any = "default",
+    images_per_pair: int = 1,
+    gpu_memory_gib: float | None = None,
+    prompt_text_tokens: int | None = None,
+    answer_tokens: int | None = None,
+    image_size: tuple[int, int] | None = None,
+    lora_dropout: float = 0.05,
+    include_vision: bool = False,
+) -> MemoryEstimate:
+    """Peak memory of one DPO step with LoRA.
+
+    Sequence length: prompt text + images + answer when ``prompt_text_tokens``/``answer_tokens``
+    are given, capped at ``max_context_length``; otherwise ``max_context_length`` (worst case).
+    """
+    if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0:
+        raise ValueError("batch_size, max_context_length and lora_rank must be positive")
+    config = load_config(model_config_or_name)
+    counts = count_parameters(config)
+    act_bytes = _dtype_bytes(precision)
+    dims = _text_dims(config)
+
+    weights = weight_bytes(counts, precision, quantization)
+    lora_params = lora_parameter_count(config, lora_rank, target_modules, include_vision)
+    lora_w, lora_g, optim = lora_training_bytes(lora_params)
+
+    img_tokens = image_tokens_per_image(config, max_pixels, image_size)
+    if prompt_text_tokens is not None and answer_tokens is not None:
+        seq = min(max_context_length, prompt_text_tokens + images_per_pair * img_tokens + answer_tokens)
+        completion = min(answer_tokens, seq)
+    else:
+        seq, completion = max_context_length, min(max_context_length, answer_tokens or max_context_length // 4)
+    n_seq = 2 * batch_size  # chosen + rejected
+    tokens = n_seq * seq
+
+    per_layer = layer_activation_elements(config, lora_dropout > 0) * act_bytes
+    hidden_bytes = dims["hidden"] * act_bytes
+    without_ckpt = tokens * (dims["layers"] * per_layer + 3 * hidden_bytes)
+    # checkpointing keeps each layer's input, recomputes one layer at a time during backward
+    with_ckpt = tokens * (dims["layers"] * hidden_bytes + per_layer + 3 * hidden_bytes)
+    activations = with_ckpt if gradient_checkpointing else without_ckpt
+
+    # reference forward (no grad): one layer's temporaries at a time, plus its log-prob chunks
+    reference = tokens * (3 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
+    scored = n_seq * completion
+    logits = scored * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
+
+    total = weights + lora_w + lora_g + optim + activations + reference + logits
+    fits = None if gpu_memory_gib is None else total <= gpu_memory_gib * GIB * 0.92  # CUDA context & fragmentation
+    settings = dict(
+        batch_size=batch_size, max_context_length=max_context_length, max_pixels=max_pixels, lora_rank=lora_rank,
+        gradient_checkpointing=gradient_checkpointing, precision=precision, quantization=quantization,
+        target_modules=target_modules, images_per_pair=images_per_pair,
+    )
+    estimate = MemoryEstimate(
+        weights_bytes=weights, lora_params=lora_params, lora_weights_bytes=lora_w, lora_grad_bytes=lora_g,
+        optimizer_bytes=optim, activation_bytes=activations, activation_bytes_with_checkpointing=with_ckpt,
+        activation_bytes_without_checkpointing=without_ckpt, reference_pass_bytes=reference, logits_bytes=logits,
+        total_bytes=total, parameters=counts, tokens_per_sequence=seq, image_tokens_per_image=img_tokens,
+        sequences_per_step=n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
+    )
+    if images_per_pair * img_tokens >= max_context_length:
+        estimate.advice.append(
+            f"images alone take {images_per_pair * img_tokens} tokens, more than max_context_length="
+            f"{max_context_length}: lower max_pixels or raise max_context_length (TRL would cut image tokens)"
+        )
+    if fits is False:
+        estimate.advice += _advice(estimate, config, counts)
+    return estimate
+
+
+def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
+    """Knobs that would make the run fit, cheapest first."""
+    budget = est.gpu_memory_gib * GIB * 0.92
+    s = est.settings
+    fixed = est.total_bytes - est.activation_bytes - est.reference_pass_bytes - est.logits_bytes
+    tips = []
+    if not s["gradient_checkpointing"]:
+        saved = est.activation_bytes_without_checkpointing - est.activation_bytes_with_checkpointing
+        tips.append(f"turn on gradient_checkpointing (saves about {saved / GIB:.1f} GiB of activations)")
+    per_pair = (est.total_bytes - fixed) / s["batch_size"]
+    if fixed < budget and per_pair > 0:
+        fitting = int((budget - fixed) // per_pair)
+        if 1 <= fitting < s["batch_size"]:
+            tips.append(
+                f"lower batch_size to {fitting} and raise gradient_accumulation_steps to keep the effective batch"
+            )
+    if s["max_pixels"] and est.image_tokens_per_image > 64:
+        tips.append(
+            f"lower max_pixels (now {s['max_pixels']:,} px = {est.image_tokens_per_image} tokens per image); "
+            "halving it about halves the image tokens"
+        )
+    tips.append(f"lower max_context_length (now {s['max_context_length']})")
+    if s["quantization"] is None:
+        q4 = weight_bytes(counts, s["precision"], "4bit")
+        tips.append(f"load the base model in 4-bit (QLoRA): weights {est.weights_bytes / GIB:.1f} -> {q4 / GIB:.1f} GiB")
+    if fixed >= budget:
+        tips.insert(0, f"the weights alone ({est.weights_bytes / GIB:.1f} GiB) do not fit: use a smaller model, "
+                       "4-bit loading or a larger GPU")
+    return tips
+
+
+def estimate_tokens_per_epoch(
+    model_config_or_name: Any,
+    *,
+    n_pairs: int,
+    mean_prompt_text_tokens: float,
+    mean_answer_tokens: float,
+    max_pixels: int | None,
+    max_context_length: int,
+    images_per_pair: float = 1,
+    image_size: tuple[int, int] | None = None,
+    tokens_per_second: float | None = None,
+) -> TokenEstimate:
+    """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + answer."""
+    config = load_config(model_config_or_name)
+    img = image_tokens_per_image(config, max_pixels, image_size)
+    full = mean_prompt_text_tokens + images_per_pair * img + mean_answer_tokens
+    per_seq = int(math.ceil(min(full, max_context_length)))
+    per_pair = 2 * per_seq
+    per_epoch = per_pair * n_pairs
+    seconds = per_epoch / tokens_per_second if tokens_per_second else None
+    return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds)

@@ -1,0 +1,32 @@
+"""Models: loading (tiny ids, folders, hub ids), families, LoRA targets, built-in tiny VLMs."""
+
+from .families import FAMILIES, Family, UnsupportedModelError, detect_family, supported_model_types
+from .loading import (
+    ModelNotAvailableOfflineError,
+    apply_max_pixels,
+    load_model_and_processor,
+    load_processor,
+    resolve_model_path,
+)
+from .tiny import TINY_SPECS, build_tiny_model
+from .variant import model_variant, strip_empty_think, variant_mismatch
+
+TINY_MODEL_IDS: tuple[str, ...] = tuple(TINY_SPECS)
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "ModelNotAvailableOfflineError",
+    "TINY_MODEL_IDS",
+    "UnsupportedModelError",
+    "apply_max_pixels",
+    "build_tiny_model",
+    "detect_family",
+    "load_model_and_processor",
+    "load_processor",
+    "model_variant",
+    "resolve_model_path",
+    "strip_empty_think",
+    "supported_model_types",
+    "variant_mismatch",
+]

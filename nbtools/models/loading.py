@@ -1,0 +1,192 @@
+"""Load a VLM and its processor from a built-in tiny id, a local folder or a hub id.
+
+One entry point for notebooks, the CLI and tests, so that the tiny offline models go
+through exactly the code path real models do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .families import detect_family
+from .tiny import build_tiny_model, is_tiny_id
+
+logger = logging.getLogger(__name__)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ModelNotAvailableOfflineError(OSError):
+    """A hub id was requested while offline and it is not in the local HF cache."""
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: nothing may be downloaded."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _looks_like_path(name: str) -> bool:
+    # hub ids are "name" or "org/name"; anything else with path syntax is meant as a folder
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """Folder (or hub id) to pass to ``from_pretrained``.
+
+    Tiny ids are built into ``model_cache_dir()/<id>`` on first use; existing folders pass
+    through; hub ids pass through when online, and when offline resolve to their cached
+    snapshot or fail at once with a message saying how to fix it.
+    """
+    name = os.fspath(name_or_path)
+    if is_tiny_id(name):
+        return str(build_tiny_model(name))
+    expanded = Path(name).expanduser()
+    if expanded.is_dir():
+        return str(expanded.resolve())
+    if _looks_like_path(name):
+        raise FileNotFoundError(
+            f"model folder {name!r} does not exist. Pass an existing folder with config.json, a hub id "
+            "such as 'Qwen/Qwen3-VL-4B-Instruct', or a built-in tiny id ('tiny-qwen3-vl')."
+        )
+    if not hub_offline():
+        return name
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError) as err:
+        raise ModelNotAvailableOfflineError(
+            f"cannot load {name!r}: HF_HUB_OFFLINE=1 (offline mode) and the model is not in the local "
+            "Hugging Face cache. Fix: download it once with network access "
+            f"(`huggingface-cli download {name}`), or pass the path of a local folder holding the model, "
+            "or use a built-in tiny model such as 'tiny-qwen3-vl'."
+        ) from err
+
+
+def apply_max_pixels(processor: Any, max_pixels: int | None) -> None:
+    """Cap pixels per image (and per video frame) on the processor, where the family resizes dynamically.
+
+    transformers 5.x stores Qwen's min/max pixels as ``size.shortest_edge``/``size.longest_edge``
+    (in pixels, not edges); the processor reads them at call time, so changing them here is enough.
+    """
+    if max_pixels is None:
+        return
+    max_pixels = int(max_pixels)
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
+    applied = False
+    for attr in ("image_processor", "video_processor"):
+        sub = getattr(processor, attr, None)
+        if sub is None:
+            continue
+        size = getattr(sub, "size", None)
+        if size is not None and _get(size, "longest_edge") is not None and hasattr(sub, "merge_size"):
+            shortest = _get(size, "shortest_edge")
+            _set(size, "longest_edge", max_pixels)
+            if shortest is not None and shortest > max_pixels:
+                _set(size, "shortest_edge", max_pixels)
+            for legacy in ("max_pixels", "min_pixels"):  # older configs kept these as attributes too
+                if getattr(sub, legacy, None) is not None:
+                    setattr(sub, legacy, max_pixels if legacy == "max_pixels" else min(getattr(sub, legacy), max_pixels))
+            applied = True
+    if not applied:
+        logger.warning(
+            "max_pixels=%s ignored: this model's image processor resizes every image to a fixed size", max_pixels
+        )
+
+
+def _get(size: Any, key: str):
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def _set(size: Any, key: str, value: int) -> None:
+    if isinstance(size, dict):
+        size[key] = value
+    else:
+        setattr(size, key, value)
+
+
+def prepare_tokenizer(tokenizer: Any) -> None:
+    """Pad token present (TRL pads chosen/rejected) and left padding (batched generation)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def load_processor(name_or_path: str | os.PathLike, max_pixels: int | None = None, trust_remote_code: bool = False):
+    """AutoProcessor for a tiny id, folder or hub id, with ``max_pixels`` applied and the tokenizer prepared."""
+    from transformers import AutoProcessor
+
+    path = resolve_model_path(name_or_path)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    apply_max_pixels(processor, max_pixels)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    prepare_tokenizer(tokenizer)
+    return processor
+
+
+def resolve_dtype(dtype: Any = "auto", device: str | None = None):
+    """'auto' → bf16 on a CUDA GPU that supports it, fp16 on older GPUs, fp32 on CPU."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        if on_cuda and torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "half": "float16", "float": "float32"}
+    resolved = getattr(torch, names.get(str(dtype), str(dtype)), None)
+    if resolved not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'bfloat16', 'float16' or 'float32'")
+    return resolved
+
+
+def default_attn_implementation(device: str, dtype) -> str:
+    """flash_attention_2 when installed and usable (CUDA, half precision), else sdpa."""
+    import importlib.util
+
+    import torch
+
+    if (
+        device.startswith("cuda")
+        and dtype in (torch.bfloat16, torch.float16)
+        and importlib.util.find_spec("flash_attn") is not None
+    ):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model_and_processor(
+    name_or_path: str | os.PathLike,
+    *,
+    max_pixels: int | None = None,
+    dtype: Any = "auto",
+    device: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load ``(model, processor)`` the same way for tiny ids, folders and hub ids."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    path = resolve_model_path(name_or_path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    detect_family(config)  # unsupported architectures fail here, before any weights are read
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = resolve_dtype(dtype, device)
+    attn = attn_implementation or default_attn_implementation(device, torch_dtype)
+    processor = load_processor(path, max_pixels=max_pixels, trust_remote_code=trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
+    )
+    model.to(device)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, processor

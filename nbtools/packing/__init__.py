@@ -1,0 +1,43 @@
+"""Packed DPO pairs: one ``[prompt, chosen, rejected]`` row per pair, images encoded once,
+reference log-probs computed once. See ``step.packed_dpo_step`` for the trainer hook."""
+
+from .layout import PackedPieces, PackedPreferenceCollator, pack_pieces
+from .logps import PackedLogps, packed_logps, separate_logps
+from .loss import PACKED_LOSS_TYPES, dpo_loss
+from .mask import packed_attention_mask
+from .positions import packed_position_ids
+from .ref_cache import (
+    ReferenceFingerprint,
+    ReferenceLogpsStore,
+    pair_key,
+    precompute_reference_logps,
+    reference_fingerprint,
+)
+from .step import PackedStepResult, packed_dpo_step, reference_logps
+from .support import PackingSupport, packing_supported
+from .vision_cache import EncodingCounter, vision_features_reusable
+
+__all__ = [
+    "PACKED_LOSS_TYPES",
+    "EncodingCounter",
+    "PackedLogps",
+    "PackedPieces",
+    "PackedPreferenceCollator",
+    "PackedStepResult",
+    "PackingSupport",
+    "ReferenceFingerprint",
+    "ReferenceLogpsStore",
+    "dpo_loss",
+    "pack_pieces",
+    "packed_attention_mask",
+    "packed_dpo_step",
+    "packed_logps",
+    "packed_position_ids",
+    "packing_supported",
+    "pair_key",
+    "precompute_reference_logps",
+    "reference_fingerprint",
+    "reference_logps",
+    "separate_logps",
+    "vision_features_reusable",
+]

@@ -1,0 +1,151 @@
+"""Summed chosen / rejected log-probs from one forward over packed rows.
+
+The multimodal backbone (``<ForConditionalGeneration>.model``) runs once per batch of packed
+rows with the 4-D mask and explicit positions; the LM head is applied only to the hidden
+states that predict answer tokens. Each chosen token is predicted from its predecessor; the
+first rejected token from the *last prompt token* (its true predecessor in a separate row),
+the other rejected tokens from their predecessors. Images go in once per pair, in pair order,
+exactly as the processor produced them, so image and deepstack features land on the right
+placeholder tokens.
+
+:func:`separate_logps` is the plain TRL-style computation (two rows per pair, full logits)
+that the packed path must reproduce; tests and the benchmark use it as the baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED
+from .mask import packed_attention_mask
+from .positions import packed_position_ids
+
+
+def unwrap_model(model):
+    """The transformers ``PreTrainedModel`` under DDP / accelerate / PEFT wrappers (LoRA layers stay injected)."""
+    while hasattr(model, "module") and not hasattr(model, "get_output_embeddings"):
+        model = model.module
+    if hasattr(model, "get_base_model"):  # peft.PeftModel
+        model = model.get_base_model()
+    return model
+
+
+def backbone_and_head(model):
+    """(multimodal backbone returning hidden states, LM head) of a ``*ForConditionalGeneration`` model."""
+    base = unwrap_model(model)
+    backbone = getattr(base, "model", None)
+    head = base.get_output_embeddings()
+    if backbone is None or head is None:
+        raise ValueError(
+            f"packing does not know how to split {type(base).__name__} into backbone and LM head; turn packing off"
+        )
+    return base, backbone, head
+
+
+def model_inputs(batch: dict) -> dict:
+    """The batch entries the backbone takes (layout keys, reference values and the 2-D mask removed)."""
+    skip = set(LAYOUT_KEYS) | set(EXTRA_KEYS) | {"attention_mask", "completion_mask"}
+    return {k: v for k, v in batch.items() if k not in skip}
+
+
+@dataclass
+class PackedLogps:
+    """Result of one packed forward."""
+
+    chosen: torch.Tensor  # (B,) summed log-probs of the chosen answers
+    rejected: torch.Tensor  # (B,)
+    token_logps: torch.Tensor  # (N,) per scored token, chosen and rejected tokens of all rows
+    token_rows: torch.Tensor  # (N,) row of each scored token
+    token_is_chosen: torch.Tensor  # (N,) bool
+    stats: dict = field(default_factory=dict)  # detached per-token entropy / mean logit / top-1 hit
+    encoder_outputs: dict | None = None  # {"image": ..., "video": ...} for reuse by a later pass
+
+
+def scoring_indices(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor):
+    """(rows, target columns, predecessor columns, is_chosen) of every scored token."""
+    scored = (segment_ids == SEGMENT_CHOSEN) | (segment_ids == SEGMENT_REJECTED)
+    rows, cols = scored.nonzero(as_tuple=True)
+    predecessors = cols - 1
+    is_rejected = segment_ids[rows, cols] == SEGMENT_REJECTED
+    first_rejected = is_rejected & (segment_ids[rows, cols - 1] != SEGMENT_REJECTED)
+    last_prompt = prompt_lengths.to(cols.device)[rows] - 1
+    predecessors = torch.where(first_rejected, last_prompt, predecessors)
+    return rows, cols, predecessors, ~is_rejected
+
+
+def packed_logps(
+    model,
+    batch: dict,
+    *,
+    encoder_outputs: dict | None = None,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    with_stats: bool = False,
+) -> PackedLogps:
+    """One forward over packed rows; ``attention_mask`` / ``position_ids`` override the correct ones (tests only)."""
+    base, backbone, head = backbone_and_head(model)
+    segment_ids = batch["segment_ids"]
+    embeddings = base.get_input_embeddings()
+    if attention_mask is None:
+        attention_mask = packed_attention_mask(
+            segment_ids, base.config._attn_implementation or "eager", embeddings.weight.dtype
+        )
+    if position_ids is None:
+        position_ids = packed_position_ids(base, batch)
+    inputs = model_inputs(batch)
+    if encoder_outputs:
+        # pixels were already encoded this step: feed the features, not the pixels
+        for key in ("pixel_values", "pixel_values_videos"):
+            inputs.pop(key, None)
+        inputs["mm_encoder_outputs"] = dict(encoder_outputs)
+    outputs = backbone(
+        **inputs, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    hidden = outputs.last_hidden_state
+    rows, cols, predecessors, is_chosen = scoring_indices(segment_ids, batch["prompt_lengths"])
+    logits = head(hidden[rows, predecessors]).float()
+    log_probs = logits.log_softmax(dim=-1)
+    targets = batch["input_ids"][rows, cols]
+    token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+    batch_size = segment_ids.shape[0]
+    chosen = torch.zeros(batch_size, dtype=token_logps.dtype, device=token_logps.device)
+    rejected = torch.zeros_like(chosen)
+    chosen = chosen.index_add(0, rows[is_chosen], token_logps[is_chosen])
+    rejected = rejected.index_add(0, rows[~is_chosen], token_logps[~is_chosen])
+    stats = {}
+    if with_stats:
+        with torch.no_grad():
+            probs = log_probs.exp()
+            stats = {
+                "entropy": -(probs * log_probs).sum(-1),
+                "mean_logits": logits.mean(-1),
+                "is_top1": logits.argmax(-1) == targets,
+            }
+    encoder = {}
+    for key in ("image", "video"):
+        value = getattr(outputs, f"{key}_outputs", None)
+        if value is not None:
+            encoder[key] = value
+    return PackedLogps(chosen, rejected, token_logps, rows, is_chosen, stats, encoder or None)
+
+
+def separate_logps(model, trl_batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRL's layout: rows ``[prompt, chosen]`` then ``[prompt, rejected]``, full logits, shifted labels.
+
+    ``trl_batch`` is what ``trl.trainer.dpo_trainer.DataCollatorForVisionPreference`` returns.
+    """
+    inputs = {k: v for k, v in trl_batch.items() if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+    targets = trl_batch["input_ids"][:, 1:]
+    token_logps = logits.log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
+    sums = (token_logps * trl_batch["completion_mask"][:, 1:]).sum(-1)
+    return sums.chunk(2)
+
+
+def count_tokens(batch: dict) -> int:
+    """Real tokens that go through the language model for this batch (padding excluded)."""
+    if "segment_ids" in batch:
+        return int((batch["segment_ids"] != SEGMENT_PAD).sum())
+    return int(batch["attention_mask"].sum())

@@ -1,0 +1,81 @@
+"""Position ids for packed rows.
+
+The rejected answer must get the positions it would have directly after the prompt. For
+Qwen-VL's 3-row multimodal rope (time, height, width) the prompt's positions depend on the
+image grids, so they come from the model's own ``get_rope_index`` over the packed row; the
+rejected segment is then renumbered from the prompt's largest position + 1 on all three
+rows (answers are text, where the three rows are equal). Other families use 1-D positions.
+
+Passed explicitly as ``position_ids``: with a 4-D mask the model cannot infer them. We pass
+the 3-row form (not the 4-row form whose row 0 holds text positions): with 3 rows the
+language model gets ``text_position_ids=None`` and never tries to detect "packed sequences"
+from non-monotonic positions.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .layout import SEGMENT_PAD, SEGMENT_PROMPT, SEGMENT_REJECTED
+
+
+def rope_index_owner(model):
+    """The sub-module that owns ``get_rope_index`` (Qwen2/2.5/3-VL), or None for 1-D rope families."""
+    for module in (model, getattr(model, "model", None)):
+        if module is not None and callable(getattr(module, "get_rope_index", None)):
+            return module
+    return None
+
+
+def one_d_positions(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L) positions: 0.. over prompt + chosen; rejected restarts right after the prompt."""
+    _, length = segment_ids.shape
+    index = torch.arange(length, device=segment_ids.device)[None].expand_as(segment_ids)
+    rejected = segment_ids == SEGMENT_REJECTED
+    positions = torch.where(rejected, index - chosen_lengths.to(index.device)[:, None], index)
+    return positions.masked_fill(segment_ids == SEGMENT_PAD, 0)
+
+
+def mrope_positions(owner, batch: dict, *, renumber_rejected: bool = True) -> torch.Tensor:
+    """(3, B, L) Qwen-VL positions for packed rows.
+
+    ``renumber_rejected=False`` keeps the positions ``get_rope_index`` gives the packed row as
+    if it were one sequence — wrong, and only useful to show that the tests catch it.
+    """
+    segment_ids = batch["segment_ids"]
+    real = segment_ids != SEGMENT_PAD
+    kwargs = dict(
+        input_ids=batch["input_ids"],
+        mm_token_type_ids=batch.get("mm_token_type_ids", torch.zeros_like(batch["input_ids"])),
+        image_grid_thw=batch.get("image_grid_thw"),
+        video_grid_thw=batch.get("video_grid_thw"),
+        attention_mask=real.long(),
+    )
+    if "second_per_grid_ts" in inspect.signature(owner.get_rope_index).parameters:
+        kwargs["second_per_grid_ts"] = batch.get("second_per_grid_ts")
+    with torch.no_grad():
+        positions, _ = owner.get_rope_index(**kwargs)
+    if not renumber_rejected:
+        return positions
+    positions = positions.clone()
+    prompt = (segment_ids == SEGMENT_PROMPT)[None]
+    prompt_max = positions.masked_fill(~prompt, -1).amax(dim=(0, 2))  # (B,)
+    rejected = segment_ids == SEGMENT_REJECTED
+    order = rejected.long().cumsum(dim=1) - 1  # 0.. within the rejected segment
+    renumbered = (prompt_max[:, None] + 1 + order).to(positions.dtype)
+    positions = torch.where(rejected[None], renumbered[None].expand_as(positions), positions)
+    return positions
+
+
+def packed_position_ids(model, batch: dict, *, renumber_rejected: bool = True) -> torch.Tensor:
+    """Explicit ``position_ids`` for a packed batch: (3, B, L) for Qwen-VL, (B, L) otherwise."""
+    owner = rope_index_owner(model)
+    if owner is not None:
+        return mrope_positions(owner, batch, renumber_rejected=renumber_rejected)
+    if not renumber_rejected:
+        segment_ids = batch["segment_ids"]
+        index = torch.arange(segment_ids.shape[1], device=segment_ids.device)[None].expand_as(segment_ids)
+        return index.masked_fill(segment_ids == SEGMENT_PAD, 0)
+    return one_d_positions(batch["segment_ids"], batch["prompt_lengths"], batch["chosen_lengths"])

@@ -1,0 +1,269 @@
+"""Reference log-probs computed once and stored on disk, keyed by everything that changes them.
+
+Why: with a frozen reference, each pair's reference chosen/rejected log-probs are constants of
+(pair content + image bytes, image sizing, model weights + starting adapter, tokenizer + chat
+template, dtype). Computing them once (adapter disabled, inference mode, packed layout) saves
+the second forward of every step; storing them in the shared cache lets later epochs, resumed
+runs and sweeps over the same base model and data skip them too. The key hashes all of the
+inputs above, so a changed input can never reuse a stale value — it just misses.
+
+Layout: ``cache_dir()/"ref_logps"/<key[:2]>/<key>.json`` holding ``{"chosen": float, "rejected": float}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable
+
+import torch
+
+from nbtools.paths import cache_dir
+
+# Bump when the way log-probs are computed changes (layout, scoring), so old values miss.
+REFERENCE_FORMAT_VERSION = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def _sha(*parts: bytes | str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def folder_digest(path: str | os.PathLike | None) -> str:
+    """Digest of a local model/adapter folder: config and tokenizer files by content, weights by name+size+mtime.
+
+    Hashing multi-GB weights on every run would cost minutes; size + modification time change
+    whenever a weight file is rewritten. Hub ids (no local folder) are keyed by name + revision.
+    """
+    if path is None:
+        return ""
+    folder = Path(path)
+    if not folder.exists():
+        return _sha("hub", str(path))
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    parts = []
+    for file in files:
+        relative = file.name if folder.is_file() else str(file.relative_to(folder))
+        if file.suffix in WEIGHT_SUFFIXES:
+            stat = file.stat()
+            parts.append(f"{relative}:{stat.st_size}:{stat.st_mtime_ns}")
+        elif file.suffix in (".json", ".jinja", ".txt", ".model", ".yaml"):
+            parts.append(f"{relative}:{_sha(file.read_bytes())}")
+    return _sha(*parts)
+
+
+def processor_digest(processor) -> tuple[str, str]:
+    """(tokenizer + chat template digest, image/video processor settings digest)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None) or ""
+    tokenizer_part = _sha(vocabulary, str(template), str(tokenizer.pad_token_id))
+    settings = []
+    for name in ("image_processor", "video_processor"):
+        sub = getattr(processor, name, None)
+        if sub is not None and hasattr(sub, "to_json_string"):
+            settings.append(sub.to_json_string())
+    return tokenizer_part, _sha(*settings)
+
+
+@dataclass(frozen=True)
+class ReferenceFingerprint:
+    """Everything outside the pair that changes its reference log-probs."""
+
+    model: str
+    model_revision: str
+    starting_adapter: str
+    tokenizer_and_template: str
+    image_processing: str
+    max_pixels: int | None
+    dtype: str
+    format_version: int = REFERENCE_FORMAT_VERSION
+
+    def digest(self) -> str:
+        return _sha(json.dumps(asdict(self), sort_keys=True))
+
+
+def reference_fingerprint(
+    model_path: str,
+    processor,
+    *,
+    max_pixels: int | None,
+    dtype: torch.dtype | str,
+    revision: str | None = None,
+    starting_adapter: str | os.PathLike | None = None,
+) -> ReferenceFingerprint:
+    tokenizer_part, image_part = processor_digest(processor)
+    return ReferenceFingerprint(
+        model=str(model_path),
+        model_revision=_sha(str(revision or ""), folder_digest(model_path)),
+        starting_adapter=folder_digest(starting_adapter),
+        tokenizer_and_template=tokenizer_part,
+        image_processing=image_part,
+        max_pixels=max_pixels,
+        dtype=str(dtype).replace("torch.", ""),
+    )
+
+
+def _image_bytes(image: Any) -> bytes:
+    if image is None:
+        return b"none"
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        return Path(image).read_bytes()
+    if isinstance(image, dict):  # datasets.Image feature: {"bytes": ..., "path": ...}
+        if image.get("bytes") is not None:
+            return image["bytes"]
+        return Path(image["path"]).read_bytes()
+    if hasattr(image, "tobytes") and hasattr(image, "mode"):  # PIL image: decoded pixels
+        return f"{image.mode}:{image.size}".encode() + image.tobytes()
+    buffer = io.BytesIO()
+    torch.save(image, buffer)
+    return buffer.getvalue()
+
+
+def _without_nones(value: Any) -> Any:
+    """Drop None-valued keys: ``datasets`` adds them when it unifies message structs, and they change nothing."""
+    if isinstance(value, dict):
+        return {k: _without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_nones(v) for v in value]
+    return value
+
+
+def pair_digest(example: dict) -> str:
+    """Digest of one pair's messages and image bytes (same for a raw example and its ``datasets`` row)."""
+    messages = {k: _without_nones(example.get(k)) for k in ("prompt", "chosen", "rejected")}
+    text = json.dumps(messages, sort_keys=True, default=str)
+    images = example.get("images") or ([example["image"]] if example.get("image") is not None else [])
+    return _sha(text, *(_image_bytes(image) for image in images))
+
+
+def pair_key(example: dict, fingerprint: ReferenceFingerprint) -> str:
+    return _sha(fingerprint.digest(), pair_digest(example))
+
+
+class ReferenceLogpsStore:
+    """One small JSON file per (pair, fingerprint) under ``cache_dir()/"ref_logps"``; writes are atomic."""
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.folder = Path(folder) if folder is not None else cache_dir() / "ref_logps"
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> tuple[float, float] | None:
+        path = self._path(key)
+        try:
+            value = json.loads(path.read_text())
+            return float(value["chosen"]), float(value["rejected"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, key: str, chosen: float, rejected: float) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(handle, "w") as out:
+            json.dump({"chosen": chosen, "rejected": rejected}, out)
+        os.replace(temporary, path)
+
+    def lookup(self, examples: list[dict], fingerprint: ReferenceFingerprint) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Reference values for a whole batch, or None if any pair is missing (then the step computes them)."""
+        found = [self.get(pair_key(example, fingerprint)) for example in examples]
+        if any(value is None for value in found):
+            return None
+        chosen, rejected = zip(*found)
+        return torch.tensor(chosen, dtype=torch.float32), torch.tensor(rejected, dtype=torch.float32)
+
+    def lookup_for(self, fingerprint: ReferenceFingerprint) -> Callable[[list[dict]], Any]:
+        """A ``reference_lookup`` callable for :class:`~nbtools.packing.layout.PackedPreferenceCollator`."""
+        return lambda examples: self.lookup(examples, fingerprint)
+
+
+@dataclass
+class PrecomputeReport:
+    computed: int
+    reused: int
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def precompute_reference_logps(
+    model,
+    examples: Iterable[dict],
+    collator,
+    store: ReferenceLogpsStore,
+    fingerprint: ReferenceFingerprint,
+    *,
+    batch_size: int = 4,
+    ref_model=None,
+    reference_context: Callable[[], ContextManager] | None = None,
+    description: str = "Reference log-probs",
+    total: int | None = None,
+) -> PrecomputeReport:
+    """Fill ``store`` with the reference log-probs of every pair it does not hold yet (tqdm progress bar).
+
+    ``examples`` may be a lazy iterable (images opened as it goes; ``total`` sizes the bar); pairs are processed
+    ``batch_size`` at a time. The reference is ``ref_model`` or ``model`` with its adapter
+    disabled; eval mode and inference mode while computing, the previous mode restored after.
+    """
+    from tqdm.auto import tqdm
+
+    from .logps import packed_logps
+    from .step import default_reference_context
+
+    target = ref_model if ref_model is not None else model
+    device = next(target.parameters()).device
+    was_training = target.training
+    context = contextlib.nullcontext() if ref_model is not None else (
+        reference_context() if reference_context is not None else default_reference_context(model)
+    )
+    if total is None and hasattr(examples, "__len__"):
+        total = len(examples)
+    computed = reused = 0
+
+    def flush(pending: list[tuple[str, dict]]) -> None:
+        batch = _to_device(collator([example for _, example in pending]), device)
+        batch.pop("ref_chosen_logps", None)
+        batch.pop("ref_rejected_logps", None)
+        result = packed_logps(target, batch)
+        for row, (key, _) in enumerate(pending):
+            store.put(key, result.chosen[row].item(), result.rejected[row].item())
+
+    target.eval()
+    try:
+        with context, torch.inference_mode(), tqdm(total=total, desc=description, unit="pair") as bar:
+            pending: list[tuple[str, dict]] = []
+            for example in examples:
+                key = pair_key(example, fingerprint)
+                if store.get(key) is not None:
+                    reused += 1
+                    bar.update(1)
+                    continue
+                pending.append((key, example))
+                if len(pending) == batch_size:
+                    flush(pending)
+                    computed += len(pending)
+                    bar.update(len(pending))
+                    pending = []
+            if pending:
+                flush(pending)
+                computed += len(pending)
+                bar.update(len(pending))
+    finally:
+        target.train(was_training)
+    return PrecomputeReport(computed=computed, reused=reused)

@@ -1,0 +1,100 @@
+"""The hook the trainer calls: loss + TRL-named metrics for one packed batch.
+
+Order inside a step: the policy forward encodes the images (once), then — unless the batch
+carries precomputed reference log-probs — the reference forward runs with the adapter
+disabled, under ``no_grad``, reusing the policy's image features when the image path is
+frozen (see :mod:`nbtools.packing.vision_cache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager
+
+import torch
+
+from .logps import PackedLogps, packed_logps
+from .loss import dpo_loss, reward_metrics
+from .vision_cache import encode_images, vision_features_reusable
+
+
+def default_reference_context(model) -> ContextManager:
+    """Adapter disabled for a PEFT model (the base model is the reference); no-op otherwise."""
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    inner = getattr(model, "module", None)
+    if inner is not None and hasattr(inner, "disable_adapter"):
+        return inner.disable_adapter()
+    return contextlib.nullcontext()
+
+
+def reference_logps(
+    model,
+    batch: dict,
+    *,
+    ref_model=None,
+    encoder_outputs: dict | None = None,
+    reference_context: Callable[[], ContextManager] | None = None,
+) -> PackedLogps:
+    """Reference log-probs of a packed batch: ``ref_model`` if given, else ``model`` with its adapter disabled."""
+    target = ref_model if ref_model is not None else model
+    context = contextlib.nullcontext() if ref_model is not None else (
+        reference_context() if reference_context is not None else default_reference_context(model)
+    )
+    with torch.no_grad(), context:
+        return packed_logps(target, batch, encoder_outputs=encoder_outputs)
+
+
+@dataclass
+class PackedStepResult:
+    loss: torch.Tensor
+    policy: PackedLogps
+    ref_chosen_logps: torch.Tensor
+    ref_rejected_logps: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    reused_image_features: bool = False  # images encoded once (no autograd) and shared by both passes
+
+
+def packed_dpo_step(
+    model,
+    batch: dict,
+    *,
+    beta: float,
+    loss_type: str = "sigmoid",
+    ref_model=None,
+    reuse_vision: bool | None = None,
+    reference_context: Callable[[], ContextManager] | None = None,
+) -> PackedStepResult:
+    """Loss and metrics (TRL names) for one packed batch.
+
+    ``reuse_vision=None`` decides from the model (frozen, adapter-free image path); when on,
+    the images are encoded once without autograd and both passes take the features.
+    ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``, when present, skip the reference pass.
+    """
+    if reuse_vision is None:
+        reuse_vision = vision_features_reusable(model) and (ref_model is None or vision_features_reusable(ref_model))
+    # frozen image path: encode once, without autograd, for both passes
+    features = encode_images(model, batch) if reuse_vision else None
+    policy = packed_logps(model, batch, encoder_outputs=features, with_stats=True)
+    if "ref_chosen_logps" in batch and "ref_rejected_logps" in batch:
+        device = policy.chosen.device
+        ref_chosen = batch["ref_chosen_logps"].to(device, policy.chosen.dtype)
+        ref_rejected = batch["ref_rejected_logps"].to(device, policy.chosen.dtype)
+    else:
+        reference = reference_logps(
+            model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context
+        )
+        ref_chosen, ref_rejected = reference.chosen, reference.rejected
+    loss = dpo_loss(
+        policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta=beta, loss_type=loss_type,
+        chosen_lengths=batch["chosen_lengths"].to(policy.chosen.device),
+        rejected_lengths=batch["rejected_lengths"].to(policy.chosen.device),
+    )
+    metrics = reward_metrics(policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta)
+    stats, is_chosen = policy.stats, policy.token_is_chosen
+    metrics["entropy"] = stats["entropy"].mean().item()
+    metrics["logits/chosen"] = stats["mean_logits"][is_chosen].mean().item() if is_chosen.any() else 0.0
+    metrics["logits/rejected"] = stats["mean_logits"][~is_chosen].mean().item() if (~is_chosen).any() else 0.0
+    metrics["mean_token_accuracy"] = stats["is_top1"][is_chosen].float().mean().item() if is_chosen.any() else 0.0
+    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None)
