@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(PY) -m nbtools.demo
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(PY) -m pytest
 
 clean-runs:

@@ -23,7 +23,7 @@ from nbtools.problems import SEVERITY_ORDER, Problem, has_errors
 __all__ = ["ValidationReport", "validate_dataset", "validate_records", "UnreadableFile"]
 
 
-@dataclass
+@dataclass(repr=False)  # the default repr would dump every record into saved notebooks
 class ValidationReport:
     file: str
     rows: int  # non-blank lines (or .json items)
@@ -49,6 +49,9 @@ class ValidationReport:
 
     def count(self, severity: str) -> int:
         return sum(p.severity == severity for p in self.problems)
+
+    def __repr__(self) -> str:
+        return f"<ValidationReport {self.summary()}>"
 
     def summary(self) -> str:
         return (f"{self.file}: {self.rows} rows, {self.valid} valid; {self.count('error')} errors, "

@@ -1,0 +1,44 @@
+"""``python -m nbtools evaluate RUN_DIR [--data FILE] [--json]``: base vs tuned on held-out pairs.
+
+Writes ``evaluation.json``, ``plots/evaluation.png`` and ``evaluation_flipped.html`` in the
+run folder and prints the table (or the JSON). Exit codes: 0 evaluated, 2 the run folder
+or the data cannot be used (the message says why and what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nbtools.cli.validate import _positive_int  # one definition of 'a positive whole number'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder training wrote")
+    parser.add_argument("--data", metavar="FILE",
+                        help="held-out pairs to evaluate on (default: the run's validation file or split)")
+    parser.add_argument("--json", action="store_true", help="print evaluation.json's content instead of a table")
+    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="pairs per forward pass")
+    parser.add_argument("--max-pairs", type=_positive_int, metavar="N", help="evaluate only the first N pairs")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are reproducible)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nbtools.config import ConfigError
+    from nbtools.data import UnreadableFile
+    from nbtools.evaluate import EvaluationDataError, RunFolderError, evaluate_run, table_text
+
+    try:
+        result = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_pairs=args.max_pairs,
+                              seed=args.seed, progress=sys.stderr.isatty())
+    except (RunFolderError, EvaluationDataError, ConfigError, UnreadableFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.payload, ensure_ascii=False))
+    else:
+        print(table_text(result.payload))
+        for name, path in result.paths.items():
+            print(f"{name}: {path}")
+    return 0

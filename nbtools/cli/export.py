@@ -1,0 +1,37 @@
+"""``python -m nbtools export RUN_DIR [--merged] [--out DIR]``: save the adapter or a merged model.
+
+Exit codes: 0 exported, 2 the run folder cannot be exported or --out holds other files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder training wrote")
+    parser.add_argument("--merged", action="store_true",
+                        help="merge the LoRA adapter into the base model (a standalone model for vLLM/transformers)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to write the export (default: RUN_DIR/export/merged or RUN_DIR/export/adapter)")
+    parser.add_argument("--json", action="store_true", help="print {kind, path} as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nbtools.config import ConfigError
+    from nbtools.evaluate import RunFolderError
+    from nbtools.export import export_merged, save_adapter
+
+    try:
+        out = export_merged(args.run_dir, args.out) if args.merged else save_adapter(args.run_dir, args.out)
+    except (RunFolderError, ConfigError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind = "merged" if args.merged else "adapter"
+    if args.json:
+        print(json.dumps({"kind": kind, "path": str(out)}))
+    else:
+        print(f"{kind} export written to {out} (model card: {out / 'README.md'})")
+    return 0

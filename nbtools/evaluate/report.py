@@ -1,0 +1,205 @@
+"""evaluation.json, and the table, plot and flipped-pairs page made from it.
+
+Everything that shows an evaluation reads the JSON form, so a saved ``evaluation.json``
+renders exactly like a fresh one (in the notebook, the CLI and the model card).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .metrics import COMPARABLE_METRICS, CONFIDENCE, METRIC_HELP, METRICS, PreferenceEvaluation
+
+EVALUATION_FILE = "evaluation.json"
+PLOT_FILE = "evaluation.png"
+FLIPPED_FILE = "evaluation_flipped.html"
+
+ACCURACY_METRICS = ("preference_accuracy", "preference_accuracy_normalized", "reward_accuracy")
+MARGIN_METRICS = ("logprob_margin", "reward_margin")
+
+
+def evaluation_to_dict(evaluation: PreferenceEvaluation, **context) -> dict:
+    """The ``evaluation.json`` payload; ``context`` (data file, model, ...) is added at top level.
+
+    Each side maps metric -> value, with the intervals under ``"ci95"`` so that
+    ``payload["tuned"]["preference_accuracy"]`` is a plain number.
+    """
+
+    def side(estimates):
+        out = {m: estimates[m].value for m in METRICS}
+        out["ci95"] = {m: [estimates[m].low, estimates[m].high] for m in METRICS}
+        return out
+
+    return {
+        "base": side(evaluation.base),
+        "tuned": side(evaluation.tuned),
+        "difference": {
+            m: {"value": e.value, "ci95": [e.low, e.high]} for m, e in evaluation.difference.items()
+        },
+        "n_pairs": evaluation.n_pairs,
+        "beta": evaluation.beta,
+        "tuned_better": evaluation.tuned_better,
+        "confidence": CONFIDENCE,
+        "bootstrap": {"n_resamples": evaluation.n_resamples, "seed": evaluation.seed, "paired": True},
+        "warnings": list(evaluation.warnings),
+        "flipped": list(evaluation.flipped),
+        "metric_help": dict(METRIC_HELP),
+        **context,
+    }
+
+
+def write_evaluation(run_dir, payload: dict) -> Path:
+    path = Path(run_dir) / EVALUATION_FILE
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def read_evaluation(run_dir) -> Optional[dict]:
+    path = Path(run_dir) / EVALUATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(value: float, metric: str) -> str:
+    return f"{value:.1%}" if "accuracy" in metric else f"{value:.3f}"
+
+
+def _with_ci(value: float, ci: Sequence[float], metric: str) -> str:
+    return f"{_fmt(value, metric)} [{_fmt(ci[0], metric)}, {_fmt(ci[1], metric)}]"
+
+
+def table_rows(payload: dict) -> list[tuple[str, str, str, str]]:
+    """(metric, base, tuned, tuned - base) as display strings, intervals in brackets."""
+    rows = []
+    for m in METRICS:
+        diff = payload["difference"].get(m)
+        rows.append(
+            (
+                m,
+                _with_ci(payload["base"][m], payload["base"]["ci95"][m], m) if m in COMPARABLE_METRICS else "0 (reference)",
+                _with_ci(payload["tuned"][m], payload["tuned"]["ci95"][m], m),
+                _with_ci(diff["value"], diff["ci95"], m) if diff else "",
+            )
+        )
+    return rows
+
+
+def table_text(payload: dict) -> str:
+    """Fixed-width table for the terminal."""
+    header = ("metric", "base", "tuned", "tuned - base")
+    rows = [header, *table_rows(payload)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"{payload['n_pairs']} pairs; {payload['confidence']:.0%} paired bootstrap intervals in brackets")
+    lines += [f"WARNING: {w}" for w in payload.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def table_markdown(payload: dict) -> str:
+    """The same table for model cards."""
+    lines = ["| metric | base | tuned | tuned - base |", "|---|---|---|---|"]
+    lines += [f"| `{m}` | {b} | {t} | {d} |" for m, b, t, d in table_rows(payload)]
+    return "\n".join(lines)
+
+
+def table_html(payload: dict) -> str:
+    """A small HTML table (no pandas needed) with each metric's meaning as a tooltip."""
+    head = "".join(f"<th>{h}</th>" for h in ("metric", "base", "tuned", "tuned &minus; base"))
+    body = []
+    for metric, *cells in table_rows(payload):
+        tip = html.escape(METRIC_HELP[metric], quote=True)
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        body.append(f'<tr><td title="{tip}"><code>{metric}</code></td>{tds}</tr>')
+    caption = f"{payload['n_pairs']} held-out pairs; {payload['confidence']:.0%} paired bootstrap intervals"
+    warnings = "".join(f'<p style="color:#b45309">&#9888; {html.escape(w)}</p>' for w in payload.get("warnings", []))
+    return (
+        f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>{warnings}"
+    )
+
+
+def plot_evaluation(payload: dict, path=None):
+    """Bars for base vs tuned with 95% interval whiskers: accuracies left, margins right."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    for ax, metrics, title in (
+        (axes[0], ACCURACY_METRICS, "accuracy"),
+        (axes[1], MARGIN_METRICS, "margin"),
+    ):
+        x = np.arange(len(metrics))
+        for offset, side, colour in ((-0.2, "base", "#9ca3af"), (0.2, "tuned", "#2563eb")):
+            values = np.array([payload[side][m] for m in metrics])
+            ci = np.array([payload[side]["ci95"][m] for m in metrics])
+            err = np.abs(np.vstack([values - ci[:, 0], ci[:, 1] - values]))
+            ax.bar(x + offset, values, 0.4, yerr=err, capsize=4, label=side, color=colour)
+        ax.set_xticks(x, [m.replace("_", "\n", 1) for m in metrics], fontsize=8)
+        ax.set_title(title)
+        ax.axhline(0, color="black", linewidth=0.6)
+    axes[0].axhline(0.5, color="#6b7280", linewidth=0.8, linestyle=":")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"base vs tuned on {payload['n_pairs']} pairs ({payload['confidence']:.0%} intervals)", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def prompt_text(prompt) -> str:
+    """The user-visible text of a prompt (messages with text/image blocks, or a string)."""
+    if isinstance(prompt, str):
+        return prompt
+    parts = []
+    for message in prompt:
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(block.get("text", "") for block in content if block.get("type") == "text")
+    return "\n".join(p for p in parts if p)
+
+
+def answer_text(answer) -> str:
+    return answer if isinstance(answer, str) else prompt_text(answer)
+
+
+def flipped_pairs_html(flipped: Sequence[dict], records: Sequence) -> str:
+    """The pairs whose verdict changed between base and tuned, with their images.
+
+    ``records`` are the scored PreferenceRecords (``flipped[i]["index"]`` points into them).
+    """
+    from nbtools.data.preview import thumbnail_data_uri
+
+    if not flipped:
+        return "<p>No pair changed its verdict between the base and the tuned model.</p>"
+    rows = []
+    for row in flipped:
+        record = records[row["index"]]
+        thumbs = [thumbnail_data_uri(path) for path in record.images]
+        images = "".join(f'<img src="{uri}" style="max-height:96px;margin:2px">' for uri in thumbs if uri)
+        colour = "#15803d" if row["direction"] == "fixed" else "#b91c1c"
+        cells = [
+            html.escape(f"{record.file}:{record.line}"),
+            f'<b style="color:{colour}">{row["direction"]}</b>',
+            images,
+            html.escape(prompt_text(record.prompt)),
+            html.escape(record.chosen),
+            html.escape(record.rejected),
+            f"{row['base_margin']:.2f}",
+            f"{row['tuned_margin']:.2f}",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("pair", "verdict", "images", "prompt", "chosen", "rejected", "base margin", "tuned margin")
+    )
+    fixed = sum(r["direction"] == "fixed" for r in flipped)
+    caption = f"{len(flipped)} pairs flipped: {fixed} fixed by tuning, {len(flipped) - fixed} broken"
+    return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

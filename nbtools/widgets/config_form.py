@@ -1,0 +1,226 @@
+"""The run-config form: a thin ipywidgets view over ``RunConfig``.
+
+Every control is derived from a dataclass field (type, help, limits), so a knob added to
+the config appears here without touching this file. The form never holds settings of its
+own: ``form_from_config`` shows a config, ``config_from_form`` reads one back (validated by
+the config itself), and the handlers are plain methods, so tests drive the form by setting
+widget values and clicking buttons in Python, no browser needed.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import ipywidgets as widgets
+
+from nbtools.config import ConfigError, RunConfig
+from nbtools.widgets.estimate_view import DEFAULT_GPU_GIB, GPU_SIZES, estimate_html
+from nbtools.widgets.fields import FieldControl, FieldValueError, field_specs
+from nbtools.widgets.notebook import HTMLView, config_table
+
+# The fields users reach for first, in the order they think about them.
+BASIC_FIELDS = ("model", "custom_model_name", "task_display_name", "epoch", "batch_size", "learning_rate",
+                "lora_rank")
+# Where the data comes from and where the run goes.
+DATA_FIELDS = ("train_file", "validation_file", "validation_split", "output_dir", "max_steps", "seed")
+# Everything else is Advanced, under the config's own group names, in this order.
+ADVANCED_GROUPS = (
+    ("data", "Sequence length and images"),
+    ("training", "Optimisation"),
+    ("lora", "LoRA"),
+    ("dpo", "DPO loss"),
+    ("evaluation", "Evaluation and checkpoints"),
+    ("memory", "Memory and precision"),
+    ("output", "Names"),
+    ("model", "Model"),
+)
+
+Estimator = Callable[[RunConfig, Optional[float]], str]  # (config, GPU memory in GiB or None) -> HTML
+
+
+class ConfigForm(widgets.VBox):
+    """Basic / Data / Advanced sections, the live estimate, and a Save button for the YAML."""
+
+    def __init__(self, config: RunConfig, save_path: Union[str, Path, None] = None,
+                 estimator: Optional[Estimator] = None):
+        self.config_class = type(config)
+        self.estimator = estimator or estimate_html
+        self.fields: dict[str, FieldControl] = {
+            spec.name: FieldControl(spec, getattr(config, spec.name)) for spec in field_specs(self.config_class)
+        }
+        self.form_error = widgets.HTML(value="")
+        self.form_error.add_class("nbtools-form-error")
+        self.estimate = widgets.HTML(value="")
+        self.estimate.add_class("nbtools-estimate")
+        # Not a config setting: the GPU the estimate is checked against (advice names the knob to turn).
+        self.gpu = widgets.Dropdown(options=GPU_SIZES, value=DEFAULT_GPU_GIB, description="estimate for",
+                                    tooltip="GPU memory the estimate is checked against",
+                                    style={"description_width": "90px"}, layout=widgets.Layout(width="360px"))
+        self.gpu.add_class("nbtools-gpu")
+        self.save_path = widgets.Text(
+            value=str(save_path or "config.yaml"), description="save to",
+            tooltip="Where Save writes the config YAML (03_train.ipynb reads it as config_file).",
+            style={"description_width": "60px"}, layout=widgets.Layout(width="480px"),
+        )
+        self.save_button = widgets.Button(description="Save", button_style="primary", icon="save",
+                                          tooltip="Write the config YAML")
+        self.save_button.add_class("nbtools-save")
+        self.save_button.on_click(self.on_save_clicked)
+        self.status = widgets.HTML(value="")
+        self.status.add_class("nbtools-save-status")
+        self._config: Optional[RunConfig] = None
+        self._loading = False
+        self._estimated_for: Optional[dict] = None
+
+        self.sections = widgets.Accordion(children=self._sections(), titles=("Basic", "Data and run", "Advanced"))
+        self.sections.selected_index = 0
+        super().__init__([
+            self.sections, self.form_error, self.gpu, self.estimate,
+            widgets.HBox([self.save_path, self.save_button]), self.status,
+        ])
+        self.add_class("nbtools-config-form")
+        for control in self.fields.values():
+            control.control.observe(self.on_field_changed, names="value")
+        self.gpu.observe(self.on_field_changed, names="value")
+        self.refresh()
+
+    # --- layout --------------------------------------------------------------------------------
+    def _sections(self) -> list[widgets.Widget]:
+        basic = [self.fields[n].box for n in BASIC_FIELDS if n in self.fields]
+        data = [self.fields[n].box for n in DATA_FIELDS if n in self.fields]
+        placed = set(BASIC_FIELDS) | set(DATA_FIELDS)
+        advanced: list[widgets.Widget] = []
+        known_groups = [g for g, _ in ADVANCED_GROUPS]
+        rest = [name for name in self.fields if name not in placed]
+        groups = list(ADVANCED_GROUPS) + sorted(
+            {(self.fields[n].spec.group, self.fields[n].spec.group.title()) for n in rest
+             if self.fields[n].spec.group not in known_groups})
+        for group, title in groups:
+            names = [n for n in rest if self.fields[n].spec.group == group]
+            if names:
+                advanced.append(widgets.HTML(f"<b>{html.escape(title)}</b>"))
+                advanced.extend(self.fields[n].box for n in names)
+        return [widgets.VBox(basic), widgets.VBox(data), widgets.VBox(advanced)]
+
+    # --- reading and validating ------------------------------------------------------------
+    def values(self) -> dict:
+        """The parsed value of every field; raises FieldValueError at the first unusable one."""
+        return {name: control.parse() for name, control in self.fields.items()}
+
+    def refresh(self) -> Optional[RunConfig]:
+        """Check every field, show the messages inline, update the estimate; return the config or None."""
+        values, bad = {}, False
+        for name, control in self.fields.items():
+            try:
+                values[name] = control.parse()
+                control.show_error(None)
+            except FieldValueError as exc:
+                control.show_error(exc.reason, exc.fix)
+                bad = True
+        self.form_error.value = ""
+        config = None
+        if not bad:
+            try:
+                config = self.config_class.from_dict(values)
+            except ConfigError as exc:  # a rule over several fields: show it at the field it names
+                target = self.fields.get(exc.field)
+                if target is not None:
+                    target.show_error(exc.reason, exc.fix)
+                self.form_error.value = f'<span style="color:#c62828">&#9888; {html.escape(str(exc))}</span>'
+        self._config = config
+        self.save_button.disabled = config is None
+        if config is None:
+            self.estimate.value = "<i>Estimate: fix the fields marked in red first.</i>"
+            self._estimated_for = None  # the next valid config is estimated again, even if unchanged
+        else:
+            self._update_estimate(config)
+        return config
+
+    def _update_estimate(self, config: RunConfig) -> None:
+        snapshot = {**config.to_dict(), "_gpu": self.gpu.value}
+        if snapshot == self._estimated_for:
+            return
+        try:
+            self.estimate.value = self.estimator(config, self.gpu.value)
+        except Exception as exc:  # the estimate is advice; a failure must not break the form
+            self.estimate.value = f"<i>Estimate unavailable: {html.escape(str(exc))}</i>"
+        self._estimated_for = snapshot
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Inline messages currently shown, by field name."""
+        return {name: c.error for name, c in self.fields.items() if c.error}
+
+    @property
+    def config(self) -> RunConfig:
+        """The config the form shows; raises ConfigError naming the field when a value is wrong."""
+        config = self.refresh()
+        if config is None:
+            name, message = next(iter(self.errors.items()), ("config", self.form_error.value))
+            raise ConfigError(name, _strip_tags(message), "correct the field marked in red")
+        return config
+
+    def set_config(self, config: RunConfig) -> None:
+        """Show another config (e.g. one loaded from YAML)."""
+        self._loading = True  # one refresh at the end, not one per field
+        try:
+            for name, control in self.fields.items():
+                control.set(getattr(config, name))
+        finally:
+            self._loading = False
+        self.refresh()
+
+    # --- handlers (called by the browser, or directly by tests and headless runs) --------------
+    def on_field_changed(self, change=None) -> None:
+        if self._loading:
+            return
+        self.status.value = ""
+        self.refresh()
+
+    def on_save_clicked(self, button=None) -> None:
+        try:
+            path = self.save()
+        except ConfigError as exc:
+            self.status.value = f'<span style="color:#c62828">Not saved: {html.escape(str(exc))}</span>'
+        except OSError as exc:
+            self.status.value = (f'<span style="color:#c62828">Not saved: cannot write {html.escape(self.save_path.value)}'
+                                 f' ({html.escape(exc.strerror or str(exc))}); choose another path.</span>')
+        else:
+            self.status.value = f"Saved to <code>{html.escape(str(path))}</code>"
+
+    def save(self, path: Union[str, Path, None] = None) -> Path:
+        """Write the config YAML (to ``path`` or the form's 'save to' box) and return its path."""
+        config = self.config
+        target = Path(path or self.save_path.value).expanduser()
+        if path is not None:
+            self.save_path.value = str(path)
+        written = config.to_yaml(target).resolve()
+        self.status.value = f"Saved to <code>{html.escape(str(written))}</code>"
+        return written
+
+    # --- static views (kept in executed notebooks, readable without a widget manager) ---------
+    def summary_html(self) -> str:
+        """The config as an HTML table (non-default values in bold) followed by the current estimate."""
+        return str(config_table(self.config)) + self.estimate.value
+
+    def summary(self) -> HTMLView:
+        return HTMLView(self.summary_html())
+
+
+def _strip_tags(text: str) -> str:
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+
+
+def form_from_config(config: RunConfig, save_path: Union[str, Path, None] = None,
+                     estimator: Optional[Estimator] = None) -> ConfigForm:
+    """A form showing ``config``; its Save button writes to ``save_path``."""
+    return ConfigForm(config, save_path=save_path, estimator=estimator)
+
+
+def config_from_form(form: ConfigForm) -> RunConfig:
+    """The config the form currently shows (validated); raises ConfigError naming the bad field."""
+    return form.config

@@ -1,0 +1,136 @@
+"""The memory/time estimate as the form shows it: one HTML block, recomputed on change.
+
+Memory comes from ``nbtools.estimate`` (exact parameter arithmetic, approximate activations)
+for the longest pair of the training file; the length of the run is counted in optimizer
+steps and tokens, which are exact, rather than guessed in seconds (the progress bar's ETA
+measures it once the run starts).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+from nbtools.config import RunConfig
+
+# GPU sizes users pick from (GiB); None = no fit check.
+GPU_SIZES = (("no GPU check", None), ("16 GiB (T4, Colab)", 16.0), ("24 GiB (L4, A10, RTX 4090)", 24.0),
+             ("40 GiB (A100 40G)", 40.0), ("80 GiB (A100/H100 80G)", 80.0), ("141 GiB (H200)", 141.0))
+DEFAULT_GPU_GIB = 16.0
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the estimate needs from the training file (text tokens exclude image tokens)."""
+
+    pairs: int
+    max_prompt_text_tokens: int
+    max_answer_tokens: int
+    mean_prompt_text_tokens: float
+    mean_answer_tokens: float
+    max_images_per_pair: int
+    mean_images_per_pair: float
+    largest_image: Optional[tuple[int, int]]  # (width, height) with the most pixels
+    counted: str  # how tokens were counted
+
+
+@lru_cache(maxsize=8)
+def _data_facts(train_file: str, mtime: float, model: str) -> DataFacts:
+    from nbtools.data import TokenCounter, load_records
+    from nbtools.data.media import inspect_all
+
+    records = load_records(train_file).records
+    if not records:
+        raise ValueError(f"{train_file} holds no readable pairs")
+    try:
+        counter = TokenCounter.for_model(model)
+    except Exception:  # a hub model not cached offline: count with the estimate, which says so
+        counter = TokenCounter()
+    media = inspect_all([p for r in records for p in r.images])
+    sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
+    tokens = counter.count(records, sizes)
+    prompt_text = [t.prompt - t.image_tokens for t in tokens]
+    answers = [max(t.chosen, t.rejected) for t in tokens]
+    images = [len(r.images) for r in records]
+    largest = max(sizes.values(), key=lambda s: s[0] * s[1]) if sizes else None
+    return DataFacts(len(records), max(prompt_text), max(answers), sum(prompt_text) / len(tokens),
+                     sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counter.label)
+
+
+def data_facts(config: RunConfig) -> Optional[DataFacts]:
+    """Facts about ``config.train_file`` (cached per file version), or None when there is no file."""
+    path = config.train_file
+    if not path or not os.path.isfile(path):
+        return None
+    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model)
+
+
+def training_pairs(config: RunConfig, pairs: int) -> int:
+    return pairs if config.validation_file else max(1, int(round(pairs * (1 - config.validation_split))))
+
+
+def optimizer_steps(config: RunConfig, pairs: int) -> int:
+    """Steps the run will take on one process: max_steps, else epoch x ceil(pairs / effective batch)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = math.ceil(pairs / (config.batch_size * config.gradient_accumulation_steps))
+    return max(1, math.ceil(config.epoch * per_epoch))
+
+
+def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_GPU_GIB) -> str:
+    """Peak GPU memory, tokens and steps for ``config``, as HTML for the form."""
+    from nbtools.estimate import estimate_memory, estimate_tokens_per_epoch
+
+    facts = data_facts(config)
+    precision = "fp32" if config.precision == "fp32" else "bf16"  # auto: bf16 (fp16 on a T4: same bytes)
+    memory = estimate_memory(
+        config.model, batch_size=config.batch_size, max_context_length=config.max_context_length,
+        max_pixels=config.max_pixels, lora_rank=config.lora_rank,
+        gradient_checkpointing=config.gradient_checkpointing, precision=precision,
+        quantization=None if config.quantization == "none" else config.quantization,
+        target_modules=config.target_modules, gpu_memory_gib=gpu_memory_gib, lora_dropout=config.lora_dropout,
+        images_per_pair=facts.max_images_per_pair if facts else 1,
+        prompt_text_tokens=facts.max_prompt_text_tokens if facts else None,
+        answer_tokens=facts.max_answer_tokens if facts else None,
+        image_size=facts.largest_image if facts else None,
+    )
+    rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
+                   for label, gib in memory.rows())
+    parts = [f"<b>Estimated peak GPU memory per device: {_size(memory.total_gib)}</b>"]
+    if memory.fits is not None:
+        verdict = "fits" if memory.fits else "does NOT fit"
+        colour = "#15803d" if memory.fits else "#c62828"
+        parts.append(f" — <b style='color:{colour}'>{verdict} in {gpu_memory_gib:g} GiB</b>")
+    parts.append(f"<table>{rows}</table>")
+    parts.append(f"<p>{memory.sequences_per_step} sequences per step (chosen + rejected) x "
+                 f"{memory.tokens_per_sequence} tokens, {memory.image_tokens_per_image} tokens per image at "
+                 f"max_pixels={config.max_pixels:,}; activations are approximate.</p>")
+    if memory.advice:
+        items = "".join(f"<li>{html.escape(a)}</li>" for a in memory.advice)
+        parts.append(f"<p>To fit:</p><ul>{items}</ul>")
+    if facts is not None:
+        pairs = training_pairs(config, facts.pairs)
+        tokens = estimate_tokens_per_epoch(
+            config.model, n_pairs=pairs, mean_prompt_text_tokens=facts.mean_prompt_text_tokens,
+            mean_answer_tokens=facts.mean_answer_tokens, max_pixels=config.max_pixels,
+            max_context_length=config.max_context_length, images_per_pair=facts.mean_images_per_pair,
+            image_size=facts.largest_image,
+        )
+        steps = optimizer_steps(config, pairs)
+        per_step = config.batch_size * config.gradient_accumulation_steps
+        epochs = steps * per_step / pairs
+        parts.append(f"<p><b>Length of the run:</b> {steps:,} optimizer steps x {per_step} pairs = "
+                     f"{epochs:.2f} epochs of {pairs:,} training pairs; about {tokens.tokens_per_epoch:,} tokens "
+                     f"per epoch ({html.escape(facts.counted)}). The progress bar shows the time once the run "
+                     "starts.</p>")
+    else:
+        parts.append("<p>Set train_file to see the number of steps and tokens.</p>")
+    return "<div class='nbtools-estimate-body'>" + "".join(parts) + "</div>"
+
+
+def _size(gib: float) -> str:
+    return f"{gib:.2f} GiB" if gib >= 0.1 else f"{gib * 1024:.1f} MiB"

@@ -1,0 +1,234 @@
+"""One form control per config field, derived from the dataclass field's type and metadata.
+
+A control turns the field's value into what a widget shows and back, and checks the field's
+own limits (``min``/``max``/``choices`` from the metadata). Checks that involve several
+fields stay with the config object itself; the form asks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import ipywidgets as widgets
+
+DESCRIPTION_WIDTH = "190px"
+CONTROL_WIDTH = "560px"
+
+
+class FieldValueError(ValueError):
+    """A value typed into one field that cannot be used; says why and how to fix it."""
+
+    def __init__(self, field_name: str, reason: str, fix: str):
+        self.field = field_name
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"{field_name}: {reason} (fix: {fix})")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What the form needs to know about one dataclass field."""
+
+    name: str
+    base: Any                 # int, float, str, bool, list[...] or a Union of str and list
+    optional: bool            # None allowed (shown as an empty box)
+    help: str
+    group: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: tuple = ()
+    multiple: bool = False
+
+    @property
+    def is_list(self) -> bool:
+        return typing.get_origin(self.base) is list or self.multiple
+
+    @property
+    def is_str_or_list(self) -> bool:
+        args = typing.get_args(self.base)
+        return typing.get_origin(self.base) is typing.Union and str in args
+
+    @property
+    def item_type(self) -> Any:
+        args = typing.get_args(self.base)
+        if typing.get_origin(self.base) is list and args:
+            return args[0]
+        return str
+
+    def tooltip(self) -> str:
+        limits = []
+        if self.choices:
+            limits.append(("any of " if self.is_list else "one of ") + ", ".join(self.choices))
+        if self.minimum is not None:
+            limits.append(f"min {self.minimum}")
+        if self.maximum is not None:
+            limits.append(f"max {self.maximum}")
+        if self.optional:
+            limits.append("empty = default")
+        if self.is_list or self.is_str_or_list:
+            limits.append("lists: a, b" if self.is_list else "lists: [a, b]")
+        return self.help + (f" [{'; '.join(limits)}]" if limits else "")
+
+
+def field_specs(config_class) -> list[FieldSpec]:
+    """The specs of every field of a config dataclass, in declaration order."""
+    hints = typing.get_type_hints(config_class)
+    specs = []
+    for f in dataclasses.fields(config_class):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = hint
+        if optional:
+            rest = tuple(a for a in args if a is not type(None))
+            base = rest[0] if len(rest) == 1 else typing.Union[rest]
+        meta = f.metadata
+        specs.append(FieldSpec(
+            name=f.name, base=base, optional=optional, help=meta.get("help", ""), group=meta.get("group", ""),
+            minimum=meta.get("min"), maximum=meta.get("max"), choices=tuple(meta.get("choices", ())),
+            multiple=bool(meta.get("multiple", False)),
+        ))
+    return specs
+
+
+class FieldControl:
+    """A widget for one field plus the inline message shown under it when the value is wrong."""
+
+    def __init__(self, spec: FieldSpec, value: Any):
+        self.spec = spec
+        self.control = self._make_control(spec)
+        self.control.add_class(f"nbtools-field-{spec.name}")
+        self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin="0 0 0 200px"))
+        self.message.add_class("nbtools-field-error")
+        self.box = widgets.VBox([self.control, self.message])
+        self.set(value)
+
+    # --- building ----------------------------------------------------------------------------
+    @staticmethod
+    def _make_control(spec: FieldSpec) -> widgets.DOMWidget:
+        common = dict(
+            description=spec.name, tooltip=spec.tooltip(),
+            style={"description_width": DESCRIPTION_WIDTH}, layout=widgets.Layout(width=CONTROL_WIDTH),
+        )
+        if spec.base is bool:
+            return widgets.Checkbox(indent=True, **common)
+        if spec.choices and not spec.is_list and not spec.optional:
+            return widgets.Dropdown(options=list(spec.choices), **common)
+        if spec.base is int and not spec.optional:
+            return widgets.IntText(**common)
+        if spec.base is float and not spec.optional:
+            return widgets.FloatText(**common)
+        placeholder = "empty = default" if spec.optional else ""
+        return widgets.Text(placeholder=placeholder, continuous_update=False, **common)
+
+    # --- value <-> widget ----------------------------------------------------------------------
+    def set(self, value: Any) -> None:
+        """Show a config value."""
+        self.control.value = self.format(value)
+
+    def format(self, value: Any) -> Any:
+        spec = self.spec
+        if isinstance(self.control, (widgets.Checkbox, widgets.IntText, widgets.FloatText, widgets.Dropdown)):
+            return value
+        if value is None:
+            return ""
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(_scalar_text(v) for v in value)
+            # A one-item list of a str-or-list field must not read back as a plain string (a regex).
+            return f"[{inner}]" if spec.is_str_or_list else inner
+        return _scalar_text(value)
+
+    def parse(self) -> Any:
+        """The field's value from the widget; raises FieldValueError with a fix when it is not usable."""
+        spec = self.spec
+        raw = self.control.value
+        if isinstance(self.control, (widgets.Checkbox, widgets.IntText, widgets.FloatText, widgets.Dropdown)):
+            value = raw
+        else:
+            text = raw.strip()
+            if text == "":
+                if spec.optional:
+                    return None
+                if spec.base is str:
+                    value = ""
+                else:
+                    raise FieldValueError(spec.name, "is empty", f"give {spec.name} a value")
+            elif spec.is_list:
+                value = [self._item(v) for v in _split_list(text)]
+                if not value:
+                    raise FieldValueError(spec.name, "the list is empty", f"give at least one value for {spec.name}")
+            elif spec.is_str_or_list and text.startswith("[") and text.endswith("]"):
+                value = [v for v in _split_list(text)]
+            elif spec.base in (int, float):
+                value = _number(spec.name, text, spec.base)
+            else:
+                value = text
+        self._check_limits(value)
+        return value
+
+    def _item(self, text: str) -> Any:
+        if self.spec.item_type in (int, float):
+            return _number(self.spec.name, text, self.spec.item_type)
+        return text
+
+    def _check_limits(self, value: Any) -> None:
+        spec = self.spec
+        for v in (value if isinstance(value, list) else [value]):
+            if spec.choices and isinstance(v, str) and v not in spec.choices:
+                raise FieldValueError(spec.name, f"{v!r} is not one of {', '.join(spec.choices)}",
+                                      f"use one of: {', '.join(spec.choices)}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if spec.minimum is not None and v < spec.minimum:
+                    raise FieldValueError(spec.name, f"{v} is below the minimum {spec.minimum}",
+                                          f"set {spec.name} to {spec.minimum} or more")
+                if spec.maximum is not None and v > spec.maximum:
+                    raise FieldValueError(spec.name, f"{v} is above the maximum {spec.maximum}",
+                                          f"set {spec.name} to {spec.maximum} or less")
+
+    # --- inline message ------------------------------------------------------------------------
+    def show_error(self, reason: Optional[str], fix: Optional[str] = None) -> None:
+        if not reason:
+            self.message.value = ""
+            self.message.layout.display = "none"
+            self.control.remove_class("nbtools-invalid")
+            return
+        fix_text = f" <i>Fix: {_escape(fix)}</i>" if fix else ""
+        self.message.value = f'<span style="color:#c62828">&#9888; {_escape(reason)}.{fix_text}</span>'
+        self.message.layout.display = ""
+        self.control.add_class("nbtools-invalid")
+
+    @property
+    def error(self) -> str:
+        return self.message.value
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _split_list(text: str) -> list[str]:
+    """'a, b', '[a, b]' or a YAML flow list -> items as text."""
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    return [item.strip().strip("'\"") for item in inner.split(",") if item.strip()]
+
+
+def _number(name: str, text: str, kind: type) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if kind is float and number is not None:
+        return number
+    if kind is int and number is not None and number.is_integer():
+        return int(number)
+    what = "number" if kind is float else "whole number"
+    raise FieldValueError(name, f"{text!r} is not a {what}", f"write a {what}, e.g. {name}: {1 if kind is int else 0.1}")
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,220 @@
+"""From a notebook's ``parameters`` cell to a ``RunConfig``, the same way everywhere.
+
+Two rules, documented in the notebooks and tested:
+
+* Relative paths in parameters are relative to the project folder (the clone that holds
+  ``notebooks/`` and ``data_samples/``), not to the kernel's working folder, which differs
+  between JupyterLab (``notebooks/``), papermill (wherever it was started) and Colab
+  (``/content``).
+* Precedence when a notebook gets both a ``config_file`` and parameters: a parameter that is
+  set (not ``None``) wins over the file; the file wins over ``RunConfig``'s defaults. So
+  ``papermill 03_train.ipynb out.ipynb -p config_file run.yaml -p beta 0.5`` trains the
+  saved config with beta 0.5, and a parameter left at ``None`` keeps the file's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import nbtools
+from nbtools.config import ConfigError, RunConfig
+
+PROJECT_ROOT_ENV = "NBTOOLS_PROJECT_ROOT"
+PathLike = Union[str, os.PathLike]
+
+
+def project_root() -> Path:
+    """The folder relative parameter paths start from.
+
+    $NBTOOLS_PROJECT_ROOT if set; else the nearest folder at or above the working folder that
+    holds both ``notebooks/`` and ``data_samples/``; else the clone nbtools was installed from
+    (editable install); else the working folder.
+    """
+    env = os.environ.get(PROJECT_ROOT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "data_samples").is_dir():
+            return folder
+    clone = Path(nbtools.__file__).resolve().parent.parent
+    if (clone / "data_samples").is_dir():
+        return clone
+    return here
+
+
+def project_path(path: Optional[PathLike]) -> Optional[str]:
+    """An absolute path for a parameter value ('' and None stay None; ~ and remote URLs are kept)."""
+    if path is None or str(path).strip() == "":
+        return None
+    text = os.fspath(path)
+    if "://" in text:
+        return text
+    candidate = Path(text).expanduser()
+    if not candidate.is_absolute():
+        candidate = project_root() / candidate
+    return str(candidate)
+
+
+def path_fields(config_class=RunConfig) -> tuple[str, ...]:
+    """Config fields holding file or folder paths (metadata kind='path')."""
+    return tuple(f.name for f in dataclasses.fields(config_class) if f.metadata.get("kind") == "path")
+
+
+def config_from_parameters(namespace: Mapping[str, Any], config_file: Optional[PathLike] = None,
+                           config_class=RunConfig, verbose: bool = True) -> RunConfig:
+    """The run config from a notebook's parameters (pass ``globals()``) and optionally a YAML.
+
+    Every name in ``namespace`` that is a config field and not ``None`` is used, so a
+    papermill ``-p name value`` for any config field works even when the parameters cell
+    does not list it. With ``config_file``, the YAML gives the rest (see the module docstring).
+    """
+    names = [f.name for f in dataclasses.fields(config_class)]
+    given = {name: namespace[name] for name in names if name in namespace and namespace[name] is not None}
+    for name in path_fields(config_class):
+        if name in given and isinstance(given[name], str):
+            given[name] = project_path(given[name]) or ""
+    source = project_path(config_file)
+    if source is None:
+        return config_class.from_dict(given, source="parameters")
+    if not Path(source).is_file():
+        raise ConfigError(
+            "config_file", f"{source} does not exist",
+            "run 02_configure.ipynb (it saves this file), point config_file at a saved config YAML, "
+            "or set config_file = '' to use this notebook's parameters", "parameters",
+        )
+    base = config_class.from_yaml(source).to_dict()
+    overridden = {name: value for name, value in given.items() if base.get(name) != value}
+    if verbose:
+        changes = ", ".join(f"{k}={v!r}" for k, v in overridden.items()) or "none"
+        print(f"config from {source}; parameters that override it: {changes}")
+    return config_class.from_dict({**base, **given}, source=source)
+
+
+# --- small static views: plain HTML, kept in executed notebooks and rendered by Colab too -------------
+
+class HTMLView:
+    """Displays as HTML in a notebook; ``str()`` gives the HTML (for files and tests)."""
+
+    def __init__(self, html_text: str, text: str = ""):
+        self.html = html_text
+        self.text = text or _strip_tags(html_text)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:  # the text/plain fallback: readable and free of memory addresses
+        return self.text
+
+    def __str__(self) -> str:
+        return self.html
+
+
+def _strip_tags(text: str) -> str:
+    import re
+
+    text = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", text, flags=re.S)
+    text = re.sub(r"</(tr|p|div|h\d|li|caption|thead)>|<br\s*/?>", "\n", text)
+    text = re.sub(r"</t[dh]>", "  ", text)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
+
+
+def config_table(config, defaults=None) -> HTMLView:
+    """Every setting of ``config``; values that differ from the config class's defaults in bold."""
+    defaults = defaults if defaults is not None else _defaults_of(type(config))
+    rows = []
+    for name, value in config.to_dict().items():
+        shown = html.escape(repr(value))
+        if name in defaults and defaults[name] != value:
+            shown = f"<b>{shown}</b>"
+        rows.append(f"<tr><td style='text-align:left'>{name}</td><td style='text-align:left'>{shown}</td></tr>")
+    return HTMLView("<table class='nbtools-config'><thead><tr><th>setting</th>"
+                    "<th>value (bold = changed from the default)</th></tr></thead>"
+                    f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _defaults_of(config_class) -> dict:
+    try:
+        return config_class().to_dict()
+    except Exception:  # a config class without defaults for every field: nothing is "changed"
+        return {}
+
+
+def run_folder(run_dir: PathLike, depth: int = 2) -> HTMLView:
+    """What a run folder holds (files and sizes, ``depth`` levels deep), with what each part is for."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return HTMLView(f"<p>No run folder at <code>{html.escape(str(root))}</code>.</p>")
+    rows = []
+    for path in _walk(root, depth):
+        relative = path.relative_to(root)
+        size = _size(path)
+        purpose = RUN_FOLDER_PARTS.get(relative.parts[0], "") if len(relative.parts) == 1 else ""
+        indent = "&nbsp;" * 4 * (len(relative.parts) - 1)
+        name = html.escape(relative.name) + ("/" if path.is_dir() else "")
+        rows.append(f"<tr><td style='text-align:left'>{indent}{name}</td><td>{_human(size)}</td>"
+                    f"<td style='text-align:left'>{html.escape(purpose)}</td></tr>")
+    return HTMLView(f"<p><code>{html.escape(str(root.resolve()))}</code></p><table><thead><tr><th>path</th>"
+                    f"<th>size</th><th>what it is</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+RUN_FOLDER_PARTS = {
+    "config.yaml": "the RunConfig of this run (python -m nbtools train config.yaml reruns it)",
+    "run.json": "run record: names, status, timings, data statistics, final metrics, diagnosis, provenance",
+    "metrics.jsonl": "one line per logged event (TRL metric names, step, epoch)",
+    "checkpoints": "adapter + trainer state every save_steps (resume continues from the last complete one)",
+    "adapter": "the final LoRA adapter",
+    "processor": "processor, tokenizer and chat template with this run's max_pixels",
+    "plots": "training curves (and the evaluation plot) as PNG",
+    "evaluation.json": "base vs tuned on held-out pairs (04_evaluate.ipynb)",
+    "export": "exported models (04_evaluate.ipynb or python -m nbtools export)",
+    "lab": "side-by-side answers of base and tuned",
+}
+
+
+def _walk(root: Path, depth: int):
+    for path in sorted(root.iterdir()):
+        yield path
+        if path.is_dir() and depth > 1:
+            for inner in _walk(path, depth - 1):
+                yield inner
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def side_by_side_view(rows, decoding=None, title: str = "base vs tuned") -> HTMLView:
+    """The model lab's answers (nbtools.evaluate.side_by_side rows) with the images inlined."""
+    from nbtools.evaluate import Decoding
+    from nbtools.evaluate.lab import side_by_side_html
+
+    inline = [[png_data_uri(image) for image in row["images"]] for row in rows]
+    return HTMLView(side_by_side_html(rows, decoding or Decoding(), inline, title))
+
+
+def png_data_uri(image, max_side: int = 256) -> str:
+    """A PIL image as an inline PNG (thumbnail), so the saved notebook keeps showing it."""
+    import base64
+    import io
+
+    thumb = image.copy()
+    thumb.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    thumb.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,150 @@
+"""Base vs tuned on the trained tiny run: the tuned model must win, beyond its intervals."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbtools.__main__ import main
+from nbtools.config import RunConfig
+from nbtools.evaluate import EvaluationDataError, compare_models, evaluate_run, held_out_pairs
+from nbtools.evaluate.pipeline import scores_from_payload
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fresh_pairs(tmp_path_factory):
+    """240 more held-out pairs of the sample task, freshly drawn (another seed than data_samples/)."""
+    import hashlib
+
+    from nbtools.samples import write_shapes_task
+
+    files = write_shapes_task(tmp_path_factory.mktemp("fresh"), n_train=12, n_val=240, seed=7)
+    digest = lambda folder, pattern: {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob(pattern)}
+    trained_on = digest(Path("data_samples/shapes/images"), "train_*.png")
+    assert not digest(files.images_dir, "validation_*.png") & trained_on  # never a picture the model trained on
+    return files.validation
+
+
+def test_tuned_beats_base_on_the_validation_file(evaluation_result, eval_run_dir):
+    payload = evaluation_result.payload
+    base, tuned = payload["base"], payload["tuned"]
+    print(f"\nvalidation file: base {base['preference_accuracy']:.3f} {base['ci95']['preference_accuracy']}  "
+          f"tuned {tuned['preference_accuracy']:.3f} {tuned['ci95']['preference_accuracy']}")
+    assert payload["n_pairs"] == 60  # data_samples/shapes/validation.jsonl
+    assert tuned["preference_accuracy"] > base["preference_accuracy"]
+    assert payload["difference"]["preference_accuracy"]["ci95"][0] > 0  # paired: better beyond doubt
+    assert tuned["logprob_margin"] > base["logprob_margin"]
+    # DPO's implicit reward: zero for the base by definition, positive margin for the tuned model
+    assert base["reward_margin"] == 0 and base["reward_accuracy"] == 0
+    assert tuned["reward_accuracy"] > 0.5 and tuned["reward_margin"] > 0
+    assert payload["beta"] == RunConfig.from_yaml(eval_run_dir / "config.yaml").beta
+
+
+def test_tuned_beats_base_with_non_overlapping_intervals(eval_run_model, fresh_pairs):
+    """60 pairs cannot separate ~90% from ~98% with disjoint 95% intervals; 240 fresh pairs can."""
+    result = evaluate_run(eval_run_model.run_dir, str(fresh_pairs), run=eval_run_model, batch_size=16,
+                          write=False, progress=False)
+    base, tuned = result.evaluation.base["preference_accuracy"], result.evaluation.tuned["preference_accuracy"]
+    print(f"\n240 fresh pairs: base {base}  tuned {tuned}")
+    assert result.payload["n_pairs"] == 240
+    assert tuned.value > base.value
+    assert tuned.low > base.high
+    assert result.payload["tuned_better"] is True
+
+
+def test_evaluation_files_are_written(evaluation_result, eval_run_dir):
+    on_disk = json.loads((eval_run_dir / "evaluation.json").read_text())
+    assert on_disk == json.loads(json.dumps(evaluation_result.payload))
+    assert on_disk["data"].endswith("validation.jsonl")
+    assert len(on_disk["pairs"]["lines"]) == 60 and on_disk["pairs"]["lines"][:3] == [1, 2, 3]
+    assert (eval_run_dir / "plots" / "evaluation.png").stat().st_size > 5000
+    flipped = (eval_run_dir / "evaluation_flipped.html").read_text()
+    if on_disk["flipped"]:
+        assert flipped.count("<img") == len(on_disk["flipped"])
+        assert {"index", "direction", "file", "line", "base_margin", "tuned_margin"} <= set(on_disk["flipped"][0])
+    fixed = sum(r["direction"] == "fixed" for r in on_disk["flipped"])
+    broken = len(on_disk["flipped"]) - fixed
+    # every pair the tuned model gets right and the base did not is a "fixed" flip
+    assert fixed - broken == round(60 * (on_disk["tuned"]["preference_accuracy"] - on_disk["base"]["preference_accuracy"]))
+
+
+def test_stored_scores_reproduce_the_intervals(evaluation_result):
+    payload = evaluation_result.payload
+    base, tuned = scores_from_payload(payload)
+    again = compare_models(base, tuned, payload["beta"], n_resamples=payload["bootstrap"]["n_resamples"],
+                           seed=payload["bootstrap"]["seed"])
+    assert again.tuned["preference_accuracy"] == evaluation_result.evaluation.tuned["preference_accuracy"]
+    assert again.base["logprob_margin"] == evaluation_result.evaluation.base["logprob_margin"]
+
+
+def test_implicit_rewards_match_the_trainers_validation_metrics(evaluation_result, eval_run_dir):
+    """Scoring reuses TRL's collator, so per pair our implicit rewards are the trainer's: averaged
+    the way the trainer logs them (mean of per-batch means), they equal its closing evaluation
+    of the saved adapter on the same validation pairs."""
+    final = json.loads((eval_run_dir / "run.json").read_text())["metrics"]
+    batch = RunConfig.from_yaml(eval_run_dir / "config.yaml").batch_size
+    base, tuned = scores_from_payload(evaluation_result.payload)
+    beta = evaluation_result.payload["beta"]
+    chosen_reward, rejected_reward = beta * (tuned.chosen - base.chosen), beta * (tuned.rejected - base.rejected)
+
+    def as_logged(values):
+        return np.mean([values[i : i + batch].mean() for i in range(0, len(values), batch)])
+
+    assert as_logged(chosen_reward - rejected_reward) == pytest.approx(final["eval_rewards/margins"], rel=1e-3, abs=1e-5)
+    assert as_logged((chosen_reward > rejected_reward).astype(float)) == pytest.approx(
+        final["eval_rewards/accuracies"], abs=1e-6)
+    assert as_logged(tuned.chosen) == pytest.approx(final["eval_logps/chosen"], rel=1e-4)
+    assert as_logged(chosen_reward) == pytest.approx(final["eval_rewards/chosen"], rel=1e-3, abs=1e-5)
+
+
+def test_held_out_pairs_follow_the_recorded_validation_split(tmp_path):
+    config = RunConfig(train_file="data_samples/shapes/train.jsonl", validation_split=0.1)
+    pairs = held_out_pairs(config, run_record={"data": {"validation": {"lines": [5, 2, 240]}}})
+    assert [r.line for r in pairs.records] == [2, 5, 240]
+    assert pairs.source.startswith("validation split (0.1) of data_samples/shapes/train.jsonl")
+    with pytest.raises(EvaluationDataError, match="run names no held-out pairs .*--data FILE"):
+        held_out_pairs(config, run_record={})
+    row = json.loads(open("data_samples/shapes/validation.jsonl").readline())
+    row["images"] = [str(Path("data_samples/shapes").resolve() / row["images"][0])]
+    broken = {k: v for k, v in row.items() if k != "rejected_response"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(row) + "\n" + json.dumps(broken) + "\n")
+    with pytest.raises(EvaluationDataError, match=r"bad.jsonl: 1 problem\(s\).*\n.*bad.jsonl:2: error: rejected_response"):
+        held_out_pairs(config, data=str(bad))
+
+
+def test_cli_evaluate_json(eval_run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(eval_run_dir, run)
+    assert main(["evaluate", str(run), "--data", "data_samples/shapes/validation.jsonl", "--max-pairs", "6",
+                 "--batch-size", "6", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["n_pairs"] == 6
+    assert set(payload["base"]) >= {"preference_accuracy", "preference_accuracy_normalized", "logprob_margin",
+                                    "chosen_logprob", "rejected_logprob", "reward_accuracy", "reward_margin", "ci95"}
+    assert json.loads((run / "evaluation.json").read_text())["n_pairs"] == 6
+
+
+def test_cli_evaluate_errors_name_the_fix(tmp_path, eval_run_dir, capsys):
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy2(eval_run_dir / "config.yaml", half / "config.yaml")
+    assert main(["evaluate", str(half)]) == 2
+    assert "no trained adapter" in capsys.readouterr().err
+    assert main(["evaluate", str(eval_run_dir), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert "data: " in capsys.readouterr().err
+
+
+def test_missing_image_is_reported_with_file_and_line(eval_run_model, tmp_path):
+    row = json.loads(open("data_samples/shapes/validation.jsonl").readline())
+    row["images"] = ["gone.png"]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    with pytest.raises(EvaluationDataError, match=r"pairs.jsonl:1: images: .*gone.png.*\(fix: restore the image"):
+        evaluate_run(eval_run_model.run_dir, str(data), run=eval_run_model, write=False, progress=False)

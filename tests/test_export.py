@@ -1,0 +1,138 @@
+"""Export: the merged model reloads in plain transformers and behaves like the adapter model."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from nbtools.__main__ import main
+from nbtools.evaluate import Decoding, adapter_enabled, generate_text
+from nbtools.evaluate.logprobs import collate_pairs
+from nbtools.export import export_merged, generate, save_adapter
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def merged_dir(eval_run_dir, evaluation_result, tmp_path_factory):
+    # after evaluation, so the card has an Evaluation section and the plot to copy
+    return export_merged(eval_run_dir, tmp_path_factory.mktemp("export") / "merged", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def plain(merged_dir):
+    """The export as anyone would load it: transformers only, no nbtools code involved."""
+    model = AutoModelForImageTextToText.from_pretrained(merged_dir)
+    return model.eval(), AutoProcessor.from_pretrained(merged_dir)
+
+
+def test_merged_folder_is_a_standalone_model(merged_dir, eval_run_model, plain):
+    names = {p.name for p in merged_dir.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja",
+            "README.md"} <= names
+    assert not {"adapter_config.json", "adapter_model.safetensors"} & names
+    _, processor = plain
+    max_pixels = eval_run_model.config.max_pixels
+    assert processor.image_processor.size["longest_edge"] == max_pixels
+    assert processor.tokenizer.chat_template == eval_run_model.processor.tokenizer.chat_template
+    generation = json.loads((merged_dir / "generation_config.json").read_text())
+    assert generation["pad_token_id"] == eval_run_model.processor.tokenizer.pad_token_id
+
+
+def test_merged_logits_match_the_adapter_model(plain, eval_run_model, evaluation_result):
+    model, processor = plain
+    batch = collate_pairs(processor, evaluation_result.examples[:4])
+    inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
+    with torch.no_grad():
+        merged = model(**inputs).logits
+        with adapter_enabled(eval_run_model.model, True):
+            adapter = eval_run_model.model(**inputs).logits
+        with adapter_enabled(eval_run_model.model, False):
+            base = eval_run_model.model(**inputs).logits
+    assert torch.allclose(merged, adapter, atol=1e-4, rtol=1e-4), (merged - adapter).abs().max()
+    assert (merged - base).abs().max() > 1e-2  # the merge changed the model: the test can fail
+
+
+def test_greedy_answers_identical_to_the_adapter_model(merged_dir, eval_run_model, evaluation_result):
+    run = eval_run_model
+    for example in evaluation_result.examples[:4]:
+        question = example["prompt"][0]["content"][1]["text"]
+        exported = generate(merged_dir, example["images"], question, max_new_tokens=16)
+        with adapter_enabled(run.model, True):
+            tuned = generate_text(run.model, run.processor, example["images"], question, Decoding(max_new_tokens=16))
+        assert exported == tuned
+        assert exported
+
+
+def test_generate_helper_accepts_paths_and_decoding(merged_dir, tmp_path, evaluation_result):
+    image = evaluation_result.examples[0]["images"][0]
+    path = tmp_path / "shape.png"
+    image.save(path)
+    from_path = generate(merged_dir, [str(path)], "What colour is the shape?", max_new_tokens=8)
+    assert from_path == generate(merged_dir, image, "What colour is the shape?", max_new_tokens=8)
+    sampled = generate(merged_dir, image, "What colour is the shape?", max_new_tokens=8, temperature=1.2, seed=4)
+    assert sampled == generate(merged_dir, image, "What colour is the shape?", max_new_tokens=8, temperature=1.2,
+                               seed=4)
+    with pytest.raises(TypeError):
+        generate(merged_dir, image, "What colour?", beams=3)
+
+
+def test_model_card_sections(merged_dir, eval_run_dir):
+    card = (merged_dir / "README.md").read_text()
+    config_text = (eval_run_dir / "config.yaml").read_text()
+    for section in ("## Base model", "## Training data", "## Training configuration", "## Final metrics",
+                    "## Evaluation", "## Plots", "## Use it", "### In transformers", "### Serve with vLLM"):
+        assert section in card, section
+    assert "base_model: " in card.split("---")[1]
+    assert "| `preference_accuracy` |" in card
+    record = json.loads((eval_run_dir / "run.json").read_text())
+    assert f"| train | `{record['data']['train']['file']}` | {record['data']['train']['pairs']} |" in card
+    assert f"vllm serve {merged_dir.resolve()}" in card
+    assert "AutoModelForImageTextToText.from_pretrained" in card
+    assert "max_pixels:" in card and "max_pixels:" in config_text
+    assert (merged_dir / "plots" / "evaluation.png").is_file()
+    record = json.loads((eval_run_dir / "run.json").read_text())  # re-read: export noted its path
+    assert record["export_path"] == str(merged_dir.resolve())
+
+
+def test_adapter_export_generates_like_the_merged_one(eval_run_dir, merged_dir, tmp_path, evaluation_result):
+    out = save_adapter(eval_run_dir, tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= {
+        p.name for p in out.iterdir()}
+    card = (out / "README.md").read_text()
+    assert "--enable-lora" in card and "PeftModel.from_pretrained" in card
+    image = evaluation_result.examples[1]["images"][0]
+    assert generate(out, image, "What colour is the shape?", max_new_tokens=10) == generate(
+        merged_dir, image, "What colour is the shape?", max_new_tokens=10)
+
+
+def test_cli_export_exit_codes(eval_run_dir, tmp_path, capsys):
+    assert main(["export", str(eval_run_dir), "--out", str(tmp_path / "a"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"kind": "adapter", "path": str(tmp_path / "a")}
+    # exporting again into a previous export replaces it whole: no adapter file next to merged weights
+    assert main(["export", str(eval_run_dir), "--merged", "--out", str(tmp_path / "a")]) == 0
+    assert "merged export written to" in capsys.readouterr().out
+    assert (tmp_path / "a" / "model.safetensors").is_file()
+    assert not (tmp_path / "a" / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "a" / "nbtools_export.json").read_text())["kind"] == "merged"
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    assert main(["export", str(eval_run_dir), "--merged", "--out", str(occupied)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (occupied / "notes.txt").read_text() == "mine"
+    assert main(["export", str(tmp_path / "missing"), "--merged", "--out", str(tmp_path / "b")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_model_card_transformers_snippet_runs(merged_dir, tmp_path, evaluation_result, capsys):
+    """The card's own 'In transformers' code, run as written (with a real picture)."""
+    card = (merged_dir / "README.md").read_text()
+    code = card.split("### In transformers\n\n```python\n", 1)[1].split("```", 1)[0]
+    picture = tmp_path / "photo.png"
+    evaluation_result.examples[0]["images"][0].save(picture)
+    code = code.replace('"photo.png"', repr(str(picture))).replace('device_map="auto"', 'device_map="cpu"')
+    exec(compile(code, "model card", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed == generate(merged_dir, picture, "What colour is the shape?", max_new_tokens=128)
