@@ -82,4 +82,49 @@ def evaluation_result(eval_run_dir, eval_run_model):
     """evaluate_run on the run's validation pairs (writes evaluation.json into the copy)."""
     from nbtools.evaluate import evaluate_run
 
-    return evaluate_run(eval_run_dir, run=eval_run_model, batch_size=8, progress=False)
+    return evaluate_run(eval_run_dir, run=eval_run_model, batch_size=16, progress=False)
+
+
+# --- training fixtures (issue 4, training helper) ---------------------------------------------
+# ONE trained run on the shapes sample task serves every test that needs a trained run
+# (training, evaluation, export, run list); a blank-image control run is built only on demand.
+
+from pathlib import Path as _Path
+
+TRAIN_REPO = _Path(__file__).resolve().parent.parent
+SHAPES_DIR = TRAIN_REPO / "data_samples" / "shapes"
+
+
+def shapes_run_config(output_dir, **changes):
+    """The shared recipe: tiny warm-started Qwen3-VL, LoRA r=8, 40 steps of 4 pairs, eval every 20."""
+    from nbtools.config import RunConfig
+
+    settings = dict(
+        model="tiny-qwen3-vl-warm", train_file=str(SHAPES_DIR / "train.jsonl"),
+        validation_file=str(SHAPES_DIR / "validation.jsonl"), output_dir=str(output_dir),
+        task_display_name="shapes-test", custom_model_name="shapes-tiny", seed=0, max_steps=40, batch_size=4,
+        gradient_accumulation_steps=1, learning_rate=2e-3, lora_rank=8, lora_dropout=0.0, warmup_ratio=0.0,
+        lr_scheduler_type="linear", eval_steps=20, save_steps=20, logging_steps=5, save_total_limit=2,
+        gradient_checkpointing=False, num_workers=0, max_pixels=128 * 128, max_context_length=256,
+    )
+    settings.update(changes)
+    return RunConfig(**settings)
+
+
+@_pytest.fixture(scope="session")
+def shapes_config():
+    return shapes_run_config
+
+
+@_pytest.fixture(scope="session")
+def trained_shapes(tmp_path_factory):
+    """RunResult of the shared shapes run (in-memory model included)."""
+    from nbtools.train import train
+
+    return train(shapes_run_config(tmp_path_factory.mktemp("trained") / "shapes"), live=False)
+
+
+@_pytest.fixture(scope="session")
+def trained_run(trained_shapes):
+    """The shared run's folder (config.yaml, run.json, metrics.jsonl, adapter/, processor/, ...)."""
+    return trained_shapes.run_dir

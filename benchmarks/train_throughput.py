@@ -1,0 +1,304 @@
+"""Training-step throughput: nbtools' trainer vs a plain TRL DPOTrainer, same model/data/settings.
+
+Both sides run in this one process, one after the other, each on a fresh copy of the model:
+
+- baseline: TRL 1.16 ``DPOTrainer`` with a ``datasets.Dataset`` of PIL images held in memory
+  and TRL's own vision collator (what a TRL tutorial does);
+- nbtools: ``NbDPOTrainer`` fed the way ``nbtools.train.train`` feeds it (validated records,
+  images opened and resized by the collator per batch, packed pairs when ``packing`` is on and
+  verified for the model, atomic checkpoints, NaN guard).
+
+Reported per side: s/step, pairs/s, LM tokens/s (real tokens in the policy's input batch: a
+packed row holds the prompt once, so packing lowers this count for the same pairs) and peak memory (CUDA peak allocated on GPU; on CPU the
+peak RSS of a child process per side), then nbtools/baseline ratios.
+
+    python benchmarks/train_throughput.py                # CPU, tiny-qwen3-vl, shapes sample data
+    python benchmarks/train_throughput.py --gpu          # random Qwen3-VL-4B-shaped model, 896x896
+                                                         # images, ~100-token answers, bf16, sdpa,
+                                                         # gradient checkpointing, LoRA r=8, 4 pairs/step
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nbtools.config import RunConfig  # noqa: E402
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def gpu_dataset(folder: Path, count: int, image_size: int, answer_tokens: int, seed: int = 0) -> Path:
+    """Image-dependent pairs at ``image_size`` with answers of about ``answer_tokens`` tokens."""
+    from nbtools.samples import COLOURS, SHAPES, draw_shape
+
+    rng = random.Random(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    filler = "the shape sits on a light textured background and nothing else in the picture has a strong colour"
+    words = (filler.split() * 20)[: max(1, answer_tokens - 6)]
+    rows = []
+    for i in range(count):
+        colour, wrong = rng.sample(list(COLOURS), 2)
+        shape = rng.choice(list(SHAPES))
+        name = f"images/{i:04d}.png"
+        draw_shape(colour, shape, rng, size=(image_size, image_size)).save(folder / name)
+        tail = " ".join(words)
+        rows.append({"messages": [{"role": "user", "content": "<image>Describe the shape and its colour."},
+                                  {"role": "assistant", "content": f"It is a {colour} {shape}; {tail}."}],
+                     "images": [name], "rejected_response": f"It is a {wrong} {shape}; {tail}."})
+    path = folder / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def gpu_model_folder(folder: Path, image_size: int) -> Path:
+    """Config of Qwen3-VL-4B (real dimensions) + the tiny model's processor: no weights, no download."""
+    from nbtools.models import build_tiny_model, load_processor
+    from nbtools.models.reference_configs import reference_config
+
+    config = reference_config("Qwen/Qwen3-VL-4B-Instruct")
+    processor = load_processor(str(build_tiny_model("tiny-qwen3-vl")), max_pixels=image_size * image_size)
+    for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        token = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+                 "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}[key]
+        setattr(config, key, processor.tokenizer.convert_tokens_to_ids(token))
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+class TokenCounting:
+    """Wraps a collator to count real LM tokens (attention mask) of the batches it builds."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = []
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        self.tokens.append(int(batch["attention_mask"].sum()))
+        return batch
+
+
+def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device: str) -> dict:
+    """Train warmup + steps optimizer steps; time the last ``steps`` only."""
+    from transformers import TrainerCallback
+
+    marks = {}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            marks[state.global_step] = time.perf_counter()
+
+    trainer.add_callback(Clock())
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    elapsed = marks[warmup + steps] - marks[warmup]
+    args = trainer.args
+    pairs = args.per_device_train_batch_size * args.gradient_accumulation_steps * steps
+    # one collator call per micro-batch (eval off); skip the warmup batches
+    micro = args.gradient_accumulation_steps
+    tokens = sum(counter.tokens[warmup * micro:(warmup + steps) * micro])
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:  # whole-process peak RSS; each side runs in its own process on CPU (see --side)
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"s_per_step": elapsed / steps, "pairs_per_s": pairs / elapsed, "tokens_per_s": tokens / elapsed,
+            "peak_memory_gib": peak / 2**30}
+
+
+def dpo_args(cfg: RunConfig, out: Path, precision: str, device: str, steps: int):
+    from nbtools.train.runner import build_dpo_config
+
+    args = build_dpo_config(cfg.replace(max_steps=steps), out, precision, has_validation=False,
+                            on_cpu=device == "cpu")
+    args.save_strategy = "no"
+    args.logging_steps = 1000
+    args.logging_first_step = False
+    return args
+
+
+def run_baseline(cfg, make_model, processor, records, family, out, precision, device, warmup, steps):
+    from datasets import Dataset
+    from trl import DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from nbtools.data import to_training_example
+    from nbtools.train.runner import build_lora_config
+
+    # All images decoded up front and kept in memory, as in TRL's examples.
+    examples = [to_training_example(r, cfg.max_pixels, family) for r in records]
+    dataset = Dataset.from_list(examples)
+    model = make_model()
+    counter = TokenCounting(DataCollatorForVisionPreference(processor=processor, max_length=None))
+    args = dpo_args(cfg, out, precision, device, warmup + steps)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                         data_collator=counter, peft_config=build_lora_config(model, cfg))
+    result = timed_steps(trainer, warmup, steps, counter, device)
+    del trainer, model, dataset, examples
+    return result
+
+
+def run_nbtools(cfg, make_model, processor, data, family, out, precision, device, warmup, steps):
+    from nbtools.train.dataset import LazyImageCollator, records_dataset
+    from nbtools.train.runner import build_lora_config
+    from nbtools.train.trainer import NbDPOTrainer
+
+    from nbtools.train.runner import decide_packing
+
+    model = make_model()
+    args = dpo_args(cfg, out, precision, device, warmup + steps)
+    packing = decide_packing(cfg, model, args)  # the same decision train() makes
+    print(f"nbtools: {packing['note']}", file=sys.stderr)
+    counter = TokenCounting(LazyImageCollator(processor, cfg.max_pixels, family, packed=packing["on"]))
+    trainer = NbDPOTrainer(model=model, args=args, train_dataset=records_dataset(data.train),
+                           processing_class=processor, data_collator=counter,
+                           peft_config=build_lora_config(model, cfg))
+    result = timed_steps(trainer, warmup, steps, counter, device)
+    del trainer, model
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="random Qwen3-VL-4B-shaped model on CUDA")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 CPU / 10 GPU)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=896)
+    parser.add_argument("--answer-tokens", type=int, default=100)
+    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="CPU: runs per side, alternating order; the table shows medians")
+    parser.add_argument("--side", choices=("baseline", "nbtools"), help=argparse.SUPPRESS)  # one side, in a child
+    parser.add_argument("--same-process", action="store_true",
+                        help="run both sides in this process (default on GPU; on CPU each side gets its own "
+                        "process so that peak RSS is per side)")
+    args = parser.parse_args(argv)
+
+    from nbtools.models import build_tiny_model, detect_family, load_model_and_processor, load_processor
+    from nbtools.train.dataset import prepare_data
+
+    device = "cuda" if args.gpu else "cpu"
+    if args.gpu and not torch.cuda.is_available():
+        print("--gpu needs a CUDA device", file=sys.stderr)
+        return 2
+    steps = args.steps or (10 if args.gpu else 20)
+    work = Path(tempfile.mkdtemp(prefix="nbtools-bench-"))
+    if args.gpu:
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        model_dir = gpu_model_folder(work / "model", args.image_size)
+        train_file = gpu_dataset(work / "data", count=args.batch_size * (args.warmup + steps),
+                                 image_size=args.image_size, answer_tokens=args.answer_tokens)
+        cfg = RunConfig(model=str(model_dir), train_file=str(train_file), validation_split=0.0,
+                        max_pixels=args.image_size * args.image_size, max_context_length=4096,
+                        batch_size=args.batch_size, gradient_accumulation_steps=1, lora_rank=8, lora_dropout=0.0,
+                        learning_rate=1e-5, gradient_checkpointing=True, num_workers=2, precision=precision,
+                        load_best_model_at_end=False)
+
+        def make_model():
+            from transformers import AutoConfig, AutoModelForImageTextToText
+
+            config = AutoConfig.from_pretrained(model_dir)
+            config._attn_implementation = "sdpa"
+            with torch.device("cuda"):
+                model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16
+                                                                if precision == "bf16" else torch.float16)
+            return model
+        processor = load_processor(str(model_dir), max_pixels=cfg.max_pixels)
+        label = f"random Qwen3-VL-4B-shaped, {args.image_size}x{args.image_size} images, ~{args.answer_tokens}-token answers"
+    else:
+        precision = "fp32"
+        build_tiny_model("tiny-qwen3-vl")
+        cfg = RunConfig(model="tiny-qwen3-vl", train_file=str(REPO / "data_samples/shapes/train.jsonl"),
+                        validation_split=0.0, max_pixels=128 * 128, max_context_length=512,
+                        batch_size=args.batch_size, gradient_accumulation_steps=1, lora_rank=8, lora_dropout=0.0,
+                        learning_rate=5e-3, gradient_checkpointing=False, num_workers=0,
+                        load_best_model_at_end=False)
+
+        def make_model():
+            return load_model_and_processor("tiny-qwen3-vl", dtype="float32", device="cpu")[0]
+        processor = load_processor("tiny-qwen3-vl", max_pixels=cfg.max_pixels)
+        label = "tiny-qwen3-vl (random), shapes sample data, 128x128 images"
+
+    from nbtools.models import resolve_model_path
+    from transformers import AutoConfig
+
+    family = detect_family(AutoConfig.from_pretrained(resolve_model_path(cfg.model))).name
+    data = prepare_data(cfg, family)
+    results = {}
+    sides = (("TRL DPOTrainer", run_baseline), ("nbtools", run_nbtools))
+    if args.side:
+        sides = [s for s in sides if (s[1] is run_baseline) == (args.side == "baseline")]
+    elif not (args.gpu or args.same_process):
+        import subprocess
+
+        import statistics
+
+        runs: dict[str, list[dict]] = {"TRL DPOTrainer": [], "nbtools": []}
+        for repeat in range(args.repeats):  # alternate the sides so drift in machine load hits both
+            order = (("TRL DPOTrainer", "baseline"), ("nbtools", "nbtools"))
+            for side, flag in (order if repeat % 2 == 0 else order[::-1]):
+                out = work / f"{flag}-{repeat}.json"
+                cmd = [sys.executable, __file__, "--side", flag, "--json", str(out), "--steps", str(steps),
+                       "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                runs[side].append(json.loads(out.read_text())["results"][side])
+        results = {side: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for side, rs in runs.items()}
+        sides = []
+    for side, runner in sides:
+        torch.manual_seed(0)
+        if side == "TRL DPOTrainer":
+            results[side] = runner(cfg, make_model, processor, data.train.records, family, work / "base", precision,
+                                   device, args.warmup, steps)
+        else:
+            results[side] = runner(cfg, make_model, processor, data, family, work / "nb", precision, device,
+                                   args.warmup, steps)
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    if args.side:
+        Path(args.json).write_text(json.dumps({"results": results}))
+        return 0
+    machine = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    print(f"\ntrain_throughput: {label}; {machine}; {precision}; LoRA r=8 on the language model; "
+          f"{args.batch_size} pairs/step; {steps} timed steps after {args.warmup} warm-up"
+          + ("" if args.gpu or args.same_process else f"; median of {args.repeats} runs per side"))
+    base, ours = results["TRL DPOTrainer"], results["nbtools"]
+    print(f"{'metric':<18}{'TRL DPOTrainer':>16}{'nbtools':>12}{'ratio':>9}")
+    for key, name in (("s_per_step", "s/step"), ("pairs_per_s", "pairs/s"), ("tokens_per_s", "LM tokens/s"),
+                      ("peak_memory_gib", "peak mem GiB" + (" (alloc)" if args.gpu else " (RSS)"))):
+        ratio = ours[key] / base[key] if base[key] else float("nan")
+        print(f"{name:<18}{base[key]:>16.3f}{ours[key]:>12.3f}{ratio:>9.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"label": label, "machine": machine, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""The one typed run config: every knob a DPO-VLM run needs, with help, limits and YAML.
+
+The same object is rendered by the widget form (it reads ``metadata``: ``help``, ``min``,
+``max``, ``choices``, ``group``), stored as ``config.yaml`` in the run folder, filled by
+papermill parameters and read by ``python -m nbtools train``. A new knob is added here only.
+
+Defaults are chosen for LoRA DPO on a vision-language model on one GPU; the tests override
+a few (steps, learning rate) for the tiny CPU models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Union
+
+# The losses TRL 1.16's DPOTrainer accepts (trl/trainer/dpo_trainer.py); combined with loss_weights.
+LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+REPORT_TO = ("none", "tensorboard", "wandb")
+TOO_LONG = ("drop", "error")
+LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+TARGET_MODULE_PRESETS = ("default", "all-linear")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+    def __init__(self, field_name: str, message: str, fix: str, source: Optional[str] = None):
+        self.field = field_name
+        self.reason = message
+        self.fix = fix
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field_name}: {message} (fix: {fix})")
+
+
+def _f(default=dataclasses.MISSING, *, help: str, group: str, default_factory=dataclasses.MISSING, **limits):
+    """A dataclass field with the metadata the form and the validator read."""
+    metadata = {"help": help, "group": group, **limits}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class RunConfig:
+    """Everything one DPO run of a vision-language model needs (see ``RunConfig.describe()``)."""
+
+    # --- what to train on -------------------------------------------------------------
+    model: str = _f(
+        "tiny-qwen3-vl-warm",
+        help="Base model: a Hugging Face hub id (e.g. Qwen/Qwen3-VL-2B-Instruct), a local folder, "
+        "or a built-in tiny id (tiny-qwen3-vl, tiny-qwen3-vl-warm, ...).",
+        group="model",
+    )
+    train_file: str = _f(
+        "", help="Training pairs: a JSONL (or JSON list) file of preference pairs.", group="data", kind="path"
+    )
+    validation_file: Optional[str] = _f(
+        None,
+        help="Validation pairs file. When empty, validation_split of the training file is held out instead.",
+        group="data", kind="path",
+    )
+    validation_split: float = _f(
+        0.1,
+        help="Fraction of the training pairs held out for validation when no validation_file is given "
+        "(0 = no validation).",
+        group="data", min=0.0, max=0.5,
+    )
+    max_pixels: int = _f(
+        512 * 512,
+        help="Largest image area in pixels; bigger images are resized down (keeps aspect ratio). "
+        "Fewer pixels = fewer image tokens = less memory. 262144 (512x512) is 256 image tokens on Qwen3-VL.",
+        group="data", min=3136,
+    )
+    max_context_length: int = _f(
+        2048,
+        help="Longest pair (prompt + image tokens + answer) in tokens. Longer pairs are dropped or stop "
+        "the run (see too_long); they are never cut inside image tokens.",
+        group="data", min=32,
+    )
+    too_long: str = _f(
+        "drop",
+        help="What to do with pairs longer than max_context_length: 'drop' them (count and line numbers "
+        "are reported) or stop with an 'error'.",
+        group="data", choices=TOO_LONG,
+    )
+
+    # --- names and where the run goes ---------------------------------------------------
+    task_display_name: str = _f(
+        "dpo-run", help="Name of this run in the list of runs (also names the default run folder).", group="output"
+    )
+    custom_model_name: Optional[str] = _f(
+        None,
+        help="Name of the trained model in the list of models and in exports (default: task_display_name).",
+        group="output",
+    )
+    output_dir: Optional[str] = _f(
+        None,
+        help="The run folder. Empty = runs/<task_display_name>-<UTC timestamp>, decided when the run starts.",
+        group="output", kind="path",
+    )
+    seed: int = _f(42, help="Random seed (data order, LoRA init, validation split).", group="training", min=0)
+
+    # --- how long and how fast ----------------------------------------------------------
+    epoch: float = _f(3.0, help="Passes over the training pairs (ignored when max_steps > 0).", group="training",
+                      min=0.01, max=1000.0)
+    max_steps: int = _f(0, help="Optimizer steps to run; > 0 overrides epoch. 0 = use epoch.", group="training",
+                        min=0)
+    batch_size: int = _f(2, help="Pairs per device per step (each pair is a chosen and a rejected answer).",
+                         group="training", min=1, max=1024)
+    gradient_accumulation_steps: int = _f(
+        4, help="Steps whose gradients are summed before one update: effective batch = batch_size x this x devices.",
+        group="training", min=1, max=1024,
+    )
+    learning_rate: float = _f(5e-5, help="Peak learning rate of the LoRA weights (AdamW).", group="training",
+                              min=1e-9, max=1.0)
+    warmup_ratio: float = _f(0.1, help="Fraction of the steps spent ramping the learning rate up from 0.",
+                             group="training", min=0.0, max=0.9)
+    lr_scheduler_type: str = _f("cosine", help="How the learning rate decays after warmup.", group="training",
+                                choices=LR_SCHEDULERS)
+    max_grad_norm: float = _f(1.0, help="Gradient clipping norm (0 = no clipping).", group="training", min=0.0)
+    num_workers: int = _f(
+        2, help="Data loader worker processes that open and resize images while the model trains (0 = in the "
+        "main process).", group="training", min=0, max=64,
+    )
+
+    # --- LoRA ------------------------------------------------------------------------------
+    lora_rank: int = _f(16, help="LoRA rank r: size of the low-rank update; higher = more capacity and memory.",
+                        group="lora", min=1, max=1024)
+    lora_alpha: Optional[int] = _f(
+        None, help="LoRA alpha (update scale = alpha / rank). Empty = 2 x lora_rank.", group="lora", min=1
+    )
+    lora_dropout: float = _f(0.05, help="Dropout on the LoRA input.", group="lora", min=0.0, max=0.9)
+    target_modules: Union[str, list[str]] = _f(
+        "default",
+        help="Layers that get LoRA: 'default' (the language model's attention and MLP projections, vision "
+        "tower frozen), 'all-linear', a list of module names, or a regular expression over module paths.",
+        group="lora",
+    )
+    adapter_path: Optional[str] = _f(
+        None,
+        help="Start from this SFT LoRA adapter (folder). The reference model is then base + this adapter, frozen.",
+        group="lora", kind="path",
+    )
+
+    # --- DPO -----------------------------------------------------------------------------
+    beta: float = _f(0.1, help="DPO beta: how far the model may move from the reference; higher = stay closer.",
+                     group="dpo", min=1e-4, max=10.0)
+    loss_type: list[str] = _f(
+        default_factory=lambda: ["sigmoid"],
+        help="DPO losses, combined with loss_weights. 'sigmoid' is standard DPO; add 'sft' to also learn to "
+        "generate the chosen answer (e.g. [sigmoid, sft]).",
+        group="dpo", choices=LOSS_TYPES, multiple=True,
+    )
+    loss_weights: Optional[list[float]] = _f(
+        None, help="One weight per loss_type entry (default: 1.0 each).", group="dpo", min=0.0
+    )
+
+    # --- evaluation, checkpoints, logging ---------------------------------------------------
+    eval_steps: int = _f(50, help="Evaluate on the validation pairs every N optimizer steps.", group="evaluation",
+                         min=1)
+    save_steps: int = _f(50, help="Save a checkpoint every N optimizer steps (a multiple of eval_steps when "
+                         "load_best_model_at_end is on).", group="evaluation", min=1)
+    logging_steps: int = _f(10, help="Log training metrics every N optimizer steps.", group="evaluation", min=1)
+    save_total_limit: int = _f(2, help="Checkpoints kept on disk (the best one is always kept); 0 = keep all.",
+                               group="evaluation", min=0)
+    early_stopping_patience: int = _f(
+        0, help="Stop when validation loss has not improved for this many evaluations (0 = off).",
+        group="evaluation", min=0,
+    )
+    load_best_model_at_end: bool = _f(
+        True, help="At the end, keep the adapter of the checkpoint with the lowest validation loss.",
+        group="evaluation",
+    )
+    report_to: str = _f("none", help="Also send metrics to: none, tensorboard or wandb.", group="evaluation",
+                        choices=REPORT_TO)
+
+    # --- memory and numbers ------------------------------------------------------------------
+    precision: str = _f(
+        "auto",
+        help="Number format: auto = bf16 on GPUs that support it, fp16 on older GPUs (e.g. T4), fp32 on CPU.",
+        group="memory", choices=PRECISIONS,
+    )
+    quantization: str = _f(
+        "none", help="Load the frozen base model in 4-bit or 8-bit (QLoRA; needs bitsandbytes and a CUDA GPU).",
+        group="memory", choices=QUANTIZATIONS,
+    )
+    gradient_checkpointing: bool = _f(
+        True, help="Recompute activations in the backward pass: much less memory, about 30% slower.",
+        group="memory",
+    )
+    packing: bool = _f(
+        True,
+        help="Pack each pair into one row [prompt, chosen, rejected] so the prompt and its images go through "
+        "the model once instead of twice and no padding is computed. Used when verified for the model "
+        "and settings (plain sigmoid DPO, one process, sdpa/eager attention); the run says when it is off and why.",
+        group="memory",
+    )
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f, getattr(self, f.name)))
+        for f in dataclasses.fields(self):
+            _check_limits(f, getattr(self, f.name))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        if isinstance(self.target_modules, str) and self.target_modules not in TARGET_MODULE_PRESETS:
+            try:
+                re.compile(self.target_modules)
+            except re.error as exc:
+                raise ConfigError("target_modules", f"{self.target_modules!r} is not a valid regular expression "
+                                  f"({exc})", "use 'default', 'all-linear', a list of names or a valid regex") from None
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ConfigError("target_modules", "the list is empty", "name at least one module or use 'default'")
+        if not self.loss_type:
+            raise ConfigError("loss_type", "no loss given", "use [sigmoid] for standard DPO")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ConfigError(
+                "loss_weights", f"{len(self.loss_weights)} weights for {len(self.loss_type)} loss types "
+                f"{self.loss_type}", f"give exactly {len(self.loss_type)} weights, or leave loss_weights empty",
+            )
+        has_validation = bool(self.validation_file) or self.validation_split > 0
+        if self.early_stopping_patience > 0 and not has_validation:
+            raise ConfigError("early_stopping_patience", "early stopping needs validation pairs",
+                              "set validation_file or validation_split > 0, or set early_stopping_patience: 0")
+        if self.load_best_model_at_end and has_validation and self.save_steps % self.eval_steps != 0:
+            raise ConfigError(
+                "save_steps", f"{self.save_steps} is not a multiple of eval_steps ({self.eval_steps}), so the best "
+                "checkpoint may never be saved", f"set save_steps to {self.eval_steps} (or a multiple of it), "
+                "or load_best_model_at_end: false",
+            )
+        if self.quantization != "none" and self.precision == "fp32":
+            raise ConfigError("quantization", f"{self.quantization} loading computes in 16-bit, not fp32",
+                              "set precision: auto (or bf16/fp16), or quantization: none")
+        if not self.task_display_name.strip():
+            raise ConfigError("task_display_name", "is empty", "give the run a short name, e.g. shapes-dpo")
+
+    # --- derived values ----------------------------------------------------------------------
+    @property
+    def resolved_lora_alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
+
+    @property
+    def model_name(self) -> str:
+        """What the list of models and the exports call the trained model."""
+        return self.custom_model_name or self.task_display_name
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.validation_file) or self.validation_split > 0
+
+    def resolved_output_dir(self, now: Optional[datetime] = None) -> Path:
+        """The run folder: output_dir, or runs/<task name>-<UTC timestamp> when that is empty."""
+        if self.output_dir:
+            return Path(self.output_dir).expanduser()
+        now = now or datetime.now(timezone.utc)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.task_display_name.strip()).strip("-") or "run"
+        return Path("runs") / f"{slug}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+    # --- dict / YAML -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Optional[str] = None) -> "RunConfig":
+        """Build from a mapping; unknown keys are an error listing the valid names (with a guess)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError("config", f"expected a mapping of field: value, got {type(data).__name__}",
+                              "write one 'name: value' per line", source)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            key = unknown[0]
+            guess = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean '{guess[0]}'? " if guess else ""
+            raise ConfigError(
+                str(key), f"unknown setting ({len(unknown)} unknown: {', '.join(map(str, unknown))})",
+                f"{hint}valid names are: {', '.join(names)}", source,
+            )
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            if source and not exc.source:
+                raise ConfigError(exc.field, exc.reason, exc.fix, source) from None
+            raise
+
+    def to_yaml(self, path: Union[str, Path]) -> Path:
+        """Write the config as YAML with each field's help as a comment above it."""
+        import yaml
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["# nbtools RunConfig: python -m nbtools train THIS_FILE"]
+        group = None
+        for f in dataclasses.fields(self):
+            if f.metadata.get("group") != group:
+                group = f.metadata.get("group")
+                lines.append(f"\n# --- {group} ---")
+            lines.append(f"# {f.metadata['help']}")
+            value = _plain(getattr(self, f.name))
+            if isinstance(value, list):  # short lists read best inline: loss_type: [sigmoid, sft]
+                dumped = f"{f.name}: " + yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+            else:
+                dumped = yaml.safe_dump({f.name: value}, default_flow_style=False, width=1000).rstrip("\n")
+            lines.append(dumped)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "RunConfig":
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config", f"file not found: {path}", "check the path to the config YAML", str(path))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError("config", f"not valid YAML ({getattr(exc, 'problem', exc)})",
+                              "fix the YAML syntax on that line", where) from None
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes) -> "RunConfig":
+        """A validated copy with some fields changed."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    # --- help --------------------------------------------------------------------------------
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def field_specs(cls) -> list[dict[str, Any]]:
+        """For forms: name, type, default, help, group and limits (min/max/choices/multiple/kind)."""
+        specs = []
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            spec = {"name": f.name, "type": _type_name(f), "default": _plain(getattr(defaults, f.name))}
+            spec.update(f.metadata)
+            specs.append(spec)
+        return specs
+
+    @classmethod
+    def describe(cls) -> str:
+        """A readable table of every setting: name, type, default and help."""
+        out = []
+        for spec in cls.field_specs():
+            limits = []
+            if "choices" in spec:
+                limits.append("one of " + "/".join(spec["choices"]))
+            if "min" in spec:
+                limits.append(f">= {spec['min']}")
+            if "max" in spec:
+                limits.append(f"<= {spec['max']}")
+            extra = f" [{', '.join(limits)}]" if limits else ""
+            out.append(f"{spec['name']} ({spec['type']}, default {spec['default']!r}){extra}\n    {spec['help']}")
+        return "\n".join(out)
+
+
+# --- helpers -------------------------------------------------------------------------------
+_HINTS = None
+
+
+def _hints() -> dict:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(RunConfig)
+    return _HINTS
+
+
+def _type_name(f) -> str:
+    hint = _hints()[f.name]
+    return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _coerce(f, value):
+    """Accept what YAML, papermill and forms hand us (e.g. '5e-5' as a string, 3 for 3.0)."""
+    hint = _hints()[f.name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional and (value is None or value == ""):
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    name = f.name
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.strip().lower() in ("true", "yes", "on", "1")
+        raise ConfigError(name, f"expected true or false, got {value!r}", f"write {name}: true or {name}: false")
+    if base is int:
+        if isinstance(value, bool):
+            raise ConfigError(name, f"expected a whole number, got {value!r}", f"write a number, e.g. {name}: 8")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else _bad_number(name, value, "whole number")
+            except ValueError:
+                _bad_number(name, value, "whole number")
+        if not isinstance(value, int):
+            _bad_number(name, value, "whole number")
+        return value
+    if base is float:
+        if isinstance(value, bool):
+            _bad_number(name, value, "number")
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                _bad_number(name, value, "number")
+        if not isinstance(value, (int, float)):
+            _bad_number(name, value, "number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(name, f"{value} is not a finite number", f"give {name} a finite value")
+        return value
+    if base is str:
+        if not isinstance(value, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and f.metadata.get("kind") == "path":
+                return str(value)
+            raise ConfigError(name, f"expected text, got {value!r}", f"write {name}: some-text")
+        return value
+    if name == "target_modules":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(name, f"expected 'default', 'all-linear', a list of names or a regex, got {value!r}",
+                          "e.g. target_modules: [q_proj, v_proj]")
+    if name == "loss_type":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(name, f"expected a list of loss names, got {value!r}", "e.g. loss_type: [sigmoid, sft]")
+        return list(value)
+    if name == "loss_weights":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, f"expected a list of numbers, got {value!r}", "e.g. loss_weights: [1.0, 0.2]")
+        out = []
+        for v in value:
+            try:
+                out.append(float(v))
+            except (TypeError, ValueError):
+                raise ConfigError(name, f"{v!r} is not a number", "e.g. loss_weights: [1.0, 0.2]") from None
+        return out
+    return value
+
+
+def _bad_number(name, value, what):
+    raise ConfigError(name, f"expected a {what}, got {value!r}", f"write a {what}, e.g. {name}: 1")
+
+
+def _check_limits(f, value) -> None:
+    if value is None:
+        return
+    meta = f.metadata
+    name = f.name
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if "choices" in meta and isinstance(v, str) and v not in meta["choices"]:
+            guess = difflib.get_close_matches(v, meta["choices"], n=1)
+            hint = f"did you mean '{guess[0]}'? " if guess else ""
+            raise ConfigError(name, f"{v!r} is not one of {', '.join(meta['choices'])}",
+                              f"{hint}use one of: {', '.join(meta['choices'])}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if "min" in meta and v < meta["min"]:
+                raise ConfigError(name, f"{v} is below the minimum {meta['min']}",
+                                  f"set {name} to {meta['min']} or more")
+            if "max" in meta and v > meta["max"]:
+                raise ConfigError(name, f"{v} is above the maximum {meta['max']}",
+                                  f"set {name} to {meta['max']} or less")
+
+
+def load_config(config: Union["RunConfig", str, Path, dict]) -> RunConfig:
+    """A RunConfig from a RunConfig, a YAML path or a dict (what train() and the CLI accept)."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return RunConfig.from_dict(config)
+    return RunConfig.from_yaml(config)

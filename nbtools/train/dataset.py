@@ -1,0 +1,210 @@
+"""Data for one run: validated records -> a light dataset + a collator that loads images late.
+
+The dataset holds only text and image *paths* (one JSON record per row), so a large image
+dataset never sits in memory as PIL images; the collator opens and resizes the images of
+one batch when the data loader asks for it (in worker processes when ``num_workers`` > 0),
+then hands TRL's ``DataCollatorForVisionPreference`` ready examples.
+
+Pairs longer than ``max_context_length`` are dropped (with their line numbers) or stop the
+run, per ``too_long``; kept pairs are never truncated, so image tokens are never cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from nbtools.config import RunConfig
+from nbtools.problems import Problem
+
+LENGTH_FIELDS = ("prompt+chosen", "prompt+rejected")  # the validator's too-long findings
+SHOW_LINES = 20  # line numbers listed in a message before "..."
+
+
+class DataError(ValueError):
+    """The data cannot be trained on as it is; the message lists each problem with its fix."""
+
+    def __init__(self, message: str, problems: Optional[list[Problem]] = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+@dataclass
+class SplitData:
+    name: str  # "train" | "validation"
+    file: str
+    records: list  # PreferenceRecord, in file order
+    lengths: dict[int, int]  # line -> longest pair length (tokens)
+    dropped_too_long: list[int] = field(default_factory=list)  # line numbers
+    warnings: list[Problem] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class PreparedData:
+    train: SplitData
+    validation: Optional[SplitData]
+    validation_from_split: bool
+    messages: list[str]  # what the run should tell the user about the data
+
+    @property
+    def longest_pair(self) -> int:
+        splits = [self.train] + ([self.validation] if self.validation else [])
+        return max((n for s in splits for r in s.records for n in [s.lengths.get(r.line, 0)]), default=0)
+
+    def to_dict(self) -> dict:
+        """The ``data`` section of run.json."""
+        def split(s: Optional[SplitData]) -> Optional[dict]:
+            if s is None:
+                return None
+            return {"file": s.file, "pairs": len(s.records), "dropped_too_long": len(s.dropped_too_long),
+                    "dropped_lines": s.dropped_too_long, "warnings": len(s.warnings), "stats": s.stats}
+        out = {"train": split(self.train), "validation": split(self.validation),
+               "validation_from_split": self.validation_from_split, "longest_pair_tokens": self.longest_pair}
+        if self.validation_from_split and self.validation is not None:
+            out["validation"]["lines"] = [r.line for r in self.validation.records]  # evaluation reuses them
+        return out
+
+
+def _lines_text(lines: list[int]) -> str:
+    shown = ", ".join(map(str, lines[:SHOW_LINES]))
+    return shown + (f", ... ({len(lines) - SHOW_LINES} more)" if len(lines) > SHOW_LINES else "")
+
+
+def _problems_text(problems: list[Problem], limit: int = 30) -> str:
+    text = "\n".join("  " + p.format() for p in problems[:limit])
+    if len(problems) > limit:
+        text += f"\n  ... and {len(problems) - limit} more (run `python -m nbtools validate` for the full list)"
+    return text
+
+
+def _load_split(name: str, path: str, config: RunConfig, family: str, validation_file: Optional[str],
+                messages: list[str]) -> SplitData:
+    from nbtools.data import UnreadableFile, validate_dataset
+
+    try:
+        report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
+                                  model=config.model, family=family, validation_file=validation_file)
+    except UnreadableFile as exc:
+        field_name = "train_file" if name == "train" else "validation_file"
+        raise DataError(f"{field_name}: {exc} (fix: check the path in the config)") from None
+
+    unsupported = [r for r in report.records if r.uses_unsupported_training_inputs]
+    if unsupported:
+        kinds = sorted({k for r in unsupported for k, used in (("videos", r.videos),
+                                                                  ("rejected_images", r.rejected_images)) if used})
+        raise DataError(
+            f"{path}: {len(unsupported)} pair(s) use {' and '.join(kinds)}, which training does not support yet "
+            f"(lines {_lines_text([r.line for r in unsupported])}). Remove those pairs, or their "
+            f"{' / '.join(kinds)} fields, from the file; validation accepts them, training cannot use them."
+        )
+
+    errors = [p for p in report.problems if p.severity == "error"]
+    too_long = [p for p in errors if p.field in LENGTH_FIELDS]
+    too_long_lines = sorted({p.line for p in too_long})
+    other_errors = [p for p in errors if p.field not in LENGTH_FIELDS]
+    if other_errors:
+        raise DataError(
+            f"{path}: {len(other_errors)} problem(s) must be fixed before training:\n{_problems_text(other_errors)}",
+            other_errors)
+    if too_long and config.too_long == "error":
+        raise DataError(
+            f"{path}: {len(too_long_lines)} pair(s) are longer than max_context_length={config.max_context_length} "
+            f"(too_long: error):\n{_problems_text(too_long)}\n(fix: raise max_context_length, lower max_pixels, "
+            "or set too_long: drop to train without them)", too_long)
+    if too_long_lines:
+        messages.append(
+            f"{path}: dropped {len(too_long_lines)} pair(s) longer than max_context_length="
+            f"{config.max_context_length} tokens (lines {_lines_text(too_long_lines)}); raise max_context_length "
+            "or lower max_pixels to keep them.")
+    warnings = [p for p in report.problems if p.severity == "warning"]
+    if warnings:
+        messages.append(f"{path}: {len(warnings)} warning(s), training goes on:\n{_problems_text(warnings, 5)}")
+    kept = [r for r in report.records if r.line not in set(too_long_lines)]
+    if not kept:
+        raise DataError(f"{path}: no pairs left to train on after dropping {len(too_long_lines)} too-long pair(s) "
+                        f"(fix: raise max_context_length above the lengths reported, or lower max_pixels)")
+    lengths = {line: t.longest for line, t in report.tokens.items()}
+    return SplitData(name, path, kept, lengths, too_long_lines, warnings, report.stats)
+
+
+def prepare_data(config: RunConfig, family: str) -> PreparedData:
+    """Validate and load the training (and validation) pairs per the config; raise DataError to stop."""
+    if not config.train_file:
+        raise DataError("train_file: no training file given (fix: set train_file to a JSONL file of pairs)")
+    messages: list[str] = []
+    train = _load_split("train", config.train_file, config, family, config.validation_file, messages)
+    validation = None
+    from_split = False
+    if config.validation_file:
+        validation = _load_split("validation", config.validation_file, config, family, None, messages)
+    elif config.validation_split > 0:
+        # A seeded shuffle so the same config always holds out the same pairs (resume relies on it).
+        order = list(range(len(train.records)))
+        random.Random(config.seed).shuffle(order)
+        n_val = max(1, round(len(order) * config.validation_split))
+        if len(order) - n_val < 1:
+            raise DataError(f"validation_split: {len(order)} pair(s) are too few to hold out "
+                            f"{config.validation_split:.0%} (fix: add pairs, give a validation_file, or set "
+                            "validation_split: 0)")
+        held = set(order[:n_val])
+        val_records = [r for i, r in enumerate(train.records) if i in held]
+        train_records = [r for i, r in enumerate(train.records) if i not in held]
+        validation = SplitData("validation", train.file, val_records, train.lengths, stats={"pairs": n_val})
+        train = dataclasses.replace(train, records=train_records)
+        from_split = True
+        messages.append(f"validation: held out {n_val} of {len(order)} pairs of {train.file} "
+                        f"(validation_split={config.validation_split}, seed {config.seed})")
+    return PreparedData(train, validation, from_split, messages)
+
+
+# --- the dataset TRL sees and the collator that fills in images ---------------------------------
+
+def records_dataset(split: SplitData):
+    """A datasets.Dataset with one light row per pair: the record as JSON + image paths.
+
+    ``images`` is present (paths, not pixels) because TRL recognises a vision dataset by it.
+    """
+    from datasets import Dataset
+
+    rows = [{"record": json.dumps(dataclasses.asdict(r)), "images": list(r.images),
+             "length": split.lengths.get(r.line, 0)} for r in split.records]
+    return Dataset.from_list(rows)
+
+
+def record_from_row(row: dict[str, Any]):
+    from nbtools.data import PreferenceRecord
+
+    return PreferenceRecord(**json.loads(row["record"]))
+
+
+@dataclass
+class LazyImageCollator:
+    """Opens and resizes a batch's images on demand, then runs TRL's vision preference collator."""
+
+    processor: Any
+    max_pixels: Optional[int]
+    family: str
+    max_length: Optional[int] = None  # None: kept pairs all fit, nothing is ever truncated
+    packed: bool = False  # nbtools.packing's collator: one [prompt, chosen, rejected] row per pair
+
+    def __post_init__(self):
+        if self.packed:
+            from nbtools.packing import PackedPreferenceCollator
+
+            self.inner = PackedPreferenceCollator(self.processor, max_length=self.max_length)
+        else:
+            from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+            self.inner = DataCollatorForVisionPreference(processor=self.processor, max_length=self.max_length)
+
+    def examples(self, rows: list[dict[str, Any]]) -> list[dict]:
+        from nbtools.data import to_training_example
+
+        return [to_training_example(record_from_row(row), self.max_pixels, self.family) for row in rows]
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict:
+        return self.inner(self.examples(rows))

@@ -1,0 +1,197 @@
+"""run.json: the record of one run that the run list, evaluation and export read.
+
+Written atomically (temp file + rename) so a reader never sees half a file. While a run
+trains, a heartbeat thread refreshes ``heartbeat_at``; a reader that finds ``running`` with
+a stale heartbeat (or a dead process on this machine) reports the run as ``interrupted``,
+so a killed run never looks alive forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Union
+
+RUN_FILE = "run.json"
+HEARTBEAT_INTERVAL_S = 10.0
+# A heartbeat older than this means the process is gone (SIGKILL, power loss, a closed Colab tab).
+STALE_AFTER_S = 60.0
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _parse_time(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def write_json_atomic(path: Union[str, Path], data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed child not yet reaped by its parent) still answers kill(0): look closer.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def read_run(run_dir: Union[str, Path], stale_after_s: float = STALE_AFTER_S) -> dict:
+    """The run record, with ``status`` corrected to ``interrupted`` for a run that stopped
+    without saying so (stale heartbeat, or its process is gone on this machine).
+
+    Adds ``status_reason`` when the status was inferred. Raises FileNotFoundError if the
+    folder has no run.json.
+    """
+    path = Path(run_dir) / RUN_FILE
+    with open(path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    if record.get("status") == "running":
+        beat = _parse_time(record.get("heartbeat_at")) or _parse_time(record.get("started_at"))
+        age = time.time() - beat if beat is not None else float("inf")
+        process = record.get("process") or {}
+        same_host = process.get("hostname") == socket.gethostname()
+        if same_host and process.get("pid") and not _pid_alive(int(process["pid"])):
+            record["status"] = "interrupted"
+            record["status_reason"] = f"the training process (pid {process['pid']}) is no longer running"
+        elif age > stale_after_s:
+            record["status"] = "interrupted"
+            record["status_reason"] = f"no heartbeat for {age:.0f} s (the process was stopped or killed)"
+    return record
+
+
+class RunRecord:
+    """The writer side of run.json (rank 0 only); thread-safe, every write atomic."""
+
+    def __init__(self, run_dir: Union[str, Path], initial: dict[str, Any]):
+        self.path = Path(run_dir) / RUN_FILE
+        self._lock = threading.Lock()
+        self.data: dict[str, Any] = dict(initial)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.write()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            self.data.update(fields)
+            self.data["heartbeat_at"] = utc_now()
+            write_json_atomic(self.path, self.data)
+
+    def write(self) -> None:
+        self.update()
+
+    def start_heartbeat(self, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+        def beat():
+            while not self._stop.wait(interval_s):
+                try:
+                    self.update()
+                except OSError:  # a full disk must not kill training; the next beat retries
+                    pass
+
+        self._thread = threading.Thread(target=beat, name="nbtools-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+# --- provenance ------------------------------------------------------------------------------
+
+PACKAGES = ("nbtools", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "pillow")
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_revision(path: Union[str, Path, None] = None) -> Optional[dict]:
+    """Commit and dirty flag of the git checkout holding ``path`` (nbtools' own code by default)."""
+    where = Path(path or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(data_files: dict[str, Optional[str]]) -> dict:
+    """Package versions, code revision, machine and sha256 of each data file."""
+    import torch
+
+    return {
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": git_revision(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "data_files": {name: {"path": str(path), "sha256": sha256_file(path)}
+                       for name, path in data_files.items() if path},
+        "command": " ".join(sys.argv),
+    }
+
+
+def process_info() -> dict:
+    return {"pid": os.getpid(), "hostname": socket.gethostname()}

@@ -1,0 +1,481 @@
+"""``train(config)``: one DPO run of a VLM with LoRA, from config to a complete run folder.
+
+Order of work, chosen so mistakes surface before anything expensive happens:
+config checks -> data validation (may stop with the list of problems) -> run folder ->
+model + LoRA -> TRL training (live metrics, atomic checkpoints) -> final evaluation ->
+adapter, processor, plots, run.json. Works the same in a notebook, under papermill, from
+``python -m nbtools train`` and in each process of ``torchrun`` (rank 0 writes the folder).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from nbtools.config import ConfigError, RunConfig, load_config
+from nbtools.train import run_record as rr
+from nbtools.train.callbacks import RunCallback, truncate_metrics
+from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
+from nbtools.train.diagnose import diagnose
+from nbtools.train.trainer import (NbDPOTrainer, NonFiniteLossError, complete_checkpoints,
+                                   remove_partial_checkpoints)
+
+CONFIG_FILE = "config.yaml"
+
+
+class RunFolderError(RuntimeError):
+    """The run folder is not in a state this call can use (exists without resume, nothing to resume)."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run hands back (everything is also in the run folder)."""
+
+    run_dir: Path
+    status: str
+    metrics: dict = field(default_factory=dict)  # final evaluation (or last training log without validation)
+    best: Optional[dict] = None
+    diagnosis: Optional[dict] = None
+    adapter_dir: Optional[Path] = None
+    history: list = field(default_factory=list)  # metrics.jsonl rows
+    data: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+    resumed_from_step: Optional[int] = None
+    model: Any = field(default=None, repr=False)  # the trained policy (PeftModel) in memory, for a notebook's next cell
+
+    def __repr__(self) -> str:
+        acc = self.metrics.get("eval_rewards/accuracies")
+        acc_text = f", eval_rewards/accuracies={acc:.3f}" if isinstance(acc, float) else ""
+        return f"RunResult({self.status}, {self.run_dir}{acc_text})"
+
+
+# --- config and run folder ------------------------------------------------------------------------
+
+def resolve_config(config: Union[RunConfig, str, os.PathLike, dict]) -> RunConfig:
+    """A RunConfig from an object, a dict, a YAML file or a run folder (its config.yaml)."""
+    if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
+        path = Path(config) / CONFIG_FILE
+        if not path.is_file():
+            raise RunFolderError(f"{config}: no {CONFIG_FILE} in this folder (fix: pass the config YAML, or the "
+                                 "folder of a run started by nbtools)")
+        cfg = RunConfig.from_yaml(path)
+        return cfg if cfg.output_dir else cfg.replace(output_dir=str(config))
+    return load_config(config)
+
+
+def _agree_on_run_dir(cfg: RunConfig, state) -> Path:
+    """Every process must use the same folder; the default name has a timestamp, so rank 0 decides."""
+    run_dir = str(cfg.resolved_output_dir())
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        holder = [run_dir]
+        broadcast_object_list(holder, from_process=0)
+        run_dir = holder[0]
+    return Path(run_dir)
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """'bf16' | 'fp16' | 'fp32' for this machine; a clear error when the choice cannot work here."""
+    import torch
+
+    on_gpu = device_type == "cuda"
+    bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return ("bf16" if bf16_ok else "fp16") if on_gpu else "fp32"
+    if precision == "fp16" and not on_gpu:
+        raise ConfigError("precision", "fp16 training needs a CUDA GPU; this run is on the CPU",
+                          "set precision: auto (fp32 on CPU) or fp32")
+    if precision == "bf16" and on_gpu and not bf16_ok:
+        raise ConfigError("precision", f"this GPU ({torch.cuda.get_device_name(0)}) has no bf16 support",
+                          "set precision: fp16 or auto")
+    return precision
+
+
+def check_quantization(quantization: str, device_type: str) -> None:
+    if quantization == "none":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("quantization", f"{quantization} loading needs the bitsandbytes package, which is not "
+                          "installed", "pip install bitsandbytes (on a CUDA machine), or set quantization: none")
+    if device_type != "cuda":
+        raise ConfigError("quantization", f"{quantization} loading needs a CUDA GPU; this run is on the CPU",
+                          "set quantization: none")
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+def _dtype_for(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def load_policy(cfg: RunConfig, precision: str, device: str):
+    """(model, processor, family name, peft_config or None). With adapter_path the model is already a
+    PeftModel; TRL then keeps a frozen copy of that adapter as the reference."""
+    from nbtools.models import detect_family, load_model_and_processor, load_processor, resolve_model_path
+
+    if cfg.quantization == "none":
+        model, processor = load_model_and_processor(cfg.model, max_pixels=cfg.max_pixels,
+                                                    dtype=_dtype_for(precision), device=device)
+    else:
+        import torch
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+        compute = _dtype_for(precision)
+        quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=compute)
+                 if cfg.quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+        model = AutoModelForImageTextToText.from_pretrained(resolve_model_path(cfg.model), quantization_config=quant,
+                                                            dtype=compute, device_map={"": torch.device(device)})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        processor = load_processor(cfg.model, max_pixels=cfg.max_pixels)
+    family = detect_family(model).name
+    if cfg.adapter_path:
+        from peft import PeftModel
+
+        if not (Path(cfg.adapter_path) / "adapter_config.json").is_file():
+            raise ConfigError("adapter_path", f"{cfg.adapter_path} holds no adapter_config.json",
+                              "point adapter_path at a folder saved by peft (save_pretrained), e.g. a run's adapter/")
+        model = PeftModel.from_pretrained(model, cfg.adapter_path, is_trainable=True)
+        return model, processor, family, None
+    return model, processor, family, build_lora_config(model, cfg)
+
+
+def build_lora_config(model, cfg: RunConfig):
+    """LoRA on the language model's projections by default (vision tower frozen): nbtools.models' rule."""
+    from nbtools.models.lora import LoraTargetError, lora_config
+
+    try:
+        return lora_config(model, target_modules=cfg.target_modules, lora_rank=cfg.lora_rank,
+                           lora_alpha=cfg.resolved_lora_alpha, lora_dropout=cfg.lora_dropout)
+    except LoraTargetError as exc:
+        raise ConfigError("target_modules", str(exc), "use 'default', 'all-linear' or names from the message") \
+            from None
+
+
+# --- TRL config ------------------------------------------------------------------------------------
+
+def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validation: bool, on_cpu: bool):
+    """Translate RunConfig into TRL 1.16's DPOConfig (names differ; some TRL defaults are wrong for us)."""
+    from trl import DPOConfig
+
+    report_to = [] if cfg.report_to == "none" else [cfg.report_to]
+    if cfg.report_to == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    load_best = bool(cfg.load_best_model_at_end and has_validation)
+    return DPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        run_name=cfg.task_display_name,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_train_epochs=cfg.epoch,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=precision == "bf16",  # TRL turns bf16 on by default: must be off on CPU / fp32
+        fp16=precision == "fp16",
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,  # step 1 shows the ln 2 starting point
+        eval_strategy="steps" if has_validation else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit or None,
+        load_best_model_at_end=load_best,
+        metric_for_best_model="eval_loss" if has_validation else None,
+        greater_is_better=False if has_validation else None,
+        report_to=report_to,
+        dataloader_num_workers=cfg.num_workers,
+        remove_unused_columns=False,  # our rows are records; the collator turns them into model inputs
+        prediction_loss_only=True,  # evaluation needs the DPO metrics, not logits (saves a forward pass)
+        disable_tqdm=True,  # our own progress bar (nbtools.live) replaces the trainer's
+        # Kept pairs all fit max_context_length (longer ones were dropped), so TRL never truncates:
+        # a cut can never fall inside image tokens.
+        max_length=None,
+        beta=cfg.beta,
+        loss_type=list(cfg.loss_type),
+        loss_weights=list(cfg.loss_weights) if cfg.loss_weights else None,
+    )
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = False, live: Any = None) -> RunResult:
+    """Train a LoRA adapter with DPO as ``config`` says; write the run folder; return the result.
+
+    ``config``: a RunConfig, a dict, a YAML path, or a run folder (to resume it).
+    ``resume``: continue from the last complete checkpoint in ``output_dir`` (after a crash,
+    a SIGKILL or a stopped kernel); starts fresh if there is none yet.
+    ``live``: None = figure + bar in notebooks, log lines elsewhere; False = quiet;
+    "notebook"/"headless", or a :class:`nbtools.live.LiveMonitor`.
+    """
+    import torch
+    from accelerate import PartialState
+
+    from nbtools.live import LiveMonitor, save_plots
+
+    t_start = time.time()
+    cfg = resolve_config(config)
+    if resume and not cfg.output_dir:
+        raise RunFolderError("resume needs the run folder: set output_dir to the folder of the run to continue, "
+                             "or pass that folder (or its config.yaml) to train()")
+    on_cpu = not torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    state = PartialState(cpu=on_cpu, **({"backend": "gloo"} if on_cpu and distributed else {}))
+    is_main = state.is_main_process
+    device_type = "cpu" if on_cpu else "cuda"
+    precision = resolve_precision(cfg.precision, device_type)
+    check_quantization(cfg.quantization, device_type)
+
+    if isinstance(live, LiveMonitor):
+        monitor = live
+    else:
+        mode = {None: None, True: None, False: "quiet"}.get(live, live) if not isinstance(live, str) else live
+        monitor = LiveMonitor(mode if is_main else "quiet", title=cfg.task_display_name)
+
+    run_dir = _agree_on_run_dir(cfg, state)
+    cfg = cfg.replace(output_dir=str(run_dir))
+    checkpoint_root = run_dir / "checkpoints"
+    resume_from: Optional[Path] = None
+    previous: dict = {}
+    if resume:
+        if not run_dir.is_dir():
+            raise RunFolderError(f"{run_dir}: no such run folder to resume (fix: check output_dir)")
+        state.wait_for_everyone()
+        if is_main:
+            for removed in remove_partial_checkpoints(checkpoint_root):
+                monitor.message(f"removed an unfinished checkpoint left by the interrupted run: {removed.name}")
+        state.wait_for_everyone()
+        done = complete_checkpoints(checkpoint_root)
+        resume_from = done[-1] if done else None
+        if (run_dir / rr.RUN_FILE).is_file():
+            previous = rr.read_run(run_dir)
+            if previous.get("status") == "running":
+                raise RunFolderError(f"{run_dir}: this run is still running (heartbeat "
+                                     f"{previous.get('heartbeat_at')}); stop it before resuming")
+    elif (run_dir / rr.RUN_FILE).exists() or complete_checkpoints(checkpoint_root):
+        raise RunFolderError(f"{run_dir}: this folder already holds a run (fix: pass resume=True / --resume to "
+                             "continue it, or choose another output_dir)")
+
+    # Data first: a problem in the data stops the run before any model is loaded.
+    from nbtools.models import detect_family, resolve_model_path
+
+    family = _family_of(cfg.model, resolve_model_path, detect_family)
+    t0 = time.time()
+    data = prepare_data(cfg, family)
+    prep_s = time.time() - t0
+    for text in data.messages:
+        monitor.message(text)
+
+    history: list[dict] = []
+    record = None
+    callback = None
+    trainer = None
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(run_dir / CONFIG_FILE)
+        if resume_from is not None:
+            history = truncate_metrics(run_dir, int(resume_from.name.split("-")[1]))
+        elif (run_dir / "metrics.jsonl").exists():
+            (run_dir / "metrics.jsonl").unlink()
+        record = rr.RunRecord(run_dir, {
+            "task_display_name": cfg.task_display_name,
+            "custom_model_name": cfg.model_name,
+            "model": cfg.model,
+            "status": "running",
+            "started_at": previous.get("started_at") or rr.utc_now(),
+            "finished_at": None,
+            "duration_s": None,
+            "data": data.to_dict(),
+            "metrics": {},
+            "best": None,
+            "diagnosis": None,
+            "provenance": rr.provenance({"train_file": cfg.train_file, "validation_file": cfg.validation_file}),
+            "export_path": previous.get("export_path"),
+            "process": {**rr.process_info(), "world_size": state.num_processes},
+            "precision": precision,
+            "resumed_from": str(resume_from.relative_to(run_dir)) if resume_from else None,
+            "resume_count": int(previous.get("resume_count", -1)) + 1 if resume else 0,
+            "timings": {"data_s": round(prep_s, 2)},
+            "error": None,
+        })
+        record.start_heartbeat()
+        monitor.message(f"run folder: {run_dir}")
+    state.wait_for_everyone()
+
+    try:
+        t0 = time.time()
+        model, processor, family, peft_config = load_policy(cfg, precision, str(state.device))
+        load_s = time.time() - t0
+        args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu)
+        packing = decide_packing(cfg, model, args)
+        if is_main:
+            monitor.message(packing["note"])
+            record.update(packing=packing)
+        callbacks: list = []
+        if is_main:
+            callback = RunCallback(run_dir, record, monitor, history)
+            callbacks.append(callback)
+        if cfg.early_stopping_patience > 0 and data.validation is not None:
+            from transformers import EarlyStoppingCallback
+
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*EarlyStoppingCallback without load_best_model_at_end.*")
+            trainer = NbDPOTrainer(
+                model=model,
+                args=args,
+                data_collator=LazyImageCollator(processor, cfg.max_pixels, family, packed=packing["on"]),
+                train_dataset=records_dataset(data.train),
+                eval_dataset=records_dataset(data.validation) if data.validation is not None else None,
+                processing_class=processor,
+                peft_config=peft_config,
+                callbacks=callbacks,
+            )
+        _remove_default_printers(trainer)
+        if is_main:
+            monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
+            record.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
+
+        t0 = time.time()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        train_s = time.time() - t0
+
+        # Closing evaluation (of the best checkpoint when load_best_model_at_end) = the run's final metrics.
+        if data.validation is not None:
+            if callback is not None:
+                callback.final = True
+            final_metrics = trainer.evaluate()
+        else:
+            final_metrics = _last_train_metrics(callback.history if callback else [])
+        final_metrics = {k: (v.item() if hasattr(v, "item") else v) for k, v in final_metrics.items()}
+
+        if is_main:
+            adapter_dir = run_dir / "adapter"
+            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+            selected = ["default"] if "default" in getattr(unwrapped, "peft_config", {}) else None
+            unwrapped.save_pretrained(str(adapter_dir), selected_adapters=selected)
+            processor.save_pretrained(str(run_dir / "processor"))
+            history = callback.history
+            save_plots(history, run_dir / "plots", title=cfg.task_display_name)
+            diagnosis = diagnose(history)
+            best = _best(trainer, history)
+            # Wall time since the run first started (a resumed run includes the time before the interruption).
+            duration = time.time() - (rr._parse_time(previous.get("started_at")) or t_start)
+            record.update(status="finished", finished_at=rr.utc_now(), duration_s=round(duration, 2),
+                          metrics=final_metrics, best=best, diagnosis=diagnosis.to_dict(),
+                          timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2),
+                                   "train_s": round(train_s, 2), "total_s": round(time.time() - t_start, 2)},
+                          progress={"step": trainer.state.global_step, "max_steps": trainer.state.max_steps},
+                          adapter="adapter", processor="processor")
+            monitor.message(f"diagnosis: {diagnosis.message}")
+            monitor.message(f"done in {time.time() - t_start:.0f} s: adapter in {adapter_dir}")
+            result = RunResult(run_dir, "finished", final_metrics, best, diagnosis.to_dict(), adapter_dir, history,
+                               data.to_dict(), round(time.time() - t_start, 2),
+                               int(resume_from.name.split("-")[1]) if resume_from else None, unwrapped)
+        else:
+            result = RunResult(run_dir, "finished", final_metrics, adapter_dir=run_dir / "adapter")
+        state.wait_for_everyone()
+        return result
+    except NonFiniteLossError as exc:
+        _fail(record, monitor, "failed", str(exc), last_good_checkpoint=exc.last_checkpoint)
+        raise
+    except KeyboardInterrupt:
+        _fail(record, monitor, "interrupted", "stopped by the user (KeyboardInterrupt); resume with resume=True")
+        raise
+    except BaseException as exc:
+        _fail(record, monitor, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if callback is not None:
+            callback.close()
+        if record is not None:
+            record.stop_heartbeat()
+        monitor.close()
+
+
+def decide_packing(cfg: RunConfig, model, args) -> dict:
+    """{"on": bool, "note": why}: packing when asked for and verified for this model and these settings."""
+    if not cfg.packing:
+        return {"on": False, "note": "packing is off (packing: false): each pair runs as two padded rows"}
+    from nbtools.packing.trainer_hook import packing_plan
+
+    plan = packing_plan(model, args)
+    return {"on": bool(plan.supported), "note": plan.note}
+
+
+def _family_of(model_name: str, resolve_model_path, detect_family) -> str:
+    from transformers import AutoConfig
+
+    return detect_family(AutoConfig.from_pretrained(resolve_model_path(model_name))).name
+
+
+def _remove_default_printers(trainer) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cls in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cls)
+    try:
+        from transformers.utils.notebook import NotebookProgressCallback
+
+        trainer.remove_callback(NotebookProgressCallback)
+    except ImportError:
+        pass
+
+
+def _summary_line(cfg: RunConfig, data, trainer, precision: str, world: int) -> str:
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    val = len(data.validation.records) if data.validation else 0
+    steps = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epoch:g} epoch(s)"
+    return (f"{cfg.model}: training {trainable:,} of {total:,} parameters (LoRA r={cfg.lora_rank}) in {precision} on "
+            f"{world} process(es); {len(data.train.records)} training / {val} validation pairs; {steps}, "
+            f"{cfg.batch_size} pairs x {cfg.gradient_accumulation_steps} accumulation per device")
+
+
+def _last_train_metrics(history: list[dict]) -> dict:
+    for row in reversed(history):
+        if "loss" in row:
+            return {k: v for k, v in row.items() if k not in ("step", "epoch")}
+    return {}
+
+
+def _best(trainer, history: list[dict]) -> Optional[dict]:
+    evals = [r for r in history if r.get("eval_loss") is not None and not r.get("final")]
+    if not evals:
+        return None
+    best_row = min(evals, key=lambda r: r["eval_loss"])
+    checkpoint = trainer.state.best_model_checkpoint
+    return {"step": best_row["step"], "eval_loss": best_row["eval_loss"],
+            "eval_rewards/accuracies": best_row.get("eval_rewards/accuracies"),
+            "checkpoint": f"checkpoints/{Path(checkpoint).name}" if checkpoint else None}
+
+
+def _fail(record, monitor, status: str, message: str, **extra) -> None:
+    if record is not None:
+        try:
+            record.update(status=status, error=message, finished_at=rr.utc_now(), **extra)
+        except OSError:
+            pass
+    try:
+        monitor.message(message)
+    except Exception:  # the message must never hide the original error
+        pass

@@ -1,0 +1,164 @@
+"""TRL's DPOTrainer with the guarantees a long run needs, and packed pairs when possible.
+
+* Checkpoints are atomic: each is written into a staging folder and renamed into
+  ``checkpoints/checkpoint-<step>`` only when complete, so a run killed mid-save (even with
+  SIGKILL) never leaves a half-written checkpoint for resume to trip over.
+* A NaN or infinite loss stops the run at once (before the optimizer applies the bad
+  gradients), with a clear message; the last good checkpoint stays on disk.
+
+* Packed batches (``config.packing``, built by nbtools.packing's collator) are routed to the
+  packed DPO step: each prompt and its images go through the model once per pass instead of
+  twice, with TRL's loss and metric names.
+
+Everything else (losses, metrics, reference via disabled adapter) is TRL's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+from trl import DPOTrainer
+
+STAGING_PREFIX = ".partial-"
+STATE_FILE = "trainer_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, value: float, last_checkpoint: Optional[str]):
+        self.step = step
+        self.value = value
+        self.last_checkpoint = last_checkpoint
+        keep = (f"The last good checkpoint is kept: {last_checkpoint}." if last_checkpoint
+                else "No checkpoint had been saved yet.")
+        super().__init__(
+            f"Training stopped: the loss became {value} at step {step + 1}. {keep} Usual fixes: lower "
+            "learning_rate (e.g. by 10x), keep max_grad_norm at 1.0, use precision: bf16 or fp32 instead of fp16, "
+            "and check the data for empty answers."
+        )
+
+
+def complete_checkpoints(checkpoint_root: Path) -> list[Path]:
+    """Finished checkpoints (renamed into place, trainer state present), oldest step first."""
+    if not checkpoint_root.is_dir():
+        return []
+    found = []
+    for child in checkpoint_root.iterdir():
+        if child.is_dir() and child.name.startswith("checkpoint-") and (child / STATE_FILE).is_file():
+            try:
+                found.append((int(child.name.split("-", 1)[1]), child))
+            except ValueError:
+                continue
+    return [path for _, path in sorted(found)]
+
+
+def remove_partial_checkpoints(checkpoint_root: Path) -> list[Path]:
+    """Delete staging folders a killed run left behind; returns what was removed."""
+    removed = []
+    if checkpoint_root.is_dir():
+        for child in checkpoint_root.iterdir():
+            if child.name.startswith(STAGING_PREFIX):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+    return removed
+
+
+class NbDPOTrainer(DPOTrainer):
+    """DPOTrainer + atomic checkpoints + a non-finite loss guard."""
+
+    _staging_root: Optional[str] = None
+
+    # --- atomic checkpoints ---------------------------------------------------------------
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is being written, the parent class writes into the staging folder.
+        if self._staging_root is not None:
+            return self._staging_root
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        final_root = Path(super()._get_output_dir(trial))
+        step_dir = f"checkpoint-{self.state.global_step}"
+        staging = final_root / f"{STAGING_PREFIX}{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states are per rank)
+        final = final_root / step_dir
+        if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint).parent == staging:
+            self.state.best_model_checkpoint = str(final_root / Path(self.state.best_model_checkpoint).name)
+        if self.args.should_save:
+            written = staging / step_dir
+            state_path = written / STATE_FILE
+            if state_path.is_file():  # the saved state must point at the final folder, not the staging one
+                state = json.loads(state_path.read_text())
+                best = state.get("best_model_checkpoint")
+                if best and Path(best).parent == staging:
+                    state["best_model_checkpoint"] = str(final_root / Path(best).name)
+                    state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+            _fsync_tree(written)
+            if final.exists():  # a resumed run saving the same step again
+                shutil.rmtree(final)
+            os.replace(written, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
+    # --- packed pairs (nbtools.packing) ---------------------------------------------------------
+    def _compute_loss(self, model, inputs, return_outputs):
+        # Packed batches (one [prompt, chosen, rejected] row per pair) go to the packed step, which
+        # logs TRL's metric names; anything else stays on TRL's own path.
+        if "segment_ids" in inputs:
+            from nbtools.packing.trainer_hook import packed_compute_loss
+
+            return packed_compute_loss(self, model, inputs, return_outputs)
+        return super()._compute_loss(model, inputs, return_outputs)
+
+    def create_model_card(self, *args, **kwargs):
+        # TRL writes a README.md into checkpoints/ at every save; the model card belongs to export.
+        return None
+
+    # --- non-finite loss guard -------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss.detach().float()).all()
+        if self.accelerator.num_processes > 1:  # every rank must stop together, or the others hang
+            finite = self.accelerator.reduce(finite.to(self.accelerator.device).float(), reduction="sum")
+            finite = finite.item() == self.accelerator.num_processes
+        else:
+            finite = bool(finite)
+        if not finite:
+            checkpoints = complete_checkpoints(Path(super()._get_output_dir(None)))
+            value = loss.detach().float().item()
+            raise NonFiniteLossError(self.state.global_step, value if not math.isfinite(value) else float("nan"),
+                                     str(checkpoints[-1]) if checkpoints else None)
+        return loss
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a checkpoint's files to disk before it is renamed into place."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
