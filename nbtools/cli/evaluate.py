@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from nbtools.cli.validate import _positive_int  # one definition of 'a positive whole number'
+from nbtools.cli import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="FILE",
                         help="held-out pairs to evaluate on (default: the run's validation file or split)")
     parser.add_argument("--json", action="store_true", help="print evaluation.json's content instead of a table")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="pairs per forward pass")
-    parser.add_argument("--max-pairs", type=_positive_int, metavar="N", help="evaluate only the first N pairs")
+    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="pairs per forward pass")
+    parser.add_argument("--max-pairs", type=positive_int, metavar="N", help="evaluate only the first N pairs")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are reproducible)")
 
 

@@ -10,22 +10,14 @@ import argparse
 import json
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+from nbtools.cli import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the .jsonl (or .json) preference data file")
-    parser.add_argument("--max-pixels", type=_positive_int, metavar="N",
+    parser.add_argument("--max-pixels", type=positive_int, metavar="N",
                         help="cap on height x width per image; larger images are resized (as in training)")
-    parser.add_argument("--max-context-length", type=_positive_int, metavar="N",
+    parser.add_argument("--max-context-length", type=positive_int, metavar="N",
                         help="longest prompt + answer in tokens, image tokens included")
     parser.add_argument("--model", metavar="NAME_OR_PATH",
                         help="count tokens with this model's tokenizer and image geometry (else: an estimate)")
