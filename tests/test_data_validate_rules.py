@@ -55,6 +55,15 @@ def test_trailing_comma_gets_a_hint(data_dir, img, make_pair):
     assert p.fix == "remove the comma at column 30"
 
 
+def test_comma_after_the_object_gets_a_hint(data_dir, img, make_pair):
+    line = json.dumps(make_pair()) + ","
+    report = run(data_dir, [make_pair(chosen="Red!"), line])
+    p = the_problem(report, 2, "line", "error")
+    assert "trailing comma after the object" in p.message
+    assert p.fix.startswith(f"remove the comma at column {len(line)}")
+    assert [r.line for r in report.valid_records] == [1]
+
+
 def test_pretty_printed_object_is_one_problem_at_its_first_line(data_dir, img, make_pair):
     pretty = json.dumps(make_pair(), indent=2).splitlines()
     report = run(data_dir, [make_pair(chosen="Red!")] + pretty + [make_pair(chosen="It is red.")])

@@ -113,6 +113,10 @@ def _json_error(exc: json.JSONDecodeError, text: str, file: str, line_no: int) -
     if before.endswith(",") and text[exc.pos:].lstrip()[:1] in ("}", "]"):
         message += " (a trailing comma before the closing bracket)"
         fix = f"remove the comma at column {len(before)}"
+    elif exc.msg == "Extra data" and text[exc.pos:].strip() == ",":
+        # Typical of objects copied out of a JSON array: JSONL lines are not comma-separated.
+        message += " (a trailing comma after the object)"
+        fix = f"remove the comma at column {column}: JSONL lines are not separated by commas"
     elif text.strip() in ("{", "[", "}", "]", "},", "],") or text.lstrip().startswith('"') and ":" in text:
         message += " (this looks like part of a pretty-printed multi-line object)"
         fix = "put each object on a single line (for example `jq -c . in.json > out.jsonl`)"
