@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nbtools.errors import UserError
+
 NOTEBOOKS = ("01_inspect_data", "02_configure", "03_train", "04_evaluate")
 
 # Long enough for the tiny warm model to learn the sample task visibly, short enough for < 10 min on 2 cores.
@@ -25,7 +27,7 @@ DEMO_TRAINING = {
 }
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError, RuntimeError):
     """A notebook of the demo failed; the message names it and where its executed copy is."""
 
 

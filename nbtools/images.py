@@ -15,6 +15,8 @@ from typing import Optional, Union
 
 from PIL import Image
 
+from nbtools.errors import UserError
+
 
 @dataclass(frozen=True)
 class ImageGeometry:
@@ -130,7 +132,7 @@ def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-class RemoteBackendMissing(ImportError):
+class RemoteBackendMissing(UserError, ImportError):
     """The fsspec backend for a URL scheme is not installed; the message names the package."""
 
 

@@ -12,12 +12,13 @@ import re
 from typing import Optional
 
 from nbtools.data.records import IMAGE_TAG, PreferenceRecord
+from nbtools.errors import UserError
 from nbtools.images import open_image, resize_to_max_pixels
 
 _TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
 
 
-class UnsupportedForTraining(ValueError):
+class UnsupportedForTraining(UserError, ValueError):
     """A valid row that training cannot use yet (videos, rejected_images)."""
 
 

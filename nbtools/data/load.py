@@ -14,10 +14,11 @@ from typing import Iterator, Optional, Union
 
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.rules import parse_pair
+from nbtools.errors import UserError
 from nbtools.problems import Problem
 
 
-class UnreadableFile(OSError):
+class UnreadableFile(UserError, OSError):
     """The data file itself cannot be read (missing, a folder, no permission)."""
 
 

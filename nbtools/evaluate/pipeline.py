@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from nbtools.errors import UserError
+
 from .logprobs import PairLogProbs, score_base_and_tuned
 from .metrics import PreferenceEvaluation, compare_models
 from .report import (
@@ -25,7 +27,7 @@ from .report import (
 from .run_model import RunModel, load_run_config, load_run_model
 
 
-class EvaluationDataError(ValueError):
+class EvaluationDataError(UserError, ValueError):
     """The held-out pairs cannot be used; the message names the file, line, field and fix."""
 
 

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from nbtools.errors import UserError
+
 CONFIG_FILE = "config.yaml"
 ADAPTER_DIR = "adapter"
 PROCESSOR_DIR = "processor"
 REFERENCE_ADAPTER = "ref"
 
 
-class RunFolderError(FileNotFoundError):
+class RunFolderError(UserError, FileNotFoundError):
     """The folder is not a usable run folder; the message says what is missing and what to do."""
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbtools.errors import UserError
+
 
 @dataclass(frozen=True)
 class Family:
@@ -103,7 +105,7 @@ FAMILIES: dict[str, Family] = {
 _BY_MODEL_TYPE = {mt: fam for fam in FAMILIES.values() for mt in fam.model_types}
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(UserError, ValueError):
     """The model's architecture is not one nbtools knows how to train."""
 
 

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nbtools.errors import UserError
+
 from .families import detect_family
 from .tiny import build_tiny_model, is_tiny_id
 
@@ -19,7 +21,7 @@ logger = logging.getLogger(__name__)
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class ModelNotAvailableOfflineError(OSError):
+class ModelNotAvailableOfflineError(UserError, OSError):
     """A hub id was requested while offline and it is not in the local HF cache."""
 
 

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
+from nbtools.errors import UserError
+
 from .families import Family, detect_family
 
 # Attention and MLP projection names across Qwen2/2.5/3 and Llama-style language models.
@@ -27,7 +29,7 @@ VISION_SERVING_WARNING = (
 COMPONENTS = ("vision", "projector", "language_model", "lm_head", "other")
 
 
-class LoraTargetError(ValueError):
+class LoraTargetError(UserError, ValueError):
     """target_modules matched nothing usable, or was malformed."""
 
 
