@@ -8,9 +8,16 @@ Both sides run in this one process, one after the other, each on a fresh copy of
   images opened and resized by the collator per batch, packed pairs when ``packing`` is on and
   verified for the model, atomic checkpoints, NaN guard).
 
-Reported per side: s/step, pairs/s, LM tokens/s (real tokens in the policy's input batch: a
-packed row holds the prompt once, so packing lowers this count for the same pairs) and peak memory (CUDA peak allocated on GPU; on CPU the
-peak RSS of a child process per side), then nbtools/baseline ratios.
+Sides: TRL; nbtools with the reference pass run in every step (packing + images encoded once
+per step); nbtools as ``train()`` runs it (+ reference log-probs precomputed before training,
+so steps skip the reference pass; the one-off precompute is timed separately).
+
+Reported per side: s/step, pairs/s, CPU s/step (process CPU time: steadier than wall time on a
+shared machine), LM tokens/s (real tokens in the policy's input batch: a packed row holds the
+prompt once, so packing lowers this count for the same pairs), peak memory (CUDA peak allocated
+on GPU; on CPU the peak RSS of a child process per side), and the work per step: positions
+through the language model (all passes, padding included, counted by a hook on the language
+model) and image encodings per image (counted by a hook on the vision tower); then ratios to TRL.
 
     python benchmarks/train_throughput.py                # CPU, tiny-qwen3-vl, shapes sample data
     python benchmarks/train_throughput.py --gpu          # random Qwen3-VL-4B-shaped model, 896x896
@@ -99,23 +106,53 @@ class TokenCounting:
         return batch
 
 
-def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device: str) -> dict:
-    """Train warmup + steps optimizer steps; time the last ``steps`` only."""
+class LanguageModelPositions:
+    """Counts positions (batch x length, padding included) that enter the language model, every pass."""
+
+    def __init__(self):
+        self.positions = 0
+
+    def _hook(self, module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        ids = kwargs.get("input_ids") if embeds is None else None
+        shape = embeds.shape if embeds is not None else (ids.shape if ids is not None else args[0].shape)
+        self.positions += int(shape[0]) * int(shape[1])
+
+    def attach(self, model):
+        from nbtools.packing.logps import unwrap_model
+
+        language_model = unwrap_model(model).model.language_model
+        return language_model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+
+def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device: str,
+                images_per_pair: float) -> dict:
+    """Train warmup + steps optimizer steps; time and count the work of the last ``steps`` only."""
     from transformers import TrainerCallback
 
+    from nbtools.packing import EncodingCounter
+
     marks = {}
+    positions, encodings = LanguageModelPositions(), EncodingCounter()
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if device == "cuda":
                 torch.cuda.synchronize()
-            marks[state.global_step] = time.perf_counter()
+            marks[state.global_step] = (time.perf_counter(), time.process_time(), positions.positions,
+                                        encodings.images)
 
     trainer.add_callback(Clock())
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
-    elapsed = marks[warmup + steps] - marks[warmup]
+    handle = positions.attach(trainer.model)
+    try:
+        with encodings.watch(trainer.model):
+            trainer.train()
+    finally:
+        handle.remove()
+    start, end = marks[warmup], marks[warmup + steps]
+    elapsed = end[0] - start[0]
     args = trainer.args
     pairs = args.per_device_train_batch_size * args.gradient_accumulation_steps * steps
     # one collator call per micro-batch (eval off); skip the warmup batches
@@ -127,8 +164,10 @@ def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"s_per_step": elapsed / steps, "pairs_per_s": pairs / elapsed, "tokens_per_s": tokens / elapsed,
-            "peak_memory_gib": peak / 2**30}
+    return {"s_per_step": elapsed / steps, "pairs_per_s": pairs / elapsed,
+            "cpu_s_per_step": (end[1] - start[1]) / steps, "tokens_per_s": tokens / elapsed,
+            "peak_memory_gib": peak / 2**30, "lm_positions_per_step": (end[2] - start[2]) / steps,
+            "encodings_per_image": (end[3] - start[3]) / (pairs * images_per_pair)}
 
 
 def dpo_args(cfg: RunConfig, out: Path, precision: str, device: str, steps: int):
@@ -158,9 +197,13 @@ def run_baseline(cfg, make_model, processor, records, family, out, precision, de
     args = dpo_args(cfg, out, precision, device, warmup + steps)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          data_collator=counter, peft_config=build_lora_config(model, cfg))
-    result = timed_steps(trainer, warmup, steps, counter, device)
+    result = timed_steps(trainer, warmup, steps, counter, device, _images_per_pair(records))
     del trainer, model, dataset, examples
     return result
+
+
+def _images_per_pair(records) -> float:
+    return sum(len(r.images) for r in records) / len(records)
 
 
 def run_nbtools(cfg, make_model, processor, data, family, out, precision, device, warmup, steps):
@@ -178,9 +221,42 @@ def run_nbtools(cfg, make_model, processor, data, family, out, precision, device
     trainer = NbDPOTrainer(model=model, args=args, train_dataset=records_dataset(data.train),
                            processing_class=processor, data_collator=counter,
                            peft_config=build_lora_config(model, cfg))
-    result = timed_steps(trainer, warmup, steps, counter, device)
+    precompute_s = 0.0
+    if cfg.precompute_ref_log_probs and packing["on"]:
+        # As train() does it, into a fresh cache so the one-off cost is measured, not a cache hit.
+        from nbtools.packing import ReferenceLogpsStore
+        from nbtools.train.reference import precompute_for_run
+
+        done = precompute_for_run(trainer, cfg, processor, precision, store=ReferenceLogpsStore(out / "ref_cache"),
+                                  collator=counter.collator)
+        precompute_s = done.seconds / max(1, done.computed)
+    result = timed_steps(trainer, warmup, steps, counter, device, _images_per_pair(data.train.records))
+    result["precompute_s_per_pair"] = precompute_s
     del trainer, model
     return result
+
+
+# (column name, --side flag); the first is the baseline every ratio is taken against
+SIDES = (("TRL DPOTrainer", "baseline"), ("nbtools ref/step", "nbtools-ref-per-step"), ("nbtools", "nbtools"))
+
+
+def format_table(results: dict, gpu: bool) -> str:
+    """Metrics as rows, sides as columns, then each nbtools side's ratio to TRL."""
+    names = [name for name, _ in SIDES if name in results]
+    base = results[SIDES[0][0]]
+    rows = (("s_per_step", "s/step", 3), ("pairs_per_s", "pairs/s", 2), ("cpu_s_per_step", "CPU s/step", 3),
+            ("tokens_per_s", "LM tokens/s", 0),
+            ("peak_memory_gib", "peak mem GiB" + (" (alloc)" if gpu else " (RSS)"), 3),
+            ("lm_positions_per_step", "LM positions/step", 0), ("encodings_per_image", "encodings/image", 2),
+            ("precompute_s_per_pair", "ref precompute s/pair", 4))
+    ratio_names = [f"{name} / TRL" for name in names[1:]]
+    lines = [f"{'metric':<23}" + "".join(f"{n:>18}" for n in names) + "".join(f"{n:>24}" for n in ratio_names)]
+    for key, label, digits in rows:
+        cells = "".join(f"{results[n].get(key, 0.0):>18.{digits}f}" for n in names)
+        ratios = "".join(f"{(results[n].get(key, 0.0) / base[key]) if base.get(key) else float('nan'):>24.2f}"
+                         for n in names[1:])
+        lines.append(f"{label:<23}{cells}{ratios}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -194,7 +270,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument("--repeats", type=int, default=3,
                         help="CPU: runs per side, alternating order; the table shows medians")
-    parser.add_argument("--side", choices=("baseline", "nbtools"), help=argparse.SUPPRESS)  # one side, in a child
+    parser.add_argument("--side", choices=[flag for _, flag in SIDES], help=argparse.SUPPRESS)  # one side, in a child
     parser.add_argument("--same-process", action="store_true",
                         help="run both sides in this process (default on GPU; on CPU each side gets its own "
                         "process so that peak RSS is per side)")
@@ -251,33 +327,30 @@ def main(argv=None) -> int:
     family = detect_family(AutoConfig.from_pretrained(resolve_model_path(cfg.model))).name
     data = prepare_data(cfg, family)
     results = {}
-    sides = (("TRL DPOTrainer", run_baseline), ("nbtools", run_nbtools))
-    if args.side:
-        sides = [s for s in sides if (s[1] is run_baseline) == (args.side == "baseline")]
-    elif not (args.gpu or args.same_process):
+    wanted = [(name, flag) for name, flag in SIDES if args.side in (None, flag)]
+    if not (args.side or args.gpu or args.same_process):
+        import statistics
         import subprocess
 
-        import statistics
-
-        runs: dict[str, list[dict]] = {"TRL DPOTrainer": [], "nbtools": []}
-        for repeat in range(args.repeats):  # alternate the sides so drift in machine load hits both
-            order = (("TRL DPOTrainer", "baseline"), ("nbtools", "nbtools"))
-            for side, flag in (order if repeat % 2 == 0 else order[::-1]):
+        runs: dict[str, list[dict]] = {name: [] for name, _ in SIDES}
+        for repeat in range(args.repeats):  # alternate the order so drift in machine load hits every side
+            for name, flag in (SIDES if repeat % 2 == 0 else SIDES[::-1]):
                 out = work / f"{flag}-{repeat}.json"
                 cmd = [sys.executable, __file__, "--side", flag, "--json", str(out), "--steps", str(steps),
                        "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                runs[side].append(json.loads(out.read_text())["results"][side])
-        results = {side: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for side, rs in runs.items()}
-        sides = []
-    for side, runner in sides:
+                runs[name].append(json.loads(out.read_text())["results"][name])
+        results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+        wanted = []
+    for name, flag in wanted:
         torch.manual_seed(0)
-        if side == "TRL DPOTrainer":
-            results[side] = runner(cfg, make_model, processor, data.train.records, family, work / "base", precision,
-                                   device, args.warmup, steps)
+        if flag == "baseline":
+            results[name] = run_baseline(cfg, make_model, processor, data.train.records, family, work / "base",
+                                         precision, device, args.warmup, steps)
         else:
-            results[side] = runner(cfg, make_model, processor, data, family, work / "nb", precision, device,
-                                   args.warmup, steps)
+            side_cfg = cfg.replace(precompute_ref_log_probs=flag == "nbtools")
+            results[name] = run_nbtools(side_cfg, make_model, processor, data, family, work / flag, precision,
+                                        device, args.warmup, steps)
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -288,13 +361,9 @@ def main(argv=None) -> int:
     machine = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     print(f"\ntrain_throughput: {label}; {machine}; {precision}; LoRA r=8 on the language model; "
           f"{args.batch_size} pairs/step; {steps} timed steps after {args.warmup} warm-up"
-          + ("" if args.gpu or args.same_process else f"; median of {args.repeats} runs per side"))
-    base, ours = results["TRL DPOTrainer"], results["nbtools"]
-    print(f"{'metric':<18}{'TRL DPOTrainer':>16}{'nbtools':>12}{'ratio':>9}")
-    for key, name in (("s_per_step", "s/step"), ("pairs_per_s", "pairs/s"), ("tokens_per_s", "LM tokens/s"),
-                      ("peak_memory_gib", "peak mem GiB" + (" (alloc)" if args.gpu else " (RSS)"))):
-        ratio = ours[key] / base[key] if base[key] else float("nan")
-        print(f"{name:<18}{base[key]:>16.3f}{ours[key]:>12.3f}{ratio:>9.2f}")
+          + ("" if args.gpu or args.same_process else f"; median of {args.repeats} runs per side, in "
+             "alternating order, each in its own process"))
+    print(format_table(results, args.gpu))
     if args.json:
         Path(args.json).write_text(json.dumps({"label": label, "machine": machine, "results": results}, indent=2))
     return 0

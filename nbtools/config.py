@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from nbtools.errors import UserError
+
 # The losses TRL 1.16's DPOTrainer accepts (trl/trainer/dpo_trainer.py); combined with loss_weights.
 LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
@@ -33,7 +35,7 @@ LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 TARGET_MODULE_PRESETS = ("default", "all-linear")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the field and the fix."""
 
     def __init__(self, field_name: str, message: str, fix: str, source: Optional[str] = None):
@@ -206,6 +208,14 @@ class RunConfig:
         help="Pack each pair into one row [prompt, chosen, rejected] so the prompt and its images go through "
         "the model once instead of twice and no padding is computed. Used when verified for the model "
         "and settings (plain sigmoid DPO, one process, sdpa/eager attention); the run says when it is off and why.",
+        group="memory",
+    )
+    precompute_ref_log_probs: bool = _f(
+        True,
+        help="Compute each pair's reference log-probs once before training (adapter off, no gradients) and reuse "
+        "them in every step, epoch, resumed run and sweep; cached under ~/.cache/nbtools/ref_logps, keyed by "
+        "everything that changes them (pair and images, max_pixels, model, starting adapter, tokenizer and "
+        "chat template, precision). Only with packing.",
         group="memory",
     )
 

@@ -90,3 +90,27 @@ def test_packing_plan_explains_when_packing_is_off(qwen3, tmp_path):
     assert not off.supported and "loss_type=['sigmoid', 'sft']" in off.note
     off = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, f_divergence_type="forward_kl"))
     assert not off.supported and "f_divergence_type='forward_kl'" in off.note
+
+
+def test_reference_pass_turns_checkpointing_off_and_back_without_deprecation_warnings(qwen3):
+    import warnings
+
+    from nbtools.packing.trainer_hook import activation_checkpointing_off
+
+    model, _ = qwen3
+    peft_model = _lora_model(model)
+    base = peft_model.get_base_model()
+    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert base.is_activation_checkpointing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with activation_checkpointing_off(peft_model, {"use_reentrant": False}):
+            assert not base.is_activation_checkpointing
+        assert base.is_activation_checkpointing
+        with activation_checkpointing_off(peft_model.train(), None):
+            pass
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+    base.activation_checkpointing_disable()
+    with activation_checkpointing_off(peft_model):  # off stays off
+        pass
+    assert not base.is_activation_checkpointing

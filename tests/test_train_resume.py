@@ -64,6 +64,8 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(shapes_config, tmp_p
     record = read_run(config.output_dir)
     assert record["status"] == "finished"
     assert record["resume_count"] == 1
+    # the reference log-probs of all 300 pairs came from the cache the earlier runs filled
+    assert (record["reference_logps"]["computed"], record["reference_logps"]["reused"]) == (0, 300)
     resumed_step = int(record["resumed_from"].rsplit("-", 1)[1])
     assert resumed_step >= 8
     assert not any(p.name.startswith(".partial") for p in (Path(config.output_dir) / "checkpoints").iterdir())

@@ -197,3 +197,36 @@ def test_cli_bad_config_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert "did you mean 'learning_rate'?" in err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config: file not found" in capsys.readouterr().err
+
+
+def _finished(global_step, log_history, load_best=False, best=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(args=SimpleNamespace(load_best_model_at_end=load_best),
+                           state=SimpleNamespace(global_step=global_step, log_history=log_history,
+                                                 best_model_checkpoint=best))
+
+
+def test_closing_evaluation_reuses_the_one_at_the_final_step_only_for_the_same_weights():
+    from nbtools.train.runner import _eval_at_final_step
+
+    log = [{"loss": 0.6, "step": 3}, {"eval_loss": 0.5, "eval_runtime": 1.0, "epoch": 1.0, "step": 3},
+           {"loss": 0.4, "step": 6}, {"eval_loss": 0.45, "eval_runtime": 1.2, "epoch": 2.0, "step": 6}]
+    assert _eval_at_final_step(_finished(6, log)) == {"eval_loss": 0.45, "eval_runtime": 1.2, "epoch": 2.0}
+    assert _eval_at_final_step(_finished(6, log, True, "/r/checkpoints/checkpoint-6"))["eval_loss"] == 0.45
+    assert _eval_at_final_step(_finished(6, log, True, None))["eval_loss"] == 0.45  # nothing was reloaded
+    # the best checkpoint (step 3) was reloaded: those weights need their own closing evaluation
+    assert _eval_at_final_step(_finished(6, log, True, "/r/checkpoints/checkpoint-3")) is None
+    assert _eval_at_final_step(_finished(7, log + [{"loss": 0.3, "step": 7}])) is None  # trained after it
+    assert _eval_at_final_step(_finished(6, log[:1] + log[2:3])) is None  # no evaluation at all
+
+
+def test_reference_precompute_record_and_precision_key():
+    from nbtools.train.reference import ReferencePrecompute, fingerprint_dtype
+
+    done = ReferencePrecompute(computed=0, reused=300, seconds=1.234)
+    assert done.to_dict() == {"computed": 0, "reused": 300, "seconds": 1.23}
+    assert done.message().startswith("reference log-probs: 0 pair(s) computed, 300 reused from the cache in 1.2 s")
+    assert fingerprint_dtype("fp32", "none") == "float32"
+    assert fingerprint_dtype("bf16", "4bit") == "bfloat16+4bit"
+    assert fingerprint_dtype("fp16", "8bit") != fingerprint_dtype("fp16", "none")

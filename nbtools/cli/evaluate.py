@@ -25,16 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nbtools.config import ConfigError
-    from nbtools.data import UnreadableFile
-    from nbtools.evaluate import EvaluationDataError, RunFolderError, evaluate_run, table_text
+    from nbtools.evaluate import evaluate_run, table_text
 
-    try:
-        result = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_pairs=args.max_pairs,
-                              seed=args.seed, progress=sys.stderr.isatty())
-    except (RunFolderError, EvaluationDataError, ConfigError, UnreadableFile) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # user errors (bad folder, data or config) are printed by nbtools.__main__ with exit 2
+    result = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_pairs=args.max_pairs,
+                          seed=args.seed, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(result.payload, ensure_ascii=False))
     else:

@@ -20,13 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nbtools.config import ConfigError
-    from nbtools.evaluate import RunFolderError
     from nbtools.export import export_merged, save_adapter
 
-    try:
+    try:  # user errors (bad run folder, config) are printed by nbtools.__main__ with exit 2
         out = export_merged(args.run_dir, args.out) if args.merged else save_adapter(args.run_dir, args.out)
-    except (RunFolderError, ConfigError, FileExistsError) as exc:
+    except FileExistsError as exc:  # --out holds files that are not an nbtools export
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kind = "merged" if args.merged else "adapter"

@@ -21,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from nbtools.config import ConfigError
-    from nbtools.train import DataError, NonFiniteLossError, RunFolderError, resolve_config, train
+    from nbtools.train import resolve_config, train
 
     try:
         config = resolve_config(args.config)
@@ -34,10 +33,7 @@ def run(args) -> int:
         if changes:
             config = config.replace(**changes)
         result = train(config, resume=args.resume, live=False if args.quiet else "headless")
-    except (ConfigError, DataError, RunFolderError, NonFiniteLossError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # user errors are printed by nbtools.__main__ (exit 2)
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()

@@ -13,6 +13,7 @@ Layout: ``cache_dir()/"ref_logps"/<key[:2]>/<key>.json`` holding ``{"chosen": fl
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -189,7 +190,8 @@ class ReferenceLogpsStore:
 
     def lookup_for(self, fingerprint: ReferenceFingerprint) -> Callable[[list[dict]], Any]:
         """A ``reference_lookup`` callable for :class:`~nbtools.packing.layout.PackedPreferenceCollator`."""
-        return lambda examples: self.lookup(examples, fingerprint)
+        # a partial, not a lambda: the collator travels to spawned data-loader workers by pickle
+        return functools.partial(self.lookup, fingerprint=fingerprint)
 
 
 @dataclass
@@ -214,6 +216,7 @@ def precompute_reference_logps(
     reference_context: Callable[[], ContextManager] | None = None,
     description: str = "Reference log-probs",
     total: int | None = None,
+    progress: bool = True,
 ) -> PrecomputeReport:
     """Fill ``store`` with the reference log-probs of every pair it does not hold yet (tqdm progress bar).
 
@@ -246,7 +249,8 @@ def precompute_reference_logps(
 
     target.eval()
     try:
-        with context, torch.inference_mode(), tqdm(total=total, desc=description, unit="pair") as bar:
+        with context, torch.inference_mode(), tqdm(total=total, desc=description, unit="pair",
+                                                           disable=not progress) as bar:
             pending: list[tuple[str, dict]] = []
             for example in examples:
                 key = pair_key(example, fingerprint)

@@ -44,13 +44,42 @@ def packing_plan(model, args) -> PackingSupport:
     return support
 
 
+@contextlib.contextmanager
+def activation_checkpointing_off(model, checkpointing_kwargs: dict | None = None):
+    """Activation checkpointing off for a no-grad pass, restored afterwards.
+
+    Same job as TRL's ``disable_gradient_checkpointing``, through transformers 5's
+    ``activation_checkpointing_*`` API: TRL's helper calls the deprecated ``gradient_checkpointing_*``
+    names, which printed a FutureWarning into notebooks at every reference pass.
+    """
+    base = getattr(model, "module", model)  # DistributedDataParallel
+    if hasattr(base, "get_base_model"):  # PeftModel: the transformers model under the adapters
+        base = base.get_base_model()
+    if not hasattr(base, "activation_checkpointing_disable"):
+        yield
+        return
+    was_enabled = bool(getattr(base, "is_activation_checkpointing", False))
+    if was_enabled:
+        base.activation_checkpointing_disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            # re-enabled the way transformers' Trainer enables it from the args
+            kwargs = dict(checkpointing_kwargs or {})
+            every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
+                                                 every_n_layers=every_n_layers, offload=offload)
+
+
 def reference_context_for(trainer):
     """TRL's own choice of reference for a PEFT policy: the 'ref' adapter if loaded, else adapters disabled."""
-    from trl.models.utils import disable_gradient_checkpointing
 
     def context():
         stack = contextlib.ExitStack()
-        stack.enter_context(disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs))
+        args = trainer.args
+        kwargs = getattr(args, "activation_checkpointing_kwargs", None) or getattr(args, "gradient_checkpointing_kwargs", None)
+        stack.enter_context(activation_checkpointing_off(trainer.model, kwargs))
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(unwrapped, "peft_config"):
             from trl.trainer.utils import use_adapter

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from nbtools.config import RunConfig
+from nbtools.errors import UserError
 from nbtools.problems import Problem
 
 LENGTH_FIELDS = ("prompt+chosen", "prompt+rejected")  # the validator's too-long findings
 SHOW_LINES = 20  # line numbers listed in a message before "..."
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data cannot be trained on as it is; the message lists each problem with its fix."""
 
     def __init__(self, message: str, problems: Optional[list[Problem]] = None):

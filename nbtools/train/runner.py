@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from nbtools.config import ConfigError, RunConfig, load_config
+from nbtools.errors import UserError
 from nbtools.train import run_record as rr
 from nbtools.train.callbacks import RunCallback, truncate_metrics
 from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
@@ -27,7 +28,7 @@ from nbtools.train.trainer import (NbDPOTrainer, NonFiniteLossError, complete_ch
 CONFIG_FILE = "config.yaml"
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """The run folder is not in a state this call can use (exists without resume, nothing to resume)."""
 
 
@@ -145,9 +146,21 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
         if not (Path(cfg.adapter_path) / "adapter_config.json").is_file():
             raise ConfigError("adapter_path", f"{cfg.adapter_path} holds no adapter_config.json",
                               "point adapter_path at a folder saved by peft (save_pretrained), e.g. a run's adapter/")
-        model = PeftModel.from_pretrained(model, cfg.adapter_path, is_trainable=True)
+        with warnings.catch_warnings():
+            _ignore_peft_checkpointing_probe()
+            model = PeftModel.from_pretrained(model, cfg.adapter_path, is_trainable=True)
         return model, processor, family, None
     return model, processor, family, build_lora_config(model, cfg)
+
+
+def _ignore_peft_checkpointing_probe() -> None:
+    """Inside a ``warnings.catch_warnings()`` block: hide the one warning PEFT's wrapper causes.
+
+    peft 0.21's ``PeftModel.__init__`` reads the deprecated ``model.is_gradient_checkpointing`` property
+    (transformers 5 renamed it ``is_activation_checkpointing``); there is no argument to pass
+    instead, and the message is about PEFT's code, not the user's. Our own code uses the new names.
+    """
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def build_lora_config(model, cfg: RunConfig):
@@ -340,6 +353,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*EarlyStoppingCallback without load_best_model_at_end.*")
+            _ignore_peft_checkpointing_probe()
             trainer = NbDPOTrainer(
                 model=model,
                 args=args,
@@ -354,6 +368,15 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if is_main:
             monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
             record.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
+        if packing["on"] and cfg.precompute_ref_log_probs and state.num_processes == 1:
+            # Packing is single-process, so this process is rank 0: no other rank waits on it.
+            from nbtools.train.reference import precompute_for_run
+
+            precomputed = precompute_for_run(trainer, cfg, processor, precision,
+                                             progress=getattr(monitor, "mode", None) != "quiet")
+            if precomputed is not None:
+                monitor.message(precomputed.message())
+                record.update(reference_logps=precomputed.to_dict())
 
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -363,7 +386,15 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if data.validation is not None:
             if callback is not None:
                 callback.final = True
-            final_metrics = trainer.evaluate()
+            repeated = _eval_at_final_step(trainer)
+            if repeated is None:
+                final_metrics = trainer.evaluate()
+            else:
+                # The scheduled evaluation already scored these exact weights at this step: report it as the
+                # final one (same row, marked "final") instead of a second identical pass over the pairs.
+                final_metrics = repeated
+                if callback is not None:
+                    callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(repeated))
         else:
             final_metrics = _last_train_metrics(callback.history if callback else [])
         final_metrics = {k: (v.item() if hasattr(v, "item") else v) for k, v in final_metrics.items()}
@@ -449,6 +480,22 @@ def _summary_line(cfg: RunConfig, data, trainer, precision: str, world: int) -> 
     return (f"{cfg.model}: training {trainable:,} of {total:,} parameters (LoRA r={cfg.lora_rank}) in {precision} on "
             f"{world} process(es); {len(data.train.records)} training / {val} validation pairs; {steps}, "
             f"{cfg.batch_size} pairs x {cfg.gradient_accumulation_steps} accumulation per device")
+
+
+def _eval_at_final_step(trainer) -> Optional[dict]:
+    """The metrics of the scheduled evaluation at the last step, if the weights are still the ones it scored.
+
+    None when there was none at the final step, or when load_best_model_at_end reloaded an earlier checkpoint.
+    Decided from the trainer state, which every process shares, so all ranks make the same choice.
+    """
+    state = trainer.state
+    last = next((row for row in reversed(state.log_history) if "eval_loss" in row), None)
+    if last is None or last.get("step") != state.global_step:
+        return None
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        if Path(state.best_model_checkpoint).name != f"checkpoint-{state.global_step}":
+            return None
+    return {k: v for k, v in last.items() if k != "step"}
 
 
 def _last_train_metrics(history: list[dict]) -> dict:

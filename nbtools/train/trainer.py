@@ -19,17 +19,23 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 from trl import DPOTrainer
 
+from nbtools.errors import UserError
+
 STAGING_PREFIX = ".partial-"
 STATE_FILE = "trainer_state.json"
+# transformers 5 names that TRL's disable_gradient_checkpointing still calls
+DEPRECATED_CHECKPOINTING_NAMES = ("is_gradient_checkpointing", "gradient_checkpointing_disable",
+                                  "gradient_checkpointing_enable")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
     def __init__(self, step: int, value: float, last_checkpoint: Optional[str]):
@@ -127,7 +133,13 @@ class NbDPOTrainer(DPOTrainer):
             from nbtools.packing.trainer_hook import packed_compute_loss
 
             return packed_compute_loss(self, model, inputs, return_outputs)
-        return super()._compute_loss(model, inputs, return_outputs)
+        # TRL 1.16's reference pass toggles checkpointing through transformers' deprecated
+        # gradient_checkpointing_* names (a FutureWarning per step in a notebook); nothing can be passed
+        # instead, so those three messages are hidden around TRL's call only. The packed path uses the new names.
+        with warnings.catch_warnings():
+            for name in DEPRECATED_CHECKPOINTING_NAMES:
+                warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
+            return super()._compute_loss(model, inputs, return_outputs)
 
     def create_model_card(self, *args, **kwargs):
         # TRL writes a README.md into checkpoints/ at every save; the model card belongs to export.

@@ -1,0 +1,103 @@
+"""Reference log-probs precomputed before training: same losses as on the fly, reused from the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nbtools.train import read_run, train
+
+pytestmark = pytest.mark.slow
+
+SHAPES_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
+
+# Timing and counters differ between any two runs; everything else in a metrics row must match.
+NOT_COMPARED = ("runtime", "per_second", "final")
+
+
+@pytest.fixture
+def small_shapes(tmp_path):
+    """12 training / 4 validation pairs of the shapes task (the images stay where they are)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "images").symlink_to(SHAPES_DIR / "images")
+    for split, count in (("train", 12), ("validation", 4)):
+        lines = (SHAPES_DIR / f"{split}.jsonl").read_text().splitlines()[:count]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture
+def ref_cache(tmp_path, monkeypatch):
+    """A fresh reference cache for this test (the built models stay in the shared cache)."""
+    folder = tmp_path / "ref_cache"
+    monkeypatch.setattr("nbtools.packing.ref_cache.cache_dir", lambda: folder)
+    return folder / "ref_logps"
+
+
+def _config(shapes_config, out, data, **changes):
+    settings = dict(train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"),
+                    max_steps=6, eval_steps=3, save_steps=6, logging_steps=1, learning_rate=5e-3)
+    settings.update(changes)
+    return shapes_config(out, **settings)
+
+
+def _metric_rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in row.items() if not any(part in k for part in NOT_COMPARED)} for row in rows]
+
+
+def test_precomputed_reference_gives_the_same_history_and_is_reused(shapes_config, small_shapes, ref_cache,
+                                                                     tmp_path, monkeypatch):
+    import nbtools.packing.step as step
+
+    passes = []
+    original = step.reference_logps
+    monkeypatch.setattr(step, "reference_logps", lambda *a, **k: passes.append(1) or original(*a, **k))
+
+    on_the_fly = train(_config(shapes_config, tmp_path / "off", small_shapes, precompute_ref_log_probs=False),
+                       live=False)
+    assert "reference_logps" not in read_run(on_the_fly.run_dir)
+    assert not ref_cache.exists()
+    # a reference pass in every training step and evaluation batch (steps 3 and 6; the closing evaluation
+    # reports step 6's, as the weights did not change after it)
+    assert len(passes) == 6 + 2
+    rows = _metric_rows(on_the_fly.run_dir)
+    scheduled = [r for r in rows[:-1] if "eval_loss" in r]
+    assert [r["step"] for r in scheduled] == [3, 6] and rows[-1] == scheduled[-1]
+    assert read_run(on_the_fly.run_dir)["metrics"]["eval_loss"] == rows[-1]["eval_loss"]
+    passes.clear()
+
+    stored = train(_config(shapes_config, tmp_path / "on", small_shapes), live=False)
+    record = read_run(stored.run_dir)["reference_logps"]
+    assert (record["computed"], record["reused"]) == (16, 0)
+    assert len(list(ref_cache.rglob("*.json"))) == 16
+    assert passes == []  # every step and evaluation took the stored values
+
+    expected, got = _metric_rows(on_the_fly.run_dir), _metric_rows(stored.run_dir)
+    assert [r["step"] for r in got] == [r["step"] for r in expected]
+    assert sum("eval_loss" in r for r in got) == 3  # steps 3 and 6, then the final row
+    assert any(r["rewards/margins"] != 0 for r in got if "rewards/margins" in r)  # the policy moved
+    for want, have in zip(expected, got):
+        assert set(have) == set(want)
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert have[key] == pytest.approx(value, abs=1e-5), (want["step"], key)
+            else:
+                assert have[key] == value, (want["step"], key)
+
+    again = train(_config(shapes_config, tmp_path / "again", small_shapes), live=False)
+    assert read_run(again.run_dir)["reference_logps"] | {"seconds": 0} == {"computed": 0, "reused": 16, "seconds": 0}
+    assert _metric_rows(again.run_dir) == got
+
+
+def test_changed_max_pixels_misses_the_cache(shapes_config, small_shapes, ref_cache, tmp_path):
+    first = train(_config(shapes_config, tmp_path / "a", small_shapes, max_steps=1, eval_steps=1), live=False)
+    assert read_run(first.run_dir)["reference_logps"]["computed"] == 16
+    smaller = train(_config(shapes_config, tmp_path / "b", small_shapes, max_steps=1, eval_steps=1,
+                            max_pixels=96 * 96), live=False)
+    assert read_run(smaller.run_dir)["reference_logps"] == {**read_run(smaller.run_dir)["reference_logps"],
+                                                            "computed": 16, "reused": 0}
+    assert len(list(ref_cache.rglob("*.json"))) == 32
