@@ -59,6 +59,15 @@ def _save_model(model, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True)
 
 
+def _save_random_model(model_class, config, processor, folder: Path) -> None:
+    """Seeded random weights for ``config``, saved with the processor: the common end of every builder."""
+    _seed_everything(SEED)
+    model = model_class(config)
+    model.generation_config = _generation_config(processor.tokenizer)
+    _save_model(model, folder)
+    processor.save_pretrained(folder)
+
+
 def _qwen_tokenizer():
     return build_hf_tokenizer(INSTRUCT_CHAT_TEMPLATE, vocab_size=VOCAB_SIZE, seed=0)
 
@@ -158,11 +167,7 @@ def build_tiny_qwen3_vl(folder: Path) -> None:
         video_processor=video_processor,
         chat_template=INSTRUCT_CHAT_TEMPLATE,
     )
-    _seed_everything(SEED)
-    model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    _save_model(model, folder)
-    processor.save_pretrained(folder)
+    _save_random_model(Qwen3VLForConditionalGeneration, config, processor, folder)
 
 
 def _qwen2_text_config(vocab_size: int, pad_token_id: int) -> dict:
@@ -202,11 +207,7 @@ def build_tiny_qwen2_5_vl(folder: Path) -> None:
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
         chat_template=INSTRUCT_CHAT_TEMPLATE,
     )
-    _seed_everything(SEED)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    _save_model(model, folder)
-    processor.save_pretrained(folder)
+    _save_random_model(Qwen2_5_VLForConditionalGeneration, config, processor, folder)
 
 
 def build_tiny_qwen2_vl(folder: Path) -> None:
@@ -228,11 +229,7 @@ def build_tiny_qwen2_vl(folder: Path) -> None:
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
         chat_template=INSTRUCT_CHAT_TEMPLATE,
     )
-    _seed_everything(SEED)
-    model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    _save_model(model, folder)
-    processor.save_pretrained(folder)
+    _save_random_model(Qwen2VLForConditionalGeneration, config, processor, folder)
 
 
 LLAVA_IMAGE_SIZE = 64
@@ -283,11 +280,7 @@ def build_tiny_llava(folder: Path) -> None:
         image_token="<image>",
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
     )
-    _seed_everything(SEED)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config = _generation_config(tokenizer)
-    _save_model(model, folder)
-    processor.save_pretrained(folder)
+    _save_random_model(LlavaForConditionalGeneration, config, processor, folder)
 
 
 TINY_SPECS: dict[str, TinySpec] = {}
