@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -166,3 +167,39 @@ def test_variant_mismatch_warnings():
     assert "1 of 1 answers contain <think> blocks" in variant_mismatch("instruct", reasoned)
     assert strip_empty_think(empty[0]) == "It is red."
     assert strip_empty_think(reasoned[0]) == reasoned[0]
+
+
+def test_hub_model_is_keyed_by_its_cached_snapshot(tmp_path):
+    """A hub id resolves to the snapshot folder it was read from, so a new upstream snapshot
+    gives a new reference-log-prob cache key (run in a subprocess: the HF cache path is read at import)."""
+    import json as _json
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hub" / "models--example-org--tiny-vl"
+    for commit in ("a" * 40, "b" * 40):
+        snap = repo / "snapshots" / commit
+        snap.mkdir(parents=True)
+        (snap / "config.json").write_text(_json.dumps({"model_type": "qwen3_vl", "commit": commit}))
+    (repo / "refs").mkdir()
+    script = (
+        "import json, pathlib, sys\n"
+        "from nbtools.models import local_model_folder\n"
+        "from nbtools.packing.ref_cache import folder_digest\n"
+        "refs = pathlib.Path(sys.argv[1]) / 'refs' / 'main'\n"
+        "out = []\n"
+        "for commit in ('a' * 40, 'b' * 40):\n"
+        "    refs.write_text(commit)\n"
+        "    folder = local_model_folder('example-org/tiny-vl')\n"
+        "    out.append([folder, folder_digest(folder)])\n"
+        "out.append(local_model_folder('example-org/not-cached'))\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "0"}
+    done = subprocess.run([sys.executable, "-c", script, str(repo)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    (first, first_key), (second, second_key), uncached = _json.loads(done.stdout.strip().splitlines()[-1])
+    assert first.endswith("snapshots/" + "a" * 40) and second.endswith("snapshots/" + "b" * 40)
+    assert first_key != second_key
+    assert uncached == "example-org/not-cached"

@@ -6,6 +6,7 @@ from .loading import (
     apply_max_pixels,
     load_model_and_processor,
     load_processor,
+    local_model_folder,
     resolve_model_path,
 )
 from .tiny import TINY_SPECS, build_tiny_model
@@ -24,6 +25,7 @@ __all__ = [
     "detect_family",
     "load_model_and_processor",
     "load_processor",
+    "local_model_folder",
     "model_variant",
     "resolve_model_path",
     "strip_empty_think",

@@ -69,6 +69,24 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
         ) from err
 
 
+def local_model_folder(name_or_path: str | os.PathLike) -> str:
+    """The folder the weights are read from: for a hub id, its snapshot in the local Hugging Face cache.
+
+    A snapshot's path holds its commit hash, so caches keyed on this folder (reference
+    log-probs) change when the hub model changes. Falls back to the id when nothing is cached.
+    """
+    resolved = resolve_model_path(name_or_path)
+    if Path(resolved).is_dir():
+        return resolved
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(resolved, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return resolved
+
+
 def apply_max_pixels(processor: Any, max_pixels: int | None) -> None:
     """Cap pixels per image (and per video frame) on the processor, where the family resizes dynamically.
 

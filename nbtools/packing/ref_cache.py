@@ -44,7 +44,8 @@ def folder_digest(path: str | os.PathLike | None) -> str:
     """Digest of a local model/adapter folder: config and tokenizer files by content, weights by name+size+mtime.
 
     Hashing multi-GB weights on every run would cost minutes; size + modification time change
-    whenever a weight file is rewritten. Hub ids (no local folder) are keyed by name + revision.
+    whenever a weight file is rewritten. Pass hub models as their local snapshot folder
+    (nbtools.models.local_model_folder); a bare hub id is keyed by name + revision only.
     """
     if path is None:
         return ""

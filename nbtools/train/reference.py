@@ -51,7 +51,7 @@ def precompute_for_run(trainer, cfg, processor, precision: str, store=None, coll
     ``collator``: the run's :class:`~nbtools.train.dataset.LazyImageCollator` when the trainer holds it
     wrapped (default: ``trainer.data_collator``). Returns None (and changes nothing) when it is not packed.
     """
-    from nbtools.models import resolve_model_path
+    from nbtools.models import local_model_folder
     from nbtools.packing import (PackedPreferenceCollator, ReferenceLogpsStore, precompute_reference_logps,
                                  reference_fingerprint)
     from nbtools.packing.trainer_hook import reference_context_for
@@ -62,7 +62,7 @@ def precompute_for_run(trainer, cfg, processor, precision: str, store=None, coll
         return None
     store = store if store is not None else ReferenceLogpsStore()
     fingerprint = reference_fingerprint(
-        resolve_model_path(cfg.model), processor, max_pixels=cfg.max_pixels,
+        local_model_folder(cfg.model), processor, max_pixels=cfg.max_pixels,
         dtype=fingerprint_dtype(precision, cfg.quantization), starting_adapter=cfg.adapter_path or None,
     )
     # The reference exactly as the training step would pick it, in the step's autocast.
