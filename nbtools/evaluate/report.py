@@ -142,9 +142,11 @@ def plot_evaluation(payload: dict, path=None):
         ax.axhline(0, color="black", linewidth=0.6)
     axes[0].axhline(0.5, color="#6b7280", linewidth=0.8, linestyle=":")
     axes[0].set_ylim(0, 1.05)
-    axes[0].legend(loc="upper left", fontsize=8)
+    # accuracies sit near 1, so a legend inside the axes would cover bars: put it beside the title
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"base vs tuned on {payload['n_pairs']} pairs ({payload['confidence']:.0%} intervals)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
