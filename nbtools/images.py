@@ -155,6 +155,17 @@ def remote_filesystem(url: str):
         ) from None
 
 
+def image_data_uri(image: Image.Image, max_side: int, fmt: str = "PNG", **save_options) -> str:
+    """A downsized RGB copy of ``image`` as a data: URI, so saved notebooks and HTML pages keep showing it."""
+    import base64
+
+    thumb = image.copy()
+    thumb.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    thumb.convert("RGB").save(buffer, format=fmt, **save_options)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def open_image(path_or_url: Union[str, os.PathLike], mode: str = "RGB") -> Image.Image:
     """Open a local path (``~`` expanded) or a remote URL via fsspec, fully loaded, in ``mode``."""
     path = os.fspath(path_or_url)

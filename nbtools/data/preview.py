@@ -6,9 +6,7 @@ GitHub/Colab) without the image files next to it. Each row shows its own problem
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections import defaultdict
 from typing import Optional
 
@@ -27,16 +25,13 @@ _STYLE = """<style>
 
 def thumbnail_data_uri(path: str, size: int = THUMB_PX) -> Optional[str]:
     """A small JPEG of the image as a data: URI, or None when it cannot be opened."""
-    from nbtools.images import open_image
+    from nbtools.images import image_data_uri, open_image
 
     try:
         img = open_image(path)
     except Exception:
         return None
-    img.thumbnail((size, size))
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return image_data_uri(img, size, "JPEG", quality=80)
 
 
 def problems_html(problems) -> str:

@@ -210,11 +210,6 @@ def side_by_side_view(rows, decoding=None, title: str = "base vs tuned") -> HTML
 
 def png_data_uri(image, max_side: int = 256) -> str:
     """A PIL image as an inline PNG (thumbnail), so the saved notebook keeps showing it."""
-    import base64
-    import io
+    from nbtools.images import image_data_uri
 
-    thumb = image.copy()
-    thumb.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    thumb.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return image_data_uri(image, max_side, "PNG")
