@@ -36,15 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from nbtools.errors import UserError
+    """Exit codes: 0 done, 1 the data has errors (validate), 2 a usage or input problem (one line saying
+    what to fix), 3 an internal error (one line naming the file with the details), 130 interrupted."""
+    from nbtools.errors import run_entry
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except UserError as exc:  # its message already names the file/setting and the fix
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_entry(lambda: args._run(args), prog=f"nbtools {args.command}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from nbtools.errors import UserError
+from nbtools.errors import UserError, run_entry
 
 NOTEBOOKS = ("01_inspect_data", "02_configure", "03_train", "04_evaluate")
 
@@ -77,7 +77,7 @@ def run_demo(out_dir: Optional[os.PathLike] = None, *, model: str = "tiny-qwen3-
             papermill.execute_notebook(str(source / f"{name}.ipynb"), str(executed), parameters=parameters[name],
                                        cwd=str(source), progress_bar=progress, kernel_name="python3")
         except PapermillExecutionError as exc:
-            raise DemoError(f"{name}.ipynb failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+            raise DemoError(f"{name}.ipynb failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; "
                             f"the executed notebook (up to the failing cell) is {executed}") from None
         print(f"[{i}/{len(NOTEBOOKS)}] {name}.ipynb done in {time.time() - t0:.0f} s", flush=True)
     print(f"demo finished in {time.time() - started:.0f} s", flush=True)
@@ -109,13 +109,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-steps", type=int, help=f"training steps (default {DEMO_TRAINING['max_steps']})")
     parser.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         out = run_demo(args.out, model=args.model, max_steps=args.max_steps, progress=not args.quiet)
-    except DemoError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
+        print(out)
+        return 0
+
+    # a failed notebook is a DemoError (exit 2, naming the notebook); anything else exit 3 (nbtools.errors)
+    return run_entry(body, prog="nbtools.demo")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,124 @@
-"""The one base class of errors that carry a complete message for the user.
+"""The one error contract of every entry point (command line, ``python -m nbtools.demo``/``.sweep``, notebooks).
 
-Such an error names the file, line or setting and the fix in its message, so the command
-line prints it as one line and exits 2 instead of showing a traceback. Each module keeps its
-own specific class (``ConfigError``, ``DataError``, …) and inherits from this one.
+* ``UserError``: bad input or an unusable environment. Its message names the file, line or
+  setting and the fix; the command line prints it as ``error: …`` and exits 2, a notebook
+  shows the message without a traceback. Each module keeps its own specific class
+  (``ConfigError``, ``DataError``, …) and inherits from this one.
+* Anything else is a bug or an unexpected failure: one line on stderr, exit code 3, and the
+  full traceback in a file (``<run folder>/error.log`` when a run folder exists, else
+  ``$NBTOOLS_CACHE_DIR/errors/<UTC time>.log``), named on that line.
+* Exit code 1 is reserved for "your data has errors" (``validate``), 130 for Ctrl-C.
 """
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+EXIT_OK = 0
+EXIT_DATA_ERRORS = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+ERROR_LOG = "error.log"
+# Attribute set on an exception whose details were already written (e.g. to a run folder's error.log).
+LOG_ATTRIBUTE = "nbtools_error_log"
+# OS errors that are the machine's state, not a bug: reported as user errors with a fix.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free disk space (or choose another output folder), then run again",
+                       errno.EDQUOT: "free space within your disk quota, then run again",
+                       errno.EROFS: "choose a folder on a writable disk",
+                       errno.EACCES: "choose a folder you may write to, or fix its permissions",
+                       errno.EPERM: "choose a folder you may write to, or fix its permissions",
+                       errno.ENAMETOOLONG: "use a shorter file or folder name (at most 255 bytes per name)"}
 
 
 class UserError(Exception):
     """Bad input or an unusable environment, explained in the message; not a bug in nbtools."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython/Jupyter calls this instead of printing a traceback: the message is the whole story.
+        return [f"{type(self).__name__}: {self}"]
+
+
+class StorageError(UserError, OSError):
+    """Writing failed because of the disk (full, read-only, no permission): the message says what to free or change."""
+
+
+def environment_error(exc: BaseException) -> Optional[StorageError]:
+    """A StorageError explaining ``exc`` when it is a full disk or similar, else None."""
+    if not isinstance(exc, OSError) or isinstance(exc, UserError) or exc.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return StorageError(f"{where}{exc.strerror or os.strerror(exc.errno)} (fix: {_ENVIRONMENT_ERRNOS[exc.errno]})")
+
+
+def errors_dir() -> Path:
+    """Where details of an internal error go when there is no run folder."""
+    from nbtools.paths import cache_dir
+
+    return cache_dir() / "errors"
+
+
+def write_error_log(exc: BaseException, run_dir: Optional[os.PathLike] = None) -> Path:
+    """Write the traceback of ``exc`` to ``run_dir/error.log`` (appended) or a new file under errors_dir().
+
+    Returns the path; raises OSError when it cannot be written (the caller says so in one line).
+    """
+    stamp = datetime.now(timezone.utc)
+    text = (f"--- {stamp.isoformat(timespec='seconds')} {' '.join(sys.argv)}\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if run_dir is not None:
+        path = Path(run_dir) / ERROR_LOG
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as handle:  # keeps earlier failures
+            handle.write(text)
+    else:
+        folder = errors_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{stamp.strftime('%Y%m%dT%H%M%S.%fZ')}-{os.getpid()}.log"
+        with open(path, "x", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.write(text)
+    return path
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def report_internal_error(exc: BaseException, prog: str) -> str:
+    """The one line an entry point prints for an unexpected error; writes the details first."""
+    path = getattr(exc, LOG_ATTRIBUTE, None)
+    if path is None:
+        try:
+            path = write_error_log(exc)
+        except OSError as log_exc:
+            return (f"{prog}: internal error: {type(exc).__name__}: {one_line(exc)[:300]} (details could not be "
+                    f"written: {log_exc.strerror or log_exc}; please report this)")
+    return (f"{prog}: internal error: {type(exc).__name__}: {one_line(exc)[:300]} (details: {path}; please report "
+            "this with that file)")
+
+
+def run_entry(main: Callable[[], int], prog: str) -> int:
+    """Run an entry point's body under the contract: its exit code, 2, 3 or 130; never a traceback."""
+    try:
+        return int(main() or 0)
+    except UserError as exc:  # its message already names the file/setting and the fix
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise  # argparse's usage errors (exit 2) and --help (exit 0)
+    except Exception as exc:
+        storage = environment_error(exc)
+        if storage is not None:
+            print(f"error: {storage}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        print(report_internal_error(exc, prog), file=sys.stderr)
+        return EXIT_INTERNAL_ERROR

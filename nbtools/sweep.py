@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from nbtools.config import ConfigError, RunConfig
+from nbtools.errors import run_entry
 
 TRAIN_NOTEBOOK = "03_train.ipynb"
 METRICS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
@@ -311,15 +312,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         type=lambda t: _parse_assignment(t, False), help="a parameter every run gets (repeat)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         sweep = run_sweep(dict(args.grid), config_file=args.config, out_dir=args.out, **dict(args.param))
-    except ConfigError as exc:
-        print(f"sweep refused: {exc}", file=sys.stderr)
+        print(sweep.table_text())
+        print(f"plot: {Path(sweep.out_dir) / PLOT_FILE}")
+        print(sweep.out_dir)
+        if all(r.status == "finished" for r in sweep.runs):
+            return 0
+        failed = [r.name for r in sweep.runs if r.status != "finished"]
+        print(f"error: {len(failed)} of {len(sweep.runs)} runs did not finish ({', '.join(failed)}); each row "
+              "above says why and its executed notebook is kept", file=sys.stderr)
         return 2
-    print(sweep.table_text())
-    print(f"plot: {Path(sweep.out_dir) / PLOT_FILE}")
-    print(sweep.out_dir)
-    return 0 if all(r.status == "finished" for r in sweep.runs) else 1
+
+    # a refused grid or config is a ConfigError (exit 2, one line); anything else exit 3 (nbtools.errors)
+    return run_entry(body, prog="nbtools.sweep")
 
 
 if __name__ == "__main__":

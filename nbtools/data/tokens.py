@@ -67,6 +67,8 @@ class TokenCounter:
         return image_tokens(height, width, self.geo, self.max_pixels)
 
     def text_tokens(self, texts: list[str]) -> list[int]:
+        if not texts:  # an empty or unreadable file has no pairs; fast tokenizers fail on an empty batch
+            return []
         if self.estimated:
             return [math.ceil(len(t) / CHARS_PER_TOKEN) if t else 0 for t in texts]
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -48,16 +48,6 @@ def read_metrics(run_dir) -> list[dict]:
     return rows
 
 
-def truncate_metrics(run_dir, last_step: int) -> list[dict]:
-    """Keep rows up to ``last_step`` (the checkpoint a resume starts from); returns them."""
-    rows = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step and not r.get("final")]
-    path = Path(run_dir) / METRICS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-    return rows
-
-
 class RunCallback(TrainerCallback):
     """Streams metrics, feeds the live monitor, diagnoses at each evaluation, keeps run.json current."""
 
@@ -75,6 +65,9 @@ class RunCallback(TrainerCallback):
         self.record.update(progress={"step": state.global_step, "max_steps": state.max_steps})
 
     def on_step_end(self, args, state, control, **kwargs):
+        require_lock = getattr(self.record, "require_lock", None)  # the run folder: still ours?
+        if require_lock is not None:
+            require_lock()
         self.monitor.step(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -125,6 +125,9 @@ def _load_split(name: str, path: str, config: RunConfig, family: str, validation
     if warnings:
         messages.append(f"{path}: {len(warnings)} warning(s), training goes on:\n{_problems_text(warnings, 5)}")
     kept = [r for r in report.records if r.line not in set(too_long_lines)]
+    if not report.records:
+        raise DataError(f"{path}: the file holds no preference pairs (fix: write one JSON object per line, see "
+                        "the data format in the README)", [])
     if not kept:
         raise DataError(f"{path}: no pairs left to train on after dropping {len(too_long_lines)} too-long pair(s) "
                         f"(fix: raise max_context_length above the lengths reported, or lower max_pixels)")

@@ -19,9 +19,10 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".nbtools-lock.json"  # held by the training process (nbtools.train.run_folder)
 HEARTBEAT_INTERVAL_S = 10.0
 # A heartbeat older than this means the process is gone (SIGKILL, power loss, a closed Colab tab).
 STALE_AFTER_S = 60.0
@@ -42,23 +43,10 @@ def _parse_time(value: Optional[str]) -> Optional[float]:
 
 
 def write_json_atomic(path: Union[str, Path], data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Temporary name + rename (nbtools.atomic): a full disk leaves the previous run.json and no temporary."""
+    from nbtools.atomic import write_json
 
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    return str(value)
+    write_json(path, data, indent=2)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,6 +85,10 @@ def read_run(run_dir: Union[str, Path], stale_after_s: float = STALE_AFTER_S) ->
         elif age > stale_after_s:
             record["status"] = "interrupted"
             record["status_reason"] = f"no heartbeat for {age:.0f} s (the process was stopped or killed)"
+        elif record.get("locked") and not (Path(run_dir) / LOCK_FILE).exists():
+            record["status"] = "interrupted"
+            record["status_reason"] = ("the training process released the run folder without recording how the run "
+                                       "ended (e.g. the disk was full); see error.log if there is one")
     return record
 
 
@@ -120,9 +112,13 @@ class RunRecord:
     def write(self) -> None:
         self.update()
 
-    def start_heartbeat(self, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    def start_heartbeat(self, interval_s: float = HEARTBEAT_INTERVAL_S,
+                        on_beat: Optional[Callable[[], bool]] = None) -> None:
+        """Refresh heartbeat_at every ``interval_s``; ``on_beat`` (the run folder's lock) returning False stops it."""
         def beat():
             while not self._stop.wait(interval_s):
+                if on_beat is not None and not on_beat():
+                    return  # the run folder is no longer ours: never write into it again
                 try:
                     self.update()
                 except OSError:  # a full disk must not kill training; the next beat retries

@@ -17,19 +17,13 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from nbtools.config import ConfigError, RunConfig, load_config
-from nbtools.errors import UserError
+from nbtools.train import run_folder
 from nbtools.train import run_record as rr
-from nbtools.train.callbacks import RunCallback, truncate_metrics
+from nbtools.train.callbacks import RunCallback
 from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
 from nbtools.train.diagnose import diagnose
-from nbtools.train.trainer import (NbDPOTrainer, NonFiniteLossError, complete_checkpoints,
-                                   remove_partial_checkpoints)
-
-CONFIG_FILE = "config.yaml"
-
-
-class RunFolderError(UserError, RuntimeError):
-    """The run folder is not in a state this call can use (exists without resume, nothing to resume)."""
+from nbtools.train.run_folder import CONFIG_FILE, RunFolder, RunFolderError
+from nbtools.train.trainer import NbDPOTrainer, NonFiniteLossError
 
 
 @dataclass
@@ -57,15 +51,22 @@ class RunResult:
 # --- config and run folder ------------------------------------------------------------------------
 
 def resolve_config(config: Union[RunConfig, str, os.PathLike, dict]) -> RunConfig:
-    """A RunConfig from an object, a dict, a YAML file or a run folder (its config.yaml)."""
+    """A RunConfig from an object, a dict, a YAML file or a run folder (its config.yaml).
+
+    A run folder, or the config.yaml inside one, means that folder, wherever it is now: the
+    output_dir stored in a copied or moved folder still names the original.
+    """
     if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
         path = Path(config) / CONFIG_FILE
         if not path.is_file():
             raise RunFolderError(f"{config}: no {CONFIG_FILE} in this folder (fix: pass the config YAML, or the "
                                  "folder of a run started by nbtools)")
-        cfg = RunConfig.from_yaml(path)
-        return cfg if cfg.output_dir else cfg.replace(output_dir=str(config))
-    return load_config(config)
+        return RunConfig.from_yaml(path).replace(output_dir=str(config))
+    cfg = load_config(config)
+    if isinstance(config, (str, os.PathLike)) and Path(config).name == CONFIG_FILE \
+            and (Path(config).parent / rr.RUN_FILE).is_file():
+        return cfg.replace(output_dir=str(Path(config).parent))
+    return cfg
 
 
 def _agree_on_run_dir(cfg: RunConfig, state) -> Path:
@@ -95,6 +96,36 @@ def resolve_precision(precision: str, device_type: str) -> str:
         raise ConfigError("precision", f"this GPU ({torch.cuda.get_device_name(0)}) has no bf16 support",
                           "set precision: fp16 or auto")
     return precision
+
+
+def check_report_to(report_to: str) -> None:
+    """The metrics backend must be installed before a run folder is made (else a "failed" folder is left)."""
+    import importlib.util
+
+    needed = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(report_to, ())
+    if needed and not any(importlib.util.find_spec(name) is not None for name in needed):
+        raise ConfigError("report_to", f"{report_to} needs the {needed[0]} package, which is not installed",
+                          f"pip install {needed[0]}, or set report_to: none")
+
+
+def _claim(folder: RunFolder, cfg: RunConfig, state) -> None:
+    """Rank 0 takes the folder's lock; every rank learns whether it was refused (and stops with the same message)."""
+    error, original = None, None
+    if state.is_main_process:
+        try:
+            folder.claim(cfg)
+        except RunFolderError as exc:
+            error, original = str(exc), exc
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        holder = [error]
+        broadcast_object_list(holder, from_process=0)
+        error = holder[0]
+    if original is not None:
+        raise original
+    if error is not None:
+        raise RunFolderError(error)
 
 
 def check_quantization(quantization: str, device_type: str) -> None:
@@ -257,6 +288,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     device_type = "cpu" if on_cpu else "cuda"
     precision = resolve_precision(cfg.precision, device_type)
     check_quantization(cfg.quantization, device_type)
+    check_report_to(cfg.report_to)
 
     if isinstance(live, LiveMonitor):
         monitor = live
@@ -266,27 +298,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
 
     run_dir = _agree_on_run_dir(cfg, state)
     cfg = cfg.replace(output_dir=str(run_dir))
-    checkpoint_root = run_dir / "checkpoints"
-    resume_from: Optional[Path] = None
-    previous: dict = {}
-    if resume:
-        if not run_dir.is_dir():
-            raise RunFolderError(f"{run_dir}: no such run folder to resume (fix: check output_dir)")
-        state.wait_for_everyone()
-        if is_main:
-            for removed in remove_partial_checkpoints(checkpoint_root):
-                monitor.message(f"removed an unfinished checkpoint left by the interrupted run: {removed.name}")
-        state.wait_for_everyone()
-        done = complete_checkpoints(checkpoint_root)
-        resume_from = done[-1] if done else None
-        if (run_dir / rr.RUN_FILE).is_file():
-            previous = rr.read_run(run_dir)
-            if previous.get("status") == "running":
-                raise RunFolderError(f"{run_dir}: this run is still running (heartbeat "
-                                     f"{previous.get('heartbeat_at')}); stop it before resuming")
-    elif (run_dir / rr.RUN_FILE).exists() or complete_checkpoints(checkpoint_root):
-        raise RunFolderError(f"{run_dir}: this folder already holds a run (fix: pass resume=True / --resume to "
-                             "continue it, or choose another output_dir)")
+    # Read-only on every rank: refuses an unusable folder or an incompatible resume before anything is written.
+    plan = run_folder.check(run_dir, cfg, resume)
+    resume_from, previous = plan.resume_from, plan.previous
 
     # Data first: a problem in the data stops the run before any model is loaded.
     from nbtools.models import detect_family, resolve_model_path
@@ -299,17 +313,12 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         monitor.message(text)
 
     history: list[dict] = []
-    record = None
     callback = None
     trainer = None
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(run_dir / CONFIG_FILE)
-        if resume_from is not None:
-            history = truncate_metrics(run_dir, int(resume_from.name.split("-")[1]))
-        elif (run_dir / "metrics.jsonl").exists():
-            (run_dir / "metrics.jsonl").unlink()
-        record = rr.RunRecord(run_dir, {
+    folder = RunFolder(plan, main=is_main)
+    _claim(folder, cfg, state)  # the lock: a second run into this folder stops here
+    try:
+        folder.begin(cfg, {
             "task_display_name": cfg.task_display_name,
             "custom_model_name": cfg.model_name,
             "model": cfg.model,
@@ -330,7 +339,14 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             "timings": {"data_s": round(prep_s, 2)},
             "error": None,
         })
-        record.start_heartbeat()
+        folder.start_heartbeat()
+    except BaseException as exc:
+        folder.fail(exc)
+        folder.close()
+        raise
+    if is_main:
+        for note in folder.take_notes():
+            monitor.message(note)
         monitor.message(f"run folder: {run_dir}")
     state.wait_for_everyone()
 
@@ -342,10 +358,13 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         packing = decide_packing(cfg, model, args)
         if is_main:
             monitor.message(packing["note"])
-            record.update(packing=packing)
+            folder.update(packing=packing)
+        history = folder.start_training(cfg)  # a resume changes the folder's files from here on
+        for note in folder.take_notes():
+            monitor.message(note)
         callbacks: list = []
         if is_main:
-            callback = RunCallback(run_dir, record, monitor, history)
+            callback = RunCallback(run_dir, folder, monitor, history)
             callbacks.append(callback)
         if cfg.early_stopping_patience > 0 and data.validation is not None:
             from transformers import EarlyStoppingCallback
@@ -367,7 +386,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         _remove_default_printers(trainer)
         if is_main:
             monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
-            record.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
+            folder.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
         if packing["on"] and cfg.precompute_ref_log_probs and state.num_processes == 1:
             # Packing is single-process, so this process is rank 0: no other rank waits on it.
             from nbtools.train.reference import precompute_for_run
@@ -376,7 +395,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
                                              progress=getattr(monitor, "mode", None) != "quiet")
             if precomputed is not None:
                 monitor.message(precomputed.message())
-                record.update(reference_logps=precomputed.to_dict())
+                folder.update(reference_logps=precomputed.to_dict())
 
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -403,15 +422,17 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             adapter_dir = run_dir / "adapter"
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             selected = ["default"] if "default" in getattr(unwrapped, "peft_config", {}) else None
-            unwrapped.save_pretrained(str(adapter_dir), selected_adapters=selected)
-            processor.save_pretrained(str(run_dir / "processor"))
+            # each folder is written under a temporary name and swapped in whole (the old one kept until then)
+            folder.save_dir("adapter", lambda staging: unwrapped.save_pretrained(str(staging),
+                                                                                 selected_adapters=selected))
+            folder.save_dir("processor", lambda staging: processor.save_pretrained(str(staging)))
             history = callback.history
-            save_plots(history, run_dir / "plots", title=cfg.task_display_name)
+            folder.save_files("plots", lambda staging: save_plots(history, staging, title=cfg.task_display_name))
             diagnosis = diagnose(history)
             best = _best(trainer, history)
             # Wall time since the run first started (a resumed run includes the time before the interruption).
             duration = time.time() - (rr._parse_time(previous.get("started_at")) or t_start)
-            record.update(status="finished", finished_at=rr.utc_now(), duration_s=round(duration, 2),
+            folder.finish(duration_s=round(duration, 2),
                           metrics=final_metrics, best=best, diagnosis=diagnosis.to_dict(),
                           timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2),
                                    "train_s": round(train_s, 2), "total_s": round(time.time() - t_start, 2)},
@@ -427,19 +448,18 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         state.wait_for_everyone()
         return result
     except NonFiniteLossError as exc:
-        _fail(record, monitor, "failed", str(exc), last_good_checkpoint=exc.last_checkpoint)
+        _fail(folder, monitor, exc, "failed", str(exc), last_good_checkpoint=exc.last_checkpoint)
         raise
-    except KeyboardInterrupt:
-        _fail(record, monitor, "interrupted", "stopped by the user (KeyboardInterrupt); resume with resume=True")
+    except KeyboardInterrupt as exc:
+        _fail(folder, monitor, exc, "interrupted", "stopped by the user (KeyboardInterrupt); resume with resume=True")
         raise
     except BaseException as exc:
-        _fail(record, monitor, "failed", f"{type(exc).__name__}: {exc}")
+        _fail(folder, monitor, exc, "failed")
         raise
     finally:
         if callback is not None:
             callback.close()
-        if record is not None:
-            record.stop_heartbeat()
+        folder.close()
         monitor.close()
 
 
@@ -516,13 +536,10 @@ def _best(trainer, history: list[dict]) -> Optional[dict]:
             "checkpoint": f"checkpoints/{Path(checkpoint).name}" if checkpoint else None}
 
 
-def _fail(record, monitor, status: str, message: str, **extra) -> None:
-    if record is not None:
-        try:
-            record.update(status=status, error=message, finished_at=rr.utc_now(), **extra)
-        except OSError:
-            pass
+def _fail(folder: RunFolder, monitor, exc: BaseException, status: str, message: Optional[str] = None,
+          **extra) -> None:
+    folder.fail(exc, status, message, **extra)  # run.json + error.log; never raises
     try:
-        monitor.message(message)
+        monitor.message(message or f"{type(exc).__name__}: {exc}")
     except Exception:  # the message must never hide the original error
         pass

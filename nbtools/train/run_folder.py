@@ -1,0 +1,513 @@
+"""The run folder's lifecycle, in one place: check, claim, begin, train, finish or fail — losing nothing.
+
+    check    read-only: is this folder usable for a new run / a resume? (nothing is written)
+    claim    rank 0 takes the folder's lock (pid + heartbeat); a live owner means "refused"
+    begin    run.json says "running" (a resume keeps the previous record to restore on failure)
+    start_training   the first step that changes a resumed run: config.yaml, metrics.jsonl cut
+             back to the checkpoint, unfinished checkpoints removed
+    finish / fail    the final record; ``fail`` writes error.log and never hides the original error
+    close    heartbeat stopped, lock released
+
+Why a lock file and not ``flock``: run folders live on network and Colab drives too, where
+advisory locks are unreliable; a file with the owner's pid, host and a heartbeat works
+everywhere and is what a human can read. A lock whose process is gone (same host) or whose
+heartbeat is older than ``STALE_AFTER_S`` is taken over, so a resume after ``kill -9`` or a
+closed Colab tab just works. Every file is written with ``nbtools.atomic`` (temporary name +
+rename), so a full disk leaves the previous content and no stray temporary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from nbtools import atomic
+from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, write_error_log
+from nbtools.train import run_record as rr
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = rr.LOCK_FILE
+TAKEOVER_FILE = ".nbtools-lock.takeover"
+TAKEOVER_STALE_S = 30.0  # a takeover takes milliseconds; an older guard was left by a killed process
+MAX_NAME_BYTES = 255  # longest file or folder name on common filesystems (ext4, APFS, NTFS)
+# What nbtools itself puts in a run folder: a folder holding only these (and no run.json) is a run that never
+# got going, so a new run may use it; anything else is the user's and is never overwritten.
+STARTUP_NAMES = {LOCK_FILE, TAKEOVER_FILE, CONFIG_FILE, METRICS_FILE, "error.log"}
+# Settings a checkpoint depends on: a resume with any of them changed would silently train something else.
+RESUME_FIXED = ("model", "adapter_path", "quantization", "precision", "lora_rank", "lora_alpha", "lora_dropout",
+                "target_modules", "train_file", "validation_file", "validation_split", "max_pixels",
+                "max_context_length", "too_long", "seed", "batch_size", "gradient_accumulation_steps",
+                "learning_rate", "lr_scheduler_type", "warmup_ratio", "max_grad_norm", "beta", "loss_type",
+                "loss_weights")
+
+# Lock tokens held by this process: a lock naming our own pid but another token is a leftover of an earlier call.
+_HELD: set[str] = set()
+
+
+class RunFolderError(UserError, RuntimeError):
+    """The run folder is not in a state this call can use (exists without resume, nothing to resume, locked)."""
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+def check_path_names(path: Path, what: str = "output_dir") -> None:
+    """Refuse a path with a name too long for the filesystem or a control character, before anything is made."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise RunFolderError(f"{what}: the name {part[:40]!r}… is {len(os.fsencode(part))} bytes long; "
+                                 f"filesystems allow {MAX_NAME_BYTES} (fix: choose a shorter name)")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in part):
+            raise RunFolderError(f"{what}: the name {part!r} holds a control character (fix: choose a name "
+                                 "without tabs, newlines or other control characters)")
+
+
+# --- the lock ---------------------------------------------------------------------------------------
+
+def read_lock(run_dir: Path) -> Optional[dict]:
+    """The lock's content; None when there is no lock; {"unreadable": reason} when it cannot be parsed."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return {"unreadable": str(exc)}
+    try:
+        info = json.loads(text)
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        int(info.get("pid", 0))
+        float(info.get("heartbeat", 0))
+        return info
+    except (ValueError, TypeError) as exc:
+        return {"unreadable": str(exc)}
+
+
+def stale_reason(run_dir: Path, info: dict, stale_after_s: float = rr.STALE_AFTER_S) -> Optional[str]:
+    """Why the lock ``info`` no longer protects a live run, or None when its owner is alive."""
+    if "unreadable" in info:
+        try:
+            age = time.time() - (Path(run_dir) / LOCK_FILE).stat().st_mtime
+        except OSError:
+            return "the lock file is gone"
+        return f"the lock file is damaged ({info['unreadable']})" if age > stale_after_s else None
+    pid = int(info.get("pid", 0))
+    same_host = info.get("hostname") == socket.gethostname()
+    if same_host and pid == os.getpid():
+        return None if info.get("token") in _HELD else "it was left by an earlier run in this process"
+    if same_host and pid and not rr._pid_alive(pid):
+        return f"its process (pid {pid}) is no longer running"
+    age = time.time() - float(info.get("heartbeat", 0))
+    if age > stale_after_s:
+        return f"its heartbeat stopped {age:.0f} s ago"
+    return None
+
+
+class RunLock:
+    """An exclusive lock file in the run folder: created atomically, refreshed by a heartbeat, taken over when stale."""
+
+    def __init__(self, run_dir: Path, stale_after_s: float = rr.STALE_AFTER_S):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.stale_after_s = stale_after_s
+        self.token = uuid.uuid4().hex
+        self.held = False
+        self.lost = False
+
+    def _content(self) -> dict:
+        return {"pid": os.getpid(), "hostname": socket.gethostname(), "token": self.token,
+                "heartbeat": time.time(), "heartbeat_at": rr.utc_now()}
+
+    def _create(self) -> bool:
+        """Create the lock with its content in one step (link of a complete temporary); False if it exists."""
+        tmp = atomic.temp_name(self.path)
+        atomic.write_json(tmp, self._content())
+        try:
+            os.link(tmp, self.path)  # fails if the lock exists: creation and content are one atomic step
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(self._content()))
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def acquire(self) -> Optional[str]:
+        """Take the lock; returns a note when a stale lock was taken over. Raises RunFolderError when held."""
+        for _ in range(5):
+            if self._create():
+                self._took()
+                return None
+            info = read_lock(self.run_dir)
+            if info is None:
+                continue  # released between our attempt and the read: try again
+            reason = stale_reason(self.run_dir, info, self.stale_after_s)
+            if reason is None:
+                raise RunFolderError(_busy_message(self.run_dir, info))
+            with self._takeover_guard():
+                now = read_lock(self.run_dir)
+                if now is None:
+                    continue
+                if now.get("token") != info.get("token") or now.get("unreadable") != info.get("unreadable"):
+                    continue  # someone else took it over meanwhile: judge the new owner
+                self.path.unlink()
+                if self._create():
+                    self._took()
+                    return f"took over the run folder's lock: {reason}"
+        raise RunFolderError(f"{self.run_dir}: another process keeps taking this run folder's lock (fix: make sure "
+                             "only one run uses this output_dir)")
+
+    @contextlib.contextmanager
+    def _takeover_guard(self):
+        guard = self.run_dir / TAKEOVER_FILE
+        for _ in range(2):
+            try:
+                fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.close(fd)
+                break
+            except FileExistsError:
+                try:
+                    old = time.time() - guard.stat().st_mtime > TAKEOVER_STALE_S
+                except FileNotFoundError:
+                    old = True
+                if not old:
+                    raise RunFolderError(f"{self.run_dir}: another process is taking over this run folder right "
+                                         "now (fix: make sure only one run uses this output_dir)") from None
+                with contextlib.suppress(FileNotFoundError):
+                    guard.unlink()
+        else:
+            raise RunFolderError(f"{self.run_dir}: cannot take over the stale lock (fix: delete {guard})")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                guard.unlink()
+
+    def _took(self) -> None:
+        self.held = True
+        self.lost = False
+        _HELD.add(self.token)
+
+    def owned(self) -> bool:
+        info = read_lock(self.run_dir)
+        return bool(self.held and info and info.get("token") == self.token)
+
+    def heartbeat(self) -> bool:
+        """Refresh the heartbeat; False (and ``lost``) when another process took the lock over meanwhile."""
+        if not self.held:
+            return False
+        if not self.owned():
+            self.lost = True
+            return False
+        atomic.write_json(self.path, self._content())
+        return True
+
+    def release(self) -> None:
+        if self.held and not self.lost and self.owned():
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self.held = False
+        _HELD.discard(self.token)
+
+
+def _busy_message(run_dir: Path, info: dict) -> str:
+    age = time.time() - float(info.get("heartbeat", time.time()))
+    return (f"{run_dir}: another training run is using this folder (pid {info.get('pid')} on "
+            f"{info.get('hostname')}, heartbeat {age:.0f} s ago) (fix: wait for it to finish or stop it, then resume; "
+            "or choose another output_dir)")
+
+
+# --- what a folder holds -----------------------------------------------------------------------------
+
+@dataclass
+class ResumePlan:
+    """What ``check`` found: how the run starts."""
+
+    run_dir: Path
+    resume: bool
+    previous: dict = field(default_factory=dict)  # the run.json of the run being resumed (raw, as on disk)
+    resume_from: Optional[Path] = None  # the last complete checkpoint, or None (start from step 0)
+
+    @property
+    def resume_step(self) -> Optional[int]:
+        return int(self.resume_from.name.split("-")[1]) if self.resume_from else None
+
+
+def is_run_folder(path: Path) -> bool:
+    from nbtools.train.trainer import complete_checkpoints
+
+    return (path / rr.RUN_FILE).is_file() or bool(complete_checkpoints(path / "checkpoints"))
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name not in STARTUP_NAMES and atomic.TEMP_MARK not in p.name)
+
+
+def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> ResumePlan:
+    """Decide, without writing anything, whether ``cfg`` may start (or resume) a run in ``run_dir``.
+
+    ``own_lock``: the token of the lock this process holds (the check repeated under the lock).
+    """
+    from nbtools.train.trainer import complete_checkpoints
+
+    run_dir = Path(run_dir)
+    check_path_names(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"output_dir: {run_dir} is a file, not a folder (fix: choose a folder path for the "
+                             "run, e.g. runs/my-run)")
+    if not resume:
+        if not run_dir.exists():
+            return ResumePlan(run_dir, False)
+        if is_run_folder(run_dir):
+            raise RunFolderError(f"{run_dir}: this folder already holds a run (fix: pass resume=True / --resume to "
+                                 "continue it, or choose another output_dir)")
+        foreign = _foreign_entries(run_dir)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunFolderError(f"output_dir: {run_dir} already holds files that are not a run ({shown}); nbtools "
+                                 "never writes over your files (fix: choose a new or empty folder as output_dir)")
+        return ResumePlan(run_dir, False)
+
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: no such run folder to resume (fix: check output_dir)")
+    if not is_run_folder(run_dir) and _foreign_entries(run_dir):
+        raise RunFolderError(f"{run_dir}: not a run folder (no {rr.RUN_FILE}, no checkpoints) (fix: pass the folder "
+                             "a run wrote, or start a new run without resume)")
+    previous: dict = {}
+    if (run_dir / rr.RUN_FILE).is_file():
+        try:
+            previous = json.loads((run_dir / rr.RUN_FILE).read_text(encoding="utf-8"))
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, RecursionError) as exc:
+            raise RunFolderError(f"{run_dir / rr.RUN_FILE}: cannot be read ({exc}) (fix: restore it from a backup, "
+                                 "or start a new run in another output_dir)") from None
+    _check_compatible(run_dir, cfg, previous)
+    lock = read_lock(run_dir)
+    if lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
+        raise RunFolderError(_busy_message(run_dir, lock))
+    done = complete_checkpoints(run_dir / "checkpoints")
+    return ResumePlan(run_dir, True, previous, done[-1] if done else None)
+
+
+def _check_compatible(run_dir: Path, cfg, previous: dict) -> None:
+    """Refuse a resume whose settings or data differ from the run's (nothing has been touched yet)."""
+    from nbtools.config import RunConfig
+
+    stored_path = run_dir / CONFIG_FILE
+    if not stored_path.is_file():
+        return  # killed before config.yaml was written: nothing to compare against
+    stored = RunConfig.from_yaml(stored_path)
+    changed = [f"{name}: {getattr(stored, name)!r} -> {getattr(cfg, name)!r}" for name in RESUME_FIXED
+               if getattr(stored, name) != getattr(cfg, name)]
+    if changed:
+        raise RunFolderError(f"{run_dir}: resume must use the settings the run started with; changed: "
+                             f"{'; '.join(changed)} (fix: undo these changes to continue this run, or start a new "
+                             "run with another output_dir)")
+    files = ((previous.get("provenance") or {}).get("data_files") or {}) if isinstance(previous, dict) else {}
+    for name, entry in files.items() if isinstance(files, dict) else ():
+        path = getattr(cfg, name, None)
+        if not isinstance(entry, dict) or not path or not Path(path).is_file() or not entry.get("sha256"):
+            continue
+        if rr.sha256_file(path) != entry["sha256"]:
+            raise RunFolderError(f"{path}: {name} changed since the run started (sha256 differs) (fix: restore the "
+                                 "file the run was trained on, or start a new run with another output_dir)")
+    if previous.get("status") == "finished" and stored.max_steps == cfg.max_steps and stored.epoch == cfg.epoch:
+        step = (previous.get("progress") or {}).get("step")
+        raise RunFolderError(f"{run_dir}: this run already finished{f' at step {step}' if step else ''}; there is "
+                             "nothing to resume (fix: raise max_steps or epoch to train further, or evaluate / "
+                             "export the run)")
+
+
+# --- the lifecycle ---------------------------------------------------------------------------------
+
+class RunFolder:
+    """One run folder, owned by rank 0 of one run. Other ranks get an instance that writes nothing."""
+
+    def __init__(self, plan: ResumePlan, *, main: bool = True, stale_after_s: float = rr.STALE_AFTER_S):
+        self.plan = plan
+        self.path = plan.run_dir
+        self.main = main
+        self.lock = RunLock(self.path, stale_after_s)
+        self.record: Optional[rr.RunRecord] = None
+        self.training_started = False
+        self.notes: list[str] = []
+        self._created = False
+
+    # claim ------------------------------------------------------------------------------------------
+    def claim(self, cfg) -> None:
+        """Create the folder if needed and take its lock; check again under the lock (two runs may race)."""
+        if not self.main:
+            return
+        self._created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        note = self.lock.acquire()
+        if note:
+            self.notes.append(note)
+        try:
+            again = check(self.path, cfg, self.plan.resume, own_lock=self.lock.token)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.plan = again
+
+    # begin ------------------------------------------------------------------------------------------
+    def begin(self, cfg, initial: dict) -> None:
+        """run.json says "running" (with a heartbeat); a new run also gets its config.yaml now."""
+        if not self.main:
+            return
+        if not self.plan.resume:
+            cfg.to_yaml(self.path / CONFIG_FILE)
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / METRICS_FILE).unlink()  # left by a start that never got going
+        self.record = rr.RunRecord(self.path, {**initial, "locked": True})
+
+    def start_heartbeat(self, interval_s: float = rr.HEARTBEAT_INTERVAL_S) -> None:
+        if self.record is not None:
+            self.record.start_heartbeat(interval_s, on_beat=self._beat)
+
+    def _beat(self) -> bool:
+        try:
+            return self.lock.heartbeat()
+        except OSError:
+            return True  # a full disk must not stop training; the next beat retries
+
+    @property
+    def lost(self) -> bool:
+        return self.lock.lost
+
+    def update(self, **fields: Any) -> None:
+        if self.record is not None and not self.lock.lost:
+            self.record.update(**fields)
+
+    # start_training ---------------------------------------------------------------------------------
+    def start_training(self, cfg) -> list[dict]:
+        """The first changes to a resumed run's files; returns the metrics history up to the checkpoint."""
+        from nbtools.train.callbacks import read_metrics
+        from nbtools.train.trainer import remove_partial_checkpoints
+
+        self.training_started = True
+        if not self.main:
+            return []
+        history: list[dict] = []
+        if self.plan.resume:
+            cfg.to_yaml(self.path / CONFIG_FILE)
+            for removed in remove_partial_checkpoints(self.path / "checkpoints"):
+                self.notes.append(f"removed an unfinished checkpoint left by the interrupted run: {removed.name}")
+            _rebase_checkpoints(self.path / "checkpoints")
+            step = self.plan.resume_step
+            if step is not None:
+                history = [r for r in read_metrics(self.path) if r.get("step", 0) <= step and not r.get("final")]
+                atomic.write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / METRICS_FILE).unlink()
+        return history
+
+    # artifacts --------------------------------------------------------------------------------------
+    def save_dir(self, name: str, save: Callable[[Path], Any]) -> Path:
+        """Save a folder artifact (adapter/, processor/, plots/) under a temporary name, then swap it in."""
+        return atomic.save_with(self.path / name, save)
+
+    def save_files(self, name: str, save: Callable[[Path], Any]) -> Path:
+        """Save files into the folder ``name`` (plots/): each replaces its old version atomically, others are kept."""
+        target = self.path / name
+        target.mkdir(exist_ok=True)
+        staging = atomic.temp_name(target)
+        staging.mkdir()
+        try:
+            save(staging)
+            for item in sorted(staging.iterdir()):
+                if item.is_file():
+                    os.replace(item, target / item.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def take_notes(self) -> list[str]:
+        """Messages for the user (a lock taken over, an unfinished checkpoint removed), each given once."""
+        notes, self.notes = self.notes, []
+        return notes
+
+    # end --------------------------------------------------------------------------------------------
+    def finish(self, **fields: Any) -> None:
+        if self.main:
+            self.require_lock()
+            self.record.update(status="finished", finished_at=rr.utc_now(), error=None, **fields)
+
+    def fail(self, exc: BaseException, status: str = "failed", message: Optional[str] = None, **extra: Any) -> None:
+        """Record the failure without ever hiding ``exc``: error.log for the details, run.json for the status.
+
+        A resume that fails before it changed anything leaves run.json as it was (plus a note), so a
+        finished run keeps its status and metrics. Write errors here are swallowed: the previous
+        run.json (written atomically) stays readable, and the released lock marks the run as stopped.
+        """
+        if not self.main or not self.path.is_dir() or self.lock.lost:
+            return
+        if not isinstance(exc, (UserError, KeyboardInterrupt)) and environment_error(exc) is None:
+            with contextlib.suppress(OSError):
+                log = write_error_log(exc, self.path)
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, LOG_ATTRIBUTE, log)
+        if message is None:
+            storage = environment_error(exc)
+            message = str(storage) if storage is not None else (
+                str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):
+            if self.plan.resume and not self.training_started and self.plan.previous:
+                restored = dict(self.plan.previous)
+                restored["last_resume_error"] = {"at": rr.utc_now(), "error": message}
+                if self.record is not None:
+                    self.record.stop_heartbeat()
+                atomic.write_json(self.path / rr.RUN_FILE, restored, indent=2)
+            elif self.record is not None:
+                self.record.update(status=status, error=message, finished_at=rr.utc_now(), **extra)
+
+    def close(self) -> None:
+        """Stop the heartbeat and release the lock (always, also after a failure)."""
+        if self.record is not None:
+            self.record.stop_heartbeat()
+        if self.main:
+            self.lock.release()
+            if self._created and self.record is None:  # refused before anything was written: leave no trace
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
+
+    def require_lock(self) -> None:
+        """Stop when another process took the folder over (this one stalled past the stale limit)."""
+        if self.lock.lost:
+            raise RunFolderError(f"{self.path}: another process took over this run folder while this run was "
+                                 "stalled (no heartbeat); this run's results were not recorded (fix: use one "
+                                 "output_dir per run)")
+
+
+def _rebase_checkpoints(checkpoint_root: Path) -> None:
+    """A copied run folder still names the original's checkpoints in trainer_state.json: point them here."""
+    from nbtools.train.trainer import STATE_FILE, complete_checkpoints
+
+    for checkpoint in complete_checkpoints(checkpoint_root):
+        state_path = checkpoint / STATE_FILE
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        best = state.get("best_model_checkpoint")
+        if best and Path(best).parent != checkpoint_root:
+            state["best_model_checkpoint"] = str(checkpoint_root / Path(best).name)
+            atomic.write_json(state_path, state, indent=2)
