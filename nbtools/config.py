@@ -33,6 +33,10 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 TOO_LONG = ("drop", "error")
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 TARGET_MODULE_PRESETS = ("default", "all-linear")
+MAX_NAME_BYTES = 255  # longest file or folder name most filesystems allow
+MAX_NAME_CHARS = 200  # run and model names: fit a folder name (with the timestamp), a table and a model card
+# Bidirectional overrides and isolates: invisible, and they reorder how the rest of a line is displayed.
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class ConfigError(UserError, ValueError):
@@ -258,6 +262,17 @@ class RunConfig:
                               "set precision: auto (or bf16/fp16), or quantization: none")
         if not self.task_display_name.strip():
             raise ConfigError("task_display_name", "is empty", "give the run a short name, e.g. shapes-dpo")
+        for name in ("task_display_name", "custom_model_name"):
+            _check_name(name, getattr(self, name))
+        if self.output_dir:
+            for part in Path(self.output_dir).parts:
+                if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                    raise ConfigError("output_dir", f"the folder name {part[:40]!r}... is "
+                                      f"{len(part.encode('utf-8', 'surrogateescape'))} bytes long; filesystems allow "
+                                      f"{MAX_NAME_BYTES}", "choose a shorter folder name")
+                if _control_characters(part):
+                    raise ConfigError("output_dir", f"the folder name {part!r} holds a control character",
+                                      "choose a name without tabs, newlines or other control characters")
 
     # --- derived values ----------------------------------------------------------------------
     @property
@@ -278,7 +293,7 @@ class RunConfig:
         if self.output_dir:
             return Path(self.output_dir).expanduser()
         now = now or datetime.now(timezone.utc)
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.task_display_name.strip()).strip("-") or "run"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.task_display_name.strip()).strip("-")[:MAX_NAME_CHARS] or "run"
         return Path("runs") / f"{slug}-{now.strftime('%Y%m%d-%H%M%S')}"
 
     # --- dict / YAML -------------------------------------------------------------------------
@@ -341,13 +356,27 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("config", f"file not found: {path}", "check the path to the config YAML", str(path))
+        raw = path.read_bytes()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ConfigError("config", f"not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at offset "
+                              f"{exc.start})", "save the file as UTF-8 (most editors: Save with encoding UTF-8)",
+                              f"{path}:{line}") from None
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe_load's loader, refusing repeated keys
+        except _DuplicateKey as exc:
+            raise ConfigError(exc.key, f"set twice (first on line {exc.first_line}); YAML would silently keep "
+                              "the last value", "delete one of the two lines", f"{path}:{exc.line}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             raise ConfigError("config", f"not valid YAML ({getattr(exc, 'problem', exc)})",
                               "fix the YAML syntax on that line", where) from None
+        except RecursionError:
+            raise ConfigError("config", "nested too deeply to be a config", "write one 'name: value' per line",
+                              str(path)) from None
         return cls.from_dict(data, source=str(path))
 
     def replace(self, **changes) -> "RunConfig":
@@ -388,6 +417,62 @@ class RunConfig:
 
 
 # --- helpers -------------------------------------------------------------------------------
+def _control_characters(text: str) -> list[str]:
+    import unicodedata
+
+    return [ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in BIDI_CONTROLS]
+
+
+def _check_name(name: str, value: Optional[str]) -> None:
+    """Run and model names are shown in tables, plots, folder names and cards: plain, one line, not huge."""
+    if value is None:
+        return
+    bad = _control_characters(value)
+    if bad:
+        raise ConfigError(name, f"{value!r} holds control characters ({', '.join(repr(c) for c in bad[:3])}) that "
+                          "break tables and file names", "use letters, digits, spaces and punctuation only")
+    if len(value) > MAX_NAME_CHARS:
+        raise ConfigError(name, f"is {len(value)} characters long", f"use at most {MAX_NAME_CHARS} characters")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line, first_line):
+        super().__init__(key)
+        self.key, self.line, self.first_line = str(key), line, first_line
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if first is not None:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+class _LazyLoader:
+    """The loader class, built on first use (yaml is imported lazily like everywhere in this module)."""
+
+    _cls = None
+
+    def __call__(self, stream):
+        if _LazyLoader._cls is None:
+            _LazyLoader._cls = _unique_key_loader()
+        return _LazyLoader._cls(stream)
+
+
+_UniqueKeyLoader = _LazyLoader()
 _HINTS = None
 
 

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 from nbtools.errors import UserError, run_entry
 
 NOTEBOOKS = ("01_inspect_data", "02_configure", "03_train", "04_evaluate")
+DEMO_MARKER = ".nbtools-demo"  # marks a folder the demo made, the only kind it deletes
+DEMO_NAMES = {DEMO_MARKER, "notebooks", "config.yaml", "run", "export"}  # what the demo writes into its folder
 
 # Long enough for the tiny warm model to learn the sample task visibly, short enough for < 10 min on 2 cores.
 DEMO_TRAINING = {
@@ -64,9 +66,7 @@ def run_demo(out_dir: Optional[os.PathLike] = None, *, model: str = "tiny-qwen3-
     source = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
     out = Path(out_dir) if out_dir else root / "runs" / "demo"
     out = out.resolve()
-    if out.exists():
-        shutil.rmtree(out)  # a rerun replaces the previous demo
-    (out / "notebooks").mkdir(parents=True)
+    prepare_out_dir(out)
     parameters = demo_parameters(out, model, max_steps)
     started = time.time()
     for i, name in enumerate(NOTEBOOKS, 1):
@@ -83,6 +83,22 @@ def run_demo(out_dir: Optional[os.PathLike] = None, *, model: str = "tiny-qwen3-
     print(f"demo finished in {time.time() - started:.0f} s", flush=True)
     print(summary(out), flush=True)
     return out
+
+
+def prepare_out_dir(out: Path) -> None:
+    """An empty ``out`` with ``notebooks/``. A previous demo there (it has the marker file) is replaced;
+    any other file or non-empty folder is refused, so a mistyped --out never deletes a user's files."""
+    from nbtools.paths import check_output_folder
+
+    check_output_folder(out, "--out")
+    if out.exists() and any(out.iterdir()):
+        ours = (out / DEMO_MARKER).is_file() or {p.name for p in out.iterdir()} <= DEMO_NAMES  # (older demos)
+        if not ours:
+            raise DemoError(f"--out: {out} already holds files that are not a previous demo; the demo replaces its "
+                            "folder on every run, so it will not use this one (fix: pass a new or empty folder)")
+        shutil.rmtree(out)  # a rerun replaces the previous demo
+    (out / "notebooks").mkdir(parents=True)
+    (out / DEMO_MARKER).write_text("written by python -m nbtools.demo; this folder is replaced on the next run\n")
 
 
 def summary(out: Path) -> str:

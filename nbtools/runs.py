@@ -87,31 +87,51 @@ def _export_path(record: dict, run_dir: Path) -> Optional[str]:
 
 
 def summarise_run(run_dir, stale_after_s: float = STALE_AFTER_S, now: Optional[datetime] = None) -> RunSummary:
-    """The run list row for one run folder; an unreadable run.json becomes a row saying so."""
+    """The run list row for one run folder; a run.json that cannot be read or makes no sense becomes a row
+    saying so (status "unreadable"), so one damaged run never hides the others."""
     run_dir = Path(run_dir)
     now = now or datetime.now(timezone.utc)
     try:
         record = read_run(run_dir, stale_after_s)  # corrects a dead "running" run to "interrupted"
         if not isinstance(record, dict):
             raise ValueError("it is not a JSON object")
-    except (OSError, ValueError, AttributeError) as exc:
+        status = _text(record.get("status")) or "unknown"
+        best = record.get("best") or {}
+        if not isinstance(best, dict):
+            raise ValueError(f"'best' is {type(best).__name__}, not an object")
+        return RunSummary(
+            run_dir=str(run_dir),
+            task_display_name=_text(record.get("task_display_name")) or run_dir.name,
+            custom_model_name=_text(record.get("custom_model_name")),
+            model=_text(record.get("model")),
+            status=status,
+            started_at=_text(record.get("started_at")),
+            duration_s=_duration(record, status, now),
+            best_eval_loss=_number(best.get("eval_loss")),
+            best_reward_accuracy=_number(best.get("eval_rewards/accuracies")),
+            export_path=_export_path(record, run_dir),
+            note=_text(record.get("status_reason")) or "",
+        )
+    except Exception as exc:  # noqa: BLE001 - any damage (types, nesting, encoding) makes this one row unreadable
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, (OSError, ValueError)) else str(exc)
         return RunSummary(str(run_dir), run_dir.name, None, None, "unreadable", None, None, None, None, None,
-                          note=f"{run_dir / RUN_FILE}: cannot read ({exc}); fix or delete the folder")
-    status = record.get("status") or "unknown"
-    best = record.get("best") or {}
-    return RunSummary(
-        run_dir=str(run_dir),
-        task_display_name=record.get("task_display_name") or run_dir.name,
-        custom_model_name=record.get("custom_model_name"),
-        model=record.get("model"),
-        status=status,
-        started_at=record.get("started_at"),
-        duration_s=_duration(record, status, now),
-        best_eval_loss=best.get("eval_loss"),
-        best_reward_accuracy=best.get("eval_rewards/accuracies"),
-        export_path=_export_path(record, run_dir),
-        note=record.get("status_reason", ""),
-    )
+                          note=f"{run_dir / RUN_FILE}: cannot read ({reason[:200]}); fix or delete the folder")
+
+
+def _text(value) -> Optional[str]:
+    """A record field shown as text: None stays None; control characters are made visible (they break tables)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
+
+
+def _number(value) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
 
 
 def find_run_dirs(folder) -> list[Path]:
@@ -186,14 +206,18 @@ def validation_curve(run_dir, metric: str = "eval_loss") -> tuple[list[float], l
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return steps, values
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a line cut short by a crash mid-write
         if isinstance(event, dict) and event.get(metric) is not None and event.get("step") is not None:
-            steps.append(float(event["step"]))
-            values.append(float(event[metric]))
+            try:
+                step, value = float(event["step"]), float(event[metric])
+            except (TypeError, ValueError):
+                continue  # a damaged row: the others still plot
+            steps.append(step)
+            values.append(value)
     return steps, values
 
 

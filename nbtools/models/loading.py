@@ -25,6 +25,10 @@ class ModelNotAvailableOfflineError(UserError, OSError):
     """A hub id was requested while offline and it is not in the local HF cache."""
 
 
+class ModelFolderError(UserError, FileNotFoundError):
+    """A model given as a local path that does not exist or holds no model."""
+
+
 def hub_offline() -> bool:
     """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: nothing may be downloaded."""
     return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -47,11 +51,16 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
         return str(build_tiny_model(name))
     expanded = Path(name).expanduser()
     if expanded.is_dir():
+        if not (expanded / "config.json").is_file():
+            raise ModelFolderError(
+                f"model: {name!r} is a folder without config.json, so it holds no model (fix: pass the folder "
+                "a model was saved to with save_pretrained, a hub id such as 'Qwen/Qwen3-VL-4B-Instruct', or a "
+                "built-in tiny id such as 'tiny-qwen3-vl')")
         return str(expanded.resolve())
-    if _looks_like_path(name):
-        raise FileNotFoundError(
-            f"model folder {name!r} does not exist. Pass an existing folder with config.json, a hub id "
-            "such as 'Qwen/Qwen3-VL-4B-Instruct', or a built-in tiny id ('tiny-qwen3-vl')."
+    if _looks_like_path(name) or expanded.exists():
+        raise ModelFolderError(
+            f"model: model folder {name!r} does not exist (fix: pass an existing folder with config.json, a hub id "
+            "such as 'Qwen/Qwen3-VL-4B-Instruct', or a built-in tiny id such as 'tiny-qwen3-vl')"
         )
     if not hub_offline():
         return name

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 from nbtools import atomic
 from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, write_error_log
+from nbtools.paths import check_output_folder
 from nbtools.train import run_record as rr
 
 CONFIG_FILE = "config.yaml"
@@ -38,7 +39,6 @@ METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = rr.LOCK_FILE
 TAKEOVER_FILE = ".nbtools-lock.takeover"
 TAKEOVER_STALE_S = 30.0  # a takeover takes milliseconds; an older guard was left by a killed process
-MAX_NAME_BYTES = 255  # longest file or folder name on common filesystems (ext4, APFS, NTFS)
 # What nbtools itself puts in a run folder: a folder holding only these (and no run.json) is a run that never
 # got going, so a new run may use it; anything else is the user's and is never overwritten.
 STARTUP_NAMES = {LOCK_FILE, TAKEOVER_FILE, CONFIG_FILE, METRICS_FILE, "error.log"}
@@ -55,19 +55,6 @@ _HELD: set[str] = set()
 
 class RunFolderError(UserError, RuntimeError):
     """The run folder is not in a state this call can use (exists without resume, nothing to resume, locked)."""
-
-
-# --- names ----------------------------------------------------------------------------------------
-
-def check_path_names(path: Path, what: str = "output_dir") -> None:
-    """Refuse a path with a name too long for the filesystem or a control character, before anything is made."""
-    for part in Path(path).parts:
-        if len(os.fsencode(part)) > MAX_NAME_BYTES:
-            raise RunFolderError(f"{what}: the name {part[:40]!r}… is {len(os.fsencode(part))} bytes long; "
-                                 f"filesystems allow {MAX_NAME_BYTES} (fix: choose a shorter name)")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in part):
-            raise RunFolderError(f"{what}: the name {part!r} holds a control character (fix: choose a name "
-                                 "without tabs, newlines or other control characters)")
 
 
 # --- the lock ---------------------------------------------------------------------------------------
@@ -266,11 +253,7 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> R
     """
     from nbtools.train.trainer import complete_checkpoints
 
-    run_dir = Path(run_dir)
-    check_path_names(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"output_dir: {run_dir} is a file, not a folder (fix: choose a folder path for the "
-                             "run, e.g. runs/my-run)")
+    run_dir = check_output_folder(run_dir, "output_dir")  # a file, a name too long or with control characters
     if not resume:
         if not run_dir.exists():
             return ResumePlan(run_dir, False)
