@@ -323,15 +323,17 @@ def _check_compatible(run_dir: Path, cfg, previous: dict) -> None:
 class RunFolder:
     """One run folder, owned by rank 0 of one run. Other ranks get an instance that writes nothing."""
 
-    def __init__(self, plan: ResumePlan, *, main: bool = True, stale_after_s: float = rr.STALE_AFTER_S):
+    def __init__(self, plan: ResumePlan, *, main: bool = True, stale_after_s: float = rr.STALE_AFTER_S,
+                 lock: Optional[RunLock] = None):
         self.plan = plan
         self.path = plan.run_dir
         self.main = main
-        self.lock = RunLock(self.path, stale_after_s)
+        self.lock = lock or RunLock(self.path, stale_after_s)
         self.record: Optional[rr.RunRecord] = None
         self.training_started = False
         self.notes: list[str] = []
         self._created = False
+        self._wrote_config = False
 
     # claim ------------------------------------------------------------------------------------------
     def claim(self, cfg) -> None:
@@ -340,15 +342,14 @@ class RunFolder:
             return
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        note = self.lock.acquire()
-        if note:
-            self.notes.append(note)
         try:
-            again = check(self.path, cfg, self.plan.resume, own_lock=self.lock.token)
+            note = self.lock.acquire()
+            if note:
+                self.notes.append(note)
+            self.plan = check(self.path, cfg, self.plan.resume, own_lock=self.lock.token)
         except BaseException:
-            self.lock.release()
+            self.close()
             raise
-        self.plan = again
 
     # begin ------------------------------------------------------------------------------------------
     def begin(self, cfg, initial: dict) -> None:
@@ -356,10 +357,17 @@ class RunFolder:
         if not self.main:
             return
         if not self.plan.resume:
+            self._wrote_config = True
             cfg.to_yaml(self.path / CONFIG_FILE)
             with contextlib.suppress(FileNotFoundError):
                 (self.path / METRICS_FILE).unlink()  # left by a start that never got going
-        self.record = rr.RunRecord(self.path, {**initial, "locked": True})
+        initial = {**initial, "locked": True}
+        previous = self.plan.previous
+        if self.plan.resume and previous.get("status") == "finished":
+            # a finished run trained further: its results stay in run.json whatever happens next
+            initial["previous_result"] = {key: previous.get(key) for key in
+                                          ("status", "finished_at", "progress", "metrics", "best", "diagnosis")}
+        self.record = rr.RunRecord(self.path, initial)
 
     def start_heartbeat(self, interval_s: float = rr.HEARTBEAT_INTERVAL_S) -> None:
         if self.record is not None:
@@ -468,9 +476,13 @@ class RunFolder:
             self.record.stop_heartbeat()
         if self.main:
             self.lock.release()
-            if self._created and self.record is None:  # refused before anything was written: leave no trace
-                with contextlib.suppress(OSError):
-                    self.path.rmdir()
+            if self.record is None:  # run.json was never written: leave the folder as it was before
+                if self._wrote_config:
+                    with contextlib.suppress(OSError):
+                        (self.path / CONFIG_FILE).unlink()
+                if self._created:
+                    with contextlib.suppress(OSError):
+                        self.path.rmdir()
 
     def require_lock(self) -> None:
         """Stop when another process took the folder over (this one stalled past the stale limit)."""
