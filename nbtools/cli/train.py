@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from nbtools.train import resolve_config, train
+    from nbtools.train.run_folder import resolve_config  # light: a config error is reported before torch loads
 
     try:
         config = resolve_config(args.config)
@@ -32,8 +32,10 @@ def run(args) -> int:
             changes["output_dir"] = args.output_dir
         if changes:
             config = config.replace(**changes)
+        from nbtools.train import train
+
         result = train(config, resume=args.resume, live=False if args.quiet else "headless")
-    except KeyboardInterrupt:  # user errors are printed by nbtools.__main__ (exit 2)
+    except KeyboardInterrupt:  # user errors (exit 2) and internal errors (exit 3) are printed by nbtools.__main__
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()

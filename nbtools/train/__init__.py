@@ -6,13 +6,36 @@
 
 ``read_run(run_dir)`` reads run.json the way the run list should (a stale heartbeat means
 the run was interrupted).
+
+Names are imported on first use, so reading run folders (the run list, ``python -m nbtools
+runs``) does not pay for importing torch and TRL.
 """
 
-from nbtools.train.dataset import DataError
-from nbtools.train.diagnose import Diagnosis, diagnose
-from nbtools.train.run_record import read_run
-from nbtools.train.runner import RunFolderError, RunResult, resolve_config, train
-from nbtools.train.trainer import NbDPOTrainer, NonFiniteLossError
+import importlib
 
-__all__ = ["DataError", "Diagnosis", "NbDPOTrainer", "NonFiniteLossError", "RunFolderError", "RunResult",
-           "diagnose", "read_run", "resolve_config", "train"]
+_EXPORTS = {
+    "DataError": "nbtools.train.dataset",
+    "Diagnosis": "nbtools.train.diagnose",
+    "diagnose": "nbtools.train.diagnose",
+    "read_run": "nbtools.train.run_record",
+    "RunFolderError": "nbtools.train.run_folder",
+    "RunResult": "nbtools.train.runner",
+    "resolve_config": "nbtools.train.run_folder",
+    "train": "nbtools.train.runner",
+    "NbDPOTrainer": "nbtools.train.trainer",
+    "NonFiniteLossError": "nbtools.train.trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbtools.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -27,9 +27,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from nbtools import atomic
+from nbtools.config import RunConfig, load_config
 from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, write_error_log
 from nbtools.paths import check_output_folder
 from nbtools.train import run_record as rr
@@ -55,6 +56,25 @@ _HELD: set[str] = set()
 
 class RunFolderError(UserError, RuntimeError):
     """The run folder is not in a state this call can use (exists without resume, nothing to resume, locked)."""
+
+
+def resolve_config(config: Union[RunConfig, str, os.PathLike, dict]) -> RunConfig:
+    """A RunConfig from an object, a dict, a YAML file or a run folder (its config.yaml).
+
+    A run folder, or the config.yaml inside one, means that folder, wherever it is now: the
+    output_dir stored in a copied or moved folder still names the original.
+    """
+    if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
+        path = Path(config) / CONFIG_FILE
+        if not path.is_file():
+            raise RunFolderError(f"{config}: no {CONFIG_FILE} in this folder (fix: pass the config YAML, or the "
+                                 "folder of a run started by nbtools)")
+        return RunConfig.from_yaml(path).replace(output_dir=str(config))
+    cfg = load_config(config)
+    if isinstance(config, (str, os.PathLike)) and Path(config).name == CONFIG_FILE \
+            and (Path(config).parent / rr.RUN_FILE).is_file():
+        return cfg.replace(output_dir=str(Path(config).parent))
+    return cfg
 
 
 # --- the lock ---------------------------------------------------------------------------------------
@@ -291,8 +311,6 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> R
 
 def _check_compatible(run_dir: Path, cfg, previous: dict) -> None:
     """Refuse a resume whose settings or data differ from the run's (nothing has been touched yet)."""
-    from nbtools.config import RunConfig
-
     stored_path = run_dir / CONFIG_FILE
     if not stored_path.is_file():
         return  # killed before config.yaml was written: nothing to compare against

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from nbtools.config import ConfigError, RunConfig, load_config
+from nbtools.config import ConfigError, RunConfig
 from nbtools.train import run_folder
 from nbtools.train import run_record as rr
 from nbtools.train.callbacks import RunCallback
 from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
 from nbtools.train.diagnose import diagnose
-from nbtools.train.run_folder import CONFIG_FILE, RunFolder, RunFolderError
+from nbtools.train.run_folder import RunFolder, RunFolderError, resolve_config
 from nbtools.train.trainer import NbDPOTrainer, NonFiniteLossError
 
 
@@ -49,25 +49,6 @@ class RunResult:
 
 
 # --- config and run folder ------------------------------------------------------------------------
-
-def resolve_config(config: Union[RunConfig, str, os.PathLike, dict]) -> RunConfig:
-    """A RunConfig from an object, a dict, a YAML file or a run folder (its config.yaml).
-
-    A run folder, or the config.yaml inside one, means that folder, wherever it is now: the
-    output_dir stored in a copied or moved folder still names the original.
-    """
-    if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
-        path = Path(config) / CONFIG_FILE
-        if not path.is_file():
-            raise RunFolderError(f"{config}: no {CONFIG_FILE} in this folder (fix: pass the config YAML, or the "
-                                 "folder of a run started by nbtools)")
-        return RunConfig.from_yaml(path).replace(output_dir=str(config))
-    cfg = load_config(config)
-    if isinstance(config, (str, os.PathLike)) and Path(config).name == CONFIG_FILE \
-            and (Path(config).parent / rr.RUN_FILE).is_file():
-        return cfg.replace(output_dir=str(Path(config).parent))
-    return cfg
-
 
 def _agree_on_run_dir(cfg: RunConfig, state) -> Path:
     """Every process must use the same folder; the default name has a timestamp, so rank 0 decides."""
