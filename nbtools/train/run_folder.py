@@ -240,6 +240,37 @@ def _busy_message(run_dir: Path, info: dict) -> str:
             "or choose another output_dir)")
 
 
+# --- checkpoints (written by nbtools.train.trainer: staged, then renamed into place) -------------------
+
+STAGING_PREFIX = ".partial-"
+STATE_FILE = "trainer_state.json"
+
+
+def complete_checkpoints(checkpoint_root: Path) -> list[Path]:
+    """Finished checkpoints (renamed into place, trainer state present), oldest step first."""
+    if not checkpoint_root.is_dir():
+        return []
+    found = []
+    for child in checkpoint_root.iterdir():
+        if child.is_dir() and child.name.startswith("checkpoint-") and (child / STATE_FILE).is_file():
+            try:
+                found.append((int(child.name.split("-", 1)[1]), child))
+            except ValueError:
+                continue
+    return [path for _, path in sorted(found)]
+
+
+def remove_partial_checkpoints(checkpoint_root: Path) -> list[Path]:
+    """Delete staging folders a killed run left behind; returns what was removed."""
+    removed = []
+    if checkpoint_root.is_dir():
+        for child in checkpoint_root.iterdir():
+            if child.name.startswith(STAGING_PREFIX):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+    return removed
+
+
 # --- what a folder holds -----------------------------------------------------------------------------
 
 @dataclass
@@ -257,8 +288,6 @@ class ResumePlan:
 
 
 def is_run_folder(path: Path) -> bool:
-    from nbtools.train.trainer import complete_checkpoints
-
     return (path / rr.RUN_FILE).is_file() or bool(complete_checkpoints(path / "checkpoints"))
 
 
@@ -271,8 +300,6 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> R
 
     ``own_lock``: the token of the lock this process holds (the check repeated under the lock).
     """
-    from nbtools.train.trainer import complete_checkpoints
-
     run_dir = check_output_folder(run_dir, "output_dir")  # a file, a name too long or with control characters
     if not resume:
         if not run_dir.exists():
@@ -385,6 +412,8 @@ class RunFolder:
             # a finished run trained further: its results stay in run.json whatever happens next
             initial["previous_result"] = {key: previous.get(key) for key in
                                           ("status", "finished_at", "progress", "metrics", "best", "diagnosis")}
+        elif self.plan.resume and previous.get("previous_result"):
+            initial["previous_result"] = previous["previous_result"]  # still the last finished result
         self.record = rr.RunRecord(self.path, initial)
 
     def start_heartbeat(self, interval_s: float = rr.HEARTBEAT_INTERVAL_S) -> None:
@@ -402,15 +431,23 @@ class RunFolder:
         return self.lock.lost
 
     def update(self, **fields: Any) -> None:
-        if self.record is not None and not self.lock.lost:
+        """Write fields into run.json, only while the folder is still ours (one small read of the lock)."""
+        if self.record is not None and self._still_ours():
             self.record.update(**fields)
+
+    def _still_ours(self) -> bool:
+        if self.lock.lost:
+            return False
+        if self.main and not self.lock.owned():
+            self.lock.lost = True  # another process took the folder over while this one was stalled
+            return False
+        return True
 
     # start_training ---------------------------------------------------------------------------------
     def start_training(self, cfg) -> list[dict]:
         """The first changes to a resumed run's files; returns the metrics history up to the checkpoint."""
         from nbtools.train.callbacks import read_metrics
-        from nbtools.train.trainer import remove_partial_checkpoints
-
+    
         self.training_started = True
         if not self.main:
             return []
@@ -467,7 +504,7 @@ class RunFolder:
         finished run keeps its status and metrics. Write errors here are swallowed: the previous
         run.json (written atomically) stays readable, and the released lock marks the run as stopped.
         """
-        if not self.main or not self.path.is_dir() or self.lock.lost:
+        if not self.main or not self.path.is_dir() or not self.lock.held or not self._still_ours():
             return
         if not isinstance(exc, (UserError, KeyboardInterrupt)) and environment_error(exc) is None:
             with contextlib.suppress(OSError):
@@ -504,7 +541,7 @@ class RunFolder:
 
     def require_lock(self) -> None:
         """Stop when another process took the folder over (this one stalled past the stale limit)."""
-        if self.lock.lost:
+        if not self._still_ours():
             raise RunFolderError(f"{self.path}: another process took over this run folder while this run was "
                                  "stalled (no heartbeat); this run's results were not recorded (fix: use one "
                                  "output_dir per run)")
@@ -512,8 +549,6 @@ class RunFolder:
 
 def _rebase_checkpoints(checkpoint_root: Path) -> None:
     """A copied run folder still names the original's checkpoints in trainer_state.json: point them here."""
-    from nbtools.train.trainer import STATE_FILE, complete_checkpoints
-
     for checkpoint in complete_checkpoints(checkpoint_root):
         state_path = checkpoint / STATE_FILE
         try:

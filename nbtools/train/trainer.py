@@ -28,8 +28,9 @@ from trl import DPOTrainer
 
 from nbtools.errors import UserError
 
-STAGING_PREFIX = ".partial-"
-STATE_FILE = "trainer_state.json"
+# The checkpoint folder layout is the run folder's business (resume reads it without importing torch).
+from nbtools.train.run_folder import (STAGING_PREFIX, STATE_FILE, complete_checkpoints,  # noqa: E402,F401
+                                      remove_partial_checkpoints)
 # transformers 5 names that TRL's disable_gradient_checkpointing still calls
 DEPRECATED_CHECKPOINTING_NAMES = ("is_gradient_checkpointing", "gradient_checkpointing_disable",
                                   "gradient_checkpointing_enable")
@@ -49,31 +50,6 @@ class NonFiniteLossError(UserError, RuntimeError):
             "learning_rate (e.g. by 10x), keep max_grad_norm at 1.0, use precision: bf16 or fp32 instead of fp16, "
             "and check the data for empty answers."
         )
-
-
-def complete_checkpoints(checkpoint_root: Path) -> list[Path]:
-    """Finished checkpoints (renamed into place, trainer state present), oldest step first."""
-    if not checkpoint_root.is_dir():
-        return []
-    found = []
-    for child in checkpoint_root.iterdir():
-        if child.is_dir() and child.name.startswith("checkpoint-") and (child / STATE_FILE).is_file():
-            try:
-                found.append((int(child.name.split("-", 1)[1]), child))
-            except ValueError:
-                continue
-    return [path for _, path in sorted(found)]
-
-
-def remove_partial_checkpoints(checkpoint_root: Path) -> list[Path]:
-    """Delete staging folders a killed run left behind; returns what was removed."""
-    removed = []
-    if checkpoint_root.is_dir():
-        for child in checkpoint_root.iterdir():
-            if child.name.startswith(STAGING_PREFIX):
-                shutil.rmtree(child, ignore_errors=True)
-                removed.append(child)
-    return removed
 
 
 class NbDPOTrainer(DPOTrainer):
