@@ -50,12 +50,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     if is_tiny_id(name):
         return str(build_tiny_model(name))
     expanded = Path(name).expanduser()
-    if expanded.is_dir():
-        if not (expanded / "config.json").is_file():
-            raise ModelFolderError(
-                f"model: {name!r} is a folder without config.json, so it holds no model (fix: pass the folder "
-                "a model was saved to with save_pretrained, a hub id such as 'Qwen/Qwen3-VL-4B-Instruct', or a "
-                "built-in tiny id such as 'tiny-qwen3-vl')")
+    if expanded.is_dir():  # a model, or a processor-only folder such as a run's processor/
         return str(expanded.resolve())
     if _looks_like_path(name) or expanded.exists():
         raise ModelFolderError(
@@ -76,6 +71,17 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
             f"(`huggingface-cli download {name}`), or pass the path of a local folder holding the model, "
             "or use a built-in tiny model such as 'tiny-qwen3-vl'."
         ) from err
+
+
+def resolve_model_folder(name_or_path: str | os.PathLike) -> str:
+    """Like resolve_model_path, for loading a model: a local folder must hold its config.json."""
+    path = resolve_model_path(name_or_path)
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise ModelFolderError(
+            f"model: {os.fspath(name_or_path)!r} is a folder without config.json, so it holds no model (fix: pass "
+            "the folder a model was saved to with save_pretrained, a hub id such as 'Qwen/Qwen3-VL-4B-Instruct', "
+            "or a built-in tiny id such as 'tiny-qwen3-vl')")
+    return path
 
 
 def local_model_folder(name_or_path: str | os.PathLike) -> str:
@@ -204,7 +210,7 @@ def load_model_and_processor(
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_folder(name_or_path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     detect_family(config)  # unsupported architectures fail here, before any weights are read
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

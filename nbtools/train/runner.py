@@ -284,9 +284,10 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     resume_from, previous = plan.resume_from, plan.previous
 
     # Data first: a problem in the data stops the run before any model is loaded.
-    from nbtools.models import detect_family, resolve_model_path
+    from nbtools.models import detect_family
+    from nbtools.models.loading import resolve_model_folder
 
-    family = _family_of(cfg.model, resolve_model_path, detect_family)
+    family = _family_of(cfg.model, resolve_model_folder, detect_family)
     t0 = time.time()
     data = prepare_data(cfg, family)
     prep_s = time.time() - t0
