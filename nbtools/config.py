@@ -344,9 +344,9 @@ class RunConfig:
             else:
                 dumped = yaml.safe_dump({f.name: value}, default_flow_style=False, width=1000).rstrip("\n")
             lines.append(dumped)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        from nbtools.atomic import write_text
+
+        write_text(path, "\n".join(lines) + "\n")  # temporary name + rename: never half a config
         return path
 
     @classmethod

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -115,6 +116,10 @@ def run_entry(main: Callable[[], int], prog: str) -> int:
         return EXIT_INTERRUPTED
     except SystemExit:
         raise  # argparse's usage errors (exit 2) and --help (exit 0)
+    except BrokenPipeError:  # the output was piped into e.g. `head`, which stopped reading: not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
+        return EXIT_OK
     except Exception as exc:
         storage = environment_error(exc)
         if storage is not None:

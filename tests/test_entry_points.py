@@ -225,6 +225,12 @@ def test_train_refusals_leave_no_run_folder(tmp_path, data_dir, make_pair, capsy
     assert _one_line(capsys.readouterr().err) == (f"error: {empty}: the file holds no preference pairs (fix: write "
                                                   "one JSON object per line, see the data format in the README)")
     assert not (tmp_path / "run").exists()
+    broken = data_dir.root / "broken.jsonl"
+    broken.write_text("{not json\n")
+    config = _train_yaml(tmp_path, _small_dataset(data_dir, make_pair), validation_file=str(broken))
+    assert nbtools_main.main(["train", str(config)]) == 2
+    assert f"{broken}:1: error: line: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
     if importlib.util.find_spec("wandb") is None:
         config = _train_yaml(tmp_path, _small_dataset(data_dir, make_pair), report_to="wandb")

@@ -295,10 +295,11 @@ def _foreign_entries(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name not in STARTUP_NAMES and atomic.TEMP_MARK not in p.name)
 
 
-def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> ResumePlan:
+def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None, lock_check: bool = True) -> ResumePlan:
     """Decide, without writing anything, whether ``cfg`` may start (or resume) a run in ``run_dir``.
 
     ``own_lock``: the token of the lock this process holds (the check repeated under the lock).
+    ``lock_check``: False on ranks other than 0, which never hold the lock (rank 0 may already).
     """
     run_dir = check_output_folder(run_dir, "output_dir")  # a file, a name too long or with control characters
     if not resume:
@@ -330,7 +331,7 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> R
                                  "or start a new run in another output_dir)") from None
     _check_compatible(run_dir, cfg, previous)
     lock = read_lock(run_dir)
-    if lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
+    if lock_check and lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
         raise RunFolderError(_busy_message(run_dir, lock))
     done = complete_checkpoints(run_dir / "checkpoints")
     return ResumePlan(run_dir, True, previous, done[-1] if done else None)
@@ -447,7 +448,7 @@ class RunFolder:
     def start_training(self, cfg) -> list[dict]:
         """The first changes to a resumed run's files; returns the metrics history up to the checkpoint."""
         from nbtools.train.callbacks import read_metrics
-    
+
         self.training_started = True
         if not self.main:
             return []

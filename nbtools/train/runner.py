@@ -280,7 +280,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     run_dir = _agree_on_run_dir(cfg, state)
     cfg = cfg.replace(output_dir=str(run_dir))
     # Read-only on every rank: refuses an unusable folder or an incompatible resume before anything is written.
-    plan = run_folder.check(run_dir, cfg, resume)
+    plan = run_folder.check(run_dir, cfg, resume, lock_check=is_main)
     resume_from, previous = plan.resume_from, plan.previous
 
     # Data first: a problem in the data stops the run before any model is loaded.
