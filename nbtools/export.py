@@ -50,7 +50,9 @@ def _prepare_out_dir(out_dir) -> Path:
     """An empty folder to export into. A previous nbtools export there is replaced whole (so no
     file of an older export, e.g. an adapter next to merged weights, survives); anything else
     is refused."""
-    out_dir = Path(out_dir)
+    from nbtools.paths import check_output_folder
+
+    out_dir = check_output_folder(out_dir, "--out", allow_symlink=False)  # a file, a symlink: refused
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / EXPORT_INFO_FILE).is_file():
             raise FileExistsError(

@@ -206,3 +206,18 @@ def test_existing_run_folder_needs_resume(trained_shapes):
     config = RunConfig.from_yaml(trained_shapes.run_dir / "config.yaml")
     with pytest.raises(RunFolderError, match="already holds a run .fix: pass resume=True"):
         train(config, live=False)
+
+
+def test_a_refused_resume_of_the_finished_run_changes_nothing(trained_shapes, tmp_path):
+    from nbtools.train import RunFolderError
+
+    copy = tmp_path / "copy"  # a copied run folder: its config.yaml still names the original folder
+    shutil.copytree(trained_shapes.run_dir, copy)
+    files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    with pytest.raises(RunFolderError, match=f"{copy}: this run already finished at step 40; there is nothing"):
+        train(copy, resume=True, live=False)
+    changed = RunConfig.from_yaml(copy / "config.yaml").replace(beta=0.5, max_steps=60, output_dir=str(copy))
+    with pytest.raises(RunFolderError, match=r"changed: beta: 0.1 -> 0.5 \(fix: undo these changes"):
+        train(changed, resume=True, live=False)
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files
+    assert read_run(copy)["status"] == "finished"

@@ -299,6 +299,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     trainer = None
     folder = RunFolder(plan, main=is_main)
     _claim(folder, cfg, state)  # the lock: a second run into this folder stops here
+    resume_from, previous = folder.plan.resume_from, folder.plan.previous  # as checked again under the lock
     try:
         folder.begin(cfg, {
             "task_display_name": cfg.task_display_name,
