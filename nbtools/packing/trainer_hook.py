@@ -97,8 +97,8 @@ def reference_context_for(trainer):
 def _forward_owner(model):
     """The module whose ``forward`` the distributed wrapper calls, or None when ``model`` is not wrapped.
 
-    DistributedDataParallel (and FSDP1) call ``model.module``; FSDP2's ``fully_shard`` hooks the
-    module itself, so its own ``forward`` is the one to swap.
+    DistributedDataParallel, FSDP1 and DeepSpeed's engine call ``model.module``; FSDP2's ``fully_shard``
+    hooks the module itself, so its own ``forward`` is the one to swap.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -112,6 +112,8 @@ def _forward_owner(model):
         return model.module
     if isinstance(model, FSDPModule):
         return model
+    if type(model).__name__ == "DeepSpeedEngine":  # its forward calls .module; untested here (no DeepSpeed)
+        return model.module
     return None
 
 

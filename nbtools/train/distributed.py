@@ -49,8 +49,10 @@ def check_strategy(cfg: RunConfig, device_type: str) -> None:
 def adapter_state_dict(trainer, cfg: RunConfig):
     """The full adapter state dict to save, gathered from the shards (FSDP); None under DDP / one process.
 
-    Every process must call this (the gather is a collective); only the main process saves.
+    FSDP is recognised from the trainer too, so a run launched with ``configs/accelerate_fsdp.yaml``
+    saves a whole adapter even when its YAML kept ``distributed: ddp``. Every process must call this
+    (the gather is a collective); only the main process saves.
     """
-    if cfg.distributed != "fsdp":
+    if cfg.distributed != "fsdp" and not getattr(trainer, "is_fsdp_enabled", False):
         return None
     return trainer.accelerator.get_state_dict(trainer.model)
