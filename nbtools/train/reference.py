@@ -37,7 +37,8 @@ class ReferencePrecompute:
         return out
 
     def message(self) -> str:
-        return (f"reference log-probs: {self.computed} pair(s) computed, {self.reused} reused from the cache "
+        shared = f" by {len(self.per_process)} processes" if self.per_process else ""
+        return (f"reference log-probs: {self.computed} pair(s) computed{shared}, {self.reused} reused from the cache "
                 f"in {self.seconds:.1f} s; training steps skip the reference pass")
 
 

@@ -385,6 +385,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             if precomputed is not None and is_main:
                 monitor.message(precomputed.message())
                 record.update(reference_logps=precomputed.to_dict())
+        elif packing["on"] and cfg.precompute_ref_log_probs and is_main:
+            monitor.message("reference log-probs: computed in each step (distributed: fsdp shards the model only "
+                            "when training starts, so there is no precompute before it)")
 
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
