@@ -93,6 +93,13 @@ def main(out_dir: str, train_file: str) -> None:
             grad = parameter.grad.full_tensor() if isinstance(parameter.grad, DTensor) else parameter.grad
             differences[name] = (grad - expected_grads[name]).abs().max().item()
             magnitudes[name] = expected_grads[name].abs().max().item()
+    # control: the same step called directly, not from inside the root's forward, finds the root's parameters
+    # (embeddings, LM head) still sharded: it fails or gives another loss, which is why the trainer redirects
+    try:
+        direct = packed_dpo_step(peft_model, mine, beta=BETA).loss.item()
+        direct_outcome = f"loss {direct:.6f}"
+    except Exception as exc:  # noqa: BLE001 - any failure is the expected outcome here
+        direct_outcome = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     if rank == 0:
         Path(out_dir, "fsdp.json").write_text(json.dumps({
             "world_size": world,
@@ -108,6 +115,7 @@ def main(out_dir: str, train_file: str) -> None:
             "trainable_parameters": len(trainable),
             "trainable_sharded": sum(1 for n in trainable if n in set(sharded)),
             "reused_image_features": result.reused_image_features,
+            "direct_call_outcome": direct_outcome,
         }, indent=1))
     dist.barrier()
     dist.destroy_process_group()

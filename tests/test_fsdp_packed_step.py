@@ -54,3 +54,7 @@ def test_fully_shard_packed_step_matches_unsharded(tmp_path):
         assert difference < 1e-4, name
     # control: one rank's half of the batch alone gives different gradients, so the match above is not trivial
     assert found["half_batch_grad_difference"] > 1e-3
+    # control: called directly instead of inside the root's forward, the step meets still-sharded root
+    # parameters (torch 2.14: "got mixed torch.Tensor and DTensor"): the redirection is what makes it work
+    direct = found["direct_call_outcome"]
+    assert not direct.startswith("loss") or abs(float(direct.split()[1]) - found["loss_single"]) > 1e-4, direct
