@@ -38,26 +38,6 @@ def dpo_loss(
     return per_pair.mean()
 
 
-def reward_metrics(
-    chosen_logps: torch.Tensor,
-    rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor,
-    ref_rejected_logps: torch.Tensor,
-    beta: float,
-) -> dict[str, float]:
-    """TRL's reward metric names for one batch."""
-    chosen_rewards = beta * (chosen_logps - ref_chosen_logps).detach()
-    rejected_rewards = beta * (rejected_logps - ref_rejected_logps).detach()
-    return {
-        "rewards/chosen": chosen_rewards.mean().item(),
-        "rewards/rejected": rejected_rewards.mean().item(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-        "logps/chosen": chosen_logps.detach().mean().item(),
-        "logps/rejected": rejected_logps.detach().mean().item(),
-    }
-
-
 # Order of the per-step sums that :func:`metric_sums` packs into one tensor (so that several processes add
 # them with one all-reduce and the host reads them with one transfer).
 METRIC_SUM_FIELDS = (
