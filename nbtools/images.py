@@ -141,12 +141,31 @@ _PACKAGE_FOR = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "oss
                 "sftp": "paramiko"}
 
 
+# fsspec knows many more protocols, but only these hold files a path can name on its own:
+# ``zip://``/``tar://``/``reference://``/``dir://`` wrap another filesystem, ``github://`` needs
+# arguments a media path cannot carry, and so on.
+FILE_STORES = ("http", "https", "s3", "s3a", "gs", "gcs", "oss", "az", "abfs", "abfss", "adl", "hf", "memory",
+               "ftp", "sftp", "webhdfs", "hdfs", "smb", "webdav")
+
+
+class UnsupportedURL(UserError, ValueError):
+    """A URL whose scheme is not a file store media can be read from."""
+
+
 def remote_filesystem(url: str):
-    """The fsspec filesystem for ``url``; :class:`RemoteBackendMissing` names what to pip install."""
+    """The fsspec filesystem for ``url``; :class:`RemoteBackendMissing` names what to pip install,
+    :class:`UnsupportedURL` says when the scheme is not a file store at all."""
     import fsspec
 
     protocol = url.split("://", 1)[0].lower()
+    if protocol not in FILE_STORES:
+        raise UnsupportedURL(f"{protocol}:// is not a file store nbtools reads media from "
+                             f"(use a local path or one of {', '.join(p + '://' for p in FILE_STORES[:8])}…)")
+    if protocol == "hf" and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise OSError("hf:// paths cannot be read with HF_HUB_OFFLINE set (unset it, or use local copies)")
     try:
+        if protocol in ("ftp", "sftp", "smb", "webhdfs", "hdfs"):  # the host is part of the URL
+            return fsspec.core.url_to_fs(url)[0]
         return fsspec.filesystem(protocol)
     except (ImportError, ValueError) as exc:
         package = _PACKAGE_FOR.get(protocol, f"the fsspec backend for {protocol}://")

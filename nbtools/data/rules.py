@@ -267,12 +267,35 @@ def check_media_lists(obj: dict, problem: MakeProblem) -> list[Problem]:
             elif not item.strip():
                 problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] is an empty path",
                                         "write the file path or URL, or remove the entry"))
+            elif "\x00" in item:
+                problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] contains a NUL character (\\u0000), "
+                                        "which no file name can hold", "remove the \\u0000 from the path"))
+            elif not _encodable(item):
+                problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] contains a lone surrogate escape "
+                                        f"({item.encode('utf-8', 'backslashreplace').decode()[:80]}), which is "
+                                        "no character", "write the path as plain UTF-8 text"))
     return problems
 
 
+def _encodable(path: str) -> bool:
+    """A lone surrogate from a JSON escape (``\\ud800``) makes no file name; undecodable bytes
+    of a real file name (``surrogateescape``) still do."""
+    try:
+        os.fsencode(path)
+        return True
+    except UnicodeError:
+        return False
+
+
 def check_tags(pair: CanonicalPair, obj: dict, problem: MakeProblem) -> list[Problem]:
-    """``<image>``/``<video>`` only in user content, and as many tags as list entries."""
+    """``<image>``/``<video>`` only in user content (never in either answer), and as many
+    tags as list entries."""
     problems = []
+    for tag in MEDIA_TAGS.values():
+        if tag in pair.rejected:
+            problems.append(problem(pair.names.rejected, "error",
+                                    f"{tag} appears in the rejected answer; tags belong in user content",
+                                    f"remove {tag} from the answer (write the words, e.g. 'image', without brackets)"))
     for key, tag in MEDIA_TAGS.items():
         in_user = 0
         for i, message in enumerate(pair.messages):
