@@ -28,12 +28,18 @@ def pair_key(record: PreferenceRecord) -> tuple:
 def check_duplicates(records: list[PreferenceRecord]) -> list[Problem]:
     """A pair seen before in the same file: it weighs double in training."""
     first_seen: dict[tuple, int] = {}
+    messages: dict[int, str] = {}  # one message string per original line, however many copies it has
     problems = []
+    previous = (None, None)  # identical lines share contents (see ``load``): their key is computed once
     for record in records:
-        key = pair_key(record)
+        identity = (id(record.prompt), id(record.chosen), id(record.rejected), id(record.images), id(record.videos))
+        key = previous[1] if identity == previous[0] else pair_key(record)
+        previous = (identity, key)
         if key in first_seen:
-            problems.append(Problem(record.file, record.line, "messages", "warning",
-                                    f"duplicate pair: same prompt, images and answers as line {first_seen[key]}",
+            first = first_seen[key]
+            if first not in messages:
+                messages[first] = f"duplicate pair: same prompt, images and answers as line {first}"
+            problems.append(Problem(record.file, record.line, "messages", "warning", messages[first],
                                     "remove the duplicate, or keep it on purpose to weight this pair double"))
         else:
             first_seen[key] = record.line

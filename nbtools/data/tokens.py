@@ -21,7 +21,7 @@ IMAGE_WRAPPER = 2  # <|vision_start|> and <|vision_end|> around each image's tok
 VIDEO_TOKENS_GUESS = 1024  # videos are not trained on yet; a placeholder budget for the estimate
 
 
-@dataclass
+@dataclass(slots=True)
 class PairTokens:
     prompt: int  # prompt text + template + image tokens
     chosen: int
@@ -76,7 +76,24 @@ class TokenCounter:
         """Token counts for each record; ``image_sizes`` maps image path -> (width, height).
 
         Unknown sizes (unreadable images) count as 0 tokens: those rows already have errors.
+        Records of identical lines share their contents (see ``load``) and are counted once.
         """
+        unique: list[PreferenceRecord] = []
+        position: dict[tuple, int] = {}
+        order = []
+        for record in records:
+            key = (id(record.prompt), id(record.chosen), id(record.rejected), id(record.images), id(record.videos))
+            index = position.get(key)
+            if index is None:
+                if len(position) >= 65536:  # bounded: distinct records gain nothing from remembering
+                    position.clear()
+                index = position[key] = len(unique)
+                unique.append(record)
+            order.append(index)
+        counted = self._count_each(unique, image_sizes)
+        return [counted[i] for i in order]
+
+    def _count_each(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]]) -> list[PairTokens]:
         prompt_texts, chosen_texts, rejected_texts, img_totals, n_msgs = [], [], [], [], []
         for record in records:
             text = "".join(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, "") for m in record.prompt)
