@@ -198,47 +198,6 @@ def open_image(path_or_url: Union[str, os.PathLike], mode: str = "RGB") -> Image
         return src.convert(mode) if mode and src.mode != mode else src.copy()
 
 
-def apply_max_pixels(processor, max_pixels: Optional[int], min_pixels: Optional[int] = None):
-    """Set the image size cap on a Qwen-VL processor (or bare image processor) in place.
-
-    transformers 5 stores the bounds in ``image_processor.size`` as ``longest_edge`` (max
-    pixels) and ``shortest_edge`` (min pixels); ``save_pretrained`` writes that dict, so a run
-    saved with this processor makes inference resize exactly like training. Returns the processor.
-    """
-    if max_pixels is None and min_pixels is None:
-        return processor
-    image_processor = getattr(processor, "image_processor", processor)
-    size = getattr(image_processor, "size", None)
-    if size is None or not _has_key(size, "longest_edge"):
-        raise ValueError(
-            f"{type(image_processor).__name__} does not use a max_pixels budget (size={size!r}); "
-            "max_pixels applies to Qwen-VL style processors"
-        )
-    current = {k: v for k, v in dict(size).items() if v is not None} if not hasattr(size, "__dataclass_fields__") \
-        else {k: getattr(size, k) for k in size.__dataclass_fields__ if getattr(size, k) is not None}
-    if max_pixels is not None:
-        if max_pixels <= 0:
-            raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-        current["longest_edge"] = int(max_pixels)
-    if min_pixels is not None:
-        current["shortest_edge"] = int(min_pixels)
-    # A lower bound above the cap would make smart_resize upscale past max_pixels.
-    if current.get("shortest_edge", 0) > current["longest_edge"]:
-        current["shortest_edge"] = current["longest_edge"]
-    size_type = type(size)
-    image_processor.size = size_type(**current) if size_type is not dict else current
-    for attr, value in (("max_pixels", current["longest_edge"]), ("min_pixels", current.get("shortest_edge"))):
-        if getattr(image_processor, attr, None) is not None:
-            setattr(image_processor, attr, value)
-    return processor
-
-
-def _has_key(size, key: str) -> bool:
-    if isinstance(size, dict):
-        return key in size
-    return getattr(size, key, None) is not None
-
-
 def processor_geometry(processor, family: Optional[str] = None) -> ImageGeometry:
     """Image geometry read from a loaded processor (patch/merge size and its current pixel bounds)."""
     ip = getattr(processor, "image_processor", processor)
