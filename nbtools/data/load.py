@@ -9,7 +9,9 @@ the file, streamed, so time and memory grow linearly with it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -56,6 +58,19 @@ class LoadResult:
         return [r for r in self.records if r.line not in bad]
 
 
+@contextlib.contextmanager
+def no_gc_pauses():
+    """Suspend the cyclic garbage collector while millions of small, acyclic objects (records,
+    problems) are built: its full passes over them made loading big files superlinear."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_records(path: Union[str, os.PathLike], progress: bool = False) -> LoadResult:
     """Load ``path`` (.jsonl, or .json holding a list). Raises :class:`UnreadableFile` only
     when the file itself cannot be opened; everything wrong inside it becomes a problem.
@@ -84,7 +99,8 @@ def load_records(path: Union[str, os.PathLike], progress: bool = False) -> LoadR
         if file.lower().endswith(".json") and head[bom:].lstrip()[:1] == b"[":
             return _load_json_list(file, handle.read(), base_dir)
         reporter = _Progress(file, size) if progress and size >= PROGRESS_MIN_BYTES else None
-        return _JsonlReader(file, base_dir).read(handle, reporter)
+        with no_gc_pauses():
+            return _JsonlReader(file, base_dir).read(handle, reporter)
 
 
 # --------------------------------------------------------------------------- strict JSON

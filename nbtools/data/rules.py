@@ -17,6 +17,7 @@ from nbtools.images import is_remote
 from nbtools.problems import Problem
 
 ROLES = ("system", "user", "assistant")
+ROLE_NAMES = {role: role for role in ROLES}
 MEDIA_TAGS = {"images": IMAGE_TAG, "videos": VIDEO_TAG}
 
 MakeProblem = Callable[..., Problem]
@@ -68,7 +69,8 @@ def canonical_from_messages(obj: dict, problem: MakeProblem) -> tuple[Optional[C
     problems += check_rejected_field(obj, problem)
     if problems:
         return None, problems
-    messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+    # one shared string per role name: a big file holds millions of them
+    messages = [{"role": ROLE_NAMES[m["role"]], "content": m["content"]} for m in obj["messages"]]
     return CanonicalPair(messages, obj["rejected_response"], names), []
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from nbtools.data.dataset_rules import check_dataset
-from nbtools.data.load import LoadResult, UnreadableFile, load_records
+from nbtools.data.load import LoadResult, UnreadableFile, load_records, no_gc_pauses
 from nbtools.data.media import MediaInfo, inspect_all, is_inside, size_findings
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.tokens import PairTokens, TokenCounter, max_pixels_to_fit
@@ -116,9 +116,10 @@ def validate_dataset(
                                        "pass a separate held-out file"))
     elif validation_file:
         validation = load_records(validation_file, progress=progress).records
-    return validate_records(loaded, counter=counter, max_context_length=max_context_length,
-                            root=os.fspath(root) if root else None, deep=deep, validation=validation,
-                            progress=progress)
+    with no_gc_pauses():
+        return validate_records(loaded, counter=counter, max_context_length=max_context_length,
+                                root=os.fspath(root) if root else None, deep=deep, validation=validation,
+                                progress=progress)
 
 
 def validate_records(
