@@ -3,6 +3,7 @@ with now gives problems (file, line, field, fix) in a report, never a traceback.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -248,3 +249,15 @@ def test_progress_is_shown_on_stderr_for_large_files(data_dir, img, make_pair, m
     assert "reading" in err and "200 lines" in err
     validate_dataset(path, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_duplicate_check_keeps_hashes_but_confirms_every_match(data_dir, img, make_pair, monkeypatch):
+    from nbtools.data import dataset_rules
+
+    monkeypatch.setattr(dataset_rules, "hash", lambda key: 0, raising=False)  # every pair collides
+    rows = [make_pair(), make_pair(chosen="Yes."), make_pair(), make_pair(chosen="Yes.")]
+    report = validate_dataset(data_dir.jsonl(rows))
+    duplicates = [(p.line, p.message) for p in report.problems if "duplicate" in p.message]
+    assert duplicates == [(3, "duplicate pair: same prompt, images and answers as line 1"),
+                          (4, "duplicate pair: same prompt, images and answers as line 2")]
+    assert gc.isenabled()  # validation pauses the cyclic collector only while it builds records

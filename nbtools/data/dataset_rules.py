@@ -31,6 +31,7 @@ def check_duplicates(records: list[PreferenceRecord]) -> list[Problem]:
     # file); a hash match is confirmed against the first record's full key before it counts.
     first_seen: dict[int, int] = {}  # hash of the pair key -> index of its first record
     confirmed: dict[int, tuple] = {}  # index of a first record that has copies -> its full key
+    colliding: dict[tuple, int] = {}  # full key -> first index, for pairs whose hash another pair took
     messages: dict[int, str] = {}  # one message string per original line, however many copies it has
     problems = []
     previous = (None, None)  # identical lines share contents (see ``load``): their key is computed once
@@ -43,8 +44,10 @@ def check_duplicates(records: list[PreferenceRecord]) -> list[Problem]:
             continue
         if first not in confirmed:
             confirmed[first] = pair_key(records[first])
-        if confirmed[first] != key:
-            continue  # two different pairs with one hash: not a duplicate
+        if confirmed[first] != key:  # two different pairs with one hash: track these by their full key
+            first = colliding.setdefault(key, index)
+            if first == index:
+                continue
         line = records[first].line
         if line not in messages:
             messages[line] = f"duplicate pair: same prompt, images and answers as line {line}"
