@@ -33,15 +33,12 @@ def line(i: int) -> str:
                        "rejected_response": f"It is blue, shape {i}.", "id": i})
 
 
-def best_of(runs: int, path: str) -> float:
+def timed(path: str) -> float:
     from nbtools.data import validate_dataset
 
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        validate_dataset(path)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    start = time.perf_counter()
+    validate_dataset(path)
+    return time.perf_counter() - start
 
 
 def linear_time(folder: str, lines: int) -> None:
@@ -59,9 +56,15 @@ def linear_time(folder: str, lines: int) -> None:
         with open(path, "w") as handle:
             handle.write("\n".join(cut) + "\n")
         results[cuts] = path
-    clean_s = best_of(3, clean)
-    for cuts, path in results.items():
-        cut_s = best_of(3, path)
+    # interleaved and the best of 3 each: the machine's load changes during the run
+    paths = {0: clean, **results}
+    best = {cuts: timed(path) for cuts, path in paths.items()}
+    for _ in range(2):
+        for cuts, path in paths.items():
+            best[cuts] = min(best[cuts], timed(path))
+    clean_s = best[0]
+    for cuts in results:
+        cut_s = best[cuts]
         verdict = "meets" if cuts > 1 or cut_s / clean_s < GOAL_RATIO else "MISSES"
         print(f"{lines:,} valid lines + {cuts} cut line(s): {cut_s:.2f} s vs {clean_s:.2f} s clean, "
               f"ratio {cut_s / clean_s:.2f}" + (f" ({verdict} the < {GOAL_RATIO:g}x goal)" if cuts == 1 else ""))
