@@ -77,7 +77,7 @@ class Repeat:
         omitted = self.count - self.shown
         return printable(f"{file}:-: {self.severity}: {self.field}: ... and {omitted:,} more line"
                          f"{'s' if omitted != 1 else ''} like this (lines {self.first_omitted}-{self.last_line}, "
-                         f"{self.count:,} in all: {self.message}); pass --all to list each one")
+                         f"{self.count:,} in all: {self.message}); --all (or report.problems) lists each one")
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("severity", "field", "message", "fix", "count", "shown", "first_line",

@@ -234,6 +234,8 @@ def test_repeated_findings_are_summarised_in_text_and_json(data_dir, img, make_p
     assert [p["line"] for p in duplicates] == [2, 3, 4, 5, 6]
     (repeat,) = report["repeated"]
     assert (repeat["count"], repeat["shown"], repeat["first_line"], repeat["last_line"]) == (11, 5, 2, 12)
+    shown_in_notebook = validate_dataset(path)._repr_html_()
+    assert shown_in_notebook.count("duplicate pair") == 6 and "6 more lines like this" in shown_in_notebook
     everything = json.loads(cli(str(path), "--json", "--all").stdout)
     assert len([p for p in everything["problems"] if "duplicate pair" in p["message"]]) == 11
     assert everything["repeated"] == []

@@ -78,9 +78,13 @@ class ValidationReport:
             "stats": self.stats})
 
     def _repr_html_(self) -> str:  # a report shown in a notebook cell
+        import html
+
         from nbtools.data.preview import problems_html
 
-        return f"<p><b>{self.summary()}</b></p>" + problems_html(self.problems)
+        shown, repeats = self.summarised()  # a finding on 800,000 lines must not become 800,000 HTML rows
+        notes = "".join(f"<div class='nbt-problem'>{html.escape(r.format(self.file))}</div>" for r in repeats)
+        return f"<p><b>{html.escape(self.summary())}</b></p>" + problems_html(shown) + notes
 
 
 def _printable_tree(value):
