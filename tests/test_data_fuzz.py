@@ -166,3 +166,48 @@ def test_any_file_name_prints_as_strict_utf8(folder, name, undecodable):
         assert load_records(path).rows == 2
     finally:
         os.remove(path)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8) | st.sampled_from(["user", "assistant", "system", "<image>", "text", "image"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["role", "content", "type", "text", "x"]) | st.text(max_size=4), children, max_size=3),
+    max_leaves=8)
+
+
+def _pair(trl: bool) -> dict:
+    if trl:
+        return {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]}],
+                "chosen": [{"role": "assistant", "content": "Red."}], "rejected": [{"role": "assistant",
+                                                                                    "content": "Blue."}],
+                "images": ["a.png"]}
+    return {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Red."}],
+            "rejected_response": "Blue.", "images": [], "videos": []}
+
+
+@FUZZ
+@given(trl=st.booleans(), where=st.lists(st.sampled_from(["messages", "prompt", "chosen", "rejected",
+                                                           "rejected_response", "images", "videos",
+                                                           "rejected_images", 0, 1, "role", "content"]),
+                                          min_size=1, max_size=3),
+       value=JSON_VALUES)
+def test_any_json_value_in_any_field_gives_a_report(folder, trl, where, value):
+    """Type confusion anywhere in a pair: a report with problems, and the next line still valid."""
+    pair = _pair(trl)
+    target = pair
+    for key in where[:-1]:  # walk down as far as the structure goes, then replace
+        nxt = target[key] if isinstance(target, dict) and key in target else (
+            target[key] if isinstance(target, list) and isinstance(key, int) and key < len(target) else None)
+        if not isinstance(nxt, (dict, list)):
+            break
+        target = nxt
+    last = where[-1]
+    if isinstance(target, dict) and isinstance(last, str):
+        target[last] = value
+    elif isinstance(target, list) and isinstance(last, int) and last < len(target):
+        target[last] = value
+    path = write(folder, "v.jsonl", (json.dumps(pair) + "\n" + good_line(7) + "\n").encode())
+    report = validate_dataset(path)
+    assert_sound(report)
+    assert 2 in {r.line for r in report.valid_records}
