@@ -123,10 +123,6 @@ def resize_to_max_pixels(
     return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
 
 
-REMOTE_SCHEMES = ("http://", "https://", "s3://", "s3a://", "gs://", "gcs://", "oss://", "az://", "abfs://",
-                  "hf://", "memory://", "ftp://", "sftp://")
-
-
 def is_remote(path: str) -> bool:
     """True for URLs that go through fsspec (``http(s)://``, ``s3://``, ``oss://``...)."""
     return "://" in path and not path.startswith("file://")

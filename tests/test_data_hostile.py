@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from nbtools.data import load_records, validate_dataset
 
