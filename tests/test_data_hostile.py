@@ -81,7 +81,8 @@ def test_gzip_file_named_jsonl_is_one_problem(data_dir, make_pair):
     path.write_bytes(gzip.compress(("\n".join(json.dumps(make_pair()) for _ in range(50)) + "\n").encode()))
     report = validate_dataset(path)
     errors = [p for p in report.problems if p.severity == "error"]
-    assert len(errors) == 1 and "gzip" in errors[0].message and "gunzip" in errors[0].fix
+    assert len(errors) == 1 and "gzip" in errors[0].message
+    assert errors[0].fix == f"decompress it first: `zcat {path} > {data_dir.root / 'train-decompressed.jsonl'}`"
     assert report.valid == 0
 
 
@@ -262,3 +263,15 @@ def test_duplicate_check_keeps_hashes_but_confirms_every_match(data_dir, img, ma
     assert duplicates == [(3, "duplicate pair: same prompt, images and answers as line 1"),
                           (4, "duplicate pair: same prompt, images and answers as line 2")]
     assert gc.isenabled()  # validation pauses the cyclic collector only while it builds records
+
+
+def test_output_piped_into_head_ends_without_a_traceback(data_dir):
+    path = data_dir.jsonl([f"not json {i}" for i in range(3000)])  # --all: ~400 KB, more than a pipe holds
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-m", "nbtools", "validate", str(path), "--all"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=REPO, env=env)
+    assert child.stdout.readline().startswith(str(path).encode() + b":1: error: line: not valid JSON")
+    child.stdout.close()  # as `| head -1` does
+    stderr = child.stderr.read()
+    assert child.wait(timeout=60) == 1
+    assert b"Traceback" not in stderr and b"Broken pipe" not in stderr, stderr.decode(errors="replace")

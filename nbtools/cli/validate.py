@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from nbtools.cli import positive_int
@@ -51,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot use model {args.model!r}: {exc}", file=sys.stderr)
             return 2
         raise
+    try:
+        _print_report(report, args)
+    except BrokenPipeError:  # `validate FILE | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 1 if report.has_errors(strict=args.strict) else 0
+
+
+def _print_report(report, args: argparse.Namespace) -> None:
     every = getattr(args, "all", False)
     if args.json:
         print(json.dumps(report.to_dict(all_problems=every), ensure_ascii=False))
@@ -63,4 +72,4 @@ def run(args: argparse.Namespace) -> int:
             out.write(repeat.format(report.file) + "\n")
         print(report.summary())
         print(f"tokens: {report.stats.get('token_counting')}")
-    return 1 if report.has_errors(strict=args.strict) else 0
+    sys.stdout.flush()

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,13 +31,13 @@ MAX_DEPTH = 64  # a pair needs about 5 levels; deeper JSON is hostile or not a p
 GROUP_LIMIT = 2000  # longest pretty-printed object (in lines) recognised as one
 PROGRESS_MIN_BYTES = 32 * 2**20  # files at least this big report progress on stderr
 CACHE_BYTES = 16 * 2**20  # identical lines (duplicates) are parsed once while the cache holds this much
-COMPRESSED = {  # magic bytes of files that are not text at all
-    b"\x1f\x8b": ("gzip", "decompress it first: `gunzip -k FILE` (or `zcat FILE > train.jsonl`)"),
-    b"PK\x03\x04": ("zip", "unzip it first and point at the .jsonl inside"),
-    b"BZh": ("bzip2", "decompress it first: `bunzip2 -k FILE`"),
-    b"\xfd7zXZ\x00": ("xz", "decompress it first: `unxz -k FILE`"),
-    b"\x28\xb5\x2f\xfd": ("zstd", "decompress it first: `zstd -d FILE`"),
-    b"PAR1": ("Parquet", "convert it to JSONL first (e.g. `pandas.read_parquet(...).to_json(out, orient='records', lines=True)`)"),
+COMPRESSED = {  # magic bytes of files that are not text at all -> (kind, command that writes OUT from FILE)
+    b"\x1f\x8b": ("gzip", "zcat FILE > OUT"),
+    b"PK\x03\x04": ("zip", "unzip -l FILE, then unzip the .jsonl inside"),
+    b"BZh": ("bzip2", "bzcat FILE > OUT"),
+    b"\xfd7zXZ\x00": ("xz", "xzcat FILE > OUT"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "zstdcat FILE > OUT"),
+    b"PAR1": ("Parquet", "pandas.read_parquet(path).to_json(out, orient='records', lines=True)"),
 }
 
 
@@ -92,8 +93,11 @@ def load_records(path: Union[str, os.PathLike], progress: bool = False) -> LoadR
         size = os.fstat(handle.fileno()).st_size
         for magic, (kind, fix) in COMPRESSED.items():
             if head.startswith(magic):
+                out = os.path.splitext(file)[0] + "-decompressed.jsonl"  # never the file itself
+                command = fix.replace("FILE", shlex.quote(file)).replace("OUT", shlex.quote(out))
                 return LoadResult(file, 0, problems=[Problem(
-                    file, None, "file", "error", f"this is a {kind} file, not JSONL text", fix)])
+                    file, None, "file", "error", f"this is a {kind} file, not JSONL text",
+                    f"{'convert' if kind == 'Parquet' else 'decompress'} it first: `{command}`")])
         bom = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 byte-order mark, as some editors write
         handle.seek(bom)
         if file.lower().endswith(".json") and head[bom:].lstrip()[:1] == b"[":
