@@ -34,8 +34,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     code = subprocess.call(command, cwd=REPO, env=env)
     seconds = time.perf_counter() - start
-    print(f"{args.examples:,} examples per property ({'seed ' + str(args.seed) if args.seed is not None else 'derandomized'}):"
-          f" {'no failure' if code == 0 else 'FAILED (see above)'} in {seconds:.0f} s")
+    how = "derandomized" if args.seed is None else f"seed {args.seed}"
+    print(f"{args.examples:,} examples per property ({how}): {'no failure' if code == 0 else 'FAILED (see above)'} "
+          f"in {seconds:.0f} s")
     return code
 
 

@@ -306,8 +306,8 @@ def check_tags(pair: CanonicalPair, obj: dict, problem: MakeProblem) -> list[Pro
                 in_user += count
             elif count:
                 problems.append(problem(f"{pair.names.message(i)}.content", "error",
-                                        f"{tag} appears in {'an' if message['role'] == 'assistant' else 'a'} {message['role']} "
-                                        "message; tags belong in user content",
+                                        f"{tag} appears in {'an' if message['role'] == 'assistant' else 'a'} "
+                                        f"{message['role']} message; tags belong in user content",
                                         f"move {tag} into the user message that shows the {key[:-1]}"))
         listed = obj.get(key) or []
         if in_user != len(listed):

@@ -111,7 +111,8 @@ class TokenCounter:
         out = []
         for i, record in enumerate(records):
             prompt = prompt_counts[i] + len(record.prompt) * MESSAGE_OVERHEAD + GENERATION_PROMPT + img_totals[i]
-            values = (prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i], self.estimated)  # + "<|im_end|>\n"
+            # answers + "<|im_end|>\n"
+            values = (prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i], self.estimated)
             counted = shared.get(values)
             if counted is None:
                 counted = shared[values] = PairTokens(*values)
