@@ -162,6 +162,7 @@ def test_nul_byte_and_lone_surrogate_in_media_paths(data_dir, img, make_pair):
     rows = [make_pair(images=["im\u0000g.jpg"]), make_pair(chosen="Yes.", images=["\ud800.jpg"]),
             make_pair(chosen="Sure.")]
     report = validate_dataset(data_dir.jsonl(rows), root=data_dir.root)
+    report._repr_html_().encode("utf-8")  # a notebook can show it (strict UTF-8)
     assert "NUL" in one_error(report, 1, "images[0]").message
     assert one_error(report, 2, "images[0]")
     assert [r.line for r in report.valid_records] == [3]

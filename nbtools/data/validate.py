@@ -84,7 +84,7 @@ class ValidationReport:
 
         shown, repeats = self.summarised()  # a finding on 800,000 lines must not become 800,000 HTML rows
         notes = "".join(f"<div class='nbt-problem'>{html.escape(r.format(self.file))}</div>" for r in repeats)
-        return f"<p><b>{html.escape(self.summary())}</b></p>" + problems_html(shown) + notes
+        return printable(f"<p><b>{html.escape(self.summary())}</b></p>" + problems_html(shown) + notes)
 
 
 def _printable_tree(value):
