@@ -52,8 +52,10 @@ def evaluation_to_dict(evaluation: PreferenceEvaluation, **context) -> dict:
 
 
 def write_evaluation(run_dir, payload: dict) -> Path:
+    from nbtools.train.run_record import write_json_atomic
+
     path = Path(run_dir) / EVALUATION_FILE
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(path, payload)
     return path
 
 
@@ -148,9 +150,13 @@ def plot_evaluation(payload: dict, path=None):
     fig.suptitle(f"base vs tuned on {payload['n_pairs']} pairs ({payload['confidence']:.0%} intervals)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     if path is not None:
+        from nbtools.train.run_record import save_figure_atomic
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            save_figure_atomic(fig, path, dpi=110)
+        finally:
+            plt.close(fig)
     return fig
 
 
