@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from nbtools import atomic
 from nbtools import markdown as md
 from nbtools.errors import UserError
 from nbtools.evaluate.generation import Decoding, generate_text
 from nbtools.evaluate.report import read_evaluation, table_markdown
 from nbtools.evaluate.run_model import adapter_dir, attach_adapter, load_run_config, load_run_model, load_run_processor
-from nbtools.train.run_record import RUN_FILE, read_run, write_json_atomic, write_text_atomic
+from nbtools.train.run_record import RUN_FILE, read_run, write_json_atomic
 
 EXPORT_DIR = "export"
 CARD_FILE = "README.md"
@@ -55,9 +56,6 @@ class ExportFolderError(UserError, FileExistsError):
     """``--out`` cannot receive the export (a file, a link, a folder of other files)."""
 
 
-STAGING_TAG, REPLACED_TAG = "partial", "replaced"
-
-
 def check_out_dir(out_dir) -> Path:
     """``out_dir`` if an export may go there: a new or empty folder, or a previous nbtools export
     (replaced whole, so no file of an older export, e.g. an adapter next to merged weights,
@@ -77,10 +75,6 @@ def check_out_dir(out_dir) -> Path:
     return out_dir
 
 
-def _sibling(out_dir: Path, tag: str) -> Path:
-    return out_dir.with_name(f".{out_dir.name}.{tag}-{os.getpid()}")
-
-
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -94,12 +88,12 @@ def _process_alive(pid: int) -> bool:
 def _clean_up_after_dead_exports(out_dir: Path) -> None:
     """Remove what an export killed mid-way (kill -9, power loss) left next to ``out_dir``; if it died
     between moving the previous export aside and moving the new one in, put the previous one back."""
-    for tag in (REPLACED_TAG, STAGING_TAG):
-        for leftover in out_dir.parent.glob(f".{out_dir.name}.{tag}-*"):
-            pid = leftover.name.rsplit("-", 1)[-1]
+    for prefix in (f".{out_dir.name}.old{atomic.TEMP_MARK}", f".{out_dir.name}{atomic.TEMP_MARK}"):
+        for leftover in out_dir.parent.glob(prefix + "*"):
+            pid = leftover.name[len(prefix):].split("-", 1)[0]
             if not pid.isdigit() or _process_alive(int(pid)):
-                continue
-            if tag == REPLACED_TAG and not out_dir.exists():
+                continue  # another export is writing right now
+            if ".old" + atomic.TEMP_MARK in leftover.name and not out_dir.exists():
                 os.rename(leftover, out_dir)
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -109,32 +103,14 @@ def _clean_up_after_dead_exports(out_dir: Path) -> None:
 def staged_export(out_dir) -> Iterator[Path]:
     """A temporary sibling folder to build the export in; it replaces ``out_dir`` only once complete.
 
-    Until the swap (two renames) the previous export stays untouched, so a failure at any point
-    (a full disk, an interrupted merge) leaves it as it was and no temporary folder behind.
+    Until the swap (two renames, nbtools.atomic) the previous export stays untouched, so a failure at
+    any point (a full disk, an interrupted merge) leaves it as it was and no temporary folder behind.
     """
     out_dir = check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clean_up_after_dead_exports(out_dir)
-    staging = _sibling(out_dir, STAGING_TAG)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic.replacing_dir(out_dir) as staging:
         yield staging
-        replaced = None
-        if out_dir.exists():
-            replaced = _sibling(out_dir, REPLACED_TAG)
-            os.rename(out_dir, replaced)
-        try:
-            os.rename(staging, out_dir)
-        except BaseException:
-            if replaced is not None:
-                os.rename(replaced, out_dir)  # put the previous export back
-            raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if replaced is not None:
-        shutil.rmtree(replaced, ignore_errors=True)
 
 
 def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
@@ -146,7 +122,7 @@ def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
         "max_pixels": config.max_pixels,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json_atomic(out_dir / EXPORT_INFO_FILE, info)
+    atomic.write_json(out_dir / EXPORT_INFO_FILE, info, indent=2)
 
 
 def save_adapter(run_dir, out_dir=None) -> Path:
@@ -362,7 +338,7 @@ def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None) -> 
     parts.append(usage_section(name, Path(final_dir or out_dir), kind, config.model, config.lora_rank))
     if record.get("provenance"):
         parts.append("## Provenance\n\n" + md.fenced(json.dumps(record["provenance"], indent=2), "json"))
-    return write_text_atomic(out_dir / CARD_FILE, "\n".join(parts))
+    return atomic.write_text(out_dir / CARD_FILE, "\n".join(parts))
 
 
 # --- using an export ----------------------------------------------------------------------

@@ -110,7 +110,7 @@ class Sweep:
         """Validation loss and reward accuracy over steps, one line per run, in one figure."""
         from matplotlib.figure import Figure
 
-        from nbtools.plot_text import plain_legend, plain_suptitle
+        from nbtools.plot_text import plain_legend, plain_suptitle, save_figure
         from nbtools.runs import validation_curve
 
         fig = Figure(figsize=(12, 4), layout="constrained")
@@ -125,10 +125,7 @@ class Sweep:
                 plain_legend(ax, fontsize=7)  # labels are grid values (names too): a `$` is not mathtext
         plain_suptitle(fig, f"sweep over {', '.join(self.grid)} ({len(self.runs)} runs)")
         if path is not None:
-            from nbtools.train.run_record import save_figure_atomic
-
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            save_figure_atomic(fig, path, dpi=100)
+            save_figure(fig, path, dpi=100)
         return fig
 
     def _repr_html_(self) -> str:
@@ -145,11 +142,10 @@ class Sweep:
 
     # --- storage -----------------------------------------------------------------------------
     def save(self) -> Path:
-        from nbtools.train.run_record import write_json_atomic
+        from nbtools import atomic
 
-        path = Path(self.out_dir) / SWEEP_FILE
-        write_json_atomic(path, {"grid": self.grid, "runs": [asdict(r) for r in self.runs]})
-        return path
+        return atomic.write_json(Path(self.out_dir) / SWEEP_FILE,
+                                 {"grid": self.grid, "runs": [asdict(r) for r in self.runs]}, indent=2)
 
 
 def load_sweep(out_dir: Union[str, os.PathLike]) -> Sweep:

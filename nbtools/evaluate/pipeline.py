@@ -173,13 +173,13 @@ def evaluate_run(
     )
     paths = {}
     if write:
-        from nbtools.train.run_record import write_text_atomic
+        from nbtools import atomic
 
         paths["evaluation"] = write_evaluation(run_dir, payload)
         paths["plot"] = run_dir / "plots" / PLOT_FILE
         plot_evaluation(payload, paths["plot"])
         paths["flipped"] = run_dir / FLIPPED_FILE
-        write_text_atomic(paths["flipped"], "<!doctype html><meta charset='utf-8'>"
+        atomic.write_text(paths["flipped"], "<!doctype html><meta charset='utf-8'>"
                           + flipped_pairs_html(evaluation.flipped, records))
     return EvaluationResult(payload, evaluation, examples, paths)
 

@@ -52,11 +52,9 @@ def evaluation_to_dict(evaluation: PreferenceEvaluation, **context) -> dict:
 
 
 def write_evaluation(run_dir, payload: dict) -> Path:
-    from nbtools.train.run_record import write_json_atomic
+    from nbtools import atomic
 
-    path = Path(run_dir) / EVALUATION_FILE
-    write_json_atomic(path, payload)
-    return path
+    return atomic.write_json(Path(run_dir) / EVALUATION_FILE, payload, indent=2)
 
 
 def read_evaluation(run_dir) -> Optional[dict]:
@@ -150,11 +148,10 @@ def plot_evaluation(payload: dict, path=None):
     fig.suptitle(f"base vs tuned on {payload['n_pairs']} pairs ({payload['confidence']:.0%} intervals)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     if path is not None:
-        from nbtools.train.run_record import save_figure_atomic
+        from nbtools.plot_text import save_figure
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            save_figure_atomic(fig, path, dpi=110)
+            save_figure(fig, path, dpi=110)
         finally:
             plt.close(fig)
     return fig

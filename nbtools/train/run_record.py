@@ -8,7 +8,6 @@ so a killed run never looks alive forever.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -43,42 +42,13 @@ def _parse_time(value: Optional[str]) -> Optional[float]:
 
 
 def write_json_atomic(path: Union[str, Path], data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
-
-
-def write_bytes_atomic(path: Union[str, Path], data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling, fsync, rename over ``path``: readers see the old file or
-    the new one, never half of one. On any failure (a full disk) the temporary file is removed and
-    the old file is left as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: Union[str, Path], text: str) -> Path:
-    """:func:`write_bytes_atomic` for UTF-8 text."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def save_figure_atomic(figure, path: Union[str, Path], **savefig_options) -> Path:
-    """A matplotlib figure saved through :func:`write_bytes_atomic` (format from the file suffix)."""
-    import io
-
-    path = Path(path)
-    buffer = io.BytesIO()
-    savefig_options.setdefault("format", path.suffix.lstrip(".") or "png")
-    figure.savefig(buffer, **savefig_options)
-    return write_bytes_atomic(path, buffer.getvalue())
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def _json_default(value):
