@@ -86,7 +86,8 @@ def test_pairs_training_would_drop_are_left_out_listed_and_printed(mixed_pairs, 
 
 def test_too_long_error_in_the_run_config_stops_the_evaluation(mixed_pairs, run_copy):
     config = RunConfig.from_yaml(run_copy / "config.yaml").replace(too_long="error")
-    with pytest.raises(EvaluationDataError, match=r"1 problem\(s\).*too_long: error(.|\n)*pairs.jsonl:4: error: "
+    with pytest.raises(EvaluationDataError, match=r"pairs.jsonl: 1 pair\(s\) longer than max_context_length=256, "
+                                                  r"and the run says too_long: error .*\n.*pairs.jsonl:4: error: "
                                                   r"prompt\+chosen: "):
         held_out_pairs(config, data=str(mixed_pairs))
 

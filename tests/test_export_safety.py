@@ -23,7 +23,8 @@ from disk_full import disk_full, snapshot
 from nbtools import markdown as md
 from nbtools.__main__ import main
 from nbtools.config import RunConfig
-from nbtools.export import CURL_IMAGE, ExportFolderError, save_adapter
+from nbtools.atomic import TEMP_MARK
+from nbtools.export import CURL_IMAGE, ExportFolderError, save_adapter, staged_export
 
 pytestmark = pytest.mark.slow
 
@@ -138,11 +139,12 @@ def test_evaluation_section_escapes_its_data_path_and_warnings(hostile_run, tmp_
 def test_markdown_helpers_render_the_literal_text(value):
     literal = md.one_line(value)
     render_md = MarkdownIt("commonmark").enable("table").render
-    assert html.unescape(re.search(r"<p>(.*)</p>", render_md(md.text(value)), re.S).group(1)) == literal
+    # (a paragraph drops leading and trailing spaces; a code span keeps them)
+    assert html.unescape(re.search(r"<p>(.*)</p>", render_md(md.text(value)), re.S).group(1)) == literal.strip()
     assert html.unescape(re.search(r"<code>(.*)</code>", render_md(md.code(value)), re.S).group(1)) == literal
     table = render_md(f"| a | b |\n|---|---|\n| {md.code(value, in_table=True)} | {md.text(value)} |\n")
     cells = [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", table, re.S)]
-    assert cells == [f"<code>{literal}</code>", literal]
+    assert cells == [f"<code>{literal}</code>", literal.strip()]
     block = render_md("before\n\n" + md.fenced(value + "\n```\nafter", "text") + "\nend\n")
     assert html.unescape(re.search(r"<pre><code[^>]*>(.*?)</code></pre>", block, re.S).group(1)) == \
         value + "\n```\nafter\n"
@@ -175,10 +177,10 @@ def test_export_after_a_killed_export_cleans_up_and_restores(eval_run_dir, tmp_p
     finished = subprocess.Popen(["true"])
     finished.wait()
     dead = finished.pid  # a process that has exited
-    (tmp_path / f".adapter.partial-{dead}").mkdir()
-    (tmp_path / f".adapter.partial-{dead}" / "model.safetensors").write_bytes(b"half")
-    out.rename(tmp_path / f".adapter.replaced-{dead}")
-    from nbtools.export import staged_export
+    staging = tmp_path / f".adapter{TEMP_MARK}{dead}-0a1b2c3d"  # the names nbtools.atomic gives
+    staging.mkdir()
+    (staging / "model.safetensors").write_bytes(b"half")
+    out.rename(tmp_path / f".adapter.old{TEMP_MARK}{dead}-4e5f6a7b")
 
     with pytest.raises(RuntimeError):
         with staged_export(out):  # finds the leftovers first: the previous export is put back

@@ -75,3 +75,42 @@ def test_sweep_plot(name, tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 0
     _shown_literally(fig, name)
     _shown_literally(fig, "task_display_name")  # the grid's names in the title
+
+
+# --- the HTML pages and tables we write show names as text (guards: these escaped before too) ---------
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> & \"quoted\" 'single'"
+
+
+def _no_markup(page: str) -> None:
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_flipped_pairs_page_escapes_the_pair_text():
+    from nbtools.data.records import PreferenceRecord
+    from nbtools.evaluate.report import flipped_pairs_html
+
+    record = PreferenceRecord(file=HOSTILE, line=3, prompt=[{"role": "user", "content": HOSTILE}],
+                              chosen=HOSTILE, rejected=HOSTILE, images=[])
+    page = flipped_pairs_html([{"index": 0, "direction": "fixed", "base_margin": -1.0, "tuned_margin": 1.0}],
+                              [record])
+    _no_markup(page)
+
+
+def test_side_by_side_page_escapes_prompts_and_answers():
+    from nbtools.evaluate import Decoding
+    from nbtools.evaluate.lab import side_by_side_html
+
+    row = {"prompt": HOSTILE, "base": HOSTILE, "tuned": HOSTILE, "chosen": HOSTILE, "rejected": HOSTILE}
+    _no_markup(side_by_side_html([row], Decoding(max_new_tokens=4), [[]], title=HOSTILE))
+
+
+def test_run_list_and_sweep_tables_escape_names(tmp_path):
+    from nbtools.runs import runs_table_html
+
+    run = summarise_run(_run_folder(tmp_path / "run", HOSTILE))
+    _no_markup(runs_table_html([run]))
+    sweep = Sweep(str(tmp_path), {"task_display_name": [HOSTILE]},
+                  [SweepRun(HOSTILE, {"task_display_name": HOSTILE}, str(tmp_path / "run"), "nb", "finished")])
+    _no_markup(sweep.table_html())

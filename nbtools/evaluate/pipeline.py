@@ -75,25 +75,32 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
         raise EvaluationDataError(f"{exc} (fix: check the path, or pass a JSONL file of pairs)") from None
     records = report.records if lines is None else [r for r in report.records if r.line in lines]
     wanted = {r.line for r in records}
+    unscorable = {r.line for r in records if r.uses_unsupported_training_inputs}  # left out as such in any case
     errors = [p for p in report.problems
               if p.severity == "error" and (lines is None or p.line is None or p.line in wanted)]
-    too_long = [p for p in errors if p.field in LENGTH_FIELDS]
+    too_long = [p for p in errors if p.field in LENGTH_FIELDS and p.line not in unscorable]
     others = [p for p in errors if p.field not in LENGTH_FIELDS]
-    if others or (too_long and config.too_long == "error"):
-        shown = [p.format() for p in (others or too_long)]
-        listing = "\n".join(shown[:SHOW_PROBLEMS]) + (
-            f"\n... and {len(shown) - SHOW_PROBLEMS} more" if len(shown) > SHOW_PROBLEMS else "")
-        why = ("; evaluating a silently reduced set would mislead, so fix them first "
-               f"(`python -m nbtools validate {path}`)" if others else
-               f" longer than max_context_length={config.max_context_length} and the run says too_long: error "
-               "(fix: raise max_context_length or lower max_pixels in the run's config.yaml, or remove those pairs)")
-        raise EvaluationDataError(f"{path}: {len(shown)} problem(s) in the evaluation pairs{why}:\n{listing}")
     long_pairs: dict[int, str] = {}
     for problem in too_long:  # the first finding per line: prompt + chosen, else prompt + rejected
         long_pairs.setdefault(problem.line, problem.message.split(";")[0])
+    if others:
+        raise EvaluationDataError(
+            f"{path}: {len(others)} problem(s) in the evaluation pairs; evaluating a silently reduced set would "
+            f"mislead, so fix them first (`python -m nbtools validate {path}`):\n{_listing(others)}")
+    if too_long and config.too_long == "error":
+        raise EvaluationDataError(
+            f"{path}: {len(long_pairs)} pair(s) longer than max_context_length={config.max_context_length}, and the "
+            "run says too_long: error (fix: raise max_context_length or lower max_pixels in the run's config.yaml, "
+            f"or remove those pairs):\n{_listing(too_long)}")
     left_out = [{"file": path, "line": line, "reason": f"too long: {message}"}
                 for line, message in sorted(long_pairs.items())]
     return [r for r in records if r.line not in long_pairs], left_out
+
+
+def _listing(problems: list) -> str:
+    shown = [p.format() for p in problems]
+    more = len(shown) - SHOW_PROBLEMS
+    return "\n".join(shown[:SHOW_PROBLEMS]) + (f"\n... and {more} more" if more > 0 else "")
 
 
 def held_out_pairs(config, data: Optional[str] = None, run_record: Optional[dict] = None) -> HeldOutPairs:
