@@ -41,6 +41,7 @@ def test_evaluation_json_and_plot_survive_a_full_disk(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_evaluation_flipped_page_survives_a_full_disk(eval_run_model, eval_run_dir, tmp_path):
     """evaluate_run itself: a full disk while writing evaluation_flipped.html keeps the old page."""
     import shutil

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 HOSTILE = ("x'; touch PWNED_QUOTE; echo '$(touch PWNED_SUBST) `touch PWNED_TICK` \"dq\" <script>alert(1)</script> "
            "[click](javascript:alert(1)) ![i](http://tracker.invalid/x.png) **bold** | pipe $\\frac{a}{ ``code`` #")
 TASK = "task <b>bold</b> `tick` [link](http://x.invalid) $x^2$ | & &amp; \\"
-FOLDER = "dir with 'quotes' $(touch PWNED_DIR) and `ticks`"
+FOLDER = "dir with 'quotes' \"double\" $(touch PWNED_DIR) and `ticks`"
 
 
 def render(card: str) -> str:

@@ -6,6 +6,7 @@ The held-out pairs are, in order of preference: the file the user names, the run
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,7 +87,7 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
     if others:
         raise EvaluationDataError(
             f"{path}: {len(others)} problem(s) in the evaluation pairs; evaluating a silently reduced set would "
-            f"mislead, so fix them first (`python -m nbtools validate {path}`):\n{_listing(others)}")
+            f"mislead, so fix them first (`python -m nbtools validate {shlex.quote(path)}`):\n{_listing(others)}")
     if too_long and config.too_long == "error":
         raise EvaluationDataError(
             f"{path}: {len(long_pairs)} pair(s) longer than max_context_length={config.max_context_length}, and the "
@@ -164,7 +165,7 @@ def _example(record, max_pixels, family) -> dict:
         return to_training_example(record, max_pixels, family)
     except (OSError, Image.DecompressionBombError) as exc:  # an image changed or broke since it was checked
         raise EvaluationDataError(f"{record.file}:{record.line}: images: {exc} (fix: restore the image or "
-                                  f"validate the file with `python -m nbtools validate {record.file}`)") from None
+                                  f"validate the file with `python -m nbtools validate {shlex.quote(record.file)}`)") from None
 
 
 @dataclass(repr=False)  # the payload holds per-pair log-probs: too long for a notebook's text output
