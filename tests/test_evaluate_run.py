@@ -179,5 +179,5 @@ def test_missing_image_is_reported_with_file_and_line(eval_run_model, tmp_path):
     row["images"] = ["gone.png"]
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps(row) + "\n")
-    with pytest.raises(EvaluationDataError, match=r"pairs.jsonl:1: images: .*gone.png.*\(fix: restore the image"):
+    with pytest.raises(EvaluationDataError, match=r"pairs.jsonl:1: error: images\[0\]: .*gone.png.*\(fix: "):
         evaluate_run(eval_run_model.run_dir, str(data), run=eval_run_model, write=False, progress=False)

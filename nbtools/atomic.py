@@ -1,0 +1,114 @@
+"""Write files and folders so that a reader sees the old version or the new one, never half of either.
+
+Every artifact goes to a temporary name in the same folder (same filesystem, so the rename is
+atomic), is flushed to disk, then renamed over the target. When anything fails in between
+(a full disk, a kill), the temporary is removed and the target keeps its previous content.
+All file writes go through ``_write_to``, the one place a test injects faults (e.g. ENOSPC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Union
+
+TEMP_MARK = ".nbtmp-"  # every temporary name holds this, so leftovers are easy to recognise
+
+
+def temp_name(path: Union[str, Path]) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _write_to(handle, data: bytes) -> None:
+    handle.write(data)
+
+
+def write_bytes(path: Union[str, Path], data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically; on failure the old file is untouched and no temporary remains."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as handle:
+            _write_to(handle, data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_text(path: Union[str, Path], text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Union[str, Path], data: Any, **dump_options) -> Path:
+    """JSON (UTF-8, Paths and numpy/torch scalars as plain values) written atomically."""
+    dump_options.setdefault("default", json_default)
+    return write_text(path, json.dumps(data, **dump_options))
+
+
+def json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+@contextlib.contextmanager
+def replacing_dir(path: Union[str, Path]) -> Iterator[Path]:
+    """``with replacing_dir(run/"adapter") as staging: save into staging`` — swapped in only when complete.
+
+    The old folder stays until the new one is whole; then old is moved aside, new renamed in,
+    old deleted. On failure the staging folder is removed and the old folder is untouched.
+    """
+    path = Path(path)
+    staging = temp_name(path)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        swap_in(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def swap_in(staging: Path, path: Path) -> None:
+    """Rename a complete ``staging`` folder to ``path``, replacing what was there (kept until the rename)."""
+    old = None
+    if path.exists() or path.is_symlink():
+        old = temp_name(path.with_name(path.name + ".old"))
+        os.replace(path, old)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)  # put the previous version back
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
+def leftovers(folder: Union[str, Path]) -> list[Path]:
+    """Temporary files or folders under ``folder`` (tests assert there are none)."""
+    return sorted(p for p in Path(folder).rglob(f"*{TEMP_MARK}*"))
+
+
+def save_with(path: Union[str, Path], save: Callable[[Path], Any]) -> Path:
+    """Run ``save(staging_folder)`` (e.g. ``model.save_pretrained``) and swap the folder in when it returns."""
+    with replacing_dir(path) as staging:
+        save(staging)
+    return Path(path)
