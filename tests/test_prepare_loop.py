@@ -1,0 +1,97 @@
+"""The whole loop on the built-in warm tiny model: prepare -> validate -> train -> evaluate.
+
+From the sample images with their reference answers, preparation samples K answers per
+prompt from the base model, a rule judge names each picture's true colour (read from the
+reference answer, with the colour words of the generator that drew the data), and the
+reference strategy pairs the reference against the model's own wrong answer. The pairs must
+validate clean, and a short DPO run on them must lift held-out preference accuracy on the
+sample task with separated 95% intervals.
+
+Thresholds live at the top: they depend on the warm model's defect (issue 10 redesigns it:
+red <-> green confusion, sample pairs rejecting the confusable colour); rerun and adjust
+them, keeping a margin beyond what any build measured.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+
+from nbtools.samples import COLOURS
+
+# --- thresholds (see the module docstring; measured values are in the comments) -----------------
+K = 4  # samples per prompt
+TRAIN_STEPS = 40  # DPO steps of 4 pairs on the prepared pairs
+MIN_PAIRS = 20  # mistakes preparation must find among the 240 training prompts (measured: 56)
+MIN_TOP_CONFUSION_SHARE = 0.5  # the commonest (true -> said) colour confusion's share of the pairs: the
+                               # mistakes are systematic, not noise (measured: ...)
+MIN_LIFT = 0.03  # tuned - base held-out preference accuracy (measured: ...)
+# and: tuned's 95% interval lies entirely above base's (separated)
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPES = REPO / "data_samples" / "shapes"
+
+pytestmark = pytest.mark.slow
+
+
+def true_colour(reference: str) -> str:
+    """The one colour word of the data generator that the reference answer names."""
+    named = [c for c in COLOURS if c in reference.lower().replace(".", " ").split()]
+    assert len(named) == 1, f"the reference {reference!r} should name exactly one colour"
+    return named[0]
+
+
+@pytest.fixture
+def one_thread():
+    """Generation and training on one thread: on a shared 2-core machine, two threads per process fight
+    for the cores and run several times slower. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_prepare_train_evaluate_lifts_held_out_preference_accuracy(tmp_path, shapes_config, one_thread):
+    from nbtools.data import validate_dataset
+    from nbtools.evaluate import evaluate_run
+    from nbtools.prepare import PrepareConfig, RuleJudge, prepare
+    from nbtools.train import train
+
+    judge = RuleJudge(must_include=lambda prompt, reference: [true_colour(reference)],
+                      must_not_include=lambda prompt, reference: [c for c in COLOURS if c != true_colour(reference)])
+    config = PrepareConfig(
+        input_file=str(SHAPES / "train.jsonl"), validation_file=str(SHAPES / "validation.jsonl"),
+        output_dir=str(tmp_path / "prepared"), model="tiny-qwen3-vl-warm", strategies=["reference"],
+        samples_per_prompt=K, temperature=1.0, max_new_tokens=16, max_pixels=128 * 128, device="cpu", seed=0)
+    prepared = prepare(config, judge=judge, progress=False)
+    report = prepared.report
+    rows = [json.loads(line) for line in prepared.pairs_file.read_text().splitlines()]
+    confusions = collections.Counter((true_colour(r["messages"][-1]["content"]), true_colour(r["rejected_response"]))
+                                     for r in rows if sum(c in r["rejected_response"].lower() for c in COLOURS) == 1)
+    top_share = confusions.most_common(1)[0][1] / len(rows) if rows else 0.0
+    print(f"\nprepared: {report.pairs_made} pairs from {report.prompts_sampled} prompts "
+          f"(dropped: {report.strategies['reference']['dropped']}); confusions {dict(confusions.most_common())}; "
+          f"judge agreement {report.judge_agreement}")
+
+    assert report.prompts_sampled == 240 and report.samples_generated == 240
+    assert report.pairs_made >= MIN_PAIRS
+    assert all(r["messages"][-1]["content"] != r["rejected_response"] for r in rows)
+    assert top_share >= MIN_TOP_CONFUSION_SHARE
+    validation = validate_dataset(prepared.pairs_file, max_pixels=128 * 128,
+                                  validation_file=str(SHAPES / "validation.jsonl"))
+    assert not validation.has_errors(), [p.format() for p in validation.problems if p.severity == "error"]
+
+    run = train(shapes_config(tmp_path / "run", train_file=str(prepared.pairs_file), max_steps=TRAIN_STEPS,
+                              eval_steps=TRAIN_STEPS, save_steps=TRAIN_STEPS), live=False)
+    result = evaluate_run(run.run_dir, batch_size=16, progress=False, write=False)
+    base = result.evaluation.base["preference_accuracy"]
+    tuned = result.evaluation.tuned["preference_accuracy"]
+    print(f"held-out preference accuracy: base {base.value:.3f} [{base.low:.3f}, {base.high:.3f}] -> "
+          f"tuned {tuned.value:.3f} [{tuned.low:.3f}, {tuned.high:.3f}]")
+    assert tuned.value - base.value >= MIN_LIFT
+    assert tuned.low > base.high  # separated intervals
