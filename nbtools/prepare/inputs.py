@@ -37,13 +37,18 @@ class PromptRow:
     images: list[str] = field(default_factory=list)  # resolved paths or URLs, in tag order
     videos: list[str] = field(default_factory=list)
     reference: Optional[str] = None  # a known-good answer, when the source has one
+    ignored_rejected: bool = False  # the source row had a rejected_response, which step 0 does not use
 
 
 @dataclass
 class Inputs:
     rows: list[PromptRow]
-    ignored_rejected: int = 0  # rows whose rejected_response was ignored (a preference file used as prompts)
     skipped_validation: list[str] = field(default_factory=list)  # sources left out: they share an image with it
+
+    @property
+    def ignored_rejected(self) -> int:
+        """Rows used whose rejected_response was ignored (a preference file used as prompts)."""
+        return sum(row.ignored_rejected for row in self.rows)
 
 
 def file_digest(path: str, _cache: dict = {}) -> str:
@@ -83,7 +88,7 @@ def read_prompt_file(path: str) -> Inputs:
     if not os.path.isfile(file):
         raise PrepareInputError(f"input_file: {file}: no such file (fix: give the path of a JSONL file)")
     base_dir = os.path.dirname(os.path.abspath(file))
-    rows, problems, ignored = [], [], 0
+    rows, problems = [], []
     with open(file, encoding="utf-8", errors="replace") as handle:
         for line_no, text in enumerate(handle, start=1):
             if not text.strip():
@@ -99,12 +104,12 @@ def read_prompt_file(path: str) -> Inputs:
                 continue
             row = _row_from_object(obj, file, line_no, base_dir, problem)
             if row is not None:
-                ignored += "rejected_response" in obj
+                row.ignored_rejected = "rejected_response" in obj
                 rows.append(row)
     _refuse(problems, file)
     if not rows:
         raise PrepareInputError(f"input_file: {file}: holds no rows (fix: one JSON object per line)")
-    return Inputs(rows, ignored_rejected=ignored)
+    return Inputs(rows)
 
 
 def _row_from_object(obj, file: str, line: int, base_dir: str, problem) -> Optional[PromptRow]:
