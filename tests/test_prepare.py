@@ -352,3 +352,17 @@ def test_command_line_usage_errors_exit_2_with_one_line(tmp_path):
     rule = subprocess.run(env_python + [str(tmp_path), "--judge", "rule", "--prompts", "q"],
                           capture_output=True, text=True, cwd=REPO)
     assert rule.returncode == 2 and "must_include: the rule judge has no terms" in rule.stderr
+
+
+def test_an_image_that_cannot_be_decoded_stops_with_its_row_and_the_fix(tmp_path):
+    train = supervised_file(tmp_path)
+    (tmp_path / "images" / "01_blue.png").write_bytes(b"not a png")
+
+    class DecodingBackend(FakeBackend):
+        def sample(self, request):
+            Image.open(request.images[0]).load()  # what a real backend does first
+            return super().sample(request)
+
+    with pytest.raises(PrepareInputError, match=f"{train}:2: images: cannot be read .*fix: replace or remove"):
+        prepare(_config(tmp_path, train, strategies=["reference"]), backend=DecodingBackend(), progress=False)
+    assert len(SampleStore(tmp_path / "out")) == 1  # the first prompt's answers are kept for the rerun

@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from nbtools.prepare import prepare
 
     config = config_from_args(args)
-    result = prepare(config, progress=not args.quiet and not args.json and sys.stderr.isatty())
+    try:
+        result = prepare(config, progress=not args.quiet and not args.json and sys.stderr.isatty())
+    except KeyboardInterrupt:  # user errors are printed by nbtools.__main__ (exit 2)
+        print(f"interrupted: the answers so far are kept in {config.output_dir}/samples.jsonl; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result.report.to_dict(), ensure_ascii=False))
     else:

@@ -63,7 +63,10 @@ def corrupted_paths(images: Sequence[str], digests: Sequence[str], kind: str, ou
             if kind == "swap":
                 candidates = [p for p, d in pool if d != digest]
                 if not candidates:
-                    raise ValueError("swap needs at least two different images among the inputs")
+                    from .inputs import PrepareInputError
+
+                    raise PrepareInputError("corruption: swap needs at least two different images among the inputs "
+                                            "(fix: add images, or use blank, crop or noise)")
                 other = open_image(rng.choice(sorted(candidates)))
             picture = corrupt(open_image(path), kind, rng, other)
             temporary = target.with_name(target.name + ".tmp")

@@ -24,7 +24,7 @@ from nbtools.images import is_remote
 from .backends import SampleRequest, SamplingBackend, TransformersBackend
 from .config import PrepareConfig
 from .corrupt import corrupted_paths
-from .inputs import PromptRow, file_digest, read_inputs
+from .inputs import PrepareInputError, PromptRow, file_digest, read_inputs
 from .judges import ReferenceJudge, ScoreJudge, make_judge, run_judge
 from .report import REPORT_FILE, PrepareReport, write_json_atomic
 from .store import SampleStore, prompt_seed, resume_key
@@ -67,7 +67,12 @@ def _answers(backend: SamplingBackend, store: SampleStore, fingerprint: str, con
         return answers
     request = SampleRequest(row.messages, images, config.samples_per_prompt, config.temperature, config.top_p,
                             config.max_new_tokens, prompt_seed(config.seed, key))
-    answers = list(backend.sample(request))
+    try:
+        answers = list(backend.sample(request))
+    except OSError as exc:  # e.g. an image file that exists but cannot be decoded
+        raise PrepareInputError(f"{row.source}: images: cannot be read ({exc}) (fix: replace or remove the file; "
+                                "`python -m nbtools validate --deep` checks every image; answers so far are kept "
+                                "and a rerun resumes)") from None
     store.put(key, answers, source=row.source, images=[str(p) for p in images])
     counts["generated"] += 1
     return answers
