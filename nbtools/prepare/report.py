@@ -58,6 +58,9 @@ class PrepareReport:
         for name, entry in self.strategies.items():
             dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(entry["dropped"].items())) or "none"
             lines.append(f"  {name}: {entry['made']} made; dropped: {dropped}")
+        if self.dropped("not_judged"):
+            lines.append(f"  note: {self.dropped('not_judged')} prompt(s) could not be judged: the reference and "
+                         "vocabulary judges need a reference answer (use the rule judge, or pass your own judge)")
         if self.judge_agreement:
             a = self.judge_agreement
             lines.append(f"judge agreement with the {a['with']}: {a['agree']}/{a['samples']} samples "
