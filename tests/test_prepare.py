@@ -366,3 +366,13 @@ def test_an_image_that_cannot_be_decoded_stops_with_its_row_and_the_fix(tmp_path
     with pytest.raises(PrepareInputError, match=f"{train}:2: images: cannot be read .*fix: replace or remove"):
         prepare(_config(tmp_path, train, strategies=["reference"]), backend=DecodingBackend(), progress=False)
     assert len(SampleStore(tmp_path / "out")) == 1  # the first prompt's answers are kept for the rerun
+
+
+def test_preview_gallery_of_the_written_pairs_with_or_without_validation(tmp_path):
+    config = _config(tmp_path, supervised_file(tmp_path), strategies=["reference"])
+    validated = prepare(config, backend=FakeBackend(), progress=False)
+    unvalidated = prepare(config, backend=FakeBackend(), progress=False, validate=False)
+    assert unvalidated.validation is None
+    for result in (validated, unvalidated):
+        html = result.preview(n=2)._repr_html_()
+        assert html.count("nbt-rejected") == 2 + 1 and "It is a green shape." in html  # 2 rows (+ the style rule)

@@ -41,9 +41,9 @@ class PrepareResult:
 
     def preview(self, n: int = 8):
         """The preview gallery of the written pairs, with the validator's findings."""
-        from nbtools.data import preview
+        from nbtools.data import load_records, preview
 
-        return preview(self.validation, n=n)
+        return preview(self.validation if self.validation is not None else load_records(self.pairs_file), n=n)
 
     def _repr_html_(self) -> str:
         return self.report._repr_html_()
