@@ -352,6 +352,10 @@ def test_command_line_usage_errors_exit_2_with_one_line(tmp_path):
     rule = subprocess.run(env_python + [str(tmp_path), "--judge", "rule", "--prompts", "q"],
                           capture_output=True, text=True, cwd=REPO)
     assert rule.returncode == 2 and "must_include: the rule judge has no terms" in rule.stderr
+    no_model = subprocess.run(env_python + [str(supervised_file(tmp_path)), "--model", str(tmp_path / "no-model"),
+                                            "--output-dir", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
+    assert no_model.returncode == 2 and no_model.stderr.startswith("error: model:") and "does not exist" in no_model.stderr
+    assert "Traceback" not in no_model.stderr
 
 
 def test_an_image_that_cannot_be_decoded_stops_with_its_row_and_the_fix(tmp_path):
@@ -376,3 +380,20 @@ def test_preview_gallery_of_the_written_pairs_with_or_without_validation(tmp_pat
     for result in (validated, unvalidated):
         html = result.preview(n=2)._repr_html_()
         assert html.count("nbt-rejected") == 2 + 1 and "It is a green shape." in html  # 2 rows (+ the style rule)
+
+
+def test_images_are_copied_only_when_asked_and_videos_are_skipped_and_counted(tmp_path):
+    colour_images(tmp_path / "pics", ("red", "blue"))
+    (tmp_path / "pics" / "clip.mp4").write_bytes(b"\x00" * 64)
+    config = PrepareConfig(images_dir=str(tmp_path / "pics"), prompts=["What colour is the shape?"],
+                           output_dir=str(tmp_path / "out"), strategies=["ranking"], judge="rule",
+                           must_not_include=["green"], copy_images=True)
+    result = prepare(config, backend=FakeBackend(right=2), progress=False)
+    assert result.report.skipped == {"has videos (the transformers backend samples from images only)":
+                                     [str(tmp_path / "pics" / "clip.mp4")]}
+    assert result.report.prompts_read == 3 and result.report.prompts_sampled == 2
+    rows = [json.loads(line) for line in result.pairs_file.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["images"][0].startswith("images/") for r in rows)
+    assert all((tmp_path / "out" / r["images"][0]).is_file() for r in rows)
+    assert [r["rejected_response"] for r in rows] == ["It is a green shape."] * 2
+    assert not validate_dataset(result.pairs_file).has_errors()
