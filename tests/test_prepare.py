@@ -397,3 +397,21 @@ def test_images_are_copied_only_when_asked_and_videos_are_skipped_and_counted(tm
     assert all((tmp_path / "out" / r["images"][0]).is_file() for r in rows)
     assert [r["rejected_response"] for r in rows] == ["It is a green shape."] * 2
     assert not validate_dataset(result.pairs_file).has_errors()
+
+
+def test_prompts_per_batch_groups_the_unanswered_prompts_into_backend_calls(tmp_path):
+    class BatchingBackend(FakeBackend):
+        batches = []
+
+        def sample_many(self, requests):
+            self.batches.append(len(requests))
+            return [self.sample(r) for r in requests]
+
+    config = _config(tmp_path, supervised_file(tmp_path, ("red", "blue", "red", "green", "blue")),
+                     strategies=["reference"], prompts_per_batch=3)
+    backend = BatchingBackend()
+    batched = prepare(config, backend=backend, progress=False)
+    assert backend.batches == [3, 2]
+    unbatched = prepare(PrepareConfig(**{**config.to_dict(), "prompts_per_batch": 1,
+                                         "output_dir": str(tmp_path / "one")}), backend=FakeBackend(), progress=False)
+    assert batched.pairs_file.read_text() == unbatched.pairs_file.read_text()

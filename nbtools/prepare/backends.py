@@ -10,8 +10,9 @@ A backend turns (prompt messages, images) into K sampled answers. ``prepare()`` 
                                             #   max_tokens=..., seed=request.seed); llm.chat(...)
 
 :class:`TransformersBackend` is the one shipped and tested: ``generate`` with
-``num_return_sequences=K`` (the K answers of a prompt are one batch), seeded per prompt so a
-rerun or a resumed run gives the same answers for the same prompt.
+``num_return_sequences=K`` (the K answers of a prompt are one batch; ``sample_many`` puts
+several prompts in one left-padded batch), seeded per call: with one prompt per call a rerun or
+a resumed run gives the same answers for the same prompt.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class SamplingBackend(Protocol):
 
     def sample(self, request: SampleRequest) -> list[str]:
         """``request.k`` answers to the prompt (fewer only if the backend cannot do more)."""
+
+    # Optional: ``sample_many(requests) -> list[list[str]]`` answers several prompts in one call; prepare()
+    # uses it when ``prompts_per_batch`` > 1.
 
 
 def structured_messages(messages: Sequence[dict]) -> list[dict]:
@@ -89,20 +93,43 @@ class TransformersBackend:
         return self._loaded
 
     def sample(self, request: SampleRequest) -> list[str]:
+        return self.sample_many([request])[0]
+
+    def sample_many(self, requests: Sequence[SampleRequest]) -> list[list[str]]:
+        """Several prompts in one left-padded ``generate`` call, K answers each (same settings for all;
+        seeded with the first request's seed)."""
         import torch
 
         from nbtools.evaluate.generation import Decoding, as_images, build_inputs
 
+        first = requests[0]
+        if any((r.k, r.temperature, r.top_p, r.max_new_tokens) != (first.k, first.temperature, first.top_p,
+                                                                   first.max_new_tokens) for r in requests):
+            raise ValueError("sample_many needs the same sampling settings for every request")
         model, processor = self._model()
-        decoding = Decoding(max_new_tokens=request.max_new_tokens, temperature=request.temperature,
-                            top_p=request.top_p, seed=request.seed)
+        decoding = Decoding(max_new_tokens=first.max_new_tokens, temperature=first.temperature, top_p=first.top_p,
+                            seed=first.seed)
         device = next(model.parameters()).device
-        inputs = build_inputs(processor, as_images(list(request.images)), structured_messages(request.messages), device)
         tokenizer = getattr(processor, "tokenizer", processor)
-        k = request.k if request.temperature > 0 else 1  # greedy answers are all the same: compute one
+        if len(requests) == 1:
+            inputs = build_inputs(processor, as_images(list(first.images)), structured_messages(first.messages), device)
+        else:
+            texts, images = [], []
+            for request in requests:
+                images += as_images(list(request.images))
+                texts.append(processor.apply_chat_template(structured_messages(request.messages),
+                                                           add_generation_prompt=True, tokenize=False))
+            side = tokenizer.padding_side
+            tokenizer.padding_side = "left"  # generation continues every row from its own last prompt token
+            try:
+                inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
+                                   add_special_tokens=False).to(device)
+            finally:
+                tokenizer.padding_side = side
+        k = first.k if first.temperature > 0 else 1  # greedy answers are all the same: compute one
         was_training = model.training
         model.eval()
-        torch.manual_seed(request.seed)
+        torch.manual_seed(first.seed)
         try:
             with torch.no_grad():
                 output = model.generate(**inputs, **decoding.generate_kwargs(), num_return_sequences=k,
@@ -110,5 +137,5 @@ class TransformersBackend:
         finally:
             model.train(was_training)
         start = inputs["input_ids"].shape[1]
-        answers = [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in output]
-        return answers * (request.k // k) if k == 1 else answers
+        texts = [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in output]
+        return [texts[i * k:(i + 1) * k] * (first.k // k) for i in range(len(requests))]

@@ -61,6 +61,11 @@ class PrepareConfig:
                             help="Sampling temperature (0 = greedy; then all K answers are the same).")
     top_p: float = _f(1.0, group="sampling", min=0.01, max=1.0, help="Nucleus sampling mass.")
     max_new_tokens: int = _f(64, group="sampling", min=1, help="Longest sampled answer, in tokens.")
+    prompts_per_batch: int = _f(
+        1, group="sampling", min=1, max=1024,
+        help="Prompts per generate call (each with its K answers). 1: every prompt is seeded on its own, so its "
+             "answers are the same however a run is split; more is faster on a GPU, and the seed then holds per "
+             "batch (a resumed run may sample the rest differently).")
     seed: int = _f(0, group="sampling", min=0, help="Seed: the same settings give the same samples.")
     max_pixels: Optional[int] = _f(None, group="sampling", min=1,
                                    help="Cap on height x width per image when sampling (as in training).")

@@ -57,25 +57,55 @@ def prompt_text(row: PromptRow) -> str:
     return row.messages[-1]["content"].replace("<image>", "").replace("<video>", "").strip()
 
 
-def _answers(backend: SamplingBackend, store: SampleStore, fingerprint: str, config: PrepareConfig,
-             row: PromptRow, images: list, counts: dict) -> list:
-    settings = config.sampling_settings()
-    key = resume_key(fingerprint, settings, row.messages, [file_digest(p) for p in images])
-    answers = store.get(key)
-    if answers is not None and len(answers) == config.samples_per_prompt:
-        counts["reused"] += 1
-        return answers
-    request = SampleRequest(row.messages, images, config.samples_per_prompt, config.temperature, config.top_p,
-                            config.max_new_tokens, prompt_seed(config.seed, key))
+@dataclass
+class SampleTask:
+    """One prompt on one set of images (the real ones, or their corrupted versions) and its resume key."""
+
+    row: PromptRow
+    images: list
+    key: str
+
+
+def _task(row: PromptRow, images: list, fingerprint: str, config: PrepareConfig) -> SampleTask:
+    return SampleTask(row, list(images), resume_key(fingerprint, config.sampling_settings(), row.messages,
+                                                    [file_digest(p) for p in images]))
+
+
+def _call_backend(backend: SamplingBackend, tasks: list, config: PrepareConfig) -> list:
+    """Answers for a batch of tasks: ``sample_many`` when the backend has it and the batch has several prompts."""
+    requests = [SampleRequest(t.row.messages, t.images, config.samples_per_prompt, config.temperature, config.top_p,
+                              config.max_new_tokens, prompt_seed(config.seed, t.key)) for t in tasks]
     try:
-        answers = list(backend.sample(request))
+        if len(requests) > 1 and hasattr(backend, "sample_many"):
+            return [list(a) for a in backend.sample_many(requests)]
+        return [list(backend.sample(r)) for r in requests]
     except OSError as exc:  # e.g. an image file that exists but cannot be decoded
-        raise PrepareInputError(f"{row.source}: images: cannot be read ({exc}) (fix: replace or remove the file; "
+        sources = ", ".join(sorted({t.row.source for t in tasks}))
+        raise PrepareInputError(f"{sources}: images: cannot be read ({exc}) (fix: replace or remove the file; "
                                 "`python -m nbtools validate --deep` checks every image; answers so far are kept "
                                 "and a rerun resumes)") from None
-    store.put(key, answers, source=row.source, images=[str(p) for p in images])
-    counts["generated"] += 1
-    return answers
+
+
+def sample_tasks(backend: SamplingBackend, store: SampleStore, tasks: list, config: PrepareConfig,
+                 progress: bool = True) -> dict:
+    """Answer every task whose key the store lacks, ``prompts_per_batch`` prompts per backend call, storing
+    each batch as it comes. Returns ``{"generated": n, "reused": n}`` (tasks sharing a key are answered once)."""
+    from tqdm.auto import tqdm
+
+    pending, seen = [], set()
+    for task in tasks:
+        stored = store.get(task.key)
+        if (stored is None or len(stored) != config.samples_per_prompt) and task.key not in seen:
+            seen.add(task.key)
+            pending.append(task)
+    size = config.prompts_per_batch
+    with tqdm(total=len(pending), desc="sampling", unit="prompt", disable=not progress or not pending) as bar:
+        for start in range(0, len(pending), size):
+            batch = pending[start:start + size]
+            for task, answers in zip(batch, _call_backend(backend, batch, config)):
+                store.put(task.key, answers, source=task.row.source, images=[str(p) for p in task.images])
+            bar.update(len(batch))
+    return {"generated": len(pending), "reused": len(tasks) - len(pending)}
 
 
 def _media_path(path: str, out_dir: Path, copy: bool) -> str:
@@ -138,8 +168,6 @@ def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backen
     ``judge``: any ``judge(prompt, images, answers, reference=None) -> scores`` (default: the one the
     config names). ``backend``: any :class:`SamplingBackend` (default: transformers on ``config.model``).
     """
-    from tqdm.auto import tqdm
-
     started = time.monotonic()
     config.check()
     inputs = read_inputs(config.input_file, config.images_dir, config.prompts, config.validation_file,
@@ -163,16 +191,22 @@ def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backen
     report.damaged_store_lines = store.damaged_lines
     fingerprint = backend.fingerprint()
     pool = sorted({(p, file_digest(p)) for row in rows for p in row.images})
-    counts = {"generated": 0, "reused": 0}
-    judged = []
-    for row in tqdm(rows, desc="sampling", unit="prompt", disable=not progress):
-        answers = _answers(backend, store, fingerprint, config, row, row.images, counts)
-        item = Judged(row, answers, run_judge(judge, prompt_text(row), row.images, answers, row.reference))
+    originals, corrupted = [], {}
+    for row in rows:
+        originals.append(_task(row, row.images, fingerprint, config))
         if "corrupted" in config.strategies and row.images:
-            item.corrupted_images = corrupted_paths(row.images, [file_digest(p) for p in row.images],
-                                                    config.corruption, out_dir, config.seed, pool)
-            item.corrupted_answers = _answers(backend, store, fingerprint, config, row, item.corrupted_images, counts)
-            item.corrupted_scores = run_judge(judge, prompt_text(row), item.corrupted_images, item.corrupted_answers,
+            images = corrupted_paths(row.images, [file_digest(p) for p in row.images], config.corruption, out_dir,
+                                     config.seed, pool)
+            corrupted[id(row)] = _task(row, images, fingerprint, config)
+    counts = sample_tasks(backend, store, originals + list(corrupted.values()), config, progress)
+    judged = []
+    for task in originals:
+        row, answers = task.row, store.get(task.key)
+        item = Judged(row, answers, run_judge(judge, prompt_text(row), row.images, answers, row.reference))
+        if id(row) in corrupted:
+            bad = corrupted[id(row)]
+            item.corrupted_images, item.corrupted_answers = bad.images, store.get(bad.key)
+            item.corrupted_scores = run_judge(judge, prompt_text(row), bad.images, item.corrupted_answers,
                                               row.reference)
         judged.append(item)
     report.prompts_sampled = len(rows)
