@@ -161,6 +161,62 @@ def _agreement(judge: ScoreJudge, judged: list, wrong_below: float) -> Optional[
     return {"with": "reference judge", "samples": total, "agree": agree, "rate": agree / total}
 
 
+def _sampleable(inputs, report: PrepareReport) -> list:
+    """The rows the backend can answer; the others are listed in the report with the reason."""
+    if inputs.skipped_validation:
+        report.skipped["shares an image with validation_file"] = inputs.skipped_validation
+    rows = []
+    for row in inputs.rows:
+        if row.videos:
+            report.skipped.setdefault("has videos (the transformers backend samples from images only)",
+                                      []).append(row.source)
+        else:
+            rows.append(row)
+    return rows
+
+
+def plan_tasks(rows: list, fingerprint: str, config: PrepareConfig, out_dir: Path) -> tuple[list, dict]:
+    """One task per row on its images, and (corrupted strategy) one on its corrupted images, keyed by row id."""
+    pool = sorted({(p, file_digest(p)) for row in rows for p in row.images})
+    originals, corrupted = [], {}
+    for row in rows:
+        originals.append(_task(row, row.images, fingerprint, config))
+        if "corrupted" in config.strategies and row.images:
+            images = corrupted_paths(row.images, [file_digest(p) for p in row.images], config.corruption, out_dir,
+                                     config.seed, pool)
+            corrupted[id(row)] = _task(row, images, fingerprint, config)
+    return originals, corrupted
+
+
+def judge_tasks(judge: ScoreJudge, store: SampleStore, originals: list, corrupted: dict) -> list:
+    """Each row's stored answers with the judge's scores (and those of its corrupted-image answers)."""
+    judged = []
+    for task in originals:
+        row, answers = task.row, store.get(task.key)
+        item = Judged(row, answers, run_judge(judge, prompt_text(row), row.images, answers, row.reference))
+        if id(row) in corrupted:
+            bad = corrupted[id(row)]
+            item.corrupted_images, item.corrupted_answers = bad.images, store.get(bad.key)
+            item.corrupted_scores = run_judge(judge, prompt_text(row), bad.images, item.corrupted_answers,
+                                              row.reference)
+        judged.append(item)
+    return judged
+
+
+def pair_up(judged: list, config: PrepareConfig, report: PrepareReport) -> list:
+    """The selected strategies over every judged row; each outcome is counted in the report."""
+    pairs = []
+    for item in judged:
+        for strategy, pair, reason in make_pairs(item, config.strategies, wrong_below=config.wrong_below,
+                                                 min_score_gap=config.min_score_gap, contrast=config.contrast):
+            report.count(strategy, reason)
+            if pair is not None:
+                pairs.append(pair)
+                report.pairs.append({"line": len(pairs), "strategy": strategy, "source": pair.source,
+                                     "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score})
+    return pairs
+
+
 def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backend: Optional[SamplingBackend] = None,
             progress: bool = True, validate: bool = True) -> PrepareResult:
     """Sample, judge and pair; write pairs.jsonl and report.json under ``config.output_dir``.
@@ -178,48 +234,15 @@ def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backen
     backend = backend or TransformersBackend(config.model, max_pixels=config.max_pixels, device=config.device)
     report = PrepareReport(prompts_read=len(inputs.rows) + len(inputs.skipped_validation), judge=repr(judge),
                            ignored_rejected_responses=inputs.ignored_rejected)
-    if inputs.skipped_validation:
-        report.skipped["shares an image with validation_file"] = inputs.skipped_validation
-    rows = []
-    for row in inputs.rows:
-        if row.videos:
-            report.skipped.setdefault("has videos (the transformers backend samples from images only)",
-                                      []).append(row.source)
-        else:
-            rows.append(row)
+    rows = _sampleable(inputs, report)
     store = SampleStore(out_dir)
     report.damaged_store_lines = store.damaged_lines
-    fingerprint = backend.fingerprint()
-    pool = sorted({(p, file_digest(p)) for row in rows for p in row.images})
-    originals, corrupted = [], {}
-    for row in rows:
-        originals.append(_task(row, row.images, fingerprint, config))
-        if "corrupted" in config.strategies and row.images:
-            images = corrupted_paths(row.images, [file_digest(p) for p in row.images], config.corruption, out_dir,
-                                     config.seed, pool)
-            corrupted[id(row)] = _task(row, images, fingerprint, config)
+    originals, corrupted = plan_tasks(rows, backend.fingerprint(), config, out_dir)
     counts = sample_tasks(backend, store, originals + list(corrupted.values()), config, progress)
-    judged = []
-    for task in originals:
-        row, answers = task.row, store.get(task.key)
-        item = Judged(row, answers, run_judge(judge, prompt_text(row), row.images, answers, row.reference))
-        if id(row) in corrupted:
-            bad = corrupted[id(row)]
-            item.corrupted_images, item.corrupted_answers = bad.images, store.get(bad.key)
-            item.corrupted_scores = run_judge(judge, prompt_text(row), bad.images, item.corrupted_answers,
-                                              row.reference)
-        judged.append(item)
     report.prompts_sampled = len(rows)
     report.samples_generated, report.samples_reused = counts["generated"], counts["reused"]
-    pairs = []
-    for item in judged:
-        for strategy, pair, reason in make_pairs(item, config.strategies, wrong_below=config.wrong_below,
-                                                 min_score_gap=config.min_score_gap, contrast=config.contrast):
-            report.count(strategy, reason)
-            if pair is not None:
-                pairs.append(pair)
-                report.pairs.append({"line": len(pairs), "strategy": strategy, "source": pair.source,
-                                     "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score})
+    judged = judge_tasks(judge, store, originals, corrupted)
+    pairs = pair_up(judged, config, report)
     report.judge_agreement = _agreement(judge, judged, config.wrong_below)
     pairs_file = write_pairs(pairs, out_dir, config.copy_images)
     validation = None
