@@ -415,3 +415,10 @@ def test_prompts_per_batch_groups_the_unanswered_prompts_into_backend_calls(tmp_
     unbatched = prepare(PrepareConfig(**{**config.to_dict(), "prompts_per_batch": 1,
                                          "output_dir": str(tmp_path / "one")}), backend=FakeBackend(), progress=False)
     assert batched.pairs_file.read_text() == unbatched.pairs_file.read_text()
+
+
+def test_among_equally_wrong_samples_the_one_worded_like_the_reference_is_rejected():
+    judged = _judged(["A green square on a light background.", "It is a green circle.", "It is a red circle."],
+                     [0.25, 0.25, 1.0], reference="It is a red circle.")
+    [(_, pair, _)] = make_pairs(judged, ["reference"], wrong_below=0.5, min_score_gap=0.3)
+    assert pair.rejected == "It is a green circle."  # differs from the reference only in the mistake

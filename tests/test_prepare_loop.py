@@ -23,17 +23,17 @@ import pytest
 from nbtools.samples import COLOURS
 
 # --- thresholds (see the module docstring) -----------------------------------------------------
-# Measured on 2 shared CPU cores with the issue-10 warm model as it stood in the lead's checkout (red <-> green
-# swapped; sample pairs rejecting the confusable colour): 123 pairs, 120 of them red->green or green->red;
-# held-out preference accuracy base 0.500 [0.367, 0.633] -> tuned 0.967 [0.917, 1.000].
-# With the previous warm model (under-predicts yellow; base 0.98 on the sample task) this test fails by design:
-# 54-56 pairs (yellow->green 40, yellow->red 12) teach a colour prior, and tuned drops to 0.83 [0.73, 0.92].
+# Measured on 2 shared CPU cores with main's warm model (b4b964b: red <-> green swapped, sample pairs rejecting
+# the confusable colour): 123 pairs, 119 of them red->green or green->red (0.97); held-out preference accuracy
+# base 0.500 [0.367, 0.633] -> tuned 1.000 [1.000, 1.000] (0.850 [0.750, 0.933] before equally wrong samples
+# were tie-broken by wording). The previous warm model (under-predicts yellow, base 0.98) failed this by design:
+# 54-56 pairs, all yellow->green/red, taught a colour prior and tuned fell to 0.83.
 K = 4  # samples per prompt
 TRAIN_STEPS = 40  # DPO steps of 4 pairs on the prepared pairs
 MIN_PAIRS = 60  # mistakes preparation must find among the 240 training prompts (measured 123)
 TOP_CONFUSIONS, MIN_SYSTEMATIC_SHARE = 2, 0.8  # share of the pairs explained by the 2 commonest (true -> said)
-                                              # colour confusions: systematic mistakes, not noise (measured 0.98)
-MIN_LIFT = 0.25  # tuned - base held-out preference accuracy (measured 0.467)
+                                              # colour confusions: systematic mistakes, not noise (measured 0.97)
+MIN_LIFT = 0.25  # tuned - base held-out preference accuracy (measured 0.50; 0.35 before the tie-break)
 # and always: tuned's 95% interval lies entirely above base's (separated)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,8 @@ Each strategy returns ``(Pair, "made")`` or ``(None, reason)``; the reason is co
 report, so every prompt that made no pair is accounted for:
 
 * ``reference`` — chosen = the reference, rejected = the sample the judge scores lowest, only
-  when that score says wrong (correct samples never become rejected; else ``agreement``).
+  when that score says wrong (correct samples never become rejected; else ``agreement``); among
+  equally low samples, the one worded most like the reference.
 * ``ranking`` — chosen = the best sample, rejected = the worst, only when the scores are at
   least ``min_score_gap`` apart (else ``tie``).
 * ``corrupted`` — rejected = the lowest-scored answer to the corrupted image, when judged wrong;
@@ -68,6 +69,15 @@ def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
+def _closest_of_the_worst(answers: Sequence[str], scores: Sequence[float], reference: str) -> int:
+    """The lowest-scored answer; among equally low ones, the one worded most like the reference, so the
+    pair differs in the mistake rather than in phrasing (a judge that only says wrong/right ties often)."""
+    from nbtools.evaluate.judge import similarity
+
+    low = min(scores)
+    return max((i for i, s in enumerate(scores) if s == low), key=lambda i: (similarity(answers[i], reference), -i))
+
+
 def _pair(judged: Judged, strategy: str, chosen: str, rejected: str, chosen_score, rejected_score, **extra) -> Pair:
     row = judged.row
     return Pair(row.messages, list(row.images), chosen, rejected, strategy, row.source, chosen_score, rejected_score,
@@ -80,7 +90,7 @@ def reference_vs_sample(judged: Judged, wrong_below: float):
         return None, "no_reference"
     if judged.scores is None:
         return None, "not_judged"
-    worst = _argmin(judged.scores)
+    worst = _closest_of_the_worst(judged.answers, judged.scores, reference)
     if judged.scores[worst] >= wrong_below:
         return None, "agreement"
     if _same(judged.answers[worst], reference):
