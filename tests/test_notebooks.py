@@ -110,7 +110,7 @@ def test_figures_render_whatever_the_matplotlib_backend(path):
 
 def test_demo_passes_only_parameters_the_notebooks_take():
     # papermill injects unknown names without complaint; a typo here would silently do nothing
-    from nbtools.demo import NOTEBOOKS as DEMO_ORDER, demo_parameters
+    from nbtools.demo import DEMO_TRAINING, NOTEBOOKS as DEMO_ORDER, demo_parameters
 
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     parameters = demo_parameters(Path("/tmp/demo"), "tiny-qwen3-vl-warm", None)
@@ -121,7 +121,7 @@ def test_demo_passes_only_parameters_the_notebooks_take():
         known = listed | fields if name in ("02_configure", "03_train") else listed
         assert set(values) <= known, (name, set(values) - known)
     training = RunConfig(**{k: v for k, v in parameters["02_configure"].items() if k in fields})
-    assert training.max_steps == 48 and training.save_steps % training.eval_steps == 0
+    assert training.max_steps == DEMO_TRAINING["max_steps"] and training.save_steps % training.eval_steps == 0
 
 
 def test_configure_defaults_are_the_demo_run():
@@ -131,3 +131,21 @@ def test_configure_defaults_are_the_demo_run():
     defaults = {name: ast.literal_eval(p["default"])
                 for name, p in papermill.inspect_notebook(str(NOTEBOOKS_DIR / "02_configure.ipynb")).items()}
     assert {k: defaults[k] for k in DEMO_TRAINING} == DEMO_TRAINING
+
+
+def _payload(base, base_ci, tuned, tuned_ci):
+    return {"n_pairs": 60, "base": {"preference_accuracy": base, "ci95": {"preference_accuracy": base_ci}},
+            "tuned": {"preference_accuracy": tuned, "ci95": {"preference_accuracy": tuned_ci}}}
+
+
+def test_demo_headline_says_whether_the_intervals_separate():
+    from nbtools.demo import accuracy_headline
+
+    separated = accuracy_headline(_payload(0.5, [0.37, 0.63], 1.0, [1.0, 1.0]))
+    assert separated.splitlines() == [
+        "preference accuracy on 60 held-out pairs: base 0.50 [0.37, 0.63] -> tuned 1.00 [1.00, 1.00]",
+        "the 95% intervals do not overlap: the tuned model is better beyond sampling noise"]
+    overlapping = accuracy_headline(_payload(0.9, [0.82, 0.97], 0.95, [0.9, 1.0]))
+    assert overlapping.endswith("the 95% intervals overlap: this run shows no difference beyond sampling noise")
+    worse = accuracy_headline(_payload(0.9, [0.82, 0.97], 0.5, [0.37, 0.63]))
+    assert worse.endswith("the tuned model is WORSE than the base model")

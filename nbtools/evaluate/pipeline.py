@@ -125,14 +125,30 @@ def _example(record, max_pixels, family) -> dict:
 class EvaluationResult:
     payload: dict  # what evaluation.json holds
     evaluation: PreferenceEvaluation
-    examples: list  # the scored training examples (images opened), for the lab and the flipped table
+    # The scored examples (images opened) for the lab and the side by side, the pairs the tuned model
+    # fixed first (see fixed_first); ``order[i]`` is the position of ``examples[i]`` in the data.
+    examples: list
     paths: dict  # written files: evaluation, plot, flipped
+    order: list = field(default_factory=list)
 
     def _repr_html_(self) -> str:
         return table_html(self.payload)
 
     def __repr__(self) -> str:
         return f"<EvaluationResult n_pairs={self.payload.get('n_pairs')} files={sorted(self.paths)}>"
+
+
+def fixed_first(base: PairLogProbs, tuned: PairLogProbs) -> list[int]:
+    """Pair indices, those the tuned model fixed first, then the rest, then those it broke.
+
+    Fixed = the base model preferred the rejected answer and the tuned model prefers the chosen
+    one: the pairs that show what training changed, so a side by side should start with them.
+    Within each group the data order is kept.
+    """
+    base_right = base.chosen > base.rejected
+    tuned_right = tuned.chosen > tuned.rejected
+    rank = [0 if (t and not b) else 2 if (b and not t) else 1 for b, t in zip(base_right, tuned_right)]
+    return sorted(range(len(rank)), key=lambda i: (rank[i], i))
 
 
 def evaluate_run(
@@ -178,7 +194,8 @@ def evaluate_run(
         plot_evaluation(payload, paths["plot"])
         paths["flipped"] = run_dir / FLIPPED_FILE
         paths["flipped"].write_text("<!doctype html><meta charset='utf-8'>" + flipped_pairs_html(evaluation.flipped, records))
-    return EvaluationResult(payload, evaluation, examples, paths)
+    order = fixed_first(base, tuned)
+    return EvaluationResult(payload, evaluation, [examples[i] for i in order], paths, order)
 
 
 def scores_from_payload(payload: dict) -> tuple[PairLogProbs, PairLogProbs]:
