@@ -11,13 +11,15 @@ import pytest
 import papermill
 
 from nbtools.config import RunConfig
+from nbtools.prepare import PrepareConfig
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 
-EXPECTED = ["01_inspect_data.ipynb", "02_configure.ipynb", "03_train.ipynb", "04_evaluate.ipynb"]
+EXPECTED = ["00_prepare_data.ipynb", "01_inspect_data.ipynb", "02_configure.ipynb", "03_train.ipynb", "04_evaluate.ipynb"]
 # Parameter names that are not RunConfig fields, by notebook (paths and switches of that step).
 EXTRA_PARAMETERS = {
+    "00_prepare_data.ipynb": {"preview_rows"},
     "01_inspect_data.ipynb": {"preview_rows"},
     "02_configure.ipynb": {"config_file"},
     "03_train.ipynb": {"config_file", "resume"},
@@ -41,7 +43,7 @@ def parameters_cells(nb: dict) -> list[dict]:
     return [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
 
 
-def test_the_four_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
@@ -83,7 +85,8 @@ def test_papermill_lists_every_parameter_with_its_help(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameter_names_follow_the_config(path):
     listed = set(papermill.inspect_notebook(str(path)))
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    config_class = PrepareConfig if path.name == "00_prepare_data.ipynb" else RunConfig  # step 0 has its own
+    fields = {f.name for f in dataclasses.fields(config_class)}
     assert listed - fields - EXTRA_PARAMETERS[path.name] == set()
 
 
@@ -98,7 +101,7 @@ def test_no_logic_in_notebooks(path):
         assert len(code_source(cell).splitlines()) <= 25
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name != "02_configure.ipynb"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name not in ("00_prepare_data.ipynb", "02_configure.ipynb")], ids=lambda p: p.name)
 def test_figures_render_whatever_the_matplotlib_backend(path):
     # make test exports MPLBACKEND=Agg; without %matplotlib inline the executed notebook keeps no plot
     sources = ["".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "code"]
@@ -111,7 +114,7 @@ def test_demo_passes_only_parameters_the_notebooks_take():
 
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     parameters = demo_parameters(Path("/tmp/demo"), "tiny-qwen3-vl-warm", None)
-    assert list(parameters) == list(DEMO_ORDER) == [p.stem for p in NOTEBOOKS]
+    assert list(parameters) == list(DEMO_ORDER) == [p.stem for p in NOTEBOOKS if p.name != "00_prepare_data.ipynb"]
     for name, values in parameters.items():
         listed = set(papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb")))
         # 02 and 03 read every RunConfig field from their namespace (config_from_parameters(globals()))
