@@ -15,7 +15,10 @@ so steps skip the reference pass; the one-off precompute is timed separately).
 Reported per side: s/step, pairs/s, CPU s/step (process CPU time: steadier than wall time on a
 shared machine), LM tokens/s (real tokens in the policy's input batch: a packed row holds the
 prompt once, so packing lowers this count for the same pairs), peak memory (CUDA peak allocated
-on GPU; on CPU the peak RSS of a child process per side), and the work per step: positions
+on GPU; on CPU the peak RSS of a child process per side), on GPU the memory above the weights
+(peak allocated minus what was allocated before the first step: weights + LoRA), the largest
+difference between nbtools' packed log-probs and TRL's two-row ones on the first batch (before
+training, so both see the same weights), and the work per step: positions
 through the language model (all passes, padding included, counted by a hook on the language
 model) and image encodings per image (counted by a hook on the vision tower); then ratios to TRL.
 
@@ -143,7 +146,10 @@ def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device
                                         encodings.images)
 
     trainer.add_callback(Clock())
+    before_steps = 0
     if device == "cuda":
+        torch.cuda.synchronize()
+        before_steps = torch.cuda.memory_allocated()  # weights + LoRA, nothing of a step yet
         torch.cuda.reset_peak_memory_stats()
     handle = positions.attach(trainer.model)
     try:
@@ -166,7 +172,9 @@ def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"s_per_step": elapsed / steps, "pairs_per_s": pairs / elapsed,
             "cpu_s_per_step": (end[1] - start[1]) / steps, "tokens_per_s": tokens / elapsed,
-            "peak_memory_gib": peak / 2**30, "lm_positions_per_step": (end[2] - start[2]) / steps,
+            "peak_memory_gib": peak / 2**30,
+            "memory_above_weights_gib": (peak - before_steps) / 2**30 if device == "cuda" else 0.0,
+            "lm_positions_per_step": (end[2] - start[2]) / steps,
             "encodings_per_image": (end[3] - start[3]) / (pairs * images_per_pair)}
 
 
@@ -202,6 +210,37 @@ def run_baseline(cfg, make_model, processor, records, family, out, precision, de
     return result
 
 
+def logp_difference(model, processor, examples: list[dict], device: str, autocast_dtype=None) -> dict:
+    """Largest |packed - TRL two-row| summed log-prob over chosen and rejected of ``examples``, same weights.
+
+    Returns the difference and the size of the values it compares (sums over the answer tokens).
+    """
+    import copy
+
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from nbtools.packing import PackedPreferenceCollator, packed_logps, separate_logps
+
+    def to_device(batch):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    packed_batch = to_device(PackedPreferenceCollator(processor)(copy.deepcopy(examples)))
+    two_rows = to_device(DataCollatorForVisionPreference(processor=processor, max_length=None)(copy.deepcopy(examples)))
+    was_training = model.training
+    model.eval()
+    try:
+        context = (torch.autocast(device_type=device, dtype=autocast_dtype) if autocast_dtype is not None
+                   else torch.autocast(device_type=device, enabled=False))
+        with torch.no_grad(), context:
+            packed = packed_logps(model, packed_batch)
+            chosen, rejected = separate_logps(model, two_rows)
+    finally:
+        model.train(was_training)
+    difference = torch.cat([(packed.chosen - chosen).abs(), (packed.rejected - rejected).abs()]).max()
+    scale = torch.cat([chosen.abs(), rejected.abs()]).max()
+    return {"logp_max_abs_diff": float(difference), "logp_max_abs_value": float(scale)}
+
+
 def _images_per_pair(records) -> float:
     return sum(len(r.images) for r in records) / len(records)
 
@@ -222,6 +261,11 @@ def run_nbtools(cfg, make_model, processor, data, family, out, precision, device
                            processing_class=processor, data_collator=counter,
                            peft_config=build_lora_config(model, cfg))
     precompute_s = 0.0
+    difference = {}
+    if packing["on"]:  # before any step: the adapter is still the identity, the weights those of the base
+        rows = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        difference = logp_difference(trainer.model, processor, counter.collator.examples(rows), device, autocast_dtype)
     if cfg.precompute_ref_log_probs and packing["on"]:
         # As train() does it, into a fresh cache so the one-off cost is measured, not a cache hit.
         from nbtools.packing import ReferenceLogpsStore
@@ -232,6 +276,7 @@ def run_nbtools(cfg, make_model, processor, data, family, out, precision, device
         precompute_s = done.seconds / max(1, done.computed)
     result = timed_steps(trainer, warmup, steps, counter, device, _images_per_pair(data.train.records))
     result["precompute_s_per_pair"] = precompute_s
+    result.update(difference)
     del trainer, model
     return result
 
@@ -247,8 +292,10 @@ def format_table(results: dict, gpu: bool) -> str:
     rows = (("s_per_step", "s/step", 3), ("pairs_per_s", "pairs/s", 2), ("cpu_s_per_step", "CPU s/step", 3),
             ("tokens_per_s", "LM tokens/s", 0),
             ("peak_memory_gib", "peak mem GiB" + (" (alloc)" if gpu else " (RSS)"), 3),
+            ("memory_above_weights_gib", "mem above weights GiB", 3),
             ("lm_positions_per_step", "LM positions/step", 0), ("encodings_per_image", "encodings/image", 2),
-            ("precompute_s_per_pair", "ref precompute s/pair", 4))
+            ("precompute_s_per_pair", "ref precompute s/pair", 4),
+            ("logp_max_abs_diff", "|logp - TRL| max", 5))
     ratio_names = [f"{name} / TRL" for name in names[1:]]
     lines = [f"{'metric':<23}" + "".join(f"{n:>18}" for n in names) + "".join(f"{n:>24}" for n in ratio_names)]
     for key, label, digits in rows:

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "prepare": "step 0: sample answers from a model and turn them into preference pairs",
     "validate": "check a preference dataset before training",
     "train": "train a LoRA adapter with DPO from a config YAML",
     "evaluate": "compare a trained run against its base model",

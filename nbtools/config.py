@@ -32,6 +32,7 @@ QUANTIZATIONS = ("none", "4bit", "8bit")
 REPORT_TO = ("none", "tensorboard", "wandb")
 TOO_LONG = ("drop", "error")
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+DISTRIBUTED = ("ddp", "fsdp")
 TARGET_MODULE_PRESETS = ("default", "all-linear")
 MAX_NAME_BYTES = 255  # longest file or folder name most filesystems allow
 MAX_NAME_CHARS = 200  # run and model names: fit a folder name (with the timestamp), a table and a model card
@@ -211,7 +212,8 @@ class RunConfig:
         True,
         help="Pack each pair into one row [prompt, chosen, rejected] so the prompt and its images go through "
         "the model once instead of twice and no padding is computed. Used when verified for the model "
-        "and settings (plain sigmoid DPO, one process, sdpa/eager attention); the run says when it is off and why.",
+        "and settings (sigmoid, hinge or IPO DPO, sdpa/eager attention; also under torchrun/accelerate with DDP or "
+        "FSDP); the run says when it is off and why.",
         group="memory",
     )
     precompute_ref_log_probs: bool = _f(
@@ -219,8 +221,17 @@ class RunConfig:
         help="Compute each pair's reference log-probs once before training (adapter off, no gradients) and reuse "
         "them in every step, epoch, resumed run and sweep; cached under ~/.cache/nbtools/ref_logps, keyed by "
         "everything that changes them (pair and images, max_pixels, model, starting adapter, tokenizer and "
-        "chat template, precision). Only with packing.",
+        "chat template, precision). Only with packing; split across processes under ddp; not under fsdp (the "
+        "reference pass then runs in each step).",
         group="memory",
+    )
+    distributed: str = _f(
+        "ddp",
+        help="With several GPUs (torchrun / accelerate launch): ddp = a full copy of the model per GPU, data split "
+        "between them; fsdp = weights, gradients and optimizer state sharded across the GPUs (FSDP2, full shard, "
+        "activation checkpointing from gradient_checkpointing), for models too big for one GPU. Packing works "
+        "with both. One process: no effect.",
+        group="memory", choices=DISTRIBUTED,
     )
 
     # ------------------------------------------------------------------------------------------
@@ -260,6 +271,9 @@ class RunConfig:
         if self.quantization != "none" and self.precision == "fp32":
             raise ConfigError("quantization", f"{self.quantization} loading computes in 16-bit, not fp32",
                               "set precision: auto (or bf16/fp16), or quantization: none")
+        if self.distributed == "fsdp" and self.quantization != "none":
+            raise ConfigError("distributed", f"fsdp does not shard {self.quantization}-quantized weights here",
+                              "set quantization: none with fsdp, or distributed: ddp for QLoRA")
         if not self.task_display_name.strip():
             raise ConfigError("task_display_name", "is empty", "give the run a short name, e.g. shapes-dpo")
         for name in ("task_display_name", "custom_model_name"):

@@ -8,7 +8,15 @@ intermediates, LoRA-dropout copies); it is labelled as such in the result.
 
 DPO doubles every sequence: TRL runs chosen and rejected as one batch of 2 x batch_size,
 each with the prompt's images, and then a reference forward (adapters disabled, no grad)
-while the policy's activations are still held.
+while the policy's activations are still held. ``packing=True`` estimates nbtools' packed
+layout instead (what training uses where verified): one row [prompt, chosen, rejected] per
+pair, LM head on answer tokens only, no reference pass in the step when the reference
+log-probs are precomputed.
+
+Strategy: ``ddp`` (and one device) keeps a full copy of everything per device; ``fsdp``
+shards weights, LoRA weights, gradients and AdamW state over ``num_devices`` and adds the
+parameters FSDP gathers while it works (the root unit — embeddings, LM head — for the whole
+step, and about two decoder layers at a time). Activations are per device either way.
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ LORA_BYTES_PER_PARAM = 4
 LORA_GRAD_BYTES_PER_PARAM = 4
 ADAMW_BYTES_PER_PARAM = 8
 TRL_LOGPROB_VOCAB_CHUNK = 32768  # TRL's fused LM head scores the vocabulary in chunks of this size
+STRATEGIES = ("ddp", "fsdp")
+# packed step: fp32 logits of the scored tokens, their log-softmax, and the gradient of one of them
+PACKED_LOGIT_COPIES = 3
+# FSDP2 gathers the next layer while it computes the current one (prefetch)
+FSDP_GATHERED_LAYERS = 2
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,10 @@ class MemoryEstimate:
     fits: bool | None
     advice: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    packing: bool = False  # one [prompt, chosen, rejected] row per pair (nbtools' packed step)
+    strategy: str = "ddp"  # ddp (or one device): full copy per device; fsdp: sharded over num_devices
+    num_devices: int = 1
+    gathered_bytes: int = 0  # fsdp: parameters gathered while a unit works (root for the step + ~2 layers)
 
     @property
     def total_gib(self) -> float:
@@ -89,13 +106,17 @@ class MemoryEstimate:
             ),
             ("reference pass", self.reference_pass_bytes / GIB),
             ("log-prob chunks", self.logits_bytes / GIB),
+        ] + ([("gathered shards (FSDP)", self.gathered_bytes / GIB)] if self.strategy == "fsdp" else []) + [
             ("total (estimate)", self.total_gib),
         ]
 
     def format(self) -> str:
         lines = [f"{label:<48}{gib:>8.2f} GiB" for label, gib in self.rows()]
+        if self.strategy == "fsdp":
+            lines.append(f"per device, weights and optimizer state sharded over {self.num_devices} devices (FSDP)")
+        layout = "packed rows [prompt, chosen, rejected]" if self.packing else "sequences"
         lines.append(
-            f"{self.sequences_per_step} sequences x {self.tokens_per_sequence} tokens "
+            f"{self.sequences_per_step} {layout} x {self.tokens_per_sequence} tokens "
             f"({self.image_tokens_per_image} image tokens per image); "
             f"without checkpointing activations would be {self.activation_bytes_without_checkpointing / GIB:.2f} GiB"
         )
@@ -308,14 +329,22 @@ def estimate_memory(
     image_size: tuple[int, int] | None = None,
     lora_dropout: float = 0.05,
     include_vision: bool = False,
+    packing: bool = False,
+    precompute_reference: bool = True,
+    strategy: str = "ddp",
+    num_devices: int = 1,
 ) -> MemoryEstimate:
-    """Peak memory of one DPO step with LoRA.
+    """Peak memory per device of one DPO step with LoRA.
 
     Sequence length: prompt text + images + answer when ``prompt_text_tokens``/``answer_tokens``
     are given, capped at ``max_context_length``; otherwise ``max_context_length`` (worst case).
+    ``packing``: nbtools' packed layout (one row of prompt + both answers per pair; with
+    ``precompute_reference`` no reference pass in the step). ``strategy``/``num_devices``: see the module text.
     """
-    if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0:
-        raise ValueError("batch_size, max_context_length and lora_rank must be positive")
+    if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0 or num_devices <= 0:
+        raise ValueError("batch_size, max_context_length, lora_rank and num_devices must be positive")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     config = load_config(model_config_or_name)
     counts = count_parameters(config)
     act_bytes = _dtype_bytes(precision)
@@ -331,7 +360,11 @@ def estimate_memory(
         completion = min(answer_tokens, seq)
     else:
         seq, completion = max_context_length, min(max_context_length, answer_tokens or max_context_length // 4)
-    n_seq = 2 * batch_size  # chosen + rejected
+    if packing:  # one row per pair: the prompt and its images once, then both answers
+        seq += completion
+        n_seq = batch_size
+    else:
+        n_seq = 2 * batch_size  # chosen + rejected
     tokens = n_seq * seq
 
     per_layer = layer_activation_elements(config, lora_dropout > 0) * act_bytes
@@ -343,15 +376,26 @@ def estimate_memory(
 
     # reference forward (no grad): one layer's temporaries at a time, plus its log-prob chunks
     reference = tokens * (3 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
-    scored = n_seq * completion
-    logits = scored * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
+    if packing and precompute_reference:
+        reference = 0  # the step reads stored reference log-probs
+    if packing:  # LM head on the answer tokens only, full vocabulary in fp32 (logits, log-softmax, gradient)
+        logits = batch_size * 2 * completion * dims["vocab"] * 4 * PACKED_LOGIT_COPIES
+    else:
+        scored = n_seq * completion
+        logits = scored * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
 
-    total = weights + lora_w + lora_g + optim + activations + reference + logits
+    gathered = 0
+    if strategy == "fsdp" and num_devices > 1:
+        gathered = _fsdp_gathered_bytes(config, counts, weights)
+        weights, lora_w, lora_g, optim = (math.ceil(b / num_devices) for b in (weights, lora_w, lora_g, optim))
+
+    total = weights + lora_w + lora_g + optim + activations + reference + logits + gathered
     fits = None if gpu_memory_gib is None else total <= gpu_memory_gib * GIB * 0.92  # CUDA context & fragmentation
     settings = dict(
         batch_size=batch_size, max_context_length=max_context_length, max_pixels=max_pixels, lora_rank=lora_rank,
         gradient_checkpointing=gradient_checkpointing, precision=precision, quantization=quantization,
-        target_modules=target_modules, images_per_pair=images_per_pair,
+        target_modules=target_modules, images_per_pair=images_per_pair, packing=packing,
+        precompute_reference=precompute_reference, strategy=strategy, num_devices=num_devices,
     )
     estimate = MemoryEstimate(
         weights_bytes=weights, lora_params=lora_params, lora_weights_bytes=lora_w, lora_grad_bytes=lora_g,
@@ -359,6 +403,7 @@ def estimate_memory(
         activation_bytes_without_checkpointing=without_ckpt, reference_pass_bytes=reference, logits_bytes=logits,
         total_bytes=total, parameters=counts, tokens_per_sequence=seq, image_tokens_per_image=img_tokens,
         sequences_per_step=n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
+        packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
     )
     if images_per_pair * img_tokens >= max_context_length:
         estimate.advice.append(
@@ -368,6 +413,17 @@ def estimate_memory(
     if fits is False:
         estimate.advice += _advice(estimate, config, counts)
     return estimate
+
+
+def _fsdp_gathered_bytes(config, counts: ParameterCounts, weights: int) -> int:
+    """Parameters FSDP holds unsharded at once: the root unit (embeddings, LM head, norms) for the whole step,
+    plus about two decoder layers (the one computing and the one being prefetched)."""
+    dims = _text_dims(config)
+    per_param = weights / max(counts.total, 1)
+    embeddings = dims["vocab"] * dims["hidden"]
+    root = embeddings + counts.lm_head
+    layer = max(counts.language_model - embeddings, 0) / max(dims["layers"], 1)
+    return int((root + FSDP_GATHERED_LAYERS * layer) * per_param)
 
 
 def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
@@ -392,6 +448,10 @@ def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
             "halving it about halves the image tokens"
         )
     tips.append(f"lower max_context_length (now {s['max_context_length']})")
+    if not s.get("packing"):
+        tips.append("turn on packing (one row per pair: the prompt and images go through the model once)")
+    if s.get("strategy") != "fsdp":
+        tips.append("with several GPUs, distributed: fsdp shards weights and optimizer state across them")
     if s["quantization"] is None:
         q4 = weight_bytes(counts, s["precision"], "4bit")
         tips.append(f"load the base model in 4-bit (QLoRA): weights {est.weights_bytes / GIB:.1f} -> {q4 / GIB:.1f} GiB")
@@ -412,13 +472,17 @@ def estimate_tokens_per_epoch(
     images_per_pair: float = 1,
     image_size: tuple[int, int] | None = None,
     tokens_per_second: float | None = None,
+    packing: bool = False,
 ) -> TokenEstimate:
-    """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + answer."""
+    """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + answer
+    (``packing``: one row per pair, the prompt and images once, then both answers)."""
     config = load_config(model_config_or_name)
     img = image_tokens_per_image(config, max_pixels, image_size)
     full = mean_prompt_text_tokens + images_per_pair * img + mean_answer_tokens
     per_seq = int(math.ceil(min(full, max_context_length)))
     per_pair = 2 * per_seq
+    if packing:  # the answer part of one sequence is added, not the whole second sequence
+        per_pair = per_seq + int(math.ceil(min(mean_answer_tokens, per_seq)))
     per_epoch = per_pair * n_pairs
     seconds = per_epoch / tokens_per_second if tokens_per_second else None
     return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds)

@@ -7,13 +7,19 @@ card, so plain transformers and vLLM load it with no nbtools installed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import shlex
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+from nbtools import atomic
+from nbtools import markdown as md
+from nbtools.errors import UserError
 from nbtools.evaluate.generation import Decoding, generate_text
 from nbtools.evaluate.report import read_evaluation, table_markdown
 from nbtools.evaluate.run_model import adapter_dir, attach_adapter, load_run_config, load_run_model, load_run_processor
@@ -46,22 +52,65 @@ def _record_export(run_dir, out_dir: Path) -> None:
     write_json_atomic(path, record)
 
 
-def _prepare_out_dir(out_dir) -> Path:
-    """An empty folder to export into. A previous nbtools export there is replaced whole (so no
-    file of an older export, e.g. an adapter next to merged weights, survives); anything else
-    is refused."""
-    from nbtools.paths import check_output_folder
+class ExportFolderError(UserError, FileExistsError):
+    """``--out`` cannot receive the export (a file, a link, a folder of other files)."""
 
-    out_dir = check_output_folder(out_dir, "--out", allow_symlink=False)  # a file, a symlink: refused
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / EXPORT_INFO_FILE).is_file():
-            raise FileExistsError(
-                f"{out_dir}: exists and holds files that are not an nbtools export; refusing to overwrite them "
-                "(fix: choose an empty or new --out folder)"
-            )
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def check_out_dir(out_dir) -> Path:
+    """``out_dir`` if an export may go there: a new or empty folder, or a previous nbtools export
+    (replaced whole, so no file of an older export, e.g. an adapter next to merged weights,
+    survives). Anything else is refused before any work is done."""
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        raise ExportFolderError(f"{out_dir}: is a symbolic link; an export replaces its folder whole, which would "
+                                "replace the link, not its target (fix: pass the folder the link points to, or a new "
+                                "--out folder)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportFolderError(f"{out_dir}: exists and is not a folder (fix: choose a new or empty --out folder)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO_FILE).is_file():
+        raise ExportFolderError(
+            f"{out_dir}: exists and holds files that are not an nbtools export; refusing to overwrite them "
+            "(fix: choose an empty or new --out folder)"
+        )
     return out_dir
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _clean_up_after_dead_exports(out_dir: Path) -> None:
+    """Remove what an export killed mid-way (kill -9, power loss) left next to ``out_dir``; if it died
+    between moving the previous export aside and moving the new one in, put the previous one back."""
+    for prefix in (f".{out_dir.name}.old{atomic.TEMP_MARK}", f".{out_dir.name}{atomic.TEMP_MARK}"):
+        for leftover in out_dir.parent.glob(prefix + "*"):
+            pid = leftover.name[len(prefix):].split("-", 1)[0]
+            if not pid.isdigit() or _process_alive(int(pid)):
+                continue  # another export is writing right now
+            if ".old" + atomic.TEMP_MARK in leftover.name and not out_dir.exists():
+                os.rename(leftover, out_dir)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_export(out_dir) -> Iterator[Path]:
+    """A temporary sibling folder to build the export in; it replaces ``out_dir`` only once complete.
+
+    Until the swap (two renames, nbtools.atomic) the previous export stays untouched, so a failure at
+    any point (a full disk, an interrupted merge) leaves it as it was and no temporary folder behind.
+    """
+    out_dir = check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_up_after_dead_exports(out_dir)
+    with atomic.replacing_dir(out_dir) as staging:
+        yield staging
 
 
 def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
@@ -73,59 +122,76 @@ def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
         "max_pixels": config.max_pixels,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    atomic.write_json(out_dir / EXPORT_INFO_FILE, info, indent=2)
 
 
 def save_adapter(run_dir, out_dir=None) -> Path:
-    """Copy the LoRA adapter and the run's processor into ``out_dir``, with a model card."""
+    """Copy the LoRA adapter and the run's processor into ``out_dir``, with a model card.
+
+    Built in a temporary sibling folder and swapped in when complete (see :func:`staged_export`).
+    """
     config = load_run_config(run_dir)
     source = adapter_dir(run_dir)
-    out_dir = _prepare_out_dir(out_dir or default_export_dir(run_dir, merged=False))
-    shutil.copytree(source, out_dir, dirs_exist_ok=True)
-    load_run_processor(run_dir, config).save_pretrained(out_dir)
-    _write_info(out_dir, run_dir, "adapter", config)
-    write_model_card(run_dir, out_dir, kind="adapter")
+    out_dir = Path(out_dir or default_export_dir(run_dir, merged=False))
+    with staged_export(out_dir) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        load_run_processor(run_dir, config).save_pretrained(staging)
+        _write_info(staging, run_dir, "adapter", config)
+        write_model_card(run_dir, staging, kind="adapter", final_dir=out_dir)
     _record_export(run_dir, out_dir)
     return out_dir
 
 
 def export_merged(run_dir, out_dir=None, *, device: Optional[str] = None, dtype="auto") -> Path:
-    """Merge the adapter into the base weights and save a standalone model folder."""
+    """Merge the adapter into the base weights and save a standalone model folder.
+
+    Built in a temporary sibling folder and swapped in when complete (see :func:`staged_export`).
+    """
+    out_dir = check_out_dir(out_dir or default_export_dir(run_dir, merged=True))  # before minutes of loading
     run = load_run_model(run_dir, device=device, dtype=dtype, with_reference=False)
-    out_dir = _prepare_out_dir(out_dir or default_export_dir(run_dir, merged=True))
     merged = run.model.merge_and_unload()
     tokenizer = getattr(run.processor, "tokenizer", run.processor)
     if merged.generation_config.pad_token_id is None:
         merged.generation_config.pad_token_id = tokenizer.pad_token_id
-    merged.save_pretrained(out_dir)  # safetensors + config.json + generation_config.json
-    run.processor.save_pretrained(out_dir)  # tokenizer, chat template, image processor (max_pixels)
-    _write_info(out_dir, run_dir, "merged", run.config)
-    write_model_card(run_dir, out_dir, kind="merged")
+    with staged_export(out_dir) as staging:
+        merged.save_pretrained(staging)  # safetensors + config.json + generation_config.json
+        run.processor.save_pretrained(staging)  # tokenizer, chat template, image processor (max_pixels)
+        _write_info(staging, run_dir, "merged", run.config)
+        write_model_card(run_dir, staging, kind="merged", final_dir=out_dir)
     _record_export(run_dir, out_dir)
     return out_dir
 
 
 # --- model card ------------------------------------------------------------------------------
 
+def _number_or_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return md.text(value)
+
+
 def _metrics_table(metrics: dict) -> str:
-    rows = [f"| `{k}` | {v:.4g} |" if isinstance(v, (int, float)) else f"| `{k}` | {v} |"
-            for k, v in sorted(metrics.items())]
+    rows = [f"| {md.code(k, in_table=True)} | {_number_or_text(v)} |" for k, v in sorted(metrics.items())]
     return "| metric | value |\n|---|---|\n" + "\n".join(rows) if rows else "_none recorded_"
 
 
 def _data_section(data: Optional[dict], config) -> str:
     """Pairs per split at a glance, the full statistics folded away below."""
     if not data:
-        return f"Training file: `{config.train_file}`; validation: `{config.validation_file or config.validation_split}`.\n"
+        return (f"Training file: {md.code(config.train_file)}; validation: "
+                f"{md.code(config.validation_file or config.validation_split)}.\n")
     rows = ["| split | file | pairs | dropped (too long) | warnings |", "|---|---|---|---|---|"]
     for split in ("train", "validation"):
         info = data.get(split)
         if info:
-            rows.append(f"| {split} | `{info.get('file')}` | {info.get('pairs')} | {info.get('dropped_too_long', 0)} "
-                        f"| {info.get('warnings', 0)} |")
-    extra = f"\nLongest pair: {data['longest_pair_tokens']} tokens.\n" if data.get("longest_pair_tokens") else "\n"
-    return ("\n".join(rows) + "\n" + extra + "\n<details><summary>All data statistics</summary>\n\n```json\n"
-            + json.dumps(data, indent=2) + "\n```\n\n</details>\n")
+            cells = [split, md.code(info.get("file"), in_table=True)] + [
+                md.text(info.get(key, default)) for key, default in
+                (("pairs", ""), ("dropped_too_long", 0), ("warnings", 0))]
+            rows.append("| " + " | ".join(cells) + " |")
+    extra = (f"\nLongest pair: {md.text(data['longest_pair_tokens'])} tokens.\n"
+             if data.get("longest_pair_tokens") else "\n")
+    return ("\n".join(rows) + "\n" + extra + "\n<details><summary>All data statistics</summary>\n\n"
+            + md.fenced(json.dumps(data, indent=2), "json") + "\n</details>\n")
 
 
 def _copy_plots(run_dir, out_dir: Path) -> list[str]:
@@ -138,26 +204,62 @@ def _copy_plots(run_dir, out_dir: Path) -> list[str]:
     return [f"plots/{p.name}" for p in plots]
 
 
+def _python_str(value: str) -> str:
+    """A Python string literal for ``value`` (a JSON string is one: same escapes, double quotes, one line)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _shell_command(*argv: str) -> str:
+    """One shell command line; every argument quoted, so pasting it runs exactly ``argv``."""
+    return " ".join(shlex.quote(str(arg)) for arg in argv)
+
+
+CURL_IMAGE = "$(base64 -w0 photo.png)"  # the one shell expansion the printed curl command means to do
+
+
+def curl_command(model_name: str) -> str:
+    """The chat-completions call for ``model_name``; the name goes into the JSON body as JSON, and the
+    body into the command shell-quoted, with only the picture's base64 substituted by the shell."""
+    head = ('{\n  "model": ' + json.dumps(model_name, ensure_ascii=False) + ',\n'
+            '  "messages": [{"role": "user", "content": [\n'
+            '    {"type": "image_url", "image_url": {"url": "data:image/png;base64,')
+    tail = ('"}},\n'
+            '    {"type": "text", "text": "What colour is the shape?"}]}],\n'
+            '  "max_tokens": 128, "temperature": 0}')
+    return ("curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d "
+            + shlex.quote(head) + f'"{CURL_IMAGE}"' + shlex.quote(tail))
+
+
+def serve_command(model_name: str, path: str, kind: str, base_model: str, lora_rank: int) -> str:
+    """The ``vllm serve`` command line for this export."""
+    if kind == "merged":
+        return _shell_command("vllm", "serve", path, "--served-model-name", model_name, "--max-model-len", "4096")
+    return _shell_command("vllm", "serve", base_model, "--enable-lora", "--max-lora-rank", str(lora_rank),
+                          "--lora-modules", f"{model_name}={path}", "--max-model-len", "4096")
+
+
 def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lora_rank: int) -> str:
-    """How to load and serve the export: transformers, nbtools, vLLM (OpenAI-compatible)."""
-    path = str(out_dir.resolve())
+    """How to load and serve the export: transformers, nbtools, vLLM (OpenAI-compatible).
+
+    Names and paths are user text: Python literals in the code, shell-quoted in the commands.
+    """
+    path = str(Path(out_dir).resolve())
     if kind == "merged":
         load = (
             "from transformers import AutoModelForImageTextToText, AutoProcessor\n\n"
-            f'model = AutoModelForImageTextToText.from_pretrained("{path}", dtype="auto", device_map="auto")\n'
-            f'processor = AutoProcessor.from_pretrained("{path}")'
+            f'model = AutoModelForImageTextToText.from_pretrained({_python_str(path)}, dtype="auto", '
+            'device_map="auto")\n'
+            f'processor = AutoProcessor.from_pretrained({_python_str(path)})'
         )
-        serve = f"vllm serve {path} --served-model-name {model_name} --max-model-len 4096"
     else:
         load = (
             "from peft import PeftModel\n"
             "from transformers import AutoModelForImageTextToText, AutoProcessor\n\n"
-            f'base = AutoModelForImageTextToText.from_pretrained("{base_model}", dtype="auto", device_map="auto")\n'
-            f'model = PeftModel.from_pretrained(base, "{path}")\n'
-            f'processor = AutoProcessor.from_pretrained("{path}")'
+            f'base = AutoModelForImageTextToText.from_pretrained({_python_str(base_model)}, dtype="auto", '
+            'device_map="auto")\n'
+            f'model = PeftModel.from_pretrained(base, {_python_str(path)})\n'
+            f'processor = AutoProcessor.from_pretrained({_python_str(path)})'
         )
-        serve = (f"vllm serve {base_model} --enable-lora --max-lora-rank {lora_rank} "
-                 f"--lora-modules {model_name}={path} --max-model-len 4096")
     messages = (
         'messages = [{"role": "user", "content": [\n'
         '    {"type": "image", "image": "photo.png"},\n'
@@ -167,27 +269,34 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
         "out = model.generate(**inputs, max_new_tokens=128, do_sample=False)\n"
         'print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))'
     )
-    curl = (
-        "curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{\n"
-        f'  "model": "{model_name}",\n'
-        '  "messages": [{"role": "user", "content": [\n'
-        '    {"type": "image_url", "image_url": {"url": "data:image/png;base64,'
-        "'$(base64 -w0 photo.png)'" + '"}},\n'
-        '    {"type": "text", "text": "What colour is the shape?"}]}],\n'
-        '  "max_tokens": 128, "temperature": 0}\''
-    )
+    serve = serve_command(model_name, path, kind, base_model, lora_rank)
+    nbtools_code = ("from nbtools.export import generate\n\n"
+                    f'print(generate({_python_str(path)}, ["photo.png"], "What colour is the shape?", '
+                    "max_new_tokens=128))")
     return (
-        "## Use it\n\n### In transformers\n\n```python\n" + load + "\n\n" + messages + "\n```\n\n"
-        "### With nbtools\n\n```python\nfrom nbtools.export import generate\n\n"
-        f'print(generate("{path}", ["photo.png"], "What colour is the shape?", max_new_tokens=128))\n```\n\n'
-        "### Serve with vLLM (OpenAI-compatible API)\n\n```bash\npip install vllm\n" + serve + "\n```\n\n"
+        "## Use it\n\n### In transformers\n\n" + md.fenced(load + "\n\n" + messages, "python") + "\n"
+        "### With nbtools\n\n" + md.fenced(nbtools_code, "python") + "\n"
+        "### Serve with vLLM (OpenAI-compatible API)\n\n" + md.fenced("pip install vllm\n" + serve, "bash") + "\n"
         "Then call it like any OpenAI chat endpoint (images as data URLs or http URLs):\n\n"
-        "```bash\n" + curl + "\n```\n"
+        + md.fenced(curl_command(model_name), "bash")
     )
 
 
-def write_model_card(run_dir, out_dir, kind: str = "merged") -> Path:
-    """README.md with base model, data statistics, config, final metrics, evaluation, plots, usage."""
+def _front_matter(front: dict) -> str:
+    import yaml
+
+    # PyYAML quotes what needs it and indents a multi-line value's continuation lines, so no value
+    # can put a `---` at the start of a line and end the front matter early.
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, width=float("inf")) + "---\n"
+
+
+def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None) -> Path:
+    """README.md with base model, data statistics, config, final metrics, evaluation, plots, usage.
+
+    ``final_dir``: where the export will live, for the paths in the usage commands (default:
+    ``out_dir``; differs while an export is built in a temporary folder). Every name and value from
+    the run is user text: escaped for Markdown, quoted for the shell and Python. Written atomically.
+    """
     import yaml
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -199,37 +308,37 @@ def write_model_card(run_dir, out_dir, kind: str = "merged") -> Path:
     front = {"base_model": config.model, "library_name": "transformers" if kind == "merged" else "peft",
              "pipeline_tag": "image-text-to-text", "tags": ["dpo", "nbtools", "vision-language"]}
     parts = [
-        "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n",
-        f"# {name}\n",
+        _front_matter(front),
+        f"# {md.text(name)}\n",
         f"A {what} trained with Direct Preference Optimization (DPO, LoRA) by nbtools "
-        f"from the run `{record.get('task_display_name', config.task_display_name)}`.\n",
-        f"## Base model\n\n`{config.model}`\n",
+        f"from the run {md.code(record.get('task_display_name', config.task_display_name))}.\n",
+        f"## Base model\n\n{md.code(config.model)}\n",
         "## Training data\n\n" + _data_section(record.get("data"), config),
-        "## Training configuration\n\n```yaml\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```\n",
+        "## Training configuration\n\n" + md.fenced(yaml.safe_dump(config.to_dict(), sort_keys=False), "yaml"),
         "## Final metrics\n\n" + _metrics_table(record.get("metrics") or {}) + "\n",
     ]
     best = record.get("best") or {}
     if best:
-        shown = (f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best.items())
-        parts.append("Best checkpoint: " + ", ".join(shown) + "\n")
+        parts.append("Best checkpoint: " + ", ".join(f"{md.code(k)} = {_number_or_text(v)}"
+                                                     for k, v in best.items()) + "\n")
     if evaluation:
         parts.append(
-            f"## Evaluation\n\nBase vs tuned on {evaluation['n_pairs']} held-out pairs "
-            f"(`{evaluation.get('data', '')}`), {evaluation['confidence']:.0%} paired bootstrap intervals:\n\n"
+            f"## Evaluation\n\nBase vs tuned on {md.text(evaluation['n_pairs'])} held-out pairs "
+            f"({md.code(evaluation.get('data', ''))}), {evaluation['confidence']:.0%} paired bootstrap intervals:\n\n"
             + table_markdown(evaluation) + "\n"
-            + "".join(f"\n> **Warning:** {w}\n" for w in evaluation.get("warnings", []))
+            + "".join(f"\n> **Warning:** {md.text(w)}\n" for w in evaluation.get("warnings", []))
         )
     else:
-        parts.append(f"## Evaluation\n\nNot evaluated yet: `python -m nbtools evaluate {run_dir}`.\n")
+        command = _shell_command("python", "-m", "nbtools", "evaluate", str(run_dir))
+        parts.append(f"## Evaluation\n\nNot evaluated yet: {md.code(command)}.\n")
     plots = _copy_plots(run_dir, out_dir)
     if plots:
-        parts.append("## Plots\n\n" + "\n".join(f"![{Path(p).stem}]({p})" for p in plots) + "\n")
-    parts.append(usage_section(name, out_dir, kind, config.model, config.lora_rank))
+        parts.append("## Plots\n\n" + "\n".join(f"![{md.text(Path(p).stem)}]({md.link_target(p)})"
+                                                for p in plots) + "\n")
+    parts.append(usage_section(name, Path(final_dir or out_dir), kind, config.model, config.lora_rank))
     if record.get("provenance"):
-        parts.append("## Provenance\n\n```json\n" + json.dumps(record["provenance"], indent=2) + "\n```\n")
-    path = out_dir / CARD_FILE
-    path.write_text("\n".join(parts))
-    return path
+        parts.append("## Provenance\n\n" + md.fenced(json.dumps(record["provenance"], indent=2), "json"))
+    return atomic.write_text(out_dir / CARD_FILE, "\n".join(parts))
 
 
 # --- using an export ----------------------------------------------------------------------

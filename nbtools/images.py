@@ -123,10 +123,6 @@ def resize_to_max_pixels(
     return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
 
 
-REMOTE_SCHEMES = ("http://", "https://", "s3://", "s3a://", "gs://", "gcs://", "oss://", "az://", "abfs://",
-                  "hf://", "memory://", "ftp://", "sftp://")
-
-
 def is_remote(path: str) -> bool:
     """True for URLs that go through fsspec (``http(s)://``, ``s3://``, ``oss://``...)."""
     return "://" in path and not path.startswith("file://")
@@ -141,12 +137,31 @@ _PACKAGE_FOR = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "oss
                 "sftp": "paramiko"}
 
 
+# fsspec knows many more protocols, but only these hold files a path can name on its own:
+# ``zip://``/``tar://``/``reference://``/``dir://`` wrap another filesystem, ``github://`` needs
+# arguments a media path cannot carry, and so on.
+FILE_STORES = ("http", "https", "s3", "s3a", "gs", "gcs", "oss", "az", "abfs", "abfss", "adl", "hf", "memory",
+               "ftp", "sftp", "webhdfs", "hdfs", "smb", "webdav")
+
+
+class UnsupportedURL(UserError, ValueError):
+    """A URL whose scheme is not a file store media can be read from."""
+
+
 def remote_filesystem(url: str):
-    """The fsspec filesystem for ``url``; :class:`RemoteBackendMissing` names what to pip install."""
+    """The fsspec filesystem for ``url``; :class:`RemoteBackendMissing` names what to pip install,
+    :class:`UnsupportedURL` says when the scheme is not a file store at all."""
     import fsspec
 
     protocol = url.split("://", 1)[0].lower()
+    if protocol not in FILE_STORES:
+        raise UnsupportedURL(f"{protocol}:// is not a file store nbtools reads media from "
+                             f"(use a local path or one of {', '.join(p + '://' for p in FILE_STORES[:8])}…)")
+    if protocol == "hf" and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise OSError("hf:// paths cannot be read with HF_HUB_OFFLINE set (unset it, or use local copies)")
     try:
+        if protocol in ("ftp", "sftp", "smb", "webhdfs", "hdfs"):  # the host is part of the URL
+            return fsspec.core.url_to_fs(url)[0]
         return fsspec.filesystem(protocol)
     except (ImportError, ValueError) as exc:
         package = _PACKAGE_FOR.get(protocol, f"the fsspec backend for {protocol}://")
@@ -179,45 +194,37 @@ def open_image(path_or_url: Union[str, os.PathLike], mode: str = "RGB") -> Image
         return src.convert(mode) if mode and src.mode != mode else src.copy()
 
 
-def apply_max_pixels(processor, max_pixels: Optional[int], min_pixels: Optional[int] = None):
-    """Set the image size cap on a Qwen-VL processor (or bare image processor) in place.
+def open_resized(path_or_url: Union[str, os.PathLike], max_pixels: Optional[int],
+                 family: Union[str, ImageGeometry, None] = None, mode: str = "RGB") -> Image.Image:
+    """``resize_to_max_pixels(open_image(path), ...)`` without ever holding two full-size copies.
 
-    transformers 5 stores the bounds in ``image_processor.size`` as ``longest_edge`` (max
-    pixels) and ``shortest_edge`` (min pixels); ``save_pretrained`` writes that dict, so a run
-    saved with this processor makes inference resize exactly like training. Returns the processor.
+    Training opens every image of every batch, every epoch: a 12,000 x 12,000 photo decoded in
+    full and then copied cost twice its 432 MB per step. Here a JPEG is decoded directly at a
+    reduced scale (1/2, 1/4 or 1/8 by the JPEG decoder, ``Image.draft``, keeping at least twice the
+    target size), and other formats are decoded once and resized from that one copy. The result
+    has exactly the size the processor will use; for formats other than JPEG the pixels are the
+    same as a full decode gives, for a large JPEG they differ by the decoder's scaling.
     """
-    if max_pixels is None and min_pixels is None:
-        return processor
-    image_processor = getattr(processor, "image_processor", processor)
-    size = getattr(image_processor, "size", None)
-    if size is None or not _has_key(size, "longest_edge"):
-        raise ValueError(
-            f"{type(image_processor).__name__} does not use a max_pixels budget (size={size!r}); "
-            "max_pixels applies to Qwen-VL style processors"
-        )
-    current = {k: v for k, v in dict(size).items() if v is not None} if not hasattr(size, "__dataclass_fields__") \
-        else {k: getattr(size, k) for k in size.__dataclass_fields__ if getattr(size, k) is not None}
-    if max_pixels is not None:
-        if max_pixels <= 0:
-            raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-        current["longest_edge"] = int(max_pixels)
-    if min_pixels is not None:
-        current["shortest_edge"] = int(min_pixels)
-    # A lower bound above the cap would make smart_resize upscale past max_pixels.
-    if current.get("shortest_edge", 0) > current["longest_edge"]:
-        current["shortest_edge"] = current["longest_edge"]
-    size_type = type(size)
-    image_processor.size = size_type(**current) if size_type is not dict else current
-    for attr, value in (("max_pixels", current["longest_edge"]), ("min_pixels", current.get("shortest_edge"))):
-        if getattr(image_processor, attr, None) is not None:
-            setattr(image_processor, attr, value)
-    return processor
-
-
-def _has_key(size, key: str) -> bool:
-    if isinstance(size, dict):
-        return key in size
-    return getattr(size, key, None) is not None
+    path = os.fspath(path_or_url)
+    if is_remote(path):
+        with remote_filesystem(path).open(path, "rb") as handle:
+            source = io.BytesIO(handle.read())
+    else:
+        source = os.path.expanduser(path)
+    with Image.open(source) as src:
+        target = None
+        if max_pixels and src.width * src.height > max_pixels:
+            new_h, new_w = resized_size(src.height, src.width, family, max_pixels)
+            target = (new_w, new_h)
+            if src.format == "JPEG":  # at least twice the target, as PIL's own thumbnail() does (reducing_gap=2):
+                src.draft(mode, (2 * new_w, 2 * new_h))  # the final bicubic step still smooths
+        src.load()
+        if target is None:
+            return src.convert(mode) if mode and src.mode != mode else src.copy()
+        if src.mode in (mode, "L"):  # per-channel resampling: resizing before converting gives the same pixels
+            small = src.resize(target, Image.Resampling.BICUBIC)
+            return small.convert(mode) if mode and small.mode != mode else small
+        return src.convert(mode).resize(target, Image.Resampling.BICUBIC)
 
 
 def processor_geometry(processor, family: Optional[str] = None) -> ImageGeometry:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from nbtools.plot_text import plain_suptitle
+
 # Panels of the live figure: (title, [(metric, label)], y-label)
 PANELS = (
     ("Loss", [("loss", "train"), ("eval_loss", "validation")], "DPO loss"),
@@ -78,7 +80,7 @@ def draw_history(history: list[dict], figure=None, title: str = ""):
         if drew:
             ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        plain_suptitle(fig, title)  # the run's name: a `$` in it is not mathtext
     return fig
 
 

@@ -225,6 +225,8 @@ def plot_validation_curves(runs: Sequence[RunSummary], metrics=("eval_loss", "ev
     """One panel per metric, one line per run, labelled with the run's names."""
     import matplotlib.pyplot as plt
 
+    from nbtools.plot_text import plain_legend
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for run in runs:
@@ -235,7 +237,7 @@ def plot_validation_curves(runs: Sequence[RunSummary], metrics=("eval_loss", "ev
         ax.set_title(metric)
         ax.set_xlabel("step")
         if ax.lines:
-            ax.legend(fontsize=7)
+            plain_legend(ax, fontsize=7)  # labels are run names: a `$` in them is not mathtext
         else:
             ax.text(0.5, 0.5, "no validation logged yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()

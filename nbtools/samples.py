@@ -56,6 +56,9 @@ SHAPE_ANSWERS: tuple[str, ...] = (
     "I can see a {colour} {shape}.",
 )
 
+# The colour each colour is mistaken for: a shapes pair rejects the true colour's partner.
+CONFUSABLE_COLOURS: dict[str, str] = {"red": "green", "green": "red", "blue": "yellow", "yellow": "blue"}
+
 IMAGE_SIZE = (128, 128)
 
 # Fixed PNG parameters: no metadata chunks (PIL writes none unless asked), fixed compression.
@@ -168,7 +171,7 @@ class ShapeQuestion:
     split: str
     index: int  # 0-based position in the split
     colour: str  # the true colour: named by the chosen answer
-    rejected_colour: str  # a wrong colour: named by the rejected answer
+    rejected_colour: str  # the confusable wrong colour: named by the rejected answer
     shape: str
     question: str
     answer_template: str
@@ -186,8 +189,14 @@ class ShapeQuestion:
         return draw_shape(self.colour, self.shape, random.Random(self.image_seed), size)
 
 
-def shape_questions(n: int, seed: int = 0, split: str = "train") -> list[ShapeQuestion]:
+def shape_questions(n: int, seed: int = 0, split: str = "train", rejected: str = "any") -> list[ShapeQuestion]:
     """``n`` balanced shapes-task pairs for ``split`` (``n`` must be a multiple of 12).
+
+    ``rejected`` says which wrong colour a pair's rejected answer names: ``"any"`` spreads the
+    rejected answers evenly over all three wrong colours (training pairs: the model learns the
+    right colour against every wrong one), ``"confusable"`` always names the true colour's
+    partner, red <-> green or blue <-> yellow (validation pairs: they test exactly the mistake
+    built into ``tiny-qwen3-vl-warm``, which calls red shapes green and green shapes red).
 
     Pairs come in twins: the same question, shape and answer template, once with colour A
     chosen over B and once with B chosen over A (each twin has its own picture). So every
@@ -196,15 +205,23 @@ def shape_questions(n: int, seed: int = 0, split: str = "train") -> list[ShapeQu
     decides. Use a ``split`` name of your own (e.g. "warmstart") for extra data that must not
     share drawings with the committed splits.
     """
-    combos = len(COLOURS) * (len(COLOURS) - 1)  # ordered (chosen, rejected) colour pairs
-    if n <= 0 or n % combos:
-        raise ValueError(f"n={n}: the shapes task needs a positive multiple of {combos} pairs to stay balanced")
+    if rejected == "any":
+        unordered = [(a, b) for i, a in enumerate(COLOURS) for b in COLOURS[i + 1 :]]
+    elif rejected == "confusable":
+        unordered = sorted({tuple(sorted(p)) for p in CONFUSABLE_COLOURS.items()})
+    else:
+        raise ValueError(f"rejected={rejected!r}: choose 'any' or 'confusable'")
+    per_block = 12  # a multiple of twins x colour pairs x shapes for both designs
+    if n <= 0 or n % per_block:
+        raise ValueError(f"n={n}: the shapes task needs a positive multiple of {per_block} pairs to stay balanced")
     rng = random.Random(f"nbtools-shapes/{split}/{seed}/layout")
-    unordered = [(a, b) for i, a in enumerate(COLOURS) for b in COLOURS[i + 1 :]]
     rows: list[tuple[str, str, str, str, str]] = []
-    for block in range(n // combos):
-        for pair_index, (a, b) in enumerate(unordered):
-            shape = SHAPES[(block + pair_index) % len(SHAPES)]
+    for block in range(n // per_block):
+        if rejected == "any":  # the 6 colour pairs, the shape turning with the block
+            twins = [(SHAPES[(block + i) % len(SHAPES)], a, b) for i, (a, b) in enumerate(unordered)]
+        else:  # the 2 confusable pairs on each of the 3 shapes
+            twins = [(shape, a, b) for shape in SHAPES for a, b in unordered]
+        for shape, a, b in twins:
             question, template = rng.choice(SHAPE_QUESTIONS), rng.choice(SHAPE_ANSWERS)
             rows += [(a, b, shape, question, template), (b, a, shape, question, template)]
     rng.shuffle(rows)
@@ -250,9 +267,9 @@ def write_shapes_task(
     images_dir.mkdir(parents=True, exist_ok=True)
     seen: dict[str, str] = {}  # sha256 -> file: no image may repeat, within or across splits
     files = {}
-    for split, n in (("train", n_train), ("validation", n_val)):
+    for split, n, rejected in (("train", n_train, "any"), ("validation", n_val, "confusable")):
         records = []
-        for question in shape_questions(n, seed, split):
+        for question in shape_questions(n, seed, split, rejected):
             name = f"{split}_{question.index + 1:04d}.png"
             data = png_bytes(question.draw(size))
             digest = hashlib.sha256(data).hexdigest()

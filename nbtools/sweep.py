@@ -111,6 +111,7 @@ class Sweep:
         """Validation loss and reward accuracy over steps, one line per run, in one figure."""
         from matplotlib.figure import Figure
 
+        from nbtools.plot_text import plain_legend, plain_suptitle, save_figure
         from nbtools.runs import validation_curve
 
         fig = Figure(figsize=(12, 4), layout="constrained")
@@ -122,11 +123,10 @@ class Sweep:
                     ax.plot(steps, values, marker="o", markersize=3, label=run.name)
             ax.set(title=metric, xlabel="step")
             if ax.lines:
-                ax.legend(fontsize=7)
-        fig.suptitle(f"sweep over {', '.join(self.grid)} ({len(self.runs)} runs)")
+                plain_legend(ax, fontsize=7)  # labels are grid values (names too): a `$` is not mathtext
+        plain_suptitle(fig, f"sweep over {', '.join(self.grid)} ({len(self.runs)} runs)")
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100)
+            save_figure(fig, path, dpi=100)
         return fig
 
     def _repr_html_(self) -> str:
@@ -143,9 +143,10 @@ class Sweep:
 
     # --- storage -----------------------------------------------------------------------------
     def save(self) -> Path:
-        path = Path(self.out_dir) / SWEEP_FILE
-        path.write_text(json.dumps({"grid": self.grid, "runs": [asdict(r) for r in self.runs]}, indent=2) + "\n")
-        return path
+        from nbtools import atomic
+
+        return atomic.write_json(Path(self.out_dir) / SWEEP_FILE,
+                                 {"grid": self.grid, "runs": [asdict(r) for r in self.runs]}, indent=2)
 
 
 def load_sweep(out_dir: Union[str, os.PathLike]) -> Sweep:

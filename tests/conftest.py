@@ -96,17 +96,18 @@ SHAPES_DIR = TRAIN_REPO / "data_samples" / "shapes"
 
 
 def shapes_run_config(output_dir, **changes):
-    """The shared recipe: tiny warm-started Qwen3-VL, LoRA r=8, 40 steps of 4 pairs, eval every 20."""
+    """The shared recipe: the demo's training (tiny warm-started Qwen3-VL, LoRA r=8, lr 5e-3, 40 steps of
+    4 pairs, eval every 20), whose outcome benchmarks/warm_spread.py measured over seeds, kernels and threads."""
     from nbtools.config import RunConfig
+    from nbtools.demo import DEMO_TRAINING
 
     settings = dict(
         model="tiny-qwen3-vl-warm", train_file=str(SHAPES_DIR / "train.jsonl"),
         validation_file=str(SHAPES_DIR / "validation.jsonl"), output_dir=str(output_dir),
-        task_display_name="shapes-test", custom_model_name="shapes-tiny", seed=0, max_steps=40, batch_size=4,
-        gradient_accumulation_steps=1, learning_rate=2e-3, lora_rank=8, lora_dropout=0.0, warmup_ratio=0.0,
-        lr_scheduler_type="linear", eval_steps=20, save_steps=20, logging_steps=5, save_total_limit=2,
+        task_display_name="shapes-test", custom_model_name="shapes-tiny", save_total_limit=2,
         gradient_checkpointing=False, num_workers=0, max_pixels=128 * 128, max_context_length=256,
     )
+    settings.update(DEMO_TRAINING, logging_steps=5)
     settings.update(changes)
     return RunConfig(**settings)
 

@@ -57,8 +57,9 @@ def test_json_schema(data_dir, make_pair, capsys):
     path = data_dir.jsonl([make_pair(), "not json", make_pair(images=["gone.jpg"])])
     assert main(["validate", str(path), "--json", "--max-context-length", "4096", "--max-pixels", "50000"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"file", "rows", "valid", "problems", "stats"}
+    assert set(report) == {"file", "rows", "valid", "problems", "repeated", "stats"}
     assert (report["file"], report["rows"], report["valid"]) == (str(path), 3, 1)
+    assert report["repeated"] == []  # nothing repeats on more than 5 lines here
     for problem in report["problems"]:
         assert list(problem) == ["line", "severity", "field", "message", "fix"]
         assert problem["severity"] in ("error", "warning", "info")

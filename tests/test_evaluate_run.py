@@ -1,4 +1,10 @@
-"""Base vs tuned on the trained tiny run: the tuned model must win, beyond its intervals."""
+"""Base vs tuned on the trained tiny run: the tuned model must win, beyond its intervals.
+
+The thresholds are the demo's criteria (base <= 0.65, tuned >= 0.90 on the 60 validation pairs,
+disjoint 95% intervals). benchmarks/warm_spread.py measured the shared recipe over 5 warm seeds x
+2 kernel sets x 1 and 2 threads: base 0.50 and tuned >= 0.97 in every run (README), so every
+threshold keeps a margin of at least 0.05 over the worst build.
+"""
 
 import json
 import shutil
@@ -29,29 +35,56 @@ def fresh_pairs(tmp_path_factory):
     return files.validation
 
 
-def test_tuned_beats_base_on_the_validation_file(evaluation_result, eval_run_dir):
+def test_tuned_fixes_the_base_models_mistake_on_the_validation_file(evaluation_result, eval_run_dir):
     payload = evaluation_result.payload
     base, tuned = payload["base"], payload["tuned"]
     print(f"\nvalidation file: base {base['preference_accuracy']:.3f} {base['ci95']['preference_accuracy']}  "
           f"tuned {tuned['preference_accuracy']:.3f} {tuned['ci95']['preference_accuracy']}")
     assert payload["n_pairs"] == 60  # data_samples/shapes/validation.jsonl
-    assert tuned["preference_accuracy"] > base["preference_accuracy"]
+    assert base["preference_accuracy"] <= 0.65  # the warm model's red/green mix-up loses these pairs
+    assert tuned["preference_accuracy"] >= 0.90
+    assert tuned["ci95"]["preference_accuracy"][0] > base["ci95"]["preference_accuracy"][1]  # disjoint intervals
     assert payload["difference"]["preference_accuracy"]["ci95"][0] > 0  # paired: better beyond doubt
-    assert tuned["logprob_margin"] > base["logprob_margin"]
+    assert payload["tuned_better"] is True
+    assert tuned["logprob_margin"] > base["logprob_margin"] + 1.0
     # DPO's implicit reward: zero for the base by definition, positive margin for the tuned model
     assert base["reward_margin"] == 0 and base["reward_accuracy"] == 0
-    assert tuned["reward_accuracy"] > 0.5 and tuned["reward_margin"] > 0
+    assert tuned["reward_accuracy"] >= 0.90 and tuned["reward_margin"] > 0
     assert payload["beta"] == RunConfig.from_yaml(eval_run_dir / "config.yaml").beta
 
 
-def test_tuned_beats_base_with_non_overlapping_intervals(eval_run_model, fresh_pairs):
-    """60 pairs cannot separate ~90% from ~98% with disjoint 95% intervals; 240 fresh pairs can."""
+def test_examples_start_with_the_pairs_the_tuned_model_fixed(evaluation_result):
+    payload = evaluation_result.payload
+    fixed = sorted(r["index"] for r in payload["flipped"] if r["direction"] == "fixed")
+    assert len(fixed) >= 15  # the red/green pairs the base got wrong
+    order = evaluation_result.order
+    assert sorted(order) == list(range(60))
+    assert order[: len(fixed)] == fixed  # fixed pairs first, in data order
+    base, tuned = scores_from_payload(payload)
+    first = order[0]
+    assert base.chosen[first] < base.rejected[first] and tuned.chosen[first] > tuned.rejected[first]
+    assert len(evaluation_result.examples) == 60
+
+
+def test_fixed_first_orders_fixed_then_unchanged_then_broken():
+    from nbtools.evaluate.logprobs import PairLogProbs
+    from nbtools.evaluate.pipeline import fixed_first
+
+    ones = np.ones(5, dtype=int)
+    #                      broken  same   fixed  same   fixed
+    base = PairLogProbs([1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 1.0], ones, ones)
+    tuned = PairLogProbs([0.0, 1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0, 0.0], ones, ones)
+    assert fixed_first(base, tuned) == [2, 4, 1, 3, 0]
+
+
+def test_tuned_beats_base_with_non_overlapping_intervals_on_fresh_pairs(eval_run_model, fresh_pairs):
+    """240 freshly drawn pairs of the same design: the gain holds beyond the 60 bundled ones."""
     result = evaluate_run(eval_run_model.run_dir, str(fresh_pairs), run=eval_run_model, batch_size=16,
                           write=False, progress=False)
     base, tuned = result.evaluation.base["preference_accuracy"], result.evaluation.tuned["preference_accuracy"]
     print(f"\n240 fresh pairs: base {base}  tuned {tuned}")
     assert result.payload["n_pairs"] == 240
-    assert tuned.value > base.value
+    assert base.value <= 0.65 and tuned.value >= 0.90
     assert tuned.low > base.high
     assert result.payload["tuned_better"] is True
 
@@ -146,5 +179,5 @@ def test_missing_image_is_reported_with_file_and_line(eval_run_model, tmp_path):
     row["images"] = ["gone.png"]
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps(row) + "\n")
-    with pytest.raises(EvaluationDataError, match=r"pairs.jsonl:1: images: .*gone.png.*\(fix: restore the image"):
+    with pytest.raises(EvaluationDataError, match=r"pairs.jsonl:1: error: images\[0\]: .*gone.png.*\(fix: "):
         evaluate_run(eval_run_model.run_dir, str(data), run=eval_run_model, write=False, progress=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from nbtools import __main__ as nbtools_main
 from nbtools.config import ConfigError, RunConfig
 from nbtools.errors import UserError
 
@@ -70,21 +69,3 @@ def test_report_to_backend_must_be_installed(monkeypatch):
                                           r"installed \(fix: pip install tensorboard, or set report_to: none\)"):
         check_report_to("tensorboard")
     check_report_to("none")
-
-
-def test_export_out_a_file_or_a_symlink_is_refused(tmp_path, capsys):
-    a_file = tmp_path / "model.bin"
-    a_file.write_text("mine")
-    target = tmp_path / "elsewhere"
-    target.mkdir()
-    (target / "keep.txt").write_text("mine")
-    link = tmp_path / "link"
-    link.symlink_to(target)
-    assert nbtools_main.main(["export", str(tmp_path / "run"), "--out", str(a_file)]) == 2
-    assert capsys.readouterr().err == f"error: --out: {a_file} is a file, not a folder (fix: choose a folder path, " \
-                                      "e.g. exports/my-model)\n"
-    assert nbtools_main.main(["export", str(tmp_path / "run"), "--merged", "--out", str(link)]) == 2
-    assert capsys.readouterr().err == (f"error: --out: {link} is a symbolic link (to {target}); nbtools does not write "
-                                       "or replace folders through a link (fix: pass the real folder path, or a new "
-                                       "folder)\n")
-    assert a_file.read_text() == "mine" and (target / "keep.txt").read_text() == "mine"

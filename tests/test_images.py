@@ -11,7 +11,6 @@ from PIL import Image
 from nbtools.images import (
     FAMILIES,
     RemoteBackendMissing,
-    apply_max_pixels,
     geometry,
     image_tokens,
     open_image,
@@ -84,10 +83,14 @@ def test_resize_to_max_pixels_keeps_aspect_and_never_enlarges():
 
 
 def test_apply_max_pixels_travels_with_the_saved_processor(tmp_path):
+    from types import SimpleNamespace
+
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
+    from nbtools.models.loading import apply_max_pixels  # the one implementation (load_processor uses it)
+
     processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=65536, max_pixels=16777216)
-    apply_max_pixels(processor, 128 * 128)
+    apply_max_pixels(SimpleNamespace(image_processor=processor), 128 * 128)
     assert processor.size.longest_edge == 16384
     assert processor.size.shortest_edge == 16384  # min_pixels lowered so it cannot upscale past the cap
     processor.save_pretrained(tmp_path)
@@ -96,7 +99,7 @@ def test_apply_max_pixels_travels_with_the_saved_processor(tmp_path):
     t, h, w = out["image_grid_thw"][0].tolist()
     assert (h * 16, w * 16) == (96, 128)  # the same size our smart_resize predicts
     with pytest.raises(ValueError, match="positive"):
-        apply_max_pixels(processor, 0)
+        apply_max_pixels(SimpleNamespace(image_processor=processor), 0)
 
 
 def test_open_image_local_home_and_memory(tmp_path, monkeypatch):

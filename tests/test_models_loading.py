@@ -203,3 +203,17 @@ def test_hub_model_is_keyed_by_its_cached_snapshot(tmp_path):
     assert first.endswith("snapshots/" + "a" * 40) and second.endswith("snapshots/" + "b" * 40)
     assert first_key != second_key
     assert uncached == "example-org/not-cached"
+
+
+def test_small_local_checkpoints_load_without_a_progress_bar(capsys, monkeypatch):
+    """A tiny model loads in milliseconds: no 'Loading weights' bar, and the setting is restored."""
+    from transformers.utils import logging as hf_logging
+
+    from nbtools.models import load_model_and_processor
+
+    load_model_and_processor("tiny-qwen2-vl", device="cpu")
+    assert "Loading weights" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    monkeypatch.setattr("nbtools.models.loading.SMALL_WEIGHTS_BYTES", 0)  # control: a "large" model keeps its bar
+    load_model_and_processor("tiny-qwen2-vl", device="cpu")
+    assert "Loading weights" in capsys.readouterr().err

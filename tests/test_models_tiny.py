@@ -17,7 +17,7 @@ from nbtools.models import (
     load_processor,
     resolve_model_path,
 )
-from nbtools.models.tiny import MARKER_FILE, TINY_SPECS, build_tiny_model
+from nbtools.models.tiny import BUILD_VERSION, MARKER_FILE, TINY_SPECS, build_tiny_model
 from nbtools.models.tokenizer import QWEN_PLAIN_ADDED_TOKENS, QWEN_SPECIAL_TOKENS
 
 RANDOM_IDS = ["tiny-qwen3-vl", "tiny-qwen2.5-vl", "tiny-qwen2-vl", "tiny-llava"]
@@ -52,7 +52,7 @@ def test_tiny_ids_are_public():
 @pytest.mark.parametrize("model_id", RANDOM_IDS)
 def test_tiny_model_is_a_normal_hf_folder(model_id):
     folder = Path(resolve_model_path(model_id))
-    assert folder.name == model_id
+    assert folder.name == f"{model_id}-b{BUILD_VERSION}"  # the build version keeps older checkouts' builds apart
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", MARKER_FILE):
         assert (folder / name).is_file(), name
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -175,15 +175,39 @@ def test_concurrent_first_use_builds_once(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1
-    assert results[0] == results[1] == tmp_path / "models" / "tiny-qwen2-vl"
+    assert results[0] == results[1] == tmp_path / "models" / f"tiny-qwen2-vl-b{BUILD_VERSION}"
     assert (results[0] / "model.safetensors").is_file()
-    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == ["tiny-qwen2-vl"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == [
+        f"tiny-qwen2-vl-b{BUILD_VERSION}"]
 
 
 def test_stale_build_is_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("NBTOOLS_CACHE_DIR", str(tmp_path))
-    folder = tmp_path / "models" / "tiny-llava"
+    folder = tmp_path / "models" / f"tiny-llava-b{BUILD_VERSION}"
     folder.mkdir(parents=True)
     (folder / MARKER_FILE).write_text('{"build_version": -1}')
     assert build_tiny_model("tiny-llava") == folder
     assert (folder / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("model_id", RANDOM_IDS)
+def test_configs_agree_with_the_tokenizer_so_training_prints_no_token_warning(model_id, loaded):
+    """The Trainer aligns pad/eos ids with the tokenizer and warns when it had to change any
+    ("The tokenizer has new PAD/BOS/EOS tokens ..."): the built models need no change."""
+    import logging
+
+    from transformers.trainer_utils import align_special_tokens
+
+    model, processor = loaded[model_id]
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("transformers.trainer_utils")
+    logger.addHandler(handler)
+    try:
+        align_special_tokens(model, processor)
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "PAD/BOS/EOS" in r.getMessage()]
+    text = model.config.get_text_config()
+    assert processor.tokenizer.eos_token_id in text.eos_token_id and text.pad_token_id == processor.tokenizer.pad_token_id

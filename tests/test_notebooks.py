@@ -11,13 +11,15 @@ import pytest
 import papermill
 
 from nbtools.config import RunConfig
+from nbtools.prepare import PrepareConfig
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 
-EXPECTED = ["01_inspect_data.ipynb", "02_configure.ipynb", "03_train.ipynb", "04_evaluate.ipynb"]
+EXPECTED = ["00_prepare_data.ipynb", "01_inspect_data.ipynb", "02_configure.ipynb", "03_train.ipynb", "04_evaluate.ipynb"]
 # Parameter names that are not RunConfig fields, by notebook (paths and switches of that step).
 EXTRA_PARAMETERS = {
+    "00_prepare_data.ipynb": {"preview_rows"},
     "01_inspect_data.ipynb": {"preview_rows"},
     "02_configure.ipynb": {"config_file"},
     "03_train.ipynb": {"config_file", "resume"},
@@ -41,7 +43,7 @@ def parameters_cells(nb: dict) -> list[dict]:
     return [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
 
 
-def test_the_four_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
@@ -83,7 +85,8 @@ def test_papermill_lists_every_parameter_with_its_help(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameter_names_follow_the_config(path):
     listed = set(papermill.inspect_notebook(str(path)))
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    config_class = PrepareConfig if path.name == "00_prepare_data.ipynb" else RunConfig  # step 0 has its own
+    fields = {f.name for f in dataclasses.fields(config_class)}
     assert listed - fields - EXTRA_PARAMETERS[path.name] == set()
 
 
@@ -98,7 +101,7 @@ def test_no_logic_in_notebooks(path):
         assert len(code_source(cell).splitlines()) <= 25
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name != "02_configure.ipynb"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name not in ("00_prepare_data.ipynb", "02_configure.ipynb")], ids=lambda p: p.name)
 def test_figures_render_whatever_the_matplotlib_backend(path):
     # make test exports MPLBACKEND=Agg; without %matplotlib inline the executed notebook keeps no plot
     sources = ["".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "code"]
@@ -107,18 +110,18 @@ def test_figures_render_whatever_the_matplotlib_backend(path):
 
 def test_demo_passes_only_parameters_the_notebooks_take():
     # papermill injects unknown names without complaint; a typo here would silently do nothing
-    from nbtools.demo import NOTEBOOKS as DEMO_ORDER, demo_parameters
+    from nbtools.demo import DEMO_TRAINING, NOTEBOOKS as DEMO_ORDER, demo_parameters
 
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     parameters = demo_parameters(Path("/tmp/demo"), "tiny-qwen3-vl-warm", None)
-    assert list(parameters) == list(DEMO_ORDER) == [p.stem for p in NOTEBOOKS]
+    assert list(parameters) == list(DEMO_ORDER) == [p.stem for p in NOTEBOOKS if p.name != "00_prepare_data.ipynb"]
     for name, values in parameters.items():
         listed = set(papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb")))
         # 02 and 03 read every RunConfig field from their namespace (config_from_parameters(globals()))
         known = listed | fields if name in ("02_configure", "03_train") else listed
         assert set(values) <= known, (name, set(values) - known)
     training = RunConfig(**{k: v for k, v in parameters["02_configure"].items() if k in fields})
-    assert training.max_steps == 48 and training.save_steps % training.eval_steps == 0
+    assert training.max_steps == DEMO_TRAINING["max_steps"] and training.save_steps % training.eval_steps == 0
 
 
 def test_configure_defaults_are_the_demo_run():
@@ -128,3 +131,21 @@ def test_configure_defaults_are_the_demo_run():
     defaults = {name: ast.literal_eval(p["default"])
                 for name, p in papermill.inspect_notebook(str(NOTEBOOKS_DIR / "02_configure.ipynb")).items()}
     assert {k: defaults[k] for k in DEMO_TRAINING} == DEMO_TRAINING
+
+
+def _payload(base, base_ci, tuned, tuned_ci):
+    return {"n_pairs": 60, "base": {"preference_accuracy": base, "ci95": {"preference_accuracy": base_ci}},
+            "tuned": {"preference_accuracy": tuned, "ci95": {"preference_accuracy": tuned_ci}}}
+
+
+def test_demo_headline_says_whether_the_intervals_separate():
+    from nbtools.demo import accuracy_headline
+
+    separated = accuracy_headline(_payload(0.5, [0.37, 0.63], 1.0, [1.0, 1.0]))
+    assert separated.splitlines() == [
+        "preference accuracy on 60 held-out pairs: base 0.50 [0.37, 0.63] -> tuned 1.00 [1.00, 1.00]",
+        "the 95% intervals do not overlap: the tuned model is better beyond sampling noise"]
+    overlapping = accuracy_headline(_payload(0.9, [0.82, 0.97], 0.95, [0.9, 1.0]))
+    assert overlapping.endswith("the 95% intervals overlap: this run shows no difference beyond sampling noise")
+    worse = accuracy_headline(_payload(0.9, [0.82, 0.97], 0.5, [0.37, 0.63]))
+    assert worse.endswith("the tuned model is WORSE than the base model")

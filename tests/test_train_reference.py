@@ -14,7 +14,10 @@ pytestmark = pytest.mark.slow
 SHAPES_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
 
 # Timing and counters differ between any two runs; everything else in a metrics row must match.
-NOT_COMPARED = ("runtime", "per_second", "final")
+# Reward accuracies are left out too: they count signs of per-pair margins that start at ~0, so
+# rounding alone flips them (0.25 vs 0.0 at step 1 was seen); the rewards and margins themselves
+# are compared with a tolerance below.
+NOT_COMPARED = ("runtime", "per_second", "final", "accuracies")
 
 
 @pytest.fixture

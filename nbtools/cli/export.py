@@ -22,10 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nbtools.export import export_merged, save_adapter
-    from nbtools.paths import check_output_folder
 
-    if args.out is not None:  # a file, a symlink or an impossible name: refused before anything is loaded
-        check_output_folder(args.out, "--out", allow_symlink=False)
     try:  # user errors (bad run folder, config) are printed by nbtools.__main__ with exit 2
         out = export_merged(args.run_dir, args.out) if args.merged else save_adapter(args.run_dir, args.out)
     except FileExistsError as exc:  # --out holds files that are not an nbtools export

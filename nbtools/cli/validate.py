@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from nbtools.cli import positive_int
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deep", action="store_true", help="fully decode every image (slower)")
     parser.add_argument("--strict", action="store_true", help="warnings count as errors for the exit code")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument("--all", action="store_true",
+                        help="list every problem (by default a finding repeated on many lines shows its first "
+                             "5 lines and a count)")
     parser.add_argument("--validation-file", metavar="FILE", help="check train/validation leakage against it")
     parser.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
                         help="image geometry when no --model is given (default qwen3_vl)")
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         report = validate_dataset(
             args.file, max_pixels=args.max_pixels, max_context_length=args.max_context_length, model=args.model,
             root=args.root, deep=args.deep, validation_file=args.validation_file,
-            family=getattr(args, "family", None), progress=not args.json and sys.stderr.isatty(),
+            family=getattr(args, "family", None), progress=True,  # on stderr, for big files only
         )
     except UnreadableFile as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -48,11 +52,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot use model {args.model!r}: {exc}", file=sys.stderr)
             return 2
         raise
+    try:
+        _print_report(report, args)
+    except BrokenPipeError:  # `validate FILE | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 1 if report.has_errors(strict=args.strict) else 0
+
+
+def _print_report(report, args: argparse.Namespace) -> None:
+    every = getattr(args, "all", False)
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        print(json.dumps(report.to_dict(all_problems=every), ensure_ascii=False))
     else:
-        for problem in report.problems:
-            print(problem.format())  # FILE:LINE: SEVERITY: FIELD: MESSAGE (fix: FIX)
+        shown, repeats = report.summarised(all_problems=every)
+        out = sys.stdout
+        for problem in shown:
+            out.write(problem.format() + "\n")  # FILE:LINE: SEVERITY: FIELD: MESSAGE (fix: FIX)
+        for repeat in repeats:
+            out.write(repeat.format(report.file) + "\n")
         print(report.summary())
         print(f"tokens: {report.stats.get('token_counting')}")
-    return 1 if report.has_errors(strict=args.strict) else 0
+    sys.stdout.flush()

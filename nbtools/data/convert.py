@@ -13,7 +13,7 @@ from typing import Optional
 
 from nbtools.data.records import IMAGE_TAG, PreferenceRecord
 from nbtools.errors import UserError
-from nbtools.images import open_image, resize_to_max_pixels
+from nbtools.images import open_resized
 
 _TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
 
@@ -63,7 +63,7 @@ def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = No
         "rejected": [{"role": "assistant", "content": [{"type": "text", "text": record.rejected}]}],
     }
     if load_images:
-        example["images"] = [resize_to_max_pixels(open_image(p), max_pixels, family) for p in record.images]
+        example["images"] = [open_resized(p, max_pixels, family) for p in record.images]
     else:
         example["images"] = list(record.images)
     return example

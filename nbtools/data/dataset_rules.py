@@ -27,16 +27,32 @@ def pair_key(record: PreferenceRecord) -> tuple:
 
 def check_duplicates(records: list[PreferenceRecord]) -> list[Problem]:
     """A pair seen before in the same file: it weighs double in training."""
-    first_seen: dict[tuple, int] = {}
+    # Only a 64-bit hash per pair is kept (a full key per record would dominate memory on a big
+    # file); a hash match is confirmed against the first record's full key before it counts.
+    first_seen: dict[int, int] = {}  # hash of the pair key -> index of its first record
+    confirmed: dict[int, tuple] = {}  # index of a first record that has copies -> its full key
+    colliding: dict[tuple, int] = {}  # full key -> first index, for pairs whose hash another pair took
+    messages: dict[int, str] = {}  # one message string per original line, however many copies it has
     problems = []
-    for record in records:
-        key = pair_key(record)
-        if key in first_seen:
-            problems.append(Problem(record.file, record.line, "messages", "warning",
-                                    f"duplicate pair: same prompt, images and answers as line {first_seen[key]}",
-                                    "remove the duplicate, or keep it on purpose to weight this pair double"))
-        else:
-            first_seen[key] = record.line
+    previous = (None, None)  # identical lines share contents (see ``load``): their key is computed once
+    for index, record in enumerate(records):
+        identity = (id(record.prompt), id(record.chosen), id(record.rejected), id(record.images), id(record.videos))
+        key = previous[1] if identity == previous[0] else pair_key(record)
+        previous = (identity, key)
+        first = first_seen.setdefault(hash(key), index)
+        if first == index:
+            continue
+        if first not in confirmed:
+            confirmed[first] = pair_key(records[first])
+        if confirmed[first] != key:  # two different pairs with one hash: track these by their full key
+            first = colliding.setdefault(key, index)
+            if first == index:
+                continue
+        line = records[first].line
+        if line not in messages:
+            messages[line] = f"duplicate pair: same prompt, images and answers as line {line}"
+        problems.append(Problem(record.file, record.line, "messages", "warning", messages[line],
+                                "remove the duplicate, or keep it on purpose to weight this pair double"))
     return problems
 
 

@@ -2,13 +2,23 @@
 
 JSONL (one object per line) is the primary format; a ``.json`` file holding a list of the
 same objects and TRL's conversational preference format are accepted too. Reading never
-stops at a bad line: every line is either a record or at least one problem.
+stops at a bad line: every line is either a record or at least one problem. JSON is read
+strictly (no duplicate keys, no ``NaN``/``Infinity``, bounded nesting) and in one pass over
+the file, streamed, so time and memory grow linearly with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import json
+import math
 import os
+import re
+import shlex
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
@@ -16,6 +26,19 @@ from nbtools.data.records import PreferenceRecord
 from nbtools.data.rules import parse_pair
 from nbtools.errors import UserError
 from nbtools.problems import Problem
+
+MAX_DEPTH = 64  # a pair needs about 5 levels; deeper JSON is hostile or not a pair (and recursion-prone)
+GROUP_LIMIT = 2000  # longest pretty-printed object (in lines) recognised as one
+PROGRESS_MIN_BYTES = 32 * 2**20  # files at least this big report progress on stderr
+CACHE_BYTES = 16 * 2**20  # identical lines (duplicates) are parsed once while the cache holds this much
+COMPRESSED = {  # magic bytes of files that are not text at all -> (kind, command that writes OUT from FILE)
+    b"\x1f\x8b": ("gzip", "zcat FILE > OUT"),
+    b"PK\x03\x04": ("zip", "unzip -l FILE, then unzip the .jsonl inside"),
+    b"BZh": ("bzip2", "bzcat FILE > OUT"),
+    b"\xfd7zXZ\x00": ("xz", "xzcat FILE > OUT"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "zstdcat FILE > OUT"),
+    b"PAR1": ("Parquet", "pandas.read_parquet(path).to_json(out, orient='records', lines=True)"),
+}
 
 
 class UnreadableFile(UserError, OSError):
@@ -36,68 +59,293 @@ class LoadResult:
         return [r for r in self.records if r.line not in bad]
 
 
-def load_records(path: Union[str, os.PathLike]) -> LoadResult:
-    """Load ``path`` (.jsonl, or .json holding a list). Raises :class:`UnreadableFile` only
-    when the file itself cannot be opened; everything wrong inside it becomes a problem."""
-    file = os.fspath(path)
-    if not os.path.exists(file):
-        raise UnreadableFile(f"{file}: no such file")
-    if os.path.isdir(file):
-        raise UnreadableFile(f"{file}: is a folder, not a data file")
+@contextlib.contextmanager
+def no_gc_pauses():
+    """Suspend the cyclic garbage collector while millions of small, acyclic objects (records,
+    problems) are built: its full passes over them made loading big files superlinear."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        with open(file, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise UnreadableFile(f"{file}: cannot be read ({exc.strerror or exc})") from None
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_records(path: Union[str, os.PathLike], progress: bool = False) -> LoadResult:
+    """Load ``path`` (.jsonl, or .json holding a list). Raises :class:`UnreadableFile` only
+    when the file itself cannot be opened; everything wrong inside it becomes a problem.
+    ``progress`` reports reading progress on stderr for files over ``PROGRESS_MIN_BYTES``."""
+    file = os.fspath(path)
+    try:
+        if not os.path.exists(file):
+            raise UnreadableFile(f"{file}: no such file")
+        if os.path.isdir(file):
+            raise UnreadableFile(f"{file}: is a folder, not a data file")
+        handle = open(file, "rb")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        if isinstance(exc, UnreadableFile):
+            raise
+        raise UnreadableFile(f"{file}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     base_dir = os.path.dirname(os.path.abspath(file))
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte-order mark, as some editors write
-    if file.lower().endswith(".json") and data.lstrip()[:1] == b"[":
-        return _load_json_list(file, data, base_dir)
-    return _load_jsonl(file, data, base_dir)
+    with handle:
+        head = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
+        for magic, (kind, fix) in COMPRESSED.items():
+            if head.startswith(magic):
+                out = os.path.splitext(file)[0] + "-decompressed.jsonl"  # never the file itself
+                command = fix.replace("FILE", shlex.quote(file)).replace("OUT", shlex.quote(out))
+                return LoadResult(file, 0, problems=[Problem(
+                    file, None, "file", "error", f"this is a {kind} file, not JSONL text",
+                    f"{'convert' if kind == 'Parquet' else 'decompress'} it first: `{command}`")])
+        bom = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 byte-order mark, as some editors write
+        handle.seek(bom)
+        if file.lower().endswith(".json") and head[bom:].lstrip()[:1] == b"[":
+            return _load_json_list(file, handle.read(), base_dir)
+        reporter = _Progress(file, size) if progress and size >= PROGRESS_MIN_BYTES else None
+        with no_gc_pauses():
+            return _JsonlReader(file, base_dir).read(handle, reporter)
 
 
-def _load_jsonl(file: str, data: bytes, base_dir: str) -> LoadResult:
-    result = LoadResult(file, 0)
-    lines = data.split(b"\n")
-    number = 0
-    while number < len(lines):
-        raw = lines[number]
-        number += 1
-        line_no = number
-        text, problem = _decode(raw, file, line_no)
+# --------------------------------------------------------------------------- strict JSON
+
+class StrictJSONError(ValueError):
+    """Valid for Python's json module but not JSON we accept (message and fix for the user)."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise StrictJSONError(f"duplicate key {key!r} in one object (JSON readers disagree on which one wins)",
+                              f"keep one {key!r} in that object")
+    return obj
+
+
+def _no_constant(name: str):
+    raise StrictJSONError(f"{name} is not a JSON value", f"write {name} as a string or null, or drop the field")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise StrictJSONError(f"the number {text[:20]}{'…' if len(text) > 20 else ''} is too large for a float",
+                              "write it as a string or a smaller number")
+    return value
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant,
+                            parse_float=_finite_float)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest bracket nesting of JSON text, ignoring brackets inside strings (never recursive)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _depth_change(text: str) -> int:
+    """Net brackets opened on one line of a pretty-printed object (strings never span lines)."""
+    found = _BRACKETS.findall(_STRING.sub("", text))
+    return sum(1 if b in "[{" else -1 for b in found)
+
+
+def strict_loads(text: str, max_depth: int = MAX_DEPTH):
+    """``json.loads`` that refuses what JSON does not allow or a pair never needs.
+
+    Raises ``json.JSONDecodeError`` for syntax errors and :class:`StrictJSONError` for
+    duplicate keys, NaN/Infinity, nesting deeper than ``max_depth`` and numbers Python will
+    not convert (over 4,300 digits)."""
+    if text.count("[") + text.count("{") > max_depth:
+        depth = nesting_depth(text)
+        if depth > max_depth:
+            raise StrictJSONError(f"JSON nested {depth} levels deep; a preference pair needs only a few",
+                                  "this is not a preference pair: regenerate or remove it")
+    try:
+        return _DECODER.decode(text)
+    except (json.JSONDecodeError, StrictJSONError):
+        raise
+    except RecursionError:
+        raise StrictJSONError("JSON nested too deeply to read", "this is not a preference pair: remove it") from None
+    except ValueError as exc:  # int() refuses literals over sys.get_int_max_str_digits() digits
+        if "digits" in str(exc):
+            raise StrictJSONError(f"a number has more than {sys.get_int_max_str_digits():,} digits",
+                                  "write such a value as a string, or drop the field") from None
+        raise StrictJSONError(f"not valid JSON ({exc})", "write one complete JSON object per line") from None
+
+
+# --------------------------------------------------------------------------- JSONL
+
+@dataclass
+class _Group:
+    """Lines that may be one pretty-printed object: its first line's error and the open depth."""
+
+    start: int
+    first_error: Problem
+    lines: list  # [(line_no, text)]
+    depth: int
+
+
+class _JsonlReader:
+    """One pass over a JSONL file. A line that opens an object and does not parse starts a
+    group of following lines that may close it (a pretty-printed object); a group ends at
+    depth 0, at a line that is a pair of its own, or after ``GROUP_LIMIT`` lines, and lines of
+    a group that did not form an object are read again one by one, never grouped twice, so
+    every line is read at most twice whatever the file holds."""
+
+    def __init__(self, file: str, base_dir: str):
+        self.file, self.base_dir = file, base_dir
+        self.result = LoadResult(file, 0)
+        self.group: Optional[_Group] = None
+        self.cache: dict[bytes, tuple] = {}
+        self.cached_bytes = 0
+
+    def read(self, handle, reporter: Optional["_Progress"] = None) -> LoadResult:
+        line_no = 0
+        for line_no, raw in enumerate(handle, start=1):
+            self.feed(line_no, raw)
+            if reporter is not None and line_no % 20000 == 0:
+                reporter.update(handle.tell(), line_no)
+        self._end_group()
+        if reporter is not None:
+            reporter.done(line_no)
+        return self.result
+
+    def feed(self, line_no: int, raw: bytes, may_group: bool = True) -> None:
+        raw = raw.rstrip(b"\n")
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        cached = self.cache.get(raw)
+        if cached is not None and self.group is None:
+            self._add_cached(line_no, cached)
+            return
+        text, problem = _decode(raw, self.file, line_no)
+        if self.group is not None:
+            if problem is None and self._group_takes(line_no, text):
+                return
+            self._end_group()  # (when still open: an undecodable line ends it)
         if problem:
-            result.rows += 1
-            result.problems.append(problem)
-            continue
+            self.result.rows += 1
+            self.result.problems.append(problem)
+            return
         if not text.strip():
-            continue
-        result.rows += 1
+            return
+        self.result.rows += 1
         try:
-            obj = json.loads(text)
+            obj = strict_loads(text)
+        except StrictJSONError as exc:
+            self._remember(raw, (None, [Problem(self.file, 0, "line", "error", exc.message, exc.fix)]), line_no)
+            return
         except json.JSONDecodeError as exc:
-            spread = _pretty_printed_object(lines, line_no - 1)
-            if spread is not None:
-                end_line = spread
-                result.problems.append(Problem(
-                    file, line_no, "line", "error",
-                    f"lines {line_no}-{end_line} hold one JSON object spread over several lines "
-                    "(pretty-printed); JSONL needs each object on a single line",
-                    "re-save with one json.dumps(obj) per line (for example `jq -c . in.json > out.jsonl`)"))
-                number = end_line
-                continue
-            result.problems.append(_json_error(exc, text, file, line_no))
-            continue
-        record, problems = parse_pair(obj, file, line_no, base_dir)
-        result.problems += problems
+            error = _json_error(exc, text, self.file, line_no)
+            stripped = text.strip()
+            if may_group and stripped.startswith("{") and not stripped.endswith("}"):
+                self.group = _Group(line_no, error, [(line_no, text)], _depth_change(text))
+            else:
+                self.result.problems.append(error)
+            return
+        record, problems = parse_pair(obj, self.file, line_no, self.base_dir)
+        self._remember(raw, (record, problems), line_no)
+
+    def _remember(self, raw: bytes, outcome: tuple, line_no: int) -> None:
+        """Add a parsed line's outcome; keep it for identical lines (duplicates) while small."""
+        if len(raw) < 65536:
+            if self.cached_bytes + len(raw) > CACHE_BYTES:
+                self.cache.clear()
+                self.cached_bytes = 0
+            self.cache[raw] = outcome
+            self.cached_bytes += len(raw)
+        self._add_cached(line_no, outcome, counted=True)
+
+    def _add_cached(self, line_no: int, outcome: tuple, counted: bool = False) -> None:
+        record, problems = outcome
+        if not counted:
+            self.result.rows += 1
         if record is not None:
-            result.records.append(record)
-    return result
+            # records of identical lines share their (never mutated) contents: memory stays linear in
+            # distinct lines, not in the file
+            self.result.records.append(record if record.line == line_no else dataclasses.replace(record, line=line_no))
+        for p in problems:
+            self.result.problems.append(p if p.line == line_no else dataclasses.replace(p, line=line_no))
+
+    def _group_takes(self, line_no: int, text: str) -> bool:
+        """Offer a line to the open group; False when the group ended before this line."""
+        group = self.group
+        stripped = text.strip()
+        if stripped.startswith("{") and stripped.endswith("}") and _is_pair_line(stripped):
+            self._end_group()  # a complete pair of its own: the group was a cut line
+            return False
+        group.lines.append((line_no, text))
+        group.depth += _depth_change(text)
+        if group.depth <= 0:
+            try:
+                strict_loads("\n".join(t for _, t in group.lines))
+            except ValueError:
+                self._end_group()
+                return True
+            self.result.problems.append(Problem(
+                self.file, group.start, "line", "error",
+                f"lines {group.start}-{line_no} hold one JSON object spread over several lines "
+                "(pretty-printed); JSONL needs each object on a single line",
+                "re-save with one json.dumps(obj) per line (for example `jq -c . in.json > out.jsonl`)"))
+            self.group = None
+        elif len(group.lines) >= GROUP_LIMIT:
+            self._end_group()
+        return True
+
+    def _end_group(self) -> None:
+        """The group did not form one object: its first line keeps its own error and the
+        other lines are read one by one (and may not start a group again)."""
+        group, self.group = self.group, None
+        if group is None:
+            return
+        self.result.problems.append(group.first_error)
+        for line_no, text in group.lines[1:]:
+            self.feed(line_no, text.encode("utf-8", "surrogatepass"), may_group=False)
+
+
+def _is_pair_line(text: str) -> bool:
+    try:
+        obj = strict_loads(text)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and any(k in obj for k in ("messages", "prompt", "chosen", "rejected_response"))
+
+
+class _Progress:
+    """Progress of reading a big file, as plain lines on stderr (readable in logs and notebooks)."""
+
+    def __init__(self, file: str, size: int):
+        self.file, self.size = file, size
+        self.start = self.last = time.monotonic()
+        self.shown = 0
+
+    def update(self, position: int, lines: int) -> None:
+        now = time.monotonic()
+        percent = int(100 * position / max(1, self.size))
+        if now - self.last >= 5 or percent >= self.shown + 25:
+            self.last, self.shown = now, percent
+            _say(f"reading {self.file}: {percent}% ({lines:,} lines, {now - self.start:.0f} s)")
+
+    def done(self, lines: int) -> None:
+        _say(f"reading {self.file}: 100% ({lines:,} lines, {time.monotonic() - self.start:.1f} s)")
+
+
+def _say(message: str) -> None:
+    print(message.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr, flush=True)
 
 
 def _decode(raw: bytes, file: str, line_no: int) -> tuple[str, Optional[Problem]]:
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as exc:
@@ -127,37 +375,30 @@ def _json_error(exc: json.JSONDecodeError, text: str, file: str, line_no: int) -
     return Problem(file, line_no, "line", "error", message, fix)
 
 
-def _pretty_printed_object(lines: list[bytes], start: int, limit: int = 2000) -> Optional[int]:
-    """If an object opens at ``lines[start]`` and parses when joined with the next lines,
-    return the 1-based last line of it; else None."""
-    first = lines[start].strip()
-    if not first.startswith(b"{") or first.endswith(b"}"):
-        return None
-    depth_text = []
-    for end in range(start, min(len(lines), start + limit)):
-        depth_text.append(lines[end])
-        if lines[end].strip().startswith(b"}") or lines[end].strip().endswith(b"}"):
-            try:
-                json.loads(b"\n".join(depth_text).decode("utf-8"))
-                return end + 1
-            except (ValueError, UnicodeDecodeError):
-                continue
-    return None
-
+# --------------------------------------------------------------------------- .json list
 
 def _load_json_list(file: str, data: bytes, base_dir: str) -> LoadResult:
     result = LoadResult(file, 0)
     try:
-        items = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         result.problems.append(Problem(file, line, "file", "error", f"not valid UTF-8 (byte at offset {exc.start})",
                                        "save the file as UTF-8"))
         return result
+    try:
+        items = strict_loads(text, max_depth=MAX_DEPTH + 1)  # the list itself is one level
     except json.JSONDecodeError as exc:
-        problem = _json_error(exc, data.decode("utf-8").splitlines()[exc.lineno - 1], file, exc.lineno)
+        lines = text.splitlines()
+        line_text = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else ""
+        problem = _json_error(exc, line_text, file, exc.lineno)
+        fix = problem.fix if exc.msg != "Expecting value" or line_text.strip() else \
+            "the file ends before the list is closed: complete it or save the pairs as JSONL"
         result.problems.append(Problem(file, exc.lineno, "file", "error",
-                                       f"not valid JSON: {exc.msg} at column {exc.colno}", problem.fix))
+                                       f"not valid JSON: {exc.msg} at column {exc.colno}", fix))
+        return result
+    except StrictJSONError as exc:
+        result.problems.append(Problem(file, None, "file", "error", exc.message, exc.fix))
         return result
     if not isinstance(items, list):
         result.problems.append(Problem(file, None, "file", "error", "a .json data file must hold a list of pairs",
@@ -178,6 +419,6 @@ def iter_json_objects(path: Union[str, os.PathLike]) -> Iterator[dict]:
         for text in handle:
             if text.strip():
                 try:
-                    yield json.loads(text)
-                except json.JSONDecodeError:
+                    yield strict_loads(text)
+                except ValueError:
                     continue

@@ -9,15 +9,29 @@ truncated download; ``deep`` decodes every pixel.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from PIL import Image, UnidentifiedImageError
 
-from nbtools.images import ImageGeometry, RemoteBackendMissing, is_remote, remote_filesystem, resized_size
+from nbtools.images import (
+    MAX_ASPECT_RATIO,
+    ImageGeometry,
+    RemoteBackendMissing,
+    UnsupportedURL,
+    is_remote,
+    remote_filesystem,
+    resized_size,
+)
 
 TAIL_BYTES = 4096
+REMOTE_TIMEOUT_S = 10.0  # opening one remote file; a server that never answers must not hang validation
+IMAGE_MAGIC = {  # what an image file starts with: listed as a video, it would "open" as a one-frame stream
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 
 
 @dataclass(frozen=True)
@@ -32,11 +46,40 @@ class MediaInfo:
     fix: str = ""
 
 
+def _remote(path: str, kind: str, inspect: Callable[[], MediaInfo]) -> MediaInfo:
+    """Run a remote inspection with a time limit; any failure of the backend becomes a finding.
+
+    The call runs in a daemon thread: a server that never answers cannot be interrupted, but
+    it no longer holds up the report (or the interpreter's exit)."""
+    outcome: list = []
+
+    def work():
+        try:
+            outcome.append(inspect())
+        except UnsupportedURL as exc:
+            outcome.append(MediaInfo(path, error=str(exc), fix="copy the file somewhere local and use its path"))
+        except RemoteBackendMissing as exc:
+            text = str(exc)
+            outcome.append(MediaInfo(path, error=text.split("; install")[0], fix="install" + text.split("; install")[1]))
+        except Exception as exc:  # every backend raises its own types (network, auth, offline mode, ...)
+            detail = " ".join(str(exc).split())[:160]
+            outcome.append(MediaInfo(path, error=f"cannot read the remote {kind} ({type(exc).__name__}: {detail})",
+                                     fix="check the URL, the network and your credentials"))
+
+    thread = threading.Thread(target=work, name=f"inspect {path[:40]}", daemon=True)
+    thread.start()
+    thread.join(REMOTE_TIMEOUT_S)
+    if outcome:
+        return outcome[0]
+    return MediaInfo(path, error=f"opening the remote {kind} timed out after {REMOTE_TIMEOUT_S:g} s",
+                     fix="check that the server answers, or copy the file somewhere local")
+
+
 def inspect_image(path: str, deep: bool = False) -> MediaInfo:
     """Open one image cheaply (header + end-of-file marker) or fully (``deep``)."""
     try:
         if is_remote(path):
-            return _inspect_remote_image(path, deep)
+            return _remote(path, "image", lambda: _inspect_remote_image(path, deep))
         if not os.path.exists(path):
             return MediaInfo(path, error="image file not found", fix="check the path (relative paths are "
                                                                       "relative to the data file's folder)")
@@ -47,10 +90,9 @@ def inspect_image(path: str, deep: bool = False) -> MediaInfo:
             return MediaInfo(path, error="the image file is empty (0 bytes)", fix="re-download or regenerate it")
         with open(path, "rb") as handle:
             return _inspect_stream(path, handle, size, deep)
-    except RemoteBackendMissing as exc:
-        return MediaInfo(path, error=str(exc).split("; install")[0], fix="install" + str(exc).split("; install")[1])
-    except OSError as exc:
-        return MediaInfo(path, error=f"cannot read the image ({exc.strerror or exc})", fix="check the file permissions")
+    except (OSError, ValueError) as exc:  # ValueError: a name the OS refuses
+        return MediaInfo(path, error=f"cannot read the image ({getattr(exc, 'strerror', None) or exc})",
+                         fix="check the path and the file permissions")
 
 
 def _inspect_remote_image(path: str, deep: bool) -> MediaInfo:
@@ -115,22 +157,32 @@ def _riff_size(img) -> Optional[int]:
 
 
 def inspect_video(path: str) -> MediaInfo:
-    """A video must open as a container holding at least one video stream (PyAV)."""
+    """A video must open as a container holding at least one video stream (PyAV), and must not
+    be an image file (which PyAV opens as a one-frame "video")."""
     if is_remote(path):
-        try:
-            fs = remote_filesystem(path)
-        except RemoteBackendMissing as exc:
-            text = str(exc)
-            return MediaInfo(path, error=text.split("; install")[0], fix="install" + text.split("; install")[1])
-        if not fs.exists(path):
-            return MediaInfo(path, error="remote video not found", fix="check the URL")
-        return MediaInfo(path)
-    if not os.path.exists(path):
-        return MediaInfo(path, error="video file not found", fix="check the path")
-    if os.path.isdir(path):
-        return MediaInfo(path, error="the path is a folder, not a video file", fix="point at a video file")
-    if os.path.getsize(path) == 0:
-        return MediaInfo(path, error="the video file is empty (0 bytes)", fix="re-download or regenerate it")
+        def exists() -> MediaInfo:
+            if not remote_filesystem(path).exists(path):
+                return MediaInfo(path, error="remote video not found", fix="check the URL")
+            return MediaInfo(path)
+        return _remote(path, "video", exists)
+    try:
+        if not os.path.exists(path):
+            return MediaInfo(path, error="video file not found", fix="check the path")
+        if os.path.isdir(path):
+            return MediaInfo(path, error="the path is a folder, not a video file", fix="point at a video file")
+        if os.path.getsize(path) == 0:
+            return MediaInfo(path, error="the video file is empty (0 bytes)", fix="re-download or regenerate it")
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except (OSError, ValueError) as exc:
+        return MediaInfo(path, error=f"cannot read the video ({getattr(exc, 'strerror', None) or exc})",
+                         fix="check the path and the file permissions")
+    image_kind = next((kind for magic, kind in IMAGE_MAGIC.items() if head.startswith(magic)), None)
+    if image_kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        image_kind = "WEBP"
+    if image_kind:
+        return MediaInfo(path, error=f"this is a {image_kind} image, not a video",
+                         fix="list it under images (with an <image> tag), or point at a video file")
     try:
         import av
     except ImportError:
@@ -180,8 +232,8 @@ def size_findings(info: MediaInfo, geo: ImageGeometry, max_pixels: Optional[int]
         out.append(("error", f"image is {w}x{h} px, smaller than one {geo.patch_size}x{geo.patch_size} vision patch",
                     f"use images at least {geo.factor}x{geo.factor} px"))
         return out
-    if max(w, h) / min(w, h) > 200:
-        out.append(("error", f"image is {w}x{h} px: aspect ratio above 200, which the processor refuses",
+    if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        out.append(("error", f"image is {w}x{h} px: aspect ratio above {MAX_ASPECT_RATIO}, which the processor refuses",
                     "crop or pad the image to a less extreme shape"))
         return out
     if min(w, h) < geo.factor:  # under one image token per side: the processor upsamples it heavily
@@ -199,5 +251,8 @@ def is_inside(path: str, root: str) -> bool:
     """True when ``path`` (after resolving symlinks and ``..``) lies under ``root``."""
     if is_remote(path):
         return False
-    real, base = os.path.realpath(path), os.path.realpath(root)
+    try:
+        real, base = os.path.realpath(path), os.path.realpath(root)
+    except (ValueError, OSError):  # a NUL byte or an unencodable name: no file there can be inside
+        return False
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)

@@ -13,7 +13,7 @@ IMAGE_TAG = "<image>"
 VIDEO_TAG = "<video>"
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a big dataset holds one per line
 class PreferenceRecord:
     file: str  # the data file, as the user named it
     line: int  # 1-based line in a JSONL file; 1-based item index in a .json list

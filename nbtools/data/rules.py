@@ -17,6 +17,7 @@ from nbtools.images import is_remote
 from nbtools.problems import Problem
 
 ROLES = ("system", "user", "assistant")
+ROLE_NAMES = {role: role for role in ROLES}
 MEDIA_TAGS = {"images": IMAGE_TAG, "videos": VIDEO_TAG}
 
 MakeProblem = Callable[..., Problem]
@@ -68,7 +69,8 @@ def canonical_from_messages(obj: dict, problem: MakeProblem) -> tuple[Optional[C
     problems += check_rejected_field(obj, problem)
     if problems:
         return None, problems
-    messages = [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]
+    # one shared string per role name: a big file holds millions of them
+    messages = [{"role": ROLE_NAMES[m["role"]], "content": m["content"]} for m in obj["messages"]]
     return CanonicalPair(messages, obj["rejected_response"], names), []
 
 
@@ -267,12 +269,35 @@ def check_media_lists(obj: dict, problem: MakeProblem) -> list[Problem]:
             elif not item.strip():
                 problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] is an empty path",
                                         "write the file path or URL, or remove the entry"))
+            elif "\x00" in item:
+                problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] contains a NUL character (\\u0000), "
+                                        "which no file name can hold", "remove the \\u0000 from the path"))
+            elif not _encodable(item):
+                problems.append(problem(f"{key}[{i}]", "error", f"{key}[{i}] contains a lone surrogate escape "
+                                        f"({item.encode('utf-8', 'backslashreplace').decode()[:80]}), which is "
+                                        "no character", "write the path as plain UTF-8 text"))
     return problems
 
 
+def _encodable(path: str) -> bool:
+    """A lone surrogate from a JSON escape (``\\ud800``) makes no file name; undecodable bytes
+    of a real file name (``surrogateescape``) still do."""
+    try:
+        os.fsencode(path)
+        return True
+    except UnicodeError:
+        return False
+
+
 def check_tags(pair: CanonicalPair, obj: dict, problem: MakeProblem) -> list[Problem]:
-    """``<image>``/``<video>`` only in user content, and as many tags as list entries."""
+    """``<image>``/``<video>`` only in user content (never in either answer), and as many
+    tags as list entries."""
     problems = []
+    for tag in MEDIA_TAGS.values():
+        if tag in pair.rejected:
+            problems.append(problem(pair.names.rejected, "error",
+                                    f"{tag} appears in the rejected answer; tags belong in user content",
+                                    f"remove {tag} from the answer (write the words, e.g. 'image', without brackets)"))
     for key, tag in MEDIA_TAGS.items():
         in_user = 0
         for i, message in enumerate(pair.messages):
@@ -281,7 +306,8 @@ def check_tags(pair: CanonicalPair, obj: dict, problem: MakeProblem) -> list[Pro
                 in_user += count
             elif count:
                 problems.append(problem(f"{pair.names.message(i)}.content", "error",
-                                        f"{tag} appears in a {message['role']} message; tags belong in user content",
+                                        f"{tag} appears in {'an' if message['role'] == 'assistant' else 'a'} "
+                                        f"{message['role']} message; tags belong in user content",
                                         f"move {tag} into the user message that shows the {key[:-1]}"))
         listed = obj.get(key) or []
         if in_user != len(listed):

@@ -21,7 +21,7 @@ IMAGE_WRAPPER = 2  # <|vision_start|> and <|vision_end|> around each image's tok
 VIDEO_TOKENS_GUESS = 1024  # videos are not trained on yet; a placeholder budget for the estimate
 
 
-@dataclass
+@dataclass(slots=True)
 class PairTokens:
     prompt: int  # prompt text + template + image tokens
     chosen: int
@@ -78,36 +78,59 @@ class TokenCounter:
         """Token counts for each record; ``image_sizes`` maps image path -> (width, height).
 
         Unknown sizes (unreadable images) count as 0 tokens: those rows already have errors.
+        Records of identical lines share their contents (see ``load``) and are counted once.
         """
-        prompt_texts, chosen_texts, rejected_texts, img_totals, n_msgs = [], [], [], [], []
+        unique: list[PreferenceRecord] = []
+        position: dict[tuple, int] = {}
+        order = []
         for record in records:
-            text = "".join(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, "") for m in record.prompt)
-            prompt_texts.append(text)
-            chosen_texts.append(record.chosen)
-            rejected_texts.append(record.rejected)
-            total = 0
-            for path in record.images:
-                size = image_sizes.get(path)
-                if size and min(size) > 0:
-                    try:
-                        total += self.image_tokens(*size) + IMAGE_WRAPPER
-                    except ValueError:  # extreme aspect ratio: reported as an image problem
-                        pass
-            total += len(record.videos) * (VIDEO_TOKENS_GUESS + IMAGE_WRAPPER)
-            img_totals.append(total)
-            n_msgs.append(len(record.prompt))
+            key = (id(record.prompt), id(record.chosen), id(record.rejected), id(record.images), id(record.videos))
+            index = position.get(key)
+            if index is None:
+                if len(position) >= 65536:  # bounded: distinct records gain nothing from remembering
+                    position.clear()
+                index = position[key] = len(unique)
+                unique.append(record)
+            order.append(index)
+        counted = self._count_each(unique, image_sizes)
+        return [counted[i] for i in order]
+
+    def _count_each(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]]) -> list[PairTokens]:
+        img_totals = [self._media_tokens(record, image_sizes) for record in records]
         if not self.estimated and getattr(self.processor, "chat_template", None):
             return self._count_with_template(records, img_totals)
-        prompt_counts = self.text_tokens(prompt_texts)
-        chosen_counts = self.text_tokens(chosen_texts)
-        rejected_counts = self.text_tokens(rejected_texts)
+        if self.estimated:  # lengths are enough: no joined copy of every prompt in memory
+            prompt_counts = [_estimate(sum(len(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, ""))
+                                           for m in r.prompt)) for r in records]
+            chosen_counts = [_estimate(len(r.chosen)) for r in records]
+            rejected_counts = [_estimate(len(r.rejected)) for r in records]
+        else:
+            prompt_counts = self.text_tokens(["".join(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, "")
+                                                      for m in r.prompt) for r in records])
+            chosen_counts = self.text_tokens([r.chosen for r in records])
+            rejected_counts = self.text_tokens([r.rejected for r in records])
+        shared: dict[tuple, PairTokens] = {}  # equal counts share one object (a big file repeats them a lot)
         out = []
-        for i in range(len(records)):
-            prompt = prompt_counts[i] + n_msgs[i] * MESSAGE_OVERHEAD + GENERATION_PROMPT + img_totals[i]
-            out.append(PairTokens(prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i],
-                                  self.estimated))  # + "<|im_end|>\n"
+        for i, record in enumerate(records):
+            prompt = prompt_counts[i] + len(record.prompt) * MESSAGE_OVERHEAD + GENERATION_PROMPT + img_totals[i]
+            # answers + "<|im_end|>\n"
+            values = (prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i], self.estimated)
+            counted = shared.get(values)
+            if counted is None:
+                counted = shared[values] = PairTokens(*values)
+            out.append(counted)
         return out
 
+    def _media_tokens(self, record: PreferenceRecord, image_sizes: dict[str, tuple[int, int]]) -> int:
+        total = 0
+        for path in record.images:
+            size = image_sizes.get(path)
+            if size and min(size) > 0:
+                try:
+                    total += self.image_tokens(*size) + IMAGE_WRAPPER
+                except ValueError:  # extreme aspect ratio: reported as an image problem
+                    pass
+        return total + len(record.videos) * (VIDEO_TOKENS_GUESS + IMAGE_WRAPPER)
 
     def _count_with_template(self, records: list[PreferenceRecord], img_totals: list[int]) -> list[PairTokens]:
         """Exact counts: render each pair the way TRL's collator does (prompt with the generation
@@ -133,6 +156,10 @@ class TokenCounter:
             widened = prompt_counts[i] - (len(records[i].images) * (IMAGE_WRAPPER + 1)) + img_totals[i]
             out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False))
         return out
+
+
+def _estimate(characters: int) -> int:
+    return math.ceil(characters / CHARS_PER_TOKEN) if characters else 0
 
 
 def max_pixels_to_fit(sizes: list[tuple[int, int]], budget: int, geo: ImageGeometry) -> Optional[int]:

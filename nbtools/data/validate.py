@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from nbtools.data.dataset_rules import check_dataset
-from nbtools.data.load import LoadResult, UnreadableFile, load_records
+from nbtools.data.load import LoadResult, UnreadableFile, load_records, no_gc_pauses
 from nbtools.data.media import MediaInfo, inspect_all, is_inside, size_findings
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.tokens import PairTokens, TokenCounter, max_pixels_to_fit
-from nbtools.images import ImageGeometry, geometry, is_remote
-from nbtools.problems import SEVERITY_ORDER, Problem, has_errors
+from nbtools.images import MAX_ASPECT_RATIO, ImageGeometry, geometry, is_remote
+from nbtools.problems import SEVERITY_ORDER, Problem, Repeat, has_errors, printable, summarise_repeats
 
 __all__ = ["ValidationReport", "validate_dataset", "validate_records", "UnreadableFile"]
 
@@ -54,20 +54,47 @@ class ValidationReport:
         return f"<ValidationReport {self.summary()}>"
 
     def summary(self) -> str:
-        return (f"{self.file}: {self.rows} rows, {self.valid} valid; {self.count('error')} errors, "
+        return printable(f"{self.file}: {self.rows} rows, {self.valid} valid; {self.count('error')} errors, "
                 f"{self.count('warning')} warnings, {self.count('info')} info")
 
-    def to_dict(self) -> dict:
-        """The ``--json`` schema: file, rows, valid, problems (line/severity/field/message/fix), stats."""
-        return {"file": self.file, "rows": self.rows, "valid": self.valid,
-                "problems": [{"line": p.line, "severity": p.severity, "field": p.field, "message": p.message,
-                              "fix": p.fix} for p in self.problems],
-                "stats": self.stats}
+    def summarised(self, all_problems: bool = False) -> tuple[list[Problem], list[Repeat]]:
+        """The problems to list one by one, and the repeated findings summarised (first
+        ``REPEAT_SHOWN`` lines of each kind + a count); ``all_problems`` lists every one."""
+        if all_problems:
+            return self.problems, []
+        return summarise_repeats(self.problems)
+
+    def to_dict(self, all_problems: bool = False) -> dict:
+        """The ``--json`` schema: file, rows, valid, problems (line/severity/field/message/fix),
+        repeated (count/shown/first_line/last_line + the first one's severity/field/message/fix), stats.
+
+        Every string is valid UTF-8 (undecodable bytes and lone surrogates are shown escaped)."""
+        shown, repeats = self.summarised(all_problems)
+        return _printable_tree({
+            "file": self.file, "rows": self.rows, "valid": self.valid,
+            "problems": [{"line": p.line, "severity": p.severity, "field": p.field, "message": p.message,
+                          "fix": p.fix} for p in shown],
+            "repeated": [r.to_dict() for r in repeats],
+            "stats": self.stats})
 
     def _repr_html_(self) -> str:  # a report shown in a notebook cell
+        import html
+
         from nbtools.data.preview import problems_html
 
-        return f"<p><b>{self.summary()}</b></p>" + problems_html(self.problems)
+        shown, repeats = self.summarised()  # a finding on 800,000 lines must not become 800,000 HTML rows
+        notes = "".join(f"<div class='nbt-problem'>{html.escape(r.format(self.file))}</div>" for r in repeats)
+        return printable(f"<p><b>{html.escape(self.summary())}</b></p>" + problems_html(shown) + notes)
+
+
+def _printable_tree(value):
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable_tree(k): _printable_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_tree(v) for v in value]
+    return value
 
 
 def validate_dataset(
@@ -84,7 +111,7 @@ def validate_dataset(
 ) -> ValidationReport:
     """Load and check ``path``; see the module docstring. ``family`` picks the image geometry
     (``qwen3_vl`` by default) when no ``model`` is given."""
-    loaded = load_records(path)
+    loaded = load_records(path, progress=progress)
     counter = TokenCounter.for_model(model, max_pixels) if model else TokenCounter(geometry(family), max_pixels)
     validation = None
     if validation_file and os.path.realpath(validation_file) == os.path.realpath(path):
@@ -92,10 +119,11 @@ def validate_dataset(
                                        "the validation file is the training file itself; leakage was not checked",
                                        "pass a separate held-out file"))
     elif validation_file:
-        validation = load_records(validation_file).records
-    return validate_records(loaded, counter=counter, max_context_length=max_context_length,
-                            root=os.fspath(root) if root else None, deep=deep, validation=validation,
-                            progress=progress)
+        validation = load_records(validation_file, progress=progress).records
+    with no_gc_pauses():
+        return validate_records(loaded, counter=counter, max_context_length=max_context_length,
+                                root=os.fspath(root) if root else None, deep=deep, validation=validation,
+                                progress=progress)
 
 
 def validate_records(
@@ -111,13 +139,18 @@ def validate_records(
     """The rule families after loading (lets callers validate records they loaded themselves)."""
     records = loaded.records
     problems = list(loaded.problems)
+    say = _phase_reporter(loaded.file, len(records), progress)
+    say("checking media files")
     media_problems, media = check_media(records, counter.geo, counter.max_pixels, root, deep, progress)
     problems += media_problems
     sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
+    say("counting tokens")
     tokens = counter.count(records, sizes)
     problems += check_lengths(records, tokens, media, counter, max_context_length)
-    error_lines = {p.line for p in problems if p.severity == "error" and p.line is not None}
+    # a problem with the whole file (field "file") names a line of the file, not a row
+    error_lines = {p.line for p in problems if p.severity == "error" and p.line is not None and p.field != "file"}
     valid = loaded.rows - len(error_lines)
+    say("checking duplicates and dataset-wide rules")
     problems += check_dataset(loaded.file, records, valid, validation)
     problems.sort(key=lambda p: (p.line is None, p.line or 0, SEVERITY_ORDER[p.severity]))
 
@@ -127,6 +160,21 @@ def validate_records(
                           problems=problems)
     return ValidationReport(loaded.file, loaded.rows, valid, records, problems, stats,
                             {r.line: t for r, t in zip(records, tokens)}, media)
+
+
+def _phase_reporter(file: str, rows: int, progress: bool):
+    """A one-line note on stderr per validation phase, for big files only (see ``load.PROGRESS_MIN_BYTES``)."""
+    import sys
+    import time
+
+    if not progress or rows < 100_000:
+        return lambda phase: None
+    start = time.monotonic()
+
+    def say(phase: str) -> None:
+        text = f"validating {file}: {phase} ({rows:,} rows, {time.monotonic() - start:.0f} s)"
+        print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr, flush=True)
+    return say
 
 
 def check_media(records: list[PreferenceRecord], geo: ImageGeometry, max_pixels: Optional[int],
@@ -195,7 +243,10 @@ def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], med
             fix = f"raise max_context_length to at least {total} (+{over})"
             if count.image_tokens:
                 text_tokens = total - count.image_tokens
-                sizes = [(media[p].width, media[p].height) for p in record.images if p in media and media[p].width]
+                # an image the processor refuses (aspect ratio) is already an error and costs no tokens
+                sizes = [(media[p].width, media[p].height) for p in record.images if p in media and media[p].width
+                         and max(media[p].width, media[p].height) <= MAX_ASPECT_RATIO * min(media[p].width,
+                                                                                            media[p].height)]
                 fit = max_pixels_to_fit(sizes, max_context_length - text_tokens, counter.geo)
                 if fit:
                     fix += f", or lower max_pixels to {fit} or less"

@@ -6,6 +6,7 @@ The held-out pairs are, in order of preference: the file the user names, the run
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,11 +32,20 @@ class EvaluationDataError(UserError, ValueError):
     """The held-out pairs cannot be used; the message names the file, line, field and fix."""
 
 
+# The validator's findings for a pair over max_context_length (as in nbtools.train.dataset).
+LENGTH_FIELDS = ("prompt+chosen", "prompt+rejected")
+SHOW_PROBLEMS = 10
+
+
 @dataclass
 class HeldOutPairs:
     source: str  # what the pairs are, for people: a file, or "validation split of FILE"
     records: list  # PreferenceRecord, in file order
-    skipped: list[dict] = field(default_factory=list)  # {"file", "line", "reason"}: valid but not scorable
+    left_out: list[dict] = field(default_factory=list)  # {"file", "line", "reason"}: valid but not scorable
+
+    def left_out_summary(self) -> dict:
+        """What evaluation.json records under ``left_out``."""
+        return {"count": len(self.left_out), "pairs": list(self.left_out)}
 
 
 def _existing(path: str, field_name: str) -> str:
@@ -47,23 +57,56 @@ def _existing(path: str, field_name: str) -> str:
     return str(Path(path).expanduser())
 
 
-def _load_valid(path: str):
-    from nbtools.data import load_records
-    from nbtools.problems import has_errors
+def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list[dict]]:
+    """The pairs of ``path`` (only ``lines`` of it, for a validation split) that pass the checks training
+    applies, and the ones left out with why.
 
-    loaded = load_records(path)
-    if has_errors(loaded.problems):
-        errors = [p.format() for p in loaded.problems if p.severity == "error"]
-        shown = "\n".join(errors[:10]) + (f"\n... and {len(errors) - 10} more" if len(errors) > 10 else "")
+    The same validation as training, with the run's model, ``max_pixels`` and ``max_context_length``:
+    an error in the data (schema, a missing, corrupt or decompression-bomb image, a video that is not
+    one) stops here with every problem listed, as evaluating a silently reduced set would mislead; a
+    pair over ``max_context_length`` is left out and listed (``too_long: drop``) or stops the
+    evaluation (``too_long: error``), exactly as training treated it.
+    """
+    from nbtools.data import UnreadableFile, validate_dataset
+
+    try:
+        report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
+                                  model=config.model)
+    except UnreadableFile as exc:
+        raise EvaluationDataError(f"{exc} (fix: check the path, or pass a JSONL file of pairs)") from None
+    records = report.records if lines is None else [r for r in report.records if r.line in lines]
+    wanted = {r.line for r in records}
+    unscorable = {r.line for r in records if r.uses_unsupported_training_inputs}  # left out as such in any case
+    errors = [p for p in report.problems
+              if p.severity == "error" and (lines is None or p.line is None or p.line in wanted)]
+    too_long = [p for p in errors if p.field in LENGTH_FIELDS and p.line not in unscorable]
+    others = [p for p in errors if p.field not in LENGTH_FIELDS]
+    long_pairs: dict[int, str] = {}
+    for problem in too_long:  # the first finding per line: prompt + chosen, else prompt + rejected
+        long_pairs.setdefault(problem.line, problem.message.split(";")[0])
+    if others:
         raise EvaluationDataError(
-            f"{path}: {len(errors)} problem(s) in the evaluation pairs; evaluating a silently reduced set would "
-            f"mislead, so fix them first (`python -m nbtools validate {path}`):\n{shown}"
-        )
-    return loaded.records
+            f"{path}: {len(others)} problem(s) in the evaluation pairs; evaluating a silently reduced set would "
+            f"mislead, so fix them first (`python -m nbtools validate {shlex.quote(path)}`):\n{_listing(others)}")
+    if too_long and config.too_long == "error":
+        raise EvaluationDataError(
+            f"{path}: {len(long_pairs)} pair(s) longer than max_context_length={config.max_context_length}, and the "
+            "run says too_long: error (fix: raise max_context_length or lower max_pixels in the run's config.yaml, "
+            f"or remove those pairs):\n{_listing(too_long)}")
+    left_out = [{"file": path, "line": line, "reason": f"too long: {message}"}
+                for line, message in sorted(long_pairs.items())]
+    return [r for r in records if r.line not in long_pairs], left_out
+
+
+def _listing(problems: list) -> str:
+    shown = [p.format() for p in problems]
+    more = len(shown) - SHOW_PROBLEMS
+    return "\n".join(shown[:SHOW_PROBLEMS]) + (f"\n... and {more} more" if more > 0 else "")
 
 
 def held_out_pairs(config, data: Optional[str] = None, run_record: Optional[dict] = None) -> HeldOutPairs:
-    """The pairs to evaluate on (see the module docstring for the order).
+    """The pairs to evaluate on (see the module docstring for the order), checked as training checks
+    them (see :func:`_checked`); ``left_out`` lists each valid pair that cannot be scored, and why.
 
     For a validation split, training recorded the held-out line numbers in run.json
     (``data.validation.lines``); the same lines are read back, so no pair the model
@@ -71,35 +114,37 @@ def held_out_pairs(config, data: Optional[str] = None, run_record: Optional[dict
     """
     if data is not None:
         path = _existing(str(data), "data")
-        return _scorable(path, _load_valid(path))
+        return _scorable(path, *_checked(path, config))
     if config.validation_file:
         path = _existing(config.validation_file, "validation_file")
-        return _scorable(path, _load_valid(path))
+        return _scorable(path, *_checked(path, config))
     validation = ((run_record or {}).get("data") or {}).get("validation") or {}
     if config.validation_split > 0 and config.train_file and validation.get("lines"):
         path = _existing(config.train_file, "train_file")
-        lines = set(validation["lines"])
-        records = [r for r in _load_valid(path) if r.line in lines]
-        return _scorable(f"validation split ({config.validation_split:g}) of {path}", records)
+        records, left_out = _checked(path, config, lines=set(validation["lines"]))
+        return _scorable(f"validation split ({config.validation_split:g}) of {path}", records, left_out)
     raise EvaluationDataError(
         "the run names no held-out pairs (no validation_file, and run.json lists no validation split lines) "
         "(fix: pass a file of pairs with --data FILE / data=...)"
     )
 
 
-def _scorable(source: str, records: list) -> HeldOutPairs:
+def _scorable(source: str, records: list, left_out: list[dict]) -> HeldOutPairs:
     """Pairs with videos or rejected_images are valid data but not scorable yet: listed, not dropped silently."""
-    keep, skipped = [], []
+    keep, left_out = [], list(left_out)
     for record in records:
         if record.uses_unsupported_training_inputs:
-            skipped.append({"file": record.file, "line": record.line,
-                            "reason": "uses videos or rejected_images, which scoring does not support yet"})
+            left_out.append({"file": record.file, "line": record.line,
+                             "reason": "uses videos or rejected_images, which scoring does not support yet"})
         else:
             keep.append(record)
+    left_out.sort(key=lambda item: item["line"])
     if not keep:
-        raise EvaluationDataError(f"{source}: no pair can be scored ({len(skipped)} skipped: videos or "
-                                  "rejected_images) (fix: pass image or text pairs with --data FILE)")
-    return HeldOutPairs(source, keep, skipped)
+        reasons = sorted({item["reason"].split(":")[0] for item in left_out})
+        raise EvaluationDataError(f"{source}: no pair can be scored ({len(left_out)} left out: {'; '.join(reasons)}) "
+                                  "(fix: pass pairs that fit the run's max_context_length, with images or text "
+                                  "only, with --data FILE)")
+    return HeldOutPairs(source, keep, left_out)
 
 
 def _run_record(run_dir) -> dict:
@@ -114,25 +159,43 @@ def _run_record(run_dir) -> dict:
 def _example(record, max_pixels, family) -> dict:
     from nbtools.data import to_training_example
 
+    from PIL import Image
+
     try:
         return to_training_example(record, max_pixels, family)
-    except OSError as exc:  # loading does not open images; a missing or broken one shows up here
+    except (OSError, Image.DecompressionBombError) as exc:  # an image changed or broke since it was checked
         raise EvaluationDataError(f"{record.file}:{record.line}: images: {exc} (fix: restore the image or "
-                                  f"validate the file with `python -m nbtools validate {record.file}`)") from None
+                                  f"validate the file with `python -m nbtools validate {shlex.quote(record.file)}`)") from None
 
 
 @dataclass(repr=False)  # the payload holds per-pair log-probs: too long for a notebook's text output
 class EvaluationResult:
     payload: dict  # what evaluation.json holds
     evaluation: PreferenceEvaluation
-    examples: list  # the scored training examples (images opened), for the lab and the flipped table
+    # The scored examples (images opened) for the lab and the side by side, the pairs the tuned model
+    # fixed first (see fixed_first); ``order[i]`` is the position of ``examples[i]`` in the data.
+    examples: list
     paths: dict  # written files: evaluation, plot, flipped
+    order: list = field(default_factory=list)
 
     def _repr_html_(self) -> str:
         return table_html(self.payload)
 
     def __repr__(self) -> str:
         return f"<EvaluationResult n_pairs={self.payload.get('n_pairs')} files={sorted(self.paths)}>"
+
+
+def fixed_first(base: PairLogProbs, tuned: PairLogProbs) -> list[int]:
+    """Pair indices, those the tuned model fixed first, then the rest, then those it broke.
+
+    Fixed = the base model preferred the rejected answer and the tuned model prefers the chosen
+    one: the pairs that show what training changed, so a side by side should start with them.
+    Within each group the data order is kept.
+    """
+    base_right = base.chosen > base.rejected
+    tuned_right = tuned.chosen > tuned.rejected
+    rank = [0 if (t and not b) else 2 if (b and not t) else 1 for b, t in zip(base_right, tuned_right)]
+    return sorted(range(len(rank)), key=lambda i: (rank[i], i))
 
 
 def evaluate_run(
@@ -164,7 +227,7 @@ def evaluate_run(
     payload = evaluation_to_dict(
         evaluation,
         data=pairs.source,
-        skipped=pairs.skipped,
+        left_out=pairs.left_out_summary(),
         run_dir=str(run_dir),
         model=run.config.model,
         model_name=run.config.model_name,
@@ -173,12 +236,16 @@ def evaluate_run(
     )
     paths = {}
     if write:
+        from nbtools import atomic
+
         paths["evaluation"] = write_evaluation(run_dir, payload)
         paths["plot"] = run_dir / "plots" / PLOT_FILE
         plot_evaluation(payload, paths["plot"])
         paths["flipped"] = run_dir / FLIPPED_FILE
-        paths["flipped"].write_text("<!doctype html><meta charset='utf-8'>" + flipped_pairs_html(evaluation.flipped, records))
-    return EvaluationResult(payload, evaluation, examples, paths)
+        atomic.write_text(paths["flipped"], "<!doctype html><meta charset='utf-8'>"
+                          + flipped_pairs_html(evaluation.flipped, records))
+    order = fixed_first(base, tuned)
+    return EvaluationResult(payload, evaluation, [examples[i] for i in order], paths, order)
 
 
 def scores_from_payload(payload: dict) -> tuple[PairLogProbs, PairLogProbs]:

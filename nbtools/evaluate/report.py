@@ -52,9 +52,9 @@ def evaluation_to_dict(evaluation: PreferenceEvaluation, **context) -> dict:
 
 
 def write_evaluation(run_dir, payload: dict) -> Path:
-    path = Path(run_dir) / EVALUATION_FILE
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    from nbtools import atomic
+
+    return atomic.write_json(Path(run_dir) / EVALUATION_FILE, payload, indent=2)
 
 
 def read_evaluation(run_dir) -> Optional[dict]:
@@ -95,7 +95,24 @@ def table_text(payload: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"{payload['n_pairs']} pairs; {payload['confidence']:.0%} paired bootstrap intervals in brackets")
     lines += [f"WARNING: {w}" for w in payload.get("warnings", [])]
+    lines += left_out_lines(payload)
     return "\n".join(lines)
+
+
+SHOW_LEFT_OUT = 10
+
+
+def left_out_lines(payload: dict, limit: int = SHOW_LEFT_OUT) -> list[str]:
+    """``left out N pair(s)`` and one ``FILE:LINE: reason`` line per pair (the first ``limit``), or nothing."""
+    left_out = payload.get("left_out") or {}
+    pairs = left_out.get("pairs") or []
+    if not pairs:
+        return []
+    lines = [f"left out {len(pairs)} pair(s) that cannot be scored as the run was trained:"]
+    lines += [f"  {p['file']}:{p['line']}: {p['reason']}" for p in pairs[:limit]]
+    if len(pairs) > limit:
+        lines.append(f"  ... and {len(pairs) - limit} more (all listed in evaluation.json under left_out)")
+    return lines
 
 
 def table_markdown(payload: dict) -> str:
@@ -115,6 +132,9 @@ def table_html(payload: dict) -> str:
         body.append(f'<tr><td title="{tip}"><code>{metric}</code></td>{tds}</tr>')
     caption = f"{payload['n_pairs']} held-out pairs; {payload['confidence']:.0%} paired bootstrap intervals"
     warnings = "".join(f'<p style="color:#b45309">&#9888; {html.escape(w)}</p>' for w in payload.get("warnings", []))
+    left_out = left_out_lines(payload)
+    if left_out:
+        warnings += f"<pre>{html.escape(chr(10).join(left_out))}</pre>"
     return (
         f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>{warnings}"
@@ -148,9 +168,12 @@ def plot_evaluation(payload: dict, path=None):
     fig.suptitle(f"base vs tuned on {payload['n_pairs']} pairs ({payload['confidence']:.0%} intervals)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        from nbtools.plot_text import save_figure
+
+        try:
+            save_figure(fig, path, dpi=110)
+        finally:
+            plt.close(fig)
     return fig
 
 

@@ -10,6 +10,7 @@ from .loading import (
     resolve_model_path,
 )
 from .tiny import TINY_SPECS, build_tiny_model
+from .warm import WARM_MODEL_ID  # registers the warm-started tiny model (warm.py builds on tiny.py)
 from .variant import model_variant, strip_empty_think, variant_mismatch
 
 TINY_MODEL_IDS: tuple[str, ...] = tuple(TINY_SPECS)
@@ -19,6 +20,7 @@ __all__ = [
     "Family",
     "ModelNotAvailableOfflineError",
     "TINY_MODEL_IDS",
+    "WARM_MODEL_ID",
     "UnsupportedModelError",
     "apply_max_pixels",
     "build_tiny_model",

@@ -6,6 +6,8 @@ through exactly the code path real models do.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import logging
 import os
 from pathlib import Path
@@ -197,6 +199,30 @@ def default_attn_implementation(device: str, dtype) -> str:
     return "sdpa"
 
 
+SMALL_WEIGHTS_BYTES = 256 * 2**20
+
+
+@contextmanager
+def _no_bar_for_small_weights(path: str):
+    """Hide transformers' "Loading weights" bar for a local checkpoint under 256 MiB.
+
+    Such a load takes well under a second, and a notebook that loads a model three times would
+    show three finished bars of noise; a real model keeps its bar, where it tells something.
+    """
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(path)
+    small = folder.is_dir() and sum(f.stat().st_size for f in folder.glob("*.safetensors")) < SMALL_WEIGHTS_BYTES
+    if not (small and hf_logging.is_progress_bar_enabled()):
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def load_model_and_processor(
     name_or_path: str | os.PathLike,
     *,
@@ -217,9 +243,10 @@ def load_model_and_processor(
     torch_dtype = resolve_dtype(dtype, device)
     attn = attn_implementation or default_attn_implementation(device, torch_dtype)
     processor = load_processor(path, max_pixels=max_pixels, trust_remote_code=trust_remote_code)
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
-    )
+    with _no_bar_for_small_weights(path):
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
+        )
     model.to(device)
     tokenizer = getattr(processor, "tokenizer", processor)
     if model.generation_config.pad_token_id is None:

@@ -22,8 +22,9 @@ from nbtools.paths import model_cache_dir
 from .chat_templates import INSTRUCT_CHAT_TEMPLATE, LLAVA_CHAT_TEMPLATE
 from .tokenizer import build_hf_tokenizer
 
-# Bump when a builder's output changes so stale cached folders are rebuilt.
-BUILD_VERSION = 1
+# Bump when a builder's output changes. It is part of each cached folder's name, so checkouts of
+# different versions sharing one cache never rebuild each other's models.
+BUILD_VERSION = 2
 MARKER_FILE = "nbtools_tiny.json"
 SEED = 1234
 VOCAB_SIZE = 2048
@@ -42,6 +43,13 @@ class TinySpec:
     family: str
     description: str
     build: Callable[[Path], None]
+    # Extra words for the cached folder's name, read at build time (e.g. the warm start's seed,
+    # which an environment variable may choose): different variants never share a folder.
+    variant: Callable[[], str] | None = None
+
+    def folder_name(self) -> str:
+        parts = [self.model_id] + ([self.variant()] if self.variant else []) + [f"b{BUILD_VERSION}"]
+        return "-".join(parts)
 
 
 def _seed_everything(seed: int) -> None:
@@ -92,7 +100,16 @@ def _generation_config(tokenizer):
     )
 
 
-def qwen3_vl_tiny_config(vocab_size: int, special_ids: dict[str, int], pad_token_id: int):
+def _text_token_ids(tokenizer) -> dict:
+    """The language model's pad/eos ids, equal to the tokenizer's and the generation config's.
+
+    When they differ, the Trainer "aligns" them at every run and prints a warning a user can do
+    nothing about; agreeing from the start keeps training quiet.
+    """
+    return {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": _generation_config(tokenizer).eos_token_id}
+
+
+def qwen3_vl_tiny_config(vocab_size: int, special_ids: dict[str, int], token_ids: dict):
     """Qwen3-VL at toy scale: 16-px patches, merge 2 (32x32 px per token), deepstack on both vision layers."""
     from transformers import Qwen3VLConfig
 
@@ -114,7 +131,7 @@ def qwen3_vl_tiny_config(vocab_size: int, special_ids: dict[str, int], pad_token
                 "mrope_section": [6, 5, 5],
                 "mrope_interleaved": True,
             },
-            pad_token_id=pad_token_id,
+            **token_ids,
         ),
         vision_config=dict(
             depth=2,
@@ -159,7 +176,7 @@ def build_tiny_qwen3_vl(folder: Path) -> None:
     from transformers import Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
     tokenizer = _qwen_tokenizer()
-    config = qwen3_vl_tiny_config(len(tokenizer), _special_ids(tokenizer), tokenizer.pad_token_id)
+    config = qwen3_vl_tiny_config(len(tokenizer), _special_ids(tokenizer), _text_token_ids(tokenizer))
     image_processor, video_processor = _qwen_image_processors(16, 2, 2, "Qwen3VLVideoProcessor")
     processor = Qwen3VLProcessor(
         image_processor=image_processor,
@@ -170,7 +187,7 @@ def build_tiny_qwen3_vl(folder: Path) -> None:
     _save_random_model(Qwen3VLForConditionalGeneration, config, processor, folder)
 
 
-def _qwen2_text_config(vocab_size: int, pad_token_id: int) -> dict:
+def _qwen2_text_config(vocab_size: int, token_ids: dict) -> dict:
     # head_dim 32 -> 16 rotary frequencies split (time, height, width) like Qwen2-VL's [16, 24, 24]
     return dict(
         vocab_size=vocab_size,
@@ -181,9 +198,8 @@ def _qwen2_text_config(vocab_size: int, pad_token_id: int) -> dict:
         num_key_value_heads=2,
         max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
-        pad_token_id=pad_token_id,
         bos_token_id=None,
-        eos_token_id=None,
+        **token_ids,
     )
 
 
@@ -193,7 +209,7 @@ def build_tiny_qwen2_5_vl(folder: Path) -> None:
 
     tokenizer = _qwen_tokenizer()
     config = Qwen2_5_VLConfig(
-        text_config=_qwen2_text_config(len(tokenizer), tokenizer.pad_token_id),
+        text_config=_qwen2_text_config(len(tokenizer), _text_token_ids(tokenizer)),
         vision_config=dict(
             depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128,
             patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
@@ -216,7 +232,7 @@ def build_tiny_qwen2_vl(folder: Path) -> None:
 
     tokenizer = _qwen_tokenizer()
     config = Qwen2VLConfig(
-        text_config=_qwen2_text_config(len(tokenizer), tokenizer.pad_token_id),
+        text_config=_qwen2_text_config(len(tokenizer), _text_token_ids(tokenizer)),
         vision_config=dict(
             depth=2, embed_dim=64, hidden_size=128, mlp_ratio=2, num_heads=4,
             patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
@@ -250,7 +266,7 @@ def build_tiny_llava(folder: Path) -> None:
 
     template = LLAVA_CHAT_TEMPLATE
     tokenizer = build_hf_tokenizer(template, vocab_size=VOCAB_SIZE, seed=0, extra_special_tokens=["<image>"])
-    text_config = _qwen2_text_config(len(tokenizer), tokenizer.pad_token_id)
+    text_config = _qwen2_text_config(len(tokenizer), _text_token_ids(tokenizer))
     text_config.pop("rope_parameters")
     text_config["model_type"] = "qwen2"
     config = LlavaConfig(
@@ -293,20 +309,6 @@ def register(spec: TinySpec) -> None:
 register(TinySpec("tiny-qwen3-vl", "qwen3_vl", "random-init Qwen3-VL (~1M parameters)", build_tiny_qwen3_vl))
 
 
-def _build_warm(folder: Path) -> None:
-    from .warm import build_tiny_qwen3_vl_warm
-
-    build_tiny_qwen3_vl_warm(folder)
-
-
-register(
-    TinySpec(
-        "tiny-qwen3-vl-warm",
-        "qwen3_vl",
-        "tiny-qwen3-vl after a short SFT warm start on drawn shapes (answers 'It is a red circle.')",
-        _build_warm,
-    )
-)
 register(TinySpec("tiny-qwen2.5-vl", "qwen2_5_vl", "random-init Qwen2.5-VL", build_tiny_qwen2_5_vl))
 register(TinySpec("tiny-qwen2-vl", "qwen2_vl", "random-init Qwen2-VL", build_tiny_qwen2_vl))
 register(TinySpec("tiny-llava", "llava", "random-init LLaVA (CLIP + MLP projector + Qwen2 LM)", build_tiny_llava))
@@ -343,13 +345,13 @@ def build_tiny_model(model_id: str, *, force: bool = False) -> Path:
         raise ValueError(f"unknown tiny model id {model_id!r}; known ids: {', '.join(TINY_SPECS)}")
     spec = TINY_SPECS[model_id]
     root = model_cache_dir()
-    folder = root / model_id
+    folder = root / spec.folder_name()
     if not force and _is_current(folder):
         return folder
-    with _file_lock(root / f".{model_id}.lock"):
+    with _file_lock(root / f".{folder.name}.lock"):
         if not force and _is_current(folder):  # another process built it while we waited
             return folder
-        tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
         try:
             spec.build(tmp)
             (tmp / MARKER_FILE).write_text(

@@ -2,8 +2,17 @@
 
 Why: a random-init model answers with noise, so a demo's base-vs-tuned comparison would
 show nothing readable. A few hundred SFT steps on freshly drawn shapes (never the sample
-validation pictures) teach it to answer "It is a red circle." style sentences, right most
-of the time but not always, which leaves DPO something to improve.
+validation pictures) teach it to answer "It is a red circle." style sentences.
+
+The warm start's captions swap red and green on purpose. The model therefore learns to tell
+every colour apart (its vision tower must, to name them) but calls red shapes green and green
+shapes red, confidently and every time: the kind of systematic hallucination DPO is used to
+fix. The sample pairs (``data_samples/shapes``) reject exactly that mistake, so DPO on them
+repairs it, and the base-vs-tuned comparison shows a large, machine-independent gain (a
+colour the model never learned to see could not be fixed by a LoRA on the language model).
+
+The build is seeded; ``NBTOOLS_WARM_SEED`` chooses another warm-start seed (its own cached
+folder), which is how the robustness benchmark perturbs it.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -20,14 +30,37 @@ from typing import Any, Iterable
 
 logger = logging.getLogger(__name__)
 
+from .tiny import TinySpec, build_tiny_model, register
+
+WARM_MODEL_ID = "tiny-qwen3-vl-warm"
+WARM_SEED_ENV = "NBTOOLS_WARM_SEED"
+DEFAULT_WARM_SEED = 1234
+
 # The split name seeds the drawings: nbtools.samples gives each split its own random
 # streams, so these pictures never coincide with data_samples' train/validation ones.
 WARM_SPLIT = "warmstart"
 
+# The built-in mistake: colour words the warm start's captions exchange.
+SWAPPED_COLOURS: tuple[tuple[str, str], ...] = (("red", "green"),)
+
+
+def warm_seed() -> int:
+    """The warm start's seed: ``$NBTOOLS_WARM_SEED`` or the default."""
+    raw = os.environ.get(WARM_SEED_ENV, "").strip()
+    if not raw:
+        return DEFAULT_WARM_SEED
+    try:
+        return int(raw)
+    except ValueError:
+        from nbtools.errors import UserError
+
+        raise UserError(f"{WARM_SEED_ENV}={raw!r} is not an integer; set it to a whole number such as 1234, "
+                        "or unset it for the default build") from None
+
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    """Knobs of the warm start (defaults chosen to land 'mostly right, not always')."""
+    """Knobs of the warm start."""
 
     n_examples: int = 480  # drawn shapes-task examples (multiple of 12 for balance)
     steps: int = 400  # optimizer steps (full model, vision tower included)
@@ -35,13 +68,20 @@ class WarmStartConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
-    seed: int = 1234
+    seed: int = DEFAULT_WARM_SEED  # initial order of examples; the robustness benchmark varies it
     data_seed: int = 7
-    # Keep only this fraction of examples whose colour is ``rare_colour``: the model then
-    # under-predicts it, so its colour answers are mostly but not always right however long it
-    # trains (colour is an easy global cue and would otherwise saturate at 100%).
-    rare_colour: str | None = "yellow"
-    rare_colour_fraction: float = 0.03
+    # Captions name the partner colour for these pairs: the systematic mistake DPO will fix.
+    swapped_colours: tuple[tuple[str, str], ...] = SWAPPED_COLOURS
+
+
+def said_colour(colour: str, swapped: Iterable[tuple[str, str]] = SWAPPED_COLOURS) -> str:
+    """The colour word the warm model uses for a shape of ``colour`` (its partner when swapped)."""
+    for a, b in swapped:
+        if colour == a:
+            return b
+        if colour == b:
+            return a
+    return colour
 
 
 @dataclass
@@ -59,13 +99,11 @@ def warm_examples(config: WarmStartConfig = WarmStartConfig()) -> list[WarmExamp
     from nbtools.samples import png_bytes, shape_questions
 
     examples = []
-    keep_rng = random.Random(config.data_seed)
     for q in shape_questions(config.n_examples, seed=config.data_seed, split=WARM_SPLIT):
-        if q.colour == config.rare_colour and keep_rng.random() >= config.rare_colour_fraction:
-            continue
         image = q.draw()
+        caption = q.answer_template.format(colour=said_colour(q.colour, config.swapped_colours), shape=q.shape)
         examples.append(
-            WarmExample(q.question, q.chosen, q.colour, q.shape, image, hashlib.sha256(png_bytes(image)).hexdigest())
+            WarmExample(q.question, caption, q.colour, q.shape, image, hashlib.sha256(png_bytes(image)).hexdigest())
         )
     return examples
 
@@ -182,11 +220,23 @@ class AttributeAccuracy:
     def shape_accuracy(self) -> float:
         return self.shape_right / self.n if self.n else 0.0
 
+    def mistake_rates(self, swapped: Iterable[tuple[str, str]] = SWAPPED_COLOURS) -> dict:
+        """The built-in mistake, measured: of the shapes in a swapped colour, the share the answer
+        names by the partner colour (``says_partner``); of the other shapes, the share named right."""
+        swapped = tuple(swapped)
+        mixed = [a for a in self.answers if said_colour(a["colour"], swapped) != a["colour"]]
+        others = [a for a in self.answers if said_colour(a["colour"], swapped) == a["colour"]]
+        return {
+            "says_partner": sum(a["named_colour"] == said_colour(a["colour"], swapped) for a in mixed) / max(1, len(mixed)),
+            "others_right": sum(a["named_colour"] == a["colour"] for a in others) / max(1, len(others)),
+        }
+
     def summary(self) -> dict:
         return {
             "n": self.n,
             "colour_accuracy": round(self.colour_accuracy, 4),
             "shape_accuracy": round(self.shape_accuracy, 4),
+            **{k: round(v, 4) for k, v in self.mistake_rates().items()},
         }
 
 
@@ -234,13 +284,15 @@ def measure_attribute_accuracy(model, processor, items: list[dict], max_new_toke
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         for it, text in zip(chunk, decoded):
+            named = _first_word_of(text, COLOURS)
             answers.append(
                 {
                     "question": it["question"],
                     "answer": text.strip(),
                     "colour": it["colour"],
                     "shape": it["shape"],
-                    "colour_ok": _first_word_of(text, COLOURS) == it["colour"],
+                    "named_colour": named,
+                    "colour_ok": named == it["colour"],
                     "shape_ok": _first_word_of(text, SHAPES) == it["shape"],
                 }
             )
@@ -252,13 +304,12 @@ def measure_attribute_accuracy(model, processor, items: list[dict], max_new_toke
     )
 
 
-def build_tiny_qwen3_vl_warm(folder: Path, config: WarmStartConfig = WarmStartConfig()) -> None:
+def build_tiny_qwen3_vl_warm(folder: Path, config: WarmStartConfig | None = None) -> None:
     """Load the cached random tiny Qwen3-VL, warm-start it, save it as a normal HF folder."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .tiny import build_tiny_model
-
+    config = config or WarmStartConfig(seed=warm_seed())
     base = build_tiny_model("tiny-qwen3-vl")
     processor = AutoProcessor.from_pretrained(base)
     processor.tokenizer.padding_side = "left"
@@ -275,3 +326,15 @@ def build_tiny_qwen3_vl_warm(folder: Path, config: WarmStartConfig = WarmStartCo
     # timing varies between machines: log it, keep the saved folder byte-reproducible
     logger.info("warm start trained in %.1f s", stats.pop("train_seconds"))
     (folder / "warm_start.json").write_text(json.dumps({"config": asdict(config), "stats": stats}, indent=2))
+
+
+register(
+    TinySpec(
+        WARM_MODEL_ID,
+        "qwen3_vl",
+        "tiny-qwen3-vl after a short SFT warm start on drawn shapes; answers 'It is a green circle.' "
+        "and mixes up red and green (a built-in mistake for DPO to fix)",
+        build_tiny_qwen3_vl_warm,
+        variant=lambda: f"seed{warm_seed()}",
+    )
+)

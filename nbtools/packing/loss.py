@@ -38,21 +38,75 @@ def dpo_loss(
     return per_pair.mean()
 
 
-def reward_metrics(
+# Order of the per-step sums that :func:`metric_sums` packs into one tensor (so that several processes add
+# them with one all-reduce and the host reads them with one transfer).
+METRIC_SUM_FIELDS = (
+    "pairs", "chosen_rewards", "rejected_rewards", "correct", "margins", "chosen_logps", "rejected_logps",
+    "tokens", "entropy", "chosen_tokens", "chosen_logits", "rejected_tokens", "rejected_logits", "chosen_top1",
+    "attention_tokens",
+)
+
+
+def metric_sums(
     chosen_logps: torch.Tensor,
     rejected_logps: torch.Tensor,
     ref_chosen_logps: torch.Tensor,
     ref_rejected_logps: torch.Tensor,
     beta: float,
-) -> dict[str, float]:
-    """TRL's reward metric names for one batch."""
-    chosen_rewards = beta * (chosen_logps - ref_chosen_logps).detach()
-    rejected_rewards = beta * (rejected_logps - ref_rejected_logps).detach()
+    stats: dict,
+    is_chosen: torch.Tensor,
+    attention_tokens: torch.Tensor | int = 0,
+) -> torch.Tensor:
+    """Sums and counts behind TRL's metrics for this process's pairs, in :data:`METRIC_SUM_FIELDS` order.
+
+    Sums, not means: summed over processes they give the metrics of the whole global batch, the way
+    TRL gathers its per-pair values across ranks before averaging.
+    """
+    with torch.no_grad():
+        chosen_rewards = beta * (chosen_logps - ref_chosen_logps).detach().float()
+        rejected_rewards = beta * (rejected_logps - ref_rejected_logps).detach().float()
+        device = chosen_rewards.device
+        chosen_mask = is_chosen.to(device)
+        zero = torch.zeros((), device=device)
+        entropy = stats.get("entropy")
+        mean_logits = stats.get("mean_logits")
+        top1 = stats.get("is_top1")
+        values = [
+            torch.tensor(float(chosen_rewards.numel()), device=device),
+            chosen_rewards.sum(),
+            rejected_rewards.sum(),
+            (chosen_rewards > rejected_rewards).float().sum(),
+            (chosen_rewards - rejected_rewards).sum(),
+            chosen_logps.detach().float().sum(),
+            rejected_logps.detach().float().sum(),
+            torch.tensor(float(chosen_mask.numel()), device=device),
+            entropy.float().sum() if entropy is not None else zero,
+            chosen_mask.float().sum(),
+            mean_logits.float()[chosen_mask].sum() if mean_logits is not None else zero,
+            (~chosen_mask).float().sum(),
+            mean_logits.float()[~chosen_mask].sum() if mean_logits is not None else zero,
+            top1[chosen_mask].float().sum() if top1 is not None else zero,
+            torch.as_tensor(attention_tokens, device=device).float().sum(),
+        ]
+        return torch.stack([v.float() for v in values])
+
+
+def metrics_from_sums(sums: list[float]) -> dict[str, float]:
+    """TRL's metric names from the (possibly summed over processes) values of :func:`metric_sums`."""
+    s = dict(zip(METRIC_SUM_FIELDS, sums))
+
+    def ratio(numerator: str, denominator: str) -> float:
+        return s[numerator] / s[denominator] if s[denominator] > 0 else 0.0
+
     return {
-        "rewards/chosen": chosen_rewards.mean().item(),
-        "rewards/rejected": rejected_rewards.mean().item(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-        "logps/chosen": chosen_logps.detach().mean().item(),
-        "logps/rejected": rejected_logps.detach().mean().item(),
+        "rewards/chosen": ratio("chosen_rewards", "pairs"),
+        "rewards/rejected": ratio("rejected_rewards", "pairs"),
+        "rewards/accuracies": ratio("correct", "pairs"),
+        "rewards/margins": ratio("margins", "pairs"),
+        "logps/chosen": ratio("chosen_logps", "pairs"),
+        "logps/rejected": ratio("rejected_logps", "pairs"),
+        "entropy": ratio("entropy", "tokens"),
+        "logits/chosen": ratio("chosen_logits", "chosen_tokens"),
+        "logits/rejected": ratio("rejected_logits", "rejected_tokens"),
+        "mean_token_accuracy": ratio("chosen_top1", "chosen_tokens"),
     }

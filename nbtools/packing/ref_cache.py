@@ -17,8 +17,8 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable
@@ -156,6 +156,11 @@ def pair_key(example: dict, fingerprint: ReferenceFingerprint) -> str:
     return _sha(fingerprint.digest(), pair_digest(example))
 
 
+def is_log_prob(value: Any) -> bool:
+    """A summed log-probability: a finite real number (not a bool, list or string) at most 0."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value <= 0
+
+
 class ReferenceLogpsStore:
     """One small JSON file per (pair, fingerprint) under ``cache_dir()/"ref_logps"``; writes are atomic."""
 
@@ -166,20 +171,32 @@ class ReferenceLogpsStore:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> tuple[float, float] | None:
+        """The stored (chosen, rejected) reference log-probs, or None when missing or not usable.
+
+        An entry is used only if it holds two finite numbers that can be log-probabilities
+        (at most 0): a damaged entry (NaN from a broken run, a truncated or hand-edited file)
+        counts as missing, so the pair is recomputed and the entry rewritten, instead of turning
+        every later run's loss into NaN.
+        """
         path = self._path(key)
         try:
             value = json.loads(path.read_text())
-            return float(value["chosen"]), float(value["rejected"])
-        except (OSError, ValueError, KeyError):
+            pair = value["chosen"], value["rejected"]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
+        return pair if all(is_log_prob(v) for v in pair) else None
 
-    def put(self, key: str, chosen: float, rejected: float) -> None:
+    def put(self, key: str, chosen: float, rejected: float) -> bool:
+        """Store one pair's values (atomically); values that are not log-probabilities are not stored."""
+        chosen, rejected = float(chosen), float(rejected)
+        if not (is_log_prob(chosen) and is_log_prob(rejected)):
+            return False
+        from nbtools import atomic
+
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(handle, "w") as out:
-            json.dump({"chosen": chosen, "rejected": rejected}, out)
-        os.replace(temporary, path)
+        atomic.write_text(path, json.dumps({"chosen": chosen, "rejected": rejected}))
+        return True
 
     def lookup(self, examples: list[dict], fingerprint: ReferenceFingerprint) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Reference values for a whole batch, or None if any pair is missing (then the step computes them)."""

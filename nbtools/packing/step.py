@@ -15,7 +15,7 @@ from typing import Callable, ContextManager
 import torch
 
 from .logps import PackedLogps, packed_logps
-from .loss import dpo_loss, reward_metrics
+from .loss import METRIC_SUM_FIELDS, dpo_loss, metric_sums, metrics_from_sums
 from .vision_cache import encode_images, vision_features_reusable
 
 
@@ -54,6 +54,7 @@ class PackedStepResult:
     ref_rejected_logps: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
     reused_image_features: bool = False  # images encoded once (no autograd) and shared by both passes
+    attention_tokens: int = 0  # tokens in the batch's attention mask (summed over processes with reduce_metrics)
 
 
 def packed_dpo_step(
@@ -65,12 +66,15 @@ def packed_dpo_step(
     ref_model=None,
     reuse_vision: bool | None = None,
     reference_context: Callable[[], ContextManager] | None = None,
+    reduce_metrics: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> PackedStepResult:
     """Loss and metrics (TRL names) for one packed batch.
 
     ``reuse_vision=None`` decides from the model (frozen, adapter-free image path); when on,
     the images are encoded once without autograd and both passes take the features.
     ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``, when present, skip the reference pass.
+    ``reduce_metrics``: sums a tensor over processes (e.g. ``accelerator.reduce(t, "sum")``), so the metrics
+    describe the whole global batch as TRL's do; every process must call the step when it is given.
     """
     if reuse_vision is None:
         reuse_vision = vision_features_reusable(model) and (ref_model is None or vision_features_reusable(ref_model))
@@ -91,10 +95,14 @@ def packed_dpo_step(
         chosen_lengths=batch["chosen_lengths"].to(policy.chosen.device),
         rejected_lengths=batch["rejected_lengths"].to(policy.chosen.device),
     )
-    metrics = reward_metrics(policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta)
-    stats, is_chosen = policy.stats, policy.token_is_chosen
-    metrics["entropy"] = stats["entropy"].mean().item()
-    metrics["logits/chosen"] = stats["mean_logits"][is_chosen].mean().item() if is_chosen.any() else 0.0
-    metrics["logits/rejected"] = stats["mean_logits"][~is_chosen].mean().item() if (~is_chosen).any() else 0.0
-    metrics["mean_token_accuracy"] = stats["is_top1"][is_chosen].float().mean().item() if is_chosen.any() else 0.0
-    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None)
+    # All metrics travel as one tensor of sums: one all-reduce over processes (when reduce_metrics is given)
+    # and one device-to-host read per step, however many processes train.
+    attention = batch.get("attention_mask")
+    sums = metric_sums(policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta, policy.stats,
+                       policy.token_is_chosen, attention.sum() if attention is not None else 0)
+    if reduce_metrics is not None:
+        sums = reduce_metrics(sums)
+    values = sums.tolist()
+    metrics = metrics_from_sums(values)
+    tokens = int(values[METRIC_SUM_FIELDS.index("attention_tokens")])
+    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None, tokens)

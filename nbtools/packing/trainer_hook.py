@@ -4,6 +4,13 @@ The trainer subclass overrides ``_compute_loss`` and hands packed batches (those
 ``segment_ids``) to :func:`packed_compute_loss`; anything else stays on TRL's path.
 :func:`packing_plan` decides once, before training, whether packing can run for this model
 and these DPO settings, and says why not when it cannot.
+
+Several processes: the packed step calls the model's backbone and LM head itself, not the
+model's ``forward``. :func:`run_inside_forward` runs it *inside* the forward of the
+DistributedDataParallel / FSDP wrapper (the wrapped module's ``forward`` is swapped for the
+step during one call), so the wrapper's hooks do what they do for any forward: DDP prepares
+its gradient all-reduce (and honours ``no_sync`` under gradient accumulation), FSDP gathers
+the root's sharded parameters. No gradient code of our own.
 """
 
 from __future__ import annotations
@@ -35,9 +42,6 @@ def packing_plan(model, args) -> PackingSupport:
         value = getattr(value, "value", value)
         if value != default:
             return PackingSupport(False, f"packing is off with {name}={value!r}: the packed step implements plain DPO")
-    if int(getattr(args, "world_size", 1) or 1) > 1:
-        return PackingSupport(False, "packing is off with several processes: the packed step calls the model's "
-                                     "backbone directly, outside DistributedDataParallel's forward")
     if getattr(args, "precompute_ref_log_probs", False):
         return PackingSupport(False, "packing is off with TRL's precompute_ref_log_probs: use "
                                      "nbtools.packing.precompute_reference_logps instead")
@@ -90,23 +94,91 @@ def reference_context_for(trainer):
     return context
 
 
+def _forward_owner(model):
+    """The module whose ``forward`` the distributed wrapper calls, or None when ``model`` is not wrapped.
+
+    DistributedDataParallel, FSDP1 and DeepSpeed's engine call ``model.module``; FSDP2's ``fully_shard``
+    hooks the module itself, so its own ``forward`` is the one to swap.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return model.module
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # torch without distributed support
+        return None
+    if isinstance(model, FullyShardedDataParallel):
+        return model.module
+    if isinstance(model, FSDPModule):
+        return model
+    if type(model).__name__ == "DeepSpeedEngine":  # its forward calls .module; untested here (no DeepSpeed)
+        return model.module
+    return None
+
+
+def run_inside_forward(model, function, *args, **kwargs):
+    """``function(*args, **kwargs)``, called from inside ``model``'s forward when ``model`` is a DDP/FSDP wrapper.
+
+    The wrapped module's ``forward`` is replaced for this one call and restored before ``function``
+    runs (so nested calls of that module see its real forward again). Unwrapped models: a plain call.
+    """
+    owner = _forward_owner(model)
+    if owner is None:
+        return function(*args, **kwargs)
+    had_own_forward = "forward" in owner.__dict__
+    original = owner.__dict__.get("forward")
+
+    def restore():
+        if had_own_forward:
+            owner.forward = original
+        else:
+            owner.__dict__.pop("forward", None)
+
+    def redirected(*_ignored, **_ignored_kwargs):
+        restore()
+        return function(*args, **kwargs)
+
+    owner.forward = redirected
+    try:
+        return model()
+    finally:
+        restore()
+
+
+def metrics_reducer(accelerator):
+    """Sum over processes (None on one process: nothing to add)."""
+    if accelerator.num_processes <= 1:
+        return None
+    return lambda tensor: accelerator.reduce(tensor, reduction="sum")
+
+
 def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = False):
-    """Drop-in for ``DPOTrainer._compute_loss`` on packed batches; logs TRL's metric names."""
+    """Drop-in for ``DPOTrainer._compute_loss`` on packed batches; logs TRL's metric names.
+
+    ``model`` is what the Trainer passes: the DDP/FSDP-wrapped model when several processes train.
+    Metrics cover the global batch (summed over processes in one all-reduce, read in one transfer).
+    """
     mode = "train" if trainer.model.training else "eval"
     loss_type = trainer.loss_types[0] if getattr(trainer, "loss_types", None) else "sigmoid"
-    with trainer.accelerator.autocast():
-        result = packed_dpo_step(
-            model,
-            inputs,
-            beta=trainer.beta,
-            loss_type=loss_type,
-            ref_model=trainer.ref_model,
-            reference_context=reference_context_for(trainer),
-        )
+
+    def step():
+        with trainer.accelerator.autocast():
+            return packed_dpo_step(
+                model,
+                inputs,
+                beta=trainer.beta,
+                loss_type=loss_type,
+                ref_model=trainer.ref_model,
+                reference_context=reference_context_for(trainer),
+                reduce_metrics=metrics_reducer(trainer.accelerator),
+            )
+
+    result = run_inside_forward(model, step)
     for name, value in result.metrics.items():
         trainer._metrics[mode][name].append(value)
     if mode == "train":
-        trainer._total_train_tokens += int(inputs["attention_mask"].sum())
+        trainer._total_train_tokens += result.attention_tokens
     trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
     if return_outputs:
         # packed rows have no per-row logits to hand to compute_metrics; set prediction_loss_only=True

@@ -6,6 +6,11 @@ if the run continues one, else the adapter disabled) removes the reference forwa
 training and evaluation step; the shared cache (nbtools.packing.ref_cache) lets resumed runs
 and sweeps over the same base model and data skip even this pass. Only for packed batches:
 the packed step is what reads the stored values.
+
+Several processes: each rank takes every world_size-th pair (its share), looks it up or computes
+it, and the values are exchanged with ``torch.distributed`` (all_gather_object); the first
+process of each node then writes what its node's cache lacks. Every pair is computed at most
+once in the whole job, and every rank's collator finds every value.
 """
 
 from __future__ import annotations
@@ -23,12 +28,17 @@ class ReferencePrecompute:
     computed: int
     reused: int
     seconds: float
+    per_process: Optional[list] = None  # [(computed, reused)] per rank, when several processes shared the work
 
     def to_dict(self) -> dict:
-        return {"computed": self.computed, "reused": self.reused, "seconds": round(self.seconds, 2)}
+        out = {"computed": self.computed, "reused": self.reused, "seconds": round(self.seconds, 2)}
+        if self.per_process is not None:
+            out["per_process"] = [{"computed": c, "reused": r} for c, r in self.per_process]
+        return out
 
     def message(self) -> str:
-        return (f"reference log-probs: {self.computed} pair(s) computed, {self.reused} reused from the cache "
+        shared = f" by {len(self.per_process)} processes" if self.per_process else ""
+        return (f"reference log-probs: {self.computed} pair(s) computed{shared}, {self.reused} reused from the cache "
                 f"in {self.seconds:.1f} s; training steps skip the reference pass")
 
 
@@ -38,10 +48,44 @@ def fingerprint_dtype(precision: str, quantization: str) -> str:
     return name if quantization == "none" else f"{name}+{quantization}"
 
 
-def _lazy_examples(collator, dataset):
-    """The dataset's rows as training examples, images opened one pair at a time."""
-    for row in dataset:
-        yield collator.examples([row])[0]
+def _lazy_examples(collator, dataset, rank: int = 0, world_size: int = 1):
+    """The dataset's rows (this rank's share: every world_size-th) as training examples, images opened one at a time."""
+    for index in range(rank, len(dataset), world_size):
+        yield collator.examples([dataset[index]])[0]
+
+
+class _ShareStore:
+    """Stands in for the cache while one rank works on its share: reads the node's cache, keeps every value in memory.
+
+    Values found in the cache are kept too, so that ranks on a node whose cache lacks them receive them.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.values: dict[str, tuple[float, float]] = {}
+
+    def get(self, key: str):
+        value = self.store.get(key)
+        if value is not None:
+            self.values[key] = value
+        return value
+
+    def put(self, key: str, chosen: float, rejected: float) -> None:
+        self.values[key] = (chosen, rejected)
+
+
+def _share_values(accelerator, store, share: _ShareStore) -> None:
+    """Every rank's values to every rank; each node's first process writes what its cache lacks."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * accelerator.num_processes
+    dist.all_gather_object(gathered, share.values)
+    if accelerator.is_local_main_process:
+        for values in gathered:
+            for key, (chosen, rejected) in values.items():
+                if store.get(key) is None:
+                    store.put(key, chosen, rejected)
+    accelerator.wait_for_everyone()
 
 
 def precompute_for_run(trainer, cfg, processor, precision: str, store=None, collator=None,
@@ -76,18 +120,31 @@ def precompute_for_run(trainer, cfg, processor, precision: str, store=None, coll
 
     plain = PackedPreferenceCollator(processor, max_length=inner.max_length,
                                      extra_processor_kwargs=inner.extra_processor_kwargs)
+    accelerator = trainer.accelerator
+    world, rank = accelerator.num_processes, accelerator.process_index
     t0 = time.time()
     computed = reused = 0
     splits: list[tuple[str, Any]] = [("training", trainer.train_dataset)]
     if trainer.eval_dataset is not None:
         splits.append(("validation", trainer.eval_dataset))
+    share = _ShareStore(store) if world > 1 else None
     for name, dataset in splits:
         report = precompute_reference_logps(
-            trainer.model, _lazy_examples(collator, dataset), plain, store, fingerprint,
+            trainer.model, _lazy_examples(collator, dataset, rank, world), plain, share or store, fingerprint,
             batch_size=cfg.batch_size, reference_context=reference_context,
-            description=f"Reference log-probs ({name})", total=len(dataset), progress=progress,
+            description=f"Reference log-probs ({name})", total=len(range(rank, len(dataset), world)),
+            progress=progress and accelerator.is_main_process,
         )
         computed += report.computed
         reused += report.reused
+    per_process = None
+    if share is not None:
+        import torch.distributed as dist
+
+        _share_values(accelerator, store, share)
+        counts: list = [None] * world
+        dist.all_gather_object(counts, (computed, reused))
+        per_process = [tuple(c) for c in counts]
+        computed, reused = sum(c for c, _ in per_process), sum(r for _, r in per_process)
     inner.reference_lookup = store.lookup_for(fingerprint)
-    return ReferencePrecompute(computed, reused, time.time() - t0)
+    return ReferencePrecompute(computed, reused, time.time() - t0, per_process)

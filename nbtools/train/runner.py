@@ -196,8 +196,10 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
     report_to = [] if cfg.report_to == "none" else [cfg.report_to]
     if cfg.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+    from nbtools.train.distributed import trainer_strategy_args
+
     load_best = bool(cfg.load_best_model_at_end and has_validation)
-    return DPOConfig(
+    settings = dict(
         output_dir=str(run_dir / "checkpoints"),
         run_name=cfg.task_display_name,
         seed=cfg.seed,
@@ -239,6 +241,8 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
         loss_type=list(cfg.loss_type),
         loss_weights=list(cfg.loss_weights) if cfg.loss_weights else None,
     )
+    settings.update(trainer_strategy_args(cfg))  # distributed: fsdp -> the Trainer's FSDP settings
+    return DPOConfig(**settings)
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -270,6 +274,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     precision = resolve_precision(cfg.precision, device_type)
     check_quantization(cfg.quantization, device_type)
     check_report_to(cfg.report_to)
+    from nbtools.train.distributed import adapter_state_dict, check_strategy
+
+    check_strategy(cfg, device_type)
 
     if isinstance(live, LiveMonitor):
         monitor = live
@@ -370,15 +377,19 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if is_main:
             monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
             folder.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
-        if packing["on"] and cfg.precompute_ref_log_probs and state.num_processes == 1:
-            # Packing is single-process, so this process is rank 0: no other rank waits on it.
+        if packing["on"] and cfg.precompute_ref_log_probs and cfg.distributed == "ddp":
+            # Every process computes its share of the pairs and the values are exchanged (all ranks call this).
+            # Not under fsdp: the precompute runs before the Trainer shards the model.
             from nbtools.train.reference import precompute_for_run
 
             precomputed = precompute_for_run(trainer, cfg, processor, precision,
                                              progress=getattr(monitor, "mode", None) != "quiet")
-            if precomputed is not None:
+            if precomputed is not None and is_main:
                 monitor.message(precomputed.message())
                 folder.update(reference_logps=precomputed.to_dict())
+        elif packing["on"] and cfg.precompute_ref_log_probs and is_main:
+            monitor.message("reference log-probs: computed in each step (distributed: fsdp shards the model only "
+                            "when training starts, so there is no precompute before it)")
 
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -400,14 +411,15 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         else:
             final_metrics = _last_train_metrics(callback.history if callback else [])
         final_metrics = {k: (v.item() if hasattr(v, "item") else v) for k, v in final_metrics.items()}
+        gathered_adapter = adapter_state_dict(trainer, cfg)  # fsdp: a collective, so every process takes part
 
         if is_main:
             adapter_dir = run_dir / "adapter"
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             selected = ["default"] if "default" in getattr(unwrapped, "peft_config", {}) else None
             # each folder is written under a temporary name and swapped in whole (the old one kept until then)
-            folder.save_dir("adapter", lambda staging: unwrapped.save_pretrained(str(staging),
-                                                                                 selected_adapters=selected))
+            folder.save_dir("adapter", lambda staging: unwrapped.save_pretrained(
+                str(staging), selected_adapters=selected, state_dict=gathered_adapter))
             folder.save_dir("processor", lambda staging: processor.save_pretrained(str(staging)))
             history = callback.history
             folder.save_files("plots", lambda staging: save_plots(history, staging, title=cfg.task_display_name))

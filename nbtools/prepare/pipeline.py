@@ -1,0 +1,259 @@
+"""``prepare()``: prompts -> sampled answers -> judged -> pairs.jsonl + report.json (+ the validator's report).
+
+Output folder layout::
+
+    OUTPUT/pairs.jsonl      the pairs in the data format (images referenced relative to OUTPUT)
+    OUTPUT/report.json      counts per strategy and reason, judge agreement, validation summary
+    OUTPUT/samples.jsonl    the resumable sample store (delete it to sample afresh)
+    OUTPUT/corrupted/       corrupted images (corrupted strategy)
+    OUTPUT/images/          copies of the images (copy_images only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from nbtools.images import is_remote
+
+from .backends import SampleRequest, SamplingBackend, TransformersBackend
+from .config import PrepareConfig
+from .corrupt import corrupted_paths
+from .inputs import PrepareInputError, PromptRow, file_digest, read_inputs
+from .judges import ReferenceJudge, ScoreJudge, make_judge, run_judge
+from .report import REPORT_FILE, PrepareReport, write_json_atomic
+from .store import SampleStore, prompt_seed, resume_key
+from .strategies import Judged, Pair, make_pairs
+
+PAIRS_FILE = "pairs.jsonl"
+
+
+@dataclass(repr=False)
+class PrepareResult:
+    pairs_file: Path
+    report: PrepareReport
+    validation: object  # nbtools.data.ValidationReport of pairs_file
+
+    def preview(self, n: int = 8):
+        """The preview gallery of the written pairs, with the validator's findings."""
+        from nbtools.data import load_records, preview
+
+        return preview(self.validation if self.validation is not None else load_records(self.pairs_file), n=n)
+
+    def _repr_html_(self) -> str:
+        return self.report._repr_html_()
+
+    def __repr__(self) -> str:
+        return f"<PrepareResult {self.report.pairs_made} pairs in {self.pairs_file}>"
+
+
+def prompt_text(row: PromptRow) -> str:
+    """The last user turn without media tags: what judges read as the prompt."""
+    return row.messages[-1]["content"].replace("<image>", "").replace("<video>", "").strip()
+
+
+@dataclass
+class SampleTask:
+    """One prompt on one set of images (the real ones, or their corrupted versions) and its resume key."""
+
+    row: PromptRow
+    images: list
+    key: str
+
+
+def _task(row: PromptRow, images: list, fingerprint: str, config: PrepareConfig) -> SampleTask:
+    return SampleTask(row, list(images), resume_key(fingerprint, config.sampling_settings(), row.messages,
+                                                    [file_digest(p) for p in images]))
+
+
+def _call_backend(backend: SamplingBackend, tasks: list, config: PrepareConfig) -> list:
+    """Answers for a batch of tasks: ``sample_many`` when the backend has it and the batch has several prompts."""
+    requests = [SampleRequest(t.row.messages, t.images, config.samples_per_prompt, config.temperature, config.top_p,
+                              config.max_new_tokens, prompt_seed(config.seed, t.key)) for t in tasks]
+    try:
+        if len(requests) > 1 and hasattr(backend, "sample_many"):
+            return [list(a) for a in backend.sample_many(requests)]
+        return [list(backend.sample(r)) for r in requests]
+    except OSError as exc:  # e.g. an image file that exists but cannot be decoded
+        sources = ", ".join(sorted({t.row.source for t in tasks}))
+        raise PrepareInputError(f"{sources}: images: cannot be read ({exc}) (fix: replace or remove the file; "
+                                "`python -m nbtools validate --deep` checks every image; answers so far are kept "
+                                "and a rerun resumes)") from None
+
+
+def sample_tasks(backend: SamplingBackend, store: SampleStore, tasks: list, config: PrepareConfig,
+                 progress: bool = True) -> dict:
+    """Answer every task whose key the store lacks, ``prompts_per_batch`` prompts per backend call, storing
+    each batch as it comes. Returns ``{"generated": n, "reused": n}`` (tasks sharing a key are answered once)."""
+    from tqdm.auto import tqdm
+
+    pending, seen = [], set()
+    for task in tasks:
+        stored = store.get(task.key)
+        if (stored is None or len(stored) != config.samples_per_prompt) and task.key not in seen:
+            seen.add(task.key)
+            pending.append(task)
+    size = config.prompts_per_batch
+    with tqdm(total=len(pending), desc="sampling", unit="prompt", disable=not progress or not pending) as bar:
+        for start in range(0, len(pending), size):
+            batch = pending[start:start + size]
+            for task, answers in zip(batch, _call_backend(backend, batch, config)):
+                store.put(task.key, answers, source=task.row.source, images=[str(p) for p in task.images])
+            bar.update(len(batch))
+    return {"generated": len(pending), "reused": len(tasks) - len(pending)}
+
+
+def _media_path(path: str, out_dir: Path, copy: bool) -> str:
+    """How a pair names an image: relative to OUTPUT (so the folder moves as one), or a copy inside it."""
+    if is_remote(path):
+        return path
+    if copy:
+        target = out_dir / "images" / f"{file_digest(path)[:24]}{Path(path).suffix.lower()}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target.with_name(target.name + ".tmp"))
+            os.replace(target.with_name(target.name + ".tmp"), target)
+        path = str(target)
+    return os.path.relpath(os.path.abspath(path), out_dir)
+
+
+def pair_row(pair: Pair, out_dir: Path, copy_images: bool) -> dict:
+    """One pair in the data format."""
+    row = {"messages": [*pair.messages, {"role": "assistant", "content": pair.chosen}]}
+    if pair.images:
+        row["images"] = [_media_path(p, out_dir, copy_images) for p in pair.images]
+    row["rejected_response"] = pair.rejected
+    if pair.rejected_images:
+        row["rejected_images"] = [_media_path(p, out_dir, False) for p in pair.rejected_images]
+    return row
+
+
+def write_pairs(pairs: list, out_dir: Path, copy_images: bool) -> Path:
+    path = out_dir / PAIRS_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(pair_row(pair, out_dir, copy_images), ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def _agreement(judge: ScoreJudge, judged: list, wrong_below: float) -> Optional[dict]:
+    """How often the judge's right/wrong verdict on a sample matches the reference judge's, where a reference
+    exists (not computed when the judge is the reference judge itself)."""
+    if isinstance(judge, ReferenceJudge):
+        return None
+    reference_judge, agree, total = ReferenceJudge(), 0, 0
+    for item in judged:
+        if not item.row.reference or item.scores is None:
+            continue
+        ref_scores = reference_judge(prompt_text(item.row), item.row.images, item.answers, item.row.reference)
+        for own, ref in zip(item.scores, ref_scores):
+            agree += (own < wrong_below) == (ref < wrong_below)
+            total += 1
+    if not total:
+        return None
+    return {"with": "reference judge", "samples": total, "agree": agree, "rate": agree / total}
+
+
+def _sampleable(inputs, report: PrepareReport) -> list:
+    """The rows the backend can answer; the others are listed in the report with the reason."""
+    if inputs.skipped_validation:
+        report.skipped["shares an image with validation_file"] = inputs.skipped_validation
+    rows = []
+    for row in inputs.rows:
+        if row.videos:
+            report.skipped.setdefault("has videos (the transformers backend samples from images only)",
+                                      []).append(row.source)
+        else:
+            rows.append(row)
+    return rows
+
+
+def plan_tasks(rows: list, fingerprint: str, config: PrepareConfig, out_dir: Path) -> tuple[list, dict]:
+    """One task per row on its images, and (corrupted strategy) one on its corrupted images, keyed by row id."""
+    pool = sorted({(p, file_digest(p)) for row in rows for p in row.images})
+    originals, corrupted = [], {}
+    for row in rows:
+        originals.append(_task(row, row.images, fingerprint, config))
+        if "corrupted" in config.strategies and row.images:
+            images = corrupted_paths(row.images, [file_digest(p) for p in row.images], config.corruption, out_dir,
+                                     config.seed, pool)
+            corrupted[id(row)] = _task(row, images, fingerprint, config)
+    return originals, corrupted
+
+
+def judge_tasks(judge: ScoreJudge, store: SampleStore, originals: list, corrupted: dict) -> list:
+    """Each row's stored answers with the judge's scores (and those of its corrupted-image answers)."""
+    judged = []
+    for task in originals:
+        row, answers = task.row, store.get(task.key)
+        item = Judged(row, answers, run_judge(judge, prompt_text(row), row.images, answers, row.reference))
+        if id(row) in corrupted:
+            bad = corrupted[id(row)]
+            item.corrupted_images, item.corrupted_answers = bad.images, store.get(bad.key)
+            item.corrupted_scores = run_judge(judge, prompt_text(row), bad.images, item.corrupted_answers,
+                                              row.reference)
+        judged.append(item)
+    return judged
+
+
+def pair_up(judged: list, config: PrepareConfig, report: PrepareReport) -> list:
+    """The selected strategies over every judged row; each outcome is counted in the report."""
+    pairs = []
+    for item in judged:
+        for strategy, pair, reason in make_pairs(item, config.strategies, wrong_below=config.wrong_below,
+                                                 min_score_gap=config.min_score_gap, contrast=config.contrast):
+            report.count(strategy, reason)
+            if pair is not None:
+                pairs.append(pair)
+                report.pairs.append({"line": len(pairs), "strategy": strategy, "source": pair.source,
+                                     "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score})
+    return pairs
+
+
+def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backend: Optional[SamplingBackend] = None,
+            progress: bool = True, validate: bool = True) -> PrepareResult:
+    """Sample, judge and pair; write pairs.jsonl and report.json under ``config.output_dir``.
+
+    ``judge``: any ``judge(prompt, images, answers, reference=None) -> scores`` (default: the one the
+    config names). ``backend``: any :class:`SamplingBackend` (default: transformers on ``config.model``).
+    """
+    started = time.monotonic()
+    config.check()
+    inputs = read_inputs(config.input_file, config.images_dir, config.prompts, config.validation_file,
+                         config.max_prompts)
+    out_dir = Path(config.output_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge = judge or make_judge(config)
+    backend = backend or TransformersBackend(config.model, max_pixels=config.max_pixels, device=config.device)
+    report = PrepareReport(prompts_read=len(inputs.rows) + len(inputs.skipped_validation), judge=repr(judge),
+                           ignored_rejected_responses=inputs.ignored_rejected)
+    rows = _sampleable(inputs, report)
+    store = SampleStore(out_dir)
+    report.damaged_store_lines = store.damaged_lines
+    originals, corrupted = plan_tasks(rows, backend.fingerprint(), config, out_dir)
+    counts = sample_tasks(backend, store, originals + list(corrupted.values()), config, progress)
+    report.prompts_sampled = len(rows)
+    report.samples_generated, report.samples_reused = counts["generated"], counts["reused"]
+    judged = judge_tasks(judge, store, originals, corrupted)
+    pairs = pair_up(judged, config, report)
+    report.judge_agreement = _agreement(judge, judged, config.wrong_below)
+    pairs_file = write_pairs(pairs, out_dir, config.copy_images)
+    validation = None
+    if validate:
+        from nbtools.data import validate_dataset
+
+        validation = validate_dataset(pairs_file, max_pixels=config.max_pixels,
+                                      validation_file=config.validation_file, progress=False)
+        report.validation = {"valid": not validation.has_errors(), "errors": validation.count("error"),
+                             "warnings": validation.count("warning"), "summary": validation.summary()}
+    report.seconds = round(time.monotonic() - started, 2)
+    report.files = {"pairs": str(pairs_file), "report": str(out_dir / REPORT_FILE), "samples": str(store.path)}
+    write_json_atomic(out_dir / REPORT_FILE, {"config": config.to_dict(), **report.to_dict()})
+    return PrepareResult(pairs_file, report, validation)

@@ -1,0 +1,58 @@
+"""Several processes: which engine trains (DDP or FSDP) and how RunConfig says it to the HF Trainer.
+
+We build no scheduler of our own: ``distributed: ddp`` is the Trainer's default data parallel
+(one full model per process, gradients all-reduced); ``distributed: fsdp`` turns on the
+Trainer's own FSDP integration (accelerate's FSDP2 plugin: every decoder layer and the root
+``fully_shard``-ed, weights, gradients and optimizer state split across processes). Packed
+pairs run under both: the packed step runs inside the wrapper's forward
+(:func:`nbtools.packing.trainer_hook.run_inside_forward`).
+"""
+
+from __future__ import annotations
+
+from nbtools.config import ConfigError, RunConfig
+
+
+def fsdp_config(cfg: RunConfig) -> dict:
+    """The Trainer's ``fsdp_config`` for ``distributed: fsdp`` (keys as transformers 5 documents them)."""
+    return {
+        "version": 2,  # FSDP2 (fully_shard); FSDP1 is deprecated in transformers 5
+        "reshard_after_forward": True,  # full shard: parameters gathered per layer, dropped after use
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # one shard unit per decoder / vision block (_no_split_modules)
+        # FSDP's own activation checkpointing: the Trainer's would add an all-gather in the backward pass
+        "activation_checkpointing": bool(cfg.gradient_checkpointing),
+        "state_dict_type": "FULL_STATE_DICT",  # checkpoints stay plain, loadable on one GPU
+        "cpu_ram_efficient_loading": False,  # every process loads the weights itself (see README: multi-GPU)
+    }
+
+
+def trainer_strategy_args(cfg: RunConfig) -> dict:
+    """DPOConfig arguments that select the engine; empty for ddp (the Trainer's default)."""
+    if cfg.distributed == "ddp":
+        return {}
+    return {
+        "fsdp": True,
+        "fsdp_config": fsdp_config(cfg),
+        # checkpointing moves into fsdp_config (above); both on is a redundant all-gather per layer
+        "activation_checkpointing": False,
+        "activation_checkpointing_kwargs": None,
+    }
+
+
+def check_strategy(cfg: RunConfig, device_type: str) -> None:
+    """Refuse FSDP where accelerate would not run it (on the CPU it silently falls back to DDP)."""
+    if cfg.distributed == "fsdp" and device_type != "cuda":
+        raise ConfigError("distributed", "fsdp needs CUDA GPUs: on the CPU accelerate does not run its FSDP plugin "
+                          "(each process would silently keep a full copy)", "set distributed: ddp")
+
+
+def adapter_state_dict(trainer, cfg: RunConfig):
+    """The full adapter state dict to save, gathered from the shards (FSDP); None under DDP / one process.
+
+    FSDP is recognised from the trainer too, so a run launched with ``configs/accelerate_fsdp.yaml``
+    saves a whole adapter even when its YAML kept ``distributed: ddp``. Every process must call this
+    (the gather is a collective); only the main process saves.
+    """
+    if cfg.distributed != "fsdp" and not getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model)
