@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 import ipywidgets as widgets
 
-DESCRIPTION_WIDTH = "190px"
-CONTROL_WIDTH = "560px"
+LABEL_WIDTH = "230px"   # wide enough for the longest field name (gradient_accumulation_steps) unclipped
+CONTROL_WIDTH = "330px"
 
 
 class FieldValueError(ValueError):
@@ -41,6 +41,7 @@ class FieldSpec:
     maximum: Optional[float] = None
     choices: tuple = ()
     multiple: bool = False
+    usual: str = ""           # the range most runs use, e.g. "1e-6 to 1e-4 with LoRA" (advice, not a limit)
 
     @property
     def is_list(self) -> bool:
@@ -66,6 +67,8 @@ class FieldSpec:
             limits.append(f"min {self.minimum}")
         if self.maximum is not None:
             limits.append(f"max {self.maximum}")
+        if self.usual:
+            limits.append(f"usual: {self.usual}")
         if self.optional:
             limits.append("empty = default")
         if self.is_list or self.is_str_or_list:
@@ -89,32 +92,46 @@ def field_specs(config_class) -> list[FieldSpec]:
         specs.append(FieldSpec(
             name=f.name, base=base, optional=optional, help=meta.get("help", ""), group=meta.get("group", ""),
             minimum=meta.get("min"), maximum=meta.get("max"), choices=tuple(meta.get("choices", ())),
-            multiple=bool(meta.get("multiple", False)),
+            multiple=bool(meta.get("multiple", False)), usual=str(meta.get("usual", "")),
         ))
     return specs
 
 
 class FieldControl:
-    """A widget for one field plus the inline message shown under it when the value is wrong."""
+    """One row of the form: the field's name, its input, and the inline message shown when the value is wrong.
+
+    The name is a separate label, not the widget's ``description``: ipywidgets 8 puts a widget's
+    tooltip on its description label only, so with a description the input itself (text boxes,
+    dropdowns, checkboxes) shows no help on hover. Here the help is the input's own tooltip, the
+    label's tooltip, and an info mark beside the input.
+    """
 
     def __init__(self, spec: FieldSpec, value: Any):
         self.spec = spec
-        self.control = self._make_control(spec)
-        self.control.add_class(f"nbtools-field-{spec.name}")
-        self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin="0 0 0 200px"))
+        help_text = spec.tooltip()
+        self.label = widgets.HTML(
+            value=f'<span class="nbtools-field-name" title="{_escape_attr(help_text)}">{_escape(spec.name)}</span>',
+            layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
+        )
+        self.label.add_class("nbtools-field-label")
+        self.control = self._make_control(spec, help_text)
+        self.info = widgets.HTML(value=f'<span class="nbtools-help" title="{_escape_attr(help_text)}">&#9432;</span>')
+        self.info.add_class("nbtools-field-info")
+        self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin=f"0 0 0 {LABEL_WIDTH}"))
         self.message.add_class("nbtools-field-error")
-        self.box = widgets.VBox([self.control, self.message])
+        self.row = widgets.HBox([self.label, self.control, self.info], layout=widgets.Layout(align_items="center"))
+        self.row.add_class("nbtools-field")
+        self.row.add_class(f"nbtools-field-{spec.name}")
+        self.box = widgets.VBox([self.row, self.message])
         self.set(value)
 
     # --- building ----------------------------------------------------------------------------
     @staticmethod
-    def _make_control(spec: FieldSpec) -> widgets.DOMWidget:
-        common = dict(
-            description=spec.name, tooltip=spec.tooltip(),
-            style={"description_width": DESCRIPTION_WIDTH}, layout=widgets.Layout(width=CONTROL_WIDTH),
-        )
+    def _make_control(spec: FieldSpec, help_text: str = "") -> widgets.DOMWidget:
+        # No description: the tooltip then lands on the input element itself (see the class docstring).
+        common = dict(tooltip=help_text or spec.tooltip(), layout=widgets.Layout(width=CONTROL_WIDTH))
         if spec.base is bool:
-            return widgets.Checkbox(indent=True, **common)
+            return widgets.Checkbox(indent=False, **common)
         if spec.choices and not spec.is_list and not spec.optional:
             return widgets.Dropdown(options=list(spec.choices), **common)
         if spec.base is int and not spec.optional:
@@ -182,11 +199,17 @@ class FieldControl:
                                       f"use one of: {', '.join(spec.choices)}")
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 if spec.minimum is not None and v < spec.minimum:
-                    raise FieldValueError(spec.name, f"{v} is below the minimum {spec.minimum}",
-                                          f"set {spec.name} to {spec.minimum} or more")
+                    raise FieldValueError(spec.name, f"{v} is below the minimum {_number_text(spec.minimum)}",
+                                          self._range_fix(f"{_number_text(spec.minimum)} or more"))
                 if spec.maximum is not None and v > spec.maximum:
-                    raise FieldValueError(spec.name, f"{v} is above the maximum {spec.maximum}",
-                                          f"set {spec.name} to {spec.maximum} or less")
+                    raise FieldValueError(spec.name, f"{v} is above the maximum {_number_text(spec.maximum)}",
+                                          self._range_fix(f"{_number_text(spec.maximum)} or less"))
+
+    def _range_fix(self, allowed: str) -> str:
+        """Advice a user can follow: the usual range where the config names one, else the limit."""
+        if self.spec.usual:
+            return f"most runs use {self.spec.name} {self.spec.usual}"
+        return f"set {self.spec.name} to {allowed}"
 
     # --- inline message ------------------------------------------------------------------------
     def show_error(self, reason: Optional[str], fix: Optional[str] = None) -> None:
@@ -232,3 +255,15 @@ def _number(name: str, text: str, kind: type) -> Any:
 
 def _escape(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attr(text: str) -> str:
+    return _escape(text).replace('"', "&quot;")
+
+
+def _number_text(value: float) -> str:
+    """1e-09 -> 1e-9, 1.0 -> 1: limits as a person writes them."""
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    text = f"{value:g}"
+    return text.replace("e-0", "e-").replace("e+0", "e+")
