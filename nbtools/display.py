@@ -57,7 +57,7 @@ def table_style(cls: str) -> str:
         "font-size:12px}"
         f"table.{cls} img{{max-width:none !important}}"
         f"table.{cls} pre{{white-space:pre-wrap !important;word-break:normal !important;"
-        "overflow-wrap:break-word !important;font-family:inherit !important;font-size:inherit;margin:0;"
-        "padding:0;background:none;border:none}"
+        "overflow-wrap:break-word !important;font-family:inherit !important;font-size:inherit !important;"
+        "margin:0 !important;padding:0 !important;background:none !important;border:none !important}"
         "</style>"
     )

@@ -24,7 +24,8 @@ table.nbt-preview td,table.nbt-preview th{border-top:1px solid #ddd;padding:6px 
   word-break:normal !important;overflow-wrap:normal !important}
 table.nbt-preview .nbt-chosen{background:#e8f5e9}table.nbt-preview .nbt-rejected{background:#ffebee}
 table.nbt-preview pre{white-space:pre-wrap !important;word-break:normal !important;overflow-wrap:break-word !important;
-  margin:0;padding:0;font-family:inherit !important;font-size:inherit;background:none;border:none}
+  margin:0 !important;padding:0 !important;font-family:inherit !important;font-size:inherit !important;
+  background:none !important;border:none !important}
 table.nbt-preview img{max-width:none !important}
 .nbt-problem{margin:2px 0;font-size:12px}
 </style>"""

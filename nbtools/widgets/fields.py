@@ -134,10 +134,8 @@ class FieldControl:
             return widgets.Checkbox(indent=False, **common)
         if spec.choices and not spec.is_list and not spec.optional:
             return widgets.Dropdown(options=list(spec.choices), **common)
-        if spec.base is int and not spec.optional:
-            return widgets.IntText(**common)
-        if spec.base is float and not spec.optional:
-            return widgets.FloatText(**common)
+        # Numbers are typed into text boxes and parsed here: ipywidgets' IntText/FloatText put their
+        # tooltip on the description label only, never on the input, so their help could not be hovered.
         placeholder = "empty = default" if spec.optional else ""
         return widgets.Text(placeholder=placeholder, continuous_update=False, **common)
 
@@ -148,7 +146,7 @@ class FieldControl:
 
     def format(self, value: Any) -> Any:
         spec = self.spec
-        if isinstance(self.control, (widgets.Checkbox, widgets.IntText, widgets.FloatText, widgets.Dropdown)):
+        if isinstance(self.control, (widgets.Checkbox, widgets.Dropdown)):
             return value
         if value is None:
             return ""
@@ -162,7 +160,7 @@ class FieldControl:
         """The field's value from the widget; raises FieldValueError with a fix when it is not usable."""
         spec = self.spec
         raw = self.control.value
-        if isinstance(self.control, (widgets.Checkbox, widgets.IntText, widgets.FloatText, widgets.Dropdown)):
+        if isinstance(self.control, (widgets.Checkbox, widgets.Dropdown)):
             value = raw
         else:
             text = raw.strip()
