@@ -39,8 +39,8 @@ def short_path(path: PathLike, root: Optional[PathLike] = None) -> str:
 def path_html(path: PathLike, root: Optional[PathLike] = None, suffix: str = "") -> str:
     """The short path as HTML, with the full path as its tooltip."""
     text = os.fspath(path)
-    return (f'<span class="nbt-path" title="{html.escape(text, quote=True)}">'
-            f"{html.escape(short_path(text, root) + suffix)}</span>")
+    shown = html.escape(short_path(text, root) + suffix).replace("/", "/<wbr>")  # line breaks after slashes only
+    return f'<span class="nbt-path" title="{html.escape(text, quote=True)}">{shown}</span>'
 
 
 def table_style(cls: str) -> str:
@@ -53,7 +53,7 @@ def table_style(cls: str) -> str:
         "padding:4px 8px !important;border-top:1px solid #ddd}"
         f"table.{cls} th{{font-weight:600}}"
         f"table.{cls} .nbt-nowrap{{white-space:nowrap !important}}"
-        f"table.{cls} .nbt-path{{overflow-wrap:anywhere;font-family:var(--jp-code-font-family,monospace);"
+        f"table.{cls} .nbt-path{{font-family:var(--jp-code-font-family,monospace);"
         "font-size:12px}"
         f"table.{cls} img{{max-width:none !important}}"
         f"table.{cls} pre{{white-space:pre-wrap !important;word-break:normal !important;"

@@ -163,7 +163,10 @@ STATUS_COLOURS = {"running": "#2563eb", "finished": "#15803d", "failed": "#b91c1
 
 
 # Short columns stay on one line; names wrap at word boundaries; paths are shown relative to the project.
-_NOWRAP = {"status", "started_at", "duration", "best_eval_loss", "best_reward_accuracy"}
+_NOWRAP = {"status", "started_at", "duration", "best_eval_loss", "best_reward_accuracy", "model"}
+_HEADERS = {"task_display_name": "task", "custom_model_name": "model name", "model": "base model",
+            "started_at": "started", "best_eval_loss": "best val. loss", "best_reward_accuracy": "best reward acc.",
+            "export_path": "export"}
 
 
 def runs_table_html(runs: Sequence[RunSummary], root=None) -> str:
@@ -172,7 +175,7 @@ def runs_table_html(runs: Sequence[RunSummary], root=None) -> str:
 
     if not runs:
         return "<p>No runs yet.</p>"
-    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in COLUMNS)
+    head = "".join(f'<th class="nbt-nowrap" title="{c}">{_HEADERS.get(c, c.replace("_", " "))}</th>' for c in COLUMNS)
     body = []
     for run in runs:
         cells = []
@@ -186,13 +189,11 @@ def runs_table_html(runs: Sequence[RunSummary], root=None) -> str:
                 text = f'<span title="{html.escape(str(run.run_dir), quote=True)}">{text}</span>'
             elif column == "export_path" and run.export_path:
                 text = path_html(run.export_path, root)
-            elif column == "model" and "/" in text:  # a hub id or a path: break after the slashes, not mid-word
-                text = text.replace("/", "/<wbr>")
             wrap = ' class="nbt-nowrap"' if column in _NOWRAP else ""
             cells.append(f"<td{wrap}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"{table_style('nbt-runs')}<table class=\"nbt-runs\"><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f"{table_style('nbt-runs')}<div style=\"overflow-x:auto\"><table class=\"nbt-runs\"><thead><tr>{head}</tr>"
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def validation_curve(run_dir, metric: str = "eval_loss") -> tuple[list[float], list[float]]:

@@ -70,11 +70,13 @@ def side_by_side_html(rows: Sequence[dict], decoding: Decoding, image_paths: Seq
                          f'<div style="color:#b91c1c">rejected: {html.escape(row["rejected"] or "")}</div>')
         cells = [imgs, html.escape(row["prompt"]), html.escape(row["base"]), html.escape(row["tuned"]), reference]
         body.append("<tr>" + "".join(f'<td style="vertical-align:top">{c}</td>' for c in cells) + "</tr>")
+    from nbtools.display import table_style
+
     head = "".join(f"<th>{h}</th>" for h in ("images", "prompt", "base", "tuned", "pair's answers"))
     return (
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>{table_style('nbt-sbs')}"
         f"<h2>{html.escape(title)}</h2><p>Same decoding for both: {html.escape(settings)}</p>"
-        f"<table border='1' cellpadding='4' style='border-collapse:collapse'><thead><tr>{head}</tr></thead>"
+        f"<table class='nbt-sbs' border='1' cellpadding='4' style='border-collapse:collapse'><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
     )
 

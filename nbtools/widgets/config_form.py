@@ -44,7 +44,9 @@ FORM_STYLE = """<style>
 .nbtools-config-form .nbtools-invalid textarea {
   outline: 2px solid #c62828 !important; outline-offset: -1px; background: #fff5f5 !important; }
 .nbtools-config-form .nbtools-field-name { overflow-wrap: anywhere; line-height: 1.2; cursor: help; }
-.nbtools-config-form .nbtools-help { cursor: help; color: #1565c0; margin-left: 6px; font-size: 15px; }
+.nbtools-config-form .nbtools-help { cursor: help; color: #1565c0; margin-left: 6px; display: inline-block;
+  width: 16px; height: 16px; line-height: 15px; text-align: center; font-size: 11px; font-weight: bold;
+  border: 1.5px solid #1565c0; border-radius: 50%; }
 .nbtools-config-form .nbtools-save-status { min-height: 1.5em; }
 </style>"""
 
@@ -157,7 +159,7 @@ class ConfigForm(widgets.VBox):
         try:
             self.estimate.value = self.estimator(config, self.gpu.value)
         except Exception as exc:  # the estimate is advice; a failure must not break the form
-            self.estimate.value = f"<i>Estimate unavailable: {html.escape(str(exc))}</i>"
+            self.estimate.value = f"<i>Estimate unavailable: {_inline_code(str(exc))}</i>"
         self._estimated_for = snapshot
 
     @property
@@ -226,6 +228,13 @@ class ConfigForm(widgets.VBox):
 
     def summary(self) -> HTMLView:
         return HTMLView(self.summary_html())
+
+
+def _inline_code(text: str) -> str:
+    """Escaped text with `commands` shown as code, not as literal backticks."""
+    import re
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _labelled(label: str, control: widgets.Widget, *rest: widgets.Widget) -> widgets.HBox:

@@ -115,7 +115,7 @@ class FieldControl:
         )
         self.label.add_class("nbtools-field-label")
         self.control = self._make_control(spec, help_text)
-        self.info = widgets.HTML(value=f'<span class="nbtools-help" title="{_escape_attr(help_text)}">&#9432;</span>')
+        self.info = widgets.HTML(value=f'<span class="nbtools-help" title="{_escape_attr(help_text)}">?</span>')
         self.info.add_class("nbtools-field-info")
         self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin=f"0 0 0 {LABEL_WIDTH}"))
         self.message.add_class("nbtools-field-error")

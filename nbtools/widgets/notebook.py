@@ -157,10 +157,13 @@ def run_folder(run_dir: PathLike, depth: int = 2) -> HTMLView:
         purpose = RUN_FOLDER_PARTS.get(relative.parts[0], "") if len(relative.parts) == 1 else ""
         indent = "&nbsp;" * 4 * (len(relative.parts) - 1)
         name = html.escape(relative.name) + ("/" if path.is_dir() else "")
-        rows.append(f"<tr><td style='text-align:left'>{indent}{name}</td><td>{_human(size)}</td>"
-                    f"<td style='text-align:left'>{html.escape(purpose)}</td></tr>")
-    return HTMLView(f"<p><code>{html.escape(str(root.resolve()))}</code></p><table><thead><tr><th>path</th>"
-                    f"<th>size</th><th>what it is</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(f"<tr><td class='nbt-nowrap'>{indent}{name}</td><td class='nbt-nowrap'>{_human(size)}</td>"
+                    f"<td>{html.escape(purpose)}</td></tr>")
+    from nbtools.display import path_html, table_style
+
+    return HTMLView(f"<p>Run folder {path_html(root.resolve())}</p>{table_style('nbt-folder')}<table class='nbt-folder'>"
+                    f"<thead><tr><th>path</th><th>size</th><th>what it is</th></tr></thead>"
+                    f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 RUN_FOLDER_PARTS = {
@@ -244,7 +247,7 @@ def run_outcome(result) -> str:
 
 def run_result_html(result) -> str:
     """A finished (or stopped) run: status, folder, duration and the final validation metrics."""
-    from nbtools.display import path_html
+    from nbtools.display import path_html, table_style
 
     colour = {"finished": "#15803d", "failed": "#b91c1c", "interrupted": "#b45309"}.get(result.status, "#2563eb")
     minutes, seconds = divmod(int(round(result.duration_s or 0)), 60)
@@ -258,8 +261,8 @@ def run_result_html(result) -> str:
     resumed = f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else ""
     return (f"<p><b style='color:{colour}'>Run {html.escape(result.status)}</b>{resumed} in {minutes} min {seconds} s"
             f" &mdash; run folder {path_html(result.run_dir)}</p>"
-            + (f"<table class='nbtools-config'><thead><tr><th>final metric</th><th>value</th></tr></thead>"
-               f"<tbody>{rows}</tbody></table>" if rows else "") + best)
+            + (f"{table_style('nbt-result')}<table class='nbt-result'><thead><tr><th>final metric</th><th>value</th>"
+               f"</tr></thead><tbody>{rows}</tbody></table>" if rows else "") + best)
 
 
 def evaluation_outcome(result) -> str:
