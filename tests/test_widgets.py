@@ -204,6 +204,13 @@ def test_estimate_failure_is_shown_not_raised():
     assert "Estimate unavailable: no parameter count for this model" in form.estimate.value
     assert config_from_form(form).train_file == "t.jsonl"
 
+    def offline(config, gpu_memory_gib):
+        raise RuntimeError("not cached. Fix: download it once (`huggingface-cli download Qwen/X`) or <pick> another")
+
+    shown = form_from_config(RunConfig(train_file="t.jsonl"), estimator=offline).estimate.value
+    assert "<code>huggingface-cli download Qwen/X</code>" in shown and "`" not in shown  # a command, not backticks
+    assert "&lt;pick&gt;" in shown  # the rest stays escaped
+
 
 def test_save_button_writes_the_yaml_that_train_reads(form, tmp_path):
     target = tmp_path / "sub" / "config.yaml"
