@@ -50,7 +50,7 @@ def table_style(cls: str) -> str:
         f"table.{cls}{{border-collapse:collapse;font-size:13px;table-layout:auto}}"
         f"table.{cls} td,table.{cls} th{{text-align:left !important;vertical-align:top !important;"
         "white-space:normal !important;word-break:normal !important;overflow-wrap:normal !important;"
-        "padding:4px 8px !important;border-top:1px solid #ddd}"
+        "padding:4px 6px !important;border-top:1px solid #ddd}"
         f"table.{cls} th{{font-weight:600}}"
         f"table.{cls} .nbt-nowrap{{white-space:nowrap !important}}"
         f"table.{cls} .nbt-path{{font-family:var(--jp-code-font-family,monospace);"

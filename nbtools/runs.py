@@ -165,7 +165,7 @@ STATUS_COLOURS = {"running": "#2563eb", "finished": "#15803d", "failed": "#b91c1
 # Short columns stay on one line; names wrap at word boundaries; paths are shown relative to the project.
 _NOWRAP = {"status", "started_at", "duration", "best_eval_loss", "best_reward_accuracy", "model"}
 _HEADERS = {"task_display_name": "task", "custom_model_name": "model name", "model": "base model",
-            "started_at": "started", "best_eval_loss": "best val. loss", "best_reward_accuracy": "best reward acc.",
+            "started_at": "started (UTC)", "best_eval_loss": "best val. loss", "best_reward_accuracy": "best reward acc.",
             "export_path": "export"}
 
 
@@ -175,7 +175,7 @@ def runs_table_html(runs: Sequence[RunSummary], root=None) -> str:
 
     if not runs:
         return "<p>No runs yet.</p>"
-    head = "".join(f'<th class="nbt-nowrap" title="{c}">{_HEADERS.get(c, c.replace("_", " "))}</th>' for c in COLUMNS)
+    head = "".join(f'<th title="{c}">{_HEADERS.get(c, c.replace("_", " "))}</th>' for c in COLUMNS)
     body = []
     for run in runs:
         cells = []
@@ -187,6 +187,8 @@ def runs_table_html(runs: Sequence[RunSummary], root=None) -> str:
                 text = f'<b style="color:{colour}" title="{tip}">{text}</b>'
             elif column == "run":
                 text = f'<span title="{html.escape(str(run.run_dir), quote=True)}">{text}</span>'
+            elif column == "started_at":
+                text = text.replace(" UTC", "")  # the header says UTC
             elif column == "export_path" and run.export_path:
                 text = path_html(run.export_path, root)
             wrap = ' class="nbt-nowrap"' if column in _NOWRAP else ""

@@ -285,6 +285,7 @@ def check_configure_form(page) -> None:
     error = page.locator(".nbtools-field-error", has_text="below the minimum 1e-9")
     error.wait_for(state="visible", timeout=30_000)
     assert "most runs use learning_rate 1e-6 to 1e-4 with LoRA" in error.inner_text()
+    page.locator(".nbtools-config-form").screenshot(path=str(ARTIFACTS / "browser-02_configure-invalid.png"))
     outline = learning_rate.evaluate("el => getComputedStyle(el).outlineColor + ' ' + getComputedStyle(el).outlineStyle")
     assert outline == "rgb(198, 40, 40) solid", outline
     assert page.locator("button.nbtools-save").is_disabled()
@@ -304,10 +305,14 @@ def check_configure_form(page) -> None:
 
 
 def check_model_lab(page) -> None:
-    """04's lab: answers legible (dark text, not the faint grey of a disabled box)."""
+    """04's lab: Generate answers from both models, legibly (dark text, not the faint grey of a disabled box)."""
+    lab = page.locator(".nbtools-lab")
+    lab.locator("button", has_text="Generate (base and tuned)").click()
+    lab.locator(".widget-html", has_text="done (seed").wait_for(timeout=120_000)
     answers = page.locator(".nbtools-answer textarea")
     assert answers.count() == 2
     for i in range(2):
+        assert answers.nth(i).input_value().strip(), "an empty answer"
         colour, opacity = answers.nth(i).evaluate("el => [getComputedStyle(el).color,"
                                                    " getComputedStyle(el).opacity]")
         channels = [int(c) for c in re.findall(r"\d+", colour)[:3]]
