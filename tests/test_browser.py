@@ -44,8 +44,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 SHORT_PARAMETERS = {
     "max_steps": 4, "eval_steps": 2, "save_steps": 2, "logging_steps": 1, "batch_size": 2,
     "preview_rows": 3, "lab_samples": 1, "max_new_tokens": 8,
-    # a data-preparation notebook: a handful of pairs, a few tokens per generated answer
-    "max_pairs": 8, "n_pairs": 8, "num_pairs": 8, "max_rows": 8, "limit": 8, "samples": 8,
+    # 00_prepare_data: a handful of prompts, two samples each
+    "max_prompts": 8, "samples_per_prompt": 2,
 }
 VIEWPORT = {"width": 1280, "height": 1000}
 
@@ -198,8 +198,11 @@ CUT_TEXT = f"""() => Array.from({PANEL}.node.querySelectorAll(
     '.jp-OutputArea-output .widget-label, .jp-OutputArea-output button, .jp-OutputArea-output .widget-readout'))
   .filter(el => el.offsetParent !== null && el.textContent.trim() && el.scrollWidth > el.clientWidth + 1)
   .map(el => el.textContent.trim())"""
+# Every input of a form built from config fields (the run config form, or any other built on
+# nbtools.widgets.fields), and the config form's own inputs.
 FORM_INPUTS = f"""() => Array.from({PANEL}.node.querySelectorAll(
-    '.nbtools-config-form input, .nbtools-config-form select, .nbtools-config-form textarea')).map(el => {{
+    '.nbtools-config-form input, .nbtools-config-form select, .nbtools-config-form textarea,'
+    + ' .nbtools-field input, .nbtools-field select, .nbtools-field textarea')).map(el => {{
   const row = el.closest('.nbtools-field');
   const field = row ? Array.from(row.classList).find(c => c.startsWith('nbtools-field-')) : null;
   const hovered = el.closest('[title]');  // what the browser shows on hover: the nearest title
@@ -344,6 +347,8 @@ def test_every_notebook_runs_in_the_browser_as_a_user_sees_it(lab, tmp_path):
                 assert page.evaluate(f"() => {PANEL}.context.model.dirty") is False, (
                     f"{name} is marked modified as soon as its kernel started: commit the metadata JupyterLab adds")
                 run_all(page, name, timeout_s=300)
+                missing_help = [i for i in page.evaluate(FORM_INPUTS) if not i["title"]]
+                assert missing_help == [], f"{name}: form inputs without help on hover: {missing_help}"
                 if page.locator(".nbtools-config-form").count():
                     check_configure_form(page)
                 if page.locator(".nbtools-answer").count():

@@ -105,14 +105,22 @@ def test_tooltips_are_the_field_help(form):
         assert extra.tooltip and extra.description == ""
 
 
+def test_a_number_set_from_python_is_shown_as_text(form):
+    form.fields["batch_size"].control.value = 8  # as code (or another form built on FieldControl) may do
+    assert form.fields["batch_size"].control.value == "8"
+    assert config_from_form(form).batch_size == 8
+    form.fields["learning_rate"].control.value = 1e-4
+    assert config_from_form(form).learning_rate == 1e-4
+
+
 def test_widget_kinds_follow_field_types(form):
     kinds = {name: type(c.control).__name__ for name, c in form.fields.items()}
-    assert kinds["batch_size"] == "Text"  # numbers are typed as text: ipywidgets' number boxes hide their tooltip
-    assert kinds["learning_rate"] == "Text"
+    assert kinds["batch_size"] == "FieldText"  # numbers typed as text: ipywidgets' number boxes hide their tooltip
+    assert kinds["learning_rate"] == "FieldText"
     assert kinds["gradient_checkpointing"] == "Checkbox"
     assert kinds["precision"] == "Dropdown"
     assert form.fields["precision"].control.options == ("auto", "bf16", "fp16", "fp32")
-    assert kinds["lora_alpha"] == "Text"  # optional: empty means 2 x rank
+    assert kinds["lora_alpha"] == "FieldText"  # optional: empty means 2 x rank
 
 
 def test_value_below_minimum_is_shown_inline_and_blocks_saving(form, tmp_path):

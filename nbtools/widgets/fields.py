@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import ipywidgets as widgets
+import traitlets
 
 LABEL_WIDTH = "230px"   # wide enough for the longest field name (gradient_accumulation_steps) unclipped
 CONTROL_WIDTH = "330px"
@@ -97,6 +98,12 @@ def field_specs(config_class) -> list[FieldSpec]:
     return specs
 
 
+class FieldText(widgets.Text):
+    """A text box that also takes a number from Python (``control.value = 2.0`` shows "2.0")."""
+
+    value = traitlets.CUnicode("", help="String value").tag(sync=True)
+
+
 class FieldControl:
     """One row of the form: the field's name, its input, and the inline message shown when the value is wrong.
 
@@ -137,7 +144,7 @@ class FieldControl:
         # Numbers are typed into text boxes and parsed here: ipywidgets' IntText/FloatText put their
         # tooltip on the description label only, never on the input, so their help could not be hovered.
         placeholder = "empty = default" if spec.optional else ""
-        return widgets.Text(placeholder=placeholder, continuous_update=False, **common)
+        return FieldText(placeholder=placeholder, continuous_update=False, **common)
 
     # --- value <-> widget ----------------------------------------------------------------------
     def set(self, value: Any) -> None:
