@@ -149,9 +149,11 @@ def test_a_limit_is_fixed_with_the_usual_range_or_the_limit_itself(form):
     set_value(form, "learning_rate", 1e-12)
     assert "1e-12 is below the minimum 1e-9" in form.errors["learning_rate"]
     assert "Fix: most runs use learning_rate 1e-6 to 1e-4 with LoRA" in form.errors["learning_rate"]
-    assert "nbtools-invalid" in form.fields["learning_rate"].control._dom_classes  # the red outline
+    assert "nbtools-invalid" in form.fields["learning_rate"].control._dom_classes  # the red outline ...
+    assert "outline:2px solid #c62828" in form.fields["learning_rate"].info.value  # ... and its rule, with the field
     set_value(form, "learning_rate", 1e-4)
     assert "nbtools-invalid" not in form.fields["learning_rate"].control._dom_classes
+    assert "<style>" not in form.fields["learning_rate"].info.value
     set_value(form, "eval_steps", 0)  # no usual range in the config: the limit is the advice
     assert "Fix: set eval_steps to 1 or more" in form.errors["eval_steps"]
 

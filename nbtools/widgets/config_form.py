@@ -39,14 +39,9 @@ ADVANCED_GROUPS = (
 )
 
 # The form's own look, shipped with it (no JupyterLab extension: Colab renders it the same way).
+# (each field carries its own help mark and red-outline rule: see nbtools.widgets.fields)
 FORM_STYLE = """<style>
-.nbtools-config-form .nbtools-invalid input, .nbtools-config-form .nbtools-invalid select,
-.nbtools-config-form .nbtools-invalid textarea {
-  outline: 2px solid #c62828 !important; outline-offset: -1px; background: #fff5f5 !important; }
 .nbtools-config-form .nbtools-field-name { overflow-wrap: anywhere; line-height: 1.2; cursor: help; }
-.nbtools-config-form .nbtools-help { cursor: help; color: #1565c0; margin-left: 6px; display: inline-block;
-  width: 16px; height: 16px; line-height: 15px; text-align: center; font-size: 11px; font-weight: bold;
-  border: 1.5px solid #1565c0; border-radius: 50%; }
 .nbtools-config-form .nbtools-save-status { min-height: 1.5em; }
 </style>"""
 

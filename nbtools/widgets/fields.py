@@ -15,6 +15,12 @@ from typing import Any, Optional
 import ipywidgets as widgets
 import traitlets
 
+# The "?" beside each field: a small circled mark, styled inline (no stylesheet needed).
+HELP_MARK_STYLE = ("cursor:help;color:#1565c0;margin-left:6px;display:inline-block;width:16px;height:16px;"
+                   "line-height:15px;text-align:center;font-size:11px;font-weight:bold;border:1.5px solid #1565c0;"
+                   "border-radius:50%")
+INVALID_STYLE = ("<style>.nbtools-invalid input,.nbtools-invalid select,.nbtools-invalid textarea{"
+                 "outline:2px solid #c62828 !important;outline-offset:-1px;background:#fff5f5 !important}</style>")
 LABEL_WIDTH = "230px"   # wide enough for the longest field name (gradient_accumulation_steps) unclipped
 CONTROL_WIDTH = "330px"
 
@@ -122,7 +128,8 @@ class FieldControl:
         )
         self.label.add_class("nbtools-field-label")
         self.control = self._make_control(spec, help_text)
-        self.info = widgets.HTML(value=f'<span class="nbtools-help" title="{_escape_attr(help_text)}">?</span>')
+        self._mark = (f'<span class="nbtools-help" title="{_escape_attr(help_text)}" style="{HELP_MARK_STYLE}">?</span>')
+        self.info = widgets.HTML(value=self._mark)
         self.info.add_class("nbtools-field-info")
         self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin=f"0 0 0 {LABEL_WIDTH}"))
         self.message.add_class("nbtools-field-error")
@@ -222,7 +229,11 @@ class FieldControl:
             self.message.value = ""
             self.message.layout.display = "none"
             self.control.remove_class("nbtools-invalid")
+            self.info.value = self._mark
             return
+        # The red outline's rule travels with the field that needs it, so any form built from these
+        # controls shows it (no stylesheet of the form's own required).
+        self.info.value = INVALID_STYLE + self._mark
         fix_text = f" <i>Fix: {_escape(fix)}</i>" if fix else ""
         self.message.value = f'<span style="color:#c62828">&#9888; {_escape(reason)}.{fix_text}</span>'
         self.message.layout.display = ""
