@@ -19,8 +19,10 @@ import traitlets
 HELP_MARK_STYLE = ("cursor:help;color:#1565c0;margin-left:6px;display:inline-block;width:16px;height:16px;"
                    "line-height:15px;text-align:center;font-size:11px;font-weight:bold;border:1.5px solid #1565c0;"
                    "border-radius:50%")
-INVALID_STYLE = ("<style>.nbtools-invalid input,.nbtools-invalid select,.nbtools-invalid textarea{"
-                 "outline:2px solid #c62828 !important;outline-offset:-1px;background:#fff5f5 !important}</style>")
+# Specific enough (and :focus too) to win over the notebook's own focus ring on the box being typed in.
+INVALID_STYLE = ("<style>" + ",".join(f".nbtools-field .nbtools-invalid {tag}{state}" for tag in ("input", "select", "textarea")
+                                      for state in ("", ":focus"))
+                 + "{outline:2px solid #c62828 !important;outline-offset:-1px;background:#fff5f5 !important}</style>")
 LABEL_WIDTH = "230px"   # wide enough for the longest field name (gradient_accumulation_steps) unclipped
 CONTROL_WIDTH = "330px"
 
