@@ -213,7 +213,8 @@ def test_data_summary_reads_as_sentences_without_paths_or_metrics():
 def test_run_summaries_name_steps_and_evaluations_not_metric_values(tmp_path):
     history = [{"step": 1, "loss": 0.69}, {"step": 2, "eval_loss": 0.68}, {"step": 4, "eval_loss": 0.5123}]
     result = SimpleNamespace(status="finished", history=history, adapter_dir=tmp_path / "adapter", run_dir=tmp_path,
-                             duration_s=75.4, metrics={"eval_loss": 0.5123, "eval_rewards/accuracies": 0.75},
+                             duration_s=75.4, metrics={"eval_loss": 0.5123, "eval_rewards/accuracies": 0.75,
+                                                       "eval_runtime": 2.9, "eval_samples_per_second": 4.1},
                              best={"step": 4, "eval_loss": 0.5123}, resumed_from_step=None)
     text = run_outcome(result)
     assert text == ("The run finished after 4 optimizer steps and 2 evaluations on the validation pairs; "
@@ -222,6 +223,7 @@ def test_run_summaries_name_steps_and_evaluations_not_metric_values(tmp_path):
     html = run_result_html(result)
     assert "Run finished</b> in 1 min 15 s" in html and "<td>eval_loss</td><td>0.5123</td>" in html
     assert "Best checkpoint: step 4, eval_loss 0.5123" in html
+    assert "eval_runtime" not in html and "per_second" not in html  # timings are not about the model
 
 
 def test_the_run_result_shows_as_html_in_a_notebook(tmp_path):

@@ -251,7 +251,9 @@ def run_result_html(result) -> str:
 
     colour = {"finished": "#15803d", "failed": "#b91c1c", "interrupted": "#b45309"}.get(result.status, "#2563eb")
     minutes, seconds = divmod(int(round(result.duration_s or 0)), 60)
-    shown = [(k, v) for k, v in sorted((result.metrics or {}).items()) if isinstance(v, (int, float))]
+    # what the run learned; timings and throughput (eval_runtime, *_per_second) are not about the model
+    shown = [(k, v) for k, v in sorted((result.metrics or {}).items()) if isinstance(v, (int, float))
+             and k not in ("epoch", "eval_runtime") and not k.endswith("_per_second")]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in shown)
     best = ""
     if result.best:
