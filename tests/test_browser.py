@@ -22,6 +22,7 @@ import ast
 import dataclasses
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -115,6 +116,9 @@ def lab(tmp_path):
     values = {**SHORT_PARAMETERS, "validation_file": str(small_validation_file(project / "data_samples"))}
     for path in NOTEBOOKS:
         notebook = json.loads(path.read_text())
+        # The one machine-dependent entry JupyterLab writes: the kernel's Python version. The rest of the
+        # committed metadata must be exactly what it writes (tests/test_notebooks.py checks the keys).
+        notebook["metadata"].get("language_info", {}).update(version=platform.python_version())
         (project / "notebooks" / path.name).write_text(json.dumps(shorten_parameters(notebook, values), indent=1))
     port, token = free_port(), secrets.token_hex(16)
     settings = tmp_path / "settings" / "@jupyterlab"

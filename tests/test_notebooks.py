@@ -128,3 +128,15 @@ def test_configure_defaults_are_the_demo_run():
     defaults = {name: ast.literal_eval(p["default"])
                 for name, p in papermill.inspect_notebook(str(NOTEBOOKS_DIR / "02_configure.ipynb")).items()}
     assert {k: defaults[k] for k in DEMO_TRAINING} == DEMO_TRAINING
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_with_the_metadata_jupyterlab_writes_when_the_kernel_starts(path):
+    """Otherwise JupyterLab marks the notebook modified as soon as it is opened (the browser test checks that)."""
+    nb = load(path)
+    assert nb["metadata"]["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                            "name": "python3"}
+    info = nb["metadata"]["language_info"]
+    assert set(info) == {"codemirror_mode", "file_extension", "mimetype", "name", "nbconvert_exporter",
+                         "pygments_lexer", "version"}
+    assert info["codemirror_mode"] == {"name": "ipython", "version": 3} and info["pygments_lexer"] == "ipython3"
