@@ -208,7 +208,7 @@ class RunConfig:
         True,
         help="Pack each pair into one row [prompt, chosen, rejected] so the prompt and its images go through "
         "the model once instead of twice and no padding is computed. Used when verified for the model "
-        "and settings (sigmoid, hinge or IPO DPO, sdpa/eager attention; also under torchrun/accelerate with DDP or "
+        "and settings (sigmoid, hinge or IPO DPO, each optionally with an sft term; sdpa/eager attention; also under torchrun/accelerate with DDP or "
         "FSDP); the run says when it is off and why.",
         group="memory",
     )

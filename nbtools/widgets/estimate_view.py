@@ -100,6 +100,8 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         prompt_text_tokens=facts.max_prompt_text_tokens if facts else None,
         answer_tokens=facts.max_answer_tokens if facts else None,
         image_size=facts.largest_image if facts else None,
+        packing=config.packing, precompute_reference=config.precompute_ref_log_probs,
+        strategy=config.distributed,
     )
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
                    for label, gib in memory.rows())
@@ -109,7 +111,8 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         colour = "#15803d" if memory.fits else "#c62828"
         parts.append(f" — <b style='color:{colour}'>{verdict} in {gpu_memory_gib:g} GiB</b>")
     parts.append(f"<table>{rows}</table>")
-    parts.append(f"<p>{memory.sequences_per_step} sequences per step (chosen + rejected) x "
+    layout = "one packed row per pair: prompt, chosen, rejected" if config.packing else "chosen + rejected rows"
+    parts.append(f"<p>{memory.sequences_per_step} sequences per step ({layout}) x "
                  f"{memory.tokens_per_sequence} tokens, {memory.image_tokens_per_image} tokens per image at "
                  f"max_pixels={config.max_pixels:,}; activations are approximate.</p>")
     if memory.advice:
