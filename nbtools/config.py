@@ -122,19 +122,19 @@ class RunConfig:
 
     # --- how long and how fast ----------------------------------------------------------
     epoch: float = _f(3.0, help="Passes over the training pairs (ignored when max_steps > 0).", group="training",
-                      min=0.01, max=1000.0)
+                      min=0.01, max=1000.0, usual="1 to 3")
     max_steps: int = _f(0, help="Optimizer steps to run; > 0 overrides epoch. 0 = use epoch.", group="training",
                         min=0)
     batch_size: int = _f(2, help="Pairs per device per step (each pair is a chosen and a rejected answer).",
-                         group="training", min=1, max=1024)
+                         group="training", min=1, max=1024, usual="1 to 8 per device")
     gradient_accumulation_steps: int = _f(
         4, help="Steps whose gradients are summed before one update: effective batch = batch_size x this x devices.",
-        group="training", min=1, max=1024,
+        group="training", min=1, max=1024, usual="1 to 16",
     )
     learning_rate: float = _f(5e-5, help="Peak learning rate of the LoRA weights (AdamW).", group="training",
-                              min=1e-9, max=1.0)
+                              min=1e-9, max=1.0, usual="1e-6 to 1e-4 with LoRA")
     warmup_ratio: float = _f(0.1, help="Fraction of the steps spent ramping the learning rate up from 0.",
-                             group="training", min=0.0, max=0.9)
+                             group="training", min=0.0, max=0.9, usual="0.03 to 0.1")
     lr_scheduler_type: str = _f("cosine", help="How the learning rate decays after warmup.", group="training",
                                 choices=LR_SCHEDULERS)
     max_grad_norm: float = _f(1.0, help="Gradient clipping norm (0 = no clipping).", group="training", min=0.0)
@@ -145,11 +145,11 @@ class RunConfig:
 
     # --- LoRA ------------------------------------------------------------------------------
     lora_rank: int = _f(16, help="LoRA rank r: size of the low-rank update; higher = more capacity and memory.",
-                        group="lora", min=1, max=1024)
+                        group="lora", min=1, max=1024, usual="8 to 64")
     lora_alpha: Optional[int] = _f(
         None, help="LoRA alpha (update scale = alpha / rank). Empty = 2 x lora_rank.", group="lora", min=1
     )
-    lora_dropout: float = _f(0.05, help="Dropout on the LoRA input.", group="lora", min=0.0, max=0.9)
+    lora_dropout: float = _f(0.05, help="Dropout on the LoRA input.", group="lora", min=0.0, max=0.9, usual="0 to 0.1")
     target_modules: Union[str, list[str]] = _f(
         "default",
         help="Layers that get LoRA: 'default' (the language model's attention and MLP projections, vision "
@@ -164,7 +164,7 @@ class RunConfig:
 
     # --- DPO -----------------------------------------------------------------------------
     beta: float = _f(0.1, help="DPO beta: how far the model may move from the reference; higher = stay closer.",
-                     group="dpo", min=1e-4, max=10.0)
+                     group="dpo", min=1e-4, max=10.0, usual="0.05 to 0.5")
     loss_type: list[str] = _f(
         default_factory=lambda: ["sigmoid"],
         help="DPO losses, combined with loss_weights. 'sigmoid' is standard DPO; add 'sft' to also learn to "
@@ -212,7 +212,7 @@ class RunConfig:
         True,
         help="Pack each pair into one row [prompt, chosen, rejected] so the prompt and its images go through "
         "the model once instead of twice and no padding is computed. Used when verified for the model "
-        "and settings (sigmoid, hinge or IPO DPO, sdpa/eager attention; also under torchrun/accelerate with DDP or "
+        "and settings (sigmoid, hinge or IPO DPO, each optionally with an sft term; sdpa/eager attention; also under torchrun/accelerate with DDP or "
         "FSDP); the run says when it is off and why.",
         group="memory",
     )

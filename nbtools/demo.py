@@ -24,10 +24,13 @@ DEMO_NAMES = {DEMO_MARKER, "notebooks", "config.yaml", "run", "export"}  # what 
 
 # The demo's training recipe (also the test suite's shared run): long enough to repair the warm
 # model's red/green mix-up on every build measured by benchmarks/warm_spread.py, short enough
-# for a few minutes on 2 cores.
+# for a few minutes on 2 cores. DPO plus an SFT term on the chosen answers (RPO's recipe): DPO
+# alone fixes the preferences but can leave generation naming a third colour; the SFT term makes
+# the tuned model *say* the right colour.
 DEMO_TRAINING = {
     "max_steps": 40, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 5e-3,
-    "warmup_ratio": 0.1, "lora_rank": 8, "beta": 0.1, "eval_steps": 20, "save_steps": 20, "logging_steps": 2,
+    "warmup_ratio": 0.1, "lora_rank": 8, "beta": 0.1, "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0],
+    "eval_steps": 20, "save_steps": 20, "logging_steps": 2,
 }
 
 

@@ -182,10 +182,20 @@ def runs_table_text(runs: Sequence[RunSummary]) -> str:
 STATUS_COLOURS = {"running": "#2563eb", "finished": "#15803d", "failed": "#b91c1c", "interrupted": "#b45309"}
 
 
-def runs_table_html(runs: Sequence[RunSummary]) -> str:
+# Short columns stay on one line; names wrap at word boundaries; paths are shown relative to the project.
+_NOWRAP = {"status", "started_at", "duration", "best_eval_loss", "best_reward_accuracy", "model"}
+_HEADERS = {"task_display_name": "task", "custom_model_name": "model name", "model": "base model",
+            "started_at": "started (UTC)", "best_eval_loss": "best val. loss", "best_reward_accuracy": "best reward acc.",
+            "export_path": "export"}
+
+
+def runs_table_html(runs: Sequence[RunSummary], root=None) -> str:
+    """The runs as an HTML table (paths relative to the project folder or ``root``; full path on hover)."""
+    from nbtools.display import path_html, table_style
+
     if not runs:
         return "<p>No runs yet.</p>"
-    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in COLUMNS)
+    head = "".join(f'<th title="{c}">{_HEADERS.get(c, c.replace("_", " "))}</th>' for c in COLUMNS)
     body = []
     for run in runs:
         cells = []
@@ -195,9 +205,17 @@ def runs_table_html(runs: Sequence[RunSummary]) -> str:
                 colour = STATUS_COLOURS.get(run.status, "#6b7280")
                 tip = html.escape(run.note, quote=True)
                 text = f'<b style="color:{colour}" title="{tip}">{text}</b>'
-            cells.append(f"<td>{text}</td>")
+            elif column == "run":
+                text = f'<span title="{html.escape(str(run.run_dir), quote=True)}">{text}</span>'
+            elif column == "started_at":
+                text = text.replace(" UTC", "")  # the header says UTC
+            elif column == "export_path" and run.export_path:
+                text = path_html(run.export_path, root)
+            wrap = ' class="nbt-nowrap"' if column in _NOWRAP else ""
+            cells.append(f"<td{wrap}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"{table_style('nbt-runs')}<div style=\"overflow-x:auto\"><table class=\"nbt-runs\"><thead><tr>{head}</tr>"
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def validation_curve(run_dir, metric: str = "eval_loss") -> tuple[list[float], list[float]]:

@@ -149,3 +149,15 @@ def test_demo_headline_says_whether_the_intervals_separate():
     assert overlapping.endswith("the 95% intervals overlap: this run shows no difference beyond sampling noise")
     worse = accuracy_headline(_payload(0.9, [0.82, 0.97], 0.5, [0.37, 0.63]))
     assert worse.endswith("the tuned model is WORSE than the base model")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_with_the_metadata_jupyterlab_writes_when_the_kernel_starts(path):
+    """Otherwise JupyterLab marks the notebook modified as soon as it is opened (the browser test checks that)."""
+    nb = load(path)
+    assert nb["metadata"]["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                            "name": "python3"}
+    info = nb["metadata"]["language_info"]
+    assert set(info) == {"codemirror_mode", "file_extension", "mimetype", "name", "nbconvert_exporter",
+                         "pygments_lexer", "version"}
+    assert info["codemirror_mode"] == {"name": "ipython", "version": 3} and info["pygments_lexer"] == "ipython3"

@@ -102,6 +102,7 @@ def executed(tmp_path_factory):
 def test_inspect_notebook_keeps_report_plots_and_gallery(executed):
     nb = executed["notebooks"]["01_inspect_data"]
     assert has_output(nb, "text/plain", "240 rows, 240 valid; 0 errors")
+    assert has_output(nb, "text/plain", "Pairs: 240 with 1 image.")  # the checked summary, not a raw dict
     assert has_output(nb, "image/png")  # the statistics figure
     assert has_output(nb, "text/html", "nbt-preview")  # the gallery of pairs with thumbnails
     assert has_output(nb, "text/html", "<img src=\"data:image/")  # thumbnails inlined: the saved notebook keeps them
@@ -141,7 +142,9 @@ def test_evaluate_notebook_evaluates_exports_and_lists_runs(executed):
     assert set(evaluation) >= {"base", "tuned"}
     assert (run_dir / "export" / "merged" / "README.md").is_file()
     assert (run_dir / "export" / "merged" / "config.json").is_file()
-    assert has_output(nb, "text/plain", "True")  # export answers exactly as the tuned model did
+    assert has_output(nb, "text/plain", "The export answers exactly as the tuned model did.")
+    assert has_output(nb, "text/html", "nbt-card")  # the model card, shown inline
+    assert has_output(nb, "text/html", "<img src=\"data:image/png;base64")
     assert has_output(nb, "text/html", "nb-test")  # the run list shows the run
     assert has_output(nb, "text/html", "<img src=\"data:image/png;base64")  # side by side, images inlined
     assert (run_dir / "lab" / "side_by_side.html").is_file()

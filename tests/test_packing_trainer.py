@@ -46,10 +46,12 @@ def _trainer(model, processor, examples, tmp_path, **config):
                             processing_class=processor)
 
 
-def test_packed_loss_and_metrics_equal_trl_own_computation(qwen3, tmp_path):
+@pytest.mark.parametrize("losses", [{}, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.7]},
+                                    {"loss_type": ["hinge", "sft"]}], ids=["sigmoid", "sigmoid+sft", "hinge+sft"])
+def test_packed_loss_and_metrics_equal_trl_own_computation(qwen3, tmp_path, losses):
     model, processor = qwen3
     examples = batches()["mixed"]
-    trainer = _trainer(_lora_model(model), processor, examples, tmp_path)
+    trainer = _trainer(_lora_model(model), processor, examples, tmp_path, **losses)
     trainer.model.train()
     plain = trainer.compute_loss(trainer.model, trainer.data_collator(copy.deepcopy(examples)))
     plain_metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
@@ -86,8 +88,10 @@ def test_packing_plan_explains_when_packing_is_off(qwen3, tmp_path):
     on = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False))
     assert on.supported and "qwen3_vl" in on.note
     assert packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, loss_type=["hinge"])).supported
-    off = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, loss_type=["sigmoid", "sft"]))
-    assert not off.supported and "loss_type=['sigmoid', 'sft']" in off.note
+    assert packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, loss_type=["sigmoid", "sft"],
+                                         loss_weights=[1.0, 0.5])).supported
+    off = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, loss_type=["sigmoid", "bco_pair"]))
+    assert not off.supported and "loss_type=['sigmoid', 'bco_pair']" in off.note
     off = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, f_divergence_type="forward_kl"))
     assert not off.supported and "f_divergence_type='forward_kl'" in off.note
 

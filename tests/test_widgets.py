@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 
 import ipywidgets as widgets
 import pytest
@@ -28,15 +29,17 @@ def form() -> ConfigForm:
 
 def set_value(form: ConfigForm, name: str, value) -> None:
     """What a user typing into the browser does: change the widget's value (handlers fire)."""
-    form.fields[name].control.value = value
+    control = form.fields[name].control
+    control.value = value if isinstance(control, (widgets.Checkbox, widgets.Dropdown)) else str(value)
 
 
 def shown_names(box: widgets.Box) -> list[str]:
-    """Field names of the controls inside a form section, in display order."""
+    """Field names of the rows inside a form section, in display order (each row has class nbtools-field-NAME)."""
     names = []
     for child in box.children:
-        if isinstance(child, widgets.VBox) and child.children and hasattr(child.children[0], "description"):
-            names.append(child.children[0].description)
+        if isinstance(child, widgets.VBox) and child.children:
+            names += [c[len("nbtools-field-"):] for c in child.children[0]._dom_classes
+                      if c.startswith("nbtools-field-")]
     return names
 
 
@@ -88,26 +91,43 @@ def test_every_field_appears_once_basic_first(form):
 
 def test_tooltips_are_the_field_help(form):
     for f in dataclasses.fields(RunConfig):
-        assert form.fields[f.name].control.tooltip.startswith(f.metadata["help"])
+        control = form.fields[f.name]
+        assert control.control.tooltip.startswith(f.metadata["help"])
+        # ipywidgets 8 shows a tooltip on the input only when the widget has no description label
+        assert control.control.description == "", f.name
+        title = 'title="' + html.escape(f.metadata["help"], quote=False).replace('"', "&quot;")
+        assert title in control.label.value  # the name, hovered
+        assert title in control.info.value   # the info mark
     assert "min 1" in form.fields["batch_size"].control.tooltip
+    assert "usual: 1e-6 to 1e-4 with LoRA" in form.fields["learning_rate"].control.tooltip
     assert "one of auto, bf16, fp16, fp32" in form.fields["precision"].control.tooltip
+    for extra in (form.gpu, form.save_path):  # the form's own inputs get help on hover too
+        assert extra.tooltip and extra.description == ""
+
+
+def test_a_number_set_from_python_is_shown_as_text(form):
+    form.fields["batch_size"].control.value = 8  # as code (or another form built on FieldControl) may do
+    assert form.fields["batch_size"].control.value == "8"
+    assert config_from_form(form).batch_size == 8
+    form.fields["learning_rate"].control.value = 1e-4
+    assert config_from_form(form).learning_rate == 1e-4
 
 
 def test_widget_kinds_follow_field_types(form):
     kinds = {name: type(c.control).__name__ for name, c in form.fields.items()}
-    assert kinds["batch_size"] == "IntText"
-    assert kinds["learning_rate"] == "FloatText"
+    assert kinds["batch_size"] == "FieldText"  # numbers typed as text: ipywidgets' number boxes hide their tooltip
+    assert kinds["learning_rate"] == "FieldText"
     assert kinds["gradient_checkpointing"] == "Checkbox"
     assert kinds["precision"] == "Dropdown"
     assert form.fields["precision"].control.options == ("auto", "bf16", "fp16", "fp32")
-    assert kinds["lora_alpha"] == "Text"  # optional: empty means 2 x rank
+    assert kinds["lora_alpha"] == "FieldText"  # optional: empty means 2 x rank
 
 
 def test_value_below_minimum_is_shown_inline_and_blocks_saving(form, tmp_path):
     set_value(form, "batch_size", 0)
     assert list(form.errors) == ["batch_size"]
     assert "0 is below the minimum 1" in form.errors["batch_size"]
-    assert "set batch_size to 1 or more" in form.errors["batch_size"]
+    assert "most runs use batch_size 1 to 8 per device" in form.errors["batch_size"]  # the usual range
     assert form.fields["batch_size"].message.layout.display == ""
     assert form.save_button.disabled
     with pytest.raises(ConfigError) as info:
@@ -125,8 +145,21 @@ def test_value_below_minimum_is_shown_inline_and_blocks_saving(form, tmp_path):
     assert config_from_form(form).batch_size == 4
 
 
+def test_a_limit_is_fixed_with_the_usual_range_or_the_limit_itself(form):
+    set_value(form, "learning_rate", 1e-12)
+    assert "1e-12 is below the minimum 1e-9" in form.errors["learning_rate"]
+    assert "Fix: most runs use learning_rate 1e-6 to 1e-4 with LoRA" in form.errors["learning_rate"]
+    assert "nbtools-invalid" in form.fields["learning_rate"].control._dom_classes  # the red outline ...
+    assert "outline:2px solid #c62828" in form.fields["learning_rate"].info.value  # ... and its rule, with the field
+    set_value(form, "learning_rate", 1e-4)
+    assert "nbtools-invalid" not in form.fields["learning_rate"].control._dom_classes
+    assert "<style>" not in form.fields["learning_rate"].info.value
+    set_value(form, "eval_steps", 0)  # no usual range in the config: the limit is the advice
+    assert "Fix: set eval_steps to 1 or more" in form.errors["eval_steps"]
+
+
 @pytest.mark.parametrize("name, typed, message", [
-    ("learning_rate", 2.0, "2.0 is above the maximum 1.0"),
+    ("learning_rate", 2.0, "2.0 is above the maximum 1"),
     ("lora_alpha", "abc", "'abc' is not a whole number"),
     ("lora_alpha", "0", "0 is below the minimum 1"),
     ("loss_type", "sigmoid, hindge", "'hindge' is not one of sigmoid, hinge"),
@@ -181,6 +214,13 @@ def test_estimate_failure_is_shown_not_raised():
     assert "Estimate unavailable: no parameter count for this model" in form.estimate.value
     assert config_from_form(form).train_file == "t.jsonl"
 
+    def offline(config, gpu_memory_gib):
+        raise RuntimeError("not cached. Fix: download it once (`huggingface-cli download Qwen/X`) or <pick> another")
+
+    shown = form_from_config(RunConfig(train_file="t.jsonl"), estimator=offline).estimate.value
+    assert "<code>huggingface-cli download Qwen/X</code>" in shown and "`" not in shown  # a command, not backticks
+    assert "&lt;pick&gt;" in shown  # the rest stays escaped
+
 
 def test_save_button_writes_the_yaml_that_train_reads(form, tmp_path):
     target = tmp_path / "sub" / "config.yaml"
@@ -188,10 +228,19 @@ def test_save_button_writes_the_yaml_that_train_reads(form, tmp_path):
     set_value(form, "beta", 0.3)
     set_value(form, "target_modules", "[q_proj, v_proj]")
     form.save_button.click()
-    assert form.status.value == f"Saved to <code>{target.resolve()}</code>"
+    assert f"Saved to <code>{target.resolve()}</code> at " in form.status.value
+    assert "times" not in form.status.value
     loaded = RunConfig.from_yaml(target)
     assert loaded == config_from_form(form)
     assert loaded.beta == 0.3 and loaded.target_modules == ["q_proj", "v_proj"]
+
+
+def test_a_second_save_click_shows_that_it_saved_again(form, tmp_path):
+    form.save_path.value = str(tmp_path / "c.yaml")
+    form.save_button.click()
+    first = form.status.value
+    form.save_button.click()
+    assert form.status.value != first and "(saved 2 times)" in form.status.value
 
 
 def test_save_to_an_unwritable_place_says_so(form, tmp_path):

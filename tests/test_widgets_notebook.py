@@ -82,7 +82,7 @@ def test_run_folder_view_lists_files_with_what_they_are(tmp_path):
     assert "adapter/  2.0 KB  the final LoRA adapter" in text
     assert "adapter_model.safetensors  2.0 KB" in text
     assert "run.json  2 B  run record" in text
-    assert "<code>" in view._repr_html_()
+    assert f'title="{tmp_path.resolve()}"' in view._repr_html_()  # the folder, its full path on hover
     assert repr(run_folder(tmp_path / "missing")) == f"No run folder at {tmp_path / 'missing'}."
 
 

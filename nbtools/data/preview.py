@@ -14,11 +14,19 @@ from nbtools.data.records import PreferenceRecord
 
 THUMB_PX = 160
 _COLOURS = {"error": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+# Left-aligned proportional text that wraps between words (JupyterLab right-aligns table cells and
+# sets <pre> in monospace; the class rules below win over both), thumbnails at full size.
 _STYLE = """<style>
-.nbt-preview{font-family:sans-serif;font-size:13px;border-collapse:collapse;width:100%}
-.nbt-preview td{border-top:1px solid #ddd;padding:6px;vertical-align:top;text-align:left}
-.nbt-preview .nbt-chosen{background:#e8f5e9}.nbt-preview .nbt-rejected{background:#ffebee}
-.nbt-preview pre{white-space:pre-wrap;margin:0;font-family:inherit}
+table.nbt-preview{font-family:var(--jp-content-font-family,sans-serif);font-size:13px;border-collapse:collapse;
+  width:100%;table-layout:auto}
+table.nbt-preview td,table.nbt-preview th{border-top:1px solid #ddd;padding:6px !important;
+  vertical-align:top !important;text-align:left !important;white-space:normal !important;
+  word-break:normal !important;overflow-wrap:normal !important}
+table.nbt-preview .nbt-chosen{background:#e8f5e9}table.nbt-preview .nbt-rejected{background:#ffebee}
+table.nbt-preview pre{white-space:pre-wrap !important;word-break:normal !important;overflow-wrap:break-word !important;
+  margin:0 !important;padding:0 !important;font-family:inherit !important;font-size:inherit !important;
+  background:none !important;border:none !important}
+table.nbt-preview img{max-width:none !important}
 .nbt-problem{margin:2px 0;font-size:12px}
 </style>"""
 
@@ -64,18 +72,20 @@ def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thu
         for path in record.images:
             uri = thumbnail_data_uri(path, thumb_px)
             if uri:
-                thumbs.append(f'<img src="{uri}" title="{html.escape(path)}" style="max-width:{thumb_px}px">')
+                thumbs.append(f'<img src="{uri}" title="{html.escape(path)}" style="width:{thumb_px}px;height:auto">')
             else:
                 thumbs.append(f'<div style="color:{_COLOURS["error"]}">cannot open {html.escape(path)}</div>')
         for path in record.videos:
             thumbs.append(f"<div>🎞 {html.escape(path)}</div>")
         row_problems = by_line.get((record.file, record.line), [])
         rows.append(
-            f"<tr><td>{record.line}</td><td>{''.join(thumbs)}</td><td>{_prompt_html(record)}</td>"
+            f"<tr><td>{record.line}</td><td style=\"min-width:{thumb_px + 12}px\">{''.join(thumbs)}</td>"
+            f"<td>{_prompt_html(record)}</td>"
             f'<td class="nbt-chosen"><pre>{html.escape(record.chosen)}</pre></td>'
             f'<td class="nbt-rejected"><pre>{html.escape(record.rejected)}</pre></td></tr>'
             + (f'<tr><td></td><td colspan="4">{problems_html(row_problems)}</td></tr>' if row_problems else ""))
-    header = "<tr><th>line</th><th>images</th><th>prompt</th><th>chosen</th><th>rejected</th></tr>"
+    header = ("<tr><th>line</th><th>images</th><th style=\"width:30%\">prompt</th><th style=\"width:22%\">chosen</th>"
+              "<th style=\"width:22%\">rejected</th></tr>")
     more = f"<p>showing {min(n, len(records))} of {len(records)} pairs</p>"
     return f'{_STYLE}<table class="nbt-preview">{header}{"".join(rows)}</table>{more}'
 

@@ -86,6 +86,14 @@ def dataset_stats(
     }
 
 
+def token_bins(values: list[int], most: int = 30) -> list[float]:
+    """Bin edges on whole tokens (half-integers), at most ``most`` bins, each at least one token wide."""
+    low, high = (min(values), max(values)) if values else (0, 1)
+    width = max(1, -(-(high - low + 1) // most))  # ceil
+    edges = [low - 0.5 + i * width for i in range(-(-(high - low + 1) // width) + 1)]
+    return edges
+
+
 def plot_stats(stats: dict, tokens: Optional[list[PairTokens]] = None):
     """A matplotlib Figure: images per row, token length summary, length ratio, resolutions."""
     from matplotlib.figure import Figure  # not pyplot: no global state, no display needed
@@ -101,9 +109,13 @@ def plot_stats(stats: dict, tokens: Optional[list[PairTokens]] = None):
 
     ax = axes[0][1]
     if tokens:
-        for name, values in (("prompt", [t.prompt for t in tokens]), ("chosen", [t.chosen for t in tokens]),
-                             ("rejected", [t.rejected for t in tokens])):
-            ax.hist(values, bins=30, alpha=0.5, label=name)
+        series = {"prompt": [t.prompt for t in tokens], "chosen": [t.chosen for t in tokens],
+                  "rejected": [t.rejected for t in tokens]}
+        # One set of whole-token bins for all three, bars side by side in each bin: no hairline bars
+        # (30 bins over a few distinct answer lengths) and no bars hiding behind each other.
+        ax.hist(list(series.values()), bins=token_bins([v for values in series.values() for v in values]),
+                label=list(series), color=["#4C72B0", "#55A868", "#C44E52"], rwidth=0.9)
+        ax.set_xlabel("tokens")
         ax.legend()
     else:
         names = ["prompt", "chosen", "rejected"]

@@ -70,11 +70,13 @@ def side_by_side_html(rows: Sequence[dict], decoding: Decoding, image_paths: Seq
                          f'<div style="color:#b91c1c">rejected: {html.escape(row["rejected"] or "")}</div>')
         cells = [imgs, html.escape(row["prompt"]), html.escape(row["base"]), html.escape(row["tuned"]), reference]
         body.append("<tr>" + "".join(f'<td style="vertical-align:top">{c}</td>' for c in cells) + "</tr>")
+    from nbtools.display import table_style
+
     head = "".join(f"<th>{h}</th>" for h in ("images", "prompt", "base", "tuned", "pair's answers"))
     return (
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>{table_style('nbt-sbs')}"
         f"<h2>{html.escape(title)}</h2><p>Same decoding for both: {html.escape(settings)}</p>"
-        f"<table border='1' cellpadding='4' style='border-collapse:collapse'><thead><tr>{head}</tr></thead>"
+        f"<table class='nbt-sbs' border='1' cellpadding='4' style='border-collapse:collapse'><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
     )
 
@@ -100,6 +102,13 @@ def _png_bytes(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+LAB_STYLE = """<style>
+.nbtools-lab .nbtools-answer textarea, .nbtools-lab .nbtools-answer textarea:disabled {
+  color: var(--jp-ui-font-color0, #111); opacity: 1; -webkit-text-fill-color: currentColor;
+  background: var(--jp-layout-color1, #fff); font-size: 14px; line-height: 1.4; cursor: text; }
+</style>"""
 
 
 @dataclass
@@ -128,30 +137,44 @@ class ModelLab:
             for i, s in enumerate(samples)
         ]
         options = [(s.label, i) for i, s in enumerate(self.samples)] + [("uploaded image", self.UPLOAD)]
-        self.sample = w.Dropdown(options=options, value=options[0][1], description="sample")
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload image")
-        self.prompt = w.Textarea(value="", description="prompt", layout=w.Layout(width="100%"))
+        # Labels sized to their text ("initial") and controls that wrap: nothing is cut off at any width.
+        label = {"description_width": "initial"}
+        self.sample = w.Dropdown(options=options, value=options[0][1], description="sample", style=label,
+                                 layout=w.Layout(width="auto", min_width="320px", max_width="640px"))
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload an image",
+                                   layout=w.Layout(width="auto"))
+        self.prompt = w.Textarea(value="", description="prompt", style=label, layout=w.Layout(width="100%"))
         self.temperature = w.FloatSlider(value=decoding.temperature, min=0.0, max=2.0, step=0.05,
-                                         description="temperature")
-        self.max_new_tokens = w.IntSlider(value=decoding.max_new_tokens, min=1, max=1024, description="max tokens")
-        self.seed = w.IntText(value=decoding.seed, description="seed")
-        self.generate_button = w.Button(description="Generate (base and tuned)", button_style="primary")
+                                         description="temperature", style=label)
+        self.max_new_tokens = w.IntSlider(value=decoding.max_new_tokens, min=1, max=1024, description="max tokens",
+                                          style=label)
+        self.seed = w.IntText(value=decoding.seed, description="seed", style=label, layout=w.Layout(width="160px"))
+        self.generate_button = w.Button(description="Generate (base and tuned)", button_style="primary",
+                                        layout=w.Layout(width="auto"))
         self.image = w.Image(format="png", layout=w.Layout(max_width="256px"))
-        self.base_output = w.Textarea(description="base", disabled=True, layout=w.Layout(width="100%", height="8em"))
-        self.tuned_output = w.Textarea(description="tuned", disabled=True, layout=w.Layout(width="100%", height="8em"))
+        # Read-only answers that read like text (a disabled textarea is drawn in faint grey).
+        self.base_output = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="8em"))
+        self.tuned_output = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="8em"))
+        for box in (self.base_output, self.tuned_output):
+            box.add_class("nbtools-answer")
         self.status = w.HTML()
         self.sample.observe(self.on_sample_change, names="value")
         self.upload.observe(self.on_upload, names="value")
         self.generate_button.on_click(self.on_generate)
+        wrap = w.Layout(flex_flow="row wrap", align_items="center", width="100%")
+        answers = [w.VBox([w.HTML(f"<b>{side}</b>"), box], layout=w.Layout(flex="1 1 0", min_width="240px"))
+                   for side, box in (("base", self.base_output), ("tuned", self.tuned_output))]
         self.widget = w.VBox([
-            w.HBox([self.sample, self.upload]),
+            w.HTML(LAB_STYLE),
+            w.HBox([self.sample, self.upload], layout=wrap),
             self.image,
             self.prompt,
-            w.HBox([self.temperature, self.max_new_tokens, self.seed]),
+            w.HBox([self.temperature, self.max_new_tokens, self.seed], layout=wrap),
             self.generate_button,
-            w.HBox([self.base_output, self.tuned_output], layout=w.Layout(width="100%")),
+            w.HBox(answers, layout=wrap),
             self.status,
         ])
+        self.widget.add_class("nbtools-lab")
         self.on_sample_change()
 
     # --- state ----------------------------------------------------------------------------

@@ -195,12 +195,14 @@ def answer_text(answer) -> str:
     return answer if isinstance(answer, str) else prompt_text(answer)
 
 
-def flipped_pairs_html(flipped: Sequence[dict], records: Sequence) -> str:
+def flipped_pairs_html(flipped: Sequence[dict], records: Sequence, root=None) -> str:
     """The pairs whose verdict changed between base and tuned, with their images.
 
-    ``records`` are the scored PreferenceRecords (``flipped[i]["index"]`` points into them).
+    ``records`` are the scored PreferenceRecords (``flipped[i]["index"]`` points into them). The
+    file is shown relative to the project folder (or ``root``), its full path on hover.
     """
-    from nbtools.data.preview import thumbnail_data_uri
+    from nbtools.data.preview import THUMB_PX, thumbnail_data_uri
+    from nbtools.display import path_html, table_style
 
     if not flipped:
         return "<p>No pair changed its verdict between the base and the tuned model.</p>"
@@ -208,10 +210,11 @@ def flipped_pairs_html(flipped: Sequence[dict], records: Sequence) -> str:
     for row in flipped:
         record = records[row["index"]]
         thumbs = [thumbnail_data_uri(path) for path in record.images]
-        images = "".join(f'<img src="{uri}" style="max-height:96px;margin:2px">' for uri in thumbs if uri)
+        images = "".join(f'<img src="{uri}" style="width:{THUMB_PX}px;height:auto;margin:2px">'
+                         for uri in thumbs if uri)
         colour = "#15803d" if row["direction"] == "fixed" else "#b91c1c"
         cells = [
-            html.escape(f"{record.file}:{record.line}"),
+            path_html(record.file, root, f":{record.line}"),
             f'<b style="color:{colour}">{row["direction"]}</b>',
             images,
             html.escape(prompt_text(record.prompt)),
@@ -227,4 +230,5 @@ def flipped_pairs_html(flipped: Sequence[dict], records: Sequence) -> str:
     )
     fixed = sum(r["direction"] == "fixed" for r in flipped)
     caption = f"{len(flipped)} pairs flipped: {fixed} fixed by tuning, {len(flipped) - fixed} broken"
-    return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (f"{table_style('nbt-flipped')}<table class=\"nbt-flipped\"><caption style=\"text-align:left\">"
+            f"{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")

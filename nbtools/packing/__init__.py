@@ -3,7 +3,7 @@ reference log-probs computed once. See ``step.packed_dpo_step`` for the trainer 
 
 from .layout import PackedPieces, PackedPreferenceCollator, pack_pieces
 from .logps import PackedLogps, packed_logps, separate_logps
-from .loss import PACKED_LOSS_TYPES, dpo_loss
+from .loss import PACKED_LOSS_TYPES, dpo_loss, packed_loss
 from .mask import packed_attention_mask
 from .positions import packed_position_ids
 from .ref_cache import (
@@ -28,6 +28,7 @@ __all__ = [
     "ReferenceFingerprint",
     "ReferenceLogpsStore",
     "dpo_loss",
+    "packed_loss",
     "pack_pieces",
     "packed_attention_mask",
     "packed_dpo_step",

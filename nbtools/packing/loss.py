@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# The packed step implements these TRL loss types; the trainer keeps TRL's path for the others.
-PACKED_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+# The packed step implements these TRL loss types, alone or weighted together (e.g. sigmoid + sft,
+# RPO's recipe); the trainer keeps TRL's path for the others.
+PAIRWISE_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+PACKED_LOSS_TYPES = PAIRWISE_LOSS_TYPES + ("sft",)
 
 
 def dpo_loss(
@@ -34,8 +36,37 @@ def dpo_loss(
         ipo_delta = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(min=1)
         per_pair = (ipo_delta - 1 / (2 * beta)) ** 2
     else:
-        raise ValueError(f"packing supports loss_type in {PACKED_LOSS_TYPES}, got {loss_type!r}")
+        raise ValueError(f"dpo_loss supports loss_type in {PAIRWISE_LOSS_TYPES}, got {loss_type!r}")
     return per_pair.mean()
+
+
+def packed_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    loss_types=("sigmoid",),
+    loss_weights=None,
+) -> torch.Tensor:
+    """Weighted sum of the given losses, as TRL adds them: each pairwise loss is a mean over pairs;
+    ``sft`` is the chosen answers' negative log-likelihood per token over the whole batch."""
+    loss_types = [loss_types] if isinstance(loss_types, str) else list(loss_types)
+    weights = list(loss_weights) if loss_weights else [1.0] * len(loss_types)
+    if len(weights) != len(loss_types):
+        raise ValueError(f"{len(loss_types)} loss types but {len(weights)} weights")
+    total = chosen_logps.new_zeros(())
+    for loss_type, weight in zip(loss_types, weights):
+        if loss_type == "sft":
+            part = -chosen_logps.sum() / chosen_lengths.sum().clamp(min=1)
+        else:
+            part = dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta,
+                            loss_type=loss_type, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
+        total = total + weight * part
+    return total
 
 
 # Order of the per-step sums that :func:`metric_sums` packs into one tensor (so that several processes add

@@ -15,7 +15,7 @@ from typing import Callable, ContextManager
 import torch
 
 from .logps import PackedLogps, packed_logps
-from .loss import METRIC_SUM_FIELDS, dpo_loss, metric_sums, metrics_from_sums
+from .loss import METRIC_SUM_FIELDS, metric_sums, metrics_from_sums, packed_loss
 from .vision_cache import encode_images, vision_features_reusable
 
 
@@ -62,7 +62,8 @@ def packed_dpo_step(
     batch: dict,
     *,
     beta: float,
-    loss_type: str = "sigmoid",
+    loss_type="sigmoid",
+    loss_weights=None,
     ref_model=None,
     reuse_vision: bool | None = None,
     reference_context: Callable[[], ContextManager] | None = None,
@@ -70,6 +71,7 @@ def packed_dpo_step(
 ) -> PackedStepResult:
     """Loss and metrics (TRL names) for one packed batch.
 
+    ``loss_type``: one TRL loss type or a list of them, weighted by ``loss_weights`` (default 1 each).
     ``reuse_vision=None`` decides from the model (frozen, adapter-free image path); when on,
     the images are encoded once without autograd and both passes take the features.
     ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``, when present, skip the reference pass.
@@ -90,9 +92,9 @@ def packed_dpo_step(
             model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context
         )
         ref_chosen, ref_rejected = reference.chosen, reference.rejected
-    loss = dpo_loss(
-        policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta=beta, loss_type=loss_type,
-        chosen_lengths=batch["chosen_lengths"].to(policy.chosen.device),
+    loss = packed_loss(
+        policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta=beta, loss_types=loss_type,
+        loss_weights=loss_weights, chosen_lengths=batch["chosen_lengths"].to(policy.chosen.device),
         rejected_lengths=batch["rejected_lengths"].to(policy.chosen.device),
     )
     # All metrics travel as one tensor of sums: one all-reduce over processes (when reduce_metrics is given)

@@ -32,11 +32,9 @@ def packing_plan(model, args) -> PackingSupport:
     if isinstance(getattr(args, "loss_type", None), str):
         loss_types = [args.loss_type]
     unsupported = [t for t in loss_types if t not in PACKED_LOSS_TYPES]
-    if unsupported or len(loss_types) != 1:
-        return PackingSupport(False, f"packing is off for loss_type={loss_types}: the packed step implements one of "
-                                     f"{', '.join(PACKED_LOSS_TYPES)}")
-    if list(getattr(args, "loss_weights", None) or [1.0]) != [1.0]:
-        return PackingSupport(False, f"packing is off with loss_weights={args.loss_weights}: the packed step uses weight 1")
+    if unsupported:
+        return PackingSupport(False, f"packing is off for loss_type={loss_types}: the packed step implements "
+                                     f"{', '.join(PACKED_LOSS_TYPES)} (alone or weighted together)")
     for name, default in (("f_divergence_type", "reverse_kl"), ("ld_alpha", None), ("use_weighting", False)):
         value = getattr(args, name, default)
         value = getattr(value, "value", value)
@@ -160,7 +158,8 @@ def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = Fal
     Metrics cover the global batch (summed over processes in one all-reduce, read in one transfer).
     """
     mode = "train" if trainer.model.training else "eval"
-    loss_type = trainer.loss_types[0] if getattr(trainer, "loss_types", None) else "sigmoid"
+    loss_types = list(getattr(trainer, "loss_types", None) or ["sigmoid"])
+    loss_weights = getattr(trainer, "loss_weights", None)
 
     def step():
         with trainer.accelerator.autocast():
@@ -168,7 +167,8 @@ def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = Fal
                 model,
                 inputs,
                 beta=trainer.beta,
-                loss_type=loss_type,
+                loss_type=loss_types,
+                loss_weights=loss_weights,
                 ref_model=trainer.ref_model,
                 reference_context=reference_context_for(trainer),
                 reduce_metrics=metrics_reducer(trainer.accelerator),

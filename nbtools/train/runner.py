@@ -47,6 +47,11 @@ class RunResult:
         acc_text = f", eval_rewards/accuracies={acc:.3f}" if isinstance(acc, float) else ""
         return f"RunResult({self.status}, {self.run_dir}{acc_text})"
 
+    def _repr_html_(self) -> str:  # shown in a notebook: status, folder, duration, final metrics
+        from nbtools.widgets.notebook import run_result_html
+
+        return run_result_html(self)
+
 
 # --- config and run folder ------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ widget values and clicking buttons in Python, no browser needed.
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -17,7 +18,7 @@ import ipywidgets as widgets
 
 from nbtools.config import ConfigError, RunConfig
 from nbtools.widgets.estimate_view import DEFAULT_GPU_GIB, GPU_SIZES, estimate_html
-from nbtools.widgets.fields import FieldControl, FieldValueError, field_specs
+from nbtools.widgets.fields import LABEL_WIDTH, FieldControl, FieldValueError, field_specs
 from nbtools.widgets.notebook import HTMLView, config_table
 
 # The fields users reach for first, in the order they think about them.
@@ -37,6 +38,13 @@ ADVANCED_GROUPS = (
     ("model", "Model"),
 )
 
+# The form's own look, shipped with it (no JupyterLab extension: Colab renders it the same way).
+# (each field carries its own help mark and red-outline rule: see nbtools.widgets.fields)
+FORM_STYLE = """<style>
+.nbtools-config-form .nbtools-field-name { overflow-wrap: anywhere; line-height: 1.2; cursor: help; }
+.nbtools-config-form .nbtools-save-status { min-height: 1.5em; }
+</style>"""
+
 Estimator = Callable[[RunConfig, Optional[float]], str]  # (config, GPU memory in GiB or None) -> HTML
 
 
@@ -55,17 +63,18 @@ class ConfigForm(widgets.VBox):
         self.estimate = widgets.HTML(value="")
         self.estimate.add_class("nbtools-estimate")
         # Not a config setting: the GPU the estimate is checked against (advice names the knob to turn).
-        self.gpu = widgets.Dropdown(options=GPU_SIZES, value=DEFAULT_GPU_GIB, description="estimate for",
+        self.gpu = widgets.Dropdown(options=GPU_SIZES, value=DEFAULT_GPU_GIB,
                                     tooltip="GPU memory the estimate is checked against",
-                                    style={"description_width": "90px"}, layout=widgets.Layout(width="360px"))
+                                    layout=widgets.Layout(width="330px"))
         self.gpu.add_class("nbtools-gpu")
         self.save_path = widgets.Text(
-            value=str(save_path or "config.yaml"), description="save to",
+            value=str(save_path or "config.yaml"),
             tooltip="Where Save writes the config YAML (03_train.ipynb reads it as config_file).",
-            style={"description_width": "60px"}, layout=widgets.Layout(width="480px"),
+            layout=widgets.Layout(width="480px"),
         )
         self.save_button = widgets.Button(description="Save", button_style="primary", icon="save",
                                           tooltip="Write the config YAML")
+        self._saves = 0
         self.save_button.add_class("nbtools-save")
         self.save_button.on_click(self.on_save_clicked)
         self.status = widgets.HTML(value="")
@@ -77,8 +86,8 @@ class ConfigForm(widgets.VBox):
         self.sections = widgets.Accordion(children=self._sections(), titles=("Basic", "Data and run", "Advanced"))
         self.sections.selected_index = 0
         super().__init__([
-            self.sections, self.form_error, self.gpu, self.estimate,
-            widgets.HBox([self.save_path, self.save_button]), self.status,
+            widgets.HTML(FORM_STYLE), self.sections, self.form_error, _labelled("estimate for", self.gpu),
+            self.estimate, _labelled("save to", self.save_path, self.save_button), self.status,
         ])
         self.add_class("nbtools-config-form")
         for control in self.fields.values():
@@ -145,7 +154,7 @@ class ConfigForm(widgets.VBox):
         try:
             self.estimate.value = self.estimator(config, self.gpu.value)
         except Exception as exc:  # the estimate is advice; a failure must not break the form
-            self.estimate.value = f"<i>Estimate unavailable: {html.escape(str(exc))}</i>"
+            self.estimate.value = f"<i>Estimate unavailable: {_inline_code(str(exc))}</i>"
         self._estimated_for = snapshot
 
     @property
@@ -188,7 +197,13 @@ class ConfigForm(widgets.VBox):
             self.status.value = (f'<span style="color:#c62828">Not saved: cannot write {html.escape(self.save_path.value)}'
                                  f' ({html.escape(exc.strerror or str(exc))}); choose another path.</span>')
         else:
-            self.status.value = f"Saved to <code>{html.escape(str(path))}</code>"
+            self.status.value = self._saved_message(path)
+
+    def _saved_message(self, path: Path) -> str:
+        # The time (and count) change on every click, so a second Save visibly did something.
+        again = f" (saved {self._saves} times)" if self._saves > 1 else ""
+        return (f'<span style="color:#15803d">&#10004; Saved to <code>{html.escape(str(path))}</code> '
+                f'at {time.strftime("%H:%M:%S")}{again}</span>')
 
     def save(self, path: Union[str, Path, None] = None) -> Path:
         """Write the config YAML (to ``path`` or the form's 'save to' box) and return its path."""
@@ -197,7 +212,8 @@ class ConfigForm(widgets.VBox):
         if path is not None:
             self.save_path.value = str(path)
         written = config.to_yaml(target).resolve()
-        self.status.value = f"Saved to <code>{html.escape(str(written))}</code>"
+        self._saves += 1
+        self.status.value = self._saved_message(written)
         return written
 
     # --- static views (kept in executed notebooks, readable without a widget manager) ---------
@@ -207,6 +223,21 @@ class ConfigForm(widgets.VBox):
 
     def summary(self) -> HTMLView:
         return HTMLView(self.summary_html())
+
+
+def _inline_code(text: str) -> str:
+    """Escaped text with `commands` shown as code, not as literal backticks."""
+    import re
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _labelled(label: str, control: widgets.Widget, *rest: widgets.Widget) -> widgets.HBox:
+    """A control with its name in front, laid out like the field rows; its tooltip stays on the input."""
+    name = widgets.HTML(f'<span class="nbtools-field-name" title="{html.escape(control.tooltip or "")}">'
+                        f'{html.escape(label)}</span>', layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH))
+    name.add_class("nbtools-field-label")
+    return widgets.HBox([name, control, *rest], layout=widgets.Layout(align_items="center"))
 
 
 def _strip_tags(text: str) -> str:

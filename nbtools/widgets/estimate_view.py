@@ -48,8 +48,11 @@ def _data_facts(train_file: str, mtime: float, model: str) -> DataFacts:
         raise ValueError(f"{train_file} holds no readable pairs")
     try:
         counter = TokenCounter.for_model(model)
+        counted = f"counted with the tokenizer of {model}"
     except Exception:  # a hub model not cached offline: count with the estimate, which says so
         counter = TokenCounter()
+        counted = (f"estimated at ~4 characters per token: the tokenizer of {model} is not available offline"
+                   if model else "estimated at ~4 characters per token")
     media = inspect_all([p for r in records for p in r.images])
     sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
     tokens = counter.count(records, sizes)
@@ -58,7 +61,7 @@ def _data_facts(train_file: str, mtime: float, model: str) -> DataFacts:
     images = [len(r.images) for r in records]
     largest = max(sizes.values(), key=lambda s: s[0] * s[1]) if sizes else None
     return DataFacts(len(records), max(prompt_text), max(answers), sum(prompt_text) / len(tokens),
-                     sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counter.label)
+                     sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counted)
 
 
 def data_facts(config: RunConfig) -> Optional[DataFacts]:
@@ -97,6 +100,8 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         prompt_text_tokens=facts.max_prompt_text_tokens if facts else None,
         answer_tokens=facts.max_answer_tokens if facts else None,
         image_size=facts.largest_image if facts else None,
+        packing=config.packing, precompute_reference=config.precompute_ref_log_probs,
+        strategy=config.distributed,
     )
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
                    for label, gib in memory.rows())
@@ -106,7 +111,8 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         colour = "#15803d" if memory.fits else "#c62828"
         parts.append(f" — <b style='color:{colour}'>{verdict} in {gpu_memory_gib:g} GiB</b>")
     parts.append(f"<table>{rows}</table>")
-    parts.append(f"<p>{memory.sequences_per_step} sequences per step (chosen + rejected) x "
+    layout = "one packed row per pair: prompt, chosen, rejected" if config.packing else "chosen + rejected rows"
+    parts.append(f"<p>{memory.sequences_per_step} sequences per step ({layout}) x "
                  f"{memory.tokens_per_sequence} tokens, {memory.image_tokens_per_image} tokens per image at "
                  f"max_pixels={config.max_pixels:,}; activations are approximate.</p>")
     if memory.advice:
@@ -125,7 +131,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         epochs = steps * per_step / pairs
         parts.append(f"<p><b>Length of the run:</b> {steps:,} optimizer steps x {per_step} pairs = "
                      f"{epochs:.2f} epochs of {pairs:,} training pairs; about {tokens.tokens_per_epoch:,} tokens "
-                     f"per epoch ({html.escape(facts.counted)}). The progress bar shows the time once the run "
+                     f"per epoch, {html.escape(facts.counted)}. The progress bar shows the time once the run "
                      "starts.</p>")
     else:
         parts.append("<p>Set train_file to see the number of steps and tokens.</p>")

@@ -13,9 +13,18 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import ipywidgets as widgets
+import traitlets
 
-DESCRIPTION_WIDTH = "190px"
-CONTROL_WIDTH = "560px"
+# The "?" beside each field: a small circled mark, styled inline (no stylesheet needed).
+HELP_MARK_STYLE = ("cursor:help;color:#1565c0;margin-left:6px;display:inline-block;width:16px;height:16px;"
+                   "line-height:15px;text-align:center;font-size:11px;font-weight:bold;border:1.5px solid #1565c0;"
+                   "border-radius:50%")
+# Specific enough (and :focus too) to win over the notebook's own focus ring on the box being typed in.
+INVALID_STYLE = ("<style>" + ",".join(f".nbtools-field .nbtools-invalid {tag}{state}" for tag in ("input", "select", "textarea")
+                                      for state in ("", ":focus"))
+                 + "{outline:2px solid #c62828 !important;outline-offset:-1px;background:#fff5f5 !important}</style>")
+LABEL_WIDTH = "230px"   # wide enough for the longest field name (gradient_accumulation_steps) unclipped
+CONTROL_WIDTH = "330px"
 
 
 class FieldValueError(ValueError):
@@ -41,6 +50,7 @@ class FieldSpec:
     maximum: Optional[float] = None
     choices: tuple = ()
     multiple: bool = False
+    usual: str = ""           # the range most runs use, e.g. "1e-6 to 1e-4 with LoRA" (advice, not a limit)
 
     @property
     def is_list(self) -> bool:
@@ -66,6 +76,8 @@ class FieldSpec:
             limits.append(f"min {self.minimum}")
         if self.maximum is not None:
             limits.append(f"max {self.maximum}")
+        if self.usual:
+            limits.append(f"usual: {self.usual}")
         if self.optional:
             limits.append("empty = default")
         if self.is_list or self.is_str_or_list:
@@ -89,40 +101,59 @@ def field_specs(config_class) -> list[FieldSpec]:
         specs.append(FieldSpec(
             name=f.name, base=base, optional=optional, help=meta.get("help", ""), group=meta.get("group", ""),
             minimum=meta.get("min"), maximum=meta.get("max"), choices=tuple(meta.get("choices", ())),
-            multiple=bool(meta.get("multiple", False)),
+            multiple=bool(meta.get("multiple", False)), usual=str(meta.get("usual", "")),
         ))
     return specs
 
 
+class FieldText(widgets.Text):
+    """A text box that also takes a number from Python (``control.value = 2.0`` shows "2.0")."""
+
+    value = traitlets.CUnicode("", help="String value").tag(sync=True)
+
+
 class FieldControl:
-    """A widget for one field plus the inline message shown under it when the value is wrong."""
+    """One row of the form: the field's name, its input, and the inline message shown when the value is wrong.
+
+    The name is a separate label, not the widget's ``description``: ipywidgets 8 puts a widget's
+    tooltip on its description label only, so with a description the input itself (text boxes,
+    dropdowns, checkboxes) shows no help on hover. Here the help is the input's own tooltip, the
+    label's tooltip, and an info mark beside the input.
+    """
 
     def __init__(self, spec: FieldSpec, value: Any):
         self.spec = spec
-        self.control = self._make_control(spec)
-        self.control.add_class(f"nbtools-field-{spec.name}")
-        self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin="0 0 0 200px"))
+        help_text = spec.tooltip()
+        self.label = widgets.HTML(
+            value=f'<span class="nbtools-field-name" title="{_escape_attr(help_text)}">{_escape(spec.name)}</span>',
+            layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
+        )
+        self.label.add_class("nbtools-field-label")
+        self.control = self._make_control(spec, help_text)
+        self._mark = (f'<span class="nbtools-help" title="{_escape_attr(help_text)}" style="{HELP_MARK_STYLE}">?</span>')
+        self.info = widgets.HTML(value=self._mark)
+        self.info.add_class("nbtools-field-info")
+        self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin=f"0 0 0 {LABEL_WIDTH}"))
         self.message.add_class("nbtools-field-error")
-        self.box = widgets.VBox([self.control, self.message])
+        self.row = widgets.HBox([self.label, self.control, self.info], layout=widgets.Layout(align_items="center"))
+        self.row.add_class("nbtools-field")
+        self.row.add_class(f"nbtools-field-{spec.name}")
+        self.box = widgets.VBox([self.row, self.message])
         self.set(value)
 
     # --- building ----------------------------------------------------------------------------
     @staticmethod
-    def _make_control(spec: FieldSpec) -> widgets.DOMWidget:
-        common = dict(
-            description=spec.name, tooltip=spec.tooltip(),
-            style={"description_width": DESCRIPTION_WIDTH}, layout=widgets.Layout(width=CONTROL_WIDTH),
-        )
+    def _make_control(spec: FieldSpec, help_text: str = "") -> widgets.DOMWidget:
+        # No description: the tooltip then lands on the input element itself (see the class docstring).
+        common = dict(tooltip=help_text or spec.tooltip(), layout=widgets.Layout(width=CONTROL_WIDTH))
         if spec.base is bool:
-            return widgets.Checkbox(indent=True, **common)
+            return widgets.Checkbox(indent=False, **common)
         if spec.choices and not spec.is_list and not spec.optional:
             return widgets.Dropdown(options=list(spec.choices), **common)
-        if spec.base is int and not spec.optional:
-            return widgets.IntText(**common)
-        if spec.base is float and not spec.optional:
-            return widgets.FloatText(**common)
+        # Numbers are typed into text boxes and parsed here: ipywidgets' IntText/FloatText put their
+        # tooltip on the description label only, never on the input, so their help could not be hovered.
         placeholder = "empty = default" if spec.optional else ""
-        return widgets.Text(placeholder=placeholder, continuous_update=False, **common)
+        return FieldText(placeholder=placeholder, continuous_update=False, **common)
 
     # --- value <-> widget ----------------------------------------------------------------------
     def set(self, value: Any) -> None:
@@ -131,7 +162,7 @@ class FieldControl:
 
     def format(self, value: Any) -> Any:
         spec = self.spec
-        if isinstance(self.control, (widgets.Checkbox, widgets.IntText, widgets.FloatText, widgets.Dropdown)):
+        if isinstance(self.control, (widgets.Checkbox, widgets.Dropdown)):
             return value
         if value is None:
             return ""
@@ -145,7 +176,7 @@ class FieldControl:
         """The field's value from the widget; raises FieldValueError with a fix when it is not usable."""
         spec = self.spec
         raw = self.control.value
-        if isinstance(self.control, (widgets.Checkbox, widgets.IntText, widgets.FloatText, widgets.Dropdown)):
+        if isinstance(self.control, (widgets.Checkbox, widgets.Dropdown)):
             value = raw
         else:
             text = raw.strip()
@@ -182,11 +213,17 @@ class FieldControl:
                                       f"use one of: {', '.join(spec.choices)}")
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 if spec.minimum is not None and v < spec.minimum:
-                    raise FieldValueError(spec.name, f"{v} is below the minimum {spec.minimum}",
-                                          f"set {spec.name} to {spec.minimum} or more")
+                    raise FieldValueError(spec.name, f"{v} is below the minimum {_number_text(spec.minimum)}",
+                                          self._range_fix(f"{_number_text(spec.minimum)} or more"))
                 if spec.maximum is not None and v > spec.maximum:
-                    raise FieldValueError(spec.name, f"{v} is above the maximum {spec.maximum}",
-                                          f"set {spec.name} to {spec.maximum} or less")
+                    raise FieldValueError(spec.name, f"{v} is above the maximum {_number_text(spec.maximum)}",
+                                          self._range_fix(f"{_number_text(spec.maximum)} or less"))
+
+    def _range_fix(self, allowed: str) -> str:
+        """Advice a user can follow: the usual range where the config names one, else the limit."""
+        if self.spec.usual:
+            return f"most runs use {self.spec.name} {self.spec.usual}"
+        return f"set {self.spec.name} to {allowed}"
 
     # --- inline message ------------------------------------------------------------------------
     def show_error(self, reason: Optional[str], fix: Optional[str] = None) -> None:
@@ -194,7 +231,11 @@ class FieldControl:
             self.message.value = ""
             self.message.layout.display = "none"
             self.control.remove_class("nbtools-invalid")
+            self.info.value = self._mark
             return
+        # The red outline's rule travels with the field that needs it, so any form built from these
+        # controls shows it (no stylesheet of the form's own required).
+        self.info.value = INVALID_STYLE + self._mark
         fix_text = f" <i>Fix: {_escape(fix)}</i>" if fix else ""
         self.message.value = f'<span style="color:#c62828">&#9888; {_escape(reason)}.{fix_text}</span>'
         self.message.layout.display = ""
@@ -232,3 +273,15 @@ def _number(name: str, text: str, kind: type) -> Any:
 
 def _escape(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attr(text: str) -> str:
+    return _escape(text).replace('"', "&quot;")
+
+
+def _number_text(value: float) -> str:
+    """1e-09 -> 1e-9, 1.0 -> 1: limits as a person writes them."""
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    text = f"{value:g}"
+    return text.replace("e-0", "e-").replace("e+0", "e+")

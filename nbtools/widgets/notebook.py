@@ -157,10 +157,13 @@ def run_folder(run_dir: PathLike, depth: int = 2) -> HTMLView:
         purpose = RUN_FOLDER_PARTS.get(relative.parts[0], "") if len(relative.parts) == 1 else ""
         indent = "&nbsp;" * 4 * (len(relative.parts) - 1)
         name = html.escape(relative.name) + ("/" if path.is_dir() else "")
-        rows.append(f"<tr><td style='text-align:left'>{indent}{name}</td><td>{_human(size)}</td>"
-                    f"<td style='text-align:left'>{html.escape(purpose)}</td></tr>")
-    return HTMLView(f"<p><code>{html.escape(str(root.resolve()))}</code></p><table><thead><tr><th>path</th>"
-                    f"<th>size</th><th>what it is</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(f"<tr><td class='nbt-nowrap'>{indent}{name}</td><td class='nbt-nowrap'>{_human(size)}</td>"
+                    f"<td>{html.escape(purpose)}</td></tr>")
+    from nbtools.display import path_html, table_style
+
+    return HTMLView(f"<p>Run folder {path_html(root.resolve())}</p>{table_style('nbt-folder')}<table class='nbt-folder'>"
+                    f"<thead><tr><th>path</th><th>size</th><th>what it is</th></tr></thead>"
+                    f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 RUN_FOLDER_PARTS = {
@@ -213,3 +216,67 @@ def png_data_uri(image, max_side: int = 256) -> str:
     from nbtools.images import image_data_uri
 
     return image_data_uri(image, max_side, "PNG")
+
+
+# --- what a notebook prints about a step: readable, and the same on every machine ----------------
+# (the cells marked NBVAL_CHECK_OUTPUT print these: no metric values, no paths, no timings)
+
+def data_summary(report) -> str:
+    """The validation report in three sentences: pairs and problems, images per pair, tokens per epoch."""
+    stats = report.stats or {}
+    problems = f"{report.count('error')} errors, {report.count('warning')} warnings"
+    per_row = stats.get("images_per_row") or {}
+    images = "; ".join(f"{count} with {n} image{'s' if str(n) != '1' else ''}" for n, count in per_row.items())
+    counting = str(stats.get("token_counting", ""))
+    how = "estimated at ~4 characters per token" if "estimate" in counting else "counted with the model's tokenizer"
+    tokens = stats.get("training_tokens_per_epoch")
+    lines = [f"{report.rows} rows, {report.valid} valid; {problems}.", f"Pairs: {images or 'none'}."]
+    if tokens is not None:
+        lines.append(f"Training tokens per epoch: {tokens:,} ({how}; image tokens included).")
+    return "\n".join(lines)
+
+
+def run_outcome(result) -> str:
+    """How a training run ended, in steps and evaluations (metric values are in the table above)."""
+    steps = [row["step"] for row in result.history if isinstance(row, dict) and row.get("step") is not None]
+    evaluations = sum(1 for row in result.history if isinstance(row, dict) and "eval_loss" in row)
+    adapter = "the adapter is in adapter/ of the run folder" if result.adapter_dir else "no adapter was saved"
+    return (f"The run {result.status} after {max(steps, default=0)} optimizer steps and {evaluations} "
+            f"evaluations on the validation pairs; {adapter}.")
+
+
+def run_result_html(result) -> str:
+    """A finished (or stopped) run: status, folder, duration and the final validation metrics."""
+    from nbtools.display import path_html, table_style
+
+    colour = {"finished": "#15803d", "failed": "#b91c1c", "interrupted": "#b45309"}.get(result.status, "#2563eb")
+    minutes, seconds = divmod(int(round(result.duration_s or 0)), 60)
+    # what the run learned; timings and throughput (eval_runtime, *_per_second) are not about the model
+    shown = [(k, v) for k, v in sorted((result.metrics or {}).items()) if isinstance(v, (int, float))
+             and k not in ("epoch", "eval_runtime") and not k.endswith("_per_second")]
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in shown)
+    best = ""
+    if result.best:
+        best = "<p>Best checkpoint: " + ", ".join(
+            f"{html.escape(str(k))} {v:.4g}" if isinstance(v, float) else f"{html.escape(str(k))} {html.escape(str(v))}"
+            for k, v in result.best.items()) + "</p>"
+    resumed = f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else ""
+    return (f"<p><b style='color:{colour}'>Run {html.escape(result.status)}</b>{resumed} in {minutes} min {seconds} s"
+            f" &mdash; run folder {path_html(result.run_dir)}</p>"
+            + (f"{table_style('nbt-result')}<table class='nbt-result'><thead><tr><th>final metric</th><th>value</th>"
+               f"</tr></thead><tbody>{rows}</tbody></table>" if rows else "") + best)
+
+
+def evaluation_outcome(result) -> str:
+    """What the evaluation scored and where it wrote its results (the numbers are in the table above)."""
+    names = {"evaluation": "the numbers", "plot": "the plot", "flipped": "the flipped pairs"}
+    written = [f"{names.get(k, k)} in {Path(p).name}" for k, p in sorted(result.paths.items())]
+    return (f"Scored {result.payload['n_pairs']} held-out pairs with the base and the tuned model (one model, "
+            f"adapter off and on)." + (f" Written to the run folder: {', '.join(written)}." if written else ""))
+
+
+def compare_answers(exported_answer: str, tuned_answer: str) -> str:
+    """Whether the export answered exactly as the tuned model did (the answers are shown above)."""
+    if exported_answer == tuned_answer:
+        return "The export answers exactly as the tuned model did."
+    return "The export's answer differs from the tuned model's: compare them above."
