@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -214,10 +215,13 @@ def test_a_refused_resume_of_the_finished_run_changes_nothing(trained_shapes, tm
     copy = tmp_path / "copy"  # a copied run folder: its config.yaml still names the original folder
     shutil.copytree(trained_shapes.run_dir, copy)
     files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    with pytest.raises(RunFolderError, match=f"{copy}: this run already finished at step 40; there is nothing"):
+    step = read_run(copy)["progress"]["step"]
+    with pytest.raises(RunFolderError, match=f"{copy}: this run already finished at step {step}; there is nothing"):
         train(copy, resume=True, live=False)
-    changed = RunConfig.from_yaml(copy / "config.yaml").replace(beta=0.5, max_steps=60, output_dir=str(copy))
-    with pytest.raises(RunFolderError, match=r"changed: beta: 0.1 -> 0.5 \(fix: undo these changes"):
+    stored = RunConfig.from_yaml(copy / "config.yaml")
+    changed = stored.replace(beta=stored.beta * 2, max_steps=step + 20, output_dir=str(copy))
+    with pytest.raises(RunFolderError, match=re.escape(f"changed: beta: {stored.beta!r} -> {stored.beta * 2!r} "
+                                                       "(fix: undo these changes")):
         train(changed, resume=True, live=False)
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files
     assert read_run(copy)["status"] == "finished"
