@@ -129,3 +129,15 @@ def trained_shapes(tmp_path_factory):
 def trained_run(trained_shapes):
     """The shared run's folder (config.yaml, run.json, metrics.jsonl, adapter/, processor/, ...)."""
     return trained_shapes.run_dir
+
+
+@_pytest.fixture
+def small_shapes(tmp_path):
+    """12 training / 4 validation pairs of the shapes task (the images stay where they are)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "images").symlink_to(SHAPES_DIR / "images")
+    for split, count in (("train", 12), ("validation", 4)):
+        lines = (SHAPES_DIR / f"{split}.jsonl").read_text().splitlines()[:count]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder

@@ -21,18 +21,6 @@ NOT_COMPARED = ("runtime", "per_second", "final", "accuracies")
 
 
 @pytest.fixture
-def small_shapes(tmp_path):
-    """12 training / 4 validation pairs of the shapes task (the images stay where they are)."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "images").symlink_to(SHAPES_DIR / "images")
-    for split, count in (("train", 12), ("validation", 4)):
-        lines = (SHAPES_DIR / f"{split}.jsonl").read_text().splitlines()[:count]
-        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-@pytest.fixture
 def ref_cache(tmp_path, monkeypatch):
     """A fresh reference cache for this test (the built models stay in the shared cache)."""
     folder = tmp_path / "ref_cache"

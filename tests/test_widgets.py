@@ -300,12 +300,14 @@ def test_real_estimate_follows_the_fields(sample_config):
     after = form.estimate.value
     assert after != before
     assert "8 optimizer steps x 32 pairs" in after
-    assert "16 sequences per step" in after  # chosen + rejected for 8 pairs
+    assert "8 sequences per step (one packed row per pair" in after  # packing (the default): one row per pair
+    set_value(form, "packing", False)
+    assert "16 sequences per step (chosen + rejected rows)" in form.estimate.value  # TRL's two rows per pair
 
 
 def test_real_estimate_names_the_knob_when_it_does_not_fit(sample_config):
     # a real 4B model's dimensions (nbtools knows them offline); nothing is downloaded
-    config = sample_config.replace(model="Qwen/Qwen3-VL-4B-Instruct", batch_size=8, gradient_checkpointing=False)
+    config = sample_config.replace(model="Qwen/Qwen3-VL-4B-Instruct", batch_size=16, gradient_checkpointing=False)
     form = form_from_config(config)
     assert "does NOT fit in 16 GiB" in form.estimate.value
     assert "turn on gradient_checkpointing" in form.estimate.value
