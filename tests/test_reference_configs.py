@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import pytest
 
 from nbtools.config import RunConfig
-from nbtools.models.reference_configs import PUBLISHED_PARAMETERS, REFERENCE_CONFIGS, reference_config, reference_names
+from nbtools.models.reference_configs import (HUB_LISTED_BILLIONS, PUBLISHED_PARAMETERS, REFERENCE_CONFIGS,
+                                              reference_config, reference_names)
 
 SIZES = sorted(PUBLISHED_PARAMETERS)
 
 
+def first_name(size: str) -> str:
+    return next(n for n in reference_names() if n.startswith(size + "-"))
+
+
+@lru_cache(maxsize=None)  # each size is built once although two tests count it
 def meta_parameter_count(name: str) -> int:
     import torch
     from transformers import AutoModelForImageTextToText
@@ -21,19 +29,30 @@ def meta_parameter_count(name: str) -> int:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_parameter_count_on_the_meta_device_matches_the_published_total(size):
-    name = next(n for n in reference_names() if n.startswith(size + "-"))
+    name = first_name(size)
     published = PUBLISHED_PARAMETERS[size] * 1e9
     counted = meta_parameter_count(name)
     assert abs(counted - published) / published < 0.01, (name, counted, published)
 
 
+@pytest.mark.parametrize("size", sorted(HUB_LISTED_BILLIONS))
+def test_parameter_count_rounds_to_the_size_the_hub_lists_for_the_official_repo(size):
+    counted = meta_parameter_count(first_name(size))
+    assert round(counted / 1e9) == HUB_LISTED_BILLIONS[size], (size, counted)
+
+
 def test_every_size_has_a_published_total_and_its_released_names():
     sizes = {name.rsplit("-", 1)[0] if name.endswith(("-Instruct", "-Thinking")) else name for name in REFERENCE_CONFIGS}
     assert sizes == set(PUBLISHED_PARAMETERS)
+    assert set(HUB_LISTED_BILLIONS) <= sizes
     for name in ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-8B-Thinking", "Qwen/Qwen3-VL-4B-Instruct",
+                 "Qwen/Qwen3-VL-32B-Instruct", "Qwen/Qwen3-VL-32B-Thinking", "Qwen/Qwen2.5-VL-3B-Instruct",
+                 "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-VL-32B-Instruct", "Qwen/Qwen2.5-VL-72B-Instruct",
                  "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2-VL-72B"):
         assert reference_config(name) is not None, name
     assert reference_config("Qwen/Qwen3-VL-5B-Instruct") is None  # no guessing
+    assert reference_config("Qwen/Qwen2.5-VL-7B-Thinking") is None  # Qwen2.5-VL has no Thinking release
+    assert reference_config("Qwen/Qwen2.5-VL-7B-Instruct").model_type == "qwen2_5_vl"
     # Instruct and Thinking are the same network
     assert REFERENCE_CONFIGS["Qwen/Qwen3-VL-8B-Instruct"] is REFERENCE_CONFIGS["Qwen/Qwen3-VL-8B-Thinking"]
 
@@ -68,3 +87,6 @@ def test_a_bigger_model_needs_more_memory():
     small = estimate_memory("Qwen/Qwen3-VL-2B-Instruct", **settings)
     big = estimate_memory("Qwen/Qwen3-VL-8B-Instruct", **settings)
     assert big.total_gib > 2 * small.total_gib
+    # Qwen2.5-VL (another model type) is estimated offline too
+    assert estimate_memory("Qwen/Qwen2.5-VL-7B-Instruct", **settings).total_gib > \
+        1.5 * estimate_memory("Qwen/Qwen2.5-VL-3B-Instruct", **settings).total_gib
