@@ -2,8 +2,9 @@
 
 The thresholds are the demo's criteria (base <= 0.65, tuned >= 0.90 on the 60 validation pairs,
 disjoint 95% intervals). benchmarks/warm_spread.py measured the shared recipe over 5 warm seeds x
-2 kernel sets x 1 and 2 threads: base 0.50 and tuned >= 0.97 in every run (README), so every
-threshold keeps a margin of at least 0.05 over the worst build.
+2 kernel sets x 1 and 2 threads (20 runs, README): base 0.50 [high 0.63] and tuned >= 0.967 [low
+>= 0.917], implicit reward accuracy >= 0.933 in every run, so every threshold keeps a margin of at
+least 0.05 over the worst build.
 """
 
 import json
@@ -46,10 +47,10 @@ def test_tuned_fixes_the_base_models_mistake_on_the_validation_file(evaluation_r
     assert tuned["ci95"]["preference_accuracy"][0] > base["ci95"]["preference_accuracy"][1]  # disjoint intervals
     assert payload["difference"]["preference_accuracy"]["ci95"][0] > 0  # paired: better beyond doubt
     assert payload["tuned_better"] is True
-    assert tuned["logprob_margin"] > base["logprob_margin"] + 1.0
+    assert tuned["logprob_margin"] > base["logprob_margin"]
     # DPO's implicit reward: zero for the base by definition, positive margin for the tuned model
     assert base["reward_margin"] == 0 and base["reward_accuracy"] == 0
-    assert tuned["reward_accuracy"] >= 0.90 and tuned["reward_margin"] > 0
+    assert tuned["reward_accuracy"] >= 0.85 and tuned["reward_margin"] > 0
     assert payload["beta"] == RunConfig.from_yaml(eval_run_dir / "config.yaml").beta
 
 

@@ -42,9 +42,15 @@ SHAPES = REPO / "data_samples" / "shapes"
 pytestmark = pytest.mark.slow
 
 
+def colours_named(text: str) -> list[str]:
+    """The data generator's colour words that ``text`` names as words ("yellowThe" names none)."""
+    words = text.lower().replace(".", " ").split()
+    return [c for c in COLOURS if c in words]
+
+
 def true_colour(reference: str) -> str:
     """The one colour word of the data generator that the reference answer names."""
-    named = [c for c in COLOURS if c in reference.lower().replace(".", " ").split()]
+    named = colours_named(reference)
     assert len(named) == 1, f"the reference {reference!r} should name exactly one colour"
     return named[0]
 
@@ -77,7 +83,7 @@ def test_prepare_train_evaluate_lifts_held_out_preference_accuracy(tmp_path, sha
     report = prepared.report
     rows = [json.loads(line) for line in prepared.pairs_file.read_text().splitlines()]
     confusions = collections.Counter((true_colour(r["messages"][-1]["content"]), true_colour(r["rejected_response"]))
-                                     for r in rows if sum(c in r["rejected_response"].lower() for c in COLOURS) == 1)
+                                     for r in rows if len(colours_named(r["rejected_response"])) == 1)
     systematic = sum(n for _, n in confusions.most_common(TOP_CONFUSIONS)) / len(rows) if rows else 0.0
     print(f"\nprepared: {report.pairs_made} pairs from {report.prompts_sampled} prompts "
           f"(dropped: {report.strategies['reference']['dropped']}); confusions {dict(confusions.most_common())}; "

@@ -47,9 +47,10 @@ def test_shared_run_adds_the_sft_term_to_ln2(trained_shapes):
 
 def test_images_drive_learning_reward_accuracy(trained_shapes):
     # The shapes task is balanced so that text alone scores exactly 50%: only the picture decides.
-    # Threshold: benchmarks/warm_spread.py measured >= EVAL_REWARD_MIN over every build; margin >= 0.05.
-    assert trained_shapes.metrics["eval_rewards/accuracies"] >= 0.9
-    assert trained_shapes.metrics["eval_rewards/margins"] > 0.5
+    # benchmarks/warm_spread.py measured, over 20 builds and thread counts, accuracies >= 0.933 and
+    # margins >= 0.54: the thresholds keep a margin of more than 0.05 below both.
+    assert trained_shapes.metrics["eval_rewards/accuracies"] >= 0.85
+    assert trained_shapes.metrics["eval_rewards/margins"] > 0.25
     assert trained_shapes.diagnosis["verdict"] == "learning"
 
 
