@@ -52,12 +52,16 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"{where}{field_name}: {message} (fix: {fix})")
 
 
-def _f(default=dataclasses.MISSING, *, help: str, group: str, default_factory=dataclasses.MISSING, **limits):
-    """A dataclass field with the metadata the form and the validator read."""
+def config_field(default=dataclasses.MISSING, *, help: str, group: str, default_factory=dataclasses.MISSING,
+                 **limits):
+    """A dataclass field with the metadata the form and the validator read (help, group, limits)."""
     metadata = {"help": help, "group": group, **limits}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+_f = config_field  # short, for the long table of fields below
 
 
 @dataclass

@@ -7,9 +7,10 @@ The notebook's parameters, its form, the command line and ``prepare()`` all read
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
+from nbtools.config import config_field
 from nbtools.errors import UserError
 
 STRATEGIES = ("reference", "ranking", "corrupted")
@@ -22,11 +23,7 @@ class PrepareConfigError(UserError, ValueError):
     """A preparation setting that cannot be used; the message names the field and the fix."""
 
 
-def _f(default=dataclasses.MISSING, *, help: str, group: str, default_factory=dataclasses.MISSING, **limits):
-    metadata = {"help": help, "group": group, **limits}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+_f = config_field  # the same field metadata as RunConfig's, so the same form controls render both
 
 
 @dataclass
