@@ -29,7 +29,7 @@ from nbtools.export import CURL_IMAGE, ExportFolderError, save_adapter, staged_e
 pytestmark = pytest.mark.slow
 
 HOSTILE = ("x'; touch PWNED_QUOTE; echo '$(touch PWNED_SUBST) `touch PWNED_TICK` \"dq\" <script>alert(1)</script> "
-           "[click](javascript:alert(1)) ![i](http://tracker.invalid/x.png) **bold** | pipe $\\frac{a}{ ``code`` #")
+           "[click](javascript:alert(1)) ![i](http://tracker.invalid/x.png) **b** | pipe $\\frac{a}{ ``code`` #")
 TASK = "task <b>bold</b> `tick` [link](http://x.invalid) $x^2$ | & &amp; \\"
 FOLDER = "dir with 'quotes' \"double\" $(touch PWNED_DIR) and `ticks`"
 
@@ -81,7 +81,7 @@ def test_card_shows_hostile_names_as_literal_text(hostile_card, hostile_run):
     assert "<script" not in page and "<b>" not in page
     assert "javascript:" not in " ".join(re.findall(r'href="([^"]*)"', page))
     assert "tracker.invalid" not in " ".join(re.findall(r'<img src="([^"]*)"', page))
-    assert "<strong>bold</strong>" not in page and "<em>" not in page
+    assert "<strong>" not in page and "<em>" not in page
     heading = re.search(r"<h1>(.*?)</h1>", page, re.S).group(1)
     assert html.unescape(heading) == HOSTILE  # exactly the name, as text
     codes = [html.unescape(c) for c in re.findall(r"<code>(.*?)</code>", page, re.S)]

@@ -13,10 +13,12 @@ runs``) does not pay for importing torch and TRL.
 
 import importlib
 
+# Imported now, not on first use: the function shares its name with its module, and importing the
+# module later (runner does) would make ``nbtools.train.diagnose`` the module instead. It is plain Python.
+from .diagnose import Diagnosis, diagnose
+
 _EXPORTS = {
     "DataError": "nbtools.train.dataset",
-    "Diagnosis": "nbtools.train.diagnose",
-    "diagnose": "nbtools.train.diagnose",
     "read_run": "nbtools.train.run_record",
     "RunFolderError": "nbtools.train.run_folder",
     "RunResult": "nbtools.train.runner",
@@ -26,7 +28,7 @@ _EXPORTS = {
     "NonFiniteLossError": "nbtools.train.trainer",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "Diagnosis", "diagnose"])
 
 
 def __getattr__(name):
