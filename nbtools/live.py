@@ -43,6 +43,13 @@ def in_notebook() -> bool:
     return type(shell).__name__ in ("ZMQInteractiveShell", "Shell") or "IPKernelApp" in getattr(shell, "config", {})
 
 
+def _starts_at_ln2(history) -> bool:
+    """Plain DPO starts at loss ln 2 (policy == reference); with an added term (e.g. sft) it starts higher,
+    and a line at ln 2 would only mislead."""
+    xs, ys = _series(history, "loss")
+    return bool(ys) and abs(ys[0] - math.log(2)) < 1e-2
+
+
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for row in history:
@@ -69,7 +76,7 @@ def draw_history(history: list[dict], figure=None, title: str = ""):
                 marker = "o" if key.startswith("eval_") else None
                 ax.plot(xs, ys, label=label, marker=marker, markersize=3)
                 drew = True
-        if panel_title == "Loss":
+        if panel_title == "Loss" and _starts_at_ln2(history):
             ax.axhline(math.log(2), color="grey", linewidth=0.8, linestyle=":", label="ln 2 (start)")
         if panel_title == "Reward accuracy":
             ax.set_ylim(-0.02, 1.02)

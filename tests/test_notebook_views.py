@@ -65,7 +65,7 @@ Base vs tuned on 60 held-out pairs.
 ## Plots
 
 ![loss](plots/loss.png)
-![reward_accuracy](plots/reward_accuracy.png)
+![reward\\_accuracy](plots/reward_accuracy.png)
 ![outside](../secret.png)
 
 ## Use it
@@ -110,6 +110,8 @@ def test_card_plots_are_embedded_from_the_cards_own_folder(card):
     assert 'src="plots/' not in html
     assert "outside: not found next to the card" in html  # ../secret.png is not read
     assert html.index("loss") < html.index("reward_accuracy")
+    # the card escapes markdown in alt text (reward\_accuracy); the caption shows the plain name
+    assert "<figcaption>reward_accuracy</figcaption>" in html and "reward\\_accuracy" not in html
 
 
 def test_card_keeps_the_short_parts_open_and_folds_the_long_ones(card):

@@ -114,3 +114,16 @@ def test_run_list_and_sweep_tables_escape_names(tmp_path):
     sweep = Sweep(str(tmp_path), {"task_display_name": [HOSTILE]},
                   [SweepRun(HOSTILE, {"task_display_name": HOSTILE}, str(tmp_path / "run"), "nb", "finished")])
     _no_markup(sweep.table_html())
+
+
+def test_ln2_line_only_when_the_loss_starts_there():
+    """Plain DPO starts at ln 2 and the loss panel marks it; a run with an added sft term starts higher,
+    where a line at ln 2 would suggest the loss is far above where it began."""
+    def lines_labelled_ln2(history):
+        figure = draw_history(history)
+        return [l for ax in figure.axes for l in ax.get_lines() if l.get_label().startswith("ln 2")]
+
+    dpo = [{"step": 1, "loss": 0.6931}, {"step": 2, "loss": 0.6}]
+    with_sft = [{"step": 1, "loss": 3.1}, {"step": 2, "loss": 2.5}]
+    assert len(lines_labelled_ln2(dpo)) == 1
+    assert lines_labelled_ln2(with_sft) == []

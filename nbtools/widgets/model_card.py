@@ -109,8 +109,15 @@ def _inside(folder: Path, relative: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _plain(markdown_text: str) -> str:
+    """Markdown's backslash escapes removed (``reward\\_margin`` -> ``reward_margin``): alt text is shown as text."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown_text)
+
+
 def _plot_html(folder: Path, alt: str, relative: str) -> str:
     from nbtools.images import image_data_uri, open_image
+
+    alt = _plain(alt)
 
     path = _inside(folder, relative)
     if path is None:
