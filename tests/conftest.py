@@ -131,13 +131,17 @@ def trained_run(trained_shapes):
     return trained_shapes.run_dir
 
 
-@_pytest.fixture
-def small_shapes(tmp_path):
-    """12 training / 4 validation pairs of the shapes task (the images stay where they are)."""
-    folder = tmp_path / "data"
+def write_small_shapes(folder, n_train=12, n_val=4):
+    """The first pairs of the shapes task in ``folder`` (train.jsonl, validation.jsonl; images linked)."""
     folder.mkdir()
     (folder / "images").symlink_to(SHAPES_DIR / "images")
-    for split, count in (("train", 12), ("validation", 4)):
+    for split, count in (("train", n_train), ("validation", n_val)):
         lines = (SHAPES_DIR / f"{split}.jsonl").read_text().splitlines()[:count]
         (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return folder
+
+
+@_pytest.fixture
+def small_shapes(tmp_path):
+    """12 training / 4 validation pairs of the shapes task (the images stay where they are)."""
+    return write_small_shapes(tmp_path / "data")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_small_shapes
 from nbtools.packing.ref_cache import ReferenceFingerprint, ReferenceLogpsStore, pair_key
 
-SHAPES_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
 
 DAMAGED = {
     "nan": '{"chosen": NaN, "rejected": -2.0}',
@@ -67,12 +67,7 @@ def test_a_nan_entry_is_recomputed_and_the_next_run_trains(shapes_config, tmp_pa
     from nbtools.train import read_run, train
 
     monkeypatch.setattr("nbtools.packing.ref_cache.cache_dir", lambda: tmp_path / "cache")
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "images").symlink_to(SHAPES_DIR / "images")
-    for split, count in (("train", 4), ("validation", 2)):
-        lines = (SHAPES_DIR / f"{split}.jsonl").read_text().splitlines()[:count]
-        (data / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    data = write_small_shapes(tmp_path / "data", n_train=4, n_val=2)
     settings = dict(train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"),
                     max_steps=1, eval_steps=1, save_steps=1, logging_steps=1, batch_size=2,
                     task_display_name="cost $\\frac{$ run", custom_model_name="$x^2$")

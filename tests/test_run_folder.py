@@ -38,6 +38,15 @@ def config(run_dir, data_file, **changes):
     return RunConfig(**{"train_file": str(data_file), "output_dir": str(run_dir), "max_steps": 4, **changes})
 
 
+def started(run, data_file, record=None):
+    """A run folder claimed by this process with ``run.json`` begun as ``record``: (folder, config)."""
+    cfg = config(run, data_file)
+    folder = RunFolder(rf.check(run, cfg, False))
+    folder.claim(cfg)
+    folder.begin(cfg, record or {"status": "running"})
+    return folder, cfg
+
+
 def lifecycle(run_dir, cfg, resume=False, crash_at=None):
     """What train() does with the folder, with the model left out; ``crash_at`` names a step that raises."""
     plan = rf.check(run_dir, cfg, resume)
@@ -124,10 +133,7 @@ def test_a_refused_claim_leaves_no_folder_behind(tmp_path, data_file):
 
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, data_file):
     run = tmp_path / "run"
-    cfg = config(run, data_file)
-    first = RunFolder(rf.check(run, cfg, False))
-    first.claim(cfg)
-    first.begin(cfg, {"status": "running"})
+    first, cfg = started(run, data_file)
     try:
         with pytest.raises(RunFolderError, match=r"another training run is using this folder \(pid "
                                                  rf"{os.getpid()} .*\(fix: wait for it to finish"):
@@ -180,10 +186,7 @@ def test_a_lock_from_another_machine_is_taken_over_only_when_its_heartbeat_is_st
 
 def test_an_owner_that_lost_its_lock_stops_writing(tmp_path, data_file):
     run = tmp_path / "run"
-    cfg = config(run, data_file)
-    stalled = RunFolder(rf.check(run, cfg, False))
-    stalled.claim(cfg)
-    stalled.begin(cfg, {"status": "running"})
+    stalled, cfg = started(run, data_file)
     info = json.loads((run / rf.LOCK_FILE).read_text())
     info.update(token="someone-else", pid=1, hostname="elsewhere")  # another process took it over meanwhile
     (run / rf.LOCK_FILE).write_text(json.dumps(info))
@@ -266,10 +269,7 @@ def test_a_copied_run_folder_resumes_into_the_copy(tmp_path, data_file):
 
 def test_a_dead_running_record_without_its_lock_reads_as_interrupted(tmp_path, data_file):
     run = tmp_path / "run"
-    cfg = config(run, data_file)
-    folder = RunFolder(rf.check(run, cfg, False))
-    folder.claim(cfg)
-    folder.begin(cfg, {"status": "running", "process": {"pid": os.getpid(), "hostname": "h"}})
+    folder, cfg = started(run, data_file, {"status": "running", "process": {"pid": os.getpid(), "hostname": "h"}})
     assert read_run(run)["status"] == "running"
     folder.close()  # the lock is released, run.json could not be updated (e.g. a full disk)
     record = read_run(run)
