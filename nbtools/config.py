@@ -108,6 +108,22 @@ class RunConfig:
         group="data", choices=TOO_LONG,
     )
 
+    # --- videos (rows with <video> tags) -----------------------------------------------
+    fps: float = _f(
+        2.0, help="Frames sampled per second of each video (the frame timestamps the model sees follow the "
+        "video's own frame rate).", group="video", min=0.1, max=60.0, usual="1 to 4",
+    )
+    max_frames: int = _f(
+        16, help="Most frames taken from one video; longer clips are sampled evenly over their length "
+        "instead of at fps.", group="video", min=2, max=768, usual="8 to 64",
+    )
+    video_max_pixels: int = _f(
+        128 * 128,
+        help="Largest area of one video frame in pixels (each frame is resized under it, keeping aspect "
+        "ratio). Videos usually need fewer pixels per frame than photos: frames x pixels is what costs memory.",
+        group="video", min=3136,
+    )
+
     # --- names and where the run goes ---------------------------------------------------
     task_display_name: str = _f(
         "dpo-run", help="Name of this run in the list of runs (also names the default run folder).", group="output"

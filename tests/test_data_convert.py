@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from PIL import Image
 
-from nbtools.data import UnsupportedForTraining, load_records, to_training_example
+from nbtools.data import load_records, to_training_example
 from nbtools.data.records import PreferenceRecord
 from nbtools.images import image_tokens
 
@@ -64,13 +64,16 @@ def test_multi_turn_pair_keeps_history_and_system(pics):
     assert ex["chosen"][0]["content"][0]["text"] == "A square."
 
 
-@pytest.mark.parametrize("extra, words", [({"videos": ["v.mp4"]}, "videos"),
-                                          ({"rejected_images": ["r.png"]}, "rejected_images")])
-def test_videos_and_rejected_images_are_refused_clearly(extra, words):
-    with pytest.raises(UnsupportedForTraining) as info:
-        to_training_example(record([{"role": "user", "content": "Hi"}], **extra))
-    assert str(info.value).startswith("t.jsonl:7: this pair uses " + words)
-    assert "training does not support" in str(info.value)
+def test_video_tags_become_video_blocks_and_rejected_images_travel_as_paths():
+    rec = record([{"role": "user", "content": "<video>What happens? <image>"}], videos=["v.mp4"],
+                 images=["a.png"], rejected_images=["r.png"])
+    ex = to_training_example(rec, load_images=False)
+    assert ex["prompt"][0]["content"] == [{"type": "video"}, {"type": "text", "text": "What happens? "},
+                                          {"type": "image"}]
+    assert ex["videos"] == ["v.mp4"] and ex["images"] == ["a.png"] and ex["rejected_images"] == ["r.png"]
+    plain = to_training_example(record([{"role": "user", "content": "<image>Hi"}], images=["a.png"]),
+                                load_images=False)
+    assert "videos" not in plain and "rejected_images" not in plain  # image-only rows keep TRL's shape
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
     preview(report)        # HTML gallery in a notebook
 """
 
-from nbtools.data.convert import UnsupportedForTraining, check_trainable, to_training_example, to_training_examples
+from nbtools.data.convert import to_training_example, to_training_examples
 from nbtools.data.load import LoadResult, UnreadableFile, load_records
 from nbtools.data.preview import Preview, preview, preview_html
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
@@ -16,7 +16,7 @@ from nbtools.data.validate import ValidationReport, validate_dataset, validate_r
 
 __all__ = [
     "IMAGE_TAG", "VIDEO_TAG", "LoadResult", "PairTokens", "PreferenceRecord", "Preview", "TokenCounter",
-    "UnreadableFile", "UnsupportedForTraining", "ValidationReport", "check_trainable", "dataset_stats", "load_records",
+    "UnreadableFile", "ValidationReport", "dataset_stats", "load_records",
     "plot_stats", "preview", "preview_html", "to_training_example", "to_training_examples", "validate_dataset",
     "validate_records",
 ]

@@ -11,50 +11,39 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from nbtools.data.records import IMAGE_TAG, PreferenceRecord
-from nbtools.errors import UserError
+from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.images import open_resized
+from nbtools.video import VideoSettings, load_clip
 
-_TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)})")
-
-
-class UnsupportedForTraining(UserError, ValueError):
-    """A valid row that training cannot use yet (videos, rejected_images)."""
+_TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)}|{re.escape(VIDEO_TAG)})")
 
 
 def structured_content(text: str) -> list[dict]:
-    """"<image>What is this?" -> [{"type": "image"}, {"type": "text", "text": "What is this?"}]."""
+    """"<image>What is this?" -> [{"type": "image"}, {"type": "text", "text": "What is this?"}]
+    (``<video>`` becomes ``{"type": "video"}`` the same way)."""
     blocks = []
     for piece in _TAG_SPLIT.split(text):
         if piece == IMAGE_TAG:
             blocks.append({"type": "image"})
+        elif piece == VIDEO_TAG:
+            blocks.append({"type": "video"})
         elif piece:
             blocks.append({"type": "text", "text": piece})
     return blocks or [{"type": "text", "text": ""}]
 
 
-def check_trainable(record: PreferenceRecord) -> None:
-    """Raise :class:`UnsupportedForTraining` for rows using inputs training does not support yet."""
-    used = [name for name, present in (("videos", record.videos), ("rejected_images", record.rejected_images))
-            if present]
-    if used:
-        raise UnsupportedForTraining(
-            f"{record.file}:{record.line}: this pair uses {' and '.join(used)}, which training does not support "
-            "yet (they are validated only); remove the pair or its "
-            f"{' / '.join(used)} from the training file")
-
-
 def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = None, family: str = "qwen3_vl",
-                        load_images: bool = True, check: bool = True) -> dict:
-    """One record as TRL's conversational vision preference example.
+                        load_images: bool = True, video: Optional[VideoSettings] = None) -> dict:
+    """One record as a conversational vision preference example.
 
     ``{"prompt": [...structured messages...], "chosen": [assistant], "rejected": [assistant],
-    "images": [PIL RGB images, resized to max_pixels]}``. ``load_images=False`` returns the
-    paths instead (for building a dataset lazily); ``check=False`` skips the refusal of
-    videos/rejected_images (for token counting only).
+    "images": [PIL RGB images, resized to max_pixels], "videos": [Clip, ...]}`` plus, when the row
+    has them, ``"rejected_images"``: the images the rejected sequence sees in place of ``images``
+    (same number, same ``<image>`` positions). Without videos ``"videos"`` is absent and without
+    ``rejected_images`` that key is absent, so image-only examples stay exactly TRL's shape.
+    ``load_images=False`` returns paths instead of pixels and frames (for building a dataset lazily
+    and for token counting).
     """
-    if check:
-        check_trainable(record)
     prompt = [{"role": m["role"], "content": structured_content(m["content"]) if m["role"] == "user"
                else [{"type": "text", "text": m["content"]}]} for m in record.prompt]
     example = {
@@ -64,11 +53,20 @@ def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = No
     }
     if load_images:
         example["images"] = [open_resized(p, max_pixels, family) for p in record.images]
+        if record.rejected_images:
+            example["rejected_images"] = [open_resized(p, max_pixels, family) for p in record.rejected_images]
+        if record.videos:
+            settings = video or VideoSettings()
+            example["videos"] = [load_clip(p, settings, family) for p in record.videos]
     else:
         example["images"] = list(record.images)
+        if record.rejected_images:
+            example["rejected_images"] = list(record.rejected_images)
+        if record.videos:
+            example["videos"] = list(record.videos)
     return example
 
 
 def to_training_examples(records: list[PreferenceRecord], max_pixels: Optional[int] = None,
-                         family: str = "qwen3_vl") -> list[dict]:
-    return [to_training_example(r, max_pixels, family) for r in records]
+                         family: str = "qwen3_vl", video: Optional[VideoSettings] = None) -> list[dict]:
+    return [to_training_example(r, max_pixels, family, video=video) for r in records]

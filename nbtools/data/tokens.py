@@ -141,7 +141,7 @@ class TokenCounter:
         prompts, chosens, rejecteds = [], [], []
         template = self.processor.apply_chat_template
         for record in records:
-            example = to_training_example(record, load_images=False, check=False)
+            example = to_training_example(record, load_images=False)
             prompt = template(example["prompt"], tokenize=False, add_generation_prompt=True)
             prompts.append(prompt)
             for answer, bucket in ((example["chosen"], chosens), (example["rejected"], rejecteds)):

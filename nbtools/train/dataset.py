@@ -93,16 +93,6 @@ def _load_split(name: str, path: str, config: RunConfig, family: str, validation
         field_name = "train_file" if name == "train" else "validation_file"
         raise DataError(f"{field_name}: {exc} (fix: check the path in the config)") from None
 
-    unsupported = [r for r in report.records if r.uses_unsupported_training_inputs]
-    if unsupported:
-        kinds = sorted({k for r in unsupported for k, used in (("videos", r.videos),
-                                                                  ("rejected_images", r.rejected_images)) if used})
-        raise DataError(
-            f"{path}: {len(unsupported)} pair(s) use {' and '.join(kinds)}, which training does not support yet "
-            f"(lines {_lines_text([r.line for r in unsupported])}). Remove those pairs, or their "
-            f"{' / '.join(kinds)} fields, from the file; validation accepts them, training cannot use them."
-        )
-
     errors = [p for p in report.problems if p.severity == "error"]
     too_long = [p for p in errors if p.field in LENGTH_FIELDS]
     too_long_lines = sorted({p.line for p in too_long})
@@ -192,6 +182,7 @@ class LazyImageCollator:
     processor: Any
     max_pixels: Optional[int]
     family: str
+    video: Optional[Any] = None  # nbtools.video.VideoSettings (None: defaults) for rows with videos
     max_length: Optional[int] = None  # None: kept pairs all fit, nothing is ever truncated
     packed: bool = False  # nbtools.packing's collator: one [prompt, chosen, rejected] row per pair
 
@@ -208,7 +199,8 @@ class LazyImageCollator:
     def examples(self, rows: list[dict[str, Any]]) -> list[dict]:
         from nbtools.data import to_training_example
 
-        return [to_training_example(record_from_row(row), self.max_pixels, self.family) for row in rows]
+        return [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video)
+                for row in rows]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict:
         return self.inner(self.examples(rows))

@@ -21,6 +21,7 @@ from nbtools.train import run_folder
 from nbtools.train import run_record as rr
 from nbtools.train.callbacks import RunCallback
 from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
+from nbtools.video import VideoSettings
 from nbtools.train.diagnose import diagnose
 from nbtools.train.run_folder import RunFolder, RunFolderError, resolve_config
 from nbtools.train.trainer import NbDPOTrainer, NonFiniteLossError
@@ -371,7 +372,8 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             trainer = NbDPOTrainer(
                 model=model,
                 args=args,
-                data_collator=LazyImageCollator(processor, cfg.max_pixels, family, packed=packing["on"]),
+                data_collator=LazyImageCollator(processor, cfg.max_pixels, family, video=VideoSettings.from_config(cfg),
+                                                packed=packing["on"]),
                 train_dataset=records_dataset(data.train),
                 eval_dataset=records_dataset(data.validation) if data.validation is not None else None,
                 processing_class=processor,

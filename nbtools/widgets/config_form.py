@@ -29,6 +29,7 @@ DATA_FIELDS = ("train_file", "validation_file", "validation_split", "output_dir"
 # Everything else is Advanced, under the config's own group names, in this order.
 ADVANCED_GROUPS = (
     ("data", "Sequence length and images"),
+    ("video", "Videos"),
     ("training", "Optimisation"),
     ("lora", "LoRA"),
     ("dpo", "DPO loss"),
