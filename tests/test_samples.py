@@ -60,7 +60,7 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("subset", ["shapes", "showcase"])
+@pytest.mark.parametrize("subset", ["shapes", "stripes_video", "stripes_contrast", "showcase"])
 def test_regenerating_gives_byte_identical_files(regenerated, subset):
     committed, fresh = files_under(ROOT / subset), files_under(regenerated / subset)
     assert sorted(fresh) == sorted(committed), "file lists differ: run python data_samples/make_samples.py"
