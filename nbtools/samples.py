@@ -671,8 +671,57 @@ def _showcase_pairs() -> list[dict]:
     ]
 
 
+def clock_clip(hour: int, start_minute: int, end_minute: int, frames: int = 8, size=(128, 128)):
+    """A (T, H, W, 3) uint8 clip of an analogue clock whose hands move from start to end minute."""
+    import numpy as np
+
+    minutes = [start_minute + round((end_minute - start_minute) * t / (frames - 1)) for t in range(frames)]
+    return np.stack([np.asarray(draw_clock(hour + m // 60, m % 60, size)) for m in minutes])
+
+
+def _mixed_media_pairs() -> list[dict]:
+    """Four pairs in the shape of the format's documented example: system message + one image,
+    one image, two images, and an image with a video."""
+    img = "images/"
+    return [
+        {
+            "messages": [
+                _system("You are a concise analyst. Answer questions about charts with the numbers you can read."),
+                _user("<image>Which source provides the largest share of electricity here?"),
+                _assistant("Wind, at 38%."),
+            ],
+            "images": [img + "energy_mix.png"],
+            "rejected_response": "Gas provides the largest share, at 18%, followed by solar.",
+        },
+        {
+            "messages": [_user("<image>How much did the cappuccinos cost together?"), _assistant("7.60: two at 3.80 each.")],
+            "images": [img + "receipt.png"],
+            "rejected_response": "3.80.",
+        },
+        {
+            "messages": [
+                _user("<image><image>Which of these two stores grew from Q1 to Q4?"),
+                _assistant("The North store, from 42k$ to 63k$; the South store shrank from 55k$ to 47k$."),
+            ],
+            "images": [img + "store_north.png", img + "store_south.png"],
+            "rejected_response": "Both stores grew over the year.",
+        },
+        {
+            "messages": [
+                _user("<image>This is the kitchen clock when the cake went in.\n<video>And this clip is the same clock "
+                      "afterwards. How long had the cake baked by the end of the clip?"),
+                _assistant("Fifteen minutes: the clock goes from 4:15 to 4:30 during the clip."),
+            ],
+            "images": [img + "clock.png"],
+            "videos": ["clips/clock.avi"],
+            "rejected_response": "No time has passed; the clock still shows 4:15.",
+        },
+    ]
+
+
 def write_showcase_set(out_dir: str | Path, seed: int = 0) -> Path:
-    """Writes ``pairs.jsonl`` and ``images/*.png`` of the showcase set; returns the JSONL path.
+    """Writes ``pairs.jsonl``, ``mixed_media.jsonl``, ``images/*.png`` and ``clips/*.avi`` of the
+    showcase set; returns the path of ``pairs.jsonl``.
 
     Only the pictures depend on ``seed`` (noise, tree positions); the texts are fixed because
     they describe the pictures' content.
@@ -682,8 +731,11 @@ def write_showcase_set(out_dir: str | Path, seed: int = 0) -> Path:
     images_dir.mkdir(parents=True, exist_ok=True)
     for name, drawer in _showcase_images().items():
         (images_dir / name).write_bytes(png_bytes(drawer(random.Random(f"nbtools-showcase/{seed}/{name}"))))
+    (out / "clips").mkdir(exist_ok=True)
+    (out / "clips" / "clock.avi").write_bytes(encode_lossless_video(clock_clip(4, 15, 30)))
     path = out / "pairs.jsonl"
     _write_jsonl(path, _showcase_pairs())
+    _write_jsonl(out / "mixed_media.jsonl", _mixed_media_pairs())
     return path
 
 

@@ -15,11 +15,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nbtools.samples import COLOUR_RGB, COLOURS, SHAPES, draw_shape, shape_questions
+from nbtools.samples import (
+    COLOUR_RGB,
+    COLOURS,
+    ORIENTATIONS,
+    SHAPES,
+    StripePattern,
+    draw_shape,
+    encode_lossless_video,
+    shape_questions,
+    stripe_questions,
+)
 
 ROOT = Path(__file__).resolve().parents[1] / "data_samples"
 SHAPES_DIR = ROOT / "shapes"
 SHOWCASE = ROOT / "showcase" / "pairs.jsonl"
+MIXED_MEDIA = ROOT / "showcase" / "mixed_media.jsonl"
+STRIPES_VIDEO = ROOT / "stripes_video"
+STRIPES_CONTRAST = ROOT / "stripes_contrast"
 SPLITS = ("train", "validation")
 
 
@@ -174,7 +187,8 @@ def test_train_and_validation_images_are_distinct(shapes_rows):
     assert not set(digests["train"]) & set(digests["validation"])
 
 
-@pytest.mark.parametrize("path", [SHAPES_DIR / "train.jsonl", SHAPES_DIR / "validation.jsonl", SHOWCASE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SHAPES_DIR / "train.jsonl", SHAPES_DIR / "validation.jsonl", SHOWCASE, MIXED_MEDIA],
+                         ids=lambda p: p.name)
 def test_image_tags_match_existing_image_files(path):
     for line, row in enumerate(read_jsonl(path), start=1):
         images = row.get("images", [])
@@ -231,3 +245,109 @@ def test_splits_of_other_names_draw_other_pictures():
     train = shape_questions(12, split="train")
     warm = shape_questions(12, split="warmstart")
     assert {q.draw().tobytes() for q in train}.isdisjoint(q.draw().tobytes() for q in warm)
+
+
+# --------------------------------------------------------------------------- stripes tasks and videos
+
+
+def decode(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def orientation_word(answer: str) -> str:
+    (word,) = [o for o in ORIENTATIONS if o in answer]
+    return word
+
+
+def stripes_run(frames: np.ndarray) -> str:
+    """Reads the orientation off the pixels: horizontal stripes are constant along each row."""
+    grey = frames[..., 0].astype(np.int16)
+    along_rows, along_columns = np.abs(np.diff(grey, axis=-1)).sum(), np.abs(np.diff(grey, axis=-2)).sum()
+    assert (along_rows == 0) != (along_columns == 0), "stripes must run exactly one way"
+    return "horizontal" if along_rows == 0 else "vertical"
+
+
+def test_lossless_video_round_trips_and_is_byte_identical():
+    clip = StripePattern.draw_random(random.Random("t")).clip("vertical", (48, 32), 6)
+    first, again = encode_lossless_video(clip), encode_lossless_video(clip)
+    assert first == again
+    assert encode_lossless_video(clip[::-1].copy()) != first
+    path = Path(__import__("tempfile").mkdtemp()) / "clip.avi"
+    path.write_bytes(first)
+    assert np.array_equal(decode(path), clip)  # lossless: the exact frames come back
+
+
+def test_video_files_report_their_frame_count_and_fps():
+    """transformers' PyAV loader reads the stream's frame count and average rate (AVI stores both)."""
+    import av
+
+    with av.open(str(ROOT / "showcase" / "clips" / "clock.avi")) as container:
+        stream = container.streams.video[0]
+        assert (stream.frames, float(stream.average_rate), stream.width, stream.height) == (8, 2.0, 128, 128)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_stripes_video_answer_is_in_the_frames(split):
+    rows = read_jsonl(STRIPES_VIDEO / f"{split}.jsonl")
+    assert len(rows) >= 32
+    for line, row in enumerate(rows, 1):
+        assert row["messages"][0]["content"].startswith("<video>") and len(row["videos"]) == 1, line
+        frames = decode(STRIPES_VIDEO / row["videos"][0])
+        assert frames.shape == (8, 64, 64, 3)
+        assert stripes_run(frames) == orientation_word(chosen(row)) != orientation_word(row["rejected_response"])
+        assert not np.array_equal(frames[0], frames[1]), "the stripes drift"
+
+
+@pytest.mark.parametrize("folder", [STRIPES_VIDEO, STRIPES_CONTRAST], ids=lambda p: p.name)
+def test_stripes_tasks_are_balanced_twins(folder):
+    """Each orientation is chosen as often as rejected in every context: text alone scores 50%."""
+    for split in SPLITS:
+        rows = read_jsonl(folder / f"{split}.jsonl")
+        answers = Counter((prompt_text(r).replace("<image>", "").replace("<video>", ""), orientation_word(chosen(r)),
+                           chosen(r).replace(orientation_word(chosen(r)), "#")) for r in rows)
+        for (prompt, orientation, template), count in answers.items():
+            other = ORIENTATIONS[1 - ORIENTATIONS.index(orientation)]
+            assert answers[(prompt, other, template)] == count, (folder.name, split, prompt)
+
+
+def test_contrast_training_pairs_differ_only_in_the_picture():
+    for line, row in enumerate(read_jsonl(STRIPES_CONTRAST / "train.jsonl"), 1):
+        assert chosen(row) == row["rejected_response"], line  # pure image contrast
+        (good,), (bad,) = row["images"], row["rejected_images"]
+        good_pixels = np.asarray(Image.open(STRIPES_CONTRAST / good).convert("RGB"))
+        bad_pixels = np.asarray(Image.open(STRIPES_CONTRAST / bad).convert("RGB"))
+        assert stripes_run(good_pixels[None]) == orientation_word(chosen(row))
+        # the same stripes turned by a quarter: the rejected picture is the chosen one transposed
+        assert np.array_equal(bad_pixels, good_pixels.transpose(1, 0, 2)), line
+
+
+def test_contrast_validation_pairs_are_ordinary():
+    for line, row in enumerate(read_jsonl(STRIPES_CONTRAST / "validation.jsonl"), 1):
+        assert "rejected_images" not in row
+        pixels = np.asarray(Image.open(STRIPES_CONTRAST / row["images"][0]).convert("RGB"))
+        assert stripes_run(pixels[None]) == orientation_word(chosen(row)) != orientation_word(row["rejected_response"])
+
+
+def test_stripes_splits_share_no_pattern():
+    train = {q.pattern for q in stripe_questions(96, split="train")}
+    validation = {q.pattern for q in stripe_questions(32, split="validation")}
+    assert len(train) == 48 and len(validation) == 16 and not train & validation
+
+
+def test_stripe_questions_refuse_an_odd_size():
+    with pytest.raises(ValueError, match=r"n=7: a stripes task needs a positive even number of pairs"):
+        stripe_questions(7)
+
+
+def test_mixed_media_file_has_the_documented_example_shape():
+    rows = read_jsonl(MIXED_MEDIA)
+    shapes = [(r["messages"][0]["role"] == "system", len(r.get("images", [])), len(r.get("videos", []))) for r in rows]
+    assert shapes == [(True, 1, 0), (False, 1, 0), (False, 2, 0), (False, 1, 1)]
+    for row in rows:
+        videos = row.get("videos", [])
+        assert sum(m["content"].count("<video>") for m in row["messages"]) == len(videos)
+        assert all((MIXED_MEDIA.parent / v).is_file() for v in videos)
+        assert chosen(row).strip() != row["rejected_response"].strip()
