@@ -25,7 +25,7 @@ SEGMENT_CHOSEN = 2
 SEGMENT_REJECTED = 3
 
 # Batch keys that describe the layout and are never passed to the model itself.
-LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_lengths", "rejected_lengths")
+LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_lengths", "rejected_lengths", "auxiliary_rows")
 # Keys the caller may attach (precomputed reference values, cache keys); not model inputs.
 EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 

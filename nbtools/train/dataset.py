@@ -185,6 +185,8 @@ class LazyImageCollator:
     video: Optional[Any] = None  # nbtools.video.VideoSettings (None: defaults) for rows with videos
     max_length: Optional[int] = None  # None: kept pairs all fit, nothing is ever truncated
     packed: bool = False  # nbtools.packing's collator: one [prompt, chosen, rejected] row per pair
+    # mdpo_conditional: each pair with images gets an image-contrast pair, its crops seeded by this (the run seed)
+    contrast_seed: Optional[int] = None
 
     def __post_init__(self):
         if self.packed:
@@ -199,8 +201,19 @@ class LazyImageCollator:
     def examples(self, rows: list[dict[str, Any]]) -> list[dict]:
         from nbtools.data import to_training_example
 
-        return [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video)
-                for row in rows]
+        examples = [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video)
+                    for row in rows]
+        if self.contrast_seed is not None:  # the reference precompute sees (and caches) these pairs too
+            from nbtools.packing.contrast import with_auxiliary
+
+            examples = with_auxiliary(examples, self.contrast_seed)
+        return examples
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict:
-        return self.inner(self.examples(rows))
+        examples = self.examples(rows)
+        batch = self.inner(examples)
+        if self.contrast_seed is not None:
+            from nbtools.packing.contrast import AUXILIARY_ROWS, auxiliary_rows
+
+            batch[AUXILIARY_ROWS] = auxiliary_rows(examples)
+        return batch
