@@ -42,3 +42,19 @@ def test_a_short_mdpo_run_logs_the_new_metrics(shapes_config, small_shapes, ref_
     assert record["reference_logps"]["computed"] == 2 * (12 + 4), record["reference_logps"]
     assert sum(1 for _ in ref_cache.rglob("*.json")) == 2 * (12 + 4)
     assert record["packing"]["on"] is True
+
+
+def test_a_run_where_packing_turns_out_off_stops_with_the_reason(shapes_config, small_shapes, tmp_path, monkeypatch):
+    from nbtools.config import ConfigError
+    from nbtools.packing.support import PackingSupport
+
+    reason = "packing is off with attn_implementation='flash_attention_2': it needs a 4-D attention mask"
+    monkeypatch.setattr("nbtools.packing.trainer_hook.packing_plan", lambda model, args: PackingSupport(False, reason))
+    config = shapes_config(tmp_path / "run", train_file=str(small_shapes / "train.jsonl"),
+                           validation_file=str(small_shapes / "validation.jsonl"), max_steps=1,
+                           loss_type=["sigmoid", "mdpo_anchor"], loss_weights=None)
+    with pytest.raises(ConfigError) as caught:
+        train(config, live=False)
+    assert str(caught.value) == (f"loss_type: only the packed step implements mdpo_anchor, and {reason} (fix: remove "
+                                 "mdpo_anchor from loss_type, or change what turns packing off)")
+    assert read_run(tmp_path / "run")["status"] == "failed"
