@@ -147,6 +147,7 @@ class VideoGeometry:
         return self.patch_size * self.merge_size
 
 
+VIDEO_MIN_PIXELS = 56 * 56  # the smallest video_max_pixels the run config accepts
 VIDEO_FAMILIES = ("qwen3_vl", "qwen2_5_vl", "qwen2_vl")  # the families whose processors take videos
 # The shipped processors' sizes (transformers 5.24 class defaults): (patch, merge, temporal, min, max).
 _DEFAULTS = {
@@ -300,14 +301,20 @@ class VideoInfo:
         return self.frames / self.fps if self.fps else 0.0
 
 
-def probe_video(path: str) -> VideoInfo:
-    """Read a local video's header (no frame is decoded); :class:`VideoError` when it cannot be used."""
+def probe_video(source, name: Optional[str] = None, deep: bool = False) -> VideoInfo:
+    """Read a video's header (a path or an open binary file; no frame is decoded unless ``deep``).
+
+    Raises :class:`VideoError` naming ``name`` (default: the path) and the fix when the file
+    cannot be used: not a container, no video stream, no frame rate, no frames, or (``deep``)
+    fewer decodable frames than the header declares.
+    """
     import av
 
+    name = name or os.fspath(source)
     try:
-        with av.open(path) as container:
+        with av.open(source) as container:
             if not container.streams.video:
-                raise VideoError(f"{path}: the file has no video stream (fix: point at a video file)")
+                raise VideoError(f"{name}: the file has no video stream (fix: point at a video file)")
             stream = container.streams.video[0]
             rate = stream.average_rate
             frames = int(stream.frames or 0)
@@ -315,16 +322,28 @@ def probe_video(path: str) -> VideoInfo:
                 frames = sum(1 for packet in container.demux(stream) if packet.size)
             info = VideoInfo(frames, float(rate) if rate else 0.0, stream.codec_context.width or 0,
                              stream.codec_context.height or 0, container.format.name)
+            if deep and info.frames:
+                container.seek(0)
+                decoded = 0
+                try:
+                    for _ in container.decode(video=0):
+                        decoded += 1
+                except Exception as exc:
+                    raise VideoError(f"{name}: frame {decoded} does not decode ({type(exc).__name__}: {_short(exc)}); "
+                                     "the file looks damaged or truncated (fix: re-encode or re-download it)") from None
+                if decoded < info.frames:
+                    raise VideoError(f"{name}: only {decoded} of the {info.frames} frames the header declares decode; "
+                                     "the file looks truncated (fix: re-encode or re-download it)")
     except VideoError:
         raise
     except Exception as exc:  # av.error.* for anything that is not a readable container
-        raise VideoError(f"{path}: not a readable video ({type(exc).__name__}: {_short(exc)}) "
+        raise VideoError(f"{name}: not a readable video ({type(exc).__name__}: {_short(exc)}) "
                          "(fix: re-encode it, e.g. to MP4/H.264, or fix the path)") from None
     if not info.fps:
-        raise VideoError(f"{path}: the video stream declares no frame rate, so frames cannot be sampled at an fps "
+        raise VideoError(f"{name}: the video stream declares no frame rate, so frames cannot be sampled at an fps "
                          "(fix: re-encode it with a constant frame rate, e.g. ffmpeg -i IN -r 25 OUT.mp4)")
     if not info.frames:
-        raise VideoError(f"{path}: the video stream holds no frames (fix: re-encode or re-download it)")
+        raise VideoError(f"{name}: the video stream holds no frames (fix: re-encode or re-download it)")
     return info
 
 

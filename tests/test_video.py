@@ -1,0 +1,268 @@
+"""Videos: frame sampling, per-frame sizing, the processor hand-off and exact token counts per family."""
+
+import io
+import logging
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from nbtools.data import to_training_example, validate_dataset  # noqa: E402
+from nbtools.data.media import inspect_video  # noqa: E402
+from nbtools.data.tokens import TokenCounter  # noqa: E402
+from nbtools.images import geometry  # noqa: E402
+from nbtools.models import load_processor  # noqa: E402
+from nbtools.video import (  # noqa: E402
+    VideoError,
+    VideoSettings,
+    load_clip,
+    processor_video_geometry,
+    processor_video_kwargs,
+    video_geometry,
+    video_tokens,
+)
+
+FAMILIES = {"tiny-qwen3-vl": "qwen3_vl", "tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen2-vl": "qwen2_vl"}
+SETTINGS = VideoSettings(fps=2.0, max_frames=5, video_max_pixels=6000)
+
+
+def write_clip(path, frames=10, width=96, height=64, rate=5, codec="ffv1"):
+    """A small clip whose frames differ (a moving bar), encoded single-threaded."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_count = 1
+        for i in range(frames):
+            pixels = np.full((height, width, 3), 30, np.uint8)
+            pixels[:, (i * 7) % width:(i * 7) % width + 6] = 220
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        # Matroska stores no frame count: it is counted from the packets
+        "short": write_clip(root / "short.mkv", frames=10, rate=5),  # 2 s at 5 fps -> 4 frames at fps 2
+        "odd": write_clip(root / "odd.mp4", frames=15, width=160, height=90, rate=6, codec="mpeg4"),  # 2.5 s -> 5
+        "long": write_clip(root / "long.avi", frames=40, width=320, height=240, rate=10),  # 4 s -> 8, capped at 5
+    }
+
+
+# --- sampling and sizing ------------------------------------------------------------------------
+
+def test_frames_are_sampled_at_fps_of_the_videos_own_time(clips):
+    clip = load_clip(str(clips["short"]), SETTINGS, "qwen3_vl")
+    # 5 fps source, 2 fps wanted: frames on screen at 0, 0.5, 1.0 and 1.5 s
+    assert clip.metadata.frames_indices == [0, 2, 5, 7]
+    assert clip.metadata.fps == 5.0 and clip.metadata.total_num_frames == 10
+    assert clip.frames.shape[0] == 4 and clip.frames.dtype == np.uint8
+    assert not np.array_equal(clip.frames[0], clip.frames[1])  # real, distinct frames
+
+    faster = load_clip(str(clips["short"]), VideoSettings(fps=5.0, max_frames=16, video_max_pixels=6000))
+    assert faster.metadata.frames_indices == list(range(10))  # every frame at the source rate
+
+
+def test_max_frames_caps_by_spreading_over_the_whole_clip(clips):
+    clip = load_clip(str(clips["long"]), SETTINGS, "qwen3_vl")
+    # 4 s at 2 fps would be 8 frames; max_frames=5 spreads 5 over all 40, first and last included
+    assert clip.sampled_indices == [0, 10, 20, 29, 39]
+    # the odd count is padded with the last frame, as the processor pads its temporal patch
+    assert clip.metadata.frames_indices == [0, 10, 20, 29, 39, 39]
+    assert clip.frames.shape[0] == 6 and np.array_equal(clip.frames[4], clip.frames[5])
+    uncapped = load_clip(str(clips["long"]), VideoSettings(fps=2.0, max_frames=16, video_max_pixels=6000))
+    assert uncapped.metadata.frames_indices == [0, 5, 10, 15, 20, 25, 30, 35]
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl", "qwen2_vl"])
+def test_each_frame_is_resized_under_video_max_pixels(clips, family):
+    geo = video_geometry(family, SETTINGS)
+    for name in clips:
+        clip = load_clip(str(clips[name]), SETTINGS, family)
+        _, height, width, _ = clip.frames.shape
+        assert height * width <= SETTINGS.video_max_pixels
+        assert height % geo.factor == 0 and width % geo.factor == 0
+    big = load_clip(str(clips["long"]), VideoSettings(2.0, 5, 320 * 240), family)
+    assert big.frames.shape[1] * big.frames.shape[2] > 6000  # the knob, not a fixed size, decides
+
+
+def test_unreadable_videos_are_one_clear_error_naming_the_file(tmp_path, clips):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    with pytest.raises(VideoError, match=r"broken\.mp4: not a readable video .*\(fix: re-encode it"):
+        load_clip(str(broken), SETTINGS)
+    with pytest.raises(VideoError, match=r"missing\.mp4: video file not found \(fix: check the path"):
+        load_clip(str(tmp_path / "missing.mp4"), SETTINGS)
+    data = clips["odd"].read_bytes()  # MP4 keeps its index at the end: a cut file does not open
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError, match=r"cut\.mp4: .*\(fix: "):
+        load_clip(str(tmp_path / "cut.mp4"), SETTINGS)
+    assert load_clip(str(clips["odd"]), SETTINGS).frames.shape[0] == 6  # the intact file loads
+
+
+def test_inspect_video_reports_fps_frames_and_duration(clips):
+    short = inspect_video(str(clips["short"]))
+    assert (short.fps, short.frames, short.duration, short.width, short.height) == (5.0, 10, 2.0, 96, 64)
+    odd = inspect_video(str(clips["odd"]))
+    assert (odd.fps, odd.frames, odd.duration) == (6.0, 15, 2.5)
+
+
+# --- the processor hand-off ---------------------------------------------------------------------
+
+def _transformers_log():
+    from transformers.utils import logging as hf_logging
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    hf_logging.get_logger("transformers").addHandler(handler)
+    for name in ("transformers.models.qwen3_vl.processing_qwen3_vl",):
+        logger = hf_logging.get_logger(name)
+        if hasattr(logger.warning_once, "cache_clear"):
+            logger.warning_once.cache_clear()  # a warning given before must be able to show again
+    return buffer, handler
+
+
+def test_metadata_gives_qwen3_vl_the_videos_own_timestamps(clips):
+    from transformers.utils import logging as hf_logging
+
+    processor = load_processor("tiny-qwen3-vl", video=SETTINGS)
+    clip = load_clip(str(clips["short"]), SETTINGS, "qwen3_vl")
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}],
+                                         tokenize=False, add_generation_prompt=True)
+    buffer, handler = _transformers_log()
+    try:
+        kwargs = processor_video_kwargs([clip])
+        assert set(kwargs) == {"videos", "video_metadata", "do_sample_frames"} and kwargs["do_sample_frames"] is False
+        inputs = processor(text=[text], **kwargs, return_tensors="pt")
+        decoded = processor.tokenizer.decode(inputs["input_ids"][0])
+        # frames 0, 2 (0.0 s, 0.4 s) and 5, 7 (1.0 s, 1.4 s) at 5 fps: group means 0.2 s and 1.2 s
+        assert "<0.2 seconds>" in decoded and "<1.2 seconds>" in decoded
+        assert "24" not in buffer.getvalue() and "fps" not in buffer.getvalue()
+        assert clip.metadata.frames_indices == [0, 2, 5, 7]  # the clip is not changed by the call
+        # negative check: without the metadata transformers warns and times the frames at 24 fps
+        processor(text=[text], videos=[clip.frames], do_sample_frames=False, return_tensors="pt")
+        assert "Defaulting to `fps=24`" in buffer.getvalue()
+    finally:
+        hf_logging.get_logger("transformers").removeHandler(handler)
+
+
+def test_video_settings_go_on_the_processor_and_are_saved(tmp_path):
+    processor = load_processor("tiny-qwen3-vl", max_pixels=64 * 64, video=SETTINGS)
+    vp = processor.video_processor
+    assert processor.image_processor.size.longest_edge == 64 * 64
+    # Qwen3-VL: a per-frame cap of 6000 px = 5 tokens of 32x32, total budget never binding under max_frames
+    assert (vp.cap_pixels_per_frame, vp.max_video_tokens, vp.fps, vp.max_frames) == (True, 5, 2.0, 5)
+    assert vp.size.longest_edge == 5 * 1024 * 6 and vp.size.shortest_edge == 2 * 1024
+    processor.save_pretrained(tmp_path / "saved")
+    again = load_processor(str(tmp_path / "saved"))
+    assert processor_video_geometry(again, "qwen3_vl") == video_geometry("qwen3_vl", SETTINGS)
+    qwen2 = load_processor("tiny-qwen2-vl", video=SETTINGS).video_processor
+    assert (qwen2.size.longest_edge, qwen2.size.shortest_edge, qwen2.cap_pixels_per_frame) == (6000, 28 * 28, False)
+    untouched = load_processor("tiny-qwen3-vl").video_processor  # no settings given: as the model ships
+    assert untouched.size.longest_edge == 256 * 256
+
+
+# --- exact token counts -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def video_rows(clips, tmp_path_factory):
+    from PIL import Image
+
+    def pair(prompt, chosen="Red.", images=(), videos=()):
+        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": chosen}],
+                "images": list(images), "videos": list(videos), "rejected_response": "Blue."}
+
+    root = tmp_path_factory.mktemp("rows")
+    Image.new("RGB", (300, 200), "teal").save(root / "photo.png")
+    rows = [
+        pair(prompt="<video>What happens?", images=[], videos=[str(clips["short"])]),
+        pair(prompt="<image>Look at this. <video>And what moves here?", chosen="A bar.", images=["photo.png"],
+             videos=[str(clips["odd"])]),
+        pair(prompt="<video><video>Compare the two.", chosen="The second is longer.", images=[],
+             videos=[str(clips["short"]), str(clips["long"])]),
+    ]
+    import json
+
+    path = root / "videos.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_validator_counts_video_tokens_exactly_as_the_processor(video_rows, model):
+    family = FAMILIES[model]
+    report = validate_dataset(video_rows, model=model, max_pixels=16384, video=SETTINGS)
+    assert [p for p in report.problems if p.severity == "error"] == []
+    processor = load_processor(model, max_pixels=16384, video=SETTINGS)
+    merge = processor.video_processor.merge_size
+    pad = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    # the validator without a model uses the same video geometry (only the text is estimated)
+    assert TokenCounter(geometry(family), 16384, video=SETTINGS).video_geo == processor_video_geometry(processor, family)
+    for record in report.records:
+        counted = report.tokens[record.line]
+        example = to_training_example(record, 16384, family, video=SETTINGS)
+        media = {"images": example["images"] or None, **processor_video_kwargs(example["videos"])}
+        prompt = processor.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+        full = processor.apply_chat_template(example["prompt"] + example["chosen"], tokenize=False)
+        prompt_inputs = processor(text=[prompt], **media, return_tensors="pt")
+        full_inputs = processor(text=[full], **media, return_tensors="pt")
+        grid = prompt_inputs["video_grid_thw"]
+        from_grid = int(grid.prod(-1).sum()) // merge**2
+        assert int((prompt_inputs["input_ids"][0] == pad).sum()) == from_grid
+        predicted = sum(video_tokens(len(c.sampled_indices), report.media[c.path].height, report.media[c.path].width,
+                                     processor_video_geometry(processor, family)) for c in example["videos"])
+        assert predicted == from_grid, record.line
+        assert counted.prompt == prompt_inputs["input_ids"].shape[1], record.line
+        assert counted.prompt + counted.chosen == full_inputs["input_ids"].shape[1], record.line
+        assert counted.video_tokens >= from_grid + 2 * len(record.videos)
+    if family == "qwen3_vl":  # timestamps are text in the prompt: 2 frame groups of the short clip, 3 of the others
+        assert report.tokens[1].video_tokens > int(from_grid) // 4
+
+
+def test_too_long_video_rows_get_advice_that_makes_them_fit(video_rows):
+    sharp = VideoSettings(2.0, 5, 40000)
+    report = validate_dataset(video_rows, max_pixels=16384, max_context_length=120, video=sharp)
+    problem = next(p for p in report.problems if p.line == 3 and p.field == "prompt+chosen")
+    assert "video tokens at fps=2, max_frames=5, video_max_pixels=40000" in problem.message
+    assert "(estimated)" in problem.message and "lower video_max_pixels to" in problem.fix
+    assert not [p for p in report.problems if p.line in (1, 2) and p.field.startswith("prompt+")]
+    fit = int(problem.fix.split("lower video_max_pixels to ")[1].split()[0])
+    assert fit < 40000
+    fixed = validate_dataset(video_rows, max_pixels=16384, max_context_length=120, video=VideoSettings(2.0, 5, fit))
+    assert not [p for p in fixed.problems if p.line == 3 and p.field.startswith("prompt+")]
+    # more video pixels cost more tokens, fewer frames fewer
+    more = validate_dataset(video_rows, video=VideoSettings(2.0, 5, 76800)).tokens[3].video_tokens
+    fewer = validate_dataset(video_rows, video=VideoSettings(2.0, 2, 40000)).tokens[3].video_tokens
+    assert fewer < report.tokens[3].video_tokens < more
+
+
+def test_llava_refuses_videos_with_one_message_naming_the_video_families(video_rows):
+    report = validate_dataset(video_rows, model="tiny-llava", max_pixels=16384, video=SETTINGS)
+    refusals = [p for p in report.problems if p.field == "videos"]
+    assert sorted(p.line for p in refusals) == [1, 2, 3]
+    assert len({p.message.split(" video(s)")[1] for p in refusals}) == 1  # the same message on every row
+    assert "tiny-llava cannot take videos" in refusals[0].message
+    assert "Qwen3-VL, Qwen2.5-VL, Qwen2-VL" in refusals[0].message
+    qwen = validate_dataset(video_rows, model="tiny-qwen3-vl", max_pixels=16384, video=SETTINGS)
+    assert not [p for p in qwen.problems if p.field == "videos"]  # negative check
+
+
+def test_validate_cli_takes_the_video_knobs(video_rows, capsys):
+    from nbtools.__main__ import main
+
+    code = main(["validate", str(video_rows), "--json", "--fps", "1", "--max-frames", "4",
+                 "--video-max-pixels", "4096"])
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["stats"]["video_settings"] == {"fps": 1.0, "max_frames": 4, "video_max_pixels": 4096}
+    assert out["stats"]["video_seconds"]["max"] == 4.0
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error: exit 2 with the reason
+        main(["validate", str(video_rows), "--fps", "0"])
+    assert usage.value.code == 2 and "--fps: must be a positive number" in capsys.readouterr().err
