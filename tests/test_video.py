@@ -266,3 +266,60 @@ def test_validate_cli_takes_the_video_knobs(video_rows, capsys):
     with pytest.raises(SystemExit) as usage:  # argparse's usage error: exit 2 with the reason
         main(["validate", str(video_rows), "--fps", "0"])
     assert usage.value.code == 2 and "--fps: must be a positive number" in capsys.readouterr().err
+
+
+# --- the estimate -------------------------------------------------------------------------------
+
+def test_estimate_counts_the_videos_tokens(video_rows):
+    from nbtools.config import RunConfig
+    from nbtools.estimate import estimate_memory, estimate_tokens_per_epoch
+    from nbtools.widgets.estimate_view import data_facts, estimate_html
+
+    config = RunConfig(model="tiny-qwen3-vl", train_file=str(video_rows), fps=2.0, max_frames=5,
+                       video_max_pixels=6000, max_pixels=16384)
+    facts = data_facts(config)
+    report = validate_dataset(video_rows, model="tiny-qwen3-vl", max_pixels=16384, video=SETTINGS)
+    per_row = [t.video_tokens for t in report.tokens.values()]
+    assert facts.max_video_tokens_per_pair == max(per_row) > 0
+    assert facts.mean_video_tokens_per_pair == pytest.approx(sum(per_row) / len(per_row))
+    common = dict(batch_size=1, max_context_length=4096, max_pixels=16384, lora_rank=8, gradient_checkpointing=True,
+                  precision="fp32", prompt_text_tokens=20, answer_tokens=10)
+    plain = estimate_memory("tiny-qwen3-vl", **common)
+    with_video = estimate_memory("tiny-qwen3-vl", **common, video_tokens_per_pair=300)
+    assert with_video.tokens_per_sequence == plain.tokens_per_sequence + 300
+    assert with_video.activation_bytes > plain.activation_bytes
+    assert "300 video tokens per pair" in with_video.format()
+    tokens = estimate_tokens_per_epoch("tiny-qwen3-vl", n_pairs=10, mean_prompt_text_tokens=20, mean_answer_tokens=10,
+                                       max_pixels=16384, max_context_length=4096, video_tokens_per_pair=50)
+    assert tokens.tokens_per_sequence == estimate_tokens_per_epoch(
+        "tiny-qwen3-vl", n_pairs=10, mean_prompt_text_tokens=20, mean_answer_tokens=10, max_pixels=16384,
+        max_context_length=4096).tokens_per_sequence + 50
+    shown = estimate_html(config, gpu_memory_gib=None)
+    assert f"up to {max(per_row)} video tokens per pair at fps=2, max_frames=5, video_max_pixels=6,000" in shown
+    sharper = RunConfig(model="tiny-qwen3-vl", train_file=str(video_rows), fps=2.0, max_frames=5,
+                        video_max_pixels=40000, max_pixels=16384)
+    assert data_facts(sharper).max_video_tokens_per_pair > facts.max_video_tokens_per_pair  # the knobs count
+
+
+def test_form_shows_the_video_knobs_with_their_help_under_videos():
+    import dataclasses
+
+    import ipywidgets as widgets
+
+    from nbtools.config import RunConfig
+    from nbtools.widgets import form_from_config
+
+    form = form_from_config(RunConfig(train_file="t.jsonl"), estimator=lambda config: "")
+    advanced = form.sections.children[2]
+    children = list(advanced.children)
+    start = next(i for i, c in enumerate(children) if isinstance(c, widgets.HTML) and c.value == "<b>Videos</b>")
+    rows = []
+    for child in children[start + 1:]:
+        if isinstance(child, widgets.HTML):
+            break  # the next group's heading
+        rows += [c[len("nbtools-field-"):] for c in child.children[0]._dom_classes if c.startswith("nbtools-field-")]
+    assert rows == ["fps", "max_frames", "video_max_pixels"]
+    help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(RunConfig)}
+    for name in rows:
+        assert form.fields[name].control.tooltip.startswith(help_of[name])
+        assert "video" in help_of[name].lower()
