@@ -323,3 +323,19 @@ def test_form_shows_the_video_knobs_with_their_help_under_videos():
     for name in rows:
         assert form.fields[name].control.tooltip.startswith(help_of[name])
         assert "video" in help_of[name].lower()
+
+
+def test_remote_videos_load_and_validate_through_fsspec(clips, tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/videos/short.mkv", clips["short"].read_bytes())
+    url = "memory://videos/short.mkv"
+    clip = load_clip(url, SETTINGS, "qwen3_vl")
+    assert clip.path == url and clip.metadata.frames_indices == [0, 2, 5, 7]
+    info = inspect_video(url)
+    assert (info.error, info.fps, info.frames) == ("", 5.0, 10)
+    memory.pipe("/videos/broken.mp4", b"not a video at all")
+    with pytest.raises(VideoError, match=r"memory://videos/broken\.mp4: not a readable video"):
+        load_clip("memory://videos/broken.mp4", SETTINGS)
+    assert "not a readable video" in inspect_video("memory://videos/broken.mp4").error
