@@ -231,11 +231,28 @@ def processor_video_geometry(processor, family: Optional[str] = None) -> Optiona
 
 
 def frame_size(num_frames: int, height: int, width: int, geo: VideoGeometry) -> tuple[int, int]:
-    """(height, width) the video processor resizes ``num_frames`` frames of ``height`` x ``width`` to.
+    """(height, width) nbtools resizes ``num_frames`` frames of ``height`` x ``width`` to: the
+    processor's own target, taken again until the processor keeps it unchanged.
 
-    Mirrors ``smart_resize`` of the Qwen2-VL and Qwen3-VL video processors (transformers 5.24),
-    including Qwen3-VL's per-frame cap; ``num_frames`` is the count the processor receives.
+    One pass of the processor's rule is not always stable: for a very elongated frame the short
+    side is held at one token while the long side is cut for the budget, and a second pass cuts
+    it again. Frames at the fixed point go through the processor untouched, so what the
+    validator counts is what the model sees.
     """
+    size = (height, width)
+    for _ in range(16):  # each pass keeps the size or shrinks it: a few passes reach the fixed point
+        nxt = processor_frame_size(num_frames, *size, geo)
+        if nxt == size:
+            break
+        size = nxt
+    return size
+
+
+def processor_frame_size(num_frames: int, height: int, width: int, geo: VideoGeometry) -> tuple[int, int]:
+    """(height, width) one pass of the video processor's resize gives ``num_frames`` frames of
+    ``height`` x ``width``: ``smart_resize`` of the Qwen2-VL and Qwen3-VL video processors
+    (transformers 5.24), including Qwen3-VL's per-frame cap; ``num_frames`` is the count the
+    processor receives."""
     if min(height, width) <= 0:
         raise ValueError(f"video frame size must be positive, got {width}x{height}")
     factor = geo.factor

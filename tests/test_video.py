@@ -339,3 +339,77 @@ def test_remote_videos_load_and_validate_through_fsspec(clips, tmp_path):
     with pytest.raises(VideoError, match=r"memory://videos/broken\.mp4: not a readable video"):
         load_clip("memory://videos/broken.mp4", SETTINGS)
     assert "not a readable video" in inspect_video("memory://videos/broken.mp4").error
+
+
+def test_one_frame_video_is_padded_to_the_temporal_patch(tmp_path):
+    still = write_clip(tmp_path / "still.mkv", frames=1, rate=25)
+    clip = load_clip(str(still), SETTINGS, "qwen3_vl")
+    assert clip.frames.shape[0] == 2 and clip.metadata.frames_indices == [0, 0] and clip.sampled_indices == [0]
+    processor = load_processor("tiny-qwen3-vl", video=SETTINGS)
+    grid = processor.video_processor(**processor_video_kwargs([clip]), return_tensors="pt")["video_grid_thw"]
+    h, w = clip.frames.shape[1:3]
+    assert grid.tolist() == [[1, h // 16, w // 16]]
+
+
+def test_qwen2_5_vl_times_frame_groups_by_the_real_sampling_rate(clips):
+    processor = load_processor("tiny-qwen2.5-vl", video=SETTINGS)
+    clip = load_clip(str(clips["long"]), SETTINGS, "qwen2_5_vl")  # 5 of 40 frames at 10 fps: 1.25 frames/s
+    inputs = processor(text=["<|vision_start|><|video_pad|><|vision_end|>"], **processor_video_kwargs([clip]),
+                       return_tensors="pt")
+    # 2 frames per group at 1.25 frames/s; counting the padding copy would say 2 / 1.5
+    assert inputs["second_per_grid_ts"].tolist() == pytest.approx([1.6])
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_the_model_takes_the_processed_video(video_rows, model):
+    import torch
+
+    from nbtools.models import load_model_and_processor
+
+    family = FAMILIES[model]
+    net, processor = load_model_and_processor(model, max_pixels=16384, video=SETTINGS, dtype="float32", device="cpu")
+    record = validate_dataset(video_rows, model=model, max_pixels=16384, video=SETTINGS).records[1]  # image + video
+    example = to_training_example(record, 16384, family, video=SETTINGS)
+    text = processor.apply_chat_template(example["prompt"] + example["chosen"], tokenize=False)
+    inputs = processor(text=[text], images=example["images"], **processor_video_kwargs(example["videos"]),
+                       return_tensors="pt")
+    with torch.no_grad():
+        logits = net(**inputs).logits
+    assert logits.shape[1] == inputs["input_ids"].shape[1] and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_frame_sizes_match_the_processor_and_it_keeps_them(model):
+    """Seeded shapes and settings: our size is what the processor's resize gives, and a clip
+    already at that size passes through unchanged (so the validator's count is the processor's)."""
+    import random
+
+    import torch
+    from transformers.image_utils import SizeDict
+
+    from nbtools.models.loading import apply_video_settings
+    from nbtools.video import frame_size, padded_count, processor_frame_size
+
+    processor = load_processor(model)
+    vp = processor.video_processor
+    rng = random.Random(0)
+    stable = 0  # shapes where one pass of the processor is not yet its fixed point
+    for _ in range(60):
+        settings = VideoSettings(2.0, rng.randint(2, 20), rng.choice([3136, 6000, 16384, 50000, 200704]))
+        apply_video_settings(processor, settings)
+        geo = processor_video_geometry(processor, FAMILIES[model])
+        frames = padded_count(rng.randint(1, settings.max_frames))
+        height, width = rng.randint(8, 700), rng.randint(8, 700)
+
+        def resized(h, w):
+            video = torch.zeros(1, frames, 3, h, w, dtype=torch.uint8)
+            out = vp.resize(video, size=SizeDict(**dict(vp.size)), resample=vp.resample, factor=geo.factor,
+                            temporal_factor=geo.temporal_patch_size, cap_pixels_per_frame=vp.cap_pixels_per_frame)
+            return tuple(out.shape[-2:])
+
+        assert resized(height, width) == processor_frame_size(frames, height, width, geo), (settings, height, width)
+        ours = frame_size(frames, height, width, geo)
+        assert resized(*ours) == ours, (settings, frames, height, width)  # frames we resized are kept as they are
+        stable += ours != processor_frame_size(frames, height, width, geo)
+        assert ours[0] * ours[1] <= max(settings.video_max_pixels, geo.factor * max(ours)), (settings, ours)
+    assert stable  # the seeded shapes include elongated ones, where a second pass changes the size
