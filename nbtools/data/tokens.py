@@ -1,8 +1,10 @@
-"""Token counts of a pair's prompt, chosen and rejected parts, images included.
+"""Token counts of a pair's prompt, chosen and rejected parts, images and videos included.
 
 With a model, text is counted by its own tokenizer through its chat template. Without one,
 we estimate (~4 characters per token plus the chat template's per-message overhead) and
 say so wherever the number is shown: an estimate must never look like a measurement.
+Image and video tokens are exact either way (the processors' arithmetic, see ``nbtools.images``
+and ``nbtools.video``); only Qwen3-VL's per-frame-group timestamp text is estimated without a tokenizer.
 """
 
 from __future__ import annotations
