@@ -132,8 +132,8 @@ def test_metadata_gives_qwen3_vl_the_videos_own_timestamps(clips):
 
     processor = load_processor("tiny-qwen3-vl", video=SETTINGS)
     clip = load_clip(str(clips["short"]), SETTINGS, "qwen3_vl")
-    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}],
-                                         tokenize=False, add_generation_prompt=True)
+    turn = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}]
+    text = processor.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
     buffer, handler = _transformers_log()
     try:
         kwargs = processor_video_kwargs([clip])
@@ -202,7 +202,8 @@ def test_validator_counts_video_tokens_exactly_as_the_processor(video_rows, mode
     merge = processor.video_processor.merge_size
     pad = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     # the validator without a model uses the same video geometry (only the text is estimated)
-    assert TokenCounter(geometry(family), 16384, video=SETTINGS).video_geo == processor_video_geometry(processor, family)
+    without_model = TokenCounter(geometry(family), 16384, video=SETTINGS)
+    assert without_model.video_geo == processor_video_geometry(processor, family)
     for record in report.records:
         counted = report.tokens[record.line]
         example = to_training_example(record, 16384, family, video=SETTINGS)
