@@ -1,10 +1,29 @@
-"""One packed row per preference pair: ``[prompt, chosen, rejected, padding]``.
+"""One packed row per preference pair: ``[prompt, chosen, rejected, padding]``, or
+``[prompt, chosen, rejected_prompt, rejected, padding]`` when the rejected side sees other images.
 
 Why: TRL builds two rows per pair (``[prompt, chosen]`` and ``[prompt, rejected]``), so the
-prompt — usually dominated by hundreds of image tokens — goes through the model twice and the
-images are encoded twice. Packing keeps one copy of the prompt; the attention mask
-(:mod:`nbtools.packing.mask`) and positions (:mod:`nbtools.packing.positions`) make the
-rejected answer see exactly what it would see in its own row.
+prompt — usually dominated by hundreds of image or video tokens — goes through the model twice
+and the images and videos are encoded twice. Packing keeps one copy of the prompt; the
+attention mask (:mod:`nbtools.packing.mask`) and positions (:mod:`nbtools.packing.positions`)
+make the rejected answer see exactly what it would see in its own row.
+
+Layout API (segment ids per token, in the batch's ``segment_ids``):
+
+- ``SEGMENT_PROMPT`` (1), ``SEGMENT_CHOSEN`` (2), ``SEGMENT_REJECTED`` (3), padding ``SEGMENT_PAD`` (0).
+- ``SEGMENT_REJECTED_PROMPT`` (4): the rejected side's own prompt. An example with
+  ``"rejected_images"`` (image-contrast pair: the same conversation with those images in place of
+  ``images``) is packed as ``[prompt, chosen, rejected_prompt, rejected]``; the rejected prompt
+  and answer see only each other (block mask), their positions are those of a separate
+  ``[rejected_prompt, rejected]`` row, and the first rejected token is predicted from the last
+  rejected-prompt token. Each image is still encoded once (``images`` for the prompt,
+  ``rejected_images`` for the rejected prompt); videos are the same on both sides but sit in both
+  prompts, so such a row encodes its videos twice (once per prompt).
+- Rows of both kinds mix freely in one batch. Build one with :class:`PackedPieces`
+  (``rejected_prompt_ids`` set) and :func:`pack_pieces`, or let :class:`PackedPreferenceCollator`
+  do it from examples; batch keys: ``prompt_lengths``, ``chosen_lengths``,
+  ``rejected_prompt_lengths`` (0 for shared-prompt rows), ``rejected_lengths``.
+- Videos: examples may carry ``"videos": [nbtools.video.Clip]``; the processor gets the frames
+  with their metadata (``processor_video_inputs``), each clip once per prompt it appears in.
 
 Tokenisation goes through TRL's own chat-template helpers so the token ids are the ones TRL
 would train on; only the layout differs.
@@ -23,56 +42,78 @@ SEGMENT_PAD = 0
 SEGMENT_PROMPT = 1
 SEGMENT_CHOSEN = 2
 SEGMENT_REJECTED = 3
+SEGMENT_REJECTED_PROMPT = 4
 
 # Batch keys that describe the layout and are never passed to the model itself.
-LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_lengths", "rejected_lengths")
+LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_lengths", "rejected_prompt_lengths", "rejected_lengths")
 # Keys the caller may attach (precomputed reference values, cache keys); not model inputs.
 EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 
 
 @dataclass
 class PackedPieces:
-    """Token ids of one pair before packing (prompt already contains expanded image tokens)."""
+    """Token ids of one pair before packing (prompts already contain expanded image/video tokens).
+
+    ``rejected_prompt_ids`` set: the rejected answer has its own prompt (image-contrast pair).
+    """
 
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
     prompt_mm_token_type_ids: list[int] | None = None
+    rejected_prompt_ids: list[int] | None = None
+    rejected_prompt_mm_token_type_ids: list[int] | None = None
 
 
 def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Lay out pairs as right-padded rows ``[prompt, chosen, rejected]``.
+    """Lay out pairs as right-padded rows ``[prompt, chosen, (rejected_prompt,) rejected]``.
 
     Returns ``input_ids``, ``attention_mask`` (2-D, 1 = real token; for token counting, the
     model gets the 4-D mask), ``segment_ids``, ``prompt_lengths``, ``chosen_lengths``,
-    ``rejected_lengths`` and, when the prompts carry them, ``mm_token_type_ids``.
+    ``rejected_prompt_lengths``, ``rejected_lengths`` and, when the prompts carry them,
+    ``mm_token_type_ids``.
     """
     if not pieces:
         raise ValueError("cannot pack an empty batch")
     for index, piece in enumerate(pieces):
         if not piece.prompt_ids:
             raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token before it")
-    lengths = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pieces]
-    width = max(lengths)
+        if piece.rejected_prompt_ids is not None and not piece.rejected_prompt_ids:
+            raise ValueError(f"pair {index}: the rejected prompt is empty; the first rejected token needs a prompt "
+                             "token before it")
+    segments = []
+    for piece in pieces:
+        rejected_prompt = piece.rejected_prompt_ids or []
+        segments.append(
+            [(piece.prompt_ids, SEGMENT_PROMPT, piece.prompt_mm_token_type_ids),
+             (piece.chosen_ids, SEGMENT_CHOSEN, None),
+             (rejected_prompt, SEGMENT_REJECTED_PROMPT, piece.rejected_prompt_mm_token_type_ids),
+             (piece.rejected_ids, SEGMENT_REJECTED, None)]
+        )
+    width = max(sum(len(ids) for ids, _, _ in row) for row in segments)
     batch = len(pieces)
     input_ids = torch.full((batch, width), pad_token_id, dtype=torch.long)
     segment_ids = torch.full((batch, width), SEGMENT_PAD, dtype=torch.long)
-    with_mm = any(p.prompt_mm_token_type_ids is not None for p in pieces)
+    with_mm = any(p.prompt_mm_token_type_ids is not None or p.rejected_prompt_mm_token_type_ids is not None
+                  for p in pieces)
     mm_types = torch.zeros((batch, width), dtype=torch.long) if with_mm else None
-    for row, piece in enumerate(pieces):
-        p, c, r = len(piece.prompt_ids), len(piece.chosen_ids), len(piece.rejected_ids)
-        input_ids[row, : p + c + r] = torch.tensor(piece.prompt_ids + piece.chosen_ids + piece.rejected_ids)
-        segment_ids[row, :p] = SEGMENT_PROMPT
-        segment_ids[row, p : p + c] = SEGMENT_CHOSEN
-        segment_ids[row, p + c : p + c + r] = SEGMENT_REJECTED
-        if with_mm and piece.prompt_mm_token_type_ids is not None:
-            mm_types[row, :p] = torch.tensor(piece.prompt_mm_token_type_ids)
+    for row, parts in enumerate(segments):
+        start = 0
+        for ids, segment, mm in parts:
+            end = start + len(ids)
+            if ids:
+                input_ids[row, start:end] = torch.tensor(ids)
+                segment_ids[row, start:end] = segment
+                if with_mm and mm is not None:
+                    mm_types[row, start:end] = torch.tensor(mm)
+            start = end
     out = {
         "input_ids": input_ids,
         "attention_mask": (segment_ids != SEGMENT_PAD).long(),
         "segment_ids": segment_ids,
         "prompt_lengths": torch.tensor([len(p.prompt_ids) for p in pieces]),
         "chosen_lengths": torch.tensor([len(p.chosen_ids) for p in pieces]),
+        "rejected_prompt_lengths": torch.tensor([len(p.rejected_prompt_ids or []) for p in pieces]),
         "rejected_lengths": torch.tensor([len(p.rejected_ids) for p in pieces]),
     }
     if with_mm:
@@ -80,12 +121,69 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
     return out
 
 
+def example_images(example: dict[str, Any]) -> list:
+    """The example's images (TRL accepts ``images`` or a single ``image``)."""
+    return list(example.get("images") or ([example["image"]] if example.get("image") is not None else []))
+
+
+def rejected_images_of(example: dict[str, Any], index: int = 0) -> list | None:
+    """The images the rejected sequence sees in place of ``images``, or None when it sees the same ones.
+
+    Raises a ValueError naming the pair when the counts differ (the rejected conversation has the
+    same ``<image>`` positions, so it needs exactly as many images).
+    """
+    rejected = example.get("rejected_images")
+    if not rejected:
+        return None
+    images = example_images(example)
+    if len(rejected) != len(images):
+        raise ValueError(
+            f"pair {index} of the batch: it has {len(images)} image(s) but {len(rejected)} rejected_images; the "
+            "rejected sequence puts rejected_images in place of images, so give exactly one per image"
+        )
+    return list(rejected)
+
+
+def example_clips(example: dict[str, Any], index: int = 0) -> list:
+    """The example's decoded videos (``nbtools.video.Clip``: ``frames`` + ``metadata``)."""
+    clips = list(example.get("videos") or [])
+    for clip in clips:
+        if not (hasattr(clip, "frames") and hasattr(clip, "metadata")):
+            raise ValueError(
+                f"pair {index} of the batch: videos must be decoded clips (nbtools.video.Clip with frames and "
+                f"metadata), got {type(clip).__name__}; build examples with nbtools.data.to_training_example"
+            )
+    return clips
+
+
+def processor_video_inputs(clips: list) -> dict[str, Any]:
+    """Processor keyword arguments for already-sampled clips (empty without clips).
+
+    The frames are sampled and resized when the clip is loaded, so the processor must not sample
+    again (``do_sample_frames=False``); the metadata carries the source fps and frame indices, from
+    which Qwen3-VL writes each frame group's timestamp into the prompt.
+    """
+    if not clips:
+        return {}
+    from nbtools import video
+
+    helper = getattr(video, "processor_video_kwargs", None)  # the video module's convention, when it has one
+    if helper is not None:
+        return helper(clips)
+    # a copy per use: the processor fills in defaults on the metadata it is given
+    return {"videos": [clip.frames for clip in clips], "video_metadata": [copy.deepcopy(clip.metadata) for clip in clips],
+            "do_sample_frames": False}
+
+
 def render_pair(example: dict[str, Any], processor) -> tuple[str, str, str, list]:
-    """Chat-templated (prompt, chosen, rejected) strings and the pair's images, exactly as TRL renders them."""
+    """Chat-templated (prompt, chosen, rejected) strings and the pair's images, exactly as TRL renders them.
+
+    The prompt string is the same for ``rejected_images``: only the images filling its placeholders differ.
+    """
     from trl.data_utils import apply_chat_template, is_conversational, prepare_multimodal_messages
 
     example = copy.copy(example)
-    images = list(example.get("images") or ([example["image"]] if example.get("image") is not None else []))
+    images = example_images(example)
     if is_conversational(example):
         rendered = apply_chat_template(
             {
@@ -104,11 +202,12 @@ class PackedPreferenceCollator:
     """Collate TRL conversational vision preference examples into packed rows.
 
     Output keys: the model inputs the processor produces for the prompts (``pixel_values``,
-    ``image_grid_thw``, ``mm_token_type_ids``, … — each image once, in pair order) plus the
+    ``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``, … —
+    each image once, in row order: a row's prompt images, then its rejected-prompt images) plus the
     layout keys of :func:`pack_pieces`. With ``reference_lookup`` set (a callable
     ``examples -> (chosen, rejected) tensors or None``), precomputed reference log-probs are
     attached as ``ref_chosen_logps`` / ``ref_rejected_logps``. ``max_length`` truncates like
-    TRL: each answer is cut so that ``prompt + answer`` fits (the prompt itself is never cut).
+    TRL: each answer is cut so that its ``prompt + answer`` fits (a prompt itself is never cut).
     """
 
     processor: Any
@@ -122,18 +221,41 @@ class PackedPreferenceCollator:
         pad = tokenizer.pad_token_id
         return pad if pad is not None else tokenizer.eos_token_id
 
+    def _room(self, row: int, prompt_ids: list[int]) -> int | None:
+        room = None if self.max_length is None else self.max_length - len(prompt_ids)
+        if room is not None and room <= 0:
+            raise ValueError(
+                f"pair {row} of the batch: its prompt has {len(prompt_ids)} tokens (images included), which leaves "
+                f"no room for an answer within max_length={self.max_length}; raise max_length or drop the pair"
+            )
+        return room
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         rendered = [render_pair(example, self.processor) for example in examples]
-        prompts = [r[0] for r in rendered]
-        images = [r[3] for r in rendered]
-        has_images = any(images)
+        # one processor text per prompt: the shared (or chosen-side) prompt, then the rejected prompt if any
+        texts, text_images, clips, text_of = [], [], [], []
+        for row, (example, (prompt, _, _, images)) in enumerate(zip(examples, rendered)):
+            row_clips = example_clips(example, row)
+            rejected_images = rejected_images_of(example, row)
+            chosen_text = len(texts)
+            texts.append(prompt)
+            text_images.append(images)
+            clips += row_clips
+            rejected_text = None
+            if rejected_images is not None:
+                rejected_text = len(texts)
+                texts.append(prompt)
+                text_images.append(rejected_images)
+                clips += row_clips
+            text_of.append((chosen_text, rejected_text))
         processed = self.processor(
-            images=images if has_images else None,
-            text=prompts,
+            images=text_images if any(text_images) else None,
+            text=texts,
             padding=True,
             padding_side="right",
             return_tensors="pt",
             add_special_tokens=False,
+            **processor_video_inputs(clips),
             **self.extra_processor_kwargs,
         )
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -141,25 +263,22 @@ class PackedPreferenceCollator:
             [r[1] for r in rendered] + [r[2] for r in rendered], add_special_tokens=False
         )["input_ids"]
         chosen_ids, rejected_ids = completions[: len(examples)], completions[len(examples) :]
+        mm = processed.get("mm_token_type_ids")
+
+        def prompt_of(text: int) -> tuple[list[int], list[int] | None]:
+            real = processed["attention_mask"][text].bool()
+            return processed["input_ids"][text][real].tolist(), (mm[text][real].tolist() if mm is not None else None)
+
         pieces = []
-        for row in range(len(examples)):
-            real = processed["attention_mask"][row].bool()
-            mm = processed.get("mm_token_type_ids")
-            prompt_ids = processed["input_ids"][row][real].tolist()
-            room = None if self.max_length is None else self.max_length - len(prompt_ids)
-            if room is not None and room <= 0:
-                raise ValueError(
-                    f"pair {row} of the batch: its prompt has {len(prompt_ids)} tokens (images included), which leaves "
-                    f"no room for an answer within max_length={self.max_length}; raise max_length or drop the pair"
-                )
-            pieces.append(
-                PackedPieces(
-                    prompt_ids=prompt_ids,
-                    chosen_ids=list(chosen_ids[row])[:room],
-                    rejected_ids=list(rejected_ids[row])[:room],
-                    prompt_mm_token_type_ids=mm[row][real].tolist() if mm is not None else None,
-                )
-            )
+        for row, (chosen_text, rejected_text) in enumerate(text_of):
+            prompt_ids, prompt_mm = prompt_of(chosen_text)
+            room = self._room(row, prompt_ids)
+            piece = PackedPieces(prompt_ids=prompt_ids, chosen_ids=list(chosen_ids[row])[:room],
+                                 rejected_ids=list(rejected_ids[row])[:room], prompt_mm_token_type_ids=prompt_mm)
+            if rejected_text is not None:
+                piece.rejected_prompt_ids, piece.rejected_prompt_mm_token_type_ids = prompt_of(rejected_text)
+                piece.rejected_ids = list(rejected_ids[row])[: self._room(row, piece.rejected_prompt_ids)]
+            pieces.append(piece)
         batch = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         batch.update(pack_pieces(pieces, self.pad_token_id))
         if self.reference_lookup is not None:

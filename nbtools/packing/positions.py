@@ -6,6 +6,13 @@ image grids, so they come from the model's own ``get_rope_index`` over the packe
 rejected segment is then renumbered from the prompt's largest position + 1 on all three
 rows (answers are text, where the three rows are equal). Other families use 1-D positions.
 
+A row with its own rejected prompt (``[prompt, chosen, rejected_prompt, rejected]``) holds two
+sequences: ``get_rope_index`` numbers the rejected side as a continuation of the chosen side,
+i.e. shifted by one constant on all three rows (its first token is text, and everything after
+it is numbered relative to it). Subtracting that token's position gives exactly the positions
+of a separate ``[rejected_prompt, rejected]`` row (tests compare them with the model's own
+``get_rope_index`` on such a row), so nothing relies on RoPE's shift invariance.
+
 Passed explicitly as ``position_ids``: with a 4-D mask the model cannot infer them. We pass
 the 3-row form (not the 4-row form whose row 0 holds text positions): with 3 rows the
 language model gets ``text_position_ids=None`` and never tries to detect "packed sequences"
@@ -18,7 +25,7 @@ import inspect
 
 import torch
 
-from .layout import SEGMENT_PAD, SEGMENT_PROMPT, SEGMENT_REJECTED
+from .layout import SEGMENT_PAD, SEGMENT_PROMPT, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
 
 
 def rope_index_owner(model):
@@ -29,12 +36,24 @@ def rope_index_owner(model):
     return None
 
 
+def rejected_side(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rejected-side tokens of rows with their own rejected prompt (B, L), those rows (B,))."""
+    split = (segment_ids == SEGMENT_REJECTED_PROMPT).any(dim=1)
+    side = ((segment_ids == SEGMENT_REJECTED_PROMPT) | (segment_ids == SEGMENT_REJECTED)) & split[:, None]
+    return side, split
+
+
 def one_d_positions(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
-    """(B, L) positions: 0.. over prompt + chosen; rejected restarts right after the prompt."""
+    """(B, L) positions: 0.. over prompt + chosen; rejected restarts right after the prompt, or — after its own
+    rejected prompt — the rejected side restarts at 0."""
     _, length = segment_ids.shape
     index = torch.arange(length, device=segment_ids.device)[None].expand_as(segment_ids)
+    chosen_lengths = chosen_lengths.to(index.device)[:, None]
     rejected = segment_ids == SEGMENT_REJECTED
-    positions = torch.where(rejected, index - chosen_lengths.to(index.device)[:, None], index)
+    positions = torch.where(rejected, index - chosen_lengths, index)
+    side, _ = rejected_side(segment_ids)
+    side_start = prompt_lengths.to(index.device)[:, None] + chosen_lengths
+    positions = torch.where(side, index - side_start, positions)
     return positions.masked_fill(segment_ids == SEGMENT_PAD, 0)
 
 
@@ -60,12 +79,18 @@ def mrope_positions(owner, batch: dict, *, renumber_rejected: bool = True) -> to
     if not renumber_rejected:
         return positions
     positions = positions.clone()
+    side, split = rejected_side(segment_ids)
     prompt = (segment_ids == SEGMENT_PROMPT)[None]
     prompt_max = positions.masked_fill(~prompt, -1).amax(dim=(0, 2))  # (B,)
-    rejected = segment_ids == SEGMENT_REJECTED
+    rejected = (segment_ids == SEGMENT_REJECTED) & ~split[:, None]  # shares the prompt
     order = rejected.long().cumsum(dim=1) - 1  # 0.. within the rejected segment
     renumbered = (prompt_max[:, None] + 1 + order).to(positions.dtype)
     positions = torch.where(rejected[None], renumbered[None].expand_as(positions), positions)
+    # own rejected prompt: shift the side so its first (text) token is at 0, as in a row of its own
+    first = torch.where(side.any(dim=1), side.long().argmax(dim=1), torch.zeros_like(split, dtype=torch.long))
+    rows = torch.arange(segment_ids.shape[0], device=segment_ids.device)
+    shift = positions[:, rows, first]  # (3, B): equal on the three rows (text)
+    positions = torch.where(side[None], positions - shift[:, :, None], positions)
     return positions
 
 
