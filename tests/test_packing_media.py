@@ -194,8 +194,12 @@ def test_rejected_images_must_match_the_images_one_for_one(models):
 
 # --- equivalence: packed == unpacked == one forward per sequence --------------------------------
 
-@pytest.mark.parametrize("family", MEDIA_FAMILIES)
-@pytest.mark.parametrize("kind", KINDS)
+# Qwen2-VL: mrope without timestamps; LLaVA: 1-D positions and no video (image-contrast pairs only)
+CASES = [(family, kind) for family in MEDIA_FAMILIES + ["tiny-qwen2-vl"] for kind in KINDS] + [
+    ("tiny-llava", "rejected_images")]
+
+
+@pytest.mark.parametrize("family, kind", CASES)
 def test_packed_unpacked_and_per_sequence_logps_agree(models, family, kind):
     model, processor = _get(models, family)
     examples = media_batches()[kind]
@@ -442,3 +446,31 @@ def test_cache_key_covers_videos_frame_settings_and_rejected_images(models, tmp_
     assert (chosen.tolist(), rejected.tolist()) == ([-1.0], [-2.0])  # the same input hits
     for _, value in changed:  # each change misses
         assert store.lookup([value], fingerprint) is None
+
+
+# --- TRL's own loss on our unpacked batches ----------------------------------------------------
+
+@pytest.mark.slow
+def test_trl_trainer_loss_on_unpacked_media_batches_equals_the_packed_step(models, tmp_path):
+    """TRL's DPOTrainer passes the video keys through to the model: its loss on our unpacked batch is the packed one."""
+    from test_packing import batches
+    from test_packing_trainer import _trainer
+
+    model, processor = _get(models, "tiny-qwen3-vl")
+    trainer = _trainer(_lora_model(model), processor, batches()["mixed"], tmp_path)  # plain rows: a dataset to build on
+    trainer.model.train()
+    examples = media_batches()["mixed"]
+    metrics = trainer._metrics["train"]
+
+    def loss_and_logps(batch):
+        loss = trainer.compute_loss(trainer.model, batch)
+        return loss, metrics["logps/chosen"][-1], metrics["logps/rejected"][-1]
+
+    plain = loss_and_logps(_unpacked(processor, examples))
+    packed = loss_and_logps(_packed(processor, examples))
+    torch.testing.assert_close(packed[0], plain[0], atol=TOLERANCE, rtol=0)
+    assert packed[1:] == pytest.approx(plain[1:], abs=TOLERANCE)
+    # without the videos' pixels TRL's log-probs differ: the comparison can fail
+    broken = _unpacked(processor, examples)
+    broken["pixel_values_videos"] = torch.zeros_like(broken["pixel_values_videos"])
+    assert abs(loss_and_logps(broken)[1] - plain[1]) > 10 * TOLERANCE
