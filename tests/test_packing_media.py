@@ -287,6 +287,25 @@ def test_rejected_side_mrope_positions_equal_a_separate_row(models):
     assert shift.numel() == 1 and shift.item() > 0
 
 
+def test_max_length_cuts_each_side_like_trl(models):
+    """Each answer is cut so that its own prompt + answer fits; the rejected prompt may be shorter than the chosen one."""
+    model, processor = _get(models, "tiny-qwen3-vl")
+    examples = media_batches()["rejected_images"][:1]  # rejected image has fewer tokens than the chosen one
+    full = _packed(processor, examples)
+    prompt, rejected_prompt = full["prompt_lengths"].item(), full["rejected_prompt_lengths"].item()
+    assert rejected_prompt < prompt
+    max_length = prompt + 2
+    batch = PackedPreferenceCollator(processor, max_length=max_length)(copy.deepcopy(examples))
+    assert batch["chosen_lengths"].tolist() == [2]
+    assert batch["rejected_lengths"].item() == min(full["rejected_lengths"].item(), max_length - rejected_prompt) > 2
+    with torch.no_grad():
+        chosen, rejected = separate_logps(model, VisionPreferenceCollator(processor, max_length=max_length)(
+            copy.deepcopy(examples)))
+        packed = packed_logps(model, batch)
+    torch.testing.assert_close(packed.chosen, chosen, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(packed.rejected, rejected, atol=TOLERANCE, rtol=0)
+
+
 # --- negative checks: the comparison catches a wrong mask or wrong positions --------------------
 
 def _rejected_error(model, processor, examples, **overrides):
