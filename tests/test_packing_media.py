@@ -24,6 +24,7 @@ from nbtools.packing import (
 )
 from nbtools.packing.layout import (
     SEGMENT_CHOSEN,
+    SEGMENT_CHOSEN_PROMPT,
     SEGMENT_PROMPT,
     SEGMENT_REJECTED,
     SEGMENT_REJECTED_PROMPT,
@@ -147,22 +148,24 @@ def _packed(processor, examples):
 
 # --- layout without a model --------------------------------------------------------------------
 
-def test_rejected_prompt_layout_mask_and_one_d_positions():
-    batch = pack_pieces([PackedPieces([5, 6], [7], [8, 9], rejected_prompt_ids=[5, 4, 6]),
+def test_image_contrast_layout_mask_and_one_d_positions():
+    # shared text [5, 6]; chosen prompt [1]; chosen [7]; rejected prompt [2, 2]; rejected [8, 9]
+    batch = pack_pieces([PackedPieces([5, 6], [7], [8, 9], chosen_prompt_ids=[1], rejected_prompt_ids=[2, 2]),
                          PackedPieces([5], [7, 7], [8])], pad_token_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 5, 4, 6, 8, 9], [5, 7, 7, 8, 0, 0, 0, 0]]
-    assert batch["segment_ids"].tolist() == [[1, 1, 2, 4, 4, 4, 3, 3], [1, 2, 2, 3, 0, 0, 0, 0]]
-    assert batch["rejected_prompt_lengths"].tolist() == [3, 0]
+    assert batch["input_ids"].tolist() == [[5, 6, 1, 7, 2, 2, 8, 9], [5, 7, 7, 8, 0, 0, 0, 0]]
+    assert batch["segment_ids"].tolist() == [[1, 1, 5, 2, 4, 4, 3, 3], [1, 2, 2, 3, 0, 0, 0, 0]]
+    assert batch["chosen_prompt_lengths"].tolist() == [1, 0]
+    assert batch["rejected_prompt_lengths"].tolist() == [2, 0]
     allowed = packed_allowed(batch["segment_ids"])[0, 0].int()
     expected = torch.tensor([
         [1, 0, 0, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 0, 0, 0, 0],
-        [0, 0, 0, 1, 0, 0, 0, 0],  # rejected prompt: a sequence of its own
-        [0, 0, 0, 1, 1, 0, 0, 0],
-        [0, 0, 0, 1, 1, 1, 0, 0],
-        [0, 0, 0, 1, 1, 1, 1, 0],  # rejected answer: rejected prompt + itself
-        [0, 0, 0, 1, 1, 1, 1, 1],
+        [1, 1, 1, 0, 0, 0, 0, 0],  # chosen side: shared text + its own part
+        [1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 1, 0, 0, 0],  # rejected side: shared text + its own part, never the chosen side
+        [1, 1, 0, 0, 1, 1, 0, 0],
+        [1, 1, 0, 0, 1, 1, 1, 0],
+        [1, 1, 0, 0, 1, 1, 1, 1],
     ])
     assert torch.equal(allowed, expected)
     # the shared-prompt row next to it keeps its rules (rejected sees the prompt, never chosen)
@@ -172,9 +175,11 @@ def test_rejected_prompt_layout_mask_and_one_d_positions():
         pass
 
     positions = packed_position_ids(OneD(), batch)
-    assert positions.tolist() == [[0, 1, 2, 0, 1, 2, 3, 4], [0, 1, 2, 1, 0, 0, 0, 0]]
+    assert positions.tolist() == [[0, 1, 2, 3, 2, 3, 4, 5], [0, 1, 2, 1, 0, 0, 0, 0]]
     with pytest.raises(ValueError, match="pair 0: the rejected prompt is empty"):
-        pack_pieces([PackedPieces([1], [2], [3], rejected_prompt_ids=[])], pad_token_id=0)
+        pack_pieces([PackedPieces([1], [2], [3], chosen_prompt_ids=[4], rejected_prompt_ids=[])], pad_token_id=0)
+    with pytest.raises(ValueError, match="pair 0: chosen_prompt_ids without rejected_prompt_ids"):
+        pack_pieces([PackedPieces([1], [2], [3], chosen_prompt_ids=[4])], pad_token_id=0)
 
 
 def test_rejected_images_must_match_the_images_one_for_one(models):
@@ -244,46 +249,61 @@ def test_unpacked_batch_layout_with_videos_and_rejected_images(models):
                 for e in examples for i in (e.get("rejected_images") or e["images"])]
     assert batch["image_grid_thw"].tolist() == one + rejected
     # video tokens (type 2): both rows of every pair; the packed rows hold each prompt's once
-    prompt_video_tokens = int(packed["mm_token_type_ids"][packed["segment_ids"] == SEGMENT_PROMPT].eq(2).sum())
+    chosen_prompts = (packed["segment_ids"] == SEGMENT_PROMPT) | (packed["segment_ids"] == SEGMENT_CHOSEN_PROMPT)
+    prompt_video_tokens = int(packed["mm_token_type_ids"][chosen_prompts].eq(2).sum())
     assert prompt_video_tokens > 0
     assert int(batch["mm_token_type_ids"].eq(2).sum()) == 2 * prompt_video_tokens
 
 
-def test_packed_row_order_and_each_image_once(models):
+def test_packed_row_order_shared_text_and_each_image_once(models):
     _, processor = _get(models, "tiny-qwen3-vl")
     examples = media_batches()["mixed"]
     batch = _packed(processor, examples)
+    unpacked = _unpacked(processor, examples)
     assert batch["rejected_prompt_lengths"].tolist()[:3] == [0, 0, 0]
-    assert all(n > 0 for n in batch["rejected_prompt_lengths"].tolist()[3:])
-    segments = batch["segment_ids"]
-    assert (segments[3] == SEGMENT_REJECTED_PROMPT).sum() == batch["rejected_prompt_lengths"][3]
+    assert batch["chosen_prompt_lengths"].tolist()[:3] == [0, 0, 0]
+    segments, ids, types = batch["segment_ids"], batch["input_ids"], batch["mm_token_type_ids"]
+    real = unpacked["attention_mask"].bool() & (unpacked["completion_mask"] == 0)
+    for row in (3, 4):  # image-contrast rows: each side's prompt is TRL's, the shared text stops at the first image
+        shared = batch["prompt_lengths"][row].item()
+        chosen_side = ids[row][(segments[row] == SEGMENT_PROMPT) | (segments[row] == SEGMENT_CHOSEN_PROMPT)]
+        rejected_side = ids[row][(segments[row] == SEGMENT_PROMPT) | (segments[row] == SEGMENT_REJECTED_PROMPT)]
+        assert torch.equal(chosen_side, unpacked["input_ids"][row][real[row]])
+        assert torch.equal(rejected_side, unpacked["input_ids"][5 + row][real[5 + row]])
+        assert shared > 0 and types[row, :shared].eq(0).all() and types[row, shared] != 0
     # images: row by row, a row's prompt images then its rejected prompt's
     order = [i for e in examples for i in e["images"] + (e.get("rejected_images") or [])]
     expected = [processor.image_processor(images=[i], return_tensors="pt")["image_grid_thw"][0].tolist() for i in order]
     assert batch["image_grid_thw"].tolist() == expected
-    # a plain video pair encodes its clip once; a rejected_images pair with a video shows it in both prompts
+    # a plain video pair encodes its clip once; an image-contrast pair with a video shows it in both prompts
     assert batch["video_grid_thw"].shape[0] == 3
 
 
-def test_rejected_side_mrope_positions_equal_a_separate_row(models):
-    model, processor = _get(models, "tiny-qwen3-vl")
+@pytest.mark.parametrize("family", MEDIA_FAMILIES)
+def test_image_contrast_mrope_positions_equal_separate_rows(models, family):
+    model, processor = _get(models, family)
     example = media_batches()["mixed"][4]  # image + video, rejected image of another size
     batch = _packed(processor, [example])
     positions = packed_position_ids(model, batch)[:, 0]
     segments = batch["segment_ids"][0]
     separate = _unpacked(processor, [example])
-    row = 1  # the [rejected_prompt, rejected] row
-    real = separate["attention_mask"][row].bool()
-    images = separate["image_grid_thw"][1:]  # the rejected row's image
-    videos = separate["video_grid_thw"][1:]
-    expected, _ = model.model.get_rope_index(
-        separate["input_ids"][row : row + 1], mm_token_type_ids=separate["mm_token_type_ids"][row : row + 1],
-        image_grid_thw=images, video_grid_thw=videos, attention_mask=separate["attention_mask"][row : row + 1])
-    side = (segments == SEGMENT_REJECTED_PROMPT) | (segments == SEGMENT_REJECTED)
-    assert torch.equal(positions[:, side], expected[:, 0, real])
-    # the raw rope index over the whole row is the same up to one constant (on all three rows)
+    sides = {0: (SEGMENT_CHOSEN_PROMPT, SEGMENT_CHOSEN), 1: (SEGMENT_REJECTED_PROMPT, SEGMENT_REJECTED)}
+    for row, (own_prompt, answer) in sides.items():  # rows [prompt, chosen] and [prompt, rejected]
+        real = separate["attention_mask"][row].bool()
+        extra = {}
+        if "second_per_grid_ts" in separate:
+            extra["second_per_grid_ts"] = separate["second_per_grid_ts"][row : row + 1]
+        expected, _ = model.model.get_rope_index(
+            separate["input_ids"][row : row + 1], mm_token_type_ids=separate["mm_token_type_ids"][row : row + 1],
+            image_grid_thw=separate["image_grid_thw"][row : row + 1],
+            video_grid_thw=separate["video_grid_thw"][row : row + 1],
+            attention_mask=separate["attention_mask"][row : row + 1], **extra)
+        side = (segments == SEGMENT_PROMPT) | (segments == own_prompt) | (segments == answer)
+        assert torch.equal(positions[:, side], expected[:, 0, real]), row
+    # the raw rope index over the whole row has the rejected side off by one constant (on all three rows)
     raw = packed_position_ids(model, batch, renumber_rejected=False)[:, 0]
-    shift = (raw[:, side] - expected[:, 0, real]).unique()
+    rejected_side = (segments == SEGMENT_REJECTED_PROMPT) | (segments == SEGMENT_REJECTED)
+    shift = (raw[:, rejected_side] - positions[:, rejected_side]).unique()
     assert shift.numel() == 1 and shift.item() > 0
 
 
@@ -292,7 +312,9 @@ def test_max_length_cuts_each_side_like_trl(models):
     model, processor = _get(models, "tiny-qwen3-vl")
     examples = media_batches()["rejected_images"][:1]  # rejected image has fewer tokens than the chosen one
     full = _packed(processor, examples)
-    prompt, rejected_prompt = full["prompt_lengths"].item(), full["rejected_prompt_lengths"].item()
+    shared = full["prompt_lengths"].item()
+    prompt = shared + full["chosen_prompt_lengths"].item()
+    rejected_prompt = shared + full["rejected_prompt_lengths"].item()
     assert rejected_prompt < prompt
     max_length = prompt + 2
     batch = PackedPreferenceCollator(processor, max_length=max_length)(copy.deepcopy(examples))
@@ -320,7 +342,7 @@ def _rejected_side_sees_chosen_side(model, batch):
     segments = batch["segment_ids"]
     query, key = segments[:, :, None], segments[:, None, :]
     leak = ((query == SEGMENT_REJECTED_PROMPT) | (query == SEGMENT_REJECTED)) & (
-        (key == SEGMENT_PROMPT) | (key == SEGMENT_CHOSEN))
+        (key == SEGMENT_CHOSEN_PROMPT) | (key == SEGMENT_CHOSEN))
     causal = torch.ones(segments.shape[1], segments.shape[1], dtype=torch.bool).tril()
     return to_model_mask(packed_allowed(segments) | (leak & causal)[:, None], model.config._attn_implementation,
                          torch.float32)

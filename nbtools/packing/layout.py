@@ -10,20 +10,23 @@ make the rejected answer see exactly what it would see in its own row.
 Layout API (segment ids per token, in the batch's ``segment_ids``):
 
 - ``SEGMENT_PROMPT`` (1), ``SEGMENT_CHOSEN`` (2), ``SEGMENT_REJECTED`` (3), padding ``SEGMENT_PAD`` (0).
-- ``SEGMENT_REJECTED_PROMPT`` (4): the rejected side's own prompt. An example with
-  ``"rejected_images"`` (image-contrast pair: the same conversation with those images in place of
-  ``images``) is packed as ``[prompt, chosen, rejected_prompt, rejected]``; the rejected prompt
-  and answer see only each other (block mask), their positions are those of a separate
-  ``[rejected_prompt, rejected]`` row, and the first rejected token is predicted from the last
-  rejected-prompt token. Each image is still encoded once (``images`` for the prompt,
-  ``rejected_images`` for the rejected prompt); videos are the same on both sides but sit in both
-  prompts, so such a row encodes its videos twice (once per prompt).
-- Rows of both kinds mix freely in one batch. Build one with :class:`PackedPieces`
-  (``rejected_prompt_ids`` set) and :func:`pack_pieces`, or let :class:`PackedPreferenceCollator`
-  do it from examples; batch keys: ``prompt_lengths``, ``chosen_lengths``,
-  ``rejected_prompt_lengths`` (0 for shared-prompt rows), ``rejected_lengths``.
+- Image-contrast pairs: an example with ``"rejected_images"`` (the same conversation with those
+  images in place of ``images``) has two prompts that differ from their first image on. Its row is
+  ``[prompt, chosen_prompt, chosen, rejected_prompt, rejected]``: ``SEGMENT_PROMPT`` holds the text
+  the two prompts share before their first image or video (system prompt, earlier text turns,
+  the template's header), ``SEGMENT_CHOSEN_PROMPT`` (5) and ``SEGMENT_REJECTED_PROMPT`` (4) the
+  rest of each prompt. Each side sees the shared text and only its own part (block mask); the
+  rejected side's positions are those of a separate ``[prompt, rejected_prompt, rejected]`` row,
+  and the first rejected token is predicted from the last rejected-prompt token. Each image is
+  encoded once (``images`` in the chosen prompt, ``rejected_images`` in the rejected one); videos
+  are the same on both sides but sit after the shared text, so such a row encodes its videos twice.
+- Rows of both kinds mix freely in one batch. Build rows with :class:`PackedPieces` (split rows:
+  ``chosen_prompt_ids`` / ``rejected_prompt_ids`` set) and :func:`pack_pieces`, or let
+  :class:`PackedPreferenceCollator` do it from examples. Batch keys: ``prompt_lengths`` (the
+  shared part), ``chosen_prompt_lengths`` / ``rejected_prompt_lengths`` (0 for shared-prompt
+  rows), ``chosen_lengths``, ``rejected_lengths``.
 - Videos: examples may carry ``"videos": [nbtools.video.Clip]``; the processor gets the frames
-  with their metadata (``processor_video_inputs``), each clip once per prompt it appears in.
+  with their metadata (``processor_video_inputs``), each clip once per prompt part it appears in.
 
 Tokenisation goes through TRL's own chat-template helpers so the token ids are the ones TRL
 would train on; only the layout differs.
@@ -43,9 +46,11 @@ SEGMENT_PROMPT = 1
 SEGMENT_CHOSEN = 2
 SEGMENT_REJECTED = 3
 SEGMENT_REJECTED_PROMPT = 4
+SEGMENT_CHOSEN_PROMPT = 5
 
 # Batch keys that describe the layout and are never passed to the model itself.
-LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_lengths", "rejected_prompt_lengths", "rejected_lengths")
+LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_prompt_lengths", "chosen_lengths", "rejected_prompt_lengths",
+               "rejected_lengths")
 # Keys the caller may attach (precomputed reference values, cache keys); not model inputs.
 EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 
@@ -54,7 +59,9 @@ EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 class PackedPieces:
     """Token ids of one pair before packing (prompts already contain expanded image/video tokens).
 
-    ``rejected_prompt_ids`` set: the rejected answer has its own prompt (image-contrast pair).
+    Shared-prompt pair: ``prompt_ids`` is the whole prompt. Image-contrast pair: ``prompt_ids`` is the
+    text both prompts share, ``chosen_prompt_ids`` / ``rejected_prompt_ids`` the rest of each
+    (both set; the rejected part must not be empty).
     """
 
     prompt_ids: list[int]
@@ -63,31 +70,40 @@ class PackedPieces:
     prompt_mm_token_type_ids: list[int] | None = None
     rejected_prompt_ids: list[int] | None = None
     rejected_prompt_mm_token_type_ids: list[int] | None = None
+    chosen_prompt_ids: list[int] | None = None
+    chosen_prompt_mm_token_type_ids: list[int] | None = None
+
+    @property
+    def split(self) -> bool:
+        """True when the rejected answer has its own prompt part (image-contrast pair)."""
+        return self.rejected_prompt_ids is not None
 
 
 def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Lay out pairs as right-padded rows ``[prompt, chosen, (rejected_prompt,) rejected]``.
+    """Lay out pairs as right-padded rows ``[prompt, (chosen_prompt,) chosen, (rejected_prompt,) rejected]``.
 
     Returns ``input_ids``, ``attention_mask`` (2-D, 1 = real token; for token counting, the
-    model gets the 4-D mask), ``segment_ids``, ``prompt_lengths``, ``chosen_lengths``,
-    ``rejected_prompt_lengths``, ``rejected_lengths`` and, when the prompts carry them,
-    ``mm_token_type_ids``.
+    model gets the 4-D mask), ``segment_ids``, the lengths of the layout keys and, when the
+    prompts carry them, ``mm_token_type_ids``.
     """
     if not pieces:
         raise ValueError("cannot pack an empty batch")
     for index, piece in enumerate(pieces):
-        if not piece.prompt_ids:
-            raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token before it")
-        if piece.rejected_prompt_ids is not None and not piece.rejected_prompt_ids:
+        if piece.split and not piece.rejected_prompt_ids:
             raise ValueError(f"pair {index}: the rejected prompt is empty; the first rejected token needs a prompt "
                              "token before it")
+        if not piece.split and piece.chosen_prompt_ids:
+            raise ValueError(f"pair {index}: chosen_prompt_ids without rejected_prompt_ids; a shared prompt goes in "
+                             "prompt_ids")
+        if not piece.prompt_ids and not (piece.split and piece.chosen_prompt_ids):
+            raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token before it")
     segments = []
     for piece in pieces:
-        rejected_prompt = piece.rejected_prompt_ids or []
         segments.append(
             [(piece.prompt_ids, SEGMENT_PROMPT, piece.prompt_mm_token_type_ids),
+             (piece.chosen_prompt_ids or [], SEGMENT_CHOSEN_PROMPT, piece.chosen_prompt_mm_token_type_ids),
              (piece.chosen_ids, SEGMENT_CHOSEN, None),
-             (rejected_prompt, SEGMENT_REJECTED_PROMPT, piece.rejected_prompt_mm_token_type_ids),
+             (piece.rejected_prompt_ids or [], SEGMENT_REJECTED_PROMPT, piece.rejected_prompt_mm_token_type_ids),
              (piece.rejected_ids, SEGMENT_REJECTED, None)]
         )
     width = max(sum(len(ids) for ids, _, _ in row) for row in segments)
@@ -95,7 +111,7 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
     input_ids = torch.full((batch, width), pad_token_id, dtype=torch.long)
     segment_ids = torch.full((batch, width), SEGMENT_PAD, dtype=torch.long)
     with_mm = any(p.prompt_mm_token_type_ids is not None or p.rejected_prompt_mm_token_type_ids is not None
-                  for p in pieces)
+                  or p.chosen_prompt_mm_token_type_ids is not None for p in pieces)
     mm_types = torch.zeros((batch, width), dtype=torch.long) if with_mm else None
     for row, parts in enumerate(segments):
         start = 0
@@ -112,6 +128,7 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
         "attention_mask": (segment_ids != SEGMENT_PAD).long(),
         "segment_ids": segment_ids,
         "prompt_lengths": torch.tensor([len(p.prompt_ids) for p in pieces]),
+        "chosen_prompt_lengths": torch.tensor([len(p.chosen_prompt_ids or []) for p in pieces]),
         "chosen_lengths": torch.tensor([len(p.chosen_ids) for p in pieces]),
         "rejected_prompt_lengths": torch.tensor([len(p.rejected_prompt_ids or []) for p in pieces]),
         "rejected_lengths": torch.tensor([len(p.rejected_ids) for p in pieces]),
@@ -119,6 +136,36 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
     if with_mm:
         out["mm_token_type_ids"] = mm_types
     return out
+
+
+def multimodal_token_ids(processor) -> set[int]:
+    """Ids of the placeholder tokens that image / video features replace (per the processor)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    found = set()
+    for name in ("image", "video"):
+        token_id = getattr(processor, f"{name}_token_id", None)
+        token = getattr(processor, f"{name}_token", None)
+        if token_id is None and isinstance(token, str):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id >= 0:
+            found.add(token_id)
+    return found
+
+
+def shared_text_length(first: list[int], second: list[int], first_types: list[int] | None,
+                       placeholders: set[int]) -> int:
+    """Length of the common start of two prompts, stopped before their first image or video token.
+
+    Placeholder tokens have the same id whatever the image, so equal ids there do not mean equal
+    inputs; the text before the first one is the same on both sides and is kept once.
+    """
+    length = 0
+    for index, (a, b) in enumerate(zip(first, second)):
+        is_media = (first_types is not None and first_types[index] != 0) or a in placeholders
+        if a != b or is_media:
+            break
+        length = index + 1
+    return length
 
 
 def example_images(example: dict[str, Any]) -> list:
@@ -203,7 +250,7 @@ class PackedPreferenceCollator:
 
     Output keys: the model inputs the processor produces for the prompts (``pixel_values``,
     ``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``, … —
-    each image once, in row order: a row's prompt images, then its rejected-prompt images) plus the
+    each image once, in row order: a row's (chosen) prompt images, then its rejected-prompt images) plus the
     layout keys of :func:`pack_pieces`. With ``reference_lookup`` set (a callable
     ``examples -> (chosen, rejected) tensors or None``), precomputed reference log-probs are
     attached as ``ref_chosen_logps`` / ``ref_rejected_logps``. ``max_length`` truncates like
@@ -269,6 +316,7 @@ class PackedPreferenceCollator:
             real = processed["attention_mask"][text].bool()
             return processed["input_ids"][text][real].tolist(), (mm[text][real].tolist() if mm is not None else None)
 
+        placeholders = multimodal_token_ids(self.processor)
         pieces = []
         for row, (chosen_text, rejected_text) in enumerate(text_of):
             prompt_ids, prompt_mm = prompt_of(chosen_text)
@@ -276,8 +324,15 @@ class PackedPreferenceCollator:
             piece = PackedPieces(prompt_ids=prompt_ids, chosen_ids=list(chosen_ids[row])[:room],
                                  rejected_ids=list(rejected_ids[row])[:room], prompt_mm_token_type_ids=prompt_mm)
             if rejected_text is not None:
-                piece.rejected_prompt_ids, piece.rejected_prompt_mm_token_type_ids = prompt_of(rejected_text)
-                piece.rejected_ids = list(rejected_ids[row])[: self._room(row, piece.rejected_prompt_ids)]
+                rejected_prompt, rejected_mm = prompt_of(rejected_text)
+                piece.rejected_ids = list(rejected_ids[row])[: self._room(row, rejected_prompt)]
+                shared = shared_text_length(prompt_ids, rejected_prompt, prompt_mm, placeholders)
+                piece.prompt_ids, piece.chosen_prompt_ids = prompt_ids[:shared], prompt_ids[shared:]
+                piece.rejected_prompt_ids = rejected_prompt[shared:]
+                if prompt_mm is not None:
+                    piece.prompt_mm_token_type_ids = prompt_mm[:shared]
+                    piece.chosen_prompt_mm_token_type_ids = prompt_mm[shared:]
+                    piece.rejected_prompt_mm_token_type_ids = rejected_mm[shared:]
             pieces.append(piece)
         batch = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         batch.update(pack_pieces(pieces, self.pad_token_id))

@@ -6,12 +6,15 @@ image grids, so they come from the model's own ``get_rope_index`` over the packe
 rejected segment is then renumbered from the prompt's largest position + 1 on all three
 rows (answers are text, where the three rows are equal). Other families use 1-D positions.
 
-A row with its own rejected prompt (``[prompt, chosen, rejected_prompt, rejected]``) holds two
-sequences: ``get_rope_index`` numbers the rejected side as a continuation of the chosen side,
-i.e. shifted by one constant on all three rows (its first token is text, and everything after
-it is numbered relative to it). Subtracting that token's position gives exactly the positions
-of a separate ``[rejected_prompt, rejected]`` row (tests compare them with the model's own
-``get_rope_index`` on such a row), so nothing relies on RoPE's shift invariance.
+An image-contrast row (``[prompt, chosen_prompt, chosen, rejected_prompt, rejected]``, where
+``prompt`` is the text both prompts share before their first image) holds two sequences:
+``get_rope_index`` numbers the rejected side as a continuation of the chosen side. Everything in
+the rejected side is numbered relative to where it starts (text after text, a vision group from
+the position it starts at), so the whole side is off by one constant on all three rows; shifting
+it so that its first token sits right after the shared text (position ``len(prompt)``, the text
+being numbered 0, 1, ...) gives exactly the positions of a separate ``[prompt, rejected_prompt,
+rejected]`` row (tests compare them with the model's own ``get_rope_index`` on such a row), so
+nothing relies on RoPE's shift invariance.
 
 Passed explicitly as ``position_ids``: with a 4-D mask the model cannot infer them. We pass
 the 3-row form (not the 4-row form whose row 0 holds text positions): with 3 rows the
@@ -37,23 +40,28 @@ def rope_index_owner(model):
 
 
 def rejected_side(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rejected-side tokens of rows with their own rejected prompt (B, L), those rows (B,))."""
+    """(rejected-side tokens of image-contrast rows (B, L), those rows (B,))."""
     split = (segment_ids == SEGMENT_REJECTED_PROMPT).any(dim=1)
     side = ((segment_ids == SEGMENT_REJECTED_PROMPT) | (segment_ids == SEGMENT_REJECTED)) & split[:, None]
     return side, split
 
 
+def _side_start(side: torch.Tensor) -> torch.Tensor:
+    """(B,) column of each row's first rejected-side token (0 in rows without one)."""
+    return torch.where(side.any(dim=1), side.long().argmax(dim=1), torch.zeros(side.shape[0], dtype=torch.long,
+                                                                               device=side.device))
+
+
 def one_d_positions(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
-    """(B, L) positions: 0.. over prompt + chosen; rejected restarts right after the prompt, or — after its own
-    rejected prompt — the rejected side restarts at 0."""
+    """(B, L) positions: 0.. over prompt (+ chosen prompt) + chosen; rejected restarts right after the prompt,
+    or — in an image-contrast row — the rejected side continues right after the shared prompt text."""
     _, length = segment_ids.shape
     index = torch.arange(length, device=segment_ids.device)[None].expand_as(segment_ids)
-    chosen_lengths = chosen_lengths.to(index.device)[:, None]
     rejected = segment_ids == SEGMENT_REJECTED
-    positions = torch.where(rejected, index - chosen_lengths, index)
+    positions = torch.where(rejected, index - chosen_lengths.to(index.device)[:, None], index)
     side, _ = rejected_side(segment_ids)
-    side_start = prompt_lengths.to(index.device)[:, None] + chosen_lengths
-    positions = torch.where(side, index - side_start, positions)
+    shift = _side_start(side) - prompt_lengths.to(index.device)
+    positions = torch.where(side, index - shift[:, None], positions)
     return positions.masked_fill(segment_ids == SEGMENT_PAD, 0)
 
 
@@ -86,10 +94,10 @@ def mrope_positions(owner, batch: dict, *, renumber_rejected: bool = True) -> to
     order = rejected.long().cumsum(dim=1) - 1  # 0.. within the rejected segment
     renumbered = (prompt_max[:, None] + 1 + order).to(positions.dtype)
     positions = torch.where(rejected[None], renumbered[None].expand_as(positions), positions)
-    # own rejected prompt: shift the side so its first (text) token is at 0, as in a row of its own
-    first = torch.where(side.any(dim=1), side.long().argmax(dim=1), torch.zeros_like(split, dtype=torch.long))
+    # image-contrast rows: move the rejected side to start right after the shared prompt text
     rows = torch.arange(segment_ids.shape[0], device=segment_ids.device)
-    shift = positions[:, rows, first]  # (3, B): equal on the three rows (text)
+    start = positions[:, rows, _side_start(side)]  # (3, B): where get_rope_index put the side's first token
+    shift = start - batch["prompt_lengths"].to(positions.device)[None]
     positions = torch.where(side[None], positions - shift[:, :, None], positions)
     return positions
 
