@@ -77,8 +77,12 @@ def _pair(kind: str, index: int, args, rng) -> dict:
             "image": "Describe the picture."}[kind]
     blocks = {"video": [{"type": "video"}], "contrast": [{"type": "image"}], "image": [{"type": "image"}]}[kind]
     chosen = _answer(rng, args.answer_words, "Yes.")
+    system = []
+    if args.system_words:
+        system = [{"role": "system", "content": [{"type": "text", "text": " ".join(
+            rng.choice(WORDS) for _ in range(args.system_words))}]}]
     pair = {
-        "prompt": [{"role": "user", "content": blocks + [{"type": "text", "text": text}]}],
+        "prompt": system + [{"role": "user", "content": blocks + [{"type": "text", "text": text}]}],
         "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
         "rejected": [{"role": "assistant", "content": [{"type": "text", "text": (
             chosen if kind == "contrast" else _answer(rng, args.answer_words + 7, "No."))}]}],
@@ -137,6 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--frame-size", type=int, default=128)
     parser.add_argument("--answer-words", type=int, default=30)
+    parser.add_argument("--system-words", type=int, default=0,
+                        help="a system message of this many words before each prompt (shared by an image-contrast "
+                             "pair's two prompts)")
     parser.add_argument("--pairs-per-step", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -158,7 +165,8 @@ def main(argv=None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
           f"threads={torch.get_num_threads()}, clock=cpu, model={args.model} (fp32, sdpa, LoRA r=8 on LM)")
     print(f"{args.pairs_per_step} pairs/step, images {args.image_size}px, clips {args.frames} frames of "
-          f"{args.frame_size}px, ~{args.answer_words}-word answers; {args.steps} timed steps after {args.warmup} warm-up")
+          f"{args.frame_size}px, ~{args.answer_words}-word answers, {args.system_words}-word system message; "
+          f"{args.steps} timed steps after {args.warmup} warm-up")
     header = (f"{'batch':9s} {'layout':9s} {'LM tokens':>9s} {'padded':>7s} {'x unp.':>6s} {'encodings':>9s} "
               f"{'per item':>8s} {'s/step':>7s} {'x unp.':>6s}")
     print(header)
