@@ -97,6 +97,8 @@ def media_batches() -> dict[str, list[dict]]:
                  rejected_images=[small]),  # pure image contrast: same answer, other picture
         _example(["image", "image", "Which is darker?"], "The second.", "The first one, clearly.",
                  images=[green, blue], rejected_images=[blue, red], history=history),
+        # same size: the placeholder tokens are identical ids, yet the images differ (nothing shared past the text)
+        _example(["image", "Is it red?"], "Yes.", "Yes.", images=[red], rejected_images=[_image(64, 96, (30, 200, 30))]),
     ]
     mixed = [
         _example(["Just text."], "fine", "not fine at all, really"),
@@ -363,6 +365,24 @@ def test_wrong_mask_or_positions_fail_the_comparison(models, kind):
                            position_ids=_rejected_answer_not_renumbered_with_its_prompt) > 10 * TOLERANCE
     if kind == "rejected_images":
         assert _rejected_error(model, processor, examples, attention_mask=_rejected_side_sees_chosen_side) > 10 * TOLERANCE
+
+
+def test_sharing_placeholder_tokens_fails_the_comparison(models, monkeypatch):
+    """Equal placeholder ids are not equal inputs: sharing the common token prefix past the text cannot pass."""
+    import nbtools.packing.layout as layout
+
+    model, processor = _get(models, "tiny-qwen3-vl")
+    examples = media_batches()["rejected_images"][2:]  # same-size images: identical ids through the image tokens
+
+    def common_prefix(first, second, first_types, placeholders):
+        common = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+        return min(common, len(second) - 1)  # (the whole prompt here; keep one token on each side)
+
+    assert _rejected_error(model, processor, examples) < TOLERANCE
+    monkeypatch.setattr(layout, "shared_text_length", common_prefix)
+    # the rejected image's placeholders would go to the chosen image's features: the model refuses
+    with pytest.raises(ValueError, match="Image features and image tokens do not match"):
+        _rejected_error(model, processor, examples)
 
 
 # --- DPO losses and LoRA gradients --------------------------------------------------------------
