@@ -1,4 +1,4 @@
-"""Packed DPO pairs: one ``[prompt, chosen, rejected]`` row per pair (``[prompt, chosen,
+"""Packed DPO pairs: one ``[prompt, chosen, rejected]`` row per pair (``[prompt, chosen_prompt, chosen,
 rejected_prompt, rejected]`` for image-contrast pairs), images and videos encoded once, reference
 log-probs computed once. See ``step.packed_dpo_step`` for the trainer hook; ``separate`` holds
 TRL's unpacked layout extended with videos and rejected images."""
