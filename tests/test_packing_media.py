@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -86,6 +87,9 @@ def media_batches() -> dict[str, list[dict]]:
         _example(["video", "What moves?"], "The stripes move right.", "Nothing.", videos=[clip_a]),
         _example(["Compare ", "video", " and ", "video"], "The second is wider.", "Same clips, same size.",
                  videos=[clip_b, clip_c], history=history),
+        # many frames, small frames, short question: on Qwen2/2.5-VL the video's time axis reaches past the
+        # positions of the text after it (the answers follow the prompt's last token, not its largest position)
+        _example(["video", "?"], "Up.", "Down, slowly.", videos=[make_clip(16, 32, 32, 3, fps=2.0, step=1)]),
     ]
     image_video = [
         _example(["image", "video", "Same colour?"], "Yes, both red.", "No.", images=[red], videos=[clip_a]),
@@ -99,14 +103,17 @@ def media_batches() -> dict[str, list[dict]]:
                  images=[green, blue], rejected_images=[blue, red], history=history),
         # same size: the placeholder tokens are identical ids, yet the images differ (nothing shared past the text)
         _example(["image", "Is it red?"], "Yes.", "Yes.", images=[red], rejected_images=[_image(64, 96, (30, 200, 30))]),
+        # a video after the first image sits in both prompt parts
+        _example(["image", "video", "Same scene?"], "No.", "Yes, the same.", images=[green], videos=[clip_c],
+                 rejected_images=[red], history=history),
     ]
     mixed = [
         _example(["Just text."], "fine", "not fine at all, really"),
         _example(["image", "What colour?"], "red", "It is a blue one.", images=[red]),
         _example(["video", "What moves?"], "Stripes.", "A cat walks by.", videos=[clip_b]),
         _example(["image", "Colour?"], "Blue.", "Blue.", images=[blue], rejected_images=[green]),
-        _example(["image", "video", "Match?"], "They match.", "No match.", images=[green], videos=[clip_a],
-                 rejected_images=[small]),
+        _example(["video", "image", "Match?"], "They match.", "No match.", images=[green], videos=[clip_a],
+                 rejected_images=[small]),  # the video comes before the first image: shared by both sides
     ]
     return {"video": video, "image_video": image_video, "rejected_images": rejected_images, "mixed": mixed}
 
@@ -197,6 +204,11 @@ def test_rejected_images_must_match_the_images_one_for_one(models):
     bad["videos"] = ["clip.mp4"]
     with pytest.raises(ValueError, match="pair 0 of the batch: videos must be decoded clips"):
         _packed(processor, [bad])
+    _, llava = _get(models, "tiny-llava")  # its processor ignores videos without a word: we do not
+    video = [e for e in media_batches()["image_video"] if e["images"]][:1]
+    for collate in (_packed, _unpacked):
+        with pytest.raises(ValueError, match="the batch holds videos, but LlavaProcessor returned no video inputs"):
+            collate(llava, video)
 
 
 # --- equivalence: packed == unpacked == one forward per sequence --------------------------------
@@ -210,6 +222,8 @@ CASES = [(family, kind) for family in MEDIA_FAMILIES + ["tiny-qwen2-vl"] for kin
 def test_packed_unpacked_and_per_sequence_logps_agree(models, family, kind):
     model, processor = _get(models, family)
     examples = media_batches()[kind]
+    if family == "tiny-llava":
+        examples = [e for e in examples if not e.get("videos")]
     with torch.no_grad():
         truth_chosen, truth_rejected = per_sequence_batch(model, processor, examples)
         unpacked_chosen, unpacked_rejected = separate_logps(model, _unpacked(processor, examples))
@@ -272,13 +286,18 @@ def test_packed_row_order_shared_text_and_each_image_once(models):
         rejected_side = ids[row][(segments[row] == SEGMENT_PROMPT) | (segments[row] == SEGMENT_REJECTED_PROMPT)]
         assert torch.equal(chosen_side, unpacked["input_ids"][row][real[row]])
         assert torch.equal(rejected_side, unpacked["input_ids"][5 + row][real[5 + row]])
-        assert shared > 0 and types[row, :shared].eq(0).all() and types[row, shared] != 0
+        assert shared > 0 and types[row, :shared].ne(1).all() and types[row, shared] == 1
+    assert types[4, : batch["prompt_lengths"][4]].eq(2).any()  # row 4's video lies in the shared part
     # images: row by row, a row's prompt images then its rejected prompt's
     order = [i for e in examples for i in e["images"] + (e.get("rejected_images") or [])]
     expected = [processor.image_processor(images=[i], return_tensors="pt")["image_grid_thw"][0].tolist() for i in order]
     assert batch["image_grid_thw"].tolist() == expected
-    # a plain video pair encodes its clip once; an image-contrast pair with a video shows it in both prompts
-    assert batch["video_grid_thw"].shape[0] == 3
+    # each clip once: the plain video pair's, and row 4's (before the first image, so shared by both sides)
+    assert batch["video_grid_thw"].shape[0] == 2
+    assert batch["pixel_values_videos"].shape[0] == int(batch["video_grid_thw"].prod(dim=-1).sum())
+    # a video after the first image is in both prompt parts: once per side
+    after = _packed(processor, media_batches()["rejected_images"][3:])
+    assert after["video_grid_thw"].shape[0] == 2 and after["prompt_lengths"][0] > 0
 
 
 @pytest.mark.parametrize("family", MEDIA_FAMILIES)
@@ -372,14 +391,14 @@ def test_sharing_placeholder_tokens_fails_the_comparison(models, monkeypatch):
     import nbtools.packing.layout as layout
 
     model, processor = _get(models, "tiny-qwen3-vl")
-    examples = media_batches()["rejected_images"][2:]  # same-size images: identical ids through the image tokens
+    examples = media_batches()["rejected_images"][2:3]  # same-size images: identical ids through the image tokens
 
     def common_prefix(first, second, first_types, placeholders):
         common = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
         return min(common, len(second) - 1)  # (the whole prompt here; keep one token on each side)
 
     assert _rejected_error(model, processor, examples) < TOLERANCE
-    monkeypatch.setattr(layout, "shared_text_length", common_prefix)
+    monkeypatch.setattr(layout, "shared_prefix_length", common_prefix)
     # the rejected image's placeholders would go to the chosen image's features: the model refuses
     with pytest.raises(ValueError, match="Image features and image tokens do not match"):
         _rejected_error(model, processor, examples)
@@ -417,7 +436,7 @@ def test_dpo_loss_and_lora_gradients_agree_on_a_mixed_batch(models, family):
         loss.backward()
         results[name] = (loss.detach(), _lora_grads(peft_model))
     truth_loss, truth_grads = results["per_sequence"]
-    assert abs(truth_loss.item() - 0.6931) > 1e-3 and len(truth_grads) > 0
+    assert abs(truth_loss.item() - math.log(2)) > 5 * TOLERANCE and len(truth_grads) > 0  # the adapter moved the policy
     for name in ("unpacked", "packed"):
         loss, grads = results[name]
         torch.testing.assert_close(loss, truth_loss, atol=TOLERANCE, rtol=0, msg=name)

@@ -12,14 +12,15 @@ Layout API (segment ids per token, in the batch's ``segment_ids``):
 - ``SEGMENT_PROMPT`` (1), ``SEGMENT_CHOSEN`` (2), ``SEGMENT_REJECTED`` (3), padding ``SEGMENT_PAD`` (0).
 - Image-contrast pairs: an example with ``"rejected_images"`` (the same conversation with those
   images in place of ``images``) has two prompts that differ from their first image on. Its row is
-  ``[prompt, chosen_prompt, chosen, rejected_prompt, rejected]``: ``SEGMENT_PROMPT`` holds the text
-  the two prompts share before their first image or video (system prompt, earlier text turns,
-  the template's header), ``SEGMENT_CHOSEN_PROMPT`` (5) and ``SEGMENT_REJECTED_PROMPT`` (4) the
-  rest of each prompt. Each side sees the shared text and only its own part (block mask); the
-  rejected side's positions are those of a separate ``[prompt, rejected_prompt, rejected]`` row,
-  and the first rejected token is predicted from the last rejected-prompt token. Each image is
-  encoded once (``images`` in the chosen prompt, ``rejected_images`` in the rejected one); videos
-  are the same on both sides but sit after the shared text, so such a row encodes its videos twice.
+  ``[prompt, chosen_prompt, chosen, rejected_prompt, rejected]``: ``SEGMENT_PROMPT`` holds what
+  the two prompts share before their first image (system prompt, earlier text turns, the
+  template's header, videos placed before the first image), ``SEGMENT_CHOSEN_PROMPT`` (5) and
+  ``SEGMENT_REJECTED_PROMPT`` (4) the rest of each prompt. Each side sees the shared part and
+  only its own part (block mask); the rejected side's positions are those of a separate
+  ``[prompt, rejected_prompt, rejected]`` row, and the first rejected token is predicted from the
+  last rejected-prompt token. Each image is encoded once (``images`` in the chosen prompt,
+  ``rejected_images`` in the rejected one), a shared video once; a video after the first image
+  sits in both own parts and is encoded twice.
 - Rows of both kinds mix freely in one batch. Build rows with :class:`PackedPieces` (split rows:
   ``chosen_prompt_ids`` / ``rejected_prompt_ids`` set) and :func:`pack_pieces`, or let
   :class:`PackedPreferenceCollator` do it from examples. Batch keys: ``prompt_lengths`` (the
@@ -138,34 +139,71 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
     return out
 
 
-def multimodal_token_ids(processor) -> set[int]:
-    """Ids of the placeholder tokens that image / video features replace (per the processor)."""
+def placeholder_token_ids(processor, kind: str) -> set[int]:
+    """Ids of the placeholder tokens that ``kind`` ("image" / "video") features replace (per the processor)."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    found = set()
-    for name in ("image", "video"):
-        token_id = getattr(processor, f"{name}_token_id", None)
-        token = getattr(processor, f"{name}_token", None)
-        if token_id is None and isinstance(token, str):
-            token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id >= 0:
-            found.add(token_id)
-    return found
+    token_id = getattr(processor, f"{kind}_token_id", None)
+    token = getattr(processor, f"{kind}_token", None)
+    if token_id is None and isinstance(token, str):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+    return {token_id} if isinstance(token_id, int) and token_id >= 0 else set()
 
 
-def shared_text_length(first: list[int], second: list[int], first_types: list[int] | None,
-                       placeholders: set[int]) -> int:
-    """Length of the common start of two prompts, stopped before their first image or video token.
+def shared_prefix_length(first: list[int], second: list[int], first_types: list[int] | None,
+                         image_placeholders: set[int]) -> int:
+    """Length of the common start of an image-contrast pair's two prompts: up to their first image token.
 
-    Placeholder tokens have the same id whatever the image, so equal ids there do not mean equal
-    inputs; the text before the first one is the same on both sides and is kept once.
+    Image placeholder tokens have the same id whatever the image, so equal ids there do not mean
+    equal inputs; before the first image both prompts are the same text and the same videos (videos
+    are the same on both sides), which are kept once.
     """
     length = 0
     for index, (a, b) in enumerate(zip(first, second)):
-        is_media = (first_types is not None and first_types[index] != 0) or a in placeholders
-        if a != b or is_media:
+        is_image = (first_types[index] == 1) if first_types is not None else a in image_placeholders
+        if a != b or is_image:
             break
         length = index + 1
     return length
+
+
+def videos_within(prompt_ids: list[int], prompt_types: list[int] | None, length: int, grids: torch.Tensor,
+                  merge_size: int, video_placeholders: set[int]) -> int:
+    """How many of a prompt's videos (``grids``: their ``video_grid_thw`` rows, in order) lie in its first ``length`` tokens."""
+    if prompt_types is not None:
+        tokens = sum(1 for kind in prompt_types[:length] if kind == 2)
+    else:
+        tokens = sum(1 for token in prompt_ids[:length] if token in video_placeholders)
+    count = covered = 0
+    for grid in grids.tolist():
+        if covered >= tokens:
+            break
+        covered += grid[0] * grid[1] * grid[2] // (merge_size * merge_size)
+        count += 1
+    if covered != tokens:  # a prefix never ends inside a video: its tokens are equal on both sides
+        raise RuntimeError(f"shared prompt holds {tokens} video tokens, not a whole number of videos ({covered})")
+    return count
+
+
+def require_video_outputs(processed, clips: list, processor) -> None:
+    """A processor that takes no videos ignores them silently: stop with the reason instead."""
+    if clips and processed.get("pixel_values_videos") is None:
+        raise ValueError(
+            f"the batch holds videos, but {type(processor).__name__} returned no video inputs: this model "
+            "family does not take videos (use a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model, or drop the videos)"
+        )
+
+
+def drop_videos(processed: dict, drop: list[int]) -> None:
+    """Remove videos (by index in the processor call) from its outputs: pixels, grids, per-video times."""
+    if not drop:
+        return
+    grids = processed["video_grid_thw"]
+    keep = [index for index in range(grids.shape[0]) if index not in set(drop)]
+    pieces = torch.split(processed["pixel_values_videos"], grids.prod(dim=-1).tolist())
+    processed["pixel_values_videos"] = torch.cat([pieces[index] for index in keep])
+    processed["video_grid_thw"] = grids[keep]
+    if processed.get("second_per_grid_ts") is not None:
+        processed["second_per_grid_ts"] = processed["second_per_grid_ts"][keep]
 
 
 def example_images(example: dict[str, Any]) -> list:
@@ -281,20 +319,17 @@ class PackedPreferenceCollator:
         rendered = [render_pair(example, self.processor) for example in examples]
         # one processor text per prompt: the shared (or chosen-side) prompt, then the rejected prompt if any
         texts, text_images, clips, text_of = [], [], [], []
+        first_video = []  # per text: index of its first video in the processor call
         for row, (example, (prompt, _, _, images)) in enumerate(zip(examples, rendered)):
             row_clips = example_clips(example, row)
             rejected_images = rejected_images_of(example, row)
-            chosen_text = len(texts)
-            texts.append(prompt)
-            text_images.append(images)
-            clips += row_clips
-            rejected_text = None
-            if rejected_images is not None:
-                rejected_text = len(texts)
+            sides = [images] if rejected_images is None else [images, rejected_images]
+            for side_images in sides:
+                first_video.append(len(clips))
                 texts.append(prompt)
-                text_images.append(rejected_images)
+                text_images.append(side_images)
                 clips += row_clips
-            text_of.append((chosen_text, rejected_text))
+            text_of.append((len(texts) - len(sides), len(texts) - 1 if len(sides) == 2 else None))
         processed = self.processor(
             images=text_images if any(text_images) else None,
             text=texts,
@@ -305,6 +340,7 @@ class PackedPreferenceCollator:
             **processor_video_inputs(clips),
             **self.extra_processor_kwargs,
         )
+        require_video_outputs(processed, clips, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         completions = tokenizer(
             [r[1] for r in rendered] + [r[2] for r in rendered], add_special_tokens=False
@@ -316,7 +352,9 @@ class PackedPreferenceCollator:
             real = processed["attention_mask"][text].bool()
             return processed["input_ids"][text][real].tolist(), (mm[text][real].tolist() if mm is not None else None)
 
-        placeholders = multimodal_token_ids(self.processor)
+        image_placeholders = placeholder_token_ids(self.processor, "image")
+        video_placeholders = placeholder_token_ids(self.processor, "video")
+        shared_videos = []  # videos of rejected prompts that lie in the shared part: encoded once, not twice
         pieces = []
         for row, (chosen_text, rejected_text) in enumerate(text_of):
             prompt_ids, prompt_mm = prompt_of(chosen_text)
@@ -326,7 +364,15 @@ class PackedPreferenceCollator:
             if rejected_text is not None:
                 rejected_prompt, rejected_mm = prompt_of(rejected_text)
                 piece.rejected_ids = list(rejected_ids[row])[: self._room(row, rejected_prompt)]
-                shared = shared_text_length(prompt_ids, rejected_prompt, prompt_mm, placeholders)
+                shared = shared_prefix_length(prompt_ids, rejected_prompt, prompt_mm, image_placeholders)
+                clips_here = len(example_clips(examples[row], row))
+                if clips_here:
+                    start = first_video[rejected_text]
+                    merge = getattr(getattr(self.processor, "video_processor", None), "merge_size", 1)
+                    count = videos_within(rejected_prompt, rejected_mm, shared,
+                                          processed["video_grid_thw"][start : start + clips_here], merge,
+                                          video_placeholders)
+                    shared_videos += range(start, start + count)
                 piece.prompt_ids, piece.chosen_prompt_ids = prompt_ids[:shared], prompt_ids[shared:]
                 piece.rejected_prompt_ids = rejected_prompt[shared:]
                 if prompt_mm is not None:
@@ -334,6 +380,7 @@ class PackedPreferenceCollator:
                     piece.chosen_prompt_mm_token_type_ids = prompt_mm[shared:]
                     piece.rejected_prompt_mm_token_type_ids = rejected_mm[shared:]
             pieces.append(piece)
+        drop_videos(processed, shared_videos)
         batch = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         batch.update(pack_pieces(pieces, self.pad_token_id))
         if self.reference_lookup is not None:

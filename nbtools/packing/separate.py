@@ -18,7 +18,7 @@ from typing import Any
 
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from .layout import example_clips, processor_video_inputs, rejected_images_of
+from .layout import example_clips, processor_video_inputs, rejected_images_of, require_video_outputs
 
 
 class _PromptMediaProcessor:
@@ -43,7 +43,9 @@ class _PromptMediaProcessor:
         kwargs["images"] = images if any(images) else None
         clips = [clip for row in self._clips for clip in row] * 2  # chosen rows, then rejected rows
         kwargs.update(processor_video_inputs(clips))
-        return self._processor(*args, **kwargs)
+        processed = self._processor(*args, **kwargs)
+        require_video_outputs(processed, clips, self._processor)
+        return processed
 
 
 @dataclasses.dataclass
