@@ -386,6 +386,27 @@ def test_wrong_mask_or_positions_fail_the_comparison(models, kind):
         assert _rejected_error(model, processor, examples, attention_mask=_rejected_side_sees_chosen_side) > 10 * TOLERANCE
 
 
+def test_rejected_answer_after_a_long_video_follows_the_last_prompt_token(models):
+    """Qwen2.5-VL numbers a video's time axis past the text after it: counting from the prompt's largest
+    position (instead of its last token's) shifts the rejected answer, and the comparison catches it."""
+    model, processor = _get(models, "tiny-qwen2.5-vl")
+    examples = media_batches()["video"][2:]
+    batch = _packed(processor, examples)
+    raw = packed_position_ids(model, batch, renumber_rejected=False)
+    prompt = batch["prompt_lengths"][0].item()
+    assert raw[:, 0, :prompt].max() > raw[0, 0, prompt - 1]  # the case: the video reaches past the text after it
+
+    def from_largest_position(model, batch):
+        positions = packed_position_ids(model, batch)
+        rejected = batch["segment_ids"] == SEGMENT_REJECTED
+        order = rejected.long().cumsum(dim=1) - 1
+        positions[:, rejected] = raw[:, 0, :prompt].max() + 1 + order[rejected]
+        return positions
+
+    assert _rejected_error(model, processor, examples) < TOLERANCE
+    assert _rejected_error(model, processor, examples, position_ids=from_largest_position) > 10 * TOLERANCE
+
+
 def test_sharing_placeholder_tokens_fails_the_comparison(models, monkeypatch):
     """Equal placeholder ids are not equal inputs: sharing the common token prefix past the text cannot pass."""
     import nbtools.packing.layout as layout
