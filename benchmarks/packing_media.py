@@ -102,7 +102,8 @@ def batches_of(kind: str, args) -> list[list[dict]]:
     mix = ["image", "video", "contrast", "video"]
     out = []
     for step in range(args.warmup + args.steps):
-        kinds = [mix[i % len(mix)] for i in range(args.pairs_per_step)] if kind == "mixed" else [kind] * args.pairs_per_step
+        count = args.pairs_per_step
+        kinds = [mix[i % len(mix)] for i in range(count)] if kind == "mixed" else [kind] * count
         out.append([_pair(k, step * 100 + i, args, rng) for i, k in enumerate(kinds)])
     return out
 

@@ -52,8 +52,8 @@ def make_clip(frames: int, height: int, width: int, seed: int, *, fps: float = 4
     array = (rng.rand(frames, height, width, 3) * 80).astype(np.uint8)
     for t in range(frames):
         array[t, :, (t * 5 + seed) % width :: 9] = (200, 180 - 20 * t % 180, 40 * seed % 255)
-    metadata = VideoMetadata(total_num_frames=frames * step, fps=fps, frames_indices=list(range(0, frames * step, step)),
-                             width=width, height=height, duration=frames * step / fps)
+    metadata = VideoMetadata(total_num_frames=frames * step, fps=fps, width=width, height=height,
+                             frames_indices=list(range(0, frames * step, step)), duration=frames * step / fps)
     return Clip(path=f"clip{seed}.mkv", frames=array, metadata=metadata, settings=settings)
 
 
@@ -102,7 +102,8 @@ def media_batches() -> dict[str, list[dict]]:
         _example(["image", "image", "Which is darker?"], "The second.", "The first one, clearly.",
                  images=[green, blue], rejected_images=[blue, red], history=history),
         # same size: the placeholder tokens are identical ids, yet the images differ (nothing shared past the text)
-        _example(["image", "Is it red?"], "Yes.", "Yes.", images=[red], rejected_images=[_image(64, 96, (30, 200, 30))]),
+        _example(["image", "Is it red?"], "Yes.", "Yes.", images=[red],
+                 rejected_images=[_image(64, 96, (30, 200, 30))]),
         # a video after the first image sits in both prompt parts
         _example(["image", "video", "Same scene?"], "No.", "Yes, the same.", images=[green], videos=[clip_c],
                  rejected_images=[red], history=history),
@@ -329,7 +330,7 @@ def test_image_contrast_mrope_positions_equal_separate_rows(models, family):
 
 
 def test_max_length_cuts_each_side_like_trl(models):
-    """Each answer is cut so that its own prompt + answer fits; the rejected prompt may be shorter than the chosen one."""
+    """Each answer is cut so that its own prompt + answer fits (the rejected prompt here is shorter)."""
     model, processor = _get(models, "tiny-qwen3-vl")
     examples = media_batches()["rejected_images"][:1]  # rejected image has fewer tokens than the chosen one
     full = _packed(processor, examples)
@@ -383,7 +384,8 @@ def test_wrong_mask_or_positions_fail_the_comparison(models, kind):
     assert _rejected_error(model, processor, examples,
                            position_ids=_rejected_answer_not_renumbered_with_its_prompt) > 10 * TOLERANCE
     if kind == "rejected_images":
-        assert _rejected_error(model, processor, examples, attention_mask=_rejected_side_sees_chosen_side) > 10 * TOLERANCE
+        leaking = _rejected_error(model, processor, examples, attention_mask=_rejected_side_sees_chosen_side)
+        assert leaking > 10 * TOLERANCE
 
 
 def test_rejected_answer_after_a_long_video_follows_the_last_prompt_token(models):
@@ -451,7 +453,8 @@ def test_dpo_loss_and_lora_gradients_agree_on_a_mixed_batch(models, family):
     results = {}
     for name, compute in (("per_sequence", lambda: _per_sequence_loss(peft_model, processor, examples)),
                           ("unpacked", lambda: _unpacked_loss(peft_model, processor, examples)),
-                          ("packed", lambda: packed_dpo_step(peft_model, _packed(processor, examples), beta=BETA).loss)):
+                          ("packed", lambda: packed_dpo_step(peft_model, _packed(processor, examples),
+                                                             beta=BETA).loss)):
         peft_model.zero_grad()
         loss = compute()
         loss.backward()

@@ -97,7 +97,8 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
             raise ValueError(f"pair {index}: chosen_prompt_ids without rejected_prompt_ids; a shared prompt goes in "
                              "prompt_ids")
         if not piece.prompt_ids and not (piece.split and piece.chosen_prompt_ids):
-            raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token before it")
+            raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token "
+                             "before it")
     segments = []
     for piece in pieces:
         segments.append(
@@ -168,7 +169,8 @@ def shared_prefix_length(first: list[int], second: list[int], first_types: list[
 
 def videos_within(prompt_ids: list[int], prompt_types: list[int] | None, length: int, grids: torch.Tensor,
                   merge_size: int, video_placeholders: set[int]) -> int:
-    """How many of a prompt's videos (``grids``: their ``video_grid_thw`` rows, in order) lie in its first ``length`` tokens."""
+    """How many of a prompt's videos (``grids``: their ``video_grid_thw`` rows, in order) lie in its first
+    ``length`` tokens."""
     if prompt_types is not None:
         tokens = sum(1 for kind in prompt_types[:length] if kind == 2)
     else:
@@ -256,8 +258,8 @@ def processor_video_inputs(clips: list) -> dict[str, Any]:
     if helper is not None:
         return helper(clips)
     # a copy per use: the processor fills in defaults on the metadata it is given
-    return {"videos": [clip.frames for clip in clips], "video_metadata": [copy.deepcopy(clip.metadata) for clip in clips],
-            "do_sample_frames": False}
+    return {"videos": [clip.frames for clip in clips],
+            "video_metadata": [copy.deepcopy(clip.metadata) for clip in clips], "do_sample_frames": False}
 
 
 def render_pair(example: dict[str, Any], processor) -> tuple[str, str, str, list]:

@@ -54,7 +54,8 @@ def _side_start(side: torch.Tensor) -> torch.Tensor:
                                                                                device=side.device))
 
 
-def one_d_positions(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
+def one_d_positions(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor,
+                    chosen_lengths: torch.Tensor) -> torch.Tensor:
     """(B, L) positions: 0.. over prompt (+ chosen prompt) + chosen; rejected restarts right after the prompt,
     or — in an image-contrast row — the rejected side continues right after the shared prompt text."""
     _, length = segment_ids.shape

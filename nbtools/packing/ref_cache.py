@@ -1,10 +1,11 @@
 """Reference log-probs computed once and stored on disk, keyed by everything that changes them.
 
 Why: with a frozen reference, each pair's reference chosen/rejected log-probs are constants of
-(pair content + image, rejected-image and video bytes, image sizing, frame settings, model weights + starting adapter, tokenizer + chat
-template, dtype). Computing them once (adapter disabled, inference mode, packed layout) saves
-the second forward of every step; storing them in the shared cache lets later epochs, resumed
-runs and sweeps over the same base model and data skip them too. The key hashes all of the
+(pair content + image, rejected-image and video bytes, image sizing, frame settings, model
+weights + starting adapter, tokenizer + chat template, dtype). Computing them once (adapter
+disabled, inference mode, packed layout) saves the second forward of every step; storing them in
+the shared cache lets later epochs, resumed runs and sweeps over the same base model and data
+skip them too. The key hashes all of the
 inputs above, so a changed input can never reuse a stale value — it just misses.
 
 Layout: ``cache_dir()/"ref_logps"/<key[:2]>/<key>.json`` holding ``{"chosen": float, "rejected": float}``.
