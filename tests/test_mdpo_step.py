@@ -121,3 +121,45 @@ def test_the_anchor_gradient_raises_the_chosen_reward(qwen3):
     print(f"chosen reward {start:.4f} -> {up:.4f} (anchor descended) / {down:.4f} (climbed)")
     assert up > start + 0.01, (start, up)
     assert down < start - 0.01, (start, down)  # the opposite step lowers it: the check can fail
+
+
+def test_contrast_rows_score_the_chosen_answer_with_real_and_with_corrupted_images(qwen3):
+    """Each contrast row is [prompt + real images, chosen, prompt + corrupted images, chosen]: its chosen side is
+    the real pair's chosen answer (same log-prob), its rejected side the same answer after other pixels."""
+    from test_mdpo import _example, _image
+
+    model, processor = qwen3
+    examples = _examples() + [_example(question="Is it the same?", chosen="It is.", rejected="It is not.",
+                                       rejected_images=[_image((10, 10, 10))])]
+    expanded = with_auxiliary(examples, seed=5)
+    batch = _batch(processor, expanded)
+    assert batch["rejected_prompt_lengths"].tolist()[3:] == batch["prompt_lengths"].tolist()[:3]  # same token count
+    with torch.no_grad():
+        policy = packed_dpo_step(model, batch, beta=BETA, loss_type=["sigmoid", "mdpo_conditional"]).policy
+    real, contrast = slice(0, 3), slice(3, 6)
+    torch.testing.assert_close(policy.chosen[contrast], policy.chosen[real], atol=1e-4, rtol=0)
+    # the answer's log-prob moves when only the images change: the corrupted pixels reach the model
+    gap = (policy.rejected[contrast] - policy.chosen[contrast]).abs()
+    print("log-prob change from the corrupted images:", gap.tolist())
+    assert (gap > 1e-3).all(), gap
+    # the row with rejected_images contrasts with those, not with a crop: same as scoring them directly
+    direct = dict(examples[2], rejected=examples[2]["chosen"])
+    alone = packed_dpo_step(model, PackedPreferenceCollator(processor)([direct]), beta=BETA).policy
+    torch.testing.assert_close(policy.rejected[5:6], alone.rejected, atol=1e-4, rtol=0)
+
+
+def test_contrast_pairs_have_their_own_reference_cache_keys(qwen3):
+    from nbtools.packing.ref_cache import pair_key, reference_fingerprint
+
+    _, processor = qwen3
+    fingerprint = reference_fingerprint("tiny-qwen3-vl", processor, max_pixels=None, dtype="float32")
+    example = _examples()[0]
+    aux = with_auxiliary([example], seed=1)[1]
+    same = with_auxiliary([copy.deepcopy(example)], seed=1)[1]
+    other_seed = with_auxiliary([example], seed=2)[1]
+    assert pair_key(aux, fingerprint) == pair_key(same, fingerprint)  # deterministic: cacheable
+    assert pair_key(aux, fingerprint) != pair_key(example, fingerprint)
+    assert pair_key(aux, fingerprint) != pair_key(other_seed, fingerprint)
+    # the crop's description is part of the key even where the pixels would not tell
+    relabelled = dict(aux, image_contrast=aux["image_contrast"].replace("seed 1", "seed 9"))
+    assert pair_key(relabelled, fingerprint) != pair_key(aux, fingerprint)

@@ -28,6 +28,8 @@ import torch
 
 from nbtools.paths import cache_dir
 
+from .contrast import CONTRAST_KEY
+
 # Bump when the way log-probs are computed changes (layout, scoring), so old values miss.
 REFERENCE_FORMAT_VERSION = 1
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -173,6 +175,8 @@ def pair_digest(example: dict) -> str:
         parts += [b"rejected_images"] + [_image_bytes(image) for image in example["rejected_images"]]
     if example.get("videos"):
         parts += [b"videos"] + [_clip_bytes(clip) for clip in example["videos"]]
+    if example.get(CONTRAST_KEY):  # an mDPO image-contrast pair: how its images were corrupted (crop seed)
+        parts += [b"image_contrast", str(example[CONTRAST_KEY])]
     return _sha(text, *parts)
 
 
