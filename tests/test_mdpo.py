@@ -138,6 +138,11 @@ def test_auxiliary_example_contrasts_images_with_the_chosen_answer_on_both_sides
     assert aux["rejected_images"] is contrast["rejected_images"] and aux[CONTRAST_KEY] == "rejected_images"
     assert aux["rejected"] == contrast["chosen"]
     assert auxiliary_example(_example(images=[]), seed=3) is None  # nothing to corrupt: no contrast pair
+    # videos stay the same on both sides; a video-only pair gets no contrast pair
+    clip = object()
+    with_video = auxiliary_example(_example(videos=[clip]), seed=3)
+    assert with_video["videos"] == [clip] and len(with_video["rejected_images"]) == 1
+    assert auxiliary_example(_example(images=[], videos=[clip]), seed=3) is None
 
 
 def test_with_auxiliary_appends_one_contrast_pair_per_pair_with_images_and_flags_them():
