@@ -362,6 +362,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if is_main:
             monitor.message(packing["note"])
             folder.update(packing=packing)
+            if "mdpo_conditional" in mdpo_terms:
+                monitor.message(f"mdpo_conditional: each pair with images also trains as an image-contrast pair (its "
+                                f"rejected_images, else a crop keeping 1-20% of each image, seeded by seed={cfg.seed})")
         history = folder.start_training(cfg)  # a resume changes the folder's files from here on
         for note in folder.take_notes():
             monitor.message(note)
