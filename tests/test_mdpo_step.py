@@ -133,7 +133,11 @@ def test_contrast_rows_score_the_chosen_answer_with_real_and_with_corrupted_imag
                                        rejected_images=[_image((10, 10, 10))])]
     expanded = with_auxiliary(examples, seed=5)
     batch = _batch(processor, expanded)
-    assert batch["rejected_prompt_lengths"].tolist()[3:] == batch["prompt_lengths"].tolist()[:3]  # same token count
+    full_prompt = batch["prompt_lengths"] + batch["chosen_prompt_lengths"]
+    assert full_prompt[3:].tolist() == full_prompt[:3].tolist()  # the real-image side is the real pair's prompt
+    # the corrupted images (crops resized back) cost as many tokens as the real ones
+    assert batch["rejected_prompt_lengths"][3:].tolist() == batch["chosen_prompt_lengths"][3:].tolist()
+    assert (batch["rejected_prompt_lengths"][3:] > 0).all()
     with torch.no_grad():
         policy = packed_dpo_step(model, batch, beta=BETA, loss_type=["sigmoid", "mdpo_conditional"]).policy
     real, contrast = slice(0, 3), slice(3, 6)
