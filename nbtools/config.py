@@ -337,7 +337,8 @@ class RunConfig:
                               "add sigmoid, e.g. loss_type: [sigmoid, " + ", ".join(terms) + "]")
         other = [t for t in base if t not in MDPO_BASE_LOSS_TYPES]
         if other:
-            raise ConfigError("loss_type", f"{', '.join(terms)} can be combined only with {', '.join(MDPO_BASE_LOSS_TYPES)} "
+            raise ConfigError("loss_type", f"{', '.join(terms)} can be combined only with "
+                              f"{', '.join(MDPO_BASE_LOSS_TYPES)} "
                               f"(the losses the packed step implements), not with {', '.join(other)}",
                               "remove " + ", ".join(other) + " or the mdpo terms from loss_type")
 

@@ -1,6 +1,7 @@
 """mDPO's two extra loss terms (Wang et al. 2024, "mDPO: Conditional Preference Optimization for Multimodal LLMs").
 
-* ``mdpo_conditional``: -log σ(β[(log π(y_w|m,x) − log π_ref(y_w|m,x)) − (log π(y_w|m',x) − log π_ref(y_w|m',x))]).
+* ``mdpo_conditional``:
+  -log σ(β[(log π(y_w|m,x) − log π_ref(y_w|m,x)) − (log π(y_w|m',x) − log π_ref(y_w|m',x))]).
   The chosen answer must become likelier with the real images m than with corrupted ones m'. Plain
   multimodal DPO can reach its goal from the text alone and learn to ignore the image; this term
   only improves by looking at it. It is computed on the auxiliary image-contrast rows of the batch

@@ -136,7 +136,9 @@ def precompute_for_run(trainer, cfg, processor, precision: str, store=None, coll
             trainer.model, _lazy_examples(collator, dataset, rank, world), plain, share or store, fingerprint,
             batch_size=cfg.batch_size, reference_context=reference_context,
             description=f"Reference log-probs ({name})",
-            total=None if getattr(collator, "contrast_seed", None) is not None else len(range(rank, len(dataset), world)),
+            # with mdpo_conditional a row gives one or two pairs: count without a total
+            total=None if getattr(collator, "contrast_seed", None) is not None
+            else len(range(rank, len(dataset), world)),
             progress=progress and accelerator.is_main_process,
         )
         computed += report.computed

@@ -357,8 +357,10 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         packing = decide_packing(cfg, model, args)
         mdpo_terms = split_loss_types(cfg.loss_type, cfg.loss_weights)[2]
         if mdpo_terms and not packing["on"]:
-            raise ConfigError("loss_type", f"only the packed step implements {', '.join(mdpo_terms)}, and {packing['note']}",
-                              "remove " + " and ".join(mdpo_terms) + " from loss_type, or change what turns packing off")
+            raise ConfigError("loss_type",
+                              f"only the packed step implements {', '.join(mdpo_terms)}, and {packing['note']}",
+                              "remove " + " and ".join(mdpo_terms) + " from loss_type, or change what turns packing "
+                              "off")
         if is_main:
             monitor.message(packing["note"])
             folder.update(packing=packing)
