@@ -36,12 +36,19 @@ def jpeg_src(size: int = FRAME_PX) -> Src:
     return lambda image: image_data_uri(image, size, "JPEG", quality=80)
 
 
+def sampled_indices(clip) -> list[int]:
+    """Source indices of the clip's sampled frames, without the copy of the last frame that pads an odd
+    count to the temporal patch (it repeats the last index; people should not see that frame twice)."""
+    indices = list(getattr(clip.metadata, "frames_indices", None) or range(len(clip.frames)))[: len(clip.frames)]
+    while len(indices) > 1 and indices[-1] == indices[-2]:
+        indices.pop()
+    return indices
+
+
 def clip_timestamps(clip) -> list[Optional[float]]:
     """Seconds into the video of each sampled frame (None where the video's fps is unknown)."""
-    metadata = clip.metadata
-    indices = list(getattr(metadata, "frames_indices", None) or range(len(clip.frames)))
-    fps = getattr(metadata, "fps", None)
-    return [float(i) / fps if fps else None for i in indices][: len(clip.frames)]
+    fps = getattr(clip.metadata, "fps", None)
+    return [float(i) / fps if fps else None for i in sampled_indices(clip)]
 
 
 def strip_frames(clip, count: int = STRIP_FRAMES) -> list[tuple[object, Optional[float]]]:
@@ -49,7 +56,7 @@ def strip_frames(clip, count: int = STRIP_FRAMES) -> list[tuple[object, Optional
     ``[(PIL image, seconds), ...]``."""
     from PIL import Image
 
-    total = len(clip.frames)
+    total = len(sampled_indices(clip))
     if total == 0:
         return []
     if total <= count:
@@ -77,8 +84,9 @@ def frame_strip_html(clip, src: Optional[Src] = None, count: int = STRIP_FRAMES,
     name = Path(str(clip.path)).name
     fps = getattr(clip.metadata, "fps", None)
     source = f" of a {fps:g} fps video" if fps else ""
-    caption = (f"🎞 {html.escape(name)}: {len(clip.frames)} frames sampled{source}"
-               + (f", {len(frames)} shown" if len(frames) < len(clip.frames) else ""))
+    sampled = len(sampled_indices(clip))
+    caption = (f"🎞 {html.escape(name)}: {sampled} frame{'s' if sampled != 1 else ''} sampled{source}"
+               + (f", {len(frames)} shown" if len(frames) < sampled else ""))
     return (f'<div class="nbt-frames" title="{html.escape(str(clip.path), quote=True)}" '
             f'style="white-space:nowrap;overflow-x:auto;margin:2px 0">{cells}'
             f'<div style="font-size:11px;color:#555">{caption}</div></div>')

@@ -173,3 +173,14 @@ def test_the_lab_shows_a_samples_frames_a_player_where_the_browser_can_play_it_a
     assert lab.media.value == ""
     lab.sample.value = 3
     assert lab.media.value.startswith("<video controls") and lab.media.value.count("</figcaption>") == 4
+
+
+def test_the_copy_that_pads_an_odd_frame_count_is_not_shown():
+    clip = make_clip(frames=6, step=2)  # 3 sampled frames (0, 2, 4), padded to 4 as the processor would
+    import numpy as np
+
+    clip.frames = np.concatenate([clip.frames, clip.frames[-1:]])
+    clip.metadata.frames_indices = [0, 2, 4, 4]
+    assert clip_timestamps(clip) == [0.0, 0.5, 1.0]
+    html = frame_strip_html(clip)
+    assert html.count("<img ") == 3 and "3 frames sampled" in html
