@@ -107,7 +107,7 @@ def read_clip(path: str, settings=None, family: str = "qwen3_vl"):
         return load_clip(path, settings or VideoSettings(), family), None
     except Exception as exc:  # any decoder failure is shown as a placeholder, not raised
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, reason[:200]
+        return None, reason[:400]
 
 
 def video_html(path: str, settings=None, family: str = "qwen3_vl", src: Optional[Src] = None) -> str:
