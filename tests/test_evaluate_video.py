@@ -36,12 +36,14 @@ def video_sample(clip, text="Which way do the stripes move?") -> dict:
 def test_generation_hands_the_clip_and_its_times_to_the_processor(eval_run_model, clip_file):
     run = eval_run_model
     clip = load_clip(str(clip_file), VideoSettings(fps=1.0, max_frames=16, video_max_pixels=64 * 64), run.family)
-    inputs = build_inputs(run.processor, [], video_sample(clip)["prompt"])
+    inputs = build_inputs(run.processor, [], video_sample(clip)["prompt"], videos=[clip])
     assert inputs["video_grid_thw"].tolist() == [[2, 4, 4]]  # 4 frames (0, 1, 2, 3 s) of 64x64: 2 x 4 x 4 patches
     text = run.processor.tokenizer.decode(inputs["input_ids"][0])
     # Qwen3-VL writes each frame pair's time from the clip's metadata (without it: 24 fps assumed, wrong times)
     assert "<0.5 seconds>" in text and "<2.5 seconds>" in text
     assert "pixel_values" not in inputs
+    with pytest.raises(ValueError, match="no videos were passed"):  # the clip is what fills the video block
+        build_inputs(run.processor, [], video_sample(clip)["prompt"])
 
 
 def test_side_by_side_and_lab_answer_about_the_video(eval_run_model, clip_file):
