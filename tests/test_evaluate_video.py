@@ -120,3 +120,83 @@ def test_exports_save_the_processor_with_the_runs_video_settings(video_run, clip
         assert info["video"] == {"fps": 1.0, "max_frames": 6, "video_max_pixels": 4096}
     # negative check: the base model's processor as shipped samples this clip differently
     assert served_grid(load_processor("tiny-qwen3-vl-warm"), clip_file) != training_grid.tolist()
+
+
+SHAPES = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
+
+
+def shapes_rows(n: int) -> list[dict]:
+    rows = [json.loads(line) for line in (SHAPES / "validation.jsonl").read_text().splitlines()[:n]]
+    for row in rows:
+        row["images"] = [str(SHAPES / image) for image in row["images"]]
+    return rows
+
+
+def test_the_rejected_answer_is_scored_on_the_rejected_images(eval_run_model):
+    """An image-contrast pair's rejected sequence is the same conversation with rejected_images in place of
+    images: its log-prob is the one the chosen answer gets on those images as an ordinary pair."""
+    from nbtools.data import PreferenceRecord, to_training_example
+    from nbtools.evaluate import score_pairs
+
+    run = eval_run_model
+    first, second = shapes_rows(2)
+    prompt = [{"role": "user", "content": first["messages"][0]["content"]}]
+    answer = first["messages"][1]["content"]
+    record = lambda images, rejected, rejected_images=None: PreferenceRecord(
+        "pairs.jsonl", 1, prompt, answer, rejected, images=images, rejected_images=rejected_images)
+    contrast = record(first["images"], answer, second["images"])  # same text, other picture for the rejected side
+    on_second = record(second["images"], first["rejected_response"])
+    on_first = record(first["images"], first["rejected_response"])
+    examples = [to_training_example(r, run.config.max_pixels, run.family) for r in (contrast, on_second, on_first)]
+    scores = score_pairs(run.model, run.processor, examples, batch_size=1, progress=False)
+    assert scores.rejected[0] == pytest.approx(scores.chosen[1], abs=1e-4)
+    assert scores.chosen[0] == pytest.approx(scores.chosen[2], abs=1e-4)
+    assert abs(scores.chosen[0] - scores.rejected[0]) > 1e-2  # the pictures differ, so do the log-probs
+    together = score_pairs(run.model, run.processor, examples, batch_size=3, progress=False)  # padded in one batch
+    assert together.chosen == pytest.approx(scores.chosen, abs=1e-4)
+    assert together.rejected == pytest.approx(scores.rejected, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def media_pairs(tmp_path_factory, clip_file) -> Path:
+    """Lines 1-2 ordinary; 3 asks about a video; 4 an image-contrast pair (same answer text)."""
+    folder = tmp_path_factory.mktemp("media_pairs")
+    rows = shapes_rows(3)
+    video = json.loads(json.dumps(rows[0]))
+    video["messages"][0]["content"] = "<video>Which way do the stripes move?"
+    video["messages"][1]["content"] = "They move left."
+    video["rejected_response"] = "They move right."
+    video["images"], video["videos"] = [], [str(clip_file)]
+    contrast = json.loads(json.dumps(rows[0]))
+    contrast["rejected_response"] = contrast["messages"][1]["content"]
+    contrast["rejected_images"] = rows[2]["images"]
+    path = folder / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + [video, contrast]))
+    return path
+
+
+def test_video_and_image_contrast_pairs_are_scored_with_the_runs_video_settings(eval_run_model, media_pairs):
+    from nbtools.evaluate import evaluate_run
+
+    def evaluate(**video):
+        run = dataclasses.replace(eval_run_model, config=eval_run_model.config.replace(**video))
+        return evaluate_run(run.run_dir, media_pairs, run=run, n_resamples=200, progress=False, write=False)
+
+    two = evaluate(fps=2.0, max_frames=2)
+    payload = two.payload
+    assert payload["n_pairs"] == 4 and payload["pairs"]["lines"] == [1, 2, 3, 4]
+    assert payload["left_out"] == {"count": 0, "pairs": []}
+    [video] = [two.examples[k] for k, i in enumerate(two.order) if i == 2]
+    [clip] = video["videos"]
+    assert clip.settings == VideoSettings(2.0, 2, eval_run_model.config.video_max_pixels)
+    assert clip.sampled_indices == [0, 15]  # 4 s at 2 fps = 8 frames, capped at max_frames=2: first and last
+    [contrast] = [two.examples[k] for k, i in enumerate(two.order) if i == 3]
+    assert len(contrast["rejected_images"]) == 1 and contrast["chosen"] == contrast["rejected"]
+    four = evaluate(fps=1.0, max_frames=16)
+    [clip] = [four.examples[k] for k, i in enumerate(four.order) if i == 2][0]["videos"]
+    assert clip.sampled_indices == [0, 4, 8, 12]  # one frame a second
+    base_two, base_four = payload["pairs"]["base"], four.payload["pairs"]["base"]
+    assert base_two["chosen"][:2] == pytest.approx(base_four["chosen"][:2], abs=1e-4)  # images: same scores
+    assert abs(base_two["chosen"][2] - base_four["chosen"][2]) > 1e-3  # other frames, another score
+    # the image-contrast pair: same text on both sides, so its margin is all the pictures' doing
+    assert abs(base_two["chosen"][3] - base_two["rejected"][3]) > 1e-2
