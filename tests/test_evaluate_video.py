@@ -93,7 +93,7 @@ def served_grid(processor, clip_file) -> list:
     return out["video_grid_thw"].tolist()
 
 
-def test_exports_save_the_processor_with_the_runs_video_settings(video_run, clip_file, tmp_path):
+def test_exports_save_the_processor_with_the_runs_video_settings(video_run, clip_file, tmp_path, eval_run_model):
     from transformers import AutoProcessor
 
     from nbtools.export import export_merged, save_adapter
@@ -120,6 +120,16 @@ def test_exports_save_the_processor_with_the_runs_video_settings(video_run, clip
         assert info["video"] == {"fps": 1.0, "max_frames": 6, "video_max_pixels": 4096}
     # negative check: the base model's processor as shipped samples this clip differently
     assert served_grid(load_processor("tiny-qwen3-vl-warm"), clip_file) != training_grid.tolist()
+    # nbtools' generate() on the export samples a video path with the export's settings, as the tuned model saw it
+    from nbtools.evaluate import adapter_enabled, generate_text
+    from nbtools.export import generate
+
+    prompt = "Which way do the stripes move?"
+    answer = generate(merged, [], prompt, videos=[str(clip_file)], max_new_tokens=6)
+    with adapter_enabled(eval_run_model.model, True):
+        tuned = generate_text(eval_run_model.model, eval_run_model.processor, [], prompt, Decoding(max_new_tokens=6),
+                              videos=[trained])
+    assert answer == tuned
 
 
 SHAPES = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
