@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 STRIP_FRAMES = 6  # frames shown per video: enough to see motion, small enough for a table cell
-FRAME_PX = 80  # longest side of a frame thumbnail
+FRAME_PX = 72  # longest side of a frame thumbnail
 ERROR_COLOUR = "#c62828"
 # What browsers play natively (HTML5 <video>), by container extension and codec.
 PLAYABLE = {".mp4": ("video/mp4", {"h264", "av1"}), ".m4v": ("video/mp4", {"h264", "av1"}),
@@ -78,14 +78,14 @@ def frame_strip_html(clip, src: Optional[Src] = None, count: int = STRIP_FRAMES,
     cells = "".join(
         f'<figure style="margin:0 3px 0 0;display:inline-block;text-align:center">'
         f'<img src="{html.escape(src(image), quote=True)}" alt="frame at {_seconds(t) or "?"}" '
-        f'style="width:{frame_px}px;height:auto;display:block">'
+        f'style="width:{frame_px}px;height:auto;display:block;border:1px solid #d1d5db">'
         f'<figcaption style="font-size:11px;color:#555">{_seconds(t)}</figcaption></figure>'
         for image, t in frames)
     name = Path(str(clip.path)).name
     fps = getattr(clip.metadata, "fps", None)
     source = f" of a {fps:g} fps video" if fps else ""
     sampled = len(sampled_indices(clip))
-    caption = (f"🎞 {html.escape(name)}: {sampled} frame{'s' if sampled != 1 else ''} sampled{source}"
+    caption = (f"video {html.escape(name)}: {sampled} frame{'s' if sampled != 1 else ''} sampled{source}"
                + (f", {len(frames)} shown" if len(frames) < sampled else ""))
     return (f'<div class="nbt-frames" title="{html.escape(str(clip.path), quote=True)}" '
             f'style="white-space:nowrap;overflow-x:auto;margin:2px 0">{cells}'
@@ -107,6 +107,8 @@ def read_clip(path: str, settings=None, family: str = "qwen3_vl"):
         return load_clip(path, settings or VideoSettings(), family), None
     except Exception as exc:  # any decoder failure is shown as a placeholder, not raised
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if reason.startswith(f"{path}: "):  # the placeholder names the file already
+            reason = reason[len(str(path)) + 2:]
         return None, reason[:400]
 
 

@@ -26,7 +26,7 @@ def test_frame_strip_shows_a_handful_of_frames_with_their_times():
     html = frame_strip_html(clip)
     assert html.count("<img ") == 6 and html.count('src="data:image/jpeg;base64,') == 6
     assert ">0.0 s</figcaption>" in html and ">7.5 s</figcaption>" in html
-    assert "clip.mkv: 16 frames sampled of a 4 fps video, 6 shown" in html
+    assert "video clip.mkv: 16 frames sampled of a 4 fps video, 6 shown" in html
     short = frame_strip_html(make_clip(frames=4, step=1))
     assert short.count("<img ") == 4 and ", 4 shown" not in short  # nothing left out, nothing said
 
@@ -81,12 +81,14 @@ def test_an_unreadable_video_is_a_placeholder_not_a_traceback(media_rows, tmp_pa
     report = validate_dataset(media_rows)
     html = preview(report, n=3)._repr_html_()
     placeholder = re.search(r'<div class="nbt-unreadable"[^>]*>(.*?)</div>', html, re.S)
-    assert placeholder and placeholder.group(1).startswith("cannot read video broken.mp4: ")
+    message = placeholder.group(1)
+    assert message.startswith("cannot read video broken.mp4: ") and "(fix: " in message
+    assert not message.startswith(f"cannot read video broken.mp4: {tmp_path}")  # not named twice in a row
     assert "Traceback" not in html
     assert html.count('class="nbt-frames"') == 1  # the readable clip still shows its frames
     missing = PreferenceRecord("f.jsonl", 1, [{"role": "user", "content": "<video>?"}], "A.", "B.",
                                videos=[str(tmp_path / "gone.mkv")])
-    assert "cannot read video gone.mkv: " in preview_html([missing])
+    assert "cannot read video gone.mkv: video file not found (fix: " in preview_html([missing])
 
 
 def test_preview_takes_video_settings_or_a_run_config_and_refuses_other_things(media_rows):
