@@ -186,3 +186,15 @@ def test_the_copy_that_pads_an_odd_frame_count_is_not_shown():
     assert clip_timestamps(clip) == [0.0, 0.5, 1.0]
     html = frame_strip_html(clip)
     assert html.count("<img ") == 3 and "3 frames sampled" in html
+
+
+def test_flipped_pairs_show_a_videos_frames_sampled_with_the_runs_settings_and_both_image_sets(media_rows):
+    from nbtools.evaluate.report import flipped_pairs_html
+
+    records = validate_dataset(media_rows).records
+    flipped = [{"index": i, "direction": "fixed", "base_margin": -1.0, "tuned_margin": 1.0} for i in range(3)]
+    page = flipped_pairs_html(flipped, records, video=VideoSettings(fps=1.0, max_frames=16, video_max_pixels=4096))
+    rows = page.split("<tr>")[2:]
+    assert re.findall(r">([\d.]+) s</figcaption>", rows[0]) == ["0.0", "1.0"]  # 2 s at 1 fps: 2 frames
+    assert "images (chosen answer)" in rows[1] and "rejected_images (rejected answer)" in rows[1]
+    assert "cannot read video broken.mp4" in rows[2]
