@@ -85,10 +85,12 @@ def _problems_text(problems: list[Problem], limit: int = 30) -> str:
 def _load_split(name: str, path: str, config: RunConfig, family: str, validation_file: Optional[str],
                 messages: list[str]) -> SplitData:
     from nbtools.data import UnreadableFile, validate_dataset
+    from nbtools.video import VideoSettings
 
     try:
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
-                                  model=config.model, family=family, validation_file=validation_file)
+                                  model=config.model, family=family, validation_file=validation_file,
+                                  video=VideoSettings.from_config(config))
     except UnreadableFile as exc:
         field_name = "train_file" if name == "train" else "validation_file"
         raise DataError(f"{field_name}: {exc} (fix: check the path in the config)") from None

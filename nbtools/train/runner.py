@@ -143,6 +143,7 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
 
     if cfg.quantization == "none":
         model, processor = load_model_and_processor(cfg.model, max_pixels=cfg.max_pixels,
+                                                    video=VideoSettings.from_config(cfg),
                                                     dtype=_dtype_for(precision), device=device)
     else:
         import torch
@@ -156,7 +157,7 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
         model = AutoModelForImageTextToText.from_pretrained(resolve_model_path(cfg.model), quantization_config=quant,
                                                             dtype=compute, device_map={"": torch.device(device)})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        processor = load_processor(cfg.model, max_pixels=cfg.max_pixels)
+        processor = load_processor(cfg.model, max_pixels=cfg.max_pixels, video=VideoSettings.from_config(cfg))
     family = detect_family(model).name
     if cfg.adapter_path:
         from peft import PeftModel
