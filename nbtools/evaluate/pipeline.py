@@ -62,7 +62,8 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
     """The pairs of ``path`` (only ``lines`` of it, for a validation split) that pass the checks training
     applies, and the ones left out with why.
 
-    The same validation as training, with the run's model, ``max_pixels`` and ``max_context_length``:
+    The same validation as training, with the run's model, ``max_pixels``, video settings and
+    ``max_context_length``:
     an error in the data (schema, a missing, corrupt or decompression-bomb image, a video that is not
     one) stops here with every problem listed, as evaluating a silently reduced set would mislead; a
     pair over ``max_context_length`` is left out and listed (``too_long: drop``) or stops the
@@ -70,9 +71,9 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
     """
     from nbtools.data import UnreadableFile, validate_dataset
 
-    try:
+    try:  # videos are counted as the run samples them (fps, max_frames, video_max_pixels)
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
-                                  model=config.model)
+                                  model=config.model, video=VideoSettings.from_config(config))
     except UnreadableFile as exc:
         raise EvaluationDataError(f"{exc} (fix: check the path, or pass a JSONL file of pairs)") from None
     records = report.records if lines is None else [r for r in report.records if r.line in lines]
