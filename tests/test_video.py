@@ -414,3 +414,30 @@ def test_frame_sizes_match_the_processor_and_it_keeps_them(model):
         stable += ours != processor_frame_size(frames, height, width, geo)
         assert ours[0] * ours[1] <= max(settings.video_max_pixels, geo.factor * max(ours)), (settings, ours)
     assert stable  # the seeded shapes include elongated ones, where a second pass changes the size
+
+
+def test_image_contrast_rows_count_the_rejected_side_with_its_own_images(tmp_path):
+    """A rejected side that sees larger images is longer: counted with them, equal to the processor."""
+    import json
+
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "small.png")
+    Image.new("RGB", (128, 96), "green").save(tmp_path / "large.png")
+    row = {"messages": [{"role": "user", "content": "<image>Which colour?"}, {"role": "assistant", "content": "Red."}],
+           "images": ["small.png"], "rejected_images": ["large.png"], "rejected_response": "Red."}
+    path = tmp_path / "contrast.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    processor = load_processor("tiny-qwen3-vl", max_pixels=16384)
+    report = validate_dataset(path, model="tiny-qwen3-vl", max_pixels=16384)
+    assert [p for p in report.problems if p.severity == "error"] == []
+    counted = report.tokens[1]
+    example = to_training_example(report.records[0], 16384, "qwen3_vl")
+    for side, images, answer in (("chosen", example["images"], counted.chosen),
+                                 ("rejected", example["rejected_images"], counted.rejected)):
+        prompt = processor.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+        length = processor(text=[prompt], images=images, return_tensors="pt")["input_ids"].shape[1]
+        assert (counted.prompt if side == "chosen" else counted.rejected_prompt) == length, side
+    assert counted.rejected_prompt > counted.prompt and counted.longest == counted.rejected_prompt + counted.rejected
+    short = validate_dataset(path, model="tiny-qwen3-vl", max_pixels=16384, max_context_length=counted.longest - 1)
+    assert [p.field for p in short.problems if p.severity == "error"] == ["prompt+rejected"]

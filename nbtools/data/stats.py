@@ -58,7 +58,7 @@ def dataset_stats(
     video_infos = [i for i in video_infos if i is not None and not i.error and i.frames]
     ratios = [len(r.chosen) / max(1, len(r.rejected)) for r in records]
     # DPO runs the policy on prompt+chosen and prompt+rejected (plus the reference model).
-    per_epoch = sum(2 * t.prompt + t.chosen + t.rejected for t in tokens)
+    per_epoch = sum(t.prompt + t.rejected_prompt + t.chosen + t.rejected for t in tokens)
     severities = Counter(p.severity for p in problems or [])
     return {
         "rows": rows if rows is not None else len(records),

@@ -32,10 +32,16 @@ class PairTokens:
     image_tokens: int  # the part of ``prompt`` that is image tokens (with their start/end tokens)
     estimated: bool  # True when counted without the model's tokenizer
     video_tokens: int = 0  # the part of ``prompt`` that is video tokens (frame groups, timestamps, start/end)
+    rejected_image_delta: int = 0  # image-contrast pairs: rejected_images' tokens minus images' tokens
+
+    @property
+    def rejected_prompt(self) -> int:
+        """The prompt the rejected answer follows (its own images when the row has rejected_images)."""
+        return self.prompt + self.rejected_image_delta
 
     @property
     def longest(self) -> int:
-        return self.prompt + max(self.chosen, self.rejected)
+        return max(self.prompt + self.chosen, self.rejected_prompt + self.rejected)
 
 
 class TokenCounter:
@@ -157,6 +163,8 @@ class TokenCounter:
     def _count_each(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]],
                     videos: dict) -> list[PairTokens]:
         img_totals = [self._media_tokens(record, image_sizes) for record in records]
+        deltas = [self._media_tokens(record, image_sizes, record.rejected_images) - img_totals[i]
+                  if record.rejected_images else 0 for i, record in enumerate(records)]
         per_video: dict[str, int] = {}
         for record in records:
             for path in record.videos:
@@ -164,7 +172,7 @@ class TokenCounter:
                     per_video[path] = self.video_tokens(videos.get(path))
         vid_totals = [sum(per_video[p] for p in record.videos) for record in records]
         if not self.estimated and getattr(self.processor, "chat_template", None):
-            return self._count_with_template(records, img_totals, vid_totals)
+            return self._count_with_template(records, img_totals, vid_totals, deltas)
         if self.estimated:  # lengths are enough: no joined copy of every prompt in memory
             prompt_counts = [_estimate(sum(len(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, ""))
                                            for m in r.prompt)) for r in records]
@@ -182,16 +190,17 @@ class TokenCounter:
                       + vid_totals[i])
             # answers + "<|im_end|>\n"
             values = (prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i], self.estimated,
-                      vid_totals[i])
+                      vid_totals[i], deltas[i])
             counted = shared.get(values)
             if counted is None:
                 counted = shared[values] = PairTokens(*values)
             out.append(counted)
         return out
 
-    def _media_tokens(self, record: PreferenceRecord, image_sizes: dict[str, tuple[int, int]]) -> int:
+    def _media_tokens(self, record: PreferenceRecord, image_sizes: dict[str, tuple[int, int]],
+                      images: Optional[list[str]] = None) -> int:
         total = 0
-        for path in record.images:
+        for path in record.images if images is None else images:
             size = image_sizes.get(path)
             if size and min(size) > 0:
                 try:
@@ -201,7 +210,7 @@ class TokenCounter:
         return total
 
     def _count_with_template(self, records: list[PreferenceRecord], img_totals: list[int],
-                             vid_totals: list[int]) -> list[PairTokens]:
+                             vid_totals: list[int], deltas: list[int]) -> list[PairTokens]:
         """Exact counts: render each pair the way TRL's collator does (prompt with the generation
         prompt; each answer as the rest of the full conversation), tokenize, then widen each
         image and video placeholder to its real number of tokens."""
@@ -225,7 +234,8 @@ class TokenCounter:
             # n pads per image, and per video its frame groups (Qwen3-VL: each with its timestamp)
             placeholders = (len(records[i].images) + len(records[i].videos)) * (IMAGE_WRAPPER + 1)
             widened = prompt_counts[i] - placeholders + img_totals[i] + vid_totals[i]
-            out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False, vid_totals[i]))
+            out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False, vid_totals[i],
+                                  deltas[i]))
         return out
 
 

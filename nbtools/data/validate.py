@@ -264,9 +264,9 @@ def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], med
     problems = []
     note = " (estimated)" if counter.estimated else ""
     for record, count in zip(records, tokens):
-        for part, answer, field_name in (("chosen", count.chosen, "prompt+chosen"),
-                                         ("rejected", count.rejected, "prompt+rejected")):
-            total = count.prompt + answer
+        for part, prompt, answer, field_name in (("chosen", count.prompt, count.chosen, "prompt+chosen"),
+                                                 ("rejected", count.rejected_prompt, count.rejected, "prompt+rejected")):
+            total = prompt + answer
             if total <= max_context_length:
                 continue
             over = total - max_context_length
@@ -275,10 +275,13 @@ def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], med
                 fit = _video_fit(record, media, counter, max_context_length - (total - count.video_tokens))
                 if fit:
                     fix += f", or {fit}"
-            if count.image_tokens:
-                text_tokens = total - count.image_tokens
+            contrast = part == "rejected" and bool(record.rejected_images)
+            image_tokens = count.image_tokens + (count.rejected_image_delta if contrast else 0)
+            image_paths = record.rejected_images if contrast else record.images
+            if image_tokens:
+                text_tokens = total - image_tokens
                 # an image the processor refuses (aspect ratio) is already an error and costs no tokens
-                sizes = [(media[p].width, media[p].height) for p in record.images if p in media and media[p].width
+                sizes = [(media[p].width, media[p].height) for p in image_paths if p in media and media[p].width
                          and max(media[p].width, media[p].height) <= MAX_ASPECT_RATIO * min(media[p].width,
                                                                                             media[p].height)]
                 fit = max_pixels_to_fit(sizes, max_context_length - text_tokens, counter.geo)
@@ -288,11 +291,11 @@ def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], med
                 fix += ", or shorten the prompt"
             if count.video_tokens:
                 v = counter.video
-                media_note = (f"{count.image_tokens} of them image tokens at max_pixels="
+                media_note = (f"{image_tokens} of them image tokens at max_pixels="
                               f"{counter.max_pixels or 'model default'}, {count.video_tokens} video tokens at "
                               f"fps={v.fps:g}, max_frames={v.max_frames}, video_max_pixels={v.video_max_pixels}")
             else:
-                media_note = (f"{count.image_tokens} of them image tokens at "
+                media_note = (f"{image_tokens} of them image tokens at "
                               f"max_pixels={counter.max_pixels or 'model default'}")
             problems.append(Problem(
                 record.file, record.line, field_name, "error",
