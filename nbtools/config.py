@@ -240,8 +240,8 @@ class RunConfig:
         True,
         help="Compute each pair's reference log-probs once before training (adapter off, no gradients) and reuse "
         "them in every step, epoch, resumed run and sweep; cached under ~/.cache/nbtools/ref_logps, keyed by "
-        "everything that changes them (pair and images, max_pixels, model, starting adapter, tokenizer and "
-        "chat template, precision). Only with packing; split across processes under ddp; not under fsdp (the "
+        "everything that changes them (pair, images, rejected images, video frames and frame settings, "
+        "max_pixels, model, starting adapter, tokenizer and chat template, precision). Only with packing; split across processes under ddp; not under fsdp (the "
         "reference pass then runs in each step).",
         group="memory",
     )

@@ -3,7 +3,8 @@
 The dataset holds only text and image *paths* (one JSON record per row), so a large image
 dataset never sits in memory as PIL images; the collator opens and resizes the images of
 one batch when the data loader asks for it (in worker processes when ``num_workers`` > 0),
-then hands TRL's ``DataCollatorForVisionPreference`` ready examples.
+then hands ready examples to the packed collator or to TRL's ``DataCollatorForVisionPreference``
+extended with videos and rejected images (``nbtools.packing.VisionPreferenceCollator``).
 
 Pairs longer than ``max_context_length`` are dropped (with their line numbers) or stop the
 run, per ``too_long``; kept pairs are never truncated, so image tokens are never cut.
@@ -179,7 +180,7 @@ def record_from_row(row: dict[str, Any]):
 
 @dataclass
 class LazyImageCollator:
-    """Opens and resizes a batch's images on demand, then runs TRL's vision preference collator."""
+    """Opens and resizes a batch's images (and decodes its videos) on demand, then runs the packed or unpacked collator."""
 
     processor: Any
     max_pixels: Optional[int]
@@ -194,9 +195,9 @@ class LazyImageCollator:
 
             self.inner = PackedPreferenceCollator(self.processor, max_length=self.max_length)
         else:
-            from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+            from nbtools.packing import VisionPreferenceCollator
 
-            self.inner = DataCollatorForVisionPreference(processor=self.processor, max_length=self.max_length)
+            self.inner = VisionPreferenceCollator(processor=self.processor, max_length=self.max_length)
 
     def examples(self, rows: list[dict[str, Any]]) -> list[dict]:
         from nbtools.data import to_training_example
