@@ -23,10 +23,16 @@ from typing import Any, Optional, Union
 from nbtools.errors import UserError
 
 # The losses TRL 1.16's DPOTrainer accepts (trl/trainer/dpo_trainer.py); combined with loss_weights.
-LOSS_TYPES = (
+TRL_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )
+# mDPO's extra terms (Wang et al. 2024), ours: only the packed step implements them (nbtools.packing.mdpo),
+# so TRL's DPOConfig never sees them (see split_loss_types).
+MDPO_LOSS_TYPES = ("mdpo_conditional", "mdpo_anchor")
+# The TRL losses the mDPO terms can be added to (what the packed step implements).
+MDPO_BASE_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "sft")
+LOSS_TYPES = TRL_LOSS_TYPES + MDPO_LOSS_TYPES
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -188,7 +194,11 @@ class RunConfig:
     loss_type: list[str] = _f(
         default_factory=lambda: ["sigmoid"],
         help="DPO losses, combined with loss_weights. 'sigmoid' is standard DPO; add 'sft' to also learn to "
-        "generate the chosen answer (e.g. [sigmoid, sft]).",
+        "generate the chosen answer (e.g. [sigmoid, sft]). mDPO terms (packing only): 'mdpo_conditional' "
+        "makes the chosen answer likelier with the real images than with a corrupted copy (a seeded random crop, "
+        "or the row's rejected_images), so the model cannot ignore the images; 'mdpo_anchor' keeps the chosen "
+        "answer's reward above zero. Use them when plain DPO learns from the text alone; "
+        "e.g. [sigmoid, mdpo_conditional, mdpo_anchor].",
         group="dpo", choices=LOSS_TYPES, multiple=True,
     )
     loss_weights: Optional[list[float]] = _f(
@@ -240,8 +250,8 @@ class RunConfig:
         True,
         help="Compute each pair's reference log-probs once before training (adapter off, no gradients) and reuse "
         "them in every step, epoch, resumed run and sweep; cached under ~/.cache/nbtools/ref_logps, keyed by "
-        "everything that changes them (pair and images, max_pixels, model, starting adapter, tokenizer and "
-        "chat template, precision). Only with packing; split across processes under ddp; not under fsdp (the "
+        "everything that changes them (pair, images, rejected images, video frames and frame settings, "
+        "max_pixels, model, starting adapter, tokenizer and chat template, precision). Only with packing; split across processes under ddp; not under fsdp (the "
         "reference pass then runs in each step).",
         group="memory",
     )
@@ -278,6 +288,7 @@ class RunConfig:
                 "loss_weights", f"{len(self.loss_weights)} weights for {len(self.loss_type)} loss types "
                 f"{self.loss_type}", f"give exactly {len(self.loss_type)} weights, or leave loss_weights empty",
             )
+        self._check_mdpo_terms()
         has_validation = bool(self.validation_file) or self.validation_split > 0
         if self.early_stopping_patience > 0 and not has_validation:
             raise ConfigError("early_stopping_patience", "early stopping needs validation pairs",
@@ -307,6 +318,29 @@ class RunConfig:
                 if _control_characters(part):
                     raise ConfigError("output_dir", f"the folder name {part!r} holds a control character",
                                       "choose a name without tabs, newlines or other control characters")
+
+    def _check_mdpo_terms(self) -> None:
+        """mDPO terms exist only in the packed step, and they add to a DPO loss the packed step implements."""
+        terms = [t for t in self.loss_type if t in MDPO_LOSS_TYPES]
+        if not terms:
+            return
+        repeated = sorted({t for t in terms if terms.count(t) > 1})
+        if repeated:
+            raise ConfigError("loss_type", f"{repeated[0]} is listed {terms.count(repeated[0])} times",
+                              f"list {repeated[0]} once and set its weight in loss_weights")
+        if not self.packing:
+            raise ConfigError("loss_type", f"only the packed step implements {', '.join(terms)}, and packing is off",
+                              "set packing: true, or remove " + " and ".join(terms) + " from loss_type")
+        base = [t for t in self.loss_type if t not in MDPO_LOSS_TYPES]
+        if not base:
+            raise ConfigError("loss_type", f"{', '.join(terms)} must be added to a DPO loss, and none is given",
+                              "add sigmoid, e.g. loss_type: [sigmoid, " + ", ".join(terms) + "]")
+        other = [t for t in base if t not in MDPO_BASE_LOSS_TYPES]
+        if other:
+            raise ConfigError("loss_type", f"{', '.join(terms)} can be combined only with "
+                              f"{', '.join(MDPO_BASE_LOSS_TYPES)} "
+                              f"(the losses the packed step implements), not with {', '.join(other)}",
+                              "remove " + ", ".join(other) + " or the mdpo terms from loss_type")
 
     # --- derived values ----------------------------------------------------------------------
     @property
@@ -625,6 +659,21 @@ def _check_limits(f, value) -> None:
             if "max" in meta and v > meta["max"]:
                 raise ConfigError(name, f"{v} is above the maximum {meta['max']}",
                                   f"set {name} to {meta['max']} or less")
+
+
+def split_loss_types(loss_types, loss_weights=None) -> tuple[list[str], Optional[list[float]], dict[str, float]]:
+    """(TRL loss types, their weights or None, {mDPO term: weight}) from a combined loss_type list.
+
+    TRL's DPOConfig must receive only its own loss types, with the weights that belong to them.
+    """
+    loss_types = [loss_types] if isinstance(loss_types, str) else list(loss_types)
+    weights = list(loss_weights) if loss_weights else [1.0] * len(loss_types)
+    if len(weights) != len(loss_types):
+        raise ValueError(f"{len(loss_types)} loss types but {len(weights)} weights")
+    trl = [(t, w) for t, w in zip(loss_types, weights) if t not in MDPO_LOSS_TYPES]
+    mdpo = {t: w for t, w in zip(loss_types, weights) if t in MDPO_LOSS_TYPES}
+    trl_weights = [w for _, w in trl] if loss_weights else None
+    return [t for t, _ in trl], trl_weights, mdpo
 
 
 def load_config(config: Union["RunConfig", str, Path, dict]) -> RunConfig:

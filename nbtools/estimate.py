@@ -85,6 +85,7 @@ class MemoryEstimate:
     advice: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     packing: bool = False  # one [prompt, chosen, rejected] row per pair (nbtools' packed step)
+    video_tokens_per_pair: int = 0  # tokens the pair's videos add to the prompt (0: no videos)
     strategy: str = "ddp"  # ddp (or one device): full copy per device; fsdp: sharded over num_devices
     num_devices: int = 1
     gathered_bytes: int = 0  # fsdp: parameters gathered while a unit works (root for the step + ~2 layers)
@@ -115,9 +116,10 @@ class MemoryEstimate:
         if self.strategy == "fsdp":
             lines.append(f"per device, weights and optimizer state sharded over {self.num_devices} devices (FSDP)")
         layout = "packed rows [prompt, chosen, rejected]" if self.packing else "sequences"
+        videos = f", {self.video_tokens_per_pair} video tokens per pair" if self.video_tokens_per_pair else ""
         lines.append(
             f"{self.sequences_per_step} {layout} x {self.tokens_per_sequence} tokens "
-            f"({self.image_tokens_per_image} image tokens per image); "
+            f"({self.image_tokens_per_image} image tokens per image{videos}); "
             f"without checkpointing activations would be {self.activation_bytes_without_checkpointing / GIB:.2f} GiB"
         )
         if self.gpu_memory_gib is not None:
@@ -136,6 +138,7 @@ class TokenEstimate:
     tokens_per_epoch: int
     truncated: bool  # the sequence was cut at max_context_length
     seconds_per_epoch: float | None = None
+    video_tokens_per_pair: float = 0  # mean tokens the pairs' videos add to the prompt
 
 
 # --------------------------------------------------------------------------- config & parameter counts
@@ -333,11 +336,14 @@ def estimate_memory(
     precompute_reference: bool = True,
     strategy: str = "ddp",
     num_devices: int = 1,
+    video_tokens_per_pair: int = 0,
 ) -> MemoryEstimate:
     """Peak memory per device of one DPO step with LoRA.
 
-    Sequence length: prompt text + images + answer when ``prompt_text_tokens``/``answer_tokens``
+    Sequence length: prompt text + images + videos + answer when ``prompt_text_tokens``/``answer_tokens``
     are given, capped at ``max_context_length``; otherwise ``max_context_length`` (worst case).
+    ``video_tokens_per_pair``: what the pair's videos cost in the prompt, counted by the validator's
+    arithmetic (``TokenCounter.video_tokens``: frames at fps up to max_frames, video_max_pixels per frame).
     ``packing``: nbtools' packed layout (one row of prompt + both answers per pair; with
     ``precompute_reference`` no reference pass in the step). ``strategy``/``num_devices``: see the module text.
     """
@@ -356,7 +362,8 @@ def estimate_memory(
 
     img_tokens = image_tokens_per_image(config, max_pixels, image_size)
     if prompt_text_tokens is not None and answer_tokens is not None:
-        seq = min(max_context_length, prompt_text_tokens + images_per_pair * img_tokens + answer_tokens)
+        seq = min(max_context_length,
+                  prompt_text_tokens + images_per_pair * img_tokens + video_tokens_per_pair + answer_tokens)
         completion = min(answer_tokens, seq)
     else:
         seq, completion = max_context_length, min(max_context_length, answer_tokens or max_context_length // 4)
@@ -396,6 +403,7 @@ def estimate_memory(
         gradient_checkpointing=gradient_checkpointing, precision=precision, quantization=quantization,
         target_modules=target_modules, images_per_pair=images_per_pair, packing=packing,
         precompute_reference=precompute_reference, strategy=strategy, num_devices=num_devices,
+        video_tokens_per_pair=video_tokens_per_pair,
     )
     estimate = MemoryEstimate(
         weights_bytes=weights, lora_params=lora_params, lora_weights_bytes=lora_w, lora_grad_bytes=lora_g,
@@ -404,11 +412,17 @@ def estimate_memory(
         total_bytes=total, parameters=counts, tokens_per_sequence=seq, image_tokens_per_image=img_tokens,
         sequences_per_step=n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
         packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
+        video_tokens_per_pair=video_tokens_per_pair,
     )
     if images_per_pair * img_tokens >= max_context_length:
         estimate.advice.append(
             f"images alone take {images_per_pair * img_tokens} tokens, more than max_context_length="
             f"{max_context_length}: lower max_pixels or raise max_context_length (TRL would cut image tokens)"
+        )
+    if video_tokens_per_pair >= max_context_length:
+        estimate.advice.append(
+            f"videos alone take {video_tokens_per_pair} tokens, more than max_context_length={max_context_length}: "
+            "lower video_max_pixels, max_frames or fps, or raise max_context_length"
         )
     if fits is False:
         estimate.advice += _advice(estimate, config, counts)
@@ -442,6 +456,11 @@ def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
             tips.append(
                 f"lower batch_size to {fitting} and raise gradient_accumulation_steps to keep the effective batch"
             )
+    if est.video_tokens_per_pair > 64:
+        tips.append(
+            f"lower video_max_pixels or max_frames (the videos cost {est.video_tokens_per_pair} tokens per pair; "
+            "halving either about halves them)"
+        )
     if s["max_pixels"] and est.image_tokens_per_image > 64:
         tips.append(
             f"lower max_pixels (now {s['max_pixels']:,} px = {est.image_tokens_per_image} tokens per image); "
@@ -473,16 +492,17 @@ def estimate_tokens_per_epoch(
     image_size: tuple[int, int] | None = None,
     tokens_per_second: float | None = None,
     packing: bool = False,
+    video_tokens_per_pair: float = 0,
 ) -> TokenEstimate:
-    """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + answer
-    (``packing``: one row per pair, the prompt and images once, then both answers)."""
+    """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + videos
+    + answer (``packing``: one row per pair, the prompt and its media once, then both answers)."""
     config = load_config(model_config_or_name)
     img = image_tokens_per_image(config, max_pixels, image_size)
-    full = mean_prompt_text_tokens + images_per_pair * img + mean_answer_tokens
+    full = mean_prompt_text_tokens + images_per_pair * img + video_tokens_per_pair + mean_answer_tokens
     per_seq = int(math.ceil(min(full, max_context_length)))
     per_pair = 2 * per_seq
     if packing:  # the answer part of one sequence is added, not the whole second sequence
         per_pair = per_seq + int(math.ceil(min(mean_answer_tokens, per_seq)))
     per_epoch = per_pair * n_pairs
     seconds = per_epoch / tokens_per_second if tokens_per_second else None
-    return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds)
+    return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds, video_tokens_per_pair)

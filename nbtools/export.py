@@ -1,13 +1,15 @@
 """Take a trained run to production: the adapter alone, or a merged standalone model.
 
 A merged export is an ordinary Hugging Face model folder (safetensors weights, processor
-with the run's ``max_pixels``, tokenizer, chat template, generation config) plus a model
-card, so plain transformers and vLLM load it with no nbtools installed.
+with the run's ``max_pixels`` and video settings — frames sampled at ``fps``, at most
+``max_frames``, each under ``video_max_pixels`` —, tokenizer, chat template, generation config)
+plus a model card, so plain transformers and vLLM load it with no nbtools installed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -113,6 +115,17 @@ def staged_export(out_dir) -> Iterator[Path]:
         yield staging
 
 
+def served_processor(processor):
+    """The processor as an export saves it: like training's, and a server that gets a whole video samples
+    its frames itself at the run's ``fps`` (at most ``max_frames``, each under ``video_max_pixels``, all
+    set by ``load_run_processor``). Training hands the processor frames it sampled already (and says
+    ``do_sample_frames=False`` on each call), so this changes nothing nbtools does."""
+    video_processor = getattr(processor, "video_processor", None)
+    if video_processor is not None and hasattr(video_processor, "do_sample_frames"):
+        video_processor.do_sample_frames = True
+    return processor
+
+
 def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
     info = {
         "kind": kind,
@@ -120,6 +133,8 @@ def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
         "base_model": config.model,
         "model_name": config.model_name,
         "max_pixels": config.max_pixels,
+        # how the processor saved here samples and sizes video frames (what training did)
+        "video": {"fps": config.fps, "max_frames": config.max_frames, "video_max_pixels": config.video_max_pixels},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic.write_json(out_dir / EXPORT_INFO_FILE, info, indent=2)
@@ -135,7 +150,7 @@ def save_adapter(run_dir, out_dir=None) -> Path:
     out_dir = Path(out_dir or default_export_dir(run_dir, merged=False))
     with staged_export(out_dir) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        load_run_processor(run_dir, config).save_pretrained(staging)
+        served_processor(load_run_processor(run_dir, config)).save_pretrained(staging)
         _write_info(staging, run_dir, "adapter", config)
         write_model_card(run_dir, staging, kind="adapter", final_dir=out_dir)
     _record_export(run_dir, out_dir)
@@ -155,7 +170,8 @@ def export_merged(run_dir, out_dir=None, *, device: Optional[str] = None, dtype=
         merged.generation_config.pad_token_id = tokenizer.pad_token_id
     with staged_export(out_dir) as staging:
         merged.save_pretrained(staging)  # safetensors + config.json + generation_config.json
-        run.processor.save_pretrained(staging)  # tokenizer, chat template, image processor (max_pixels)
+        # tokenizer, chat template, image (max_pixels) and video processors (fps, max_frames, video_max_pixels)
+        served_processor(copy.deepcopy(run.processor)).save_pretrained(staging)
         _write_info(staging, run_dir, "merged", run.config)
         write_model_card(run_dir, staging, kind="merged", final_dir=out_dir)
     _record_export(run_dir, out_dir)
@@ -363,11 +379,29 @@ def load_export(model_dir: str, device: Optional[str] = None):
     return model, processor
 
 
-def generate(model_dir, images, prompt: str, **decoding) -> str:
-    """The exported model's answer to ``prompt`` about ``images`` (paths or PIL images).
+def export_video_settings(model_dir):
+    """The video settings an export was made with (``nbtools_export.json``), else the defaults."""
+    from nbtools.video import VideoSettings
+
+    try:
+        video = json.loads((Path(model_dir) / EXPORT_INFO_FILE).read_text()).get("video") or {}
+        return VideoSettings(float(video["fps"]), int(video["max_frames"]), video["video_max_pixels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return VideoSettings()
+
+
+def generate(model_dir, images, prompt: str, videos=(), **decoding) -> str:
+    """The exported model's answer to ``prompt`` about ``images`` (paths or PIL images) and ``videos``
+    (paths, sampled as the run sampled them, or ``nbtools.video.Clip`` objects).
 
     ``decoding``: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_p``, ``seed``.
     The loaded model is cached, so repeated calls are fast.
     """
+    from nbtools.models import detect_family
+    from nbtools.video import load_clip
+
     model, processor = load_export(str(Path(model_dir).resolve()))
-    return generate_text(model, processor, images, prompt, Decoding(**decoding))
+    settings = export_video_settings(model_dir)
+    family = detect_family(model.config).name
+    clips = [v if hasattr(v, "frames") else load_clip(str(v), settings, family) for v in videos or ()]
+    return generate_text(model, processor, images, prompt, Decoding(**decoding), videos=clips)

@@ -183,6 +183,22 @@ def test_chosen_identical_to_rejected_after_whitespace_normalisation(data_dir, m
     assert "identical" in the_problem(report, 1, "rejected_response", "error").message
 
 
+def test_identical_answers_are_accepted_when_the_rejected_side_sees_other_images(data_dir, make_pair):
+    data_dir.image("a.png")
+    data_dir.image("b.png")
+    report = run(data_dir, [make_pair(images=["a.png"], chosen="Red.", rejected="Red.", rejected_images=["b.png"])])
+    assert not [p for p in report.problems if p.field == "rejected_response"]
+    assert report.records[0].rejected_images and report.records[0].rejected == report.records[0].chosen
+
+
+def test_identical_answers_with_the_same_rejected_images_are_still_flagged(data_dir, make_pair):
+    data_dir.image("a.png")
+    report = run(data_dir, [make_pair(images=["a.png"], chosen="Red.", rejected="Red.", rejected_images=["a.png"])])
+    message = the_problem(report, 1, "rejected_response", "error").message
+    assert message == ("the rejected answer is identical to the chosen one (ignoring whitespace) and "
+                       "rejected_images are the same as images")
+
+
 # --------------------------------------------------------------------------- tags and lists
 
 def test_image_tag_count_differs_from_images(data_dir, img, make_pair):

@@ -47,7 +47,7 @@ def write_video(path: Path) -> Path:
 
 @pytest.fixture
 def mixed_pairs(tmp_path) -> Path:
-    """Lines 1-3 and 6 scorable; 4 over the run's max_context_length (256); 5 uses a video."""
+    """Lines 1-3, 5 and 6 scorable (5 asks about a video); 4 over the run's max_context_length (256)."""
     rows = shapes_rows(4)
     long = json.loads(json.dumps(rows[0]))
     long["messages"][0]["content"] = "<image>" + "Describe every detail of the picture. " * 80 + "Which colour?"
@@ -73,15 +73,14 @@ def test_pairs_training_would_drop_are_left_out_listed_and_printed(mixed_pairs, 
     assert main(["evaluate", str(run_copy), "--data", str(mixed_pairs), "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     payload = json.loads((run_copy / "evaluation.json").read_text())
-    assert payload["n_pairs"] == 4
-    assert payload["pairs"]["lines"] == [1, 2, 3, 6]
+    assert payload["n_pairs"] == 5
+    assert payload["pairs"]["lines"] == [1, 2, 3, 5, 6]  # the video pair is scored like the others
     left_out = payload["left_out"]
-    assert left_out["count"] == 2 and [p["line"] for p in left_out["pairs"]] == [4, 5]
+    assert left_out["count"] == 1 and [p["line"] for p in left_out["pairs"]] == [4]
     assert "over max_context_length=256" in left_out["pairs"][0]["reason"]
-    assert "videos" in left_out["pairs"][1]["reason"]
-    assert "left out 2 pair(s)" in out
+    assert "left out 1 pair(s)" in out
     assert f"{mixed_pairs}:4: too long: prompt + chosen is " in out
-    assert f"{mixed_pairs}:5: uses videos" in out
+    assert ":5:" not in out and "videos" not in out
 
 
 def test_too_long_error_in_the_run_config_stops_the_evaluation(mixed_pairs, run_copy):

@@ -185,22 +185,6 @@ def test_mixed_image_counts_train_and_too_long_pairs_are_dropped(tmp_path):
     assert not (tmp_path / "run2").exists()  # data problems stop the run before a folder is made
 
 
-def test_videos_and_rejected_images_are_refused_in_one_message(data_dir, make_pair, tmp_path):
-    data_dir.image("a.png", size=(64, 64))
-    rows = [make_pair(images=["a.png"]) for _ in range(3)]
-    rows.append(make_pair(prompt="<video>What happens?", images=[], videos=["clip.mp4"]))
-    rows.append(make_pair(images=["a.png"], rejected_images=["a.png"]))
-    path = data_dir.jsonl(rows)
-    config = RunConfig(model="tiny-qwen3-vl", train_file=str(path), validation_split=0.0,
-                       output_dir=str(tmp_path / "run"))
-    with pytest.raises(DataError) as err:
-        train(config, live=False)
-    assert str(err.value) == (
-        f"{path}: 2 pair(s) use rejected_images and videos, which training does not support yet (lines 4, 5). "
-        "Remove those pairs, or their rejected_images / videos fields, from the file; validation accepts them, "
-        "training cannot use them.")
-
-
 def test_other_data_errors_stop_with_the_list(data_dir, make_pair, tmp_path):
     data_dir.image("a.png", size=(64, 64))
     path = data_dir.jsonl([make_pair(images=["a.png"]), make_pair(images=["missing.png"]), "{not json"])

@@ -52,7 +52,7 @@ UNUSUAL = RunConfig(
     adapter_path="/sft/adapter", beta=0.25, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], eval_steps=5,
     save_steps=10, logging_steps=1, save_total_limit=0, early_stopping_patience=3, load_best_model_at_end=False,
     report_to="tensorboard", precision="fp32", quantization="none", gradient_checkpointing=False, packing=False,
-    precompute_ref_log_probs=False, distributed="fsdp",
+    precompute_ref_log_probs=False, distributed="fsdp", fps=1.5, max_frames=8, video_max_pixels=50176,
 )
 
 

@@ -11,7 +11,8 @@ import json
 import os
 import sys
 
-from nbtools.cli import positive_int
+from nbtools.cli import positive_float, positive_int
+from nbtools.video import VideoSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-file", metavar="FILE", help="check train/validation leakage against it")
     parser.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
                         help="image geometry when no --model is given (default qwen3_vl)")
+    video = VideoSettings()
+    parser.add_argument("--fps", type=positive_float, metavar="F", default=video.fps,
+                        help=f"video frames sampled per second of the video's own time (default {video.fps:g})")
+    parser.add_argument("--max-frames", type=positive_int, metavar="N", default=video.max_frames,
+                        help=f"most frames taken from one video, spread over it (default {video.max_frames})")
+    parser.add_argument("--video-max-pixels", type=positive_int, metavar="N", default=video.video_max_pixels,
+                        help=f"cap on height x width per video frame (default {video.video_max_pixels})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             args.file, max_pixels=args.max_pixels, max_context_length=args.max_context_length, model=args.model,
             root=args.root, deep=args.deep, validation_file=args.validation_file,
             family=getattr(args, "family", None), progress=True,  # on stderr, for big files only
+            video=_video_settings(args),
         )
     except UnreadableFile as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -57,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `validate FILE | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 1 if report.has_errors(strict=args.strict) else 0
+
+
+def _video_settings(args: argparse.Namespace) -> VideoSettings:
+    default = VideoSettings()
+    return VideoSettings(float(getattr(args, "fps", None) or default.fps),
+                         int(getattr(args, "max_frames", None) or default.max_frames),
+                         int(getattr(args, "video_max_pixels", None) or default.video_max_pixels))
 
 
 def _print_report(report, args: argparse.Namespace) -> None:

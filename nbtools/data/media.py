@@ -44,6 +44,13 @@ class MediaInfo:
     format: str = ""
     error: str = ""  # empty when the file is usable
     fix: str = ""
+    fps: float = 0.0  # videos: the stream's frame rate (what transformers' PyAV reader samples by)
+    frames: int = 0  # videos: total frames
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video (0 for images)."""
+        return self.frames / self.fps if self.fps else 0.0
 
 
 def _remote(path: str, kind: str, inspect: Callable[[], MediaInfo]) -> MediaInfo:
@@ -156,15 +163,13 @@ def _riff_size(img) -> Optional[int]:
         return None
 
 
-def inspect_video(path: str) -> MediaInfo:
-    """A video must open as a container holding at least one video stream (PyAV), and must not
-    be an image file (which PyAV opens as a one-frame "video")."""
+def inspect_video(path: str, deep: bool = False) -> MediaInfo:
+    """A video must open as a container holding a video stream with a frame rate and frames
+    (PyAV), and must not be an image file (which PyAV opens as a one-frame "video"). Reports
+    the frame size, fps and frame count (what sampling and token counting need); ``deep``
+    decodes every frame."""
     if is_remote(path):
-        def exists() -> MediaInfo:
-            if not remote_filesystem(path).exists(path):
-                return MediaInfo(path, error="remote video not found", fix="check the URL")
-            return MediaInfo(path)
-        return _remote(path, "video", exists)
+        return _remote(path, "video", lambda: _inspect_remote_video(path, deep))
     try:
         if not os.path.exists(path):
             return MediaInfo(path, error="video file not found", fix="check the path")
@@ -177,6 +182,22 @@ def inspect_video(path: str) -> MediaInfo:
     except (OSError, ValueError) as exc:
         return MediaInfo(path, error=f"cannot read the video ({getattr(exc, 'strerror', None) or exc})",
                          fix="check the path and the file permissions")
+    return _inspect_video_source(path, head, path, deep)
+
+
+def _inspect_remote_video(path: str, deep: bool) -> MediaInfo:
+    fs = remote_filesystem(path)
+    if not fs.exists(path):
+        return MediaInfo(path, error="remote video not found", fix="check the URL")
+    with fs.open(path, "rb") as handle:
+        head = handle.read(16)
+        if not head:
+            return MediaInfo(path, error="the video file is empty (0 bytes)", fix="re-upload it")
+        handle.seek(0)
+        return _inspect_video_source(path, head, handle, deep)
+
+
+def _inspect_video_source(path: str, head: bytes, source, deep: bool) -> MediaInfo:
     image_kind = next((kind for magic, kind in IMAGE_MAGIC.items() if head.startswith(magic)), None)
     if image_kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         image_kind = "WEBP"
@@ -184,20 +205,18 @@ def inspect_video(path: str) -> MediaInfo:
         return MediaInfo(path, error=f"this is a {image_kind} image, not a video",
                          fix="list it under images (with an <image> tag), or point at a video file")
     try:
-        import av
+        import av  # noqa: F401
     except ImportError:
         return MediaInfo(path, error="cannot check videos: PyAV is not installed", fix="pip install av")
+    from nbtools.video import VideoError, probe_video
+
     try:
-        with av.open(path) as container:
-            streams = container.streams.video
-            if not streams:
-                return MediaInfo(path, error="the file has no video stream", fix="point at a video file")
-            stream = streams[0]
-            return MediaInfo(path, stream.codec_context.width or 0, stream.codec_context.height or 0,
-                             container.format.name)
-    except Exception as exc:  # av.error.* for anything that is not a readable container
-        return MediaInfo(path, error=f"not a readable video container ({type(exc).__name__})",
-                         fix="re-encode it (e.g. to MP4/H.264) or fix the path")
+        info = probe_video(source, name=path, deep=deep)
+    except VideoError as exc:  # "PATH: reason (fix: ...)"
+        text = str(exc)[len(path) + 2:] if str(exc).startswith(path + ": ") else str(exc)
+        reason, _, fix = text.rpartition(" (fix: ")
+        return MediaInfo(path, error=reason or text, fix=fix[:-1] if reason else "re-encode the video")
+    return MediaInfo(path, info.width, info.height, info.format, fps=info.fps, frames=info.frames)
 
 
 def inspect_all(paths: Iterable[str], *, deep: bool = False, videos: Iterable[str] = (), workers: Optional[int] = None,
@@ -220,7 +239,7 @@ def inspect_all(paths: Iterable[str], *, deep: bool = False, videos: Iterable[st
     if bar is not None:
         bar.close()
     for path in unique_videos:
-        results[path] = inspect_video(path)
+        results[path] = inspect_video(path, deep)
     return results
 
 

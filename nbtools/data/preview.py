@@ -61,25 +61,44 @@ def _prompt_html(record: PreferenceRecord) -> str:
     return "".join(parts)
 
 
-def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thumb_px: int = THUMB_PX) -> str:
-    """HTML table of the first ``n`` pairs: thumbnails, prompt, chosen beside rejected, problems."""
+def _images_html(paths, thumb_px: int) -> str:
+    out = []
+    for path in paths:
+        uri = thumbnail_data_uri(path, thumb_px)
+        if uri:
+            out.append(f'<img src="{uri}" title="{html.escape(path)}" style="width:{thumb_px}px;height:auto">')
+        else:
+            out.append(f'<div style="color:{_COLOURS["error"]}">cannot open {html.escape(path)}</div>')
+    return "".join(out)
+
+
+def record_media_html(record: PreferenceRecord, thumb_px: int = THUMB_PX, video=None, family: str = "qwen3_vl") -> str:
+    """A row's images (labelled chosen/rejected when the rejected answer has its own images) and, per
+    video, a strip of the frames the model sees, sampled with ``video`` (``nbtools.video.VideoSettings``)."""
+    from nbtools.media_view import labelled, video_html
+
+    if record.rejected_images:
+        parts = [labelled("images (chosen answer)", _images_html(record.images, thumb_px)),
+                 labelled("rejected_images (rejected answer)", _images_html(record.rejected_images, thumb_px))]
+    else:
+        parts = [_images_html(record.images, thumb_px)]
+    parts += [video_html(path, video, family) for path in record.videos]
+    return "".join(parts)
+
+
+def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thumb_px: int = THUMB_PX,
+                 video=None, family: str = "qwen3_vl") -> str:
+    """HTML table of the first ``n`` pairs: thumbnails (a frame strip per video, sampled with ``video``),
+    prompt, chosen beside rejected, problems."""
     by_line = defaultdict(list)
     for p in problems or []:
         by_line[(p.file, p.line)].append(p)
     rows = []
     for record in records[:n]:
-        thumbs = []
-        for path in record.images:
-            uri = thumbnail_data_uri(path, thumb_px)
-            if uri:
-                thumbs.append(f'<img src="{uri}" title="{html.escape(path)}" style="width:{thumb_px}px;height:auto">')
-            else:
-                thumbs.append(f'<div style="color:{_COLOURS["error"]}">cannot open {html.escape(path)}</div>')
-        for path in record.videos:
-            thumbs.append(f"<div>🎞 {html.escape(path)}</div>")
         row_problems = by_line.get((record.file, record.line), [])
         rows.append(
-            f"<tr><td>{record.line}</td><td style=\"min-width:{thumb_px + 12}px\">{''.join(thumbs)}</td>"
+            f"<tr><td>{record.line}</td><td style=\"min-width:{thumb_px + 12}px\">"
+            f"{record_media_html(record, thumb_px, video, family)}</td>"
             f"<td>{_prompt_html(record)}</td>"
             f'<td class="nbt-chosen"><pre>{html.escape(record.chosen)}</pre></td>'
             f'<td class="nbt-rejected"><pre>{html.escape(record.rejected)}</pre></td></tr>'
@@ -93,18 +112,30 @@ def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thu
 class Preview:
     """Displays as the gallery in JupyterLab/Colab (and stays in the saved notebook)."""
 
-    def __init__(self, records: list[PreferenceRecord], problems=None, n: int = 8):
+    def __init__(self, records: list[PreferenceRecord], problems=None, n: int = 8, video=None,
+                 family: str = "qwen3_vl"):
         self.records, self.problems, self.n = records, problems, n
+        self.video, self.family = video, family
 
     def _repr_html_(self) -> str:
-        return preview_html(self.records, self.problems, self.n)
+        return preview_html(self.records, self.problems, self.n, video=self.video, family=self.family)
 
     def __repr__(self) -> str:
         return f"<Preview of {min(self.n, len(self.records))} of {len(self.records)} pairs>"
 
 
-def preview(records_or_report, n: int = 8) -> Preview:
-    """``preview(report)`` or ``preview(records)``: an object that renders as the gallery."""
+def preview(records_or_report, n: int = 8, video=None, family: str = "qwen3_vl") -> Preview:
+    """``preview(report)`` or ``preview(records)``: an object that renders as the gallery.
+
+    ``video``: the ``nbtools.video.VideoSettings`` (or a RunConfig) videos are sampled with for their frame
+    strips (default: the run config's defaults); ``family`` the model family whose frame size is shown.
+    """
+    if video is not None and not hasattr(video, "video_max_pixels"):
+        raise TypeError("video: pass nbtools.video.VideoSettings(fps, max_frames, video_max_pixels) or a RunConfig")
+    if video is not None and hasattr(video, "model"):  # a RunConfig
+        from nbtools.video import VideoSettings
+
+        video = VideoSettings.from_config(video)
     if hasattr(records_or_report, "problems") and hasattr(records_or_report, "records"):
-        return Preview(records_or_report.records, records_or_report.problems, n)
-    return Preview(list(records_or_report), None, n)
+        return Preview(records_or_report.records, records_or_report.problems, n, video, family)
+    return Preview(list(records_or_report), None, n, video, family)

@@ -24,8 +24,3 @@ class PreferenceRecord:
     videos: list[str] = field(default_factory=list)
     rejected_images: Optional[list[str]] = None  # images the rejected answer is about, if different
     source_format: str = "messages"  # "messages" (ours) or "trl" (prompt/chosen/rejected)
-
-    @property
-    def uses_unsupported_training_inputs(self) -> bool:
-        """Videos and ``rejected_images`` are validated but not trained on yet."""
-        return bool(self.videos) or bool(self.rejected_images)

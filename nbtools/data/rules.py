@@ -229,8 +229,15 @@ def check_rejected_field(obj: dict, problem: MakeProblem) -> list[Problem]:
     return []
 
 
-def check_answers(pair: CanonicalPair, problem: MakeProblem) -> list[Problem]:
-    """Chosen and rejected are non-blank and differ after whitespace normalisation."""
+def is_image_contrast(obj: dict) -> bool:
+    """The rejected side sees other images: ``rejected_images`` is a list that differs from ``images``."""
+    rejected_images = obj.get("rejected_images")
+    return isinstance(rejected_images, list) and bool(rejected_images) and rejected_images != (obj.get("images") or [])
+
+
+def check_answers(pair: CanonicalPair, problem: MakeProblem, obj: Optional[dict] = None) -> list[Problem]:
+    """Chosen and rejected are non-blank and differ after whitespace normalisation, unless the pair
+    contrasts images (then the same answer on both sides is the point: "fits this picture, not that one")."""
     problems = []
     chosen_field = f"{pair.names.message(len(pair.messages) - 1)}.content"
     chosen = pair.messages[-1]["content"]
@@ -240,10 +247,13 @@ def check_answers(pair: CanonicalPair, problem: MakeProblem) -> list[Problem]:
     if not pair.rejected.strip():
         problems.append(problem(pair.names.rejected, "error", "the rejected answer is empty or only whitespace",
                                 "write the worse answer the model should learn to avoid"))
-    elif chosen.strip() and normalise_ws(chosen) == normalise_ws(pair.rejected):
+    elif chosen.strip() and normalise_ws(chosen) == normalise_ws(pair.rejected) and not is_image_contrast(obj or {}):
+        same_images = isinstance((obj or {}).get("rejected_images"), list)
         problems.append(problem(pair.names.rejected, "error",
-                                "the rejected answer is identical to the chosen one (ignoring whitespace)",
-                                "DPO learns nothing from identical answers: make them differ or drop the pair"))
+                                "the rejected answer is identical to the chosen one (ignoring whitespace)"
+                                + (" and rejected_images are the same as images" if same_images else ""),
+                                "DPO learns nothing from identical answers: make them differ, give the rejected "
+                                "side other images in rejected_images, or drop the pair"))
     return problems
 
 
@@ -362,7 +372,7 @@ def parse_pair(obj, file: str, line: int, base_dir: str) -> tuple[Optional[Prefe
         return None, problems
     # The pair's shape is sound: build the record even when the answers or tags are wrong, so
     # its media files still get checked (the user sees all of a line's problems at once).
-    problems += check_answers(pair, problem)
+    problems += check_answers(pair, problem, obj)
     problems += check_tags(pair, obj, problem)
     record = PreferenceRecord(
         file=file,

@@ -42,10 +42,10 @@ def dataset_stats(
     if media is None:
         from nbtools.data.media import inspect_all
 
-        media = inspect_all([p for r in records for p in r.images])
+        media = inspect_all([p for r in records for p in r.images], videos=[p for r in records for p in r.videos])
     if tokens is None:
         sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
-        tokens = counter.count(records, sizes)
+        tokens = counter.count(records, sizes, {p: media[p] for r in records for p in r.videos if p in media})
     images_per_row = Counter(len(r.images) for r in records)
     resolutions = Counter()
     pixels = []
@@ -54,9 +54,11 @@ def dataset_stats(
         if info is not None and not info.error and info.width:
             resolutions[f"{info.width}x{info.height}"] += 1
             pixels.append(info.width * info.height)
+    video_infos = [media.get(p) for p in {p for r in records for p in r.videos}]
+    video_infos = [i for i in video_infos if i is not None and not i.error and i.frames]
     ratios = [len(r.chosen) / max(1, len(r.rejected)) for r in records]
     # DPO runs the policy on prompt+chosen and prompt+rejected (plus the reference model).
-    per_epoch = sum(2 * t.prompt + t.chosen + t.rejected for t in tokens)
+    per_epoch = sum(t.prompt + t.rejected_prompt + t.chosen + t.rejected for t in tokens)
     severities = Counter(p.severity for p in problems or [])
     return {
         "rows": rows if rows is not None else len(records),
@@ -69,6 +71,12 @@ def dataset_stats(
         "resolutions": dict(resolutions.most_common(10)),
         "image_pixels": _distribution(pixels),
         "image_tokens": _distribution([t.image_tokens for t in tokens]),
+        **({"video_seconds": _distribution([round(i.duration, 2) for i in video_infos]),
+            "video_fps": _distribution([round(i.fps, 3) for i in video_infos]),
+            "video_tokens": _distribution([t.video_tokens for t, r in zip(tokens, records) if r.videos]),
+            "video_settings": {"fps": counter.video.fps, "max_frames": counter.video.max_frames,
+                               "video_max_pixels": counter.video.video_max_pixels}}
+           if any(r.videos for r in records) else {}),
         "tokens": {
             "prompt": _distribution([t.prompt for t in tokens]),
             "chosen": _distribution([t.chosen for t in tokens]),

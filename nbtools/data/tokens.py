@@ -1,8 +1,10 @@
-"""Token counts of a pair's prompt, chosen and rejected parts, images included.
+"""Token counts of a pair's prompt, chosen and rejected parts, images and videos included.
 
 With a model, text is counted by its own tokenizer through its chat template. Without one,
 we estimate (~4 characters per token plus the chat template's per-message overhead) and
 say so wherever the number is shown: an estimate must never look like a measurement.
+Image and video tokens are exact either way (the processors' arithmetic, see ``nbtools.images``
+and ``nbtools.video``); only Qwen3-VL's per-frame-group timestamp text is estimated without a tokenizer.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.images import ImageGeometry, geometry, image_tokens
+from nbtools.video import (VIDEO_FAMILIES, VideoGeometry, VideoSettings, processor_video_geometry, sample_indices,
+                           supports_video, timestamp_texts, video_geometry, video_tokens)
 
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD = 5  # "<|im_start|>role\n" ... "<|im_end|>\n" in the Qwen chat template
 GENERATION_PROMPT = 3  # "<|im_start|>assistant\n"
-IMAGE_WRAPPER = 2  # <|vision_start|> and <|vision_end|> around each image's tokens
-VIDEO_TOKENS_GUESS = 1024  # videos are not trained on yet; a placeholder budget for the estimate
+IMAGE_WRAPPER = 2  # <|vision_start|> and <|vision_end|> around each image's (and video's) tokens
 
 
 @dataclass(slots=True)
@@ -26,22 +29,55 @@ class PairTokens:
     prompt: int  # prompt text + template + image tokens
     chosen: int
     rejected: int
-    image_tokens: int  # the part of ``prompt`` that is image tokens
+    image_tokens: int  # the part of ``prompt`` that is image tokens (with their start/end tokens)
     estimated: bool  # True when counted without the model's tokenizer
+    video_tokens: int = 0  # the part of ``prompt`` that is video tokens (frame groups, timestamps, start/end)
+    rejected_image_delta: int = 0  # image-contrast pairs: rejected_images' tokens minus images' tokens
+
+    @property
+    def rejected_prompt(self) -> int:
+        """The prompt the rejected answer follows (its own images when the row has rejected_images)."""
+        return self.prompt + self.rejected_image_delta
 
     @property
     def longest(self) -> int:
-        return self.prompt + max(self.chosen, self.rejected)
+        return max(self.prompt + self.chosen, self.rejected_prompt + self.rejected)
 
 
 class TokenCounter:
     """Counts tokens for records; an estimate unless built with a tokenizer."""
 
-    def __init__(self, geo: Optional[ImageGeometry] = None, max_pixels: Optional[int] = None, processor=None):
+    def __init__(self, geo: Optional[ImageGeometry] = None, max_pixels: Optional[int] = None, processor=None,
+                 video: Optional[VideoSettings] = None, video_geo: Optional[VideoGeometry] = None,
+                 model_name: Optional[str] = None):
+        """``video``: how frames are sampled and sized (the run config's fps / max_frames /
+        video_max_pixels); ``video_geo``: the video processor's geometry (read from ``processor``
+        when given, else the family's with ``video`` applied; None: the model takes no videos)."""
         self.geo = geo or geometry()
         self.max_pixels = max_pixels
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor) if processor is not None else None
+        self.video = video or VideoSettings()
+        if video_geo is None:
+            if processor is not None:
+                video_geo = processor_video_geometry(processor, self.geo.family)
+            elif supports_video(self.geo.family):
+                video_geo = video_geometry(self.geo.family, self.video)
+        self.video_geo = video_geo
+        self.model_name = model_name or self.geo.family
+        self._timestamp_tokens: dict[str, int] = {}
+
+    @property
+    def supports_video(self) -> bool:
+        return self.video_geo is not None
+
+    def video_support_problem(self) -> str:
+        """Why rows with videos cannot be used with this model ('' when they can)."""
+        if self.supports_video:
+            return ""
+        names = {"qwen3_vl": "Qwen3-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen2_vl": "Qwen2-VL"}
+        return (f"{self.model_name} cannot take videos (its processor has no video processor); the families that "
+                f"do: {', '.join(names[f] for f in VIDEO_FAMILIES)}")
 
     @property
     def estimated(self) -> bool:
@@ -55,13 +91,40 @@ class TokenCounter:
         return f"counted with {getattr(self.tokenizer, 'name_or_path', 'the model tokenizer')}"
 
     @classmethod
-    def for_model(cls, model: str, max_pixels: Optional[int] = None) -> "TokenCounter":
-        """Load the model's processor (tokenizer + image geometry) via nbtools.models."""
+    def for_model(cls, model: str, max_pixels: Optional[int] = None,
+                  video: Optional[VideoSettings] = None) -> "TokenCounter":
+        """Load the model's processor (tokenizer + image and video geometry) via nbtools.models."""
         from nbtools.images import processor_geometry
         from nbtools.models import load_processor  # lazy: models are optional for validation
 
-        processor = load_processor(model, max_pixels=max_pixels)  # applies max_pixels to the processor
-        return cls(processor_geometry(processor), max_pixels=max_pixels, processor=processor)
+        video = video or VideoSettings()
+        processor = load_processor(model, max_pixels=max_pixels, video=video)  # applies both to the processor
+        return cls(processor_geometry(processor), max_pixels=max_pixels, processor=processor, video=video,
+                   model_name=str(model))
+
+    def video_tokens(self, info, settings: Optional[VideoSettings] = None, geo: Optional[VideoGeometry] = None) -> int:
+        """Tokens one video costs in the prompt (its ``MediaInfo``: size, fps, frame count): the
+        frame groups' ``<|video_pad|>`` tokens, their start/end tokens and, for Qwen3-VL, the
+        ``<t seconds>`` text before each group. 0 when the model takes no videos or the file is unusable.
+        ``settings``/``geo`` default to this counter's (other values: what-if advice)."""
+        geo = geo or self.video_geo
+        if geo is None or info is None or info.error or not (info.frames and info.width and info.height):
+            return 0
+        indices = sample_indices(info.frames, info.fps, settings or self.video)
+        try:
+            total = video_tokens(len(indices), info.height, info.width, geo) + IMAGE_WRAPPER
+        except ValueError:  # extreme aspect ratio: reported as a video problem
+            return 0
+        if geo.timestamps:  # each frame group: "<t seconds><|vision_start|> pads <|vision_end|>"
+            for text in timestamp_texts(indices, info.fps, geo.temporal_patch_size):
+                total += self._timestamp_text_tokens(text) + IMAGE_WRAPPER
+        return total
+
+    def _timestamp_text_tokens(self, text: str) -> int:
+        count = self._timestamp_tokens.get(text)
+        if count is None:
+            count = self._timestamp_tokens[text] = self.text_tokens([text])[0]
+        return count
 
     def image_tokens(self, width: int, height: int) -> int:
         return image_tokens(height, width, self.geo, self.max_pixels)
@@ -74,10 +137,12 @@ class TokenCounter:
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
-    def count(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]]) -> list[PairTokens]:
-        """Token counts for each record; ``image_sizes`` maps image path -> (width, height).
+    def count(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]],
+              videos: Optional[dict] = None) -> list[PairTokens]:
+        """Token counts for each record; ``image_sizes`` maps image path -> (width, height),
+        ``videos`` video path -> its ``MediaInfo`` (size, fps, frame count).
 
-        Unknown sizes (unreadable images) count as 0 tokens: those rows already have errors.
+        Unknown sizes (unreadable images or videos) count as 0 tokens: those rows already have errors.
         Records of identical lines share their contents (see ``load``) and are counted once.
         """
         unique: list[PreferenceRecord] = []
@@ -92,13 +157,22 @@ class TokenCounter:
                 index = position[key] = len(unique)
                 unique.append(record)
             order.append(index)
-        counted = self._count_each(unique, image_sizes)
+        counted = self._count_each(unique, image_sizes, videos or {})
         return [counted[i] for i in order]
 
-    def _count_each(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]]) -> list[PairTokens]:
+    def _count_each(self, records: list[PreferenceRecord], image_sizes: dict[str, tuple[int, int]],
+                    videos: dict) -> list[PairTokens]:
         img_totals = [self._media_tokens(record, image_sizes) for record in records]
+        deltas = [self._media_tokens(record, image_sizes, record.rejected_images) - img_totals[i]
+                  if record.rejected_images else 0 for i, record in enumerate(records)]
+        per_video: dict[str, int] = {}
+        for record in records:
+            for path in record.videos:
+                if path not in per_video:
+                    per_video[path] = self.video_tokens(videos.get(path))
+        vid_totals = [sum(per_video[p] for p in record.videos) for record in records]
         if not self.estimated and getattr(self.processor, "chat_template", None):
-            return self._count_with_template(records, img_totals)
+            return self._count_with_template(records, img_totals, vid_totals, deltas)
         if self.estimated:  # lengths are enough: no joined copy of every prompt in memory
             prompt_counts = [_estimate(sum(len(m["content"].replace(IMAGE_TAG, "").replace(VIDEO_TAG, ""))
                                            for m in r.prompt)) for r in records]
@@ -112,30 +186,34 @@ class TokenCounter:
         shared: dict[tuple, PairTokens] = {}  # equal counts share one object (a big file repeats them a lot)
         out = []
         for i, record in enumerate(records):
-            prompt = prompt_counts[i] + len(record.prompt) * MESSAGE_OVERHEAD + GENERATION_PROMPT + img_totals[i]
+            prompt = (prompt_counts[i] + len(record.prompt) * MESSAGE_OVERHEAD + GENERATION_PROMPT + img_totals[i]
+                      + vid_totals[i])
             # answers + "<|im_end|>\n"
-            values = (prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i], self.estimated)
+            values = (prompt, chosen_counts[i] + 2, rejected_counts[i] + 2, img_totals[i], self.estimated,
+                      vid_totals[i], deltas[i])
             counted = shared.get(values)
             if counted is None:
                 counted = shared[values] = PairTokens(*values)
             out.append(counted)
         return out
 
-    def _media_tokens(self, record: PreferenceRecord, image_sizes: dict[str, tuple[int, int]]) -> int:
+    def _media_tokens(self, record: PreferenceRecord, image_sizes: dict[str, tuple[int, int]],
+                      images: Optional[list[str]] = None) -> int:
         total = 0
-        for path in record.images:
+        for path in record.images if images is None else images:
             size = image_sizes.get(path)
             if size and min(size) > 0:
                 try:
                     total += self.image_tokens(*size) + IMAGE_WRAPPER
                 except ValueError:  # extreme aspect ratio: reported as an image problem
                     pass
-        return total + len(record.videos) * (VIDEO_TOKENS_GUESS + IMAGE_WRAPPER)
+        return total
 
-    def _count_with_template(self, records: list[PreferenceRecord], img_totals: list[int]) -> list[PairTokens]:
+    def _count_with_template(self, records: list[PreferenceRecord], img_totals: list[int],
+                             vid_totals: list[int], deltas: list[int]) -> list[PairTokens]:
         """Exact counts: render each pair the way TRL's collator does (prompt with the generation
         prompt; each answer as the rest of the full conversation), tokenize, then widen each
-        image placeholder to its real number of image tokens."""
+        image and video placeholder to its real number of tokens."""
         from nbtools.data.convert import to_training_example
 
         prompts, chosens, rejecteds = [], [], []
@@ -152,9 +230,12 @@ class TokenCounter:
         rejected_counts = self.text_tokens(rejecteds)
         out = []
         for i in range(len(records)):
-            # the rendered prompt holds start + one pad + end per image; the real sequence has n pads
-            widened = prompt_counts[i] - (len(records[i].images) * (IMAGE_WRAPPER + 1)) + img_totals[i]
-            out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False))
+            # the rendered prompt holds start + one pad + end per image and video; the real sequence has
+            # n pads per image, and per video its frame groups (Qwen3-VL: each with its timestamp)
+            placeholders = (len(records[i].images) + len(records[i].videos)) * (IMAGE_WRAPPER + 1)
+            widened = prompt_counts[i] - placeholders + img_totals[i] + vid_totals[i]
+            out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False, vid_totals[i],
+                                  deltas[i]))
         return out
 
 

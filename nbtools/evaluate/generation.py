@@ -54,23 +54,36 @@ def as_images(images) -> list:
     return [img.convert("RGB") if isinstance(img, Image.Image) else open_image(img) for img in images]
 
 
-def user_message(images: Sequence, prompt) -> list[dict]:
-    """Chat messages for a prompt: a string becomes one user turn with the images first.
+def user_message(images: Sequence, prompt, videos: Sequence = ()) -> list[dict]:
+    """Chat messages for a prompt: a string becomes one user turn with the images, then the videos, first.
 
-    Structured messages (with ``{"type": "image"}`` blocks, as training examples have) pass through.
+    Structured messages (with ``{"type": "image"}`` / ``{"type": "video"}`` blocks, as training
+    examples have) pass through.
     """
     if not isinstance(prompt, str):
         return list(prompt)
-    blocks = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+    blocks = ([{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
+              + [{"type": "text", "text": prompt}])
     return [{"role": "user", "content": blocks}]
 
 
-def build_inputs(processor, images, prompt, device=None):
-    """Tokenised prompt (with the generation prompt) and pixel values, ready for ``generate``."""
+def build_inputs(processor, images, prompt, device=None, videos: Sequence = ()):
+    """Tokenised prompt (with the generation prompt), pixel values and video frames, ready for ``generate``.
+
+    ``videos`` are ``nbtools.video.Clip`` objects: their frames were sampled and sized as training
+    sampled them, so they go to the processor as they are, with their metadata (Qwen3-VL writes
+    each frame group's time into the prompt from it).
+    """
     images = as_images(images)
-    messages = user_message(images, prompt)
+    videos = list(videos or [])
+    messages = user_message(images, prompt, videos)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=False)
+    media = {}
+    if videos:
+        from nbtools.video import processor_video_kwargs
+
+        media = processor_video_kwargs(videos)
+    inputs = processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=False, **media)
     return inputs.to(device) if device is not None else inputs
 
 
@@ -82,8 +95,10 @@ def generate_text(
     prompt,
     decoding: Optional[Decoding] = None,
     on_text: Optional[Callable[[str], None]] = None,
+    videos: Sequence = (),
 ) -> str:
     """The model's answer. With ``on_text`` the answer streams: it is called with the text so far.
+    ``videos``: the prompt's clips (``nbtools.video.Clip``), after its images.
 
     Streaming runs ``generate`` in a worker thread and reads a ``TextIteratorStreamer``;
     the seed is set right before generating so base and tuned sample alike.
@@ -92,7 +107,7 @@ def generate_text(
 
     decoding = decoding or Decoding()
     device = next(model.parameters()).device
-    inputs = build_inputs(processor, images, prompt, device)
+    inputs = build_inputs(processor, images, prompt, device, videos)
     tokenizer = getattr(processor, "tokenizer", processor)
     kwargs = {**inputs, **decoding.generate_kwargs(), "pad_token_id": tokenizer.pad_token_id}
     was_training = model.training

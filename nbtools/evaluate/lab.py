@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .generation import Decoding, as_images, generate_text
 from .logprobs import adapter_enabled
@@ -20,34 +20,41 @@ LAB_DIR = "lab"
 SIDE_BY_SIDE_FILE = "side_by_side.html"
 
 
-def generate_pair(model, processor, images, prompt, decoding: Optional[Decoding] = None, on_text=None) -> dict:
-    """``{"base": text, "tuned": text}`` for one prompt; ``on_text(side, text_so_far)`` streams."""
+def generate_pair(model, processor, images, prompt, decoding: Optional[Decoding] = None, on_text=None,
+                  videos: Sequence = ()) -> dict:
+    """``{"base": text, "tuned": text}`` for one prompt; ``on_text(side, text_so_far)`` streams.
+    ``videos``: the prompt's clips (``nbtools.video.Clip``), sampled as the run samples them."""
     decoding = decoding or Decoding()
     answers = {}
     for side, tuned in (("base", False), ("tuned", True)):
         stream = (lambda text, side=side: on_text(side, text)) if on_text else None
         with adapter_enabled(model, tuned):
-            answers[side] = generate_text(model, processor, images, prompt, decoding, on_text=stream)
+            answers[side] = generate_text(model, processor, images, prompt, decoding, on_text=stream, videos=videos)
     return answers
 
 
 def side_by_side(model, processor, samples: Sequence[dict], decoding: Optional[Decoding] = None,
                  progress: bool = True) -> list[dict]:
-    """Base and tuned answers for each sample (training examples: ``prompt``, ``images``, answers).
+    """Base and tuned answers for each sample (training examples: ``prompt``, ``images``, ``videos``
+    as ``nbtools.video.Clip``, answers, and ``rejected_images`` where the pair has them).
 
-    The prompt is generated from as the user wrote it (images included); the pair's
-    chosen/rejected answers are kept for reference and for the judge.
+    The prompt is generated from as the user wrote it (images and videos included); the pair's
+    chosen/rejected answers, and the images the rejected answer was about, are kept for reference
+    and for the judge.
     """
     from tqdm.auto import tqdm
 
     rows = []
     for sample in tqdm(samples, desc="model lab", disable=not progress, leave=False):
         images = as_images(sample.get("images"))
-        answers = generate_pair(model, processor, images, sample["prompt"], decoding)
+        videos = list(sample.get("videos") or [])
+        answers = generate_pair(model, processor, images, sample["prompt"], decoding, videos=videos)
         rows.append(
             {
                 "prompt": prompt_text(sample["prompt"]),
                 "images": images,
+                "videos": videos,
+                "rejected_images": as_images(sample.get("rejected_images")),
                 "base": answers["base"],
                 "tuned": answers["tuned"],
                 "chosen": answer_text(sample["chosen"]) if "chosen" in sample else None,
@@ -57,18 +64,27 @@ def side_by_side(model, processor, samples: Sequence[dict], decoding: Optional[D
     return rows
 
 
-def side_by_side_html(rows: Sequence[dict], decoding: Decoding, image_paths: Sequence[Sequence[str]],
+def side_by_side_html(rows: Sequence[dict], decoding: Decoding, src_for_row: Callable[[int], Callable],
                       title: str = "base vs tuned") -> str:
-    """One table row per sample: images, prompt, base answer, tuned answer (and the pair's answers)."""
+    """One table row per sample: media, prompt, base answer, tuned answer (and the pair's answers).
+
+    The media cell shows the images, each video as a strip of the frames the models saw (with their
+    times), and, for a pair whose rejected answer is about other images, both sets labelled.
+    ``src_for_row(i)`` gives the function that turns row ``i``'s pictures into ``<img>`` addresses
+    (files next to the page, or inline data URIs).
+    """
+    from nbtools.media_view import pair_media_html
+
     settings = ", ".join(f"{k}={v}" for k, v in decoding.to_dict().items())
     body = []
-    for row, paths in zip(rows, image_paths):
-        imgs = "".join(f'<img src="{html.escape(p)}" style="max-height:128px;margin:2px">' for p in paths)
+    for i, row in enumerate(rows):
+        media = pair_media_html(row.get("images") or [], row.get("rejected_images"), row.get("videos") or [],
+                                src_for_row(i))
         reference = ""
         if row.get("chosen") is not None:
             reference = (f'<div style="color:#15803d">chosen: {html.escape(row["chosen"])}</div>'
                          f'<div style="color:#b91c1c">rejected: {html.escape(row["rejected"] or "")}</div>')
-        cells = [imgs, html.escape(row["prompt"]), html.escape(row["base"]), html.escape(row["tuned"]), reference]
+        cells = [media, html.escape(row["prompt"]), html.escape(row["base"]), html.escape(row["tuned"]), reference]
         body.append("<tr>" + "".join(f'<td style="vertical-align:top">{c}</td>' for c in cells) + "</tr>")
     from nbtools.display import table_style
 
@@ -82,20 +98,23 @@ def side_by_side_html(rows: Sequence[dict], decoding: Decoding, image_paths: Seq
 
 
 def save_side_by_side(run_dir, rows: Sequence[dict], decoding: Decoding, title: str = "base vs tuned") -> Path:
-    """Write ``<run>/lab/side_by_side.html`` with its images next to it in ``lab/images/``."""
+    """Write ``<run>/lab/side_by_side.html`` with its pictures next to it in ``lab/images/``:
+    ``sample_<row>_<n>.png``, numbered images first, then rejected images, then video frames."""
+    from nbtools import atomic
+
     lab = Path(run_dir) / LAB_DIR
     (lab / "images").mkdir(parents=True, exist_ok=True)
-    image_paths = []
-    for i, row in enumerate(rows):
-        paths = []
-        for j, image in enumerate(row["images"]):
-            name = f"images/sample_{i:03d}_{j}.png"
+
+    def src_for_row(i: int):
+        count = iter(range(10**9))
+
+        def src(image) -> str:
+            name = f"images/sample_{i:03d}_{next(count)}.png"
             image.save(lab / name)
-            paths.append(name)
-        image_paths.append(paths)
-    path = lab / SIDE_BY_SIDE_FILE
-    path.write_text(side_by_side_html(rows, decoding, image_paths, title))
-    return path
+            return name
+        return src
+
+    return atomic.write_text(lab / SIDE_BY_SIDE_FILE, side_by_side_html(rows, decoding, src_for_row, title))
 
 
 def _png_bytes(image) -> bytes:
@@ -116,6 +135,22 @@ class LabSample:
     label: str
     images: list
     prompt: str
+    videos: list = field(default_factory=list)  # nbtools.video.Clip, as the run samples them
+    rejected_images: list = field(default_factory=list)  # the images the pair's rejected answer is about
+
+    def media_html(self) -> str:
+        """Each video (played by the browser where it can, else — and always below — its frames) and,
+        for an image-contrast pair, both image sets labelled."""
+        from nbtools.media_view import frame_strip_html, images_html, jpeg_src, labelled, video_element_html
+
+        parts = [video_element_html(clip.path) + frame_strip_html(clip) for clip in self.videos]
+        if self.rejected_images:
+            src = jpeg_src(128)
+            parts.append(labelled("images (chosen answer; base and tuned answer about these)",
+                                  images_html(self.images, src, 96)))
+            parts.append(labelled("rejected_images (the rejected answer was about these)",
+                                  images_html(self.rejected_images, src, 96)))
+        return "".join(parts)
 
 
 class ModelLab:
@@ -133,7 +168,8 @@ class ModelLab:
         self.model, self.processor = model, processor
         decoding = decoding or Decoding()
         self.samples = [
-            LabSample(f"{i}: {prompt_text(s['prompt'])[:60]}", as_images(s.get("images")), prompt_text(s["prompt"]))
+            LabSample(f"{i}: {prompt_text(s['prompt'])[:60]}", as_images(s.get("images")), prompt_text(s["prompt"]),
+                      list(s.get("videos") or []), as_images(s.get("rejected_images")))
             for i, s in enumerate(samples)
         ]
         options = [(s.label, i) for i, s in enumerate(self.samples)] + [("uploaded image", self.UPLOAD)]
@@ -152,6 +188,7 @@ class ModelLab:
         self.generate_button = w.Button(description="Generate (base and tuned)", button_style="primary",
                                         layout=w.Layout(width="auto"))
         self.image = w.Image(format="png", layout=w.Layout(max_width="256px"))
+        self.media = w.HTML()  # a sample's video (frames, or a player) and an image-contrast pair's two image sets
         # Read-only answers that read like text (a disabled textarea is drawn in faint grey).
         self.base_output = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="8em"))
         self.tuned_output = w.Textarea(disabled=True, layout=w.Layout(width="100%", height="8em"))
@@ -168,6 +205,7 @@ class ModelLab:
             w.HTML(LAB_STYLE),
             w.HBox([self.sample, self.upload], layout=wrap),
             self.image,
+            self.media,
             self.prompt,
             w.HBox([self.temperature, self.max_new_tokens, self.seed], layout=wrap),
             self.generate_button,
@@ -192,6 +230,12 @@ class ModelLab:
             return [image] if image is not None else []
         return self.samples[self.sample.value].images
 
+    def current_videos(self) -> list:
+        """The selected sample's clips (an uploaded image has none)."""
+        if self.sample.value == self.UPLOAD or not self.samples:
+            return []
+        return self.samples[self.sample.value].videos
+
     def decoding(self) -> Decoding:
         return Decoding(max_new_tokens=self.max_new_tokens.value, temperature=self.temperature.value,
                         seed=self.seed.value)
@@ -202,6 +246,9 @@ class ModelLab:
             self.prompt.value = self.samples[self.sample.value].prompt
         images = self.current_images()
         self.image.value = _png_bytes(images[0]) if images else b""
+        self.image.layout.display = None if images else "none"  # an empty image would show as a broken one
+        uploaded = self.sample.value == self.UPLOAD or not self.samples
+        self.media.value = "" if uploaded else self.samples[self.sample.value].media_html()
 
     def on_upload(self, change=None) -> None:
         if self.upload.value:
@@ -222,7 +269,7 @@ class ModelLab:
             decoding = self.decoding()
             answers = generate_pair(
                 self.model, self.processor, self.current_images(), self.prompt.value, decoding,
-                on_text=lambda side, text: setattr(outputs[side], "value", text),
+                on_text=lambda side, text: setattr(outputs[side], "value", text), videos=self.current_videos(),
             )
         except Exception as exc:  # shown in the widget: a notebook user has no traceback to read
             self.status.value = f"<b>Generation failed:</b> {html.escape(str(exc))}"

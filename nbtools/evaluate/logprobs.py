@@ -1,9 +1,12 @@
 """Log-probabilities of each pair's chosen and rejected answers under one model.
 
 The base model is the tuned model with its LoRA adapter switched off, so one model sits
-in memory and both are scored on exactly the same tokens. Batches are built by TRL's own
-vision preference collator, so the tokens scored here are the tokens DPO trained on and
-the implicit rewards match the trainer's ``rewards/*`` metrics.
+in memory and both are scored on exactly the same tokens. Batches are built by the collator
+unpacked training uses (TRL's vision preference collator, extended with videos and
+``rejected_images``: ``nbtools.packing.VisionPreferenceCollator``), so the tokens scored here
+are the tokens DPO trained on and the implicit rewards match the trainer's ``rewards/*``
+metrics. An image-contrast pair's rejected row is its conversation with ``rejected_images`` in
+place of ``images``; a video's frames are the ones the run sampled (``nbtools.video.Clip``).
 """
 
 from __future__ import annotations
@@ -103,10 +106,10 @@ def as_conversation(example: dict) -> dict:
 
 
 def collate_pairs(processor, examples: Sequence[dict], max_length: int | None = None) -> dict:
-    """Chosen rows then rejected rows, prompt left-padded, with a completion mask."""
-    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+    """Chosen rows then rejected rows, prompt left-padded, with a completion mask (training's unpacked collator)."""
+    from nbtools.packing import VisionPreferenceCollator
 
-    collator = DataCollatorForVisionPreference(processor=processor, max_length=max_length)
+    collator = VisionPreferenceCollator(processor=processor, max_length=max_length)
     return collator.torch_call([as_conversation(e) for e in examples])
 
 
@@ -136,7 +139,8 @@ def score_pairs(
     """Log-probs of every example's chosen and rejected answers, adapter on or off.
 
     ``examples`` are training examples (``nbtools.data.to_training_example``): ``prompt``
-    messages with ``{"type": "image"}`` blocks, ``chosen``/``rejected`` text, ``images``.
+    messages with ``{"type": "image"}`` / ``{"type": "video"}`` blocks, ``chosen``/``rejected`` text,
+    ``images``, and where the pair has them ``videos`` (clips) and ``rejected_images``.
     """
     from tqdm.auto import tqdm
 

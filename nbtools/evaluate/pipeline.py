@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from nbtools.errors import UserError
+from nbtools.video import VideoSettings
 
 from .logprobs import PairLogProbs, score_base_and_tuned
 from .metrics import PreferenceEvaluation, compare_models
@@ -61,7 +62,8 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
     """The pairs of ``path`` (only ``lines`` of it, for a validation split) that pass the checks training
     applies, and the ones left out with why.
 
-    The same validation as training, with the run's model, ``max_pixels`` and ``max_context_length``:
+    The same validation as training, with the run's model, ``max_pixels``, video settings and
+    ``max_context_length``:
     an error in the data (schema, a missing, corrupt or decompression-bomb image, a video that is not
     one) stops here with every problem listed, as evaluating a silently reduced set would mislead; a
     pair over ``max_context_length`` is left out and listed (``too_long: drop``) or stops the
@@ -69,17 +71,16 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
     """
     from nbtools.data import UnreadableFile, validate_dataset
 
-    try:
+    try:  # videos are counted as the run samples them (fps, max_frames, video_max_pixels)
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
-                                  model=config.model)
+                                  model=config.model, video=VideoSettings.from_config(config))
     except UnreadableFile as exc:
         raise EvaluationDataError(f"{exc} (fix: check the path, or pass a JSONL file of pairs)") from None
     records = report.records if lines is None else [r for r in report.records if r.line in lines]
     wanted = {r.line for r in records}
-    unscorable = {r.line for r in records if r.uses_unsupported_training_inputs}  # left out as such in any case
     errors = [p for p in report.problems
               if p.severity == "error" and (lines is None or p.line is None or p.line in wanted)]
-    too_long = [p for p in errors if p.field in LENGTH_FIELDS and p.line not in unscorable]
+    too_long = [p for p in errors if p.field in LENGTH_FIELDS]
     others = [p for p in errors if p.field not in LENGTH_FIELDS]
     long_pairs: dict[int, str] = {}
     for problem in too_long:  # the first finding per line: prompt + chosen, else prompt + rejected
@@ -130,21 +131,14 @@ def held_out_pairs(config, data: Optional[str] = None, run_record: Optional[dict
 
 
 def _scorable(source: str, records: list, left_out: list[dict]) -> HeldOutPairs:
-    """Pairs with videos or rejected_images are valid data but not scorable yet: listed, not dropped silently."""
-    keep, left_out = [], list(left_out)
-    for record in records:
-        if record.uses_unsupported_training_inputs:
-            left_out.append({"file": record.file, "line": record.line,
-                             "reason": "uses videos or rejected_images, which scoring does not support yet"})
-        else:
-            keep.append(record)
-    left_out.sort(key=lambda item: item["line"])
-    if not keep:
+    """The pairs to score; stops with one message when every pair was left out (nothing to compare)."""
+    left_out = sorted(left_out, key=lambda item: item["line"])
+    if not records:
         reasons = sorted({item["reason"].split(":")[0] for item in left_out})
         raise EvaluationDataError(f"{source}: no pair can be scored ({len(left_out)} left out: {'; '.join(reasons)}) "
-                                  "(fix: pass pairs that fit the run's max_context_length, with images or text "
-                                  "only, with --data FILE)")
-    return HeldOutPairs(source, keep, left_out)
+                                  "(fix: pass pairs that fit the run's max_context_length with --data FILE, or raise "
+                                  "max_context_length)")
+    return HeldOutPairs(source, list(records), left_out)
 
 
 def _run_record(run_dir) -> dict:
@@ -156,15 +150,18 @@ def _run_record(run_dir) -> dict:
         return {}
 
 
-def _example(record, max_pixels, family) -> dict:
+def _example(record, max_pixels, family, video=None) -> dict:
+    """The record as training saw it: images at ``max_pixels``, videos sampled with the run's ``video``
+    settings (fps, max_frames, video_max_pixels), rejected_images for an image-contrast pair."""
     from nbtools.data import to_training_example
 
     from PIL import Image
 
     try:
-        return to_training_example(record, max_pixels, family)
-    except (OSError, Image.DecompressionBombError) as exc:  # an image changed or broke since it was checked
-        raise EvaluationDataError(f"{record.file}:{record.line}: images: {exc} (fix: restore the image or "
+        return to_training_example(record, max_pixels, family, video=video)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # a file changed or broke since it was checked
+        media = "videos" if record.videos else "images"
+        raise EvaluationDataError(f"{record.file}:{record.line}: {media}: {exc} (fix: restore the file or "
                                   f"validate the file with `python -m nbtools validate {shlex.quote(record.file)}`)") from None
 
 
@@ -219,7 +216,8 @@ def evaluate_run(
     pairs = held_out_pairs(config, data, _run_record(run_dir))  # bad data fails before a model loads
     run = run or load_run_model(run_dir)
     records = pairs.records[:max_pairs] if max_pairs else pairs.records
-    examples = [_example(r, run.config.max_pixels, run.family) for r in records]
+    video = VideoSettings.from_config(run.config)
+    examples = [_example(r, run.config.max_pixels, run.family, video) for r in records]
     base, tuned = score_base_and_tuned(run.model, run.processor, examples, batch_size=batch_size, progress=progress)
     evaluation = compare_models(base, tuned, run.config.beta, n_resamples=n_resamples, seed=seed)
     for row in evaluation.flipped:
@@ -243,7 +241,7 @@ def evaluate_run(
         plot_evaluation(payload, paths["plot"])
         paths["flipped"] = run_dir / FLIPPED_FILE
         atomic.write_text(paths["flipped"], "<!doctype html><meta charset='utf-8'>"
-                          + flipped_pairs_html(evaluation.flipped, records))
+                          + flipped_pairs_html(evaluation.flipped, records, video=video, family=run.family))
     order = fixed_first(base, tuned)
     return EvaluationResult(payload, evaluation, [examples[i] for i in order], paths, order)
 

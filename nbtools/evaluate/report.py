@@ -195,13 +195,15 @@ def answer_text(answer) -> str:
     return answer if isinstance(answer, str) else prompt_text(answer)
 
 
-def flipped_pairs_html(flipped: Sequence[dict], records: Sequence, root=None) -> str:
-    """The pairs whose verdict changed between base and tuned, with their images.
+def flipped_pairs_html(flipped: Sequence[dict], records: Sequence, root=None, video=None,
+                       family: str = "qwen3_vl") -> str:
+    """The pairs whose verdict changed between base and tuned, with their images (both sets, labelled, for
+    an image-contrast pair) and a strip of each video's frames, sampled with the run's ``video`` settings.
 
     ``records`` are the scored PreferenceRecords (``flipped[i]["index"]`` points into them). The
     file is shown relative to the project folder (or ``root``), its full path on hover.
     """
-    from nbtools.data.preview import THUMB_PX, thumbnail_data_uri
+    from nbtools.data.preview import THUMB_PX, record_media_html, thumbnail_data_uri
     from nbtools.display import path_html, table_style
 
     if not flipped:
@@ -209,9 +211,12 @@ def flipped_pairs_html(flipped: Sequence[dict], records: Sequence, root=None) ->
     rows = []
     for row in flipped:
         record = records[row["index"]]
-        thumbs = [thumbnail_data_uri(path) for path in record.images]
-        images = "".join(f'<img src="{uri}" style="width:{THUMB_PX}px;height:auto;margin:2px">'
-                         for uri in thumbs if uri)
+        if record.videos or record.rejected_images:
+            images = record_media_html(record, THUMB_PX, video, family)
+        else:
+            thumbs = [thumbnail_data_uri(path) for path in record.images]
+            images = "".join(f'<img src="{uri}" style="width:{THUMB_PX}px;height:auto;margin:2px">'
+                             for uri in thumbs if uri)
         colour = "#15803d" if row["direction"] == "fixed" else "#b91c1c"
         cells = [
             path_html(record.file, root, f":{record.line}"),

@@ -1,7 +1,7 @@
 """Open a finished run: its config, processor, and base model with the trained adapter on top.
 
 Evaluation, the model lab and export all start here, so they see the same model: the
-run's base model, the processor saved with the run's ``max_pixels``, and the final LoRA
+run's base model, the processor saved with the run's ``max_pixels`` and video settings, and the final LoRA
 adapter from ``<run>/adapter``. When the run started from an SFT adapter
 (``adapter_path``), that adapter is loaded as ``"ref"``: it is what DPO measured rewards
 against, so it is the "base" the tuned model is compared with.
@@ -59,14 +59,18 @@ def adapter_dir(run_dir) -> Path:
 
 
 def load_run_processor(run_dir, config=None):
-    """The processor saved with the run (its ``max_pixels`` and chat template), else the base model's."""
+    """The processor saved with the run (its chat template), else the base model's, with the run's
+    ``max_pixels`` and video settings (``fps``, ``max_frames``, ``video_max_pixels``) applied: whatever
+    the saved files say, evaluation, the lab and every export see images and frames as training did."""
     from nbtools.models import load_processor
+    from nbtools.video import VideoSettings
 
     config = config or load_run_config(run_dir)
+    video = VideoSettings.from_config(config)
     saved = Path(run_dir) / PROCESSOR_DIR
     if (saved / "preprocessor_config.json").is_file() or (saved / "processor_config.json").is_file():
-        return load_processor(saved, max_pixels=config.max_pixels)
-    return load_processor(config.model, max_pixels=config.max_pixels)
+        return load_processor(saved, max_pixels=config.max_pixels, video=video)
+    return load_processor(config.model, max_pixels=config.max_pixels, video=video)
 
 
 def attach_adapter(base, folder):
@@ -91,7 +95,7 @@ def load_run_model(run_dir, *, device: Optional[str] = None, dtype: Any = "auto"
     config = load_run_config(run_dir)
     adapter = adapter_dir(run_dir)
     base, _ = load_model_and_processor(config.model, max_pixels=config.max_pixels, dtype=dtype, device=device)
-    processor = load_run_processor(run_dir, config)
+    processor = load_run_processor(run_dir, config)  # with the run's image and video settings
     model = attach_adapter(base, adapter)
     if config.adapter_path and with_reference:
         model.load_adapter(str(config.adapter_path), adapter_name=REFERENCE_ADAPTER)

@@ -4,6 +4,7 @@ from .families import FAMILIES, Family, UnsupportedModelError, detect_family, su
 from .loading import (
     ModelNotAvailableOfflineError,
     apply_max_pixels,
+    apply_video_settings,
     load_model_and_processor,
     load_processor,
     local_model_folder,
@@ -23,6 +24,7 @@ __all__ = [
     "WARM_MODEL_ID",
     "UnsupportedModelError",
     "apply_max_pixels",
+    "apply_video_settings",
     "build_tiny_model",
     "detect_family",
     "load_model_and_processor",

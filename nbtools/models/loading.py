@@ -105,10 +105,12 @@ def local_model_folder(name_or_path: str | os.PathLike) -> str:
 
 
 def apply_max_pixels(processor: Any, max_pixels: int | None) -> None:
-    """Cap pixels per image (and per video frame) on the processor, where the family resizes dynamically.
+    """Cap pixels per image on the processor, where the family resizes dynamically.
 
     transformers 5.x stores Qwen's min/max pixels as ``size.shortest_edge``/``size.longest_edge``
     (in pixels, not edges); the processor reads them at call time, so changing them here is enough.
+    Video frames have their own cap (``video_max_pixels``, see :func:`apply_video_settings`):
+    Qwen3-VL's video processor reads the same keys as a budget over all frames.
     """
     if max_pixels is None:
         return
@@ -116,24 +118,53 @@ def apply_max_pixels(processor: Any, max_pixels: int | None) -> None:
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
     applied = False
-    for attr in ("image_processor", "video_processor"):
-        sub = getattr(processor, attr, None)
-        if sub is None:
-            continue
-        size = getattr(sub, "size", None)
-        if size is not None and _get(size, "longest_edge") is not None and hasattr(sub, "merge_size"):
-            shortest = _get(size, "shortest_edge")
-            _set(size, "longest_edge", max_pixels)
-            if shortest is not None and shortest > max_pixels:
-                _set(size, "shortest_edge", max_pixels)
-            for legacy in ("max_pixels", "min_pixels"):  # older configs kept these as attributes too
-                if getattr(sub, legacy, None) is not None:
-                    setattr(sub, legacy, max_pixels if legacy == "max_pixels" else min(getattr(sub, legacy), max_pixels))
-            applied = True
+    sub = getattr(processor, "image_processor", None)
+    size = getattr(sub, "size", None) if sub is not None else None
+    if size is not None and _get(size, "longest_edge") is not None and hasattr(sub, "merge_size"):
+        shortest = _get(size, "shortest_edge")
+        _set(size, "longest_edge", max_pixels)
+        if shortest is not None and shortest > max_pixels:
+            _set(size, "shortest_edge", max_pixels)
+        for legacy in ("max_pixels", "min_pixels"):  # older configs kept these as attributes too
+            if getattr(sub, legacy, None) is not None:
+                setattr(sub, legacy, max_pixels if legacy == "max_pixels" else min(getattr(sub, legacy), max_pixels))
+        applied = True
     if not applied:
         logger.warning(
             "max_pixels=%s ignored: this model's image processor resizes every image to a fixed size", max_pixels
         )
+
+
+def apply_video_settings(processor: Any, video: Any, family: str | None = None) -> bool:
+    """Put ``video`` (a :class:`nbtools.video.VideoSettings`) on the processor's video processor.
+
+    Sets what :func:`nbtools.video.video_processor_settings` computes for the family: per-frame
+    cap ``video_max_pixels`` (Qwen3-VL: ``cap_pixels_per_frame`` with ``max_video_tokens`` and a
+    total budget that never binds under ``max_frames``; Qwen2/2.5-VL: per-frame min/max pixels),
+    ``fps`` and ``max_frames``. Saved with the processor, so an exported model samples and
+    resizes videos as training did. Returns False (and changes nothing) for a processor
+    without a video processor (LLaVA).
+    """
+    from nbtools.video import video_processor_settings
+
+    if video is None:
+        return False
+    sub = getattr(processor, "video_processor", None)
+    if sub is None or not hasattr(sub, "temporal_patch_size"):
+        return False
+    name = type(sub).__name__
+    family = "qwen3_vl" if name.startswith("Qwen3VL") else (
+        family if family in ("qwen2_vl", "qwen2_5_vl") else "qwen2_vl")
+    settings = video_processor_settings(family, video, patch_size=sub.patch_size, merge_size=sub.merge_size,
+                                        temporal_patch_size=sub.temporal_patch_size)
+    for key, value in settings.pop("size").items():
+        _set(sub.size, key, value)
+    for key, value in settings.items():
+        setattr(sub, key, value)
+    for legacy, key in (("max_pixels", "longest_edge"), ("min_pixels", "shortest_edge")):  # older configs
+        if getattr(sub, legacy, None) is not None:
+            setattr(sub, legacy, _get(sub.size, key))
+    return True
 
 
 def _get(size: Any, key: str):
@@ -154,13 +185,16 @@ def prepare_tokenizer(tokenizer: Any) -> None:
     tokenizer.padding_side = "left"
 
 
-def load_processor(name_or_path: str | os.PathLike, max_pixels: int | None = None, trust_remote_code: bool = False):
-    """AutoProcessor for a tiny id, folder or hub id, with ``max_pixels`` applied and the tokenizer prepared."""
+def load_processor(name_or_path: str | os.PathLike, max_pixels: int | None = None, trust_remote_code: bool = False,
+                   video: Any = None):
+    """AutoProcessor for a tiny id, folder or hub id, with ``max_pixels`` (and the ``video`` settings,
+    a :class:`nbtools.video.VideoSettings`, when given) applied and the tokenizer prepared."""
     from transformers import AutoProcessor
 
     path = resolve_model_path(name_or_path)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     apply_max_pixels(processor, max_pixels)
+    apply_video_settings(processor, video)
     tokenizer = getattr(processor, "tokenizer", processor)
     prepare_tokenizer(tokenizer)
     return processor
@@ -227,12 +261,14 @@ def load_model_and_processor(
     name_or_path: str | os.PathLike,
     *,
     max_pixels: int | None = None,
+    video: Any = None,
     dtype: Any = "auto",
     device: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
 ):
-    """Load ``(model, processor)`` the same way for tiny ids, folders and hub ids."""
+    """Load ``(model, processor)`` the same way for tiny ids, folders and hub ids (``video``: the
+    :class:`nbtools.video.VideoSettings` to put on the video processor, see :func:`apply_video_settings`)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -242,7 +278,7 @@ def load_model_and_processor(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = resolve_dtype(dtype, device)
     attn = attn_implementation or default_attn_implementation(device, torch_dtype)
-    processor = load_processor(path, max_pixels=max_pixels, trust_remote_code=trust_remote_code)
+    processor = load_processor(path, max_pixels=max_pixels, trust_remote_code=trust_remote_code, video=video)
     with _no_bar_for_small_weights(path):
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code

@@ -1,11 +1,14 @@
-"""Packed DPO pairs: one ``[prompt, chosen, rejected]`` row per pair, images encoded once,
-reference log-probs computed once. See ``step.packed_dpo_step`` for the trainer hook."""
+"""Packed DPO pairs: one ``[prompt, chosen, rejected]`` row per pair (``[prompt, chosen_prompt, chosen,
+rejected_prompt, rejected]`` for image-contrast pairs), images and videos encoded once, reference
+log-probs computed once. See ``step.packed_dpo_step`` for the trainer hook; ``separate`` holds
+TRL's unpacked layout extended with videos and rejected images."""
 
 from .layout import PackedPieces, PackedPreferenceCollator, pack_pieces
 from .logps import PackedLogps, packed_logps, separate_logps
 from .loss import PACKED_LOSS_TYPES, dpo_loss, packed_loss
 from .mask import packed_attention_mask
 from .positions import packed_position_ids
+from .separate import VisionPreferenceCollator
 from .ref_cache import (
     ReferenceFingerprint,
     ReferenceLogpsStore,
@@ -27,6 +30,7 @@ __all__ = [
     "PackingSupport",
     "ReferenceFingerprint",
     "ReferenceLogpsStore",
+    "VisionPreferenceCollator",
     "dpo_loss",
     "packed_loss",
     "pack_pieces",

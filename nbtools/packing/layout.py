@@ -1,10 +1,33 @@
-"""One packed row per preference pair: ``[prompt, chosen, rejected, padding]``.
+"""One packed row per preference pair: ``[prompt, chosen, rejected, padding]``, or
+``[prompt, chosen, rejected_prompt, rejected, padding]`` when the rejected side sees other images.
 
 Why: TRL builds two rows per pair (``[prompt, chosen]`` and ``[prompt, rejected]``), so the
-prompt — usually dominated by hundreds of image tokens — goes through the model twice and the
-images are encoded twice. Packing keeps one copy of the prompt; the attention mask
-(:mod:`nbtools.packing.mask`) and positions (:mod:`nbtools.packing.positions`) make the
-rejected answer see exactly what it would see in its own row.
+prompt — usually dominated by hundreds of image or video tokens — goes through the model twice
+and the images and videos are encoded twice. Packing keeps one copy of the prompt; the
+attention mask (:mod:`nbtools.packing.mask`) and positions (:mod:`nbtools.packing.positions`)
+make the rejected answer see exactly what it would see in its own row.
+
+Layout API (segment ids per token, in the batch's ``segment_ids``):
+
+- ``SEGMENT_PROMPT`` (1), ``SEGMENT_CHOSEN`` (2), ``SEGMENT_REJECTED`` (3), padding ``SEGMENT_PAD`` (0).
+- Image-contrast pairs: an example with ``"rejected_images"`` (the same conversation with those
+  images in place of ``images``) has two prompts that differ from their first image on. Its row is
+  ``[prompt, chosen_prompt, chosen, rejected_prompt, rejected]``: ``SEGMENT_PROMPT`` holds what
+  the two prompts share before their first image (system prompt, earlier text turns, the
+  template's header, videos placed before the first image), ``SEGMENT_CHOSEN_PROMPT`` (5) and
+  ``SEGMENT_REJECTED_PROMPT`` (4) the rest of each prompt. Each side sees the shared part and
+  only its own part (block mask); the rejected side's positions are those of a separate
+  ``[prompt, rejected_prompt, rejected]`` row, and the first rejected token is predicted from the
+  last rejected-prompt token. Each image is encoded once (``images`` in the chosen prompt,
+  ``rejected_images`` in the rejected one), a shared video once; a video after the first image
+  sits in both own parts and is encoded twice.
+- Rows of both kinds mix freely in one batch. Build rows with :class:`PackedPieces` (split rows:
+  ``chosen_prompt_ids`` / ``rejected_prompt_ids`` set) and :func:`pack_pieces`, or let
+  :class:`PackedPreferenceCollator` do it from examples. Batch keys: ``prompt_lengths`` (the
+  shared part), ``chosen_prompt_lengths`` / ``rejected_prompt_lengths`` (0 for shared-prompt
+  rows), ``chosen_lengths``, ``rejected_lengths``.
+- Videos: examples may carry ``"videos": [nbtools.video.Clip]``; the processor gets the frames
+  with their metadata (``processor_video_inputs``), each clip once per prompt part it appears in.
 
 Tokenisation goes through TRL's own chat-template helpers so the token ids are the ones TRL
 would train on; only the layout differs.
@@ -23,56 +46,93 @@ SEGMENT_PAD = 0
 SEGMENT_PROMPT = 1
 SEGMENT_CHOSEN = 2
 SEGMENT_REJECTED = 3
+SEGMENT_REJECTED_PROMPT = 4
+SEGMENT_CHOSEN_PROMPT = 5
 
 # Batch keys that describe the layout and are never passed to the model itself.
-LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_lengths", "rejected_lengths")
+LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_prompt_lengths", "chosen_lengths", "rejected_prompt_lengths",
+               "rejected_lengths", "auxiliary_rows")
 # Keys the caller may attach (precomputed reference values, cache keys); not model inputs.
 EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 
 
 @dataclass
 class PackedPieces:
-    """Token ids of one pair before packing (prompt already contains expanded image tokens)."""
+    """Token ids of one pair before packing (prompts already contain expanded image/video tokens).
+
+    Shared-prompt pair: ``prompt_ids`` is the whole prompt. Image-contrast pair: ``prompt_ids`` is the
+    text both prompts share, ``chosen_prompt_ids`` / ``rejected_prompt_ids`` the rest of each
+    (both set; the rejected part must not be empty).
+    """
 
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
     prompt_mm_token_type_ids: list[int] | None = None
+    rejected_prompt_ids: list[int] | None = None
+    rejected_prompt_mm_token_type_ids: list[int] | None = None
+    chosen_prompt_ids: list[int] | None = None
+    chosen_prompt_mm_token_type_ids: list[int] | None = None
+
+    @property
+    def split(self) -> bool:
+        """True when the rejected answer has its own prompt part (image-contrast pair)."""
+        return self.rejected_prompt_ids is not None
 
 
 def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Lay out pairs as right-padded rows ``[prompt, chosen, rejected]``.
+    """Lay out pairs as right-padded rows ``[prompt, (chosen_prompt,) chosen, (rejected_prompt,) rejected]``.
 
     Returns ``input_ids``, ``attention_mask`` (2-D, 1 = real token; for token counting, the
-    model gets the 4-D mask), ``segment_ids``, ``prompt_lengths``, ``chosen_lengths``,
-    ``rejected_lengths`` and, when the prompts carry them, ``mm_token_type_ids``.
+    model gets the 4-D mask), ``segment_ids``, the lengths of the layout keys and, when the
+    prompts carry them, ``mm_token_type_ids``.
     """
     if not pieces:
         raise ValueError("cannot pack an empty batch")
     for index, piece in enumerate(pieces):
-        if not piece.prompt_ids:
-            raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token before it")
-    lengths = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pieces]
-    width = max(lengths)
+        if piece.split and not piece.rejected_prompt_ids:
+            raise ValueError(f"pair {index}: the rejected prompt is empty; the first rejected token needs a prompt "
+                             "token before it")
+        if not piece.split and piece.chosen_prompt_ids:
+            raise ValueError(f"pair {index}: chosen_prompt_ids without rejected_prompt_ids; a shared prompt goes in "
+                             "prompt_ids")
+        if not piece.prompt_ids and not (piece.split and piece.chosen_prompt_ids):
+            raise ValueError(f"pair {index}: the prompt is empty; the first answer token needs a prompt token "
+                             "before it")
+    segments = []
+    for piece in pieces:
+        segments.append(
+            [(piece.prompt_ids, SEGMENT_PROMPT, piece.prompt_mm_token_type_ids),
+             (piece.chosen_prompt_ids or [], SEGMENT_CHOSEN_PROMPT, piece.chosen_prompt_mm_token_type_ids),
+             (piece.chosen_ids, SEGMENT_CHOSEN, None),
+             (piece.rejected_prompt_ids or [], SEGMENT_REJECTED_PROMPT, piece.rejected_prompt_mm_token_type_ids),
+             (piece.rejected_ids, SEGMENT_REJECTED, None)]
+        )
+    width = max(sum(len(ids) for ids, _, _ in row) for row in segments)
     batch = len(pieces)
     input_ids = torch.full((batch, width), pad_token_id, dtype=torch.long)
     segment_ids = torch.full((batch, width), SEGMENT_PAD, dtype=torch.long)
-    with_mm = any(p.prompt_mm_token_type_ids is not None for p in pieces)
+    with_mm = any(p.prompt_mm_token_type_ids is not None or p.rejected_prompt_mm_token_type_ids is not None
+                  or p.chosen_prompt_mm_token_type_ids is not None for p in pieces)
     mm_types = torch.zeros((batch, width), dtype=torch.long) if with_mm else None
-    for row, piece in enumerate(pieces):
-        p, c, r = len(piece.prompt_ids), len(piece.chosen_ids), len(piece.rejected_ids)
-        input_ids[row, : p + c + r] = torch.tensor(piece.prompt_ids + piece.chosen_ids + piece.rejected_ids)
-        segment_ids[row, :p] = SEGMENT_PROMPT
-        segment_ids[row, p : p + c] = SEGMENT_CHOSEN
-        segment_ids[row, p + c : p + c + r] = SEGMENT_REJECTED
-        if with_mm and piece.prompt_mm_token_type_ids is not None:
-            mm_types[row, :p] = torch.tensor(piece.prompt_mm_token_type_ids)
+    for row, parts in enumerate(segments):
+        start = 0
+        for ids, segment, mm in parts:
+            end = start + len(ids)
+            if ids:
+                input_ids[row, start:end] = torch.tensor(ids)
+                segment_ids[row, start:end] = segment
+                if with_mm and mm is not None:
+                    mm_types[row, start:end] = torch.tensor(mm)
+            start = end
     out = {
         "input_ids": input_ids,
         "attention_mask": (segment_ids != SEGMENT_PAD).long(),
         "segment_ids": segment_ids,
         "prompt_lengths": torch.tensor([len(p.prompt_ids) for p in pieces]),
+        "chosen_prompt_lengths": torch.tensor([len(p.chosen_prompt_ids or []) for p in pieces]),
         "chosen_lengths": torch.tensor([len(p.chosen_ids) for p in pieces]),
+        "rejected_prompt_lengths": torch.tensor([len(p.rejected_prompt_ids or []) for p in pieces]),
         "rejected_lengths": torch.tensor([len(p.rejected_ids) for p in pieces]),
     }
     if with_mm:
@@ -80,12 +140,137 @@ def pack_pieces(pieces: list[PackedPieces], pad_token_id: int) -> dict[str, torc
     return out
 
 
+def placeholder_token_ids(processor, kind: str) -> set[int]:
+    """Ids of the placeholder tokens that ``kind`` ("image" / "video") features replace (per the processor)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    token_id = getattr(processor, f"{kind}_token_id", None)
+    token = getattr(processor, f"{kind}_token", None)
+    if token_id is None and isinstance(token, str):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+    return {token_id} if isinstance(token_id, int) and token_id >= 0 else set()
+
+
+def shared_prefix_length(first: list[int], second: list[int], first_types: list[int] | None,
+                         image_placeholders: set[int]) -> int:
+    """Length of the common start of an image-contrast pair's two prompts: up to their first image token.
+
+    Image placeholder tokens have the same id whatever the image, so equal ids there do not mean
+    equal inputs; before the first image both prompts are the same text and the same videos (videos
+    are the same on both sides), which are kept once.
+    """
+    length = 0
+    for index, (a, b) in enumerate(zip(first, second)):
+        is_image = (first_types[index] == 1) if first_types is not None else a in image_placeholders
+        if a != b or is_image:
+            break
+        length = index + 1
+    return length
+
+
+def videos_within(prompt_ids: list[int], prompt_types: list[int] | None, length: int, grids: torch.Tensor,
+                  merge_size: int, video_placeholders: set[int]) -> int:
+    """How many of a prompt's videos (``grids``: their ``video_grid_thw`` rows, in order) lie in its first
+    ``length`` tokens."""
+    if prompt_types is not None:
+        tokens = sum(1 for kind in prompt_types[:length] if kind == 2)
+    else:
+        tokens = sum(1 for token in prompt_ids[:length] if token in video_placeholders)
+    count = covered = 0
+    for grid in grids.tolist():
+        if covered >= tokens:
+            break
+        covered += grid[0] * grid[1] * grid[2] // (merge_size * merge_size)
+        count += 1
+    if covered != tokens:  # a prefix never ends inside a video: its tokens are equal on both sides
+        raise RuntimeError(f"shared prompt holds {tokens} video tokens, not a whole number of videos ({covered})")
+    return count
+
+
+def require_video_outputs(processed, clips: list, processor) -> None:
+    """A processor that takes no videos ignores them silently: stop with the reason instead."""
+    if clips and processed.get("pixel_values_videos") is None:
+        raise ValueError(
+            f"the batch holds videos, but {type(processor).__name__} returned no video inputs: this model "
+            "family does not take videos (use a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model, or drop the videos)"
+        )
+
+
+def drop_videos(processed: dict, drop: list[int]) -> None:
+    """Remove videos (by index in the processor call) from its outputs: pixels, grids, per-video times."""
+    if not drop:
+        return
+    grids = processed["video_grid_thw"]
+    keep = [index for index in range(grids.shape[0]) if index not in set(drop)]
+    pieces = torch.split(processed["pixel_values_videos"], grids.prod(dim=-1).tolist())
+    processed["pixel_values_videos"] = torch.cat([pieces[index] for index in keep])
+    processed["video_grid_thw"] = grids[keep]
+    if processed.get("second_per_grid_ts") is not None:
+        processed["second_per_grid_ts"] = processed["second_per_grid_ts"][keep]
+
+
+def example_images(example: dict[str, Any]) -> list:
+    """The example's images (TRL accepts ``images`` or a single ``image``)."""
+    return list(example.get("images") or ([example["image"]] if example.get("image") is not None else []))
+
+
+def rejected_images_of(example: dict[str, Any], index: int = 0) -> list | None:
+    """The images the rejected sequence sees in place of ``images``, or None when it sees the same ones.
+
+    Raises a ValueError naming the pair when the counts differ (the rejected conversation has the
+    same ``<image>`` positions, so it needs exactly as many images).
+    """
+    rejected = example.get("rejected_images")
+    if not rejected:
+        return None
+    images = example_images(example)
+    if len(rejected) != len(images):
+        raise ValueError(
+            f"pair {index} of the batch: it has {len(images)} image(s) but {len(rejected)} rejected_images; the "
+            "rejected sequence puts rejected_images in place of images, so give exactly one per image"
+        )
+    return list(rejected)
+
+
+def example_clips(example: dict[str, Any], index: int = 0) -> list:
+    """The example's decoded videos (``nbtools.video.Clip``: ``frames`` + ``metadata``)."""
+    clips = list(example.get("videos") or [])
+    for clip in clips:
+        if not (hasattr(clip, "frames") and hasattr(clip, "metadata")):
+            raise ValueError(
+                f"pair {index} of the batch: videos must be decoded clips (nbtools.video.Clip with frames and "
+                f"metadata), got {type(clip).__name__}; build examples with nbtools.data.to_training_example"
+            )
+    return clips
+
+
+def processor_video_inputs(clips: list) -> dict[str, Any]:
+    """Processor keyword arguments for already-sampled clips (empty without clips).
+
+    The frames are sampled and resized when the clip is loaded, so the processor must not sample
+    again (``do_sample_frames=False``); the metadata carries the source fps and frame indices, from
+    which Qwen3-VL writes each frame group's timestamp into the prompt.
+    """
+    if not clips:
+        return {}
+    from nbtools import video
+
+    helper = getattr(video, "processor_video_kwargs", None)  # the video module's convention, when it has one
+    if helper is not None:
+        return helper(clips)
+    # a copy per use: the processor fills in defaults on the metadata it is given
+    return {"videos": [clip.frames for clip in clips],
+            "video_metadata": [copy.deepcopy(clip.metadata) for clip in clips], "do_sample_frames": False}
+
+
 def render_pair(example: dict[str, Any], processor) -> tuple[str, str, str, list]:
-    """Chat-templated (prompt, chosen, rejected) strings and the pair's images, exactly as TRL renders them."""
+    """Chat-templated (prompt, chosen, rejected) strings and the pair's images, exactly as TRL renders them.
+
+    The prompt string is the same for ``rejected_images``: only the images filling its placeholders differ.
+    """
     from trl.data_utils import apply_chat_template, is_conversational, prepare_multimodal_messages
 
     example = copy.copy(example)
-    images = list(example.get("images") or ([example["image"]] if example.get("image") is not None else []))
+    images = example_images(example)
     if is_conversational(example):
         rendered = apply_chat_template(
             {
@@ -104,11 +289,12 @@ class PackedPreferenceCollator:
     """Collate TRL conversational vision preference examples into packed rows.
 
     Output keys: the model inputs the processor produces for the prompts (``pixel_values``,
-    ``image_grid_thw``, ``mm_token_type_ids``, … — each image once, in pair order) plus the
+    ``image_grid_thw``, ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``, … —
+    each image once, in row order: a row's (chosen) prompt images, then its rejected-prompt images) plus the
     layout keys of :func:`pack_pieces`. With ``reference_lookup`` set (a callable
     ``examples -> (chosen, rejected) tensors or None``), precomputed reference log-probs are
     attached as ``ref_chosen_logps`` / ``ref_rejected_logps``. ``max_length`` truncates like
-    TRL: each answer is cut so that ``prompt + answer`` fits (the prompt itself is never cut).
+    TRL: each answer is cut so that its ``prompt + answer`` fits (a prompt itself is never cut).
     """
 
     processor: Any
@@ -122,44 +308,81 @@ class PackedPreferenceCollator:
         pad = tokenizer.pad_token_id
         return pad if pad is not None else tokenizer.eos_token_id
 
+    def _room(self, row: int, prompt_ids: list[int]) -> int | None:
+        room = None if self.max_length is None else self.max_length - len(prompt_ids)
+        if room is not None and room <= 0:
+            raise ValueError(
+                f"pair {row} of the batch: its prompt has {len(prompt_ids)} tokens (images included), which leaves "
+                f"no room for an answer within max_length={self.max_length}; raise max_length or drop the pair"
+            )
+        return room
+
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         rendered = [render_pair(example, self.processor) for example in examples]
-        prompts = [r[0] for r in rendered]
-        images = [r[3] for r in rendered]
-        has_images = any(images)
+        # one processor text per prompt: the shared (or chosen-side) prompt, then the rejected prompt if any
+        texts, text_images, clips, text_of = [], [], [], []
+        first_video = []  # per text: index of its first video in the processor call
+        for row, (example, (prompt, _, _, images)) in enumerate(zip(examples, rendered)):
+            row_clips = example_clips(example, row)
+            rejected_images = rejected_images_of(example, row)
+            sides = [images] if rejected_images is None else [images, rejected_images]
+            for side_images in sides:
+                first_video.append(len(clips))
+                texts.append(prompt)
+                text_images.append(side_images)
+                clips += row_clips
+            text_of.append((len(texts) - len(sides), len(texts) - 1 if len(sides) == 2 else None))
         processed = self.processor(
-            images=images if has_images else None,
-            text=prompts,
+            images=text_images if any(text_images) else None,
+            text=texts,
             padding=True,
             padding_side="right",
             return_tensors="pt",
             add_special_tokens=False,
+            **processor_video_inputs(clips),
             **self.extra_processor_kwargs,
         )
+        require_video_outputs(processed, clips, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         completions = tokenizer(
             [r[1] for r in rendered] + [r[2] for r in rendered], add_special_tokens=False
         )["input_ids"]
         chosen_ids, rejected_ids = completions[: len(examples)], completions[len(examples) :]
+        mm = processed.get("mm_token_type_ids")
+
+        def prompt_of(text: int) -> tuple[list[int], list[int] | None]:
+            real = processed["attention_mask"][text].bool()
+            return processed["input_ids"][text][real].tolist(), (mm[text][real].tolist() if mm is not None else None)
+
+        image_placeholders = placeholder_token_ids(self.processor, "image")
+        video_placeholders = placeholder_token_ids(self.processor, "video")
+        shared_videos = []  # videos of rejected prompts that lie in the shared part: encoded once, not twice
         pieces = []
-        for row in range(len(examples)):
-            real = processed["attention_mask"][row].bool()
-            mm = processed.get("mm_token_type_ids")
-            prompt_ids = processed["input_ids"][row][real].tolist()
-            room = None if self.max_length is None else self.max_length - len(prompt_ids)
-            if room is not None and room <= 0:
-                raise ValueError(
-                    f"pair {row} of the batch: its prompt has {len(prompt_ids)} tokens (images included), which leaves "
-                    f"no room for an answer within max_length={self.max_length}; raise max_length or drop the pair"
-                )
-            pieces.append(
-                PackedPieces(
-                    prompt_ids=prompt_ids,
-                    chosen_ids=list(chosen_ids[row])[:room],
-                    rejected_ids=list(rejected_ids[row])[:room],
-                    prompt_mm_token_type_ids=mm[row][real].tolist() if mm is not None else None,
-                )
-            )
+        for row, (chosen_text, rejected_text) in enumerate(text_of):
+            prompt_ids, prompt_mm = prompt_of(chosen_text)
+            room = self._room(row, prompt_ids)
+            piece = PackedPieces(prompt_ids=prompt_ids, chosen_ids=list(chosen_ids[row])[:room],
+                                 rejected_ids=list(rejected_ids[row])[:room], prompt_mm_token_type_ids=prompt_mm)
+            if rejected_text is not None:
+                rejected_prompt, rejected_mm = prompt_of(rejected_text)
+                piece.rejected_ids = list(rejected_ids[row])[: self._room(row, rejected_prompt)]
+                shared = shared_prefix_length(prompt_ids, rejected_prompt, prompt_mm, image_placeholders)
+                clips_here = len(example_clips(examples[row], row))
+                if clips_here:
+                    start = first_video[rejected_text]
+                    merge = getattr(getattr(self.processor, "video_processor", None), "merge_size", 1)
+                    count = videos_within(rejected_prompt, rejected_mm, shared,
+                                          processed["video_grid_thw"][start : start + clips_here], merge,
+                                          video_placeholders)
+                    shared_videos += range(start, start + count)
+                piece.prompt_ids, piece.chosen_prompt_ids = prompt_ids[:shared], prompt_ids[shared:]
+                piece.rejected_prompt_ids = rejected_prompt[shared:]
+                if prompt_mm is not None:
+                    piece.prompt_mm_token_type_ids = prompt_mm[:shared]
+                    piece.chosen_prompt_mm_token_type_ids = prompt_mm[shared:]
+                    piece.rejected_prompt_mm_token_type_ids = rejected_mm[shared:]
+            pieces.append(piece)
+        drop_videos(processed, shared_videos)
         batch = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         batch.update(pack_pieces(pieces, self.pad_token_id))
         if self.reference_lookup is not None:

@@ -3,8 +3,9 @@
 The multimodal backbone (``<ForConditionalGeneration>.model``) runs once per batch of packed
 rows with the 4-D mask and explicit positions; the LM head is applied only to the hidden
 states that predict answer tokens. Each chosen token is predicted from its predecessor; the
-first rejected token from the *last prompt token* (its true predecessor in a separate row),
-the other rejected tokens from their predecessors. Images go in once per pair, in pair order,
+first rejected token from the *last prompt token* (its true predecessor in a separate row) —
+or, in a row with its own rejected prompt, from the last rejected-prompt token, which directly
+precedes it — the other rejected tokens from their predecessors. Images go in once per pair, in pair order,
 exactly as the processor produced them, so image and deepstack features land on the right
 placeholder tokens.
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED
+from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
 from .mask import packed_attention_mask
 from .positions import packed_position_ids
 
@@ -69,7 +70,9 @@ def scoring_indices(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor):
     rows, cols = scored.nonzero(as_tuple=True)
     predecessors = cols - 1
     is_rejected = segment_ids[rows, cols] == SEGMENT_REJECTED
-    first_rejected = is_rejected & (segment_ids[rows, cols - 1] != SEGMENT_REJECTED)
+    before = segment_ids[rows, cols - 1]
+    # after its own rejected prompt, the predecessor is already the column before
+    first_rejected = is_rejected & (before != SEGMENT_REJECTED) & (before != SEGMENT_REJECTED_PROMPT)
     last_prompt = prompt_lengths.to(cols.device)[rows] - 1
     predecessors = torch.where(first_rejected, last_prompt, predecessors)
     return rows, cols, predecessors, ~is_rejected

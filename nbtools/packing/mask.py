@@ -1,8 +1,11 @@
-"""4-D attention mask for packed ``[prompt, chosen, rejected]`` rows.
+"""4-D attention mask for packed ``[prompt, (chosen_prompt,) chosen, (rejected_prompt,) rejected]`` rows.
 
 Rules (query -> key):
 - every real token attends causally (key position <= query position);
 - a rejected token never attends to a chosen token (so it sees prompt + earlier rejected);
+- in an image-contrast row, the rejected side (rejected prompt + rejected answer) sees the shared
+  prompt text and itself, never the chosen side (chosen prompt + chosen answer), and the other
+  way round: two sequences that share their first tokens;
 - padding is never attended by a real token, and attends only to itself (a fully masked row
   would make softmax produce NaN, which would then leak through the backward pass).
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED
+from .layout import SEGMENT_CHOSEN, SEGMENT_CHOSEN_PROMPT, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
 
 # Attention implementations that add the mask to the scores.
 ADDITIVE_MASK_IMPLEMENTATIONS = frozenset({"eager"})
@@ -33,9 +36,17 @@ def packed_allowed(segment_ids: torch.Tensor) -> torch.Tensor:
     key = segment_ids[:, None, :]
     real_query, real_key = query != SEGMENT_PAD, key != SEGMENT_PAD
     allowed = causal[None] & real_query & real_key
-    allowed &= ~((query == SEGMENT_REJECTED) & (key == SEGMENT_CHOSEN))
-    # chosen precedes rejected so causality already hides rejected from chosen; keep it explicit
-    allowed &= ~((query == SEGMENT_CHOSEN) & (key == SEGMENT_REJECTED))
+    # the chosen side (own prompt part, answer) and the rejected side never see each other; what
+    # both see is the shared prompt (all of it in a plain row, its text before the first image in
+    # an image-contrast row). Chosen precedes rejected, so causality alone would hide one way.
+    def chosen_side(ids):
+        return (ids == SEGMENT_CHOSEN_PROMPT) | (ids == SEGMENT_CHOSEN)
+
+    def rejected_side(ids):
+        return (ids == SEGMENT_REJECTED_PROMPT) | (ids == SEGMENT_REJECTED)
+
+    allowed &= ~(rejected_side(query) & chosen_side(key))
+    allowed &= ~(chosen_side(query) & rejected_side(key))
     eye = torch.eye(length, dtype=torch.bool, device=device)[None]
     allowed |= eye & ~real_query  # padding sees only itself
     return allowed[:, None]

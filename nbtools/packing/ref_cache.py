@@ -1,10 +1,11 @@
 """Reference log-probs computed once and stored on disk, keyed by everything that changes them.
 
 Why: with a frozen reference, each pair's reference chosen/rejected log-probs are constants of
-(pair content + image bytes, image sizing, model weights + starting adapter, tokenizer + chat
-template, dtype). Computing them once (adapter disabled, inference mode, packed layout) saves
-the second forward of every step; storing them in the shared cache lets later epochs, resumed
-runs and sweeps over the same base model and data skip them too. The key hashes all of the
+(pair content + image, rejected-image and video bytes, image sizing, frame settings, model
+weights + starting adapter, tokenizer + chat template, dtype). Computing them once (adapter
+disabled, inference mode, packed layout) saves the second forward of every step; storing them in
+the shared cache lets later epochs, resumed runs and sweeps over the same base model and data
+skip them too. The key hashes all of the
 inputs above, so a changed input can never reuse a stale value — it just misses.
 
 Layout: ``cache_dir()/"ref_logps"/<key[:2]>/<key>.json`` holding ``{"chosen": float, "rejected": float}``.
@@ -26,6 +27,8 @@ from typing import Any, Callable, ContextManager, Iterable
 import torch
 
 from nbtools.paths import cache_dir
+
+from .contrast import CONTRAST_KEY
 
 # Bump when the way log-probs are computed changes (layout, scoring), so old values miss.
 REFERENCE_FORMAT_VERSION = 1
@@ -144,12 +147,37 @@ def _without_nones(value: Any) -> Any:
     return value
 
 
+def _clip_bytes(clip: Any) -> bytes:
+    """A decoded clip: its frames (which the sampling and resizing produced), their metadata and the settings."""
+    if isinstance(clip, (str, os.PathLike, bytes, bytearray, dict)):
+        return _image_bytes(clip)
+    frames = clip.frames
+    metadata = clip.metadata
+    described = {
+        "shape": list(frames.shape), "dtype": str(frames.dtype),
+        "fps": getattr(metadata, "fps", None), "frames_indices": list(getattr(metadata, "frames_indices", None) or []),
+        "total_num_frames": getattr(metadata, "total_num_frames", None),
+        "settings": asdict(clip.settings) if getattr(clip, "settings", None) is not None else None,
+    }
+    return json.dumps(described, sort_keys=True, default=str).encode() + frames.tobytes()
+
+
 def pair_digest(example: dict) -> str:
-    """Digest of one pair's messages and image bytes (same for a raw example and its ``datasets`` row)."""
+    """Digest of one pair's messages and image / video bytes (same for a raw example and its ``datasets`` row).
+
+    Videos and ``rejected_images`` add parts only when present, so image-only pairs keep their keys.
+    """
     messages = {k: _without_nones(example.get(k)) for k in ("prompt", "chosen", "rejected")}
     text = json.dumps(messages, sort_keys=True, default=str)
     images = example.get("images") or ([example["image"]] if example.get("image") is not None else [])
-    return _sha(text, *(_image_bytes(image) for image in images))
+    parts = [_image_bytes(image) for image in images]
+    if example.get("rejected_images"):
+        parts += [b"rejected_images"] + [_image_bytes(image) for image in example["rejected_images"]]
+    if example.get("videos"):
+        parts += [b"videos"] + [_clip_bytes(clip) for clip in example["videos"]]
+    if example.get(CONTRAST_KEY):  # an mDPO image-contrast pair: how its images were corrupted (crop seed)
+        parts += [b"image_contrast", str(example[CONTRAST_KEY])]
+    return _sha(text, *parts)
 
 
 def pair_key(example: dict, fingerprint: ReferenceFingerprint) -> str:

@@ -14,8 +14,12 @@ from typing import Callable, ContextManager
 
 import torch
 
+from nbtools.config import split_loss_types
+
+from .contrast import AUXILIARY_ROWS
 from .logps import PackedLogps, packed_logps
 from .loss import METRIC_SUM_FIELDS, metric_sums, metrics_from_sums, packed_loss
+from .mdpo import mdpo_loss, mdpo_metrics
 from .vision_cache import encode_images, vision_features_reusable
 
 
@@ -55,6 +59,7 @@ class PackedStepResult:
     metrics: dict[str, float] = field(default_factory=dict)
     reused_image_features: bool = False  # images encoded once (no autograd) and shared by both passes
     attention_tokens: int = 0  # tokens in the batch's attention mask (summed over processes with reduce_metrics)
+    auxiliary: torch.Tensor | None = None  # per row: an mDPO image-contrast row (None: all rows are real pairs)
 
 
 def packed_dpo_step(
@@ -71,7 +76,10 @@ def packed_dpo_step(
 ) -> PackedStepResult:
     """Loss and metrics (TRL names) for one packed batch.
 
-    ``loss_type``: one TRL loss type or a list of them, weighted by ``loss_weights`` (default 1 each).
+    ``loss_type``: one TRL loss type or a list of them, weighted by ``loss_weights`` (default 1 each);
+    the list may add mDPO's ``mdpo_conditional`` / ``mdpo_anchor`` (:mod:`nbtools.packing.mdpo`).
+    Rows flagged in ``batch["auxiliary_rows"]`` (image-contrast pairs) feed only the conditional term;
+    the TRL losses and metrics cover the other rows, the real pairs.
     ``reuse_vision=None`` decides from the model (frozen, adapter-free image path); when on,
     the images are encoded once without autograd and both passes take the features.
     ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``, when present, skip the reference pass.
@@ -92,19 +100,35 @@ def packed_dpo_step(
             model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context
         )
         ref_chosen, ref_rejected = reference.chosen, reference.rejected
+    trl_types, trl_weights, mdpo_weights = split_loss_types(loss_type, loss_weights)
+    device = policy.chosen.device
+    auxiliary = batch.get(AUXILIARY_ROWS)
+    main = (~auxiliary.to(device).bool()) if auxiliary is not None else torch.ones_like(policy.chosen, dtype=torch.bool)
     loss = packed_loss(
-        policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta=beta, loss_types=loss_type,
-        loss_weights=loss_weights, chosen_lengths=batch["chosen_lengths"].to(policy.chosen.device),
-        rejected_lengths=batch["rejected_lengths"].to(policy.chosen.device),
+        policy.chosen[main], policy.rejected[main], ref_chosen[main], ref_rejected[main], beta=beta,
+        loss_types=trl_types, loss_weights=trl_weights, chosen_lengths=batch["chosen_lengths"].to(device)[main],
+        rejected_lengths=batch["rejected_lengths"].to(device)[main],
     )
+    mdpo_sums = None
+    if mdpo_weights:
+        extra, mdpo_sums = mdpo_loss(policy.chosen, policy.rejected, ref_chosen, ref_rejected, ~main, beta=beta,
+                                     weights=mdpo_weights)
+        loss = loss + extra
     # All metrics travel as one tensor of sums: one all-reduce over processes (when reduce_metrics is given)
-    # and one device-to-host read per step, however many processes train.
+    # and one device-to-host read per step, however many processes train. TRL's metrics: real pairs only.
     attention = batch.get("attention_mask")
-    sums = metric_sums(policy.chosen, policy.rejected, ref_chosen, ref_rejected, beta, policy.stats,
-                       policy.token_is_chosen, attention.sum() if attention is not None else 0)
+    scored = main[policy.token_rows]
+    stats = {name: value[scored] for name, value in policy.stats.items()}
+    sums = metric_sums(policy.chosen[main], policy.rejected[main], ref_chosen[main], ref_rejected[main], beta, stats,
+                       policy.token_is_chosen[scored], attention.sum() if attention is not None else 0)
+    if mdpo_sums is not None:
+        sums = torch.cat([sums, mdpo_sums.to(sums.device)])
     if reduce_metrics is not None:
         sums = reduce_metrics(sums)
     values = sums.tolist()
-    metrics = metrics_from_sums(values)
+    metrics = metrics_from_sums(values[: len(METRIC_SUM_FIELDS)])
+    if mdpo_sums is not None:
+        metrics.update(mdpo_metrics(values[len(METRIC_SUM_FIELDS):], mdpo_weights))
     tokens = int(values[METRIC_SUM_FIELDS.index("attention_tokens")])
-    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None, tokens)
+    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None, tokens,
+                            ~main if auxiliary is not None else None)

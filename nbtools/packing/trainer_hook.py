@@ -160,6 +160,10 @@ def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = Fal
     mode = "train" if trainer.model.training else "eval"
     loss_types = list(getattr(trainer, "loss_types", None) or ["sigmoid"])
     loss_weights = getattr(trainer, "loss_weights", None)
+    extra = dict(getattr(trainer, "extra_losses", None) or {})  # mDPO terms, which TRL's DPOConfig never sees
+    if extra:
+        loss_weights = list(loss_weights or [1.0] * len(loss_types)) + list(extra.values())
+        loss_types = loss_types + list(extra)
 
     def step():
         with trainer.accelerator.autocast():

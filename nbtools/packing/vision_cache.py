@@ -73,7 +73,7 @@ def encode_images(model, batch: dict) -> dict | None:
 
 
 class EncodingCounter:
-    """Counts images (and video frames groups) encoded by the vision tower — for the benchmark and tests."""
+    """Counts images and videos (one per grid row) encoded by the vision tower — for the benchmark and tests."""
 
     def __init__(self):
         self.images = 0

@@ -3,7 +3,8 @@
 The dataset holds only text and image *paths* (one JSON record per row), so a large image
 dataset never sits in memory as PIL images; the collator opens and resizes the images of
 one batch when the data loader asks for it (in worker processes when ``num_workers`` > 0),
-then hands TRL's ``DataCollatorForVisionPreference`` ready examples.
+then hands ready examples to the packed collator or to TRL's ``DataCollatorForVisionPreference``
+extended with videos and rejected images (``nbtools.packing.VisionPreferenceCollator``).
 
 Pairs longer than ``max_context_length`` are dropped (with their line numbers) or stop the
 run, per ``too_long``; kept pairs are never truncated, so image tokens are never cut.
@@ -85,10 +86,12 @@ def _problems_text(problems: list[Problem], limit: int = 30) -> str:
 def _load_split(name: str, path: str, config: RunConfig, family: str, validation_file: Optional[str],
                 messages: list[str]) -> SplitData:
     from nbtools.data import UnreadableFile, validate_dataset
+    from nbtools.video import VideoSettings
 
     try:
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
-                                  model=config.model, family=family, validation_file=validation_file)
+                                  model=config.model, family=family, validation_file=validation_file,
+                                  video=VideoSettings.from_config(config))
     except UnreadableFile as exc:
         field_name = "train_file" if name == "train" else "validation_file"
         raise DataError(f"{field_name}: {exc} (fix: check the path in the config)") from None
@@ -177,7 +180,7 @@ def record_from_row(row: dict[str, Any]):
 
 @dataclass
 class LazyImageCollator:
-    """Opens and resizes a batch's images on demand, then runs TRL's vision preference collator."""
+    """Opens and resizes a batch's images (and decodes its videos) on demand, then runs the packed or unpacked collator."""
 
     processor: Any
     max_pixels: Optional[int]
@@ -185,6 +188,8 @@ class LazyImageCollator:
     video: Optional[Any] = None  # nbtools.video.VideoSettings (None: defaults) for rows with videos
     max_length: Optional[int] = None  # None: kept pairs all fit, nothing is ever truncated
     packed: bool = False  # nbtools.packing's collator: one [prompt, chosen, rejected] row per pair
+    # mdpo_conditional: each pair with images gets an image-contrast pair, its crops seeded by this (the run seed)
+    contrast_seed: Optional[int] = None
 
     def __post_init__(self):
         if self.packed:
@@ -192,15 +197,26 @@ class LazyImageCollator:
 
             self.inner = PackedPreferenceCollator(self.processor, max_length=self.max_length)
         else:
-            from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+            from nbtools.packing import VisionPreferenceCollator
 
-            self.inner = DataCollatorForVisionPreference(processor=self.processor, max_length=self.max_length)
+            self.inner = VisionPreferenceCollator(processor=self.processor, max_length=self.max_length)
 
     def examples(self, rows: list[dict[str, Any]]) -> list[dict]:
         from nbtools.data import to_training_example
 
-        return [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video)
-                for row in rows]
+        examples = [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video)
+                    for row in rows]
+        if self.contrast_seed is not None:  # the reference precompute sees (and caches) these pairs too
+            from nbtools.packing.contrast import with_auxiliary
+
+            examples = with_auxiliary(examples, self.contrast_seed)
+        return examples
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict:
-        return self.inner(self.examples(rows))
+        examples = self.examples(rows)
+        batch = self.inner(examples)
+        if self.contrast_seed is not None:
+            from nbtools.packing.contrast import AUXILIARY_ROWS, auxiliary_rows
+
+            batch[AUXILIARY_ROWS] = auxiliary_rows(examples)
+        return batch

@@ -49,9 +49,12 @@ def fingerprint_dtype(precision: str, quantization: str) -> str:
 
 
 def _lazy_examples(collator, dataset, rank: int = 0, world_size: int = 1):
-    """The dataset's rows (this rank's share: every world_size-th) as training examples, images opened one at a time."""
+    """The dataset's rows (this rank's share: every world_size-th) as training examples, images opened one at a time.
+
+    A row may give more than one example: with mdpo_conditional, its image-contrast pair follows it.
+    """
     for index in range(rank, len(dataset), world_size):
-        yield collator.examples([dataset[index]])[0]
+        yield from collator.examples([dataset[index]])
 
 
 class _ShareStore:
@@ -132,7 +135,10 @@ def precompute_for_run(trainer, cfg, processor, precision: str, store=None, coll
         report = precompute_reference_logps(
             trainer.model, _lazy_examples(collator, dataset, rank, world), plain, share or store, fingerprint,
             batch_size=cfg.batch_size, reference_context=reference_context,
-            description=f"Reference log-probs ({name})", total=len(range(rank, len(dataset), world)),
+            description=f"Reference log-probs ({name})",
+            # with mdpo_conditional a row gives one or two pairs: count without a total
+            total=None if getattr(collator, "contrast_seed", None) is not None
+            else len(range(rank, len(dataset), world)),
             progress=progress and accelerator.is_main_process,
         )
         computed += report.computed

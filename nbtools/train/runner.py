@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from nbtools.config import ConfigError, RunConfig
+from nbtools.config import ConfigError, RunConfig, split_loss_types
 from nbtools.train import run_folder
 from nbtools.train import run_record as rr
 from nbtools.train.callbacks import RunCallback
@@ -143,6 +143,7 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
 
     if cfg.quantization == "none":
         model, processor = load_model_and_processor(cfg.model, max_pixels=cfg.max_pixels,
+                                                    video=VideoSettings.from_config(cfg),
                                                     dtype=_dtype_for(precision), device=device)
     else:
         import torch
@@ -156,7 +157,7 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
         model = AutoModelForImageTextToText.from_pretrained(resolve_model_path(cfg.model), quantization_config=quant,
                                                             dtype=compute, device_map={"": torch.device(device)})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        processor = load_processor(cfg.model, max_pixels=cfg.max_pixels)
+        processor = load_processor(cfg.model, max_pixels=cfg.max_pixels, video=VideoSettings.from_config(cfg))
     family = detect_family(model).name
     if cfg.adapter_path:
         from peft import PeftModel
@@ -205,6 +206,8 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
     from nbtools.train.distributed import trainer_strategy_args
 
     load_best = bool(cfg.load_best_model_at_end and has_validation)
+    # TRL gets only its own loss types (and their weights); the mDPO terms go to NbDPOTrainer(extra_losses=...)
+    trl_loss_types, trl_loss_weights, _ = split_loss_types(cfg.loss_type, cfg.loss_weights)
     settings = dict(
         output_dir=str(run_dir / "checkpoints"),
         run_name=cfg.task_display_name,
@@ -244,8 +247,8 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
         # a cut can never fall inside image tokens.
         max_length=None,
         beta=cfg.beta,
-        loss_type=list(cfg.loss_type),
-        loss_weights=list(cfg.loss_weights) if cfg.loss_weights else None,
+        loss_type=trl_loss_types,
+        loss_weights=trl_loss_weights,
     )
     settings.update(trainer_strategy_args(cfg))  # distributed: fsdp -> the Trainer's FSDP settings
     return DPOConfig(**settings)
@@ -352,9 +355,18 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         load_s = time.time() - t0
         args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu)
         packing = decide_packing(cfg, model, args)
+        mdpo_terms = split_loss_types(cfg.loss_type, cfg.loss_weights)[2]
+        if mdpo_terms and not packing["on"]:
+            raise ConfigError("loss_type",
+                              f"only the packed step implements {', '.join(mdpo_terms)}, and {packing['note']}",
+                              "remove " + " and ".join(mdpo_terms) + " from loss_type, or change what turns packing "
+                              "off")
         if is_main:
             monitor.message(packing["note"])
             folder.update(packing=packing)
+            if "mdpo_conditional" in mdpo_terms:
+                monitor.message(f"mdpo_conditional: each pair with images also trains as an image-contrast pair (its "
+                                f"rejected_images, else a crop keeping 1-20% of each image, seeded by seed={cfg.seed})")
         history = folder.start_training(cfg)  # a resume changes the folder's files from here on
         for note in folder.take_notes():
             monitor.message(note)
@@ -373,12 +385,14 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
                 model=model,
                 args=args,
                 data_collator=LazyImageCollator(processor, cfg.max_pixels, family, video=VideoSettings.from_config(cfg),
-                                                packed=packing["on"]),
+                                                packed=packing["on"],
+                                                contrast_seed=cfg.seed if "mdpo_conditional" in mdpo_terms else None),
                 train_dataset=records_dataset(data.train),
                 eval_dataset=records_dataset(data.validation) if data.validation is not None else None,
                 processing_class=processor,
                 peft_config=peft_config,
                 callbacks=callbacks,
+                extra_losses=mdpo_terms,
             )
         _remove_default_printers(trainer)
         if is_main:

@@ -57,6 +57,11 @@ class NbDPOTrainer(DPOTrainer):
 
     _staging_root: Optional[str] = None
 
+    def __init__(self, *args, extra_losses: Optional[dict] = None, **kwargs):
+        # {mDPO term: weight}: terms only the packed step implements, so TRL's DPOConfig never lists them
+        self.extra_losses = dict(extra_losses or {})
+        super().__init__(*args, **kwargs)
+
     # --- atomic checkpoints ---------------------------------------------------------------
     def _get_output_dir(self, trial) -> str:
         # While a checkpoint is being written, the parent class writes into the staging folder.

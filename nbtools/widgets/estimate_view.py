@@ -36,10 +36,12 @@ class DataFacts:
     mean_images_per_pair: float
     largest_image: Optional[tuple[int, int]]  # (width, height) with the most pixels
     counted: str  # how tokens were counted
+    max_video_tokens_per_pair: int = 0  # what the pairs' videos cost at the config's fps/max_frames/video_max_pixels
+    mean_video_tokens_per_pair: float = 0.0
 
 
 @lru_cache(maxsize=8)
-def _data_facts(train_file: str, mtime: float, model: str) -> DataFacts:
+def _data_facts(train_file: str, mtime: float, model: str, video=None) -> DataFacts:
     from nbtools.data import TokenCounter, load_records
     from nbtools.data.media import inspect_all
 
@@ -47,21 +49,24 @@ def _data_facts(train_file: str, mtime: float, model: str) -> DataFacts:
     if not records:
         raise ValueError(f"{train_file} holds no readable pairs")
     try:
-        counter = TokenCounter.for_model(model)
+        counter = TokenCounter.for_model(model, video=video)
         counted = f"counted with the tokenizer of {model}"
     except Exception:  # a hub model not cached offline: count with the estimate, which says so
-        counter = TokenCounter()
+        counter = TokenCounter(video=video)
         counted = (f"estimated at ~4 characters per token: the tokenizer of {model} is not available offline"
                    if model else "estimated at ~4 characters per token")
-    media = inspect_all([p for r in records for p in r.images])
+    video_paths = [p for r in records for p in r.videos]
+    media = inspect_all([p for r in records for p in r.images], videos=video_paths)
     sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
-    tokens = counter.count(records, sizes)
-    prompt_text = [t.prompt - t.image_tokens for t in tokens]
+    tokens = counter.count(records, sizes, {p: media[p] for p in video_paths})
+    prompt_text = [t.prompt - t.image_tokens - t.video_tokens for t in tokens]
+    video_tokens = [t.video_tokens for t in tokens]
     answers = [max(t.chosen, t.rejected) for t in tokens]
     images = [len(r.images) for r in records]
     largest = max(sizes.values(), key=lambda s: s[0] * s[1]) if sizes else None
     return DataFacts(len(records), max(prompt_text), max(answers), sum(prompt_text) / len(tokens),
-                     sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counted)
+                     sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counted,
+                     max(video_tokens), sum(video_tokens) / len(tokens))
 
 
 def data_facts(config: RunConfig) -> Optional[DataFacts]:
@@ -69,7 +74,9 @@ def data_facts(config: RunConfig) -> Optional[DataFacts]:
     path = config.train_file
     if not path or not os.path.isfile(path):
         return None
-    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model)
+    from nbtools.video import VideoSettings
+
+    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model, VideoSettings.from_config(config))
 
 
 def training_pairs(config: RunConfig, pairs: int) -> int:
@@ -101,7 +108,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         answer_tokens=facts.max_answer_tokens if facts else None,
         image_size=facts.largest_image if facts else None,
         packing=config.packing, precompute_reference=config.precompute_ref_log_probs,
-        strategy=config.distributed,
+        strategy=config.distributed, video_tokens_per_pair=facts.max_video_tokens_per_pair if facts else 0,
     )
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
                    for label, gib in memory.rows())
@@ -114,7 +121,11 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
     layout = "one packed row per pair: prompt, chosen, rejected" if config.packing else "chosen + rejected rows"
     parts.append(f"<p>{memory.sequences_per_step} sequences per step ({layout}) x "
                  f"{memory.tokens_per_sequence} tokens, {memory.image_tokens_per_image} tokens per image at "
-                 f"max_pixels={config.max_pixels:,}; activations are approximate.</p>")
+                 f"max_pixels={config.max_pixels:,}"
+                 + (f", up to {memory.video_tokens_per_pair:,} video tokens per pair at fps={config.fps:g}, "
+                    f"max_frames={config.max_frames}, video_max_pixels={config.video_max_pixels:,}"
+                    if memory.video_tokens_per_pair else "")
+                 + "; activations are approximate.</p>")
     if memory.advice:
         items = "".join(f"<li>{html.escape(a)}</li>" for a in memory.advice)
         parts.append(f"<p>To fit:</p><ul>{items}</ul>")
@@ -124,7 +135,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
             config.model, n_pairs=pairs, mean_prompt_text_tokens=facts.mean_prompt_text_tokens,
             mean_answer_tokens=facts.mean_answer_tokens, max_pixels=config.max_pixels,
             max_context_length=config.max_context_length, images_per_pair=facts.mean_images_per_pair,
-            image_size=facts.largest_image,
+            image_size=facts.largest_image, video_tokens_per_pair=facts.mean_video_tokens_per_pair,
         )
         steps = optimizer_steps(config, pairs)
         per_step = config.batch_size * config.gradient_accumulation_steps

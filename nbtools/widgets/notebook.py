@@ -203,12 +203,11 @@ def _human(size: int) -> str:
 
 
 def side_by_side_view(rows, decoding=None, title: str = "base vs tuned") -> HTMLView:
-    """The model lab's answers (nbtools.evaluate.side_by_side rows) with the images inlined."""
+    """The model lab's answers (nbtools.evaluate.side_by_side rows) with the images and video frames inlined."""
     from nbtools.evaluate import Decoding
     from nbtools.evaluate.lab import side_by_side_html
 
-    inline = [[png_data_uri(image) for image in row["images"]] for row in rows]
-    return HTMLView(side_by_side_html(rows, decoding or Decoding(), inline, title))
+    return HTMLView(side_by_side_html(rows, decoding or Decoding(), lambda i: png_data_uri, title))
 
 
 def png_data_uri(image, max_side: int = 256) -> str:
