@@ -151,6 +151,44 @@ def run(experiment: str, data_seed: int, lora_seed: int, steps: int, checkpoints
     return row
 
 
+def run_trainer(experiment: str, data_seed: int, seed: int, steps: int) -> dict:
+    """The same experiment through nbtools.train (packing on) and nbtools.evaluate, as the tests run it."""
+    import shutil
+
+    from nbtools.config import RunConfig
+    from nbtools.demo import DEMO_TRAINING
+    from nbtools.evaluate import evaluate_run, load_run_model
+    from nbtools.samples import encode_lossless_video, plain_clip, write_stripes_contrast_task, write_stripes_video_task
+    from nbtools.train import train
+
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        if experiment == "contrast":
+            files = write_stripes_contrast_task(tmp / "data", seed=data_seed)
+        else:
+            files = write_stripes_video_task(tmp / "data", seed=data_seed)
+        if experiment == "control":
+            (tmp / "data" / "clips" / "plain.avi").write_bytes(encode_lossless_video(plain_clip()))
+            for path in (files.train, files.validation):
+                rows = [json.loads(line) for line in path.read_text().splitlines()]
+                path.write_text("".join(json.dumps({**r, "videos": ["clips/plain.avi"]}) + "\n" for r in rows))
+        settings = dict(DEMO_TRAINING)
+        settings.update(model="tiny-qwen3-vl", train_file=str(files.train), validation_file=str(files.validation),
+                        output_dir=str(tmp / "run"), loss_type=["sigmoid"], loss_weights=None, packing=True,
+                        max_pixels=64 * 64, video_max_pixels=64 * 64, fps=2.0, max_frames=16, max_steps=steps,
+                        eval_steps=steps, save_steps=steps, logging_steps=10, save_total_limit=1, seed=seed,
+                        gradient_checkpointing=False, num_workers=0, max_context_length=256)
+        started = time.time()
+        result = train(RunConfig(**settings), live=False)
+        payload = evaluate_run(result.run_dir, run=load_run_model(result.run_dir, device="cpu"), batch_size=16,
+                               n_resamples=200, progress=False, write=False).payload
+        return {"via": "trainer", "experiment": experiment, "data_seed": data_seed, "seed": seed, "steps": steps,
+                "base": payload["base"]["preference_accuracy"], "tuned": payload["tuned"]["preference_accuracy"],
+                "seconds": round(time.time() - started, 1)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", nargs="+", default=["video", "control", "contrast"])
@@ -160,13 +198,18 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", type=int, default=[20, 40, 60])
     parser.add_argument("--size", type=int, default=64, help="clip frame / picture side in pixels")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
+    parser.add_argument("--trainer", action="store_true", help="run through nbtools.train instead of the hand loop "
+                        "(--lora-seeds are then the run config's seed)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
     for experiment in args.experiments:
         for seed in args.seeds:
           for lora_seed in args.lora_seeds or [seed]:
-            row = run(experiment, seed, lora_seed, args.steps, args.checkpoints, args.size, args.frames)
+            if args.trainer:
+                row = run_trainer(experiment, seed, lora_seed, args.steps)
+            else:
+                row = run(experiment, seed, lora_seed, args.steps, args.checkpoints, args.size, args.frames)
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.out:

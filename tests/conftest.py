@@ -145,3 +145,71 @@ def write_small_shapes(folder, n_train=12, n_val=4):
 def small_shapes(tmp_path):
     """12 training / 4 validation pairs of the shapes task (the images stay where they are)."""
     return write_small_shapes(tmp_path / "data")
+
+
+# --- media learning fixtures (issue 12, samples helper) ---------------------------------------
+# The stripes sample tasks trained by the real trainer (packing on) on the random tiny-qwen3-vl,
+# whose vision tower can read stripe orientation: one run per task, evaluated once, shared.
+
+STRIPES_VIDEO_DIR = TRAIN_REPO / "data_samples" / "stripes_video"
+STRIPES_CONTRAST_DIR = TRAIN_REPO / "data_samples" / "stripes_contrast"
+
+
+def stripes_run_config(output_dir, data_dir, **changes):
+    """The demo's DPO recipe (LoRA r=8, lr 5e-3, batch 4, 40 steps, warmup 0.1) without its SFT term, on the
+    random tiny-qwen3-vl; benchmarks/stripes_spread.py measured the tasks with this recipe by hand."""
+    settings = dict(model="tiny-qwen3-vl", train_file=str(data_dir / "train.jsonl"),
+                    validation_file=str(data_dir / "validation.jsonl"), task_display_name="stripes-test",
+                    custom_model_name="stripes-tiny", loss_type=["sigmoid"], loss_weights=None, packing=True,
+                    max_pixels=64 * 64, video_max_pixels=64 * 64, fps=2.0, max_frames=16,
+                    eval_steps=40, save_steps=40, logging_steps=10, save_total_limit=1)
+    settings.update(changes)
+    return shapes_run_config(output_dir, **settings)
+
+
+def train_and_evaluate(config):
+    """(RunResult, evaluation payload of base vs tuned on the run's validation pairs)."""
+    from nbtools.evaluate import evaluate_run, load_run_model
+    from nbtools.train import train
+
+    result = train(config, live=False)
+    run = load_run_model(result.run_dir, device="cpu")
+    evaluation = evaluate_run(result.run_dir, run=run, batch_size=16, n_resamples=200, progress=False, write=False)
+    return result, evaluation.payload
+
+
+def write_plain_clip_copy(folder):
+    """The stripes video task with every clip replaced by one plain grey clip of the same size and length."""
+    import json
+
+    from nbtools.samples import encode_lossless_video, plain_clip
+
+    (folder / "clips").mkdir(parents=True)
+    (folder / "clips" / "plain.avi").write_bytes(encode_lossless_video(plain_clip()))
+    for split in ("train", "validation"):
+        rows = [json.loads(line) for line in (STRIPES_VIDEO_DIR / f"{split}.jsonl").read_text().splitlines()]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({**r, "videos": ["clips/plain.avi"]}) + "\n"
+                                                       for r in rows))
+    return folder
+
+
+@_pytest.fixture(scope="session")
+def trained_stripes_video(tmp_path_factory):
+    """(RunResult, evaluation payload) of the stripes video task."""
+    return train_and_evaluate(stripes_run_config(tmp_path_factory.mktemp("stripes") / "video", STRIPES_VIDEO_DIR))
+
+
+@_pytest.fixture(scope="session")
+def trained_plain_clips(tmp_path_factory):
+    """The same run with every clip replaced by one plain clip: the control."""
+    data = write_plain_clip_copy(tmp_path_factory.mktemp("plain") / "data")
+    return train_and_evaluate(stripes_run_config(data.parent / "run", data))
+
+
+@_pytest.fixture(scope="session")
+def trained_stripes_contrast(tmp_path_factory):
+    """(RunResult, evaluation payload): trained only on image-contrast pairs, evaluated on ordinary pairs."""
+    # 60 steps: contrast pairs teach the ordinary preference more slowly than ordinary pairs (at 40 steps the
+    # trainer reached 0.84 on the committed data; at 60 every measured run reached >= 0.96)
+    return train_and_evaluate(stripes_run_config(tmp_path_factory.mktemp("stripes") / "contrast",
+                                                 STRIPES_CONTRAST_DIR, max_steps=60, eval_steps=60, save_steps=60))
