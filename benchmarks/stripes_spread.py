@@ -2,7 +2,8 @@
 
 A hand-written DPO loop (not the trainer: this measures the *data*, independent of the code
 under test) on the random built-in ``tiny-qwen3-vl``: LoRA r=8 on the language model, AdamW
-lr 5e-3, batch 4, beta 0.1, sigmoid loss, fp32 on the CPU. Three experiments, each repeated
+lr 5e-3 with the trainer's schedule (10% warmup, linear decay), batch 4, beta 0.1, sigmoid loss,
+fp32 on the CPU, reference log-probs from the base (adapter B = 0). Three experiments, each repeated
 over data seeds (which pictures / clips are drawn) and LoRA seeds (the adapter's init and
 the batch order):
 
@@ -14,7 +15,13 @@ the batch order):
 Preference accuracy = share of held-out pairs with log p(chosen) > log p(rejected) (summed
 over answer tokens), like ``nbtools.evaluate``.
 
-    python benchmarks/stripes_spread.py --experiments video control contrast --seeds 0 1 2
+``--trainer`` runs the same experiments through ``nbtools.train`` (packing on, the tests' recipe)
+and ``nbtools.evaluate`` instead, with ``--lora-seeds`` as the run config's seed.
+
+    python benchmarks/stripes_spread.py --experiments video control --seeds 0 1 2 --lora-seeds 0 1 --steps 40
+    python benchmarks/stripes_spread.py --trainer --experiments contrast --lora-seeds 42 1 7 --steps 60
+
+Each run takes 5-20 s on 2 idle cores. Rows: ``benchmarks/results/stripes_spread.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ def _examples(jsonl: Path, plain: bool = False) -> list[dict]:
                 frames = [np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])]
             if plain:  # the control: one flat grey clip of the same shape for every row
                 frames = [plain_clip((frames[0].shape[2], frames[0].shape[1]), len(frames[0]))]
-            meta = [VideoMetadata(total_num_frames=len(frames[0]), fps=CLIP_FPS, frames_indices=list(range(len(frames[0]))))]
+            count = len(frames[0])
+            meta = [VideoMetadata(total_num_frames=count, fps=CLIP_FPS, frames_indices=list(range(count)))]
             media_c = media_r = {"videos": frames, "video_metadata": meta}
         if row.get("images"):
             media_c = {"images": [Image.open(jsonl.parent / p).convert("RGB") for p in row["images"]]}
@@ -193,27 +201,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", nargs="+", default=["video", "control", "contrast"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="data seeds (which clips are drawn)")
-    parser.add_argument("--lora-seeds", nargs="+", type=int, help="adapter init / batch order seeds (default: = data seed)")
+    parser.add_argument("--lora-seeds", nargs="+", type=int,
+                        help="adapter init / batch order seeds (default: the data seed)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--checkpoints", nargs="+", type=int, default=[20, 40, 60])
     parser.add_argument("--size", type=int, default=64, help="clip frame / picture side in pixels")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--trainer", action="store_true", help="run through nbtools.train instead of the hand loop "
                         "(--lora-seeds are then the run config's seed)")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="JSON list to append the rows to (created if missing)")
     args = parser.parse_args()
-    rows = []
+    rows = json.loads(args.out.read_text()) if args.out and args.out.exists() else []
     for experiment in args.experiments:
-        for seed in args.seeds:
-          for lora_seed in args.lora_seeds or [seed]:
+        for seed, lora_seed in ((s, ls) for s in args.seeds for ls in (args.lora_seeds or [s])):
             if args.trainer:
                 row = run_trainer(experiment, seed, lora_seed, args.steps)
             else:
                 row = run(experiment, seed, lora_seed, args.steps, args.checkpoints, args.size, args.frames)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+            if args.out:  # after every run: an interrupted sweep keeps what it measured
+                args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
