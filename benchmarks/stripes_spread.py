@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -113,20 +114,27 @@ def preference_accuracy(model, processor, examples) -> float:
     return float((chosen > rejected).float().mean())
 
 
-def run(experiment: str, data_seed: int, lora_seed: int, steps: int, checkpoints: list[int], size: int = 64,
-        frames: int = 8) -> dict:
+def _write_task(folder: Path, experiment: str, data_seed: int, size: Optional[int], frames: int):
+    """The task's files with the committed defaults (clips 64 px, pictures 128 px) unless ``size`` is given."""
+    from nbtools.samples import CLIP_SIZE, STRIPES_IMAGE_SIZE, write_stripes_contrast_task, write_stripes_video_task
+
+    if experiment == "contrast":
+        side = size or STRIPES_IMAGE_SIZE[0]
+        return write_stripes_contrast_task(folder, seed=data_seed, size=(side, side)), side
+    side = size or CLIP_SIZE[0]
+    return write_stripes_video_task(folder, seed=data_seed, size=(side, side), frames=frames), side
+
+
+def run(experiment: str, data_seed: int, lora_seed: int, steps: int, checkpoints: list[int],
+        size: Optional[int] = None, frames: int = 8) -> dict:
     import torch
     from peft import get_peft_model
 
     from nbtools.models import load_model_and_processor
     from nbtools.models.lora import lora_config
-    from nbtools.samples import write_stripes_contrast_task, write_stripes_video_task
 
     with tempfile.TemporaryDirectory() as tmp:
-        if experiment == "contrast":
-            files = write_stripes_contrast_task(Path(tmp), seed=data_seed, size=(size, size))
-        else:
-            files = write_stripes_video_task(Path(tmp), seed=data_seed, size=(size, size), frames=frames)
+        files, size = _write_task(Path(tmp), experiment, data_seed, size, frames)
         plain = experiment == "control"
         train, held_out = _examples(files.train, plain), _examples(files.validation, plain)
     model, processor = load_model_and_processor("tiny-qwen3-vl", dtype="float32", device="cpu")
@@ -159,31 +167,30 @@ def run(experiment: str, data_seed: int, lora_seed: int, steps: int, checkpoints
     return row
 
 
-def run_trainer(experiment: str, data_seed: int, seed: int, steps: int) -> dict:
+def run_trainer(experiment: str, data_seed: int, seed: int, steps: int, size: Optional[int] = None,
+                frames: int = 8) -> dict:
     """The same experiment through nbtools.train (packing on) and nbtools.evaluate, as the tests run it."""
     import shutil
 
     from nbtools.config import RunConfig
     from nbtools.demo import DEMO_TRAINING
     from nbtools.evaluate import evaluate_run, load_run_model
-    from nbtools.samples import encode_lossless_video, plain_clip, write_stripes_contrast_task, write_stripes_video_task
+    from nbtools.samples import encode_lossless_video, plain_clip
     from nbtools.train import train
 
     tmp = Path(tempfile.mkdtemp())
     try:
-        if experiment == "contrast":
-            files = write_stripes_contrast_task(tmp / "data", seed=data_seed)
-        else:
-            files = write_stripes_video_task(tmp / "data", seed=data_seed)
+        files, size = _write_task(tmp / "data", experiment, data_seed, size, frames)
         if experiment == "control":
-            (tmp / "data" / "clips" / "plain.avi").write_bytes(encode_lossless_video(plain_clip()))
+            plain = encode_lossless_video(plain_clip((size, size), frames))
+            (tmp / "data" / "clips" / "plain.avi").write_bytes(plain)
             for path in (files.train, files.validation):
                 rows = [json.loads(line) for line in path.read_text().splitlines()]
                 path.write_text("".join(json.dumps({**r, "videos": ["clips/plain.avi"]}) + "\n" for r in rows))
         settings = dict(DEMO_TRAINING)
         settings.update(model="tiny-qwen3-vl", train_file=str(files.train), validation_file=str(files.validation),
                         output_dir=str(tmp / "run"), loss_type=["sigmoid"], loss_weights=None, packing=True,
-                        max_pixels=64 * 64, video_max_pixels=64 * 64, fps=2.0, max_frames=16, max_steps=steps,
+                        max_pixels=size * size, video_max_pixels=size * size, fps=2.0, max_frames=16, max_steps=steps,
                         eval_steps=steps, save_steps=steps, logging_steps=10, save_total_limit=1, seed=seed,
                         gradient_checkpointing=False, num_workers=0, max_context_length=256)
         started = time.time()
@@ -191,6 +198,7 @@ def run_trainer(experiment: str, data_seed: int, seed: int, steps: int) -> dict:
         payload = evaluate_run(result.run_dir, run=load_run_model(result.run_dir, device="cpu"), batch_size=16,
                                n_resamples=200, progress=False, write=False).payload
         return {"via": "trainer", "experiment": experiment, "data_seed": data_seed, "seed": seed, "steps": steps,
+                "size": size, "frames": frames,
                 "base": payload["base"]["preference_accuracy"], "tuned": payload["tuned"]["preference_accuracy"],
                 "seconds": round(time.time() - started, 1)}
     finally:
@@ -205,7 +213,8 @@ def main() -> None:
                         help="adapter init / batch order seeds (default: the data seed)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--checkpoints", nargs="+", type=int, default=[20, 40, 60])
-    parser.add_argument("--size", type=int, default=64, help="clip frame / picture side in pixels")
+    parser.add_argument("--size", type=int, help="clip frame / picture side in pixels (default: as committed, "
+                        "64 for clips, 128 for pictures)")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip")
     parser.add_argument("--trainer", action="store_true", help="run through nbtools.train instead of the hand loop "
                         "(--lora-seeds are then the run config's seed)")
@@ -215,7 +224,7 @@ def main() -> None:
     for experiment in args.experiments:
         for seed, lora_seed in ((s, ls) for s in args.seeds for ls in (args.lora_seeds or [s])):
             if args.trainer:
-                row = run_trainer(experiment, seed, lora_seed, args.steps)
+                row = run_trainer(experiment, seed, lora_seed, args.steps, args.size, args.frames)
             else:
                 row = run(experiment, seed, lora_seed, args.steps, args.checkpoints, args.size, args.frames)
             print(json.dumps(row), flush=True)

@@ -2,8 +2,10 @@
 
 The stripes sample tasks (``data_samples/stripes_*``) ask which way stripes run; the answer is in
 the pixels only (pairs come in twins with the answers swapped, so text alone scores 50%).
-benchmarks/stripes_spread.py measured them by hand over data and LoRA seeds: every run reached
->= 0.94 held-out preference accuracy within 40 steps from exactly 0.5; the thresholds here keep a margin.
+benchmarks/stripes_spread.py measured them over data and adapter seeds, by a hand-written DPO loop and
+through the trainer, from exactly 0.5: the video task reached 0.97-1.00 in 40 steps (21 runs), the
+image-contrast task 0.97-1.00 on ordinary pairs (33 runs, 40-80 steps), the plain-clip control 0.50 in all
+21 runs. The thresholds (>= 0.9, <= 0.65) keep a margin of more than 0.05 beyond the worst run.
 """
 
 from __future__ import annotations
@@ -33,10 +35,15 @@ def test_video_task_rises_from_chance(trained_stripes_video):
 
 def test_plain_clips_stay_at_chance(trained_plain_clips, trained_stripes_video):
     """The control: the same run where every clip is one plain clip learns nothing that holds out."""
-    _, payload = trained_plain_clips
+    from safetensors.torch import load_file
+
+    result, payload = trained_plain_clips
     base, tuned = accuracies(payload)
     print(f"\nplain clips: base {base:.3f} -> tuned {tuned:.3f}")
     assert payload["n_pairs"] == trained_stripes_video[1]["n_pairs"]
+    # the run did train (LoRA's B matrices start at zero and moved), it just found nothing in the clips
+    weights = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert any("lora_B" in name and tensor.abs().max() > 0 for name, tensor in weights.items())
     assert tuned <= 0.65
 
 
