@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 SEED = 0
 N_TRAIN = 240
 N_VALIDATION = 60
-N_STRIPES_TRAIN, N_STRIPES_VALIDATION = 96, 32
+N_STRIPES_TRAIN, N_STRIPES_VALIDATION = 128, 32
 SUBSETS = ("shapes", "stripes_video", "stripes_contrast", "showcase")
 
 

@@ -914,7 +914,7 @@ def _pair_row(prompt: str, chosen: str, rejected: str, **media) -> dict:
     return {"messages": [_user(prompt), _assistant(chosen)], **media, "rejected_response": rejected}
 
 
-def write_stripes_video_task(out_dir: str | Path, n_train: int = 96, n_val: int = 32, seed: int = 0,
+def write_stripes_video_task(out_dir: str | Path, n_train: int = 128, n_val: int = 32, seed: int = 0,
                              size: tuple[int, int] = CLIP_SIZE, frames: int = CLIP_FRAMES) -> TaskFiles:
     """``train.jsonl``, ``validation.jsonl`` and ``clips/*.avi``: "which way do the stripes run?" on
     short clips of drifting stripes. The answer is in the frames and nowhere else."""
@@ -933,7 +933,7 @@ def write_stripes_video_task(out_dir: str | Path, n_train: int = 96, n_val: int 
     return TaskFiles(train=files["train"], validation=files["validation"], media_dir=clips)
 
 
-def write_stripes_contrast_task(out_dir: str | Path, n_train: int = 96, n_val: int = 32, seed: int = 0,
+def write_stripes_contrast_task(out_dir: str | Path, n_train: int = 128, n_val: int = 32, seed: int = 0,
                                 size: tuple[int, int] = STRIPES_IMAGE_SIZE) -> TaskFiles:
     """The image-contrast task: ``train.jsonl`` holds only pure image-contrast pairs (the rejected
     answer *equals* the chosen one; the rejected side sees the same stripes turned the other way

@@ -332,9 +332,9 @@ def test_contrast_validation_pairs_are_ordinary():
 
 
 def test_stripes_splits_share_no_pattern():
-    train = {q.pattern for q in stripe_questions(96, split="train")}
+    train = {q.pattern for q in stripe_questions(128, split="train")}
     validation = {q.pattern for q in stripe_questions(32, split="validation")}
-    assert len(train) == 48 and len(validation) == 16 and not train & validation
+    assert len(train) == 64 and len(validation) == 16 and not train & validation
 
 
 def test_stripe_questions_refuse_an_odd_size():
