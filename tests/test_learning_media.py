@@ -3,8 +3,8 @@
 The stripes sample tasks (``data_samples/stripes_*``) ask which way stripes run; the answer is in
 the pixels only (pairs come in twins with the answers swapped, so text alone scores 50%).
 benchmarks/stripes_spread.py measured them over data and adapter seeds, by a hand-written DPO loop and
-through the trainer, from exactly 0.5: the video task reached 0.97-1.00 in 40 steps (21 runs), the
-image-contrast task 0.97-1.00 on ordinary pairs (33 runs, 40-80 steps), the plain-clip control 0.50 in all
+through the trainer, from exactly 0.5: the video task reached 0.97-1.00 in 40 steps (26 runs), the
+image-contrast task 0.97-1.00 on ordinary pairs (24 runs, 40-60 steps), the plain-clip control 0.50 in all
 21 runs. The thresholds (>= 0.9, <= 0.65) keep a margin of more than 0.05 beyond the worst run.
 """
 
