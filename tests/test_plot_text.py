@@ -103,7 +103,7 @@ def test_side_by_side_page_escapes_prompts_and_answers():
     from nbtools.evaluate.lab import side_by_side_html
 
     row = {"prompt": HOSTILE, "base": HOSTILE, "tuned": HOSTILE, "chosen": HOSTILE, "rejected": HOSTILE}
-    _no_markup(side_by_side_html([row], Decoding(max_new_tokens=4), [[]], title=HOSTILE))
+    _no_markup(side_by_side_html([row], Decoding(max_new_tokens=4), lambda i: (lambda image: ""), title=HOSTILE))
 
 
 def test_run_list_and_sweep_tables_escape_names(tmp_path):
