@@ -212,3 +212,16 @@ def trained_stripes_contrast(tmp_path_factory):
     # 60 steps, as the issue measured by hand: every measured trainer run was at 1.0 from 40 steps on
     return train_and_evaluate(stripes_run_config(tmp_path_factory.mktemp("stripes") / "contrast",
                                                  STRIPES_CONTRAST_DIR, max_steps=60, eval_steps=60, save_steps=60))
+
+
+SHAPES_DIR = _Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
+
+
+def shapes_rows(n: int) -> list[dict]:
+    """The first ``n`` bundled shapes validation rows, image paths made absolute."""
+    import json
+
+    rows = [json.loads(line) for line in (SHAPES_DIR / "validation.jsonl").read_text().splitlines()[:n]]
+    for row in rows:
+        row["images"] = [str(SHAPES_DIR / image) for image in row["images"]]
+    return rows

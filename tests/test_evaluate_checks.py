@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import shapes_rows
 
 from nbtools.__main__ import main
 from nbtools.config import RunConfig
@@ -18,14 +19,8 @@ from nbtools.evaluate import EvaluationDataError, held_out_pairs
 
 pytestmark = pytest.mark.slow
 
-SHAPES = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
 
 
-def shapes_rows(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in (SHAPES / "validation.jsonl").read_text().splitlines()[:n]]
-    for row in rows:
-        row["images"] = [str(SHAPES / image) for image in row["images"]]
-    return rows
 
 
 def write_video(path: Path) -> Path:

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import shapes_rows
 from video_files import write_clip
 
 from nbtools.evaluate import Decoding, ModelLab, generate_pair, side_by_side
@@ -132,14 +133,8 @@ def test_exports_save_the_processor_with_the_runs_video_settings(video_run, clip
     assert answer == tuned
 
 
-SHAPES = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
 
 
-def shapes_rows(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in (SHAPES / "validation.jsonl").read_text().splitlines()[:n]]
-    for row in rows:
-        row["images"] = [str(SHAPES / image) for image in row["images"]]
-    return rows
 
 
 def test_the_rejected_answer_is_scored_on_the_rejected_images(eval_run_model):

@@ -26,6 +26,8 @@ import json
 import math
 from typing import Any
 
+from .digest import parts_digest
+
 # Example key marking an auxiliary image-contrast pair; its value names the corruption (and its seed).
 CONTRAST_KEY = "image_contrast"
 # Batch key (a layout key, never a model input): True for the rows that are auxiliary pairs.
@@ -36,11 +38,7 @@ CROP_VERSION = 1  # bump when the crop changes, so cached reference values of ol
 
 
 def _digest(*parts: bytes | str) -> bytes:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode() if isinstance(part, str) else part)
-        digest.update(b"\0")
-    return digest.digest()
+    return parts_digest(*parts).digest()
 
 
 def _image_digest(image) -> str:

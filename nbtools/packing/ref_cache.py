@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import math
@@ -29,6 +28,7 @@ import torch
 from nbtools.paths import cache_dir
 
 from .contrast import CONTRAST_KEY
+from .digest import parts_digest
 
 # Bump when the way log-probs are computed changes (layout, scoring), so old values miss.
 REFERENCE_FORMAT_VERSION = 1
@@ -36,11 +36,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def _sha(*parts: bytes | str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode() if isinstance(part, str) else part)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return parts_digest(*parts).hexdigest()
 
 
 def folder_digest(path: str | os.PathLike | None) -> str:
