@@ -31,12 +31,11 @@ from nbtools.packing.layout import (
     SEGMENT_REJECTED_PROMPT,
     PackedPieces,
     pack_pieces,
-    processor_video_inputs,
     render_pair,
 )
 from nbtools.packing.mask import packed_allowed, to_model_mask
 from nbtools.packing.positions import packed_position_ids
-from nbtools.video import Clip, VideoSettings
+from nbtools.video import Clip, VideoSettings, processor_video_kwargs
 
 from test_packing import BETA, TOLERANCE, _get, _image, _lora_grads, _lora_model, models  # noqa: F401 (fixture)
 
@@ -130,7 +129,7 @@ def per_sequence_logps(model, processor, example) -> tuple[torch.Tensor, torch.T
     sums = []
     for side_images, answer in sides:
         encoded = processor(text=[prompt], images=[side_images] if side_images else None, return_tensors="pt",
-                            add_special_tokens=False, **processor_video_inputs(example.get("videos") or []))
+                            add_special_tokens=False, **processor_video_kwargs(example.get("videos") or []))
         answer_ids = torch.tensor([tokenizer(answer, add_special_tokens=False)["input_ids"]])
         input_ids = torch.cat([encoded["input_ids"], answer_ids], dim=1)
         inputs = {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
@@ -536,13 +535,14 @@ def test_cache_key_covers_videos_frame_settings_and_rejected_images(models, tmp_
     assert len(set(keys.values())) == len(keys)
 
     # image-only pairs keep the key they had before videos and rejected images existed
-    from nbtools.packing.ref_cache import _image_bytes, _sha, _without_nones
+    from nbtools.packing.digest import image_bytes
+    from nbtools.packing.ref_cache import _sha, _without_nones
     import json
 
     plain = media_batches()["mixed"][1]
     text = json.dumps({k: _without_nones(plain.get(k)) for k in ("prompt", "chosen", "rejected")}, sort_keys=True,
                       default=str)
-    assert pair_key(plain, fingerprint) == _sha(fingerprint.digest(), _sha(text, *map(_image_bytes, plain["images"])))
+    assert pair_key(plain, fingerprint) == _sha(fingerprint.digest(), _sha(text, *map(image_bytes, plain["images"])))
 
     store = ReferenceLogpsStore(tmp_path)
     store.put(key, -1.0, -2.0)

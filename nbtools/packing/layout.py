@@ -27,7 +27,7 @@ Layout API (segment ids per token, in the batch's ``segment_ids``):
   shared part), ``chosen_prompt_lengths`` / ``rejected_prompt_lengths`` (0 for shared-prompt
   rows), ``chosen_lengths``, ``rejected_lengths``.
 - Videos: examples may carry ``"videos": [nbtools.video.Clip]``; the processor gets the frames
-  with their metadata (``processor_video_inputs``), each clip once per prompt part it appears in.
+  with their metadata (``nbtools.video.processor_video_kwargs``), each clip once per prompt part it appears in.
 
 Tokenisation goes through TRL's own chat-template helpers so the token ids are the ones TRL
 would train on; only the layout differs.
@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from nbtools.video import processor_video_kwargs
 
 # Segment ids stored per token in the packed batch ("segment_ids").
 SEGMENT_PAD = 0
@@ -243,25 +245,6 @@ def example_clips(example: dict[str, Any], index: int = 0) -> list:
     return clips
 
 
-def processor_video_inputs(clips: list) -> dict[str, Any]:
-    """Processor keyword arguments for already-sampled clips (empty without clips).
-
-    The frames are sampled and resized when the clip is loaded, so the processor must not sample
-    again (``do_sample_frames=False``); the metadata carries the source fps and frame indices, from
-    which Qwen3-VL writes each frame group's timestamp into the prompt.
-    """
-    if not clips:
-        return {}
-    from nbtools import video
-
-    helper = getattr(video, "processor_video_kwargs", None)  # the video module's convention, when it has one
-    if helper is not None:
-        return helper(clips)
-    # a copy per use: the processor fills in defaults on the metadata it is given
-    return {"videos": [clip.frames for clip in clips],
-            "video_metadata": [copy.deepcopy(clip.metadata) for clip in clips], "do_sample_frames": False}
-
-
 def render_pair(example: dict[str, Any], processor) -> tuple[str, str, str, list]:
     """Chat-templated (prompt, chosen, rejected) strings and the pair's images, exactly as TRL renders them.
 
@@ -322,8 +305,10 @@ class PackedPreferenceCollator:
         # one processor text per prompt: the shared (or chosen-side) prompt, then the rejected prompt if any
         texts, text_images, clips, text_of = [], [], [], []
         first_video = []  # per text: index of its first video in the processor call
+        clips_per_row = []
         for row, (example, (prompt, _, _, images)) in enumerate(zip(examples, rendered)):
             row_clips = example_clips(example, row)
+            clips_per_row.append(len(row_clips))
             rejected_images = rejected_images_of(example, row)
             sides = [images] if rejected_images is None else [images, rejected_images]
             for side_images in sides:
@@ -339,7 +324,7 @@ class PackedPreferenceCollator:
             padding_side="right",
             return_tensors="pt",
             add_special_tokens=False,
-            **processor_video_inputs(clips),
+            **processor_video_kwargs(clips),
             **self.extra_processor_kwargs,
         )
         require_video_outputs(processed, clips, self.processor)
@@ -367,7 +352,7 @@ class PackedPreferenceCollator:
                 rejected_prompt, rejected_mm = prompt_of(rejected_text)
                 piece.rejected_ids = list(rejected_ids[row])[: self._room(row, rejected_prompt)]
                 shared = shared_prefix_length(prompt_ids, rejected_prompt, prompt_mm, image_placeholders)
-                clips_here = len(example_clips(examples[row], row))
+                clips_here = clips_per_row[row]
                 if clips_here:
                     start = first_video[rejected_text]
                     merge = getattr(getattr(self.processor, "video_processor", None), "merge_size", 1)

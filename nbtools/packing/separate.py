@@ -18,7 +18,9 @@ from typing import Any
 
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from .layout import example_clips, processor_video_inputs, rejected_images_of, require_video_outputs
+from nbtools.video import processor_video_kwargs
+
+from .layout import example_clips, rejected_images_of, require_video_outputs
 
 
 class _PromptMediaProcessor:
@@ -42,7 +44,7 @@ class _PromptMediaProcessor:
         ]
         kwargs["images"] = images if any(images) else None
         clips = [clip for row in self._clips for clip in row] * 2  # chosen rows, then rejected rows
-        kwargs.update(processor_video_inputs(clips))
+        kwargs.update(processor_video_kwargs(clips))
         processed = self._processor(*args, **kwargs)
         require_video_outputs(processed, clips, self._processor)
         return processed
