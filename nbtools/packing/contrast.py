@@ -26,7 +26,7 @@ import json
 import math
 from typing import Any
 
-from .digest import parts_digest
+from .digest import image_bytes, is_pil_image, parts_digest
 
 # Example key marking an auxiliary image-contrast pair; its value names the corruption (and its seed).
 CONTRAST_KEY = "image_contrast"
@@ -42,8 +42,8 @@ def _digest(*parts: bytes | str) -> bytes:
 
 
 def _image_digest(image) -> str:
-    if hasattr(image, "tobytes") and hasattr(image, "mode"):
-        return hashlib.sha256(f"{image.mode}:{image.size}".encode() + image.tobytes()).hexdigest()
+    if is_pil_image(image):
+        return hashlib.sha256(image_bytes(image)).hexdigest()
     raise TypeError(f"image-contrast pairs need opened images (PIL), got {type(image).__name__}")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -28,7 +27,8 @@ import torch
 from nbtools.paths import cache_dir
 
 from .contrast import CONTRAST_KEY
-from .digest import parts_digest
+from .digest import image_bytes, parts_digest
+from .layout import example_images
 
 # Bump when the way log-probs are computed changes (layout, scoring), so old values miss.
 REFERENCE_FORMAT_VERSION = 1
@@ -116,24 +116,6 @@ def reference_fingerprint(
     )
 
 
-def _image_bytes(image: Any) -> bytes:
-    if image is None:
-        return b"none"
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, (str, os.PathLike)):
-        return Path(image).read_bytes()
-    if isinstance(image, dict):  # datasets.Image feature: {"bytes": ..., "path": ...}
-        if image.get("bytes") is not None:
-            return image["bytes"]
-        return Path(image["path"]).read_bytes()
-    if hasattr(image, "tobytes") and hasattr(image, "mode"):  # PIL image: decoded pixels
-        return f"{image.mode}:{image.size}".encode() + image.tobytes()
-    buffer = io.BytesIO()
-    torch.save(image, buffer)
-    return buffer.getvalue()
-
-
 def _without_nones(value: Any) -> Any:
     """Drop None-valued keys: ``datasets`` adds them when it unifies message structs, and they change nothing."""
     if isinstance(value, dict):
@@ -146,7 +128,7 @@ def _without_nones(value: Any) -> Any:
 def _clip_bytes(clip: Any) -> bytes:
     """A decoded clip: its frames (which the sampling and resizing produced), their metadata and the settings."""
     if isinstance(clip, (str, os.PathLike, bytes, bytearray, dict)):
-        return _image_bytes(clip)
+        return image_bytes(clip)
     frames = clip.frames
     metadata = clip.metadata
     described = {
@@ -165,10 +147,9 @@ def pair_digest(example: dict) -> str:
     """
     messages = {k: _without_nones(example.get(k)) for k in ("prompt", "chosen", "rejected")}
     text = json.dumps(messages, sort_keys=True, default=str)
-    images = example.get("images") or ([example["image"]] if example.get("image") is not None else [])
-    parts = [_image_bytes(image) for image in images]
+    parts = [image_bytes(image) for image in example_images(example)]
     if example.get("rejected_images"):
-        parts += [b"rejected_images"] + [_image_bytes(image) for image in example["rejected_images"]]
+        parts += [b"rejected_images"] + [image_bytes(image) for image in example["rejected_images"]]
     if example.get("videos"):
         parts += [b"videos"] + [_clip_bytes(clip) for clip in example["videos"]]
     if example.get(CONTRAST_KEY):  # an mDPO image-contrast pair: how its images were corrupted (crop seed)
