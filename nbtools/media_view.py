@@ -36,19 +36,11 @@ def jpeg_src(size: int = FRAME_PX) -> Src:
     return lambda image: image_data_uri(image, size, "JPEG", quality=80)
 
 
-def sampled_indices(clip) -> list[int]:
-    """Source indices of the clip's sampled frames, without the copy of the last frame that pads an odd
-    count to the temporal patch (it repeats the last index; people should not see that frame twice)."""
-    indices = list(getattr(clip.metadata, "frames_indices", None) or range(len(clip.frames)))[: len(clip.frames)]
-    while len(indices) > 1 and indices[-1] == indices[-2]:
-        indices.pop()
-    return indices
-
-
 def clip_timestamps(clip) -> list[Optional[float]]:
-    """Seconds into the video of each sampled frame (None where the video's fps is unknown)."""
+    """Seconds into the video of each sampled frame (None where the video's fps is unknown); the copy of
+    the last frame that pads an odd count is not a sampled frame (people should not see it twice)."""
     fps = getattr(clip.metadata, "fps", None)
-    return [float(i) / fps if fps else None for i in sampled_indices(clip)]
+    return [float(i) / fps if fps else None for i in clip.sampled_indices]
 
 
 def strip_frames(clip, count: int = STRIP_FRAMES) -> list[tuple[object, Optional[float]]]:
@@ -56,7 +48,7 @@ def strip_frames(clip, count: int = STRIP_FRAMES) -> list[tuple[object, Optional
     ``[(PIL image, seconds), ...]``."""
     from PIL import Image
 
-    total = len(sampled_indices(clip))
+    total = len(clip.sampled_indices)
     if total == 0:
         return []
     if total <= count:
@@ -84,7 +76,7 @@ def frame_strip_html(clip, src: Optional[Src] = None, count: int = STRIP_FRAMES,
     name = Path(str(clip.path)).name
     fps = getattr(clip.metadata, "fps", None)
     source = f" of a {fps:g} fps video" if fps else ""
-    sampled = len(sampled_indices(clip))
+    sampled = len(clip.sampled_indices)
     caption = (f"video {html.escape(name)}: {sampled} frame{'s' if sampled != 1 else ''} sampled{source}"
                + (f", {len(frames)} shown" if len(frames) < sampled else ""))
     return (f'<div class="nbt-frames" title="{html.escape(str(clip.path), quote=True)}" '
@@ -166,15 +158,24 @@ def images_html(images: Sequence, src: Src, px: int, titles: Sequence[str] = ())
     return "".join(out)
 
 
+CHOSEN_IMAGES_LABEL = "images (chosen answer)"
+REJECTED_IMAGES_LABEL = "rejected_images (rejected answer)"
+
+
+def image_sets_html(chosen: str, rejected: Optional[str], chosen_label: str = CHOSEN_IMAGES_LABEL,
+                    rejected_label: str = REJECTED_IMAGES_LABEL) -> str:
+    """A pair's rendered images; for an image-contrast pair (``rejected`` given) both sets, labelled."""
+    if rejected is None:
+        return chosen
+    return labelled(chosen_label, chosen) + labelled(rejected_label, rejected)
+
+
 def pair_media_html(images: Sequence, rejected_images: Optional[Sequence], clips: Sequence, src: Src,
                     image_px: int = 128, frame_px: int = FRAME_PX) -> str:
     """A pair's loaded media: its images (labelled as the chosen answer's when the rejected answer
     has its own), the rejected answer's images, and each video's frame strip."""
-    parts = []
-    if rejected_images:
-        parts.append(labelled("images (chosen answer)", images_html(images, src, image_px)))
-        parts.append(labelled("rejected_images (rejected answer)", images_html(rejected_images, src, image_px)))
-    elif images:
-        parts.append(images_html(images, src, image_px))
+    chosen = images_html(images, src, image_px)  # first: ``src`` may number the pictures in page order
+    rejected = images_html(rejected_images, src, image_px) if rejected_images else None
+    parts = [image_sets_html(chosen, rejected)]
     parts += [frame_strip_html(clip, src, frame_px=frame_px) for clip in clips]
     return "".join(parts)

@@ -75,13 +75,11 @@ def _images_html(paths, thumb_px: int) -> str:
 def record_media_html(record: PreferenceRecord, thumb_px: int = THUMB_PX, video=None, family: str = "qwen3_vl") -> str:
     """A row's images (labelled chosen/rejected when the rejected answer has its own images) and, per
     video, a strip of the frames the model sees, sampled with ``video`` (``nbtools.video.VideoSettings``)."""
-    from nbtools.media_view import labelled, video_html
+    from nbtools.media_view import image_sets_html, video_html
 
-    if record.rejected_images:
-        parts = [labelled("images (chosen answer)", _images_html(record.images, thumb_px)),
-                 labelled("rejected_images (rejected answer)", _images_html(record.rejected_images, thumb_px))]
-    else:
-        parts = [_images_html(record.images, thumb_px)]
+    chosen = _images_html(record.images, thumb_px)
+    rejected = _images_html(record.rejected_images, thumb_px) if record.rejected_images else None
+    parts = [image_sets_html(chosen, rejected)]
     parts += [video_html(path, video, family) for path in record.videos]
     return "".join(parts)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -106,7 +107,7 @@ def save_side_by_side(run_dir, rows: Sequence[dict], decoding: Decoding, title: 
     (lab / "images").mkdir(parents=True, exist_ok=True)
 
     def src_for_row(i: int):
-        count = iter(range(10**9))
+        count = itertools.count()
 
         def src(image) -> str:
             name = f"images/sample_{i:03d}_{next(count)}.png"
@@ -141,15 +142,14 @@ class LabSample:
     def media_html(self) -> str:
         """Each video (played by the browser where it can, else — and always below — its frames) and,
         for an image-contrast pair, both image sets labelled."""
-        from nbtools.media_view import frame_strip_html, images_html, jpeg_src, labelled, video_element_html
+        from nbtools.media_view import frame_strip_html, image_sets_html, images_html, jpeg_src, video_element_html
 
         parts = [video_element_html(clip.path) + frame_strip_html(clip) for clip in self.videos]
-        if self.rejected_images:
+        if self.rejected_images:  # the lab's own image box shows the images otherwise
             src = jpeg_src(128)
-            parts.append(labelled("images (chosen answer; base and tuned answer about these)",
-                                  images_html(self.images, src, 96)))
-            parts.append(labelled("rejected_images (the rejected answer was about these)",
-                                  images_html(self.rejected_images, src, 96)))
+            parts.append(image_sets_html(images_html(self.images, src, 96), images_html(self.rejected_images, src, 96),
+                                         "images (chosen answer; base and tuned answer about these)",
+                                         "rejected_images (the rejected answer was about these)"))
         return "".join(parts)
 
 
