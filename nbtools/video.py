@@ -202,13 +202,21 @@ def video_processor_settings(family: str, settings: VideoSettings, patch_size: O
 def video_geometry(family: Optional[str] = None, settings: Optional[VideoSettings] = None) -> VideoGeometry:
     """The geometry a family's processor has once :func:`video_processor_settings` is applied."""
     key = _family_key(family)
-    if key not in _DEFAULTS:
-        raise ValueError(f"{family!r} has no video processor; video families: {', '.join(VIDEO_FAMILIES)}")
+    applied = video_processor_settings(key, settings or VideoSettings())  # refuses a family without videos
     patch, merge, temporal, _, _ = _DEFAULTS[key]
-    applied = video_processor_settings(key, settings or VideoSettings())
     return VideoGeometry(key, patch, merge, temporal, applied["size"]["shortest_edge"],
                          applied["size"]["longest_edge"], key == "qwen3_vl", applied["cap_pixels_per_frame"],
                          applied.get("max_video_tokens", 0), key == "qwen3_vl")
+
+
+def video_processor_family(video_processor, family: Optional[str] = None) -> str:
+    """Which video-size rules a loaded video processor follows: "qwen3_vl" (a budget over frames x
+    height x width) or a Qwen2 family (per frame). The class decides; ``family`` tells Qwen2.5-VL
+    from Qwen2-VL (they share a class) and names the rules of a class we do not know."""
+    name = type(video_processor).__name__
+    if name.startswith("Qwen3VL") or _family_key(family) == "qwen3_vl" and not name.startswith("Qwen2"):
+        return "qwen3_vl"
+    return _family_key(family) if _family_key(family) in ("qwen2_vl", "qwen2_5_vl") else "qwen2_vl"
 
 
 def processor_video_geometry(processor, family: Optional[str] = None) -> Optional[VideoGeometry]:
@@ -216,15 +224,13 @@ def processor_video_geometry(processor, family: Optional[str] = None) -> Optiona
     vp = getattr(processor, "video_processor", None)
     if vp is None:
         return None
-    name = type(vp).__name__
-    qwen3 = name.startswith("Qwen3VL") or _family_key(family) == "qwen3_vl" and not name.startswith("Qwen2")
+    key = video_processor_family(vp, family)
+    qwen3 = key == "qwen3_vl"
     size = getattr(vp, "size", None)
     cap = getattr(vp, "cap_pixels_per_frame", False)
 
     def get(key):
         return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
-    key = "qwen3_vl" if qwen3 else (_family_key(family) if _family_key(family) in ("qwen2_vl", "qwen2_5_vl")
-                                    else "qwen2_vl")
     return VideoGeometry(key, int(vp.patch_size), int(vp.merge_size), int(vp.temporal_patch_size),
                          int(get("shortest_edge")), int(get("longest_edge")), qwen3,
                          bool(cap), int(getattr(vp, "max_video_tokens", 0) or 0) if cap else 0, qwen3)

@@ -145,17 +145,14 @@ def apply_video_settings(processor: Any, video: Any, family: str | None = None) 
     resizes videos as training did. Returns False (and changes nothing) for a processor
     without a video processor (LLaVA).
     """
-    from nbtools.video import video_processor_settings
+    from nbtools.video import video_processor_family, video_processor_settings
 
     if video is None:
         return False
     sub = getattr(processor, "video_processor", None)
     if sub is None or not hasattr(sub, "temporal_patch_size"):
         return False
-    name = type(sub).__name__
-    family = "qwen3_vl" if name.startswith("Qwen3VL") else (
-        family if family in ("qwen2_vl", "qwen2_5_vl") else "qwen2_vl")
-    settings = video_processor_settings(family, video, patch_size=sub.patch_size, merge_size=sub.merge_size,
+    settings = video_processor_settings(video_processor_family(sub, family), video, patch_size=sub.patch_size, merge_size=sub.merge_size,
                                         temporal_patch_size=sub.temporal_patch_size)
     for key, value in settings.pop("size").items():
         _set(sub.size, key, value)
