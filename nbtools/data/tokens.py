@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.images import ImageGeometry, geometry, image_tokens
@@ -251,13 +251,16 @@ def max_pixels_to_fit(sizes: list[tuple[int, int]], budget: int, geo: ImageGeome
     def cost(max_pixels: int) -> int:
         return sum(image_tokens(h, w, geo, max_pixels, min_pixels=min(geo.min_pixels, max_pixels)) + IMAGE_WRAPPER
                    for w, h in sizes)
-    low, high = 1, max(2, max(w * h for w, h in sizes) // unit + 1)
-    if cost(low * unit) > budget:
+    tokens = largest_within(1, max(2, max(w * h for w, h in sizes) // unit + 1), lambda n: cost(n * unit), budget)
+    return None if tokens is None else tokens * unit
+
+
+def largest_within(low: int, high: int, cost: Callable[[int], int], budget: int) -> Optional[int]:
+    """The largest ``n`` in ``[low, high]`` with ``cost(n) <= budget`` (None when even ``low`` costs more);
+    ``cost`` must not decrease as ``n`` grows (a binary search)."""
+    if cost(low) > budget:
         return None
-    while low < high:  # cost is monotone in max_pixels
+    while low < high:
         mid = (low + high + 1) // 2
-        if cost(mid * unit) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    return low * unit
+        low, high = (mid, high) if cost(mid) <= budget else (low, mid - 1)
+    return low

@@ -16,7 +16,7 @@ from nbtools.data.dataset_rules import check_dataset
 from nbtools.data.load import LoadResult, UnreadableFile, load_records, no_gc_pauses
 from nbtools.data.media import MediaInfo, inspect_all, is_inside, size_findings
 from nbtools.data.records import PreferenceRecord
-from nbtools.data.tokens import PairTokens, TokenCounter, max_pixels_to_fit
+from nbtools.data.tokens import PairTokens, TokenCounter, largest_within, max_pixels_to_fit
 from nbtools.images import MAX_ASPECT_RATIO, ImageGeometry, geometry, is_remote
 from nbtools.problems import SEVERITY_ORDER, Problem, Repeat, has_errors, printable, summarise_repeats
 from nbtools.video import VideoSettings
@@ -322,12 +322,7 @@ def _video_fit(record: PreferenceRecord, media: dict[str, MediaInfo], counter: T
         return sum(counter.video_tokens(i, settings, what_if) for i in infos)
 
     def largest(low: int, high: int, make) -> Optional[int]:  # cost is monotone in each knob
-        if cost(make(low)) > budget:
-            return None
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (mid, high) if cost(make(mid)) <= budget else (low, mid - 1)
-        return low
+        return largest_within(low, high, lambda n: cost(make(n)), budget)
 
     settings = counter.video
     current = max(1, (settings.video_max_pixels or unit) // unit)
