@@ -69,6 +69,26 @@ def _qwen3_vl(*, hidden: int, intermediate: int, layers: int, heads: int, tied: 
     }
 
 
+def _qwen2_text(model_type: str, max_positions: int, *, hidden: int, intermediate: int, layers: int, heads: int,
+                kv_heads: int, vocab: int, tied: bool) -> dict:
+    """The text_config of Qwen2-VL and Qwen2.5-VL: a Qwen2 decoder with 3-section multimodal rope
+    (the two differ only in its model type and context length)."""
+    return {
+        "model_type": model_type,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": max_positions,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": tied,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+    }
+
+
 def _qwen2_vl(*, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
               tied: bool) -> dict:
     """A Qwen2-VL config.json: Qwen2 text model + the 675M-parameter ViT (32 layers, width 1280)."""
@@ -76,20 +96,8 @@ def _qwen2_vl(*, hidden: int, intermediate: int, layers: int, heads: int, kv_hea
         "model_type": "qwen2_vl",
         "tie_word_embeddings": tied,
         **_QWEN_VL_TOKENS,
-        "text_config": {
-            "model_type": "qwen2_vl_text",
-            "vocab_size": vocab,
-            "hidden_size": hidden,
-            "intermediate_size": intermediate,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kv_heads,
-            "hidden_act": "silu",
-            "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": tied,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-        },
+        "text_config": _qwen2_text("qwen2_vl_text", 32768, hidden=hidden, intermediate=intermediate, layers=layers,
+                                   heads=heads, kv_heads=kv_heads, vocab=vocab, tied=tied),
         "vision_config": {
             "model_type": "qwen2_vl",
             "depth": 32,
@@ -112,20 +120,8 @@ def _qwen2_5_vl(*, hidden: int, intermediate: int, layers: int, heads: int, kv_h
         "model_type": "qwen2_5_vl",
         "tie_word_embeddings": tied,
         **_QWEN_VL_TOKENS,
-        "text_config": {
-            "model_type": "qwen2_5_vl_text",
-            "vocab_size": vocab,
-            "hidden_size": hidden,
-            "intermediate_size": intermediate,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kv_heads,
-            "hidden_act": "silu",
-            "max_position_embeddings": 128000,
-            "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": tied,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-        },
+        "text_config": _qwen2_text("qwen2_5_vl_text", 128000, hidden=hidden, intermediate=intermediate,
+                                   layers=layers, heads=heads, kv_heads=kv_heads, vocab=vocab, tied=tied),
         "vision_config": {
             "model_type": "qwen2_5_vl",
             "depth": 32,
