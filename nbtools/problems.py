@@ -22,16 +22,25 @@ class Problem:
     severity: Severity
     message: str  # what is wrong, in the user's terms
     fix: str  # what to do about it
+    # rows of Parquet/Arrow data: the 0-based row within ``file`` (a shard), as ``datasets`` numbers them;
+    # ``line`` then is the row's 1-based position in the whole dataset (a key, not shown)
+    row: Optional[int] = None
 
     def format(self) -> str:
-        """``FILE:LINE: SEVERITY: FIELD: MESSAGE (fix: FIX)`` — one line, grep-friendly."""
-        where = f"{self.file}:{self.line}" if self.line is not None else f"{self.file}:-"
+        """``FILE:LINE: SEVERITY: FIELD: MESSAGE (fix: FIX)`` — one line, grep-friendly
+        (``FILE: row N: ...`` for a row of Parquet/Arrow data)."""
+        if self.row is not None:
+            where = f"{self.file}: row {self.row}"
+        else:
+            where = f"{self.file}:{self.line}" if self.line is not None else f"{self.file}:-"
         text = f"{where}: {self.severity}: {self.field}: {self.message}"
         return printable(f"{text} (fix: {self.fix})" if self.fix else text)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("file")
+        if self.row is None:
+            data.pop("row")
         return data
 
 

@@ -20,7 +20,9 @@ class PreferenceRecord:
     prompt: list[dict]  # messages before the final answer: {"role", "content": str}; tags kept in text
     chosen: str  # the last assistant message
     rejected: str  # ``rejected_response``
-    images: list[str] = field(default_factory=list)  # resolved paths or URLs, in tag order
+    # resolved paths or URLs, or nbtools.media_ref.EmbeddedMedia (bytes from Parquet/Arrow data), in tag order
+    images: list[str] = field(default_factory=list)
     videos: list[str] = field(default_factory=list)
     rejected_images: Optional[list[str]] = None  # images the rejected answer is about, if different
     source_format: str = "messages"  # "messages" (ours) or "trl" (prompt/chosen/rejected)
+    row: Optional[int] = None  # Parquet/Arrow data: 0-based row within ``file`` (a shard); ``line`` = row + 1 overall

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.images import is_remote
+from nbtools.media_ref import is_embedded
 from nbtools.problems import Problem
 
 ROLES = ("system", "user", "assistant")
@@ -339,7 +340,9 @@ def check_tags(pair: CanonicalPair, obj: dict, problem: MakeProblem) -> list[Pro
 # --------------------------------------------------------------------------- object -> record
 
 def resolve_media_path(path: str, base_dir: str) -> str:
-    """Absolute, ``~``-relative or data-file-relative path; URLs are kept as they are."""
+    """Absolute, ``~``-relative or data-file-relative path; URLs and embedded media are kept as they are."""
+    if is_embedded(path):
+        return path
     if path.startswith("file://"):
         path = path[len("file://"):]
     if is_remote(path):
