@@ -16,6 +16,7 @@ from typing import Optional, Union
 from PIL import Image
 
 from nbtools.errors import UserError
+from nbtools.media_ref import is_embedded, media_source
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def resize_to_max_pixels(
 
 def is_remote(path: str) -> bool:
     """True for URLs that go through fsspec (``http(s)://``, ``s3://``, ``oss://``...)."""
-    return "://" in path and not path.startswith("file://")
+    return "://" in path and not path.startswith("file://") and not is_embedded(path)
 
 
 class RemoteBackendMissing(UserError, ImportError):
@@ -189,7 +190,7 @@ def open_image(path_or_url: Union[str, os.PathLike], mode: str = "RGB") -> Image
             img = Image.open(io.BytesIO(handle.read()))
             img.load()
         return img.convert(mode) if mode and img.mode != mode else img
-    with Image.open(os.path.expanduser(path)) as src:
+    with Image.open(media_source(path)) as src:
         src.load()
         return src.convert(mode) if mode and src.mode != mode else src.copy()
 
@@ -210,7 +211,7 @@ def open_resized(path_or_url: Union[str, os.PathLike], max_pixels: Optional[int]
         with remote_filesystem(path).open(path, "rb") as handle:
             source = io.BytesIO(handle.read())
     else:
-        source = os.path.expanduser(path)
+        source = media_source(path)  # a local file, or the bytes of a picture embedded in the data
     with Image.open(source) as src:
         target = None
         if max_pixels and src.width * src.height > max_pixels:

@@ -387,9 +387,12 @@ def load_clip(path: str, settings: VideoSettings, family: str = "qwen3_vl",
     path = os.fspath(path)
     geo = geometry or video_geometry(family, settings)
     from nbtools.images import is_remote
+    from nbtools.media_ref import is_embedded
 
     if is_remote(path):
         return _load_remote(path, settings, geo)
+    if is_embedded(path):
+        return _load_embedded(path, settings, geo)
     local = os.path.expanduser(path)
     if not os.path.isfile(local):
         raise VideoError(f"{path}: video file not found (fix: check the path; relative paths are relative to the "
@@ -438,6 +441,22 @@ def _finish(path: str, frames, metadata, taken: list[int], settings: VideoSettin
         indices += [indices[-1]] * pad
     metadata.frames_indices = indices
     return Clip(path, np.ascontiguousarray(frames), metadata, settings)
+
+
+def _load_embedded(path, settings: VideoSettings, geo: VideoGeometry) -> Clip:
+    """A video stored in the data's bytes: PyAV's reader takes a file, so it is written to a temporary one."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nbtools-video-") as folder:
+        local = os.path.join(folder, "clip")
+        with open(local, "wb") as handle:
+            handle.write(path.data)
+        try:
+            clip = load_clip(local, settings, geo.family, geo)
+        except VideoError as exc:
+            raise VideoError(str(exc).replace(local, str(path))) from None
+    clip.path = path
+    return clip
 
 
 def _load_remote(path: str, settings: VideoSettings, geo: VideoGeometry) -> Clip:

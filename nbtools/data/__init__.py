@@ -12,11 +12,12 @@ from nbtools.data.preview import Preview, preview, preview_html
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.data.stats import dataset_stats, plot_stats
 from nbtools.data.tokens import PairTokens, TokenCounter
-from nbtools.data.validate import ValidationReport, validate_dataset, validate_records
+from nbtools.data.table import RecordTable
+from nbtools.data.validate import ValidationReport, validate_dataset
 
 __all__ = [
     "IMAGE_TAG", "VIDEO_TAG", "LoadResult", "PairTokens", "PreferenceRecord", "Preview", "TokenCounter",
     "UnreadableFile", "ValidationReport", "dataset_stats", "load_records",
-    "plot_stats", "preview", "preview_html", "to_training_example", "to_training_examples", "validate_dataset",
-    "validate_records",
+    "plot_stats", "preview", "preview_html", "RecordTable", "to_training_example", "to_training_examples",
+    "validate_dataset",
 ]

@@ -1,16 +1,21 @@
 """Rules that look at the whole dataset rather than one line.
 
 Duplicates, train/validation leakage, dataset size and a verbosity bias: each finding
-points at a line where one exists (``line=None`` for dataset-wide findings).
+points at a line where one exists (``line=None`` for dataset-wide findings). They read only what
+validation keeps per pair (a 16-byte key, a line number, a length ratio), never every record.
 """
 
 from __future__ import annotations
 
-import statistics
-from typing import Optional
+import hashlib
+import os
+from typing import Callable, Iterator
+
+import numpy as np
 
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.rules import normalise_ws
+from nbtools.media_ref import is_embedded
 from nbtools.problems import Problem
 
 MIN_ROWS, MAX_ROWS = 100, 100_000
@@ -19,56 +24,94 @@ VERBOSITY_SHARE = 0.8  # chosen longer in at least this share of pairs...
 VERBOSITY_RATIO = 1.3  # ...and the median chosen/rejected length ratio at least this
 
 
+def _media_identity(refs) -> tuple:
+    """Pictures by path, or by content when embedded in the data (their labels name rows, not pictures)."""
+    return tuple(hashlib.blake2b(m.data, digest_size=16).hexdigest() if is_embedded(m) else str(m) for m in refs)
+
+
 def pair_key(record: PreferenceRecord) -> tuple:
-    """Identity of a pair: prompt text, images (by path), chosen and rejected, whitespace-normalised."""
+    """Identity of a pair: prompt text, images, videos, chosen and rejected, whitespace-normalised."""
     prompt = tuple((m["role"], normalise_ws(m["content"])) for m in record.prompt)
-    return prompt, tuple(record.images), tuple(record.videos), normalise_ws(record.chosen), normalise_ws(record.rejected)
+    return (prompt, _media_identity(record.images), _media_identity(record.videos), normalise_ws(record.chosen),
+            normalise_ws(record.rejected))
 
 
-def check_duplicates(records: list[PreferenceRecord]) -> list[Problem]:
-    """A pair seen before in the same file: it weighs double in training."""
-    # Only a 64-bit hash per pair is kept (a full key per record would dominate memory on a big
-    # file); a hash match is confirmed against the first record's full key before it counts.
-    first_seen: dict[int, int] = {}  # hash of the pair key -> index of its first record
-    confirmed: dict[int, tuple] = {}  # index of a first record that has copies -> its full key
-    colliding: dict[tuple, int] = {}  # full key -> first index, for pairs whose hash another pair took
-    messages: dict[int, str] = {}  # one message string per original line, however many copies it has
+def pair_key_hash(record: PreferenceRecord) -> bytes:
+    """16 bytes standing for :func:`pair_key`, the same in every process (Python's ``hash`` is not);
+    matches are confirmed on the full key, so even a collision cannot report a false duplicate."""
+    prompt, images, videos, chosen, rejected = pair_key(record)
+    # unit and record separators cannot be confused with text once every part is length-prefixed
+    parts = [f"{len(role)}:{role}{len(text)}:{text}" for role, text in prompt]
+    parts += [f"{len(m)}:{m}" for m in images] + ["\x1d"] + [f"{len(m)}:{m}" for m in videos]
+    parts += [f"{len(chosen)}:{chosen}", f"{len(rejected)}:{rejected}"]
+    text = f"{len(prompt)}:{len(images)}:{len(videos)}\x1e" + "\x1f".join(parts)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def keys_array(records: list[PreferenceRecord]) -> np.ndarray:
+    """(n, 2) uint64: the records' :func:`pair_key_hash` values."""
+    raw = b"".join(pair_key_hash(r) for r in records)
+    return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).copy() if raw else np.zeros((0, 2), np.uint64)
+
+
+def same_key_runs(keys: np.ndarray, lines: np.ndarray) -> Iterator[np.ndarray]:
+    """Indices of the pairs that share a 128-bit key, in line order, one array per key seen twice or more."""
+    if len(keys) < 2:
+        return
+    order = np.lexsort((lines, keys[:, 1], keys[:, 0]))
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts, ends):
+        if end - start > 1:
+            yield order[start:end]
+
+
+def _place(record: PreferenceRecord) -> str:
+    return f"row {record.row} of {os.path.basename(record.file)}" if record.row is not None else f"line {record.line}"
+
+
+def check_duplicates(keys: np.ndarray, lines: np.ndarray, records_at: Callable[[list[int]], dict]) -> list[Problem]:
+    """A pair seen before in the same data: it weighs double in training.
+
+    Pairs are matched by their 128-bit keys (16 bytes each, whatever the dataset's size); every
+    match is confirmed on the full pairs (``records_at``: line -> record, for the few lines that matched)."""
     problems = []
-    previous = (None, None)  # identical lines share contents (see ``load``): their key is computed once
-    for index, record in enumerate(records):
-        identity = (id(record.prompt), id(record.chosen), id(record.rejected), id(record.images), id(record.videos))
-        key = previous[1] if identity == previous[0] else pair_key(record)
-        previous = (identity, key)
-        first = first_seen.setdefault(hash(key), index)
-        if first == index:
-            continue
-        if first not in confirmed:
-            confirmed[first] = pair_key(records[first])
-        if confirmed[first] != key:  # two different pairs with one hash: track these by their full key
-            first = colliding.setdefault(key, index)
-            if first == index:
-                continue
-        line = records[first].line
-        if line not in messages:
-            messages[line] = f"duplicate pair: same prompt, images and answers as line {line}"
-        problems.append(Problem(record.file, record.line, "messages", "warning", messages[line],
-                                "remove the duplicate, or keep it on purpose to weight this pair double"))
+    for run in same_key_runs(keys, lines):
+        records = records_at([int(lines[i]) for i in run])
+        firsts: dict[tuple, PreferenceRecord] = {}
+        for i in run:
+            record = records[int(lines[i])]
+            first = firsts.setdefault(pair_key(record), record)
+            if first is not record:
+                problems.append(Problem(record.file, record.line, "messages", "warning",
+                                        f"duplicate pair: same prompt, images and answers as {_place(first)}",
+                                        "remove the duplicate, or keep it on purpose to weight this pair double",
+                                        record.row))
     return problems
 
 
-def check_leakage(records: list[PreferenceRecord], validation: list[PreferenceRecord]) -> list[Problem]:
-    """A training pair that is also in the validation file inflates the validation metrics."""
-    in_validation: dict[tuple, PreferenceRecord] = {}
-    for record in validation:
-        in_validation.setdefault(pair_key(record), record)
+def check_leakage(keys: np.ndarray, lines: np.ndarray, validation: dict[bytes, PreferenceRecord],
+                  records_at: Callable[[list[int]], dict]) -> list[Problem]:
+    """A training pair that is also in the validation data inflates the validation metrics
+    (``validation``: key -> its first validation record)."""
+    if not validation or not len(keys):
+        return []
+    wanted = np.frombuffer(b"".join(validation), dtype=np.uint64).reshape(-1, 2)
+    as_void = np.dtype((np.void, 16))
+    hits = np.flatnonzero(np.isin(np.ascontiguousarray(keys).view(as_void).ravel(),
+                                  np.ascontiguousarray(wanted).view(as_void).ravel()))
+    records = records_at([int(lines[i]) for i in hits])
     problems = []
-    for record in records:
-        other = in_validation.get(pair_key(record))
-        if other is not None:
-            problems.append(Problem(record.file, record.line, "messages", "warning",
-                                    f"leakage: the same pair is in the validation file {other.file} "
-                                    f"at line {other.line}",
-                                    "remove it from one of the two files so validation measures unseen pairs"))
+    for i in hits:
+        record = records[int(lines[i])]
+        other = validation[keys[i].tobytes()]
+        if pair_key(other) != pair_key(record):
+            continue
+        where = f"row {other.row}" if other.row is not None else f"line {other.line}"
+        problems.append(Problem(record.file, record.line, "messages", "warning",
+                                f"leakage: the same pair is in the validation file {other.file} at {where}",
+                                "remove it from one of the two files so validation measures unseen pairs", record.row))
     return problems
 
 
@@ -85,26 +128,13 @@ def check_size(file: str, valid_rows: int) -> list[Problem]:
     return []
 
 
-def check_verbosity(file: str, records: list[PreferenceRecord]) -> list[Problem]:
+def check_verbosity(file: str, pairs: int, share_longer: float, median: float) -> list[Problem]:
     """Chosen answers systematically longer than rejected ones teach length, not quality."""
-    if len(records) < VERBOSITY_MIN_PAIRS:
+    if pairs < VERBOSITY_MIN_PAIRS:
         return []
-    ratios = [len(r.chosen) / max(1, len(r.rejected)) for r in records]
-    share_longer = sum(len(r.chosen) > len(r.rejected) for r in records) / len(records)
-    median = statistics.median(ratios)
     if share_longer >= VERBOSITY_SHARE and median >= VERBOSITY_RATIO:
         return [Problem(file, None, "dataset", "warning",
                         f"chosen is longer than rejected in {share_longer:.0%} of pairs (median length ratio "
                         f"{median:.2f}); DPO then learns to be verbose",
                         "balance lengths (shorter chosen or longer rejected answers), or watch output length")]
     return []
-
-
-def check_dataset(file: str, records: list[PreferenceRecord], valid_rows: int,
-                  validation: Optional[list[PreferenceRecord]] = None) -> list[Problem]:
-    problems = check_duplicates(records)
-    if validation is not None:
-        problems += check_leakage(records, validation)
-    problems += check_size(file, valid_rows)
-    problems += check_verbosity(file, records)
-    return problems

@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.rules import parse_pair
@@ -37,8 +37,9 @@ COMPRESSED = {  # magic bytes of files that are not text at all -> (kind, comman
     b"BZh": ("bzip2", "bzcat FILE > OUT"),
     b"\xfd7zXZ\x00": ("xz", "xzcat FILE > OUT"),
     b"\x28\xb5\x2f\xfd": ("zstd", "zstdcat FILE > OUT"),
-    b"PAR1": ("Parquet", "pandas.read_parquet(path).to_json(out, orient='records', lines=True)"),
 }
+PARQUET_MAGIC = b"PAR1"  # read as a dataset (nbtools.data.sources), whatever the file is called
+BLOCK_BYTES = 4 * 2**20  # validation parses JSONL in blocks of about this many bytes
 
 
 class UnreadableFile(UserError, OSError):
@@ -73,38 +74,46 @@ def no_gc_pauses():
 
 
 def load_records(path: Union[str, os.PathLike], progress: bool = False) -> LoadResult:
-    """Load ``path`` (.jsonl, or .json holding a list). Raises :class:`UnreadableFile` only
+    """Load ``path`` (.jsonl, or .json holding a list) into memory. Raises :class:`UnreadableFile` only
     when the file itself cannot be opened; everything wrong inside it becomes a problem.
-    ``progress`` reports reading progress on stderr for files over ``PROGRESS_MIN_BYTES``."""
+    ``progress`` reports reading progress on stderr for files over ``PROGRESS_MIN_BYTES``.
+    (Validation streams the file in blocks instead; this is for small files and quick scripts.)"""
     file = os.fspath(path)
+    handle, size, early = open_jsonl(file)
+    if early is not None:
+        return early
+    base_dir = os.path.dirname(os.path.abspath(file))
+    reporter = _Progress(file, size) if progress and size >= PROGRESS_MIN_BYTES else None
+    with handle, no_gc_pauses():
+        reader = _JsonlReader(file, base_dir)
+        handle.seek(3 if handle.read(3) == b"\xef\xbb\xbf" else 0)
+        return reader.read(handle, reporter)
+
+
+def _open(file: str):
     try:
         if not os.path.exists(file):
             raise UnreadableFile(f"{file}: no such file")
         if os.path.isdir(file):
-            raise UnreadableFile(f"{file}: is a folder, not a data file")
-        handle = open(file, "rb")
+            raise UnreadableFile(f"{file}: is a folder, not a data file (a folder of Parquet shards or a "
+                                 "save_to_disk folder is read as a dataset; this one holds neither)")
+        return open(file, "rb")
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
         if isinstance(exc, UnreadableFile):
             raise
         raise UnreadableFile(f"{file}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    base_dir = os.path.dirname(os.path.abspath(file))
-    with handle:
-        head = handle.read(8)
-        size = os.fstat(handle.fileno()).st_size
-        for magic, (kind, fix) in COMPRESSED.items():
-            if head.startswith(magic):
-                out = os.path.splitext(file)[0] + "-decompressed.jsonl"  # never the file itself
-                command = fix.replace("FILE", shlex.quote(file)).replace("OUT", shlex.quote(out))
-                return LoadResult(file, 0, problems=[Problem(
-                    file, None, "file", "error", f"this is a {kind} file, not JSONL text",
-                    f"{'convert' if kind == 'Parquet' else 'decompress'} it first: `{command}`")])
-        bom = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 byte-order mark, as some editors write
-        handle.seek(bom)
-        if file.lower().endswith(".json") and head[bom:].lstrip()[:1] == b"[":
-            return _load_json_list(file, handle.read(), base_dir)
-        reporter = _Progress(file, size) if progress and size >= PROGRESS_MIN_BYTES else None
-        with no_gc_pauses():
-            return _JsonlReader(file, base_dir).read(handle, reporter)
+
+
+def _not_text(file: str, head: bytes) -> Optional[LoadResult]:
+    """A file that is compressed (not text at all): one problem saying how to decompress it."""
+    for magic, (kind, fix) in COMPRESSED.items():
+        if head.startswith(magic):
+            out = os.path.splitext(file)[0] + "-decompressed.jsonl"  # never the file itself
+            command = fix.replace("FILE", shlex.quote(file)).replace("OUT", shlex.quote(out))
+            return LoadResult(file, 0, problems=[Problem(
+                file, None, "file", "error", f"this is a {kind} file, not JSONL text",
+                f"decompress it first: `{command}`")])
+    return None
 
 
 # --------------------------------------------------------------------------- strict JSON
@@ -413,12 +422,64 @@ def _load_json_list(file: str, data: bytes, base_dir: str) -> LoadResult:
     return result
 
 
-def iter_json_objects(path: Union[str, os.PathLike]) -> Iterator[dict]:
-    """Raw objects of a JSONL file, skipping lines that do not parse (for quick scripts)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for text in handle:
-            if text.strip():
-                try:
-                    yield strict_loads(text)
-                except ValueError:
-                    continue
+def read_block(file: str, base_dir: str, first_line: int, block: bytes) -> LoadResult:
+    """Parse one block of whole JSONL lines (from :func:`iter_blocks`), numbering them from ``first_line``."""
+    reader = _JsonlReader(file, base_dir)
+    lines = block.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    with no_gc_pauses():
+        for offset, raw in enumerate(lines):
+            reader.feed(first_line + offset, raw)
+        reader._end_group()
+    return reader.result
+
+
+def _starts_pair(raw: bytes) -> bool:
+    """A line that opens and closes an object at column 0: a whole JSONL row, never the inside of a
+    pretty-printed object (whose inner lines are indented, or never both open and close a brace)."""
+    return raw[:1] == b"{" and raw.rstrip(b"\r\n").endswith(b"}") and len(raw) > 2
+
+
+def iter_blocks(handle, block_bytes: int = BLOCK_BYTES, reporter: Optional["_Progress"] = None):
+    """(first line number, bytes) blocks of whole lines of a JSONL file, each about ``block_bytes``.
+
+    A block only ends before a line that is a whole object, so a pretty-printed object (which the
+    reader recognises across lines) is never split between two blocks."""
+    first, pending, size, line_no = 1, [], 0, 0
+    for line_no, raw in enumerate(handle, start=1):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
+        if size >= block_bytes and _starts_pair(raw):
+            yield first, b"".join(pending)
+            if reporter is not None:
+                reporter.update(handle.tell(), line_no - 1)
+            first, pending, size = line_no, [], 0
+        pending.append(raw)
+        size += len(raw)
+    if pending:
+        yield first, b"".join(pending)
+    if reporter is not None:
+        reporter.done(line_no)
+
+
+def open_jsonl(path: Union[str, os.PathLike]):
+    """``(handle, size, early)``: the opened file, its size, and a :class:`LoadResult` when the file is
+    not JSONL text at all (compressed, or a .json list, which is read whole) — else None."""
+    file = os.fspath(path)
+    handle = _open(file)
+    base_dir = os.path.dirname(os.path.abspath(file))
+    head = handle.read(8)
+    size = os.fstat(handle.fileno()).st_size
+    early = _not_text(file, head)
+    if early is None:
+        bom = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+        handle.seek(bom)
+        if file.lower().endswith(".json") and head[bom:].lstrip()[:1] == b"[":
+            early = _load_json_list(file, handle.read(), base_dir)
+        else:
+            handle.seek(0)
+    if early is not None:
+        handle.close()
+        return None, size, early
+    return handle, size, None

@@ -8,6 +8,7 @@ truncated download; ``deep`` decodes every pixel.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from nbtools.images import (
     remote_filesystem,
     resized_size,
 )
+from nbtools.media_ref import is_embedded
 
 TAIL_BYTES = 4096
 REMOTE_TIMEOUT_S = 10.0  # opening one remote file; a server that never answers must not hang validation
@@ -84,6 +86,11 @@ def _remote(path: str, kind: str, inspect: Callable[[], MediaInfo]) -> MediaInfo
 
 def inspect_image(path: str, deep: bool = False) -> MediaInfo:
     """Open one image cheaply (header + end-of-file marker) or fully (``deep``)."""
+    if is_embedded(path):
+        if not path.data:
+            return MediaInfo(path, error="the embedded picture is empty (0 bytes)",
+                             fix="re-export the dataset with the picture's bytes")
+        return _inspect_stream(path, io.BytesIO(path.data), len(path.data), deep)
     try:
         if is_remote(path):
             return _remote(path, "image", lambda: _inspect_remote_image(path, deep))
@@ -110,8 +117,6 @@ def _inspect_remote_image(path: str, deep: bool) -> MediaInfo:
         data = handle.read()
     if not data:
         return MediaInfo(path, error="the image file is empty (0 bytes)", fix="re-upload it")
-    import io
-
     return _inspect_stream(path, io.BytesIO(data), len(data), deep)
 
 
@@ -170,6 +175,10 @@ def inspect_video(path: str, deep: bool = False) -> MediaInfo:
     decodes every frame."""
     if is_remote(path):
         return _remote(path, "video", lambda: _inspect_remote_video(path, deep))
+    if is_embedded(path):
+        if not path.data:
+            return MediaInfo(path, error="the embedded video is empty (0 bytes)", fix="re-export it with its bytes")
+        return _inspect_video_source(path, path.data[:16], io.BytesIO(path.data), deep)
     try:
         if not os.path.exists(path):
             return MediaInfo(path, error="video file not found", fix="check the path")

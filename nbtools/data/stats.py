@@ -5,9 +5,12 @@ The dict is JSON-serialisable (it goes into ``--json`` output and into run.json)
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections import Counter
 from typing import Optional
+
+import numpy as np
 
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.tokens import PairTokens, TokenCounter
@@ -39,6 +42,7 @@ def dataset_stats(
     ``tokens``/``media`` come from validation; when missing, image sizes are read from the
     headers and tokens are estimated."""
     counter = counter or TokenCounter()
+    records = list(records)
     if media is None:
         from nbtools.data.media import inspect_all
 
@@ -46,52 +50,127 @@ def dataset_stats(
     if tokens is None:
         sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
         tokens = counter.count(records, sizes, {p: media[p] for r in records for p in r.videos if p in media})
-    images_per_row = Counter(len(r.images) for r in records)
-    resolutions = Counter()
-    pixels = []
-    for path in {p for r in records for p in r.images}:
-        info = media.get(path)
-        if info is not None and not info.error and info.width:
-            resolutions[f"{info.width}x{info.height}"] += 1
-            pixels.append(info.width * info.height)
-    video_infos = [media.get(p) for p in {p for r in records for p in r.videos}]
-    video_infos = [i for i in video_infos if i is not None and not i.error and i.frames]
-    ratios = [len(r.chosen) / max(1, len(r.rejected)) for r in records]
-    # DPO runs the policy on prompt+chosen and prompt+rejected (plus the reference model).
-    per_epoch = sum(t.prompt + t.rejected_prompt + t.chosen + t.rejected for t in tokens)
-    severities = Counter(p.severity for p in problems or [])
-    return {
-        "rows": rows if rows is not None else len(records),
-        "valid_rows": valid if valid is not None else len(records),
-        "pairs_loaded": len(records),
-        "images_per_row": {str(k): v for k, v in sorted(images_per_row.items())},
-        "videos": sum(len(r.videos) for r in records),
-        "rows_with_rejected_images": sum(1 for r in records if r.rejected_images),
-        "distinct_images": len(pixels),
-        "resolutions": dict(resolutions.most_common(10)),
-        "image_pixels": _distribution(pixels),
-        "image_tokens": _distribution([t.image_tokens for t in tokens]),
-        **({"video_seconds": _distribution([round(i.duration, 2) for i in video_infos]),
-            "video_fps": _distribution([round(i.fps, 3) for i in video_infos]),
-            "video_tokens": _distribution([t.video_tokens for t, r in zip(tokens, records) if r.videos]),
-            "video_settings": {"fps": counter.video.fps, "max_frames": counter.video.max_frames,
-                               "video_max_pixels": counter.video.video_max_pixels}}
-           if any(r.videos for r in records) else {}),
-        "tokens": {
-            "prompt": _distribution([t.prompt for t in tokens]),
-            "chosen": _distribution([t.chosen for t in tokens]),
-            "rejected": _distribution([t.rejected for t in tokens]),
-            "longest_pair": _distribution([t.longest for t in tokens]),
-        },
-        "chosen_rejected_length_ratio": _distribution([round(r, 3) for r in ratios]),
-        "chosen_longer_share": round(sum(r > 1 for r in ratios) / len(ratios), 3) if ratios else None,
-        "training_tokens_per_epoch": per_epoch,
-        "token_counting": counter.label,
-        "max_pixels": counter.max_pixels,
-        "image_geometry": {"family": counter.geo.family, "patch_size": counter.geo.patch_size,
-                           "merge_size": counter.geo.merge_size},
-        "problems": {k: severities.get(k, 0) for k in ("error", "warning", "info")},
-    }
+    stats = StatsAccumulator()
+    stats.add(records, tokens, media)
+    return stats.result(rows=rows, valid=valid, counter=counter, problems=problems)
+
+
+def _stable_key(ref: str) -> int:
+    """A 64-bit key for a picture that is the same in every process (Python's ``hash`` is not)."""
+    from nbtools.media_ref import is_embedded
+
+    data = ref.data if is_embedded(ref) else ref.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+class StatsAccumulator:
+    """The statistics of a dataset, gathered chunk by chunk (and merged across worker processes).
+
+    Per pair it keeps only small numbers in numpy arrays (tokens, length ratio); per distinct
+    picture its size, keyed by a 64-bit digest of its path (or bytes, when embedded)."""
+
+    _SERIES = ("image_tokens", "prompt", "chosen", "rejected", "longest", "ratio", "video_tokens")
+
+    def __init__(self):
+        self.pairs = 0
+        self.images_per_row: Counter = Counter()
+        self.videos = 0
+        self.rows_with_rejected_images = 0
+        self.per_epoch = 0
+        self.series: dict[str, list] = {name: [] for name in self._SERIES}
+        self.images: dict[int, tuple[int, int]] = {}  # distinct picture -> (width, height)
+        self.video_infos: dict[str, tuple[float, float]] = {}  # distinct video -> (seconds, fps)
+
+    def add(self, records: list[PreferenceRecord], tokens: list[PairTokens], media: dict) -> None:
+        self.pairs += len(records)
+        self.images_per_row.update(len(r.images) for r in records)
+        self.videos += sum(len(r.videos) for r in records)
+        self.rows_with_rejected_images += sum(1 for r in records if r.rejected_images)
+        self.per_epoch += sum(t.prompt + t.rejected_prompt + t.chosen + t.rejected for t in tokens)
+        columns = {"image_tokens": [t.image_tokens for t in tokens], "prompt": [t.prompt for t in tokens],
+                   "chosen": [t.chosen for t in tokens], "rejected": [t.rejected for t in tokens],
+                   "longest": [t.longest for t in tokens],
+                   "video_tokens": [t.video_tokens for t, r in zip(tokens, records) if r.videos]}
+        for name, values in columns.items():
+            self.series[name].append(np.asarray(values, dtype=np.int64))
+        self.series["ratio"].append(np.asarray([len(r.chosen) / max(1, len(r.rejected)) for r in records]))
+        for record in records:
+            for path in record.images:
+                info = media.get(path)
+                if info is not None and not info.error and info.width:
+                    self.images.setdefault(_stable_key(path), (info.width, info.height))
+            for path in record.videos:
+                info = media.get(path)
+                if info is not None and not info.error and info.frames:
+                    self.video_infos.setdefault(str(path), (round(info.duration, 2), round(info.fps, 3)))
+
+    def merge(self, other: "StatsAccumulator") -> None:
+        self.pairs += other.pairs
+        self.images_per_row.update(other.images_per_row)
+        self.videos += other.videos
+        self.rows_with_rejected_images += other.rows_with_rejected_images
+        self.per_epoch += other.per_epoch
+        for name in self._SERIES:
+            self.series[name] += other.series[name]
+        for key, size in other.images.items():
+            self.images.setdefault(key, size)
+        for key, info in other.video_infos.items():
+            self.video_infos.setdefault(key, info)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Join the per-chunk arrays now and then, so a million pairs are a few arrays, not thousands."""
+        for name, parts in self.series.items():
+            if len(parts) > 64:
+                self.series[name] = [np.concatenate(parts)]
+
+    def _values(self, name: str) -> list:
+        parts = self.series[name]
+        return np.concatenate(parts).tolist() if parts else []
+
+    def result(self, *, rows: Optional[int] = None, valid: Optional[int] = None,
+               counter: Optional[TokenCounter] = None, problems: Optional[list] = None) -> dict:
+        counter = counter or TokenCounter()
+        ratios = self._values("ratio")
+        resolutions = Counter(f"{w}x{h}" for w, h in self.images.values())
+        pixels = [w * h for w, h in self.images.values()]
+        severities = Counter(p.severity for p in problems or [])
+        return {
+            "rows": rows if rows is not None else self.pairs,
+            "valid_rows": valid if valid is not None else self.pairs,
+            "pairs_loaded": self.pairs,
+            "images_per_row": {str(k): v for k, v in sorted(self.images_per_row.items())},
+            "videos": self.videos,
+            "rows_with_rejected_images": self.rows_with_rejected_images,
+            "distinct_images": len(pixels),
+            "resolutions": dict(resolutions.most_common(10)),
+            "image_pixels": _distribution(pixels),
+            "image_tokens": _distribution(self._values("image_tokens")),
+            **({"video_seconds": _distribution([d for d, _ in self.video_infos.values()]),
+                "video_fps": _distribution([f for _, f in self.video_infos.values()]),
+                "video_tokens": _distribution(self._values("video_tokens")),
+                "video_settings": {"fps": counter.video.fps, "max_frames": counter.video.max_frames,
+                                   "video_max_pixels": counter.video.video_max_pixels}}
+               if self.videos else {}),
+            "tokens": {name: _distribution(self._values(key)) for name, key in
+                       (("prompt", "prompt"), ("chosen", "chosen"), ("rejected", "rejected"),
+                        ("longest_pair", "longest"))},
+            "chosen_rejected_length_ratio": _distribution([round(r, 3) for r in ratios]),
+            "chosen_longer_share": round(sum(r > 1 for r in ratios) / len(ratios), 3) if ratios else None,
+            "training_tokens_per_epoch": self.per_epoch,
+            "token_counting": counter.label,
+            "max_pixels": counter.max_pixels,
+            "image_geometry": {"family": counter.geo.family, "patch_size": counter.geo.patch_size,
+                               "merge_size": counter.geo.merge_size},
+            "problems": {k: severities.get(k, 0) for k in ("error", "warning", "info")},
+        }
+
+    def verbosity(self) -> tuple[int, float, float]:
+        """(pairs, share with chosen longer, median chosen/rejected length ratio) for the verbosity rule."""
+        ratios = np.concatenate(self.series["ratio"]) if self.series["ratio"] else np.zeros(0)
+        if not len(ratios):
+            return 0, 0.0, 0.0
+        return len(ratios), float((ratios > 1).mean()), float(np.median(ratios))
 
 
 def token_bins(values: list[int], most: int = 30) -> list[float]:

@@ -1,49 +1,59 @@
-"""Validate a preference dataset before training: every problem, with line, field and fix.
+"""Validate a preference dataset before training: every problem, with line (or row), field and fix.
 
-``validate_dataset`` runs the rule families in order — parse and schema (per line), media
-files (per distinct path, in parallel), sequence length (image tokens included) and
-dataset-wide rules — and returns a :class:`ValidationReport`. Nothing here raises for bad
-data; only an unreadable data file raises :class:`~nbtools.data.load.UnreadableFile`.
+``validate_dataset`` streams the data in chunks through the rule families — parse and schema
+(per row), media files (per distinct path, threaded), sequence length (image tokens included) —
+then runs the dataset-wide rules on what the chunks left (16-byte keys, statistics) and returns a
+:class:`ValidationReport` whose records live in a memory-mapped Arrow table. Nothing here raises for
+bad data; only data that cannot be opened at all raises :class:`~nbtools.data.load.UnreadableFile`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
-from nbtools.data.dataset_rules import check_dataset
-from nbtools.data.load import LoadResult, UnreadableFile, load_records, no_gc_pauses
-from nbtools.data.media import MediaInfo, inspect_all, is_inside, size_findings
+import numpy as np
+
+from nbtools.data.checking import CheckSettings, ChunkChecker, ChunkResult
+from nbtools.data.dataset_rules import (check_duplicates, check_leakage, check_size, check_verbosity,
+                                        pair_key_hash)
+from nbtools.data.load import UnreadableFile, no_gc_pauses
+from nbtools.data.media import MediaInfo
 from nbtools.data.records import PreferenceRecord
+from nbtools.data.source import DataSource, open_data
+from nbtools.data.stats import StatsAccumulator
+from nbtools.data.table import RecordTable, TableWriter, TokenView
 from nbtools.data.tokens import PairTokens, TokenCounter, largest_within, max_pixels_to_fit
-from nbtools.images import MAX_ASPECT_RATIO, ImageGeometry, geometry, is_remote
+from nbtools.images import MAX_ASPECT_RATIO
 from nbtools.problems import SEVERITY_ORDER, Problem, Repeat, has_errors, printable, summarise_repeats
 from nbtools.video import VideoSettings
 
-__all__ = ["ValidationReport", "validate_dataset", "validate_records", "UnreadableFile"]
+__all__ = ["ValidationReport", "validate_dataset", "UnreadableFile"]
+REPORT_MEDIA = 100_000  # media files whose inspection the report keeps (the rest only count in the statistics)
 
 
 @dataclass(repr=False)  # the default repr would dump every record into saved notebooks
 class ValidationReport:
     file: str
-    rows: int  # non-blank lines (or .json items)
+    rows: int  # non-blank lines (or .json items, or table rows)
     valid: int  # rows without any error
-    records: list[PreferenceRecord]  # every row that parsed into a pair (some may still have media/length errors)
+    records: RecordTable  # every row that parsed into a pair (some may still have media/length errors)
     problems: list[Problem]
     stats: dict = field(default_factory=dict)
-    tokens: dict[int, PairTokens] = field(default_factory=dict)  # line -> token counts
-    media: dict[str, MediaInfo] = field(default_factory=dict)  # path -> what inspecting it found
+    tokens: Mapping[int, PairTokens] = field(default_factory=dict)  # line -> token counts
+    media: dict[str, MediaInfo] = field(default_factory=dict)  # path -> what inspecting it found (files only)
+    schema: str = ""  # table data: which schema was recognised and how it maps to a pair
+    disk_note: str = ""  # table data: read in place, or what a copy cost
 
     @property
     def error_lines(self) -> set[int]:
         return {p.line for p in self.problems if p.severity == "error" and p.line is not None}
 
     @property
-    def valid_records(self) -> list[PreferenceRecord]:
+    def valid_records(self) -> RecordTable:
         """The rows training can use: parsed, and with no error on their line."""
-        bad = self.error_lines
-        return [r for r in self.records if r.line not in bad]
+        return self.records.without_errors()
 
     def has_errors(self, strict: bool = False) -> bool:
         return has_errors(self.problems, strict)
@@ -55,8 +65,9 @@ class ValidationReport:
         return f"<ValidationReport {self.summary()}>"
 
     def summary(self) -> str:
-        return printable(f"{self.file}: {self.rows} rows, {self.valid} valid; {self.count('error')} errors, "
-                f"{self.count('warning')} warnings, {self.count('info')} info")
+        unit = "rows (numbered from 0 in each shard, as datasets numbers them)" if self.schema else "rows"
+        return printable(f"{self.file}: {self.rows} {unit}, {self.valid} valid; {self.count('error')} errors, "
+                         f"{self.count('warning')} warnings, {self.count('info')} info")
 
     def summarised(self, all_problems: bool = False) -> tuple[list[Problem], list[Repeat]]:
         """The problems to list one by one, and the repeated findings summarised (first
@@ -74,7 +85,8 @@ class ValidationReport:
         return _printable_tree({
             "file": self.file, "rows": self.rows, "valid": self.valid,
             "problems": [{"line": p.line, "severity": p.severity, "field": p.field, "message": p.message,
-                          "fix": p.fix} for p in shown],
+                          "fix": p.fix, **({"file": p.file, "row": p.row} if p.row is not None else {})}
+                         for p in shown],
             "repeated": [r.to_dict() for r in repeats],
             "stats": self.stats})
 
@@ -99,73 +111,128 @@ def _printable_tree(value):
 
 
 def validate_dataset(
-    path: Union[str, os.PathLike],
+    path,
     *,
     max_pixels: Optional[int] = None,
     max_context_length: Optional[int] = None,
     model: Optional[str] = None,
     root: Optional[Union[str, os.PathLike]] = None,
     deep: bool = False,
-    validation_file: Optional[Union[str, os.PathLike]] = None,
+    validation_file=None,
     family: Optional[str] = None,
     progress: bool = False,
     video: Optional[VideoSettings] = None,
+    columns: Optional[dict[str, str]] = None,
+    workers: Optional[int] = None,
 ) -> ValidationReport:
-    """Load and check ``path``; see the module docstring. ``family`` picks the image geometry
-    (``qwen3_vl`` by default) when no ``model`` is given; ``video`` (fps, max_frames,
-    video_max_pixels; the run config's defaults when None) decides how many tokens a video costs."""
-    loaded = load_records(path, progress=progress)
-    counter = (TokenCounter.for_model(model, max_pixels, video=video) if model
-               else TokenCounter(geometry(family), max_pixels, video=video))
+    """Check ``path`` — a JSONL/.json file, a Parquet file, glob or folder of shards, a ``save_to_disk``
+    folder, a ``datasets.Dataset`` or a Hub dataset id (see ``nbtools.data.sources``) — and return the
+    report; see the module docstring. ``family`` picks the image geometry (``qwen3_vl`` by default) when
+    no ``model`` is given; ``video`` (fps, max_frames, video_max_pixels; the run config's defaults when
+    None) decides how many tokens a video costs; ``columns`` maps the pair's parts to the columns of a
+    table in another schema. The data is streamed in chunks: memory holds a 16-byte key per pair, not
+    the pairs (those go to a memory-mapped :class:`~nbtools.data.table.RecordTable`). ``workers``: processes
+    that parse big JSONL files (default: 2 on machines with 2 or more cores, for files over 16 MB)."""
+    settings = CheckSettings(max_pixels, max_context_length, model, family, os.fspath(root) if root else None, deep,
+                             video)
+    checker = ChunkChecker(settings)
+    source = open_data(path, columns)
     validation = None
-    if validation_file and os.path.realpath(validation_file) == os.path.realpath(path):
-        loaded.problems.append(Problem(loaded.file, None, "validation_file", "warning",
-                                       "the validation file is the training file itself; leakage was not checked",
-                                       "pass a separate held-out file"))
-    elif validation_file:
-        validation = load_records(validation_file, progress=progress).records
+    problems: list[Problem] = []
+    if validation_file is not None and _same_file(validation_file, path):
+        problems.append(Problem(source.file, None, "validation_file", "warning",
+                                "the validation file is the training file itself; leakage was not checked",
+                                "pass a separate held-out file"))
+    elif validation_file is not None:
+        validation = validation_keys(validation_file, columns, progress)
     with no_gc_pauses():
-        return validate_records(loaded, counter=counter, max_context_length=max_context_length,
-                                root=os.fspath(root) if root else None, deep=deep, validation=validation,
-                                progress=progress)
+        return _validate(source, checker, settings, problems, validation, progress, workers)
 
 
-def validate_records(
-    loaded: LoadResult,
-    *,
-    counter: TokenCounter,
-    max_context_length: Optional[int] = None,
-    root: Optional[str] = None,
-    deep: bool = False,
-    validation: Optional[list[PreferenceRecord]] = None,
-    progress: bool = False,
-) -> ValidationReport:
-    """The rule families after loading (lets callers validate records they loaded themselves)."""
-    records = loaded.records
-    problems = list(loaded.problems)
-    say = _phase_reporter(loaded.file, len(records), progress)
-    say("checking media files")
-    media_problems, media = check_media(records, counter.geo, counter.max_pixels, root, deep, progress)
-    problems += media_problems
-    problems += check_video_support(records, counter)
-    sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
-    videos = {p for r in records for p in r.videos}
-    say("counting tokens")
-    tokens = counter.count(records, sizes, {p: media[p] for p in videos if p in media})
-    problems += check_lengths(records, tokens, media, counter, max_context_length)
-    # a problem with the whole file (field "file") names a line of the file, not a row
-    error_lines = {p.line for p in problems if p.severity == "error" and p.line is not None and p.field != "file"}
-    valid = loaded.rows - len(error_lines)
-    say("checking duplicates and dataset-wide rules")
-    problems += check_dataset(loaded.file, records, valid, validation)
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+    except TypeError:  # a datasets.Dataset
+        return a is b
+
+
+def validation_keys(spec, columns: Optional[dict[str, str]] = None, progress: bool = False) -> dict:
+    """key -> first record of the validation data (held out pairs are few; their records are kept)."""
+    keys: dict[bytes, PreferenceRecord] = {}
+    for records, _problems, _rows in open_data(spec, columns).chunks(progress=progress):
+        for record in records:
+            keys.setdefault(pair_key_hash(record), record)
+    return keys
+
+
+def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettings, problems: list[Problem],
+              validation: Optional[dict], progress: bool, workers: Optional[int]) -> ValidationReport:
+    writer = TableWriter()
+    merged = _Merged()
+    try:
+        for result in source.results(checker, settings, progress, workers):
+            merged.add(result)
+            writer.write(result.batch)
+        table = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    problems += source.problems + merged.problems
+    valid = merged.rows - len(merged.error_lines)
+    keys, lines = merged.keys_and_lines()
+    records_at = _records_at(table)
+    problems += check_duplicates(keys, lines, records_at)
+    if validation is not None:
+        problems += check_leakage(keys, lines, validation, records_at)
+    problems += check_size(source.file, valid)
+    problems += check_verbosity(source.file, *merged.stats.verbosity())
     problems.sort(key=lambda p: (p.line is None, p.line or 0, SEVERITY_ORDER[p.severity]))
+    stats = merged.stats.result(rows=merged.rows, valid=valid, counter=checker.counter, problems=problems)
+    if source.schema:
+        stats["schema"] = source.schema
+    stats["table_bytes"] = table.path.stat().st_size
+    tokens = TokenView(table, estimated=checker.counter.estimated)
+    return ValidationReport(source.file, merged.rows, valid, table, problems, stats, tokens, merged.media,
+                            schema=source.schema, disk_note=source.disk_note)
 
-    from nbtools.data.stats import dataset_stats
 
-    stats = dataset_stats(records, rows=loaded.rows, valid=valid, tokens=tokens, media=media, counter=counter,
-                          problems=problems)
-    return ValidationReport(loaded.file, loaded.rows, valid, records, problems, stats,
-                            {r.line: t for r, t in zip(records, tokens)}, media)
+def _records_at(table: RecordTable):
+    """line -> record for a few lines (the ones a dataset rule matched), read from the table."""
+    def records_at(wanted: list[int]) -> dict:
+        lines = table.lines
+        positions = np.flatnonzero(np.isin(lines, np.asarray(wanted, dtype=np.int64)))
+        return {r.line: r for r in table.select(positions)}
+    return records_at
+
+
+class _Merged:
+    """What validation keeps of every chunk: problems, error lines, 16-byte keys, statistics, media."""
+
+    def __init__(self):
+        self.rows = 0
+        self.problems: list[Problem] = []
+        self.error_lines: set[int] = set()
+        self.keys: list[np.ndarray] = []
+        self.lines: list[np.ndarray] = []
+        self.stats = StatsAccumulator()
+        self.media: dict[str, MediaInfo] = {}
+
+    def add(self, result: ChunkResult) -> None:
+        self.rows += result.rows
+        self.problems += result.problems
+        self.error_lines |= result.error_lines
+        self.keys.append(result.keys)
+        self.lines.append(result.lines)
+        self.stats.merge(result.stats)
+        if len(self.media) < REPORT_MEDIA:
+            self.media.update(result.media)
+        if len(self.keys) > 64:
+            self.keys, self.lines = [np.concatenate(self.keys)], [np.concatenate(self.lines)]
+
+    def keys_and_lines(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.keys:
+            return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64)
+        return np.concatenate(self.keys), np.concatenate(self.lines)
 
 
 def _phase_reporter(file: str, rows: int, progress: bool):
@@ -181,51 +248,6 @@ def _phase_reporter(file: str, rows: int, progress: bool):
         text = f"validating {file}: {phase} ({rows:,} rows, {time.monotonic() - start:.0f} s)"
         print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr, flush=True)
     return say
-
-
-def check_media(records: list[PreferenceRecord], geo: ImageGeometry, max_pixels: Optional[int],
-                root: Optional[str], deep: bool, progress: bool = False) -> tuple[list[Problem], dict[str, MediaInfo]]:
-    """File problems (missing, folder, empty, not an image, corrupt, truncated), confinement to
-    ``root`` and size against the vision patch, for images, rejected_images and videos."""
-    problems: list[Problem] = []
-    escaping: set[str] = set()
-    image_paths, video_paths = [], []
-    for record in records:
-        for key, paths in _media_fields(record):
-            for path in paths:
-                if root and not is_inside(path, root):
-                    escaping.add(path)
-                elif key == "videos":
-                    video_paths.append(path)
-                else:
-                    image_paths.append(path)
-    media = inspect_all(image_paths, deep=deep, videos=video_paths, progress=progress)
-    size_cache: dict[str, list] = {}
-    for record in records:
-        for key, paths in _media_fields(record):
-            for i, path in enumerate(paths):
-                where = f"{key}[{i}]"
-                if path in escaping:
-                    what = "is a remote URL, outside" if is_remote(path) else "lies outside"
-                    problems.append(Problem(record.file, record.line, where, "error",
-                                            f"{path} {what} the allowed root {root}",
-                                            "copy the file under the root folder or point --root higher"))
-                    continue
-                info = media[path]
-                if info.error:
-                    problems.append(Problem(record.file, record.line, where, "error", f"{info.error}: {path}", info.fix))
-                    continue
-                if key == "videos":
-                    if path not in size_cache:
-                        size_cache[path] = video_size_findings(info)
-                    for severity, message, fix in size_cache[path]:
-                        problems.append(Problem(record.file, record.line, where, severity, message, fix))
-                    continue
-                if path not in size_cache:
-                    size_cache[path] = size_findings(info, geo, max_pixels)
-                for severity, message, fix in size_cache[path]:
-                    problems.append(Problem(record.file, record.line, where, severity, message, fix))
-    return problems, media
 
 
 def video_size_findings(info: MediaInfo) -> list[tuple[str, str, str]]:
@@ -244,15 +266,8 @@ def check_video_support(records: list[PreferenceRecord], counter: TokenCounter) 
     if not reason:
         return []
     return [Problem(r.file, r.line, "videos", "error", f"this row has {len(r.videos)} video(s), but {reason}",
-                    "use a model of one of those families, or remove the videos from these rows")
+                    "use a model of one of those families, or remove the videos from these rows", r.row)
             for r in records if r.videos]
-
-
-def _media_fields(record: PreferenceRecord):
-    yield "images", record.images
-    yield "videos", record.videos
-    if record.rejected_images:
-        yield "rejected_images", record.rejected_images
 
 
 def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], media: dict[str, MediaInfo],
@@ -300,7 +315,7 @@ def check_lengths(records: list[PreferenceRecord], tokens: list[PairTokens], med
             problems.append(Problem(
                 record.file, record.line, field_name, "error",
                 f"prompt + {part} is {total} tokens{note} ({media_note}), {over} over max_context_length="
-                f"{max_context_length}; truncating would cut image tokens and break training", fix))
+                f"{max_context_length}; truncating would cut image tokens and break training", fix, record.row))
     return problems
 
 

@@ -1,0 +1,168 @@
+"""Where validation reads pairs from: a JSONL/.json file, or a table (Parquet, Arrow, a Hub dataset).
+
+:func:`open_data` picks the reader; each source yields chunks of records (``chunks``) and checked
+chunks (``results``). A big JSONL file is cut into blocks of whole lines that worker processes parse
+and check in parallel while this process merges their results in order, so time drops with the
+cores and memory stays bounded (at most a few blocks in flight).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Iterator, Optional
+
+from nbtools.data.checking import CheckSettings, ChunkChecker, ChunkResult, check_jsonl_block, init_worker
+from nbtools.data import load
+from nbtools.data.load import PARQUET_MAGIC, LoadResult, UnreadableFile, iter_blocks, open_jsonl, read_block
+from nbtools.problems import Problem
+
+CHUNK_ROWS = 10_000  # records checked together (table data, .json lists)
+PARALLEL_MIN_BYTES = 16 * 2**20  # JSONL files at least this big are parsed by worker processes
+WORKERS_ENV = "NBTOOLS_VALIDATE_WORKERS"  # 0 or 1: parse in this process (e.g. where processes cannot start)
+
+
+def default_workers() -> int:
+    """Processes for parsing a big JSONL file: the environment's choice, else up to 2 (one per core)."""
+    chosen = os.environ.get(WORKERS_ENV, "").strip()
+    if chosen.isdigit():
+        return int(chosen)
+    return min(2, os.cpu_count() or 1)
+
+
+class DataSource:
+    """Pairs from somewhere, in chunks; ``problems`` are about the container (an empty shard...)."""
+
+    file: str = ""
+    schema: str = ""  # table data only: the recognised schema, in words
+    disk_note: str = ""
+    problems: list[Problem]
+
+    def chunks(self, progress: bool = False) -> Iterator[tuple[list, list[Problem], int]]:
+        """(records, problems, rows read) per chunk, in order."""
+        raise NotImplementedError
+
+    def results(self, checker: ChunkChecker, settings: CheckSettings, progress: bool = False,
+                workers: Optional[int] = None) -> Iterator[ChunkResult]:
+        for records, problems, rows in self.chunks(progress):
+            yield checker.check(records, problems, rows)
+
+
+class LoadedSource(DataSource):
+    """Pairs already in memory: a .json list, or a file that is not text (one problem, no rows)."""
+
+    def __init__(self, loaded: LoadResult):
+        self.file, self.loaded, self.problems = loaded.file, loaded, []
+
+    def chunks(self, progress: bool = False):
+        yield self.loaded.records, self.loaded.problems, self.loaded.rows  # read whole already: one chunk
+
+
+class JsonlSource(DataSource):
+    """A JSONL file, read in blocks of whole lines."""
+
+    def __init__(self, file: str, handle, size: int):
+        self.file, self.handle, self.size, self.problems = file, handle, size, []
+        self.base_dir = os.path.dirname(os.path.abspath(file))
+
+    def _blocks(self, progress: bool):
+        reporter = load._Progress(self.file, self.size) if progress and self.size >= load.PROGRESS_MIN_BYTES else None
+        with self.handle:
+            yield from iter_blocks(self.handle, reporter=reporter)
+
+    def chunks(self, progress: bool = False):
+        for first, block in self._blocks(progress):
+            loaded = read_block(self.file, self.base_dir, first, block)
+            yield loaded.records, loaded.problems, loaded.rows
+
+    def results(self, checker: ChunkChecker, settings: CheckSettings, progress: bool = False,
+                workers: Optional[int] = None) -> Iterator[ChunkResult]:
+        workers = default_workers() if workers is None else workers
+        if workers < 2 or self.size < PARALLEL_MIN_BYTES:
+            yield from super().results(checker, settings, progress)
+            return
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context(),
+                                   initializer=init_worker, initargs=(settings,))
+        try:
+            pending = []
+            for first, block in self._blocks(progress):
+                pending.append(pool.submit(check_jsonl_block, self.file, self.base_dir, first, block))
+                if len(pending) > 2 * workers:  # bounded: a few blocks in flight, whatever the file's size
+                    yield pending.pop(0).result()
+            for future in pending:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_context():
+    """fork starts in milliseconds, but is unsafe once torch (and its thread pools) is loaded: spawn then."""
+    import multiprocessing
+    import sys
+
+    return multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
+
+
+class TableDataSource(DataSource):
+    """Parquet shards, a save_to_disk folder, a ``datasets.Dataset`` or a Hub id (``nbtools.data.sources``)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.file, self.schema, self.disk_note = table.name, table.schema, table.disk_note
+        self.problems = list(table.problems)
+
+    def chunks(self, progress: bool = False):
+        records, problems = [], []
+        bar = _table_progress(self.table, progress)
+        for record, row_problems in self.table.iter_records():
+            problems += row_problems
+            if record is not None:
+                records.append(record)
+            if bar is not None:
+                bar.update(1)
+            if len(records) >= CHUNK_ROWS:
+                yield records, problems, len(records) + _rows_without_record(records, problems)
+                records, problems = [], []
+        if bar is not None:
+            bar.close()
+        if records or problems:
+            yield records, problems, len(records) + _rows_without_record(records, problems)
+
+
+def _rows_without_record(records: list, problems: list[Problem]) -> int:
+    """Rows of a chunk that gave only problems (each such row has at least one, on its own line)."""
+    have = {r.line for r in records}
+    return len({p.line for p in problems if p.line is not None and p.line not in have and p.field != "file"})
+
+
+def _table_progress(table, progress: bool):
+    if not progress or table.rows < 10_000:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=table.rows, desc=f"validating {os.path.basename(table.name) or table.name}", unit="row",
+                mininterval=2.0)
+
+
+def open_data(spec, columns: Optional[dict[str, str]] = None) -> DataSource:
+    """The right reader for ``spec``; raises :class:`UnreadableFile` when there is nothing to read."""
+    from nbtools.data import sources
+
+    if not isinstance(spec, (str, os.PathLike)) or sources.is_table_source(spec) or _is_parquet(spec):
+        return TableDataSource(sources.open_table_source(spec, columns))
+    if columns:
+        raise UnreadableFile(f"{os.fspath(spec)}: columns= maps the columns of Parquet/Arrow data; a JSONL file "
+                             "is read in its own format (fix: drop columns, or convert the file with "
+                             "`python -m nbtools convert`)")
+    handle, size, early = open_jsonl(spec)
+    if early is not None:
+        return LoadedSource(early)
+    return JsonlSource(os.fspath(spec), handle, size)
+
+
+def _is_parquet(spec) -> bool:
+    try:
+        with open(spec, "rb") as handle:
+            return handle.read(4) == PARQUET_MAGIC
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,323 @@
+"""Validated rows on disk, memory-mapped: what training, evaluation and the preview read.
+
+Validation streams the data once and writes every row that parsed into one Arrow file (the
+streaming IPC format ``datasets`` memory-maps), so a million pairs never sit in memory as Python
+objects. A :class:`RecordTable` is a read-only sequence of :class:`PreferenceRecord` over that
+file (or a selection of its rows); it is what ``ValidationReport.records`` is, and what the
+trainer's dataset is built from with ``datasets.Dataset.from_file`` — no second copy.
+
+Columns: ``line`` (1-based position in the dataset), ``row`` (0-based row in its shard, table data
+only), ``file``, ``record`` (the pair as compact JSON, pictures named by path or label),
+``media`` (the bytes of embedded pictures, by label), ``images`` (what TRL recognises a vision
+dataset by; for display only), ``length`` (the longer of prompt+chosen and prompt+rejected, in tokens), the other
+token counts, and ``error`` (the row has an error). The file is removed when the last table
+using it is garbage-collected (and files of processes that died are removed at the next start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from nbtools.data.records import PreferenceRecord
+from nbtools.data.tokens import PairTokens
+from nbtools.media_ref import EmbeddedMedia, is_embedded
+from nbtools.problems import printable
+
+READ_BATCH = 1024  # rows turned into Python objects at a time when iterating
+TOKEN_COLUMNS = ("prompt_tokens", "chosen_tokens", "rejected_tokens", "image_tokens", "video_tokens",
+                 "rejected_image_delta")
+SCHEMA = pa.schema([
+    ("line", pa.int64()), ("row", pa.int64()), ("file", pa.string()),  # file: as JSON text
+    ("record", pa.string()),
+    ("media", pa.list_(pa.struct([("label", pa.string()), ("data", pa.binary())]))),
+    ("images", pa.list_(pa.string())), ("length", pa.int32()),
+    *[(name, pa.int32()) for name in TOKEN_COLUMNS], ("error", pa.bool_()),
+])
+
+
+def tables_dir() -> Path:
+    from nbtools.paths import cache_dir
+
+    return cache_dir() / "tables"
+
+
+# --------------------------------------------------------------------------- rows <-> records
+
+def encode_record(record: PreferenceRecord) -> str:
+    """The pair as compact JSON (ASCII-escaped, so lone surrogates and odd file names survive)."""
+    return json.dumps([record.prompt, record.chosen, record.rejected, record.images, record.videos,
+                       record.rejected_images, record.source_format], separators=(",", ":"))
+
+
+def embedded_media(record: PreferenceRecord) -> list[dict]:
+    refs = [*record.images, *(record.rejected_images or ()), *record.videos]
+    return [{"label": str(m), "data": m.data} for m in refs if is_embedded(m)]
+
+
+def decode_record(row: Mapping) -> PreferenceRecord:
+    """A row of the table (a dict, as ``datasets`` and Arrow give it) back into a record."""
+    prompt, chosen, rejected, images, videos, rejected_images, source_format = json.loads(row["record"])
+    media = {m["label"]: m["data"] for m in row.get("media") or ()}
+    if media:
+        def ref(item: str) -> str:
+            return EmbeddedMedia(item, media[item]) if item in media else item
+        images, videos = [ref(p) for p in images], [ref(p) for p in videos]
+        rejected_images = None if rejected_images is None else [ref(p) for p in rejected_images]
+    return PreferenceRecord(json.loads(row["file"]), row["line"], prompt, chosen, rejected, images, videos, rejected_images,
+                            source_format, row.get("row"))
+
+
+def record_batch(records: Sequence[PreferenceRecord], tokens: Sequence[PairTokens],
+                 errors: Sequence[bool]) -> pa.RecordBatch:
+    """One chunk of validated rows as an Arrow batch, built column by column from flat lists
+    (nested Python lists per row cost more to convert than the rest of validation)."""
+    n = len(records)
+    media = [embedded_media(r) for r in records]
+    rows = [r.row for r in records]
+    columns = [
+        pa.array([r.line for r in records], pa.int64()),
+        pa.array(rows, pa.int64()) if any(v is not None for v in rows) else pa.nulls(n, pa.int64()),
+        pa.array(_file_names(records), pa.string()),
+        pa.array([encode_record(r) for r in records], pa.string()),
+        _list_column([m for ms in media for m in ms], [len(ms) for ms in media], SCHEMA.field("media").type),
+        _list_column([printable(p) for r in records for p in r.images], [len(r.images) for r in records],
+                     SCHEMA.field("images").type),
+        pa.array([t.longest for t in tokens], pa.int32()),
+        *[pa.array([getattr(t, name) for t in tokens], pa.int32()) for name in
+          ("prompt", "chosen", "rejected", "image_tokens", "video_tokens", "rejected_image_delta")],
+        pa.array(errors, pa.bool_()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def _file_names(records: Sequence[PreferenceRecord]) -> list[str]:
+    """Each record's file name as JSON text: exact for names that are not UTF-8 (Arrow strings must be)."""
+    encoded: dict[str, str] = {}
+    return [encoded.get(r.file) or encoded.setdefault(r.file, json.dumps(r.file)) for r in records]
+
+
+def _list_column(values: list, counts: list[int], list_type: pa.DataType) -> pa.Array:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, list_type.value_type), type=list_type)
+
+
+# --------------------------------------------------------------------------- the file
+
+class TableFile:
+    """One Arrow file of validated rows; deleted when no table uses it any more."""
+
+    def __init__(self, path: Path, owned: bool = True):
+        self.path = path
+        self._table: Optional[pa.Table] = None
+        if owned:
+            weakref.finalize(self, _remove, str(path))
+
+    @property
+    def table(self) -> pa.Table:
+        if self._table is None:  # memory-mapped: reading a column touches only its pages
+            with pa.memory_map(str(self.path)) as source:
+                self._table = pa.ipc.open_stream(source).read_all()
+        return self._table
+
+    def __reduce__(self):  # a data-loader worker reopens the file; only the creating process deletes it
+        return (TableFile, (self.path, False))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _sweep_dead(folder: Path) -> None:
+    """Remove tables left by processes that no longer run (a killed kernel, a crash)."""
+    for file in folder.glob("*.arrow"):
+        pid = file.name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(str(file))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TableWriter:
+    """Appends record batches to a new table file; ``finish()`` gives the :class:`RecordTable`."""
+
+    def __init__(self, folder: Optional[Path] = None):
+        folder = Path(folder) if folder is not None else tables_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        _sweep_dead(folder)
+        self.file = TableFile(folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.arrow")
+        self._sink = pa.OSFile(str(self.file.path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, SCHEMA)
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+            self.rows += batch.num_rows
+
+    def finish(self) -> "RecordTable":
+        self._writer.close()
+        self._sink.close()
+        return RecordTable(self.file)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+            self._sink.close()
+        finally:
+            _remove(str(self.file.path))
+
+    @property
+    def bytes_written(self) -> int:
+        return self._sink.tell() if not self._sink.closed else self.file.path.stat().st_size
+
+
+# --------------------------------------------------------------------------- the table
+
+class RecordTable(Sequence):
+    """A read-only, memory-mapped sequence of records (all rows of a table file, or a selection)."""
+
+    def __init__(self, file: TableFile, positions: Optional[np.ndarray] = None):
+        self._file = file
+        self._positions = positions  # None: every row, in order
+
+    @classmethod
+    def from_records(cls, records: Iterable[PreferenceRecord], folder: Optional[Path] = None) -> "RecordTable":
+        """A table of records made in Python (tests, small tools); token columns are 0."""
+        records = list(records)
+        writer = TableWriter(folder)
+        zero = PairTokens(0, 0, 0, 0, True)
+        writer.write(record_batch(records, [zero] * len(records), [False] * len(records)))
+        return writer.finish()
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    @property
+    def arrow(self) -> pa.Table:
+        """The selected rows as an Arrow table (zero-copy for the whole file)."""
+        table = self._file.table
+        return table if self._positions is None else table.take(pa.array(self._positions))
+
+    def __len__(self) -> int:
+        return self._file.table.num_rows if self._positions is None else len(self._positions)
+
+    def _position(self, index: int) -> int:
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(f"record {index} of {size}")
+        return index if self._positions is None else int(self._positions[index])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.select(np.arange(len(self))[index])
+        position = self._position(index)
+        return decode_record(self._file.table.slice(position, 1).to_pylist()[0])
+
+    def __iter__(self) -> Iterator[PreferenceRecord]:
+        for start in range(0, len(self), READ_BATCH):
+            chunk = self._file.table
+            if self._positions is None:
+                rows = chunk.slice(start, READ_BATCH).to_pylist()
+            else:
+                rows = chunk.take(pa.array(self._positions[start:start + READ_BATCH])).to_pylist()
+            for row in rows:
+                yield decode_record(row)
+
+    def __repr__(self) -> str:
+        return f"<RecordTable of {len(self)} records>"
+
+    def column(self, name: str) -> np.ndarray:
+        values = self._file.table.column(name).to_numpy(zero_copy_only=False)
+        return values if self._positions is None else values[self._positions]
+
+    @property
+    def lines(self) -> np.ndarray:
+        return self.column("line")
+
+    def select(self, indices) -> "RecordTable":
+        """The records at ``indices`` (positions in this table), in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        base = np.arange(self._file.table.num_rows) if self._positions is None else self._positions
+        return RecordTable(self._file, base[indices])
+
+    def where(self, keep: np.ndarray) -> "RecordTable":
+        """The records for which the boolean array ``keep`` is true."""
+        return self.select(np.flatnonzero(keep))
+
+    def without_lines(self, lines: Iterable[int]) -> "RecordTable":
+        drop = np.fromiter(lines, dtype=np.int64)
+        return self if not len(drop) else self.where(~np.isin(self.lines, drop))
+
+    def without_errors(self) -> "RecordTable":
+        return self.where(~self.column("error").astype(bool))
+
+    @property
+    def tokens(self) -> "TokenView":
+        return TokenView(self)
+
+    def dataset(self):
+        """A ``datasets.Dataset`` over the same file (memory-mapped), restricted to these rows."""
+        from datasets import Dataset
+
+        dataset = Dataset.from_file(str(self.path))
+        if self._positions is not None:
+            dataset = dataset.select(self._positions)
+        dataset._nbtools_table_file = self._file  # keeps the file alive as long as the dataset
+        return dataset
+
+
+class TokenView(Mapping):
+    """``line -> PairTokens`` read from the table's token columns (nothing held per row in Python)."""
+
+    def __init__(self, table: RecordTable, estimated: bool = False):
+        self._table = table
+        self._lines = table.lines
+        self._order = np.argsort(self._lines, kind="stable")
+        self._sorted = self._lines[self._order]
+        self._columns = {name: table.column(name) for name in TOKEN_COLUMNS}
+        self.estimated = estimated
+
+    def _index(self, line) -> Optional[int]:
+        at = int(np.searchsorted(self._sorted, line))
+        if at < len(self._sorted) and self._sorted[at] == line:
+            return int(self._order[at])
+        return None
+
+    def __getitem__(self, line) -> PairTokens:
+        index = self._index(line)
+        if index is None:
+            raise KeyError(line)
+        c = self._columns
+        return PairTokens(int(c["prompt_tokens"][index]), int(c["chosen_tokens"][index]),
+                          int(c["rejected_tokens"][index]), int(c["image_tokens"][index]), self.estimated,
+                          int(c["video_tokens"][index]), int(c["rejected_image_delta"][index]))
+
+    def __iter__(self):
+        return (int(line) for line in self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
