@@ -82,12 +82,21 @@ class RunConfig:
         group="model",
     )
     train_file: str = _f(
-        "", help="Training pairs: a JSONL (or JSON list) file of preference pairs.", group="data", kind="path"
+        "", help="Training pairs: a JSONL (or JSON list) file, a Parquet file, glob or folder of shards, a "
+        "datasets save_to_disk folder, or a Hub dataset id (owner/name, from the local cache when offline).",
+        group="data", kind="path"
     )
     validation_file: Optional[str] = _f(
         None,
-        help="Validation pairs file. When empty, validation_split of the training file is held out instead.",
+        help="Validation pairs (same kinds as train_file). When empty, validation_split of the training pairs "
+        "is held out instead.",
         group="data", kind="path",
+    )
+    columns: str = _f(
+        "",
+        help="For Parquet/Arrow data in a schema nbtools does not recognise: which column holds each part of a "
+        "pair, e.g. 'prompt=question image=img chosen=good rejected=bad' (empty: recognise the schema).",
+        group="data",
     )
     validation_split: float = _f(
         0.1,

@@ -144,10 +144,27 @@ def _table_progress(table, progress: bool):
                 mininterval=2.0)
 
 
-def open_data(spec, columns: Optional[dict[str, str]] = None) -> DataSource:
+def parse_columns(columns) -> Optional[dict[str, str]]:
+    """``"prompt=question image=img"`` (the CLI's and RunConfig's form) or a dict -> a dict (None when empty)."""
+    if not columns:
+        return None
+    if isinstance(columns, dict):
+        return dict(columns)
+    mapping = {}
+    for item in str(columns).replace(",", " ").split():
+        part, sep, column = item.partition("=")
+        if not sep or not part or not column:
+            raise UnreadableFile(f"columns: {item!r} is not PART=COLUMN (fix: write e.g. 'prompt=question "
+                                 "image=img chosen=good rejected=bad')")
+        mapping[part] = column
+    return mapping
+
+
+def open_data(spec, columns=None) -> DataSource:
     """The right reader for ``spec``; raises :class:`UnreadableFile` when there is nothing to read."""
     from nbtools.data import sources
 
+    columns = parse_columns(columns)
     if not isinstance(spec, (str, os.PathLike)) or sources.is_table_source(spec) or _is_parquet(spec):
         return TableDataSource(sources.open_table_source(spec, columns))
     if columns:

@@ -1,10 +1,12 @@
-"""Data for one run: validated records -> a light dataset + a collator that loads images late.
+"""Data for one run: validated records -> a memory-mapped dataset + a collator that loads images late.
 
-The dataset holds only text and image *paths* (one JSON record per row), so a large image
-dataset never sits in memory as PIL images; the collator opens and resizes the images of
-one batch when the data loader asks for it (in worker processes when ``num_workers`` > 0),
-then hands ready examples to the packed collator or to TRL's ``DataCollatorForVisionPreference``
-extended with videos and rejected images (``nbtools.packing.VisionPreferenceCollator``).
+The dataset TRL sees is the validator's Arrow record table itself (``datasets.Dataset.from_file``,
+memory-mapped, a selection of its rows): text, image paths and embedded picture bytes stay on disk
+until a batch needs them, so memory does not grow with the number of pairs. The collator decodes
+the records of one batch and opens and resizes their images when the data loader asks for it (in
+worker processes when ``num_workers`` > 0), then hands ready examples to the packed collator or to
+TRL's ``DataCollatorForVisionPreference`` extended with videos and rejected images
+(``nbtools.packing.VisionPreferenceCollator``).
 
 Pairs longer than ``max_context_length`` are dropped (with their line numbers) or stop the
 run, per ``too_long``; kept pairs are never truncated, so image tokens are never cut.
@@ -38,8 +40,7 @@ class DataError(UserError, ValueError):
 class SplitData:
     name: str  # "train" | "validation"
     file: str
-    records: list  # PreferenceRecord, in file order
-    lengths: dict[int, int]  # line -> longest pair length (tokens)
+    records: Any  # nbtools.data.RecordTable: the pairs to train on, in file order (memory-mapped)
     dropped_too_long: list[int] = field(default_factory=list)  # line numbers
     warnings: list[Problem] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
@@ -55,7 +56,7 @@ class PreparedData:
     @property
     def longest_pair(self) -> int:
         splits = [self.train] + ([self.validation] if self.validation else [])
-        return max((n for s in splits for r in s.records for n in [s.lengths.get(r.line, 0)]), default=0)
+        return max((int(s.records.column("length").max()) for s in splits if len(s.records)), default=0)
 
     def to_dict(self) -> dict:
         """The ``data`` section of run.json."""
@@ -67,7 +68,7 @@ class PreparedData:
         out = {"train": split(self.train), "validation": split(self.validation),
                "validation_from_split": self.validation_from_split, "longest_pair_tokens": self.longest_pair}
         if self.validation_from_split and self.validation is not None:
-            out["validation"]["lines"] = [r.line for r in self.validation.records]  # evaluation reuses them
+            out["validation"]["lines"] = self.validation.records.lines.tolist()  # evaluation reuses them
         return out
 
 
@@ -83,15 +84,15 @@ def _problems_text(problems: list[Problem], limit: int = 30) -> str:
     return text
 
 
-def _load_split(name: str, path: str, config: RunConfig, family: str, validation_file: Optional[str],
-                messages: list[str]) -> SplitData:
+def _load_split(name: str, path, config: RunConfig, family: str, validation_file, messages: list[str]) -> SplitData:
     from nbtools.data import UnreadableFile, validate_dataset
     from nbtools.video import VideoSettings
 
     try:
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
                                   model=config.model, family=family, validation_file=validation_file,
-                                  video=VideoSettings.from_config(config))
+                                  video=VideoSettings.from_config(config), columns=config.columns or None,
+                                  progress=True)
     except UnreadableFile as exc:
         field_name = "train_file" if name == "train" else "validation_file"
         raise DataError(f"{field_name}: {exc} (fix: check the path in the config)") from None
@@ -117,15 +118,16 @@ def _load_split(name: str, path: str, config: RunConfig, family: str, validation
     warnings = [p for p in report.problems if p.severity == "warning"]
     if warnings:
         messages.append(f"{path}: {len(warnings)} warning(s), training goes on:\n{_problems_text(warnings, 5)}")
-    kept = [r for r in report.records if r.line not in set(too_long_lines)]
-    if not report.records:
+    if report.schema:
+        messages.append(f"{report.file}: schema {report.schema}; {report.disk_note}".rstrip("; "))
+    kept = report.records.without_lines(too_long_lines)
+    if not len(report.records):
         raise DataError(f"{path}: the file holds no preference pairs (fix: write one JSON object per line, see "
                         "the data format in the README)", [])
-    if not kept:
+    if not len(kept):
         raise DataError(f"{path}: no pairs left to train on after dropping {len(too_long_lines)} too-long pair(s) "
                         f"(fix: raise max_context_length above the lengths reported, or lower max_pixels)")
-    lengths = {line: t.longest for line, t in report.tokens.items()}
-    return SplitData(name, path, kept, lengths, too_long_lines, warnings, report.stats)
+    return SplitData(name, report.file, kept, too_long_lines, warnings, report.stats)
 
 
 def prepare_data(config: RunConfig, family: str) -> PreparedData:
@@ -147,10 +149,10 @@ def prepare_data(config: RunConfig, family: str) -> PreparedData:
             raise DataError(f"validation_split: {len(order)} pair(s) are too few to hold out "
                             f"{config.validation_split:.0%} (fix: add pairs, give a validation_file, or set "
                             "validation_split: 0)")
-        held = set(order[:n_val])
-        val_records = [r for i, r in enumerate(train.records) if i in held]
-        train_records = [r for i, r in enumerate(train.records) if i not in held]
-        validation = SplitData("validation", train.file, val_records, train.lengths, stats={"pairs": n_val})
+        held = sorted(order[:n_val])  # file order within each split, as before
+        kept = sorted(order[n_val:])
+        val_records, train_records = train.records.select(held), train.records.select(kept)
+        validation = SplitData("validation", train.file, val_records, stats={"pairs": n_val})
         train = dataclasses.replace(train, records=train_records)
         from_split = True
         messages.append(f"validation: held out {n_val} of {len(order)} pairs of {train.file} "
@@ -161,21 +163,16 @@ def prepare_data(config: RunConfig, family: str) -> PreparedData:
 # --- the dataset TRL sees and the collator that fills in images ---------------------------------
 
 def records_dataset(split: SplitData):
-    """A datasets.Dataset with one light row per pair: the record as JSON + image paths.
+    """The ``datasets.Dataset`` TRL sees: the split's rows of the validator's Arrow table, memory-mapped.
 
-    ``images`` is present (paths, not pixels) because TRL recognises a vision dataset by it.
-    """
-    from datasets import Dataset
-
-    rows = [{"record": json.dumps(dataclasses.asdict(r)), "images": list(r.images),
-             "length": split.lengths.get(r.line, 0)} for r in split.records]
-    return Dataset.from_list(rows)
+    Its ``images`` column (paths or labels, not pixels) is what TRL recognises a vision dataset by."""
+    return split.records.dataset()
 
 
 def record_from_row(row: dict[str, Any]):
-    from nbtools.data import PreferenceRecord
+    from nbtools.data.table import decode_record
 
-    return PreferenceRecord(**json.loads(row["record"]))
+    return decode_record(row)
 
 
 @dataclass
