@@ -16,7 +16,12 @@ from nbtools.video import VideoSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="the .jsonl (or .json) preference data file")
+    parser.add_argument("file", metavar="DATA",
+                        help="the preference pairs: a .jsonl (or .json) file, a .parquet file, a glob or folder of "
+                             "Parquet shards, a datasets save_to_disk folder, or a Hub dataset id (owner/name)")
+    parser.add_argument("--columns", metavar="PART=COLUMN", nargs="+",
+                        help="for Parquet/Arrow data in another schema: which column holds each part of a pair, "
+                             "e.g. --columns prompt=question image=img chosen=good rejected=bad")
     parser.add_argument("--max-pixels", type=positive_int, metavar="N",
                         help="cap on height x width per image; larger images are resized (as in training)")
     parser.add_argument("--max-context-length", type=positive_int, metavar="N",
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             args.file, max_pixels=args.max_pixels, max_context_length=args.max_context_length, model=args.model,
             root=args.root, deep=args.deep, validation_file=args.validation_file,
             family=getattr(args, "family", None), progress=True,  # on stderr, for big files only
-            video=_video_settings(args),
+            video=_video_settings(args), columns=" ".join(args.columns) if getattr(args, "columns", None) else None,
         )
     except UnreadableFile as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -87,5 +92,7 @@ def _print_report(report, args: argparse.Namespace) -> None:
         for repeat in repeats:
             out.write(repeat.format(report.file) + "\n")
         print(report.summary())
+        if report.schema:
+            print(f"schema: {report.schema}" + (f"; {report.disk_note}" if report.disk_note else ""))
         print(f"tokens: {report.stats.get('token_counting')}")
     sys.stdout.flush()

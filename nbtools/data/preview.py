@@ -7,6 +7,7 @@ GitHub/Colab) without the image files next to it. Each row shows its own problem
 from __future__ import annotations
 
 import html
+import os
 from collections import defaultdict
 from typing import Optional
 
@@ -47,7 +48,7 @@ def problems_html(problems) -> str:
         return ""
     items = []
     for p in problems:
-        where = f"line {p.line}" if p.line is not None else "dataset"
+        where = (f"row {p.row}" if p.row is not None else f"line {p.line}") if p.line is not None else "dataset"
         items.append(f'<div class="nbt-problem" style="color:{_COLOURS[p.severity]}"><b>{p.severity}</b> '
                      f'{html.escape(where)} · {html.escape(p.field)}: {html.escape(p.message)}'
                      + (f' <i>— {html.escape(p.fix)}</i>' if p.fix else "") + "</div>")
@@ -84,6 +85,13 @@ def record_media_html(record: PreferenceRecord, thumb_px: int = THUMB_PX, video=
     return "".join(parts)
 
 
+def _place(record: PreferenceRecord) -> str:
+    """Line of a JSONL file; for table data, the shard and the 0-based row (as datasets numbers them)."""
+    if record.row is None:
+        return str(record.line)
+    return html.escape(f"{os.path.basename(record.file)} row {record.row}")
+
+
 def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thumb_px: int = THUMB_PX,
                  video=None, family: str = "qwen3_vl") -> str:
     """HTML table of the first ``n`` pairs: thumbnails (a frame strip per video, sampled with ``video``),
@@ -95,7 +103,7 @@ def preview_html(records: list[PreferenceRecord], problems=None, n: int = 8, thu
     for record in records[:n]:
         row_problems = by_line.get((record.file, record.line), [])
         rows.append(
-            f"<tr><td>{record.line}</td><td style=\"min-width:{thumb_px + 12}px\">"
+            f"<tr><td>{_place(record)}</td><td style=\"min-width:{thumb_px + 12}px\">"
             f"{record_media_html(record, thumb_px, video, family)}</td>"
             f"<td>{_prompt_html(record)}</td>"
             f'<td class="nbt-chosen"><pre>{html.escape(record.chosen)}</pre></td>'

@@ -40,12 +40,20 @@ class DataFacts:
     mean_video_tokens_per_pair: float = 0.0
 
 
-@lru_cache(maxsize=8)
-def _data_facts(train_file: str, mtime: float, model: str, video=None) -> DataFacts:
-    from nbtools.data import TokenCounter, load_records
-    from nbtools.data.media import inspect_all
+FACT_PAIRS = 10_000  # the estimate reads at most the first this many pairs (a big dataset is not read whole)
 
-    records = load_records(train_file).records
+
+@lru_cache(maxsize=8)
+def _data_facts(train_file: str, mtime: float, model: str, video=None, columns: str = "") -> DataFacts:
+    from nbtools.data import TokenCounter
+    from nbtools.data.media import inspect_all
+    from nbtools.data.source import open_data
+
+    records = []
+    for chunk, _problems, _rows in open_data(train_file, columns or None).chunks():
+        records += chunk[:FACT_PAIRS - len(records)]
+        if len(records) >= FACT_PAIRS:
+            break
     if not records:
         raise ValueError(f"{train_file} holds no readable pairs")
     try:
@@ -72,11 +80,12 @@ def _data_facts(train_file: str, mtime: float, model: str, video=None) -> DataFa
 def data_facts(config: RunConfig) -> Optional[DataFacts]:
     """Facts about ``config.train_file`` (cached per file version), or None when there is no file."""
     path = config.train_file
-    if not path or not os.path.isfile(path):
+    if not path or not os.path.exists(path):  # a Hub id or a glob: known once validated, not estimated here
         return None
     from nbtools.video import VideoSettings
 
-    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model, VideoSettings.from_config(config))
+    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model, VideoSettings.from_config(config),
+                       config.columns)
 
 
 def training_pairs(config: RunConfig, pairs: int) -> int:
