@@ -379,3 +379,22 @@ def test_cli_paths_are_not_dataset_folders(tmp_path):
 def test_fuzz_reached_the_reader():
     if FUZZ_READ:  # only meaningful when the fuzz test ran in this session
         assert len(FUZZ_READ) >= 10
+
+
+def test_damaged_row_group_costs_only_its_rows(tmp_path):
+    rows = [{"question": f"Question {i}?" * 20, "chosen": "A." * 50, "rejected": "B.",
+             "image": {"bytes": PICTURES[i % 3], "path": None}} for i in range(40)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=10)
+    column = pq.ParquetFile(path).metadata.row_group(2).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start:start + 200] = b"\xff" * 200  # the third row group's first page header is garbage
+    path.write_bytes(bytes(data))
+    source = open_table_source(str(path))
+    items = list(source.iter_records())
+    assert [r.row for r, _ in items] == list(range(20)) + list(range(30, 40))
+    assert [r.line for r, _ in items][-1] == 40
+    [problem] = source.problems
+    assert problem.format().startswith(f"{path}:-: error: file: rows 20-29 of this shard cannot be read (")
+    assert problem.message.endswith("); they are left out")

@@ -81,11 +81,31 @@ def _parquet_shard(path: str) -> tuple[Optional[_Shard], Optional[Problem]]:
                              f"not a readable Parquet file ({_short(exc)}); its rows are left out",
                              "download or copy this shard again (it may be cut short), or remove it")
 
-    def batches(columns: list[str]) -> Iterator[pa.RecordBatch]:
+    def batches(columns: list[str]) -> Iterator[Union[pa.RecordBatch, _Lost]]:
+        """Row group by row group, so a damaged row group costs only its own rows."""
         with pq.ParquetFile(path) as parquet:
-            yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            first = 0
+            for group in range(parquet.num_row_groups):
+                size = parquet.metadata.row_group(group).num_rows
+                done = 0
+                try:
+                    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns):
+                        done += batch.num_rows
+                        yield batch
+                except (pa.ArrowException, OSError, ValueError) as exc:
+                    yield _Lost(first + done, size - done, _short(exc))
+                first += size
 
     return _Shard(path, rows, schema, os.path.dirname(os.path.abspath(path)), batches), None
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """Rows of a shard that could not be read (a damaged row group): reported, then skipped."""
+
+    first: int
+    rows: int
+    reason: str
 
 
 def _dataset_shard(dataset, name: str, base_dir: str) -> _Shard:
@@ -97,8 +117,16 @@ def _dataset_shard(dataset, name: str, base_dir: str) -> _Shard:
     return _Shard(name, dataset.num_rows, dataset.data.schema, base_dir, batches)
 
 
+def _a(value) -> str:
+    """``"an int"``, ``"a dict"``: a value's Python type with its article, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    """An exception's message on one line of printable text (Arrow's may hold control bytes)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(str(exc).split()))
+    return text[:200] or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- layouts (schemas)
@@ -222,7 +250,7 @@ class _Row:
             self.problem(field_name, f"the picture struct in column {column} has neither bytes nor a path",
                          'store {"bytes": <the encoded image>, "path": <its file name>} or a path to the file')
             return None
-        what = "missing (null)" if value is None else f"a {type(value).__name__}"
+        what = "missing (null)" if value is None else _a(value)
         self.problem(field_name, f"the picture in column {column} is {what}, not a {{bytes, path}} struct or a path",
                      "store the image as a {bytes, path} struct (datasets.Image) or a path string")
         return None
@@ -232,7 +260,7 @@ class _Row:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.problem(field_name, f"column {column} holds a {type(value).__name__}, not a list of pictures",
+            self.problem(field_name, f"column {column} holds {_a(value)}, not a list of pictures",
                          "store a list of {bytes, path} structs or paths")
             return None
         return [self.picture(v, column, i, f"{field_name}[{i}]") for i, v in enumerate(value)]
@@ -245,7 +273,7 @@ class _Row:
         if value is None:
             what = "missing (null)" if column_type is not None else "missing (this shard has no such column)"
         else:
-            what = f"a {type(value).__name__}" + (f" (the column's type is {column_type})" if column_type else "")
+            what = _a(value) + (f" (the column's type is {column_type})" if column_type else "")
         self.problem(column, f"the {role} in column {column} is {what}, not text",
                      f"store the {role} as a string (or a list of chat messages)")
         return None
@@ -272,8 +300,8 @@ def _flat_object(row: _Row, values: dict, columns: dict) -> tuple[Optional[dict]
         images = []
     system = values.get(columns["system"]) if "system" in columns else None
     if system is not None and not isinstance(system, str):
-        row.problem(columns["system"], f"the system message in column {columns['system']} is a "
-                                       f"{type(system).__name__}, not text", "store the system message as a string")
+        row.problem(columns["system"], f"the system message in column {columns['system']} is "
+                                       f"{_a(system)}, not text", "store the system message as a string")
     if row.problems or any(v is None for v in parts.values()):
         return None, {}
     images = [i for i in images if i is not None]
@@ -367,16 +395,26 @@ class TableSource:
     def _shard_records(self, shard: _Shard, first_line: int) -> Iterator[tuple]:
         present = [c for c in self._layout.wanted if c in shard.schema.names] or shard.schema.names[:1]
         row = 0
-        try:
-            for batch in shard.batches(present):
-                for values in batch.to_pylist():
-                    yield self._row_record(shard, row, first_line + row, values)
-                    row += 1
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            self.problems.append(Problem(shard.file, None, "file", "error",
-                                         f"reading stopped at row {row} of {shard.rows} ({_short(exc)}); "
-                                         "the remaining rows of this shard are left out",
-                                         "download or copy this shard again, or remove it"))
+        batches = shard.batches(present)
+        while True:
+            try:  # only reading is guarded: a failure while judging a row is a bug and must surface
+                batch = next(batches)
+                if isinstance(batch, _Lost):
+                    self.problems.append(_lost_problem(shard, batch))
+                    row = batch.first + batch.rows
+                    continue
+                values = batch.to_pylist()
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                self.problems.append(Problem(shard.file, None, "file", "error",
+                                             f"reading stopped at row {row} of {shard.rows} ({_short(exc)}); "
+                                             "the remaining rows of this shard are left out",
+                                             "download or copy this shard again, or remove it"))
+                return
+            for row_values in values:
+                yield self._row_record(shard, row, first_line + row, row_values)
+                row += 1
 
     def _row_record(self, shard: _Shard, row_no: int, line: int, values: dict) -> tuple:
         row = _Row(shard, row_no, line)
@@ -396,6 +434,13 @@ class TableSource:
         if record is not None:
             record.row = row_no
         return record, problems
+
+
+def _lost_problem(shard: _Shard, lost: _Lost) -> Problem:
+    last = lost.first + lost.rows - 1
+    return Problem(shard.file, None, "file", "error",
+                   f"rows {lost.first}-{last} of this shard cannot be read ({lost.reason}); they are left out",
+                   "download or copy this shard again, or remove it")
 
 
 # --------------------------------------------------------------------------- opening
