@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 from nbtools.data.load import UnreadableFile
 from nbtools.data.records import IMAGE_TAG, PreferenceRecord
 from nbtools.data.rules import parse_pair
-from nbtools.errors import UserError
 from nbtools.media_ref import EmbeddedMedia
 from nbtools.problems import Problem
 
