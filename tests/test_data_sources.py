@@ -394,3 +394,19 @@ def test_damaged_row_group_costs_only_its_rows(tmp_path):
 def test_fuzz_reached_the_reader():
     if FUZZ_READ:  # only meaningful when the fuzz test ran in this session (it runs first, in file order)
         assert len(FUZZ_READ) >= 10
+
+
+def test_hub_id_goes_through_load_dataset(monkeypatch):
+    calls = []
+
+    def fake_load_dataset(repo, split):
+        calls.append((repo, split))
+        return as_dataset(trl_standard_rows(), "images")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    source = open_table_source("trl-lib/rlaif-v:test")
+    assert calls == [("trl-lib/rlaif-v", "test")]
+    assert source.name == "trl-lib/rlaif-v:test" and source.rows == 3
+    assert source.disk_note.startswith("load_dataset keeps an Arrow copy in the Hugging Face cache: ")
+    record, problems = next(source.iter_records())
+    assert problems == [] and str(record.images[0]) == "rlaif-v:test: row 0: images[0]"
