@@ -127,8 +127,9 @@ def _temporary(path: Path) -> Iterator[Path]:
 
 # --------------------------------------------------------------------------- -> Parquet
 
-def parquet_schema(embed: bool) -> pa.Schema:
-    """Our JSONL columns; pictures as ``datasets.Image`` structs (bytes, or a path with ``--reference``)."""
+def parquet_schema() -> pa.Schema:
+    """Our JSONL columns; pictures as ``datasets.Image`` structs (bytes, or a path with ``--reference``), so
+    ``datasets`` shows them as images; videos as plain ``{bytes, path}`` structs."""
     import datasets
 
     message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
@@ -151,7 +152,7 @@ def to_parquet(source, out: Union[str, os.PathLike], embed: bool = True, force: 
     _check_out(out, force, ".parquet")
     name, items, container = read_items(source, columns)
     result = ConvertResult(name, str(out), problems=container)
-    schema = parquet_schema(embed)
+    schema = parquet_schema()
     with _temporary(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         buffer: list[dict] = []
         buffered = 0
