@@ -51,6 +51,7 @@ COMMANDS = {
     "evaluate": ("nbtools.evaluate", "evaluate_run", ["evaluate", "run"]),
     "export": ("nbtools.export", "save_adapter", ["export", "run"]),
     "runs": ("nbtools.runs", "list_runs", ["runs", "{folder}"]),
+    "convert": ("nbtools.data.convert_files", "convert", ["convert", "data.jsonl", "data.parquet"]),
 }
 
 
