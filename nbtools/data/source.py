@@ -166,7 +166,17 @@ def open_data(spec, columns=None) -> DataSource:
 
     columns = parse_columns(columns)
     if not isinstance(spec, (str, os.PathLike)) or sources.is_table_source(spec) or _is_parquet(spec):
-        return TableDataSource(sources.open_table_source(spec, columns))
+        try:
+            return TableDataSource(sources.open_table_source(spec, columns))
+        except sources.TableSourceError as exc:
+            if not (isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec)):
+                raise
+            # one damaged file: a finding about the file (exit 1, like a JSONL file full of errors), not a usage error
+            text = str(exc)
+            message, _, fix = text.partition(" (fix: ")
+            return LoadedSource(LoadResult(os.fspath(spec), 0, problems=[Problem(
+                os.fspath(spec), None, "file", "error", message.removeprefix(f"{os.fspath(spec)}: "),
+                fix.rstrip(")") or "re-download or re-export the file")]))
     if columns:
         raise UnreadableFile(f"{os.fspath(spec)}: columns= maps the columns of Parquet/Arrow data; a JSONL file "
                              "is read in its own format (fix: drop columns, or convert the file with "

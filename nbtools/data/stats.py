@@ -14,6 +14,7 @@ import numpy as np
 
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.tokens import PairTokens, TokenCounter
+from nbtools.media_ref import is_embedded
 
 
 def _distribution(values: list[float]) -> dict:
@@ -57,8 +58,6 @@ def dataset_stats(
 
 def _stable_key(ref: str) -> int:
     """A 64-bit key for a picture that is the same in every process (Python's ``hash`` is not)."""
-    from nbtools.media_ref import is_embedded
-
     data = ref.data if is_embedded(ref) else ref.encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
@@ -79,6 +78,7 @@ class StatsAccumulator:
         self.per_epoch = 0
         self.series: dict[str, list] = {name: [] for name in self._SERIES}
         self.images: dict[int, tuple[int, int]] = {}  # distinct picture -> (width, height)
+        self.embedded = 0  # pictures and videos whose bytes are in the data itself
         self.video_infos: dict[str, tuple[float, float]] = {}  # distinct video -> (seconds, fps)
 
     def add(self, records: list[PreferenceRecord], tokens: list[PairTokens], media: dict) -> None:
@@ -95,6 +95,8 @@ class StatsAccumulator:
             self.series[name].append(np.asarray(values, dtype=np.int64))
         self.series["ratio"].append(np.asarray([len(r.chosen) / max(1, len(r.rejected)) for r in records]))
         for record in records:
+            self.embedded += sum(is_embedded(m) for m in (*record.images, *record.videos,
+                                                          *(record.rejected_images or ())))
             for path in record.images:
                 info = media.get(path)
                 if info is not None and not info.error and info.width:
@@ -109,6 +111,7 @@ class StatsAccumulator:
         self.images_per_row.update(other.images_per_row)
         self.videos += other.videos
         self.rows_with_rejected_images += other.rows_with_rejected_images
+        self.embedded += other.embedded
         self.per_epoch += other.per_epoch
         for name in self._SERIES:
             self.series[name] += other.series[name]

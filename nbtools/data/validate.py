@@ -193,7 +193,20 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
     stats["table_bytes"] = table.path.stat().st_size
     tokens = TokenView(table, estimated=checker.counter.estimated)
     return ValidationReport(source.file, merged.rows, valid, table, problems, stats, tokens, merged.media,
-                            schema=source.schema, disk_note=source.disk_note)
+                            schema=source.schema, disk_note=_disk_note(source, table, merged.stats))
+
+
+def _disk_note(source: "DataSource", table: RecordTable, stats: StatsAccumulator) -> str:
+    """What reading the data cost on disk: the source's own note, plus the record table validation wrote."""
+    size = table.path.stat().st_size
+    what = ("with the embedded pictures: Parquet cannot be memory-mapped" if stats.embedded
+            else "text and media paths")
+    note = f"validated rows: {_megabytes(size)} in a memory-mapped Arrow table ({what})"
+    return f"{source.disk_note}; {note}" if source.disk_note else note
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} KB"
 
 
 def _records_at(table: RecordTable):
