@@ -50,12 +50,18 @@ class HeldOutPairs:
 
 
 def _existing(path: str, field_name: str) -> str:
-    if not Path(path).expanduser().is_file():
-        raise EvaluationDataError(
-            f"{field_name}: {path}: no such file (fix: run from the folder training ran in, or pass the held-out "
-            "pairs with --data FILE / data=...)"
-        )
-    return str(Path(path).expanduser())
+    """``path`` when it names data (a file, Parquet shards, a saved dataset or a Hub id), else one clear error."""
+    from nbtools.data.sources import is_table_source
+
+    expanded = Path(path).expanduser()
+    if expanded.is_file() or (expanded.exists() and is_table_source(str(expanded))):
+        return str(expanded)
+    if not expanded.exists() and is_table_source(path):  # a glob or a Hub id
+        return path
+    raise EvaluationDataError(
+        f"{field_name}: {path}: no such file (fix: run from the folder training ran in, or pass the held-out "
+        "pairs with --data FILE / data=...)"
+    )
 
 
 def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list[dict]]:

@@ -48,7 +48,8 @@ def project_root() -> Path:
 
 
 def project_path(path: Optional[PathLike]) -> Optional[str]:
-    """An absolute path for a parameter value ('' and None stay None; ~ and remote URLs are kept)."""
+    """An absolute path for a parameter value ('' and None stay None; ~, remote URLs and Hub dataset ids
+    such as ``openbmb/RLAIF-V-Dataset`` that are not a folder of the project are kept)."""
     if path is None or str(path).strip() == "":
         return None
     text = os.fspath(path)
@@ -57,7 +58,15 @@ def project_path(path: Optional[PathLike]) -> Optional[str]:
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
         candidate = project_root() / candidate
+        if not candidate.exists() and not any(ch in text for ch in "*?[") and _looks_like_hub_id(text):
+            return text
     return str(candidate)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    from nbtools.data.sources import is_table_source
+
+    return text.count("/") == 1 and is_table_source(text)
 
 
 def path_fields(config_class=RunConfig) -> tuple[str, ...]:
