@@ -10,7 +10,7 @@ inputs above, so a changed input can never reuse a stale value — it just misse
 
 Layout: ``cache_dir()/"ref_logps"/*.nbref``, append-only shards with one fixed-size binary entry per pair
 (raw sha256 key, chosen and rejected as float64, CRC32), one shard per process that ever wrote: see
-:mod:`nbtools.packing.shard_store`. Caches in the earlier layout (one ``<key[:2]>/<key>.json`` per pair)
+:mod:`nbtools.shard_store`. Caches in the earlier layout (one ``<key[:2]>/<key>.json`` per pair)
 are not read or migrated: their pairs miss once and are recomputed into the shards.
 """
 
@@ -28,11 +28,11 @@ from typing import Any, Callable, ContextManager, Iterable
 import torch
 
 from nbtools.paths import cache_dir
+from nbtools.shard_store import ShardStore
 
 from .contrast import CONTRAST_KEY
 from .digest import image_bytes, parts_digest
 from .layout import example_images
-from .shard_store import ShardStore
 
 # Bump when the way log-probs are computed changes (layout, scoring), so old values miss.
 REFERENCE_FORMAT_VERSION = 1

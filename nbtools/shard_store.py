@@ -158,6 +158,8 @@ class ShardStore:
                     cursor.offset = HEADER.size
                     if not cursor.valid:
                         return
+                if size < cursor.offset:  # cut short since the last scan: read it again (a later entry wins anyway)
+                    cursor.offset = HEADER.size
                 whole = (size - cursor.offset) // ENTRY.size * ENTRY.size
                 if whole <= 0:
                     return
@@ -195,8 +197,6 @@ class ShardStore:
         record = encode_entry(key, first, second)
         value = record[32:BODY.size]
         with self._lock:
-            if self._scanned and self._index.get(key) == value:
-                return True  # already stored
             fd = self._writer()
             if not on_grid(os.fstat(fd).st_size):  # cut short (a failed write, a truncation): start another shard
                 self._abandon_shard()
@@ -219,8 +219,22 @@ class ShardStore:
             return self._fd
         self._fd = None  # inherited over fork: never append to the parent's shard
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / shard_name()
-        with _create_lock:
+        fd = self._open_shard(self.folder / shard_name())
+        if fd is None:  # this process's shard exists in a form it cannot extend: use another name
+            global _process_token
+            _process_token = None
+            fd = self._open_shard(self.folder / shard_name())
+            if fd is None:
+                raise OSError(f"cannot create a reference shard in {self.folder}")
+        self._fd, self._fd_pid = fd, os.getpid()
+        self._finalizer = weakref.finalize(self, _close_fd, fd, self._fd_pid)
+        return fd
+
+    @staticmethod
+    def _open_shard(path: Path) -> int | None:
+        """An O_APPEND descriptor on ``path``, created with its header if new; None when an existing file there
+        has another header or does not end on the entry grid (appending would make its entries unreadable)."""
+        with _create_lock:  # two stores of this process on one folder: only one writes the header
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
@@ -230,10 +244,11 @@ class ShardStore:
                     os.write(fd, header_bytes())
                 finally:
                     os.close(fd)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._fd_pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _close_fd, self._fd, self._fd_pid)
-        return self._fd
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        if os.pread(fd, HEADER.size, 0) == header_bytes() and on_grid(os.fstat(fd).st_size):
+            return fd
+        os.close(fd)
+        return None
 
     def flush(self) -> None:
         """fsync this process's shard, so the entries survive a crash and other NFS clients see them."""
