@@ -38,7 +38,7 @@ import threading
 import weakref
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 MAGIC = b"NBREFLP\x00"
 VERSION = 1
@@ -217,7 +217,10 @@ class ShardStore:
         """This process's append descriptor, opened (and the shard created with its header) on first use."""
         if self._fd is not None and self._fd_pid == os.getpid():
             return self._fd
-        self._fd = None  # inherited over fork: never append to the parent's shard
+        if self._fd is not None:  # inherited over fork: never append to the parent's shard
+            self._finalizer.detach()
+            os.close(self._fd)
+            self._fd = None
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = self._open_shard(self.folder / shard_name())
         if fd is None:  # this process's shard exists in a form it cannot extend: use another name
