@@ -2,8 +2,8 @@
 
 For ``n_pairs`` pairs it reports, for each layout: files and folders made, bytes on disk (allocated blocks
 and apparent size), puts per second, the time to open the store and read its first key, lookups per
-second for present keys and for misses, and the growth of peak RSS (VmHWM) while a fresh process opens the
-store and looks up every key.
+second for present keys and for misses, and the growth of peak RSS (VmHWM, the scan's merges included) and of RSS
+once done (VmRSS) while a fresh process opens the store and looks up every key.
 
 The old layout is a small re-implementation kept here as the baseline (``OldJsonPerPair``): it writes
 ``<key[:2]>/<key>.json`` atomically (temporary file, fsync, rename) as the earlier ``ReferenceLogpsStore``
@@ -101,9 +101,9 @@ def timed_lookups(get: Callable[[str], Any], keys: list[str]) -> tuple[float, in
 
 def _rss_probe(layout: str, folder: str, keys: list[str], queue) -> None:
     """In a fresh process: peak RSS before and after opening the store and looking up ``keys``."""
-    def peak_mb() -> float:
+    def status_mb(field: str) -> float:
         with open("/proc/self/status") as status:
-            return int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+            return int(next(line for line in status if line.startswith(field)).split()[1]) / 1024
 
     if layout == "shards":
         from nbtools.shard_store import ShardStore  # the storage under ReferenceLogpsStore, without torch
@@ -113,10 +113,10 @@ def _rss_probe(layout: str, folder: str, keys: list[str], queue) -> None:
         keys = [bytes.fromhex(key) for key in keys]
     else:
         get = OldJsonPerPair(folder).get
-    before = peak_mb()
+    peak, rss = status_mb("VmHWM:"), status_mb("VmRSS:")
     found = sum(get(key) is not None for key in keys)
-    queue.put({"peak_rss_before_mb": round(before, 1), "peak_rss_growth_mb": round(peak_mb() - before, 1),
-               "found": found})
+    queue.put({"peak_rss_before_mb": round(peak, 1), "peak_rss_growth_mb": round(status_mb("VmHWM:") - peak, 1),
+               "rss_growth_after_mb": round(status_mb("VmRSS:") - rss, 1), "found": found})
 
 
 def rss_growth(layout: str, folder: Path, keys: list[str]) -> dict:

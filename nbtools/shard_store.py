@@ -21,6 +21,9 @@ is recomputed. A shard with another magic, version or entry size is ignored whol
 so a future format change never misreads. When several valid entries hold one key, the last one
 scanned wins (values for one key are equal: the key covers every input).
 
+Memory: the index is a dict of bytes objects (about 200 bytes per key: ~20 MB of RSS at 100,000 keys), held by
+every process that reads (ranks, data-loader workers); shards are read a chunk at a time, never whole.
+
 Durability: appends reach the page cache at once (other processes on the same machine see them);
 they are fsync'ed, and so visible to other NFS clients (close-to-open), at :meth:`ShardStore.flush`,
 :meth:`ShardStore.close` or when the store is garbage-collected / the interpreter exits. A crash
@@ -46,6 +49,8 @@ HEADER = struct.Struct("<8sII")
 BODY = struct.Struct("<32sdd")
 ENTRY = struct.Struct("<32sddI")
 SUFFIX = ".nbref"
+KEY = 32
+READ_CHUNK = ENTRY.size * 16_384  # bytes read at a time while scanning
 
 _process_token: tuple[int, str] | None = None
 _create_lock = threading.Lock()
@@ -100,7 +105,7 @@ class ShardStore:
     def __init__(self, folder: str | os.PathLike, accept: Callable[[float, float], bool] = accept_any):
         self.folder = Path(folder)
         self.accept = accept
-        self._index: dict[bytes, bytes] = {}
+        self._index: dict[bytes, bytes] = {}  # key -> the 16 bytes of its two values
         self._cursors: dict[str, _ShardCursor] = {}
         self._scanned = False
         self._lock = threading.RLock()
@@ -160,31 +165,41 @@ class ShardStore:
                         return
                 if size < cursor.offset:  # cut short since the last scan: read it again (a later entry wins anyway)
                     cursor.offset = HEADER.size
-                whole = (size - cursor.offset) // ENTRY.size * ENTRY.size
-                if whole <= 0:
-                    return
-                handle.seek(cursor.offset)
-                data = handle.read(whole)
+                self._read_entries(handle, cursor, size)
         except OSError:
             return
-        self._take(data, cursor)
 
-    def _take(self, data: bytes, cursor: _ShardCursor) -> None:
-        """Index the valid entries of ``data`` (whole entries from ``cursor.offset``).
+    def _read_entries(self, handle, cursor: _ShardCursor, size: int) -> None:
+        """Index the whole entries between the cursor and ``size``, a chunk at a time (never a whole shard in memory).
 
-        The offset moves only past the last undamaged entry, so a damaged tail is read again at the next
+        The cursor moves only past the last undamaged entry, so a damaged tail is read again at the next
         scan: it may be an entry whose bytes were not all visible yet (NFS).
         """
+        position = cursor.offset
+        end = position + (size - position) // ENTRY.size * ENTRY.size
+        while position < end:
+            handle.seek(position)
+            chunk = handle.read(min(READ_CHUNK, end - position))
+            chunk = chunk[:len(chunk) // ENTRY.size * ENTRY.size]
+            if not chunk:
+                return
+            good_end = self._take(chunk)
+            if good_end:
+                cursor.offset = position + good_end
+            position += len(chunk)
+
+    def _take(self, data: bytes) -> int:
+        """Index the valid entries of ``data`` (whole entries); returns where its last undamaged entry ends (or 0)."""
         view = memoryview(data)
-        last_end = 0
-        for start in range(0, len(data) - ENTRY.size + 1, ENTRY.size):
+        good_end = 0
+        for start in range(0, len(data), ENTRY.size):
             key, first, second, crc = ENTRY.unpack_from(view, start)
             if crc != zlib.crc32(view[start:start + BODY.size]):
                 continue
-            last_end = start + ENTRY.size
+            good_end = start + ENTRY.size
             if self.accept(first, second):
-                self._index[key] = data[start + 32:start + BODY.size]
-        cursor.offset += last_end
+                self._index[key] = data[start + KEY:start + BODY.size]
+        return good_end
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -195,7 +210,7 @@ class ShardStore:
         if not self.accept(first, second):
             return False
         record = encode_entry(key, first, second)
-        value = record[32:BODY.size]
+        value = record[KEY:BODY.size]
         with self._lock:
             fd = self._writer()
             if not on_grid(os.fstat(fd).st_size):  # cut short (a failed write, a truncation): start another shard

@@ -238,3 +238,20 @@ def test_a_get_returns_the_value_put_or_nothing_after_a_truncation(program):
                 else:
                     assert got == (values[op[1]], -1.0)
         store.close()
+
+
+def test_a_scan_in_chunks_reads_past_damage_at_a_chunk_end(tmp_path, monkeypatch):
+    import nbtools.shard_store as shard_store
+
+    store = ShardStore(tmp_path)
+    for i in range(10):
+        store.put(key(i), *value(i))
+    store.close()
+    [shard] = shards(tmp_path)
+    data = bytearray(shard.read_bytes())
+    data[HEADER.size + 2 * ENTRY.size + 33] ^= 0x01  # the last entry of the first chunk of three
+    shard.write_bytes(bytes(data))
+    monkeypatch.setattr(shard_store, "READ_CHUNK", 3 * ENTRY.size)
+    fresh = ShardStore(tmp_path)
+    assert len(fresh) == 9 and fresh.get(key(2)) is None and fresh.get(key(9)) == value(9)
+
