@@ -65,16 +65,14 @@ def torch_worker():
     the other tests do."""
     pool = SPAWN.Pool(1, initializer=importlib.import_module, initargs=("nbtools.packing.ref_cache",))
     yield pool
-    pool.close()
-    pool.join()
+    pool.terminate()  # idle by now; joining would wait for torch's exit handlers
 
 
 @pytest.fixture(scope="module")
 def workers():
     pool = SPAWN.Pool(2)
     yield pool
-    pool.close()
-    pool.join()
+    pool.terminate()  # idle by now; joining would wait for torch's exit handlers
 
 
 def test_round_trip_and_reopen(tmp_path):
