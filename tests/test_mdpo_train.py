@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from nbtools.packing import ReferenceLogpsStore
 from nbtools.train import read_run, train
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def test_a_short_mdpo_run_logs_the_new_metrics(shapes_config, small_shapes, ref_
     # every pair of the shapes task has an image, so each gets an image-contrast pair: 2 x (12 + 4) reference values
     record = read_run(result.run_dir)
     assert record["reference_logps"]["computed"] == 2 * (12 + 4), record["reference_logps"]
-    assert sum(1 for _ in ref_cache.rglob("*.json")) == 2 * (12 + 4)
+    assert len(ReferenceLogpsStore(ref_cache)) == 2 * (12 + 4)
     assert record["packing"]["on"] is True
 
 

@@ -6,27 +6,38 @@ forever, and every later run on those pairs stopped with "loss became nan".
 
 from __future__ import annotations
 
-import json
 import math
+import struct
 
 import pytest
 
 from conftest import write_small_shapes
 from nbtools.packing.ref_cache import ReferenceFingerprint, ReferenceLogpsStore, pair_key
+from nbtools.shard_store import ENTRY, HEADER, encode_entry
+
+
+def _entry_offset(index: int) -> int:
+    return HEADER.size + index * ENTRY.size
+
+
+def _rewrite(key: bytes, chosen: float, rejected: float):
+    """An entry holding values that are not log-probs, with a good checksum (as a broken run would have written)."""
+    return lambda data, at: data[:at] + encode_entry(key, chosen, rejected) + data[at + ENTRY.size:]
+
+
+def _flip(byte: int):
+    return lambda data, at: data[:at + byte] + bytes([data[at + byte] ^ 0x40]) + data[at + byte + 1:]
 
 
 DAMAGED = {
-    "nan": '{"chosen": NaN, "rejected": -2.0}',
-    "infinite": '{"chosen": -1.0, "rejected": -Infinity}',
-    "positive": '{"chosen": 3.5, "rejected": -2.0}',
-    "list": '{"chosen": [-1.0, -2.0], "rejected": -2.0}',
-    "text": '{"chosen": "-1.0", "rejected": -2.0}',
-    "bool": '{"chosen": false, "rejected": -2.0}',
-    "null": '{"chosen": null, "rejected": -2.0}',
-    "missing": '{"chosen": -1.0}',
-    "not an object": '[-1.0, -2.0]',
-    "truncated": '{"chosen": -1.0, "rej',
-    "empty": "",
+    "nan": lambda key: _rewrite(key, math.nan, -2.0),
+    "infinite": lambda key: _rewrite(key, -1.0, -math.inf),
+    "positive": lambda key: _rewrite(key, 3.5, -2.0),
+    "flipped value byte": lambda key: _flip(40),
+    "flipped checksum byte": lambda key: _flip(ENTRY.size - 1),
+    "zeroed": lambda key: lambda data, at: data[:at] + bytes(ENTRY.size) + data[at + ENTRY.size:],
+    "truncated": lambda key: lambda data, at: data[:at + ENTRY.size // 2],
+    "other format version": lambda key: lambda data, at: data[:8] + struct.pack("<I", 99) + data[12:],
 }
 
 
@@ -35,19 +46,25 @@ EXAMPLES = [{"prompt": [{"role": "user", "content": f"question {i}"}], "chosen":
              "content": "yes"}], "rejected": [{"role": "assistant", "content": "no"}]} for i in range(2)]
 
 
-@pytest.mark.parametrize("content", DAMAGED.values(), ids=DAMAGED.keys())
-def test_a_damaged_entry_counts_as_missing_and_is_rewritten(tmp_path, content):
+@pytest.mark.parametrize("damage", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_entry_counts_as_missing_and_is_rewritten(tmp_path, damage):
     store = ReferenceLogpsStore(tmp_path)
     keys = [pair_key(example, FINGERPRINT) for example in EXAMPLES]
     for key in keys:
         store.put(key, -1.0, -2.0)
     chosen, rejected = store.lookup(EXAMPLES, FINGERPRINT)
     assert chosen.tolist() == [-1.0, -1.0] and rejected.tolist() == [-2.0, -2.0]
-    store._path(keys[1]).write_text(content)
+    store.close()
+    [shard] = list(tmp_path.iterdir())
+    shard.write_bytes(damage(bytes.fromhex(keys[1]))(shard.read_bytes(), _entry_offset(1)))
+
+    store = ReferenceLogpsStore(tmp_path)  # a later run reads the damaged shard
     assert store.get(keys[1]) is None
     assert store.lookup(EXAMPLES, FINGERPRINT) is None  # the batch's reference is computed, not read
-    store.put(keys[1], -1.5, -2.5)
+    assert store.put(keys[1], -1.5, -2.5)
     assert store.get(keys[1]) == (-1.5, -2.5)
+    store.close()
+    assert ReferenceLogpsStore(tmp_path).get(keys[1]) == (-1.5, -2.5)  # and so does the run after it
 
 
 @pytest.mark.parametrize("chosen, rejected", [(math.nan, -1.0), (-1.0, math.inf), (0.5, -1.0)])
@@ -72,10 +89,13 @@ def test_a_nan_entry_is_recomputed_and_the_next_run_trains(shapes_config, tmp_pa
                     task_display_name="cost $\\frac{$ run", custom_model_name="$x^2$")
     first = train(shapes_config(tmp_path / "first", **settings), live=False)
     assert read_run(first.run_dir)["reference_logps"]["computed"] == 6
-    entries = sorted((tmp_path / "cache" / "ref_logps").rglob("*.json"))
-    assert len(entries) == 6
-    entries[0].write_text('{"chosen": NaN, "rejected": NaN}')
-    entries[1].write_text('{"chosen": [1, 2], "rejected": -3.0}')
+    folder = tmp_path / "cache" / "ref_logps"
+    assert len(ReferenceLogpsStore(folder)) == 6
+    shard = next(folder.glob("*.nbref"))
+    data = shard.read_bytes()
+    damaged = [data[_entry_offset(i):_entry_offset(i) + 32] for i in range(2)]
+    data = _rewrite(damaged[0], math.nan, math.nan)(data, _entry_offset(0))
+    shard.write_bytes(_flip(36)(data, _entry_offset(1)))
 
     second = train(shapes_config(tmp_path / "second", **settings), live=False)
     record = read_run(second.run_dir)
@@ -83,7 +103,9 @@ def test_a_nan_entry_is_recomputed_and_the_next_run_trains(shapes_config, tmp_pa
     assert (record["reference_logps"]["computed"], record["reference_logps"]["reused"]) == (2, 4)
     assert all(math.isfinite(v) for k, v in record["metrics"].items() if isinstance(v, float))
     assert math.isfinite(record["metrics"]["eval_loss"])
-    for entry in entries[:2]:
-        value = json.loads(entry.read_text())
-        assert all(isinstance(v, float) and math.isfinite(v) and v <= 0 for v in value.values())
+    store = ReferenceLogpsStore(folder)
+    assert len(store) == 6
+    for key in damaged:
+        value = store.get(key.hex())
+        assert value is not None and all(isinstance(v, float) and math.isfinite(v) and v <= 0 for v in value)
     assert (second.run_dir / "plots" / "training.png").stat().st_size > 0

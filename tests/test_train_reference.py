@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nbtools.packing import ReferenceLogpsStore
 from nbtools.train import read_run, train
 
 pytestmark = pytest.mark.slow
@@ -64,7 +65,7 @@ def test_precomputed_reference_gives_the_same_history_and_is_reused(shapes_confi
     stored = train(_config(shapes_config, tmp_path / "on", small_shapes), live=False)
     record = read_run(stored.run_dir)["reference_logps"]
     assert (record["computed"], record["reused"]) == (16, 0)
-    assert len(list(ref_cache.rglob("*.json"))) == 16
+    assert len(ReferenceLogpsStore(ref_cache)) == 16
     assert passes == []  # every step and evaluation took the stored values
 
     expected, got = _metric_rows(on_the_fly.run_dir), _metric_rows(stored.run_dir)
@@ -91,4 +92,4 @@ def test_changed_max_pixels_misses_the_cache(shapes_config, small_shapes, ref_ca
                             max_pixels=96 * 96), live=False)
     assert read_run(smaller.run_dir)["reference_logps"] == {**read_run(smaller.run_dir)["reference_logps"],
                                                             "computed": 16, "reused": 0}
-    assert len(list(ref_cache.rglob("*.json"))) == 32
+    assert len(ReferenceLogpsStore(ref_cache)) == 32

@@ -8,7 +8,10 @@ the shared cache lets later epochs, resumed runs and sweeps over the same base m
 skip them too. The key hashes all of the
 inputs above, so a changed input can never reuse a stale value — it just misses.
 
-Layout: ``cache_dir()/"ref_logps"/<key[:2]>/<key>.json`` holding ``{"chosen": float, "rejected": float}``.
+Layout: ``cache_dir()/"ref_logps"/*.nbref``, append-only shards with one fixed-size binary entry per pair
+(raw sha256 key, chosen and rejected as float64, CRC32), one shard per process that ever wrote: see
+:mod:`nbtools.shard_store`. Caches in the earlier layout (one ``<key[:2]>/<key>.json`` per pair)
+are not read or migrated: their pairs miss once and are recomputed into the shards.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Callable, ContextManager, Iterable
 import torch
 
 from nbtools.paths import cache_dir
+from nbtools.shard_store import ShardStore
 
 from .contrast import CONTRAST_KEY
 from .digest import image_bytes, parts_digest
@@ -166,46 +170,81 @@ def is_log_prob(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value <= 0
 
 
+def _key_bytes(key: str) -> bytes | None:
+    """The 32 raw bytes of a 64-hex sha256 key, or None for anything else (which can never be stored)."""
+    try:
+        raw = bytes.fromhex(key)
+    except (TypeError, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _both_log_probs(chosen: float, rejected: float) -> bool:
+    return is_log_prob(chosen) and is_log_prob(rejected)
+
+
 class ReferenceLogpsStore:
-    """One small JSON file per (pair, fingerprint) under ``cache_dir()/"ref_logps"``; writes are atomic."""
+    """Reference (chosen, rejected) log-probs by pair key, in append-only shards under ``cache_dir()/"ref_logps"``.
+
+    A few files per folder (one per process that ever wrote), whatever the number of pairs; values written by
+    other processes (ranks, nodes sharing the folder) are seen on a miss. Entries are fsync'ed at :meth:`flush`,
+    :meth:`close` or exit. Pickles as its folder alone (spawned data-loader workers scan the shards themselves).
+    """
 
     def __init__(self, folder: str | os.PathLike | None = None):
         self.folder = Path(folder) if folder is not None else cache_dir() / "ref_logps"
+        self._shards = ShardStore(self.folder, accept=_both_log_probs)
 
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"])
 
     def get(self, key: str) -> tuple[float, float] | None:
         """The stored (chosen, rejected) reference log-probs, or None when missing or not usable.
 
-        An entry is used only if it holds two finite numbers that can be log-probabilities
-        (at most 0): a damaged entry (NaN from a broken run, a truncated or hand-edited file)
-        counts as missing, so the pair is recomputed and the entry rewritten, instead of turning
-        every later run's loss into NaN.
+        Only entries with a good checksum and two finite values at most 0 are used: a damaged entry (a torn
+        write, a bad disk, NaN from a broken run) counts as missing, so the pair is recomputed and stored again,
+        instead of turning every later run's loss into NaN.
         """
-        path = self._path(key)
-        try:
-            value = json.loads(path.read_text())
-            pair = value["chosen"], value["rejected"]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            return None
-        return pair if all(is_log_prob(v) for v in pair) else None
+        raw = _key_bytes(key)
+        return None if raw is None else self._shards.get(raw)
+
+    def get_many(self, keys: list[str]) -> list[tuple[float, float] | None]:
+        """:meth:`get` of several keys, with one re-scan at most for all their misses (not one per miss)."""
+        raw = [_key_bytes(key) for key in keys]
+        found = self._shards.get_many([key for key in raw if key is not None])
+        values = iter(found)
+        return [None if key is None else next(values) for key in raw]
 
     def put(self, key: str, chosen: float, rejected: float) -> bool:
-        """Store one pair's values (atomically); values that are not log-probabilities are not stored."""
+        """Store one pair's values; values that are not log-probabilities are not stored (False)."""
         chosen, rejected = float(chosen), float(rejected)
-        if not (is_log_prob(chosen) and is_log_prob(rejected)):
+        if not _both_log_probs(chosen, rejected):
             return False
-        from nbtools import atomic
+        raw = _key_bytes(key)
+        if raw is None:
+            raise ValueError(f"a reference cache key is a 64-hex sha256 digest, not {key!r}")
+        return self._shards.put(raw, chosen, rejected)
 
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(path, json.dumps({"chosen": chosen, "rejected": rejected}))
-        return True
+    def __len__(self) -> int:
+        """Number of pairs stored (by any process), after reading what was appended since the last look."""
+        return len(self._shards)
+
+    def keys(self) -> list[str]:
+        return [key.hex() for key in self._shards.keys()]
+
+    def flush(self) -> None:
+        """Make this process's entries durable (fsync) and visible to other NFS clients."""
+        self._shards.flush()
+
+    def close(self) -> None:
+        self._shards.close()
 
     def lookup(self, examples: list[dict], fingerprint: ReferenceFingerprint) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Reference values for a whole batch, or None if any pair is missing (then the step computes them)."""
-        found = [self.get(pair_key(example, fingerprint)) for example in examples]
+        found = self.get_many([pair_key(example, fingerprint) for example in examples])
         if any(value is None for value in found):
             return None
         chosen, rejected = zip(*found)
@@ -293,4 +332,7 @@ def precompute_reference_logps(
                 bar.update(len(pending))
     finally:
         target.train(was_training)
+        flush_store = getattr(store, "flush", None)
+        if flush_store is not None:
+            flush_store()  # durable before training relies on the values
     return PrecomputeReport(computed=computed, reused=reused)

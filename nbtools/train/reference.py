@@ -85,9 +85,11 @@ def _share_values(accelerator, store, share: _ShareStore) -> None:
     dist.all_gather_object(gathered, share.values)
     if accelerator.is_local_main_process:
         for values in gathered:
-            for key, (chosen, rejected) in values.items():
-                if store.get(key) is None:
-                    store.put(key, chosen, rejected)
+            keys = list(values)
+            for key, found in zip(keys, store.get_many(keys)):  # one look at the shards per rank's values
+                if found is None:
+                    store.put(key, *values[key])
+        store.flush()  # durable, and visible to other nodes sharing the folder, before any rank reads it
     accelerator.wait_for_everyone()
 
 
