@@ -47,9 +47,12 @@ def project_root() -> Path:
     return here
 
 
-def project_path(path: Optional[PathLike]) -> Optional[str]:
-    """An absolute path for a parameter value ('' and None stay None; ~, remote URLs and Hub dataset ids
-    such as ``openbmb/RLAIF-V-Dataset`` that are not a folder of the project are kept)."""
+DATA_FIELDS = ("train_file", "validation_file", "input_file")  # may name a Hub dataset instead of a path
+
+
+def project_path(path: Optional[PathLike], data: bool = False) -> Optional[str]:
+    """An absolute path for a parameter value ('' and None stay None; ~ and remote URLs are kept; with
+    ``data``, so is a Hub dataset id such as ``openbmb/RLAIF-V-Dataset`` that is not a folder of the project)."""
     if path is None or str(path).strip() == "":
         return None
     text = os.fspath(path)
@@ -58,7 +61,7 @@ def project_path(path: Optional[PathLike]) -> Optional[str]:
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
         candidate = project_root() / candidate
-        if not candidate.exists() and not any(ch in text for ch in "*?[") and _looks_like_hub_id(text):
+        if data and not candidate.exists() and not any(ch in text for ch in "*?[") and _looks_like_hub_id(text):
             return text
     return str(candidate)
 
@@ -86,7 +89,7 @@ def config_from_parameters(namespace: Mapping[str, Any], config_file: Optional[P
     given = {name: namespace[name] for name in names if name in namespace and namespace[name] is not None}
     for name in path_fields(config_class):
         if name in given and isinstance(given[name], str):
-            given[name] = project_path(given[name]) or ""
+            given[name] = project_path(given[name], data=name in DATA_FIELDS) or ""
     source = project_path(config_file)
     if source is None:
         return config_class.from_dict(given, source="parameters")
