@@ -3,7 +3,9 @@
 Every measurement runs in a fresh child process (``python -c``) with ``PYTHONPATH`` set to the tree under
 test, so the numbers belong to that tree's ``nbtools`` and to nothing the parent did (data generation
 included). Memory is the child's ``VmHWM`` from ``/proc/self/status``, read inside the child: right after its
-imports (``import_mb``) and at the end (``peak_mb``), hence ``above_import_mb``. VmHWM, not
+imports (``import_mb``) and at the end, hence ``above_import_mb``. Validation of a big JSONL file runs worker
+processes: ``workers_peak_mb`` is the largest one's peak (``RUSAGE_CHILDREN``), and ``peak_mb`` is the main
+process's peak plus that (an upper bound: the two peaks need not coincide). VmHWM, not
 ``ru_maxrss``: on Linux ru_maxrss carries the high-water mark of the process image replaced by exec over
 into the child, VmHWM belongs to the child's own address space only. Seconds are timed inside the child
 around the measured call (interpreter start and imports left out); ``process_s`` is the child's whole life
@@ -75,7 +77,10 @@ import_mb, after_import = vm(), loaded()
 start = time.perf_counter()
 report = validate_dataset(sys.argv[1])
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "import_mb": import_mb, "peak_mb": vm(), "rss_end_mb": vm("VmRSS:"),
+import resource
+workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest worker process, if any
+print(json.dumps({"seconds": seconds, "import_mb": import_mb, "main_peak_mb": vm(), "workers_peak_mb": workers_mb,
+                  "peak_mb": vm() + workers_mb, "rss_end_mb": vm("VmRSS:"),
                   "rows": report.rows, "valid": report.valid, "errors": report.count("error"),
                   "warnings": report.count("warning"), "modules_after_import": after_import,
                   "modules_after_validate": loaded(), "nbtools": nbtools.__file__}))

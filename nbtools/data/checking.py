@@ -29,7 +29,7 @@ from nbtools.problems import Problem
 from nbtools.video import VideoSettings
 
 MEDIA_CACHE = 200_000  # inspected files remembered per process (datasets reuse pictures heavily)
-INSPECT_THREADS = 8  # opening headers is I/O-bound; PIL releases the GIL while reading
+INSPECT_THREADS = 8  # remote files: opening one waits on the network
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,13 @@ class ChunkChecker:
                         found[ref] = None  # placeholder keeps the order and skips repeats
                         (wanted_videos if key == "videos" else wanted_images).append(ref)
         new: dict[str, MediaInfo] = {}
-        files = [p for p in wanted_images if not is_embedded(p)]
-        for path in wanted_images:
-            if is_embedded(path) or len(files) <= 4:  # bytes in memory, or too few to be worth threads
+        remote = [p for p in wanted_images if is_remote(p)]
+        for path in wanted_images:  # a local header parses faster than a thread hands it over
+            if not is_remote(path):
                 new[path] = inspect_image(path, self.settings.deep)
-        if len(files) > 4:
+        if remote:  # network-bound: threads overlap the waiting
             with ThreadPoolExecutor(max_workers=INSPECT_THREADS) as pool:
-                for info in pool.map(lambda p: inspect_image(p, self.settings.deep), files):
+                for info in pool.map(lambda p: inspect_image(p, self.settings.deep), remote):
                     new[info.path] = info
         for path in wanted_videos:
             new[path] = inspect_video(path, self.settings.deep)

@@ -39,13 +39,16 @@ def pair_key(record: PreferenceRecord) -> tuple:
 def pair_key_hash(record: PreferenceRecord) -> bytes:
     """16 bytes standing for :func:`pair_key`, the same in every process (Python's ``hash`` is not);
     matches are confirmed on the full key, so even a collision cannot report a false duplicate."""
-    prompt, images, videos, chosen, rejected = pair_key(record)
-    # unit and record separators cannot be confused with text once every part is length-prefixed
-    parts = [f"{len(role)}:{role}{len(text)}:{text}" for role, text in prompt]
-    parts += [f"{len(m)}:{m}" for m in images] + ["\x1d"] + [f"{len(m)}:{m}" for m in videos]
-    parts += [f"{len(chosen)}:{chosen}", f"{len(rejected)}:{rejected}"]
-    text = f"{len(prompt)}:{len(images)}:{len(videos)}\x1e" + "\x1f".join(parts)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    # every part length-prefixed: no text can imitate a boundary between parts
+    parts = [f"{len(record.prompt)}|{len(record.images)}|{len(record.videos)}"]
+    for message in record.prompt:
+        text = normalise_ws(message["content"])
+        parts.append(f"{len(message['role'])}:{message['role']}{len(text)}:{text}")
+    for ref in (*_media_identity(record.images), "", *_media_identity(record.videos)):
+        parts.append(f"{len(ref)}:{ref}")
+    chosen, rejected = normalise_ws(record.chosen), normalise_ws(record.rejected)
+    parts.append(f"{len(chosen)}:{chosen}{len(rejected)}:{rejected}")
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def keys_array(records: list[PreferenceRecord]) -> np.ndarray:

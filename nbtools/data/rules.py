@@ -8,6 +8,7 @@ field names (``messages[2].content`` for our format, ``prompt[1].content`` for T
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -343,6 +344,11 @@ def resolve_media_path(path: str, base_dir: str) -> str:
     """Absolute, ``~``-relative or data-file-relative path; URLs and embedded media are kept as they are."""
     if is_embedded(path):
         return path
+    return _resolve_path(path, base_dir)
+
+
+@functools.lru_cache(maxsize=65536)  # datasets name the same pictures over and over
+def _resolve_path(path: str, base_dir: str) -> str:
     if path.startswith("file://"):
         path = path[len("file://"):]
     if is_remote(path):

@@ -65,10 +65,10 @@ class JsonlSource(DataSource):
         self.file, self.handle, self.size, self.problems = file, handle, size, []
         self.base_dir = os.path.dirname(os.path.abspath(file))
 
-    def _blocks(self, progress: bool):
+    def _blocks(self, progress: bool, block_bytes: int = load.BLOCK_BYTES):
         reporter = load._Progress(self.file, self.size) if progress and self.size >= load.PROGRESS_MIN_BYTES else None
         with self.handle:
-            yield from iter_blocks(self.handle, reporter=reporter)
+            yield from iter_blocks(self.handle, block_bytes, reporter=reporter)
 
     def chunks(self, progress: bool = False):
         for first, block in self._blocks(progress):
@@ -85,7 +85,9 @@ class JsonlSource(DataSource):
                                    initializer=init_worker, initargs=(settings,))
         try:
             pending = []
-            for first, block in self._blocks(progress):
+            # at least 4 blocks per worker (the last ones finish together), at most 2 MB (a worker's memory)
+            block_bytes = max(1024 * 1024, min(2 * 1024 * 1024, self.size // (4 * workers)))
+            for first, block in self._blocks(progress, block_bytes):
                 pending.append(pool.submit(check_jsonl_block, self.file, self.base_dir, first, block))
                 if len(pending) > 2 * workers:  # bounded: a few blocks in flight, whatever the file's size
                     yield pending.pop(0).result()

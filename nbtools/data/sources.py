@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Union
@@ -509,11 +510,10 @@ def open_table_source(spec: Source, columns: Optional[dict] = None) -> TableSour
 
 
 def _is_dataset_object(spec) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        return False
-    return isinstance(spec, (datasets.Dataset, datasets.DatasetDict))
+    """A ``datasets`` object; answered without importing ``datasets`` (a second of start-up, ~60 MB) for
+    strings and paths: whoever holds a Dataset has imported it already."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(spec, (datasets.Dataset, datasets.DatasetDict))
 
 
 def _dataset_name(dataset) -> str:

@@ -17,14 +17,16 @@ from nbtools.data.tokens import PairTokens, TokenCounter
 from nbtools.media_ref import is_embedded
 
 
-def _distribution(values: list[float]) -> dict:
-    if not values:
+def _distribution(values) -> dict:
+    """count, min, p50, p90, p99, max and mean of a list or numpy array (sorted as an array: a million
+    values never become a million Python numbers)."""
+    ordered = np.sort(np.asarray(values))
+    if not len(ordered):
         return {"count": 0}
-    ordered = sorted(values)
     def pct(q: float):
-        return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
-    return {"count": len(values), "min": ordered[0], "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
-            "max": ordered[-1], "mean": round(statistics.fmean(values), 2)}
+        return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))].item()
+    return {"count": len(ordered), "min": ordered[0].item(), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
+            "max": ordered[-1].item(), "mean": round(float(ordered.mean(dtype=np.float64)), 2)}
 
 
 def dataset_stats(
@@ -92,15 +94,19 @@ class StatsAccumulator:
                    "longest": [t.longest for t in tokens],
                    "video_tokens": [t.video_tokens for t, r in zip(tokens, records) if r.videos]}
         for name, values in columns.items():
-            self.series[name].append(np.asarray(values, dtype=np.int64))
+            self.series[name].append(np.asarray(values, dtype=np.int32))
         self.series["ratio"].append(np.asarray([len(r.chosen) / max(1, len(r.rejected)) for r in records]))
+        pictures = {}  # distinct within the chunk first: a key is a hash, computed once per picture
         for record in records:
             self.embedded += sum(is_embedded(m) for m in (*record.images, *record.videos,
                                                           *(record.rejected_images or ())))
             for path in record.images:
-                info = media.get(path)
-                if info is not None and not info.error and info.width:
-                    self.images.setdefault(_stable_key(path), (info.width, info.height))
+                pictures[id(path) if is_embedded(path) else path] = path
+        for path in pictures.values():
+            info = media.get(path)
+            if info is not None and not info.error and info.width:
+                self.images.setdefault(_stable_key(path), (info.width, info.height))
+        for record in records:
             for path in record.videos:
                 info = media.get(path)
                 if info is not None and not info.error and info.frames:
@@ -127,14 +133,15 @@ class StatsAccumulator:
             if len(parts) > 64:
                 self.series[name] = [np.concatenate(parts)]
 
-    def _values(self, name: str) -> list:
+    def _values(self, name: str) -> np.ndarray:
         parts = self.series[name]
-        return np.concatenate(parts).tolist() if parts else []
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def result(self, *, rows: Optional[int] = None, valid: Optional[int] = None,
                counter: Optional[TokenCounter] = None, problems: Optional[list] = None) -> dict:
         counter = counter or TokenCounter()
         ratios = self._values("ratio")
+        rounded_ratios = np.round(ratios, 3)
         resolutions = Counter(f"{w}x{h}" for w, h in self.images.values())
         pixels = [w * h for w, h in self.images.values()]
         severities = Counter(p.severity for p in problems or [])
@@ -158,8 +165,8 @@ class StatsAccumulator:
             "tokens": {name: _distribution(self._values(key)) for name, key in
                        (("prompt", "prompt"), ("chosen", "chosen"), ("rejected", "rejected"),
                         ("longest_pair", "longest"))},
-            "chosen_rejected_length_ratio": _distribution([round(r, 3) for r in ratios]),
-            "chosen_longer_share": round(sum(r > 1 for r in ratios) / len(ratios), 3) if ratios else None,
+            "chosen_rejected_length_ratio": _distribution(rounded_ratios),
+            "chosen_longer_share": round(float((ratios > 1).mean()), 3) if len(ratios) else None,
             "training_tokens_per_epoch": self.per_epoch,
             "token_counting": counter.label,
             "max_pixels": counter.max_pixels,

@@ -295,13 +295,19 @@ class TokenView(Mapping):
 
     def __init__(self, table: RecordTable, estimated: bool = False):
         self._table = table
-        self._lines = table.lines
-        self._order = np.argsort(self._lines, kind="stable")
-        self._sorted = self._lines[self._order]
-        self._columns = {name: table.column(name) for name in TOKEN_COLUMNS}
+        self._built = False  # the index and columns are read on first use (validation itself never needs them)
         self.estimated = estimated
 
+    def _build(self) -> None:
+        if not self._built:
+            self._lines = self._table.lines
+            self._order = np.argsort(self._lines, kind="stable")
+            self._sorted = self._lines[self._order]
+            self._columns = {name: self._table.column(name) for name in TOKEN_COLUMNS}
+            self._built = True
+
     def _index(self, line) -> Optional[int]:
+        self._build()
         at = int(np.searchsorted(self._sorted, line))
         if at < len(self._sorted) and self._sorted[at] == line:
             return int(self._order[at])
@@ -317,7 +323,7 @@ class TokenView(Mapping):
                           int(c["video_tokens"][index]), int(c["rejected_image_delta"][index]))
 
     def __iter__(self):
-        return (int(line) for line in self._lines)
+        return (int(line) for line in self._table.lines)
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._table)

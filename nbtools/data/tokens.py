@@ -66,6 +66,7 @@ class TokenCounter:
         self.video_geo = video_geo
         self.model_name = model_name or self.geo.family
         self._timestamp_tokens: dict[str, int] = {}
+        self._image_tokens: dict[tuple[int, int], int] = {}
 
     @property
     def supports_video(self) -> bool:
@@ -127,7 +128,13 @@ class TokenCounter:
         return count
 
     def image_tokens(self, width: int, height: int) -> int:
-        return image_tokens(height, width, self.geo, self.max_pixels)
+        key = (width, height)
+        count = self._image_tokens.get(key)
+        if count is None:  # a few sizes recur across a whole dataset: the resize arithmetic runs once each
+            if len(self._image_tokens) > 65536:
+                self._image_tokens.clear()
+            count = self._image_tokens[key] = image_tokens(height, width, self.geo, self.max_pixels)
+        return count
 
     def text_tokens(self, texts: list[str]) -> list[int]:
         if not texts:  # an empty or unreadable file has no pairs; fast tokenizers fail on an empty batch
