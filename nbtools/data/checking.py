@@ -196,3 +196,24 @@ def check_jsonl_block(file: str, base_dir: str, first_line: int, block: bytes) -
 
     loaded = read_block(file, base_dir, first_line, block)
     return _WORKER.check(loaded.records, loaded.problems, loaded.rows)
+
+
+_TABLES: dict = {}  # file -> its TableSource, opened once per worker process
+
+
+def check_table_part(part, columns: Optional[dict]) -> list[ChunkResult]:
+    """Read and check one part of a Parquet dataset (whole row groups) in a worker process."""
+    from nbtools.data.source import CHUNK_ROWS, gather
+    from nbtools.data.sources import open_table_source
+
+    table = _TABLES.get(part.file)
+    if table is None:
+        _TABLES.clear()
+        table = _TABLES[part.file] = open_table_source(part.file, columns)
+    table.problems.clear()  # what opening found, the main process found too
+    results = [_WORKER.check(records, problems, rows)
+               for records, problems, rows in gather(table.iter_part(part), CHUNK_ROWS)]
+    if table.problems:  # damaged row groups of this part: reported with its last chunk
+        results.append(_WORKER.check([], list(table.problems), 0))
+        table.problems.clear()
+    return results

@@ -12,13 +12,16 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Iterator, Optional
 
-from nbtools.data.checking import CheckSettings, ChunkChecker, ChunkResult, check_jsonl_block, init_worker
+from nbtools.data.checking import (CheckSettings, ChunkChecker, ChunkResult, check_jsonl_block, check_table_part,
+                                   init_worker)
 from nbtools.data import load
 from nbtools.data.load import PARQUET_MAGIC, LoadResult, UnreadableFile, iter_blocks, open_jsonl, read_block
 from nbtools.problems import Problem
 
 CHUNK_ROWS = 10_000  # records checked together (table data, .json lists)
 PARALLEL_MIN_BYTES = 16 * 2**20  # JSONL files at least this big are parsed by worker processes
+MIN_BLOCK_BYTES = 2**20  # blocks handed to workers: 1-2 MB each
+PARALLEL_MIN_ROWS = 50_000  # Parquet data with at least this many rows is read by worker processes
 WORKERS_ENV = "NBTOOLS_VALIDATE_WORKERS"  # 0 or 1: parse in this process (e.g. where processes cannot start)
 
 
@@ -65,10 +68,10 @@ class JsonlSource(DataSource):
         self.file, self.handle, self.size, self.problems = file, handle, size, []
         self.base_dir = os.path.dirname(os.path.abspath(file))
 
-    def _blocks(self, progress: bool, block_bytes: int = load.BLOCK_BYTES):
+    def _blocks(self, progress: bool, block_bytes: Optional[int] = None):
         reporter = load._Progress(self.file, self.size) if progress and self.size >= load.PROGRESS_MIN_BYTES else None
         with self.handle:
-            yield from iter_blocks(self.handle, block_bytes, reporter=reporter)
+            yield from iter_blocks(self.handle, block_bytes or load.BLOCK_BYTES, reporter=reporter)
 
     def chunks(self, progress: bool = False):
         for first, block in self._blocks(progress):
@@ -81,20 +84,11 @@ class JsonlSource(DataSource):
         if workers < 2 or self.size < PARALLEL_MIN_BYTES:
             yield from super().results(checker, settings, progress)
             return
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context(),
-                                   initializer=init_worker, initargs=(settings,))
-        try:
-            pending = []
-            # at least 4 blocks per worker (the last ones finish together), at most 2 MB (a worker's memory)
-            block_bytes = max(1024 * 1024, min(2 * 1024 * 1024, self.size // (4 * workers)))
-            for first, block in self._blocks(progress, block_bytes):
-                pending.append(pool.submit(check_jsonl_block, self.file, self.base_dir, first, block))
-                if len(pending) > 2 * workers:  # bounded: a few blocks in flight, whatever the file's size
-                    yield pending.pop(0).result()
-            for future in pending:
-                yield future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        # at least 4 blocks per worker (the last ones finish together), at most 2 MB (a worker's memory)
+        block_bytes = max(MIN_BLOCK_BYTES, min(2 * MIN_BLOCK_BYTES, self.size // (4 * workers)))
+        tasks = ((check_jsonl_block, self.file, self.base_dir, first, block)
+                 for first, block in self._blocks(progress, block_bytes))
+        yield from _in_workers(settings, workers, tasks)
 
 
 def _process_context():
@@ -113,28 +107,69 @@ class TableDataSource(DataSource):
         self.file, self.schema, self.disk_note = table.name, table.schema, table.disk_note
         self.problems = list(table.problems)
 
+    def __init__(self, table, columns: Optional[dict] = None):
+        self.table, self.columns = table, columns
+        self.file, self.schema, self.disk_note = table.name, table.schema, table.disk_note
+        self.problems = list(table.problems)
+
     def chunks(self, progress: bool = False):
-        records, problems = [], []
         bar = _table_progress(self.table, progress)
-        for record, row_problems in self.table.iter_records():
-            problems += row_problems
-            if record is not None:
-                records.append(record)
-            if bar is not None:
-                bar.update(1)
-            if len(records) >= CHUNK_ROWS:
-                yield records, problems, len(records) + _rows_without_record(records, problems)
-                records, problems = [], []
+        yield from gather(self.table.iter_records(), CHUNK_ROWS, bar)
+        self.problems += self.table.problems[len(self.problems):]  # damaged row groups found while reading
+
+    def results(self, checker: ChunkChecker, settings: CheckSettings, progress: bool = False,
+                workers: Optional[int] = None) -> Iterator[ChunkResult]:
+        workers = default_workers() if workers is None else workers
+        parts = self.table.parts() if workers >= 2 and self.table.rows >= PARALLEL_MIN_ROWS else []
+        if len(parts) < 2:
+            yield from super().results(checker, settings, progress)
+            return
+        bar = _table_progress(self.table, progress)
+        for results in _in_workers(settings, workers, ((check_table_part, part, self.columns) for part in parts)):
+            for result in results:
+                if bar is not None:
+                    bar.update(result.rows)
+                yield result
         if bar is not None:
             bar.close()
-        if records or problems:
-            yield records, problems, len(records) + _rows_without_record(records, problems)
 
 
-def _rows_without_record(records: list, problems: list[Problem]) -> int:
-    """Rows of a chunk that gave only problems (each such row has at least one, on its own line)."""
-    have = {r.line for r in records}
-    return len({p.line for p in problems if p.line is not None and p.line not in have and p.field != "file"})
+def gather(rows: Iterator[tuple], size: int, bar=None) -> Iterator[tuple[list, list[Problem], int]]:
+    """(records, problems, rows read) chunks of at most ``size`` records from (record, problems) rows.
+
+    Problems about a shard as a whole (damaged row groups) have no line and come with the chunk they
+    were found in."""
+    records, problems, count = [], [], 0
+    for record, row_problems in rows:
+        count += 1
+        problems += row_problems
+        if record is not None:
+            records.append(record)
+        if bar is not None:
+            bar.update(1)
+        if len(records) >= size:
+            yield records, problems, count
+            records, problems, count = [], [], 0
+    if bar is not None:
+        bar.close()
+    if records or problems or count:
+        yield records, problems, count
+
+
+def _in_workers(settings: CheckSettings, workers: int, tasks: Iterator[tuple]) -> Iterator:
+    """Run ``(function, *arguments)`` tasks in worker processes, results in order, a few in flight at a time."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context(),
+                               initializer=init_worker, initargs=(settings,))
+    try:
+        pending = []
+        for function, *arguments in tasks:
+            pending.append(pool.submit(function, *arguments))
+            if len(pending) > 2 * workers:  # bounded: a few tasks in flight, whatever the data's size
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _table_progress(table, progress: bool):
@@ -169,7 +204,7 @@ def open_data(spec, columns=None) -> DataSource:
     columns = parse_columns(columns)
     if not isinstance(spec, (str, os.PathLike)) or sources.is_table_source(spec) or _is_parquet(spec):
         try:
-            return TableDataSource(sources.open_table_source(spec, columns))
+            return TableDataSource(sources.open_table_source(spec, columns), columns)
         except sources.TableSourceError as exc:
             if not (isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec)):
                 raise

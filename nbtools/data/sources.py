@@ -67,7 +67,8 @@ class _Shard:
     rows: int  # from metadata, without reading data
     schema: pa.Schema
     base_dir: str  # relative picture paths are relative to this folder
-    batches: Callable[[list[str]], Iterator[Any]]  # columns -> pyarrow RecordBatches/Tables
+    batches: Callable[..., Iterator[Any]]  # columns (, row groups) -> pyarrow RecordBatches/Tables
+    groups: Optional[list[tuple[int, int]]] = None  # Parquet: (rows, bytes) of each row group
 
 
 def _parquet_shard(path: str) -> tuple[Optional[_Shard], Optional[Problem]]:
@@ -75,18 +76,23 @@ def _parquet_shard(path: str) -> tuple[Optional[_Shard], Optional[Problem]]:
     try:
         handle = pq.ParquetFile(path)
         rows, schema = handle.metadata.num_rows, handle.schema_arrow
+        meta = handle.metadata
+        groups = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
         handle.close()
     except (pa.ArrowException, OSError, ValueError) as exc:
         return None, Problem(path, None, "file", "error",
                              f"not a readable Parquet file ({_short(exc)}); its rows are left out",
                              "download or copy this shard again (it may be cut short), or remove it")
 
-    def batches(columns: list[str]) -> Iterator[Union[pa.RecordBatch, _Lost]]:
-        """Row group by row group, so a damaged row group costs only its own rows."""
+    def batches(columns: list[str], only: Optional[range] = None) -> Iterator[Union[pa.RecordBatch, _Lost]]:
+        """Row group by row group (``only``: these groups), so a damaged row group costs only its own rows."""
         with pq.ParquetFile(path) as parquet:
             first = 0
             for group in range(parquet.num_row_groups):
                 size = parquet.metadata.row_group(group).num_rows
+                if only is not None and group not in only:
+                    first += size
+                    continue
                 done = 0
                 try:
                     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns):
@@ -96,7 +102,7 @@ def _parquet_shard(path: str) -> tuple[Optional[_Shard], Optional[Problem]]:
                     yield _Lost(first + done, size - done, _short(exc))
                 first += size
 
-    return _Shard(path, rows, schema, os.path.dirname(os.path.abspath(path)), batches), None
+    return _Shard(path, rows, schema, os.path.dirname(os.path.abspath(path)), batches, groups), None
 
 
 @dataclass(frozen=True)
@@ -364,6 +370,18 @@ def _user_field(field_name: str, names: dict, single_picture: bool) -> str:
 
 # --------------------------------------------------------------------------- the source
 
+@dataclass(frozen=True)
+class TablePart:
+    """Whole row groups ``groups[0]`` to ``groups[1]`` (exclusive) of one Parquet shard: rows ``first_row`` on,
+    the first of them at ``first_line`` of the dataset (picklable: worker processes read parts)."""
+
+    file: str
+    groups: tuple[int, int]
+    first_row: int
+    first_line: int
+    rows: int
+
+
 @dataclass
 class TableSource:
     """Rows of Parquet shards or a ``datasets.Dataset``, read batch by batch into records.
@@ -392,10 +410,11 @@ class TableSource:
             yield from self._shard_records(shard, line)
             line += shard.rows
 
-    def _shard_records(self, shard: _Shard, first_line: int) -> Iterator[tuple]:
+    def _shard_records(self, shard: _Shard, first_line: int, part: Optional["TablePart"] = None) -> Iterator[tuple]:
         present = [c for c in self._layout.wanted if c in shard.schema.names] or shard.schema.names[:1]
-        row = 0
-        batches = shard.batches(present)
+        row = 0 if part is None else part.first_row
+        first_line -= row  # lines follow rows within the shard
+        batches = shard.batches(present) if part is None else shard.batches(present, range(*part.groups))
         while True:
             try:  # only reading is guarded: a failure while judging a row is a bug and must surface
                 batch = next(batches)
@@ -415,6 +434,30 @@ class TableSource:
             for row_values in values:
                 yield self._row_record(shard, row, first_line + row, row_values)
                 row += 1
+
+    def parts(self, max_rows: int = 20_000, max_bytes: int = 32 * 2**20) -> list["TablePart"]:
+        """The rows cut into runs of whole Parquet row groups (at most ``max_rows`` rows and ``max_bytes``
+        each, unless one group is bigger), which worker processes can read and check on their own;
+        [] when the data is not all Parquet shards (a ``datasets`` object is read in this process)."""
+        if not self._shards or any(shard.groups is None for shard in self._shards):
+            return []
+        parts, line = [], 1
+        for shard in self._shards:
+            start = row = rows = size = 0
+            for index, (count, nbytes) in enumerate(shard.groups):
+                if index > start and (rows + count > max_rows or size + nbytes > max_bytes):
+                    parts.append(TablePart(shard.file, (start, index), row - rows, line + row - rows, rows))
+                    start, rows, size = index, 0, 0
+                rows, size, row = rows + count, size + nbytes, row + count
+            if len(shard.groups) > start:
+                parts.append(TablePart(shard.file, (start, len(shard.groups)), row - rows, line + row - rows, rows))
+            line += shard.rows
+        return parts
+
+    def iter_part(self, part: "TablePart") -> Iterator[tuple[Optional[PreferenceRecord], list[Problem]]]:
+        """The rows of one part (see :meth:`parts`), numbered as :meth:`iter_records` numbers them."""
+        shard = next(s for s in self._shards if s.file == part.file)
+        yield from self._shard_records(shard, part.first_line, part)
 
     def _row_record(self, shard: _Shard, row_no: int, line: int, values: dict) -> tuple:
         row = _Row(shard, row_no, line)

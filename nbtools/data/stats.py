@@ -81,6 +81,8 @@ class StatsAccumulator:
         self.series: dict[str, list] = {name: [] for name in self._SERIES}
         self.images: dict[int, tuple[int, int]] = {}  # distinct picture -> (width, height)
         self.embedded = 0  # pictures and videos whose bytes are in the data itself
+        self.embedded_resolutions: Counter = Counter()  # embedded pictures: (width, height) -> count
+        self.embedded_sizes: list = []  # this chunk's, folded into embedded_resolutions by _compact
         self.video_infos: dict[str, tuple[float, float]] = {}  # distinct video -> (seconds, fps)
 
     def add(self, records: list[PreferenceRecord], tokens: list[PairTokens], media: dict) -> None:
@@ -104,7 +106,11 @@ class StatsAccumulator:
                 pictures[id(path) if is_embedded(path) else path] = path
         for path in pictures.values():
             info = media.get(path)
-            if info is not None and not info.error and info.width:
+            if info is None or info.error or not info.width:
+                continue
+            if is_embedded(path):  # one per row: counted, not remembered (a million would not fit a dict)
+                self.embedded_sizes.append((info.width, info.height))
+            else:
                 self.images.setdefault(_stable_key(path), (info.width, info.height))
         for record in records:
             for path in record.videos:
@@ -123,15 +129,19 @@ class StatsAccumulator:
             self.series[name] += other.series[name]
         for key, size in other.images.items():
             self.images.setdefault(key, size)
+        other._compact(force=True)
+        self.embedded_resolutions.update(other.embedded_resolutions)
         for key, info in other.video_infos.items():
             self.video_infos.setdefault(key, info)
         self._compact()
 
-    def _compact(self) -> None:
+    def _compact(self, force: bool = False) -> None:
         """Join the per-chunk arrays now and then, so a million pairs are a few arrays, not thousands."""
         for name, parts in self.series.items():
-            if len(parts) > 64:
+            if len(parts) > 64 or (force and len(parts) > 1):
                 self.series[name] = [np.concatenate(parts)]
+        self.embedded_resolutions.update(self.embedded_sizes)
+        self.embedded_sizes = []
 
     def _values(self, name: str) -> np.ndarray:
         parts = self.series[name]
@@ -142,8 +152,11 @@ class StatsAccumulator:
         counter = counter or TokenCounter()
         ratios = self._values("ratio")
         rounded_ratios = np.round(ratios, 3)
-        resolutions = Counter(f"{w}x{h}" for w, h in self.images.values())
-        pixels = [w * h for w, h in self.images.values()]
+        self._compact(force=True)
+        sizes = Counter(self.images.values()) + self.embedded_resolutions
+        resolutions = Counter({f"{w}x{h}": n for (w, h), n in sizes.items()})
+        pixels = np.repeat(np.asarray([w * h for w, h in sizes], dtype=np.int64),
+                           np.asarray(list(sizes.values()), dtype=np.int64)) if sizes else np.zeros(0, np.int64)
         severities = Counter(p.severity for p in problems or [])
         return {
             "rows": rows if rows is not None else self.pairs,

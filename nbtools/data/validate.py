@@ -190,7 +190,6 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
     stats = merged.stats.result(rows=merged.rows, valid=valid, counter=checker.counter, problems=problems)
     if source.schema:
         stats["schema"] = source.schema
-    stats["table_bytes"] = table.path.stat().st_size
     tokens = TokenView(table, estimated=checker.counter.estimated)
     return ValidationReport(source.file, merged.rows, valid, table, problems, stats, tokens, merged.media,
                             schema=source.schema, disk_note=_disk_note(source, table, merged.stats))

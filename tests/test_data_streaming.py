@@ -1,0 +1,101 @@
+"""Validation streams the data: worker processes give the same report as one process, the records live
+in a memory-mapped table, and the dataset-wide rules work from 16-byte keys."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from nbtools.data import source, validate_dataset
+from nbtools.data.table import RecordTable
+
+
+def _rows(make_pair, n: int) -> list:
+    rows = [make_pair(chosen=f"Red {i}.") for i in range(n)]
+    rows[7] = "not json"
+    rows[11] = make_pair(chosen="Red 3.")  # a duplicate of row 4 (line 4)
+    rows[20] = make_pair(images=["missing.jpg"])
+    rows[33] = make_pair(rejected="Red 33.", chosen="Red 33.")  # identical answers
+    return rows
+
+
+def _same_reports(a, b) -> None:
+    assert (a.rows, a.valid) == (b.rows, b.valid)
+    assert [p.format() for p in a.problems] == [p.format() for p in b.problems]
+    assert a.stats == b.stats
+    assert list(a.records) == list(b.records)
+
+
+def test_worker_processes_give_the_report_of_one_process(data_dir, make_pair, monkeypatch):
+    data_dir.image()
+    path = data_dir.jsonl(_rows(make_pair, 600))
+    monkeypatch.setattr(source, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(source.load, "BLOCK_BYTES", 4096)  # many blocks, in one process and in workers
+    monkeypatch.setattr(source, "MIN_BLOCK_BYTES", 4096)
+    alone = validate_dataset(path, workers=0)
+    together = validate_dataset(path, workers=2)
+    _same_reports(alone, together)
+    assert alone.rows == 600 and alone.valid == 597
+    duplicate = [p for p in together.problems if "duplicate" in p.message]
+    assert [(p.line, p.message) for p in duplicate] == [(12, "duplicate pair: same prompt, images and answers "
+                                                             "as line 4")]
+
+
+def _jpeg(i: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (i % 256, 40, 90)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_parquet_row_groups_checked_by_workers_match_one_process(tmp_path, monkeypatch):
+    rows = [{"image": {"bytes": _jpeg(i), "path": None}, "question": f"What is {i}?", "chosen": f"It is {i}.",
+             "rejected": "No." if i != 5 else f"It is {i}."} for i in range(300)]
+    rows[9]["image"] = {"bytes": b"not a picture", "path": None}
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for k in range(3):
+        pq.write_table(pa.Table.from_pylist(rows[k * 100:(k + 1) * 100]), folder / f"train-0000{k}-of-00003.parquet",
+                       row_group_size=25)
+    monkeypatch.setattr(source, "PARALLEL_MIN_ROWS", 0)
+    alone = validate_dataset(tmp_path, workers=0)
+    from nbtools.data import sources
+
+    monkeypatch.setattr(sources.TableSource, "parts",
+                        lambda self, max_rows=60, max_bytes=2**30, _parts=sources.TableSource.parts:
+                        _parts(self, max_rows, max_bytes))
+    together = validate_dataset(tmp_path, workers=2)
+    _same_reports(alone, together)
+    assert (alone.rows, alone.valid) == (300, 298)
+    bad = [p for p in alone.problems if p.severity == "error"]
+    assert [(p.row, p.file.endswith("train-00000-of-00003.parquet")) for p in bad] == [(5, True), (9, True)]
+    assert together.records[150].row == 50 and together.records[150].line == 151
+
+
+def test_the_report_holds_a_memory_mapped_table_not_a_list(data_dir, make_pair):
+    data_dir.image()
+    report = validate_dataset(data_dir.jsonl([make_pair(chosen=f"Red {i}.") for i in range(50)]))
+    assert isinstance(report.records, RecordTable) and report.records.path.is_file()
+    assert [r.chosen for r in report.records[10:13]] == ["Red 10.", "Red 11.", "Red 12."]
+    assert 11 in report.tokens and report.tokens[11].chosen > 0 and len(report.tokens) == 50
+    dataset = report.records.select([3, 1]).dataset()
+    assert [json.loads(row["record"])[1] for row in dataset] == ["Red 3.", "Red 1."]
+    path = report.records.path
+    del report, dataset
+    import gc
+
+    gc.collect()
+    assert not path.exists()  # the table file goes with the last table using it
+
+
+@pytest.mark.parametrize("broken", [b"PAR1", b"PAR1" + b"\0" * 100])
+def test_a_cut_parquet_file_is_a_finding_not_a_crash(tmp_path, broken):
+    path = tmp_path / "train.parquet"
+    path.write_bytes(broken)
+    report = validate_dataset(path)
+    assert report.rows == 0 and report.has_errors()
+    assert report.problems[0].field == "file" and "Parquet" in report.problems[0].message
