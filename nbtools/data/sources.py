@@ -435,7 +435,7 @@ class TableSource:
                 yield self._row_record(shard, row, first_line + row, row_values)
                 row += 1
 
-    def parts(self, max_rows: int = 20_000, max_bytes: int = 32 * 2**20) -> list["TablePart"]:
+    def parts(self, max_rows: int = 10_000, max_bytes: int = 16 * 2**20) -> list["TablePart"]:
         """The rows cut into runs of whole Parquet row groups (at most ``max_rows`` rows and ``max_bytes``
         each, unless one group is bigger), which worker processes can read and check on their own;
         [] when the data is not all Parquet shards (a ``datasets`` object is read in this process)."""
