@@ -38,7 +38,7 @@ TOKEN_COLUMNS = ("prompt_tokens", "chosen_tokens", "rejected_tokens", "image_tok
 SCHEMA = pa.schema([
     ("line", pa.int64()), ("row", pa.int64()), ("file", pa.string()),  # file: as JSON text
     ("record", pa.string()),
-    ("media", pa.list_(pa.struct([("label", pa.string()), ("data", pa.binary())]))),
+    ("media", pa.list_(pa.struct([("label", pa.string()), ("data", pa.large_binary())]))),
     ("images", pa.list_(pa.string())), ("length", pa.int32()),
     *[(name, pa.int32()) for name in TOKEN_COLUMNS], ("error", pa.bool_()),
 ])
@@ -60,7 +60,7 @@ def encode_record(record: PreferenceRecord) -> str:
 
 def embedded_media(record: PreferenceRecord) -> list[dict]:
     refs = [*record.images, *(record.rejected_images or ()), *record.videos]
-    return [{"label": str(m), "data": m.data} for m in refs if is_embedded(m)]
+    return [{"label": printable(m), "data": m.data} for m in refs if is_embedded(m)]
 
 
 def decode_record(row: Mapping) -> PreferenceRecord:
@@ -69,7 +69,8 @@ def decode_record(row: Mapping) -> PreferenceRecord:
     media = {m["label"]: m["data"] for m in row.get("media") or ()}
     if media:
         def ref(item: str) -> str:
-            return EmbeddedMedia(item, media[item]) if item in media else item
+            key = printable(item)  # labels are stored as printable text (Arrow strings are UTF-8)
+            return EmbeddedMedia(item, media[key]) if key in media else item
         images, videos = [ref(p) for p in images], [ref(p) for p in videos]
         rejected_images = None if rejected_images is None else [ref(p) for p in rejected_images]
     return PreferenceRecord(json.loads(row["file"]), row["line"], prompt, chosen, rejected, images, videos, rejected_images,
@@ -78,37 +79,65 @@ def decode_record(row: Mapping) -> PreferenceRecord:
 
 def record_batch(records: Sequence[PreferenceRecord], tokens: Sequence[PairTokens],
                  errors: Sequence[bool]) -> pa.RecordBatch:
-    """One chunk of validated rows as an Arrow batch, built column by column from flat lists
-    (nested Python lists per row cost more to convert than the rest of validation)."""
-    n = len(records)
+    """One chunk of validated rows as an Arrow batch, built from flat buffers (``pa.array`` on Python
+    lists imports pandas, ~50 MB in every process, and nested lists per row convert slowly)."""
     media = [embedded_media(r) for r in records]
-    rows = [r.row for r in records]
+    flat_media = [m for ms in media for m in ms]
+    media_values = pa.StructArray.from_arrays(
+        [_strings([m["label"] for m in flat_media]), _strings([m["data"] for m in flat_media], pa.large_binary())],
+        names=["label", "data"])
     columns = [
-        pa.array([r.line for r in records], pa.int64()),
-        pa.array(rows, pa.int64()) if any(v is not None for v in rows) else pa.nulls(n, pa.int64()),
-        pa.array(_file_names(records), pa.string()),
-        pa.array([encode_record(r) for r in records], pa.string()),
-        _list_column([m for ms in media for m in ms], [len(ms) for ms in media], SCHEMA.field("media").type),
-        _list_column([printable(p) for r in records for p in r.images], [len(r.images) for r in records],
-                     SCHEMA.field("images").type),
-        pa.array([t.longest for t in tokens], pa.int32()),
-        *[pa.array([getattr(t, name) for t in tokens], pa.int32()) for name in
+        _ints([r.line for r in records], pa.int64()),
+        _optional_ints([r.row for r in records]),
+        _strings(_file_names(records)),
+        _strings([encode_record(r) for r in records]),
+        _lists(media_values, [len(ms) for ms in media]),
+        _lists(_strings([printable(p) for r in records for p in r.images]), [len(r.images) for r in records]),
+        _ints([t.longest for t in tokens], pa.int32()),
+        *[_ints([getattr(t, name) for t in tokens], pa.int32()) for name in
           ("prompt", "chosen", "rejected", "image_tokens", "video_tokens", "rejected_image_delta")],
-        pa.array(errors, pa.bool_()),
+        _bools(errors),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+
+
+def _ints(values: Sequence[int], kind: pa.DataType) -> pa.Array:
+    array = np.asarray(values, dtype=np.int64 if kind == pa.int64() else np.int32)
+    return pa.Array.from_buffers(kind, len(array), [None, pa.py_buffer(array)])
+
+
+def _optional_ints(values: Sequence[Optional[int]]) -> pa.Array:
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    if not present.any():
+        return pa.nulls(len(values), pa.int64())
+    array = np.asarray([v if v is not None else 0 for v in values], dtype=np.int64)
+    validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.Array.from_buffers(pa.int64(), len(array), [validity, pa.py_buffer(array)])
+
+
+def _bools(values: Sequence[bool]) -> pa.Array:
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def _strings(values: Sequence, kind: pa.DataType = pa.string()) -> pa.Array:
+    """Text (valid UTF-8: callers escape what is not) or bytes, as one data buffer and its offsets."""
+    data = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int64 if kind == pa.large_binary() else np.int32)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+def _lists(values: pa.Array, counts: list[int]) -> pa.Array:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(_ints(offsets, pa.int32()), values)
 
 
 def _file_names(records: Sequence[PreferenceRecord]) -> list[str]:
     """Each record's file name as JSON text: exact for names that are not UTF-8 (Arrow strings must be)."""
     encoded: dict[str, str] = {}
     return [encoded.get(r.file) or encoded.setdefault(r.file, json.dumps(r.file)) for r in records]
-
-
-def _list_column(values: list, counts: list[int], list_type: pa.DataType) -> pa.Array:
-    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, list_type.value_type), type=list_type)
 
 
 # --------------------------------------------------------------------------- the file

@@ -1,0 +1,80 @@
+"""The README's figures from the committed results of ``scale.py`` and ``ref_store.py`` (never typed twice).
+
+``python benchmarks/readme_figures.py`` rewrites the marked places of README.md from
+``benchmarks/results/scale.json`` and ``benchmarks/results/ref_store.json``;
+``tests/test_readme_figures.py`` fails when the README and the results disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+SCALE_MARK = "<!-- scale table -->"
+STORE_MARK = "<!-- ref_store -->"
+
+
+def _side(figures: dict) -> str:
+    if not figures or figures.get("supported") is False:
+        return "cannot read it"
+    return f"{figures['seconds']:.1f} s, {figures['peak_mb']:.0f} MB"
+
+
+def scale_table(results: dict) -> str:
+    """One row per case: what was measured, the new code, the code before, the goal, met or not."""
+    cases = results["cases"]
+    rows = ["| case | this code | code before (4fde58c) | goal | met |", "|---|---|---|---|---|"]
+    for name, what in (("validate_jsonl_1m", "validate 1,000,000 JSONL rows"),
+                       ("validate_parquet_1m", "validate 1,000,000 Parquet rows (about 1 GB)"),
+                       ("validate_jsonl_100k", "validate 100,000 JSONL rows")):
+        case = cases[name]
+        goal = case["goal"]
+        wanted = (f"≤ {goal['ratio_max']:g}× the code before" if "ratio_max" in goal else
+                  f"≤ {goal['seconds_max']:g} s, ≤ {goal['peak_mb_max']:g} MB")
+        ratio = f" ({case['ratio']:.2f}×)" if "ratio" in case else ""
+        rows.append(f"| {what} | {_side(case['results'].get('tree'))}{ratio} | "
+                    f"{_side(case['results'].get('baseline'))} | {wanted} | {'yes' if case['met'] else 'no'} |")
+    train = cases["train_first_step"]
+    for role, label in (("tree", "this code"), ("baseline", "code before")):
+        figures = train["results"].get(role) or {}
+        few, many = figures.get("pairs_1000", {}), figures.get("pairs_100000", {})
+        if few and many:
+            rows.append(f"| `train()` to its first optimizer step, {label}: 1,000 → 100,000 pairs | "
+                        f"{few['seconds']:.1f} s → {many['seconds']:.1f} s | peak {few['peak_mb']:.0f} → "
+                        f"{many['peak_mb']:.0f} MB (+{many['peak_mb'] - few['peak_mb']:.0f} MB) | ≤ 15 s, ≤ +150 MB | "
+                        f"{'yes' if (train['met'] if role == 'tree' else False) else 'no'} |")
+    return "\n".join(rows)
+
+
+def store_line(results: dict) -> str:
+    new, old = results["shards"], results["baseline_old_json_per_pair"]
+    return (f"{new['files']} file of {new['bytes_on_disk'] / 2**20:.1f} MB instead of {old['files']:,} files "
+            f"({old['bytes_on_disk'] / 2**20:.0f} MB on disk); {new['lookups_per_second_present']:,.0f} lookups/s "
+            f"instead of {old['lookups_per_second_present']:,.0f}; rows: `benchmarks/results/ref_store.json`")
+
+
+def figures() -> dict[str, str]:
+    scale = json.loads((RESULTS / "scale.json").read_text())
+    store = json.loads((RESULTS / "ref_store.json").read_text())
+    return {SCALE_MARK: scale_table(scale), STORE_MARK: store_line(store)}
+
+
+def rewrite(readme: Path = REPO / "README.md") -> None:
+    text = readme.read_text()
+    for mark, value in figures().items():
+        pattern = re.compile(re.escape(mark) + r".*?" + re.escape(mark.replace("<!-- ", "<!-- end ")), re.S)
+        block = f"{mark}{value}{mark.replace('<!-- ', '<!-- end ')}"
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text)
+        else:
+            text = text.replace(mark, block, 1)
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    rewrite()
+    sys.exit(0)
