@@ -117,11 +117,11 @@ print(json.dumps({"seconds": step_at - start, "peak_mb": step_mb, "import_mb": i
 """
 
 REF_STORE_CHILD = CHILD_HEAD + r"""
-import importlib.util
+import importlib
 import nbtools
-spec = importlib.util.spec_from_file_location("ref_store", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # by name: its spawned probes import it again
+os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(sys.argv[1]), os.environ.get("PYTHONPATH", "")])
+module = importlib.import_module("ref_store")
 import_mb = vm()
 start = time.perf_counter()
 result = module.measure(n_pairs=int(sys.argv[2]))

@@ -138,3 +138,22 @@ def _loaded(run_dir):
         _MODELS.clear()
         _MODELS[run_dir] = load_run_model(run_dir, device="cpu")
     return _MODELS[run_dir]
+
+
+def test_train_takes_a_folder_of_shards_with_a_validation_split(hub_files, tmp_path):
+    from nbtools.config import RunConfig
+    from nbtools.train import train
+
+    folder = tmp_path / "hub" / "data"
+    folder.mkdir(parents=True)
+    table = pq.read_table(hub_files["trl_standard", "train"])
+    pq.write_table(table.slice(0, 12), folder / "train-00000-of-00002.parquet")
+    pq.write_table(table.slice(12), folder / "train-00001-of-00002.parquet")
+    config = RunConfig(model=MODEL, train_file=str(tmp_path / "hub"), validation_split=0.25, max_steps=1,
+                       batch_size=2, output_dir=str(tmp_path / "run"), task_display_name="shards")
+    result = train(config)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert result.status == "finished"
+    assert (record["data"]["train"]["pairs"], record["data"]["validation"]["pairs"]) == (18, 6)
+    assert len(record["data"]["validation"]["lines"]) == 6  # evaluation reads the same held-out rows back
+    assert record["provenance"]["data_files"]["train_file"]["sha256"]  # a digest of the shards' listing

@@ -54,6 +54,13 @@ RESUME_FIXED = ("model", "adapter_path", "quantization", "precision", "lora_rank
 _HELD: set[str] = set()
 
 
+def _names_data(path: str) -> bool:
+    """A file or folder that exists, or a glob or Hub id (a missing file is reported by validation)."""
+    from nbtools.data.sources import is_table_source
+
+    return Path(path).expanduser().exists() or is_table_source(path)
+
+
 class RunFolderError(UserError, RuntimeError):
     """The run folder is not in a state this call can use (exists without resume, nothing to resume, locked)."""
 
@@ -352,9 +359,9 @@ def _check_compatible(run_dir: Path, cfg, previous: dict) -> None:
     files = ((previous.get("provenance") or {}).get("data_files") or {}) if isinstance(previous, dict) else {}
     for name, entry in files.items() if isinstance(files, dict) else ():
         path = getattr(cfg, name, None)
-        if not isinstance(entry, dict) or not path or not Path(path).is_file() or not entry.get("sha256"):
+        if not isinstance(entry, dict) or not path or not entry.get("sha256") or not _names_data(path):
             continue
-        if rr.sha256_file(path) != entry["sha256"]:
+        if rr.data_digest(path) != entry["sha256"]:
             raise RunFolderError(f"{path}: {name} changed since the run started (sha256 differs) (fix: restore the "
                                  "file the run was trained on, or start a new run with another output_dir)")
     if previous.get("status") == "finished" and stored.max_steps == cfg.max_steps and stored.epoch == cfg.epoch:

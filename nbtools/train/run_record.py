@@ -173,6 +173,27 @@ def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def data_digest(spec: Union[str, Path]) -> str:
+    """What identifies the training data: a file's sha256; for a folder or glob of shards, the sha256 of
+    their names, sizes and modification times (reading gigabytes of Parquet on every start would cost
+    minutes); for a Hub id, the id (the local cache decides its content)."""
+    import glob
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else \
+        sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if os.path.isfile(p))
+    if not files:
+        return hashlib.sha256(f"hub:{spec}".encode()).hexdigest()
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file}:{stat.st_size}:{stat.st_mtime_ns}\0"
+                      .encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def provenance(data_files: dict[str, Optional[str]]) -> dict:
     """Package versions, code revision, machine and sha256 of each data file."""
     import torch
@@ -183,7 +204,7 @@ def provenance(data_files: dict[str, Optional[str]]) -> dict:
         "platform": platform.platform(),
         "git": git_revision(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "data_files": {name: {"path": str(path), "sha256": sha256_file(path)}
+        "data_files": {name: {"path": str(path), "sha256": data_digest(path)}
                        for name, path in data_files.items() if path},
         "command": " ".join(sys.argv),
     }
