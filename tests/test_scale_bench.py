@@ -70,13 +70,3 @@ def test_missing_ref_store_module_is_an_entry(bench, tmp_path, monkeypatch):
     assert scale.main(["ref_store", "--tree", str(tree), "--scale", "0.0002", "--out", str(out)]) == 0
     entry = json.loads(out.read_text())["cases"]["ref_store"]
     assert entry["results"]["tree"]["available"] is False and entry["met"] is None
-
-
-@pytest.mark.slow
-def test_train_first_step_on_tiny_sizes(bench):
-    entry = bench("train_first_step")["train_first_step"]
-    figures = entry["results"]["tree"]
-    assert entry["pairs"] == [10, 20]
-    for pairs in (10, 20):
-        assert figures[f"pairs_{pairs}"]["status"] == "finished" and figures[f"pairs_{pairs}"]["pairs"] == pairs
-    assert isinstance(figures["peak_delta_mb"], float) and isinstance(entry["met"], bool)
