@@ -112,3 +112,19 @@ def save_with(path: Union[str, Path], save: Callable[[Path], Any]) -> Path:
     with replacing_dir(path) as staging:
         save(staging)
     return Path(path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a leftover of a dead one may be removed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed child not yet reaped by its parent) still answers kill(0): look closer.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import pyarrow as pa
 
+from nbtools.atomic import pid_alive
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.tokens import PairTokens
 from nbtools.media_ref import EmbeddedMedia, is_embedded
@@ -173,18 +174,8 @@ def _sweep_dead(folder: Path) -> None:
     """Remove tables left by processes that no longer run (a killed kernel, a crash)."""
     for file in folder.glob("*.arrow"):
         pid = file.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             _remove(str(file))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class TableWriter:

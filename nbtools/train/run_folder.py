@@ -33,6 +33,7 @@ from nbtools import atomic
 from nbtools.config import RunConfig, load_config
 from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, write_error_log
 from nbtools.paths import check_output_folder
+from nbtools.atomic import pid_alive
 from nbtools.train import run_record as rr
 
 CONFIG_FILE = "config.yaml"
@@ -118,7 +119,7 @@ def stale_reason(run_dir: Path, info: dict, stale_after_s: float = rr.STALE_AFTE
     same_host = info.get("hostname") == socket.gethostname()
     if same_host and pid == os.getpid():
         return None if info.get("token") in _HELD else "it was left by an earlier run in this process"
-    if same_host and pid and not rr._pid_alive(pid):
+    if same_host and pid and not pid_alive(pid):
         return f"its process (pid {pid}) is no longer running"
     age = time.time() - float(info.get("heartbeat", 0))
     if age > stale_after_s:

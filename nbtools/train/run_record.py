@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from nbtools.atomic import pid_alive
+
 RUN_FILE = "run.json"
 LOCK_FILE = ".nbtools-lock.json"  # held by the training process (nbtools.train.run_folder)
 HEARTBEAT_INTERVAL_S = 10.0
@@ -49,21 +51,6 @@ def write_json_atomic(path: Union[str, Path], data: dict) -> None:
     write_json(path, data, indent=2)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed child not yet reaped by its parent) still answers kill(0): look closer.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def read_run(run_dir: Union[str, Path], stale_after_s: float = STALE_AFTER_S) -> dict:
     """The run record, with ``status`` corrected to ``interrupted`` for a run that stopped
     without saying so (stale heartbeat, or its process is gone on this machine).
@@ -79,7 +66,7 @@ def read_run(run_dir: Union[str, Path], stale_after_s: float = STALE_AFTER_S) ->
         age = time.time() - beat if beat is not None else float("inf")
         process = record.get("process") or {}
         same_host = process.get("hostname") == socket.gethostname()
-        if same_host and process.get("pid") and not _pid_alive(int(process["pid"])):
+        if same_host and process.get("pid") and not pid_alive(int(process["pid"])):
             record["status"] = "interrupted"
             record["status_reason"] = f"the training process (pid {process['pid']}) is no longer running"
         elif age > stale_after_s:
