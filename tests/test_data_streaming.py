@@ -99,3 +99,26 @@ def test_a_cut_parquet_file_is_a_finding_not_a_crash(tmp_path, broken):
     report = validate_dataset(path)
     assert report.rows == 0 and report.has_errors()
     assert report.problems[0].field == "file" and "Parquet" in report.problems[0].message
+
+
+@pytest.mark.parametrize("model", ["tiny-qwen3-vl", "tiny-qwen2.5-vl", "tiny-qwen2-vl", "tiny-llava"])
+def test_the_chat_template_rendered_per_shape_gives_every_pair_s_own_rendering(make_pair, data_dir, model):
+    """Rendering once per shape of pair and filling in the text must equal rendering each pair, for every
+    text a template could treat differently (markup, edge whitespace, empty answers fall back)."""
+    from nbtools.data import TokenCounter
+    from nbtools.data.convert import to_training_example
+    from nbtools.data.load import load_records
+
+    rows = [make_pair(), make_pair(prompt="<image>Which one?<image>", images=["a.jpg", "b.jpg"]),
+            make_pair(chosen=" padded answer "), make_pair(chosen="<think>hm</think>Red."),
+            make_pair(prompt="<image>{{ not jinja }}"), make_pair(chosen="Rot, nicht Blau 🙂."),
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>Colour?"},
+                          {"role": "assistant", "content": "Red."}, {"role": "user", "content": "Sure?"},
+                          {"role": "assistant", "content": "Yes."}], "images": ["a.jpg"],
+             "rejected_response": "No."}]
+    records = load_records(data_dir.jsonl(rows)).records * 2
+    counter = TokenCounter.for_model(model)
+    for record in records:
+        example = to_training_example(record, load_images=False)
+        assert counter._rendered(example) == counter._render(example)
+    assert any(shape is not None for shape in counter._shapes.values())  # the fast path was taken

@@ -10,6 +10,7 @@ and ``nbtools.video``); only Qwen3-VL's per-frame-group timestamp text is estima
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -67,6 +68,7 @@ class TokenCounter:
         self.model_name = model_name or self.geo.family
         self._timestamp_tokens: dict[str, int] = {}
         self._image_tokens: dict[tuple[int, int], int] = {}
+        self._shapes: dict[tuple, Optional[tuple]] = {}  # chat template rendered per shape of pair (_rendered)
 
     @property
     def supports_video(self) -> bool:
@@ -216,6 +218,42 @@ class TokenCounter:
                     pass
         return total
 
+    def _render(self, example: dict) -> tuple[str, str, str]:
+        """The prompt (with the generation prompt) and each answer as the rest of the full conversation."""
+        template = self.processor.apply_chat_template
+        prompt = template(example["prompt"], tokenize=False, add_generation_prompt=True)
+        rests = []
+        for answer in (example["chosen"], example["rejected"]):
+            full = template(example["prompt"] + answer, tokenize=False)
+            rests.append(full[len(prompt):] if full.startswith(prompt) else answer[0]["content"][0]["text"])
+        return prompt, rests[0], rests[1]
+
+    def _rendered(self, example: dict) -> tuple[str, str, str]:
+        """:meth:`_render`, the chat template run once per shape of pair (roles, image and video blocks)
+        with slots for the text, then filled in: rendering every pair of a big dataset took most of
+        validation's time. Used only for text a template cannot branch on (no markup, no edge
+        whitespace), and a shape is trusted only once filling it reproduced a real rendering."""
+        pieces = _texts(example["prompt"]) + _texts(example["chosen"]) + _texts(example["rejected"])
+        if not all(_PLAIN.match(piece) for piece in pieces):
+            return self._render(example)
+        shape = tuple((m["role"], tuple(b.get("type") for b in m["content"]))
+                      for part in ("prompt", "chosen", "rejected") for m in example[part])
+        cache = self._shapes
+        if shape not in cache:
+            prompt_len = len(_texts(example["prompt"]))
+            slotted = {"prompt": _with_slots(example["prompt"]),
+                       "chosen": _with_slots(example["chosen"], prompt_len),
+                       "rejected": _with_slots(example["rejected"], prompt_len + len(_texts(example["chosen"])))}
+            rendered = self._render(slotted)
+            real = self._render(example)
+            if len(cache) > 4096:
+                cache.clear()
+            cache[shape] = rendered if tuple(_fill(t, pieces) for t in rendered) == real else None
+            return real
+        if cache[shape] is None:  # this template does not render the shape by its pieces alone
+            return self._render(example)
+        return tuple(_fill(t, pieces) for t in cache[shape])
+
     def _count_with_template(self, records: list[PreferenceRecord], img_totals: list[int],
                              vid_totals: list[int], deltas: list[int]) -> list[PairTokens]:
         """Exact counts: render each pair the way TRL's collator does (prompt with the generation
@@ -224,14 +262,11 @@ class TokenCounter:
         from nbtools.data.convert import to_training_example
 
         prompts, chosens, rejecteds = [], [], []
-        template = self.processor.apply_chat_template
         for record in records:
-            example = to_training_example(record, load_images=False)
-            prompt = template(example["prompt"], tokenize=False, add_generation_prompt=True)
+            prompt, chosen, rejected = self._rendered(to_training_example(record, load_images=False))
             prompts.append(prompt)
-            for answer, bucket in ((example["chosen"], chosens), (example["rejected"], rejecteds)):
-                full = template(example["prompt"] + answer, tokenize=False)
-                bucket.append(full[len(prompt):] if full.startswith(prompt) else answer[0]["content"][0]["text"])
+            chosens.append(chosen)
+            rejecteds.append(rejected)
         prompt_counts = self.text_tokens(prompts)
         chosen_counts = self.text_tokens(chosens)
         rejected_counts = self.text_tokens(rejecteds)
@@ -244,6 +279,34 @@ class TokenCounter:
             out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False, vid_totals[i],
                                   deltas[i]))
         return out
+
+
+_SLOT = "\ue000{}\ue001"  # private-use characters: a stand-in for one text piece of a rendered pair
+_PLAIN = re.compile(r"\A[^<>{}%\ue000\ue001\s](?:[^<>{}%\ue000\ue001]*[^<>{}%\ue000\ue001\s])?\Z", re.S)
+
+
+def _texts(messages: list[dict]) -> list[str]:
+    return [block["text"] for m in messages for block in m["content"] if block.get("type") == "text"]
+
+
+def _with_slots(messages: list[dict], start: int = 0) -> list[dict]:
+    """The messages with each text piece replaced by a numbered slot (same roles, same image/video blocks)."""
+    count = start
+    out = []
+    for message in messages:
+        blocks = []
+        for block in message["content"]:
+            if block.get("type") == "text":
+                blocks.append({"type": "text", "text": _SLOT.format(count)})
+                count += 1
+            else:
+                blocks.append(block)
+        out.append({**message, "content": blocks})
+    return out
+
+
+def _fill(text: str, pieces: list[str]) -> str:
+    return re.sub("\ue000(\\d+)\ue001", lambda m: pieces[int(m.group(1))], text)
 
 
 def _estimate(characters: int) -> int:
