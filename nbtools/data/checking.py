@@ -112,8 +112,6 @@ class ChunkChecker:
 
     def _media_problems(self, records: list[PreferenceRecord], media: dict[str, MediaInfo]) -> list[Problem]:
         """File problems, confinement to ``root`` and size against the vision patch, per field."""
-        from nbtools.data.validate import video_size_findings
-
         settings, problems = self.settings, []
         for record in records:
             for key, refs in media_fields(record):
@@ -135,15 +133,14 @@ class ChunkChecker:
     def _size_findings(self, key: str, ref: str, info: MediaInfo) -> list:
         from nbtools.data.validate import video_size_findings
 
-        if is_embedded(ref):  # not cached: the label is unique per row
-            return video_size_findings(info) if key == "videos" else size_findings(
-                info, self.counter.geo, self.counter.max_pixels)
-        found = self.size_findings.get(ref)
+        found = None if is_embedded(ref) else self.size_findings.get(ref)  # embedded: one per row, not cached
         if found is None:
-            if len(self.size_findings) > MEDIA_CACHE:
-                self.size_findings.clear()
-            found = self.size_findings[ref] = (video_size_findings(info) if key == "videos" else
-                                               size_findings(info, self.counter.geo, self.counter.max_pixels))
+            found = (video_size_findings(info) if key == "videos" else
+                     size_findings(info, self.counter.geo, self.counter.max_pixels))
+            if not is_embedded(ref):
+                if len(self.size_findings) > MEDIA_CACHE:
+                    self.size_findings.clear()
+                self.size_findings[ref] = found
         return found
 
     # ------------------------------------------------------------------ one chunk

@@ -85,9 +85,7 @@ def load_records(path: Union[str, os.PathLike], progress: bool = False) -> LoadR
     base_dir = os.path.dirname(os.path.abspath(file))
     reporter = _Progress(file, size) if progress and size >= PROGRESS_MIN_BYTES else None
     with handle, no_gc_pauses():
-        reader = _JsonlReader(file, base_dir)
-        handle.seek(3 if handle.read(3) == b"\xef\xbb\xbf" else 0)
-        return reader.read(handle, reporter)
+        return _JsonlReader(file, base_dir).read(handle, reporter)
 
 
 def _open(file: str):
@@ -448,8 +446,6 @@ def iter_blocks(handle, block_bytes: int = BLOCK_BYTES, reporter: Optional["_Pro
     reader recognises across lines) is never split between two blocks."""
     first, pending, size, line_no = 1, [], 0, 0
     for line_no, raw in enumerate(handle, start=1):
-        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
         if size >= block_bytes and _starts_pair(raw):
             yield first, b"".join(pending)
             if reporter is not None:
@@ -464,8 +460,8 @@ def iter_blocks(handle, block_bytes: int = BLOCK_BYTES, reporter: Optional["_Pro
 
 
 def open_jsonl(path: Union[str, os.PathLike]):
-    """``(handle, size, early)``: the opened file, its size, and a :class:`LoadResult` when the file is
-    not JSONL text at all (compressed, or a .json list, which is read whole) — else None."""
+    """``(handle, size, early)``: the opened file (positioned after a UTF-8 byte-order mark), its size, and a
+    :class:`LoadResult` when the file is not JSONL text at all (compressed, or a .json list, read whole)."""
     file = os.fspath(path)
     handle = _open(file)
     base_dir = os.path.dirname(os.path.abspath(file))
@@ -477,8 +473,6 @@ def open_jsonl(path: Union[str, os.PathLike]):
         handle.seek(bom)
         if file.lower().endswith(".json") and head[bom:].lstrip()[:1] == b"[":
             early = _load_json_list(file, handle.read(), base_dir)
-        else:
-            handle.seek(0)
     if early is not None:
         handle.close()
         return None, size, early

@@ -624,7 +624,7 @@ def _from_parquet_files(name: str, files: list[str]) -> tuple:
         else:
             problems.append(problem)
     size = sum(os.path.getsize(f) for f in files)
-    note = f"read in place ({len(files)} file{'s' if len(files) != 1 else ''}, {_size(size)}; no copy)"
+    note = f"read in place ({len(files)} file{'s' if len(files) != 1 else ''}, {readable_size(size)}; no copy)"
     return shards, problems, name, note
 
 
@@ -671,7 +671,7 @@ def _from_hub(spec: str) -> tuple:
         raise _hub_error(spec, repo, split, exc) from None
     size = sum(os.path.getsize(f["filename"]) for f in dataset.cache_files if os.path.exists(f["filename"]))
     where = os.path.dirname(dataset.cache_files[0]["filename"]) if dataset.cache_files else "memory"
-    note = f"load_dataset keeps an Arrow copy in the Hugging Face cache: {_size(size)} at {where}"
+    note = f"load_dataset keeps an Arrow copy in the Hugging Face cache: {readable_size(size)} at {where}"
     return _from_dataset(dataset, spec, note, "")
 
 
@@ -688,7 +688,8 @@ def _hub_error(spec: str, repo: str, split: str, exc: Exception) -> TableSourceE
                             "split (owner/name:split), your network and your Hugging Face login)")
 
 
-def _size(size: int) -> str:
+def readable_size(size: int) -> str:
+    """Bytes as people read them (1000-based, one decimal): "13.1 KB", "1.0 GB"."""
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

@@ -22,6 +22,7 @@ from nbtools.data.load import UnreadableFile, no_gc_pauses
 from nbtools.data.media import MediaInfo
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.source import DataSource, open_data
+from nbtools.data.sources import readable_size
 from nbtools.data.stats import StatsAccumulator
 from nbtools.data.table import RecordTable, TableWriter, TokenView
 from nbtools.data.tokens import PairTokens, TokenCounter, largest_within, max_pixels_to_fit
@@ -200,12 +201,8 @@ def _disk_note(source: "DataSource", table: RecordTable, stats: StatsAccumulator
     size = table.path.stat().st_size
     what = ("with the embedded pictures: Parquet cannot be memory-mapped" if stats.embedded
             else "text and media paths")
-    note = f"validated rows: {_megabytes(size)} in a memory-mapped Arrow table ({what})"
+    note = f"validated rows: {readable_size(size)} in a memory-mapped Arrow table ({what})"
     return f"{source.disk_note}; {note}" if source.disk_note else note
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} KB"
 
 
 def _records_at(table: RecordTable):
@@ -245,21 +242,6 @@ class _Merged:
         if not self.keys:
             return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64)
         return np.concatenate(self.keys), np.concatenate(self.lines)
-
-
-def _phase_reporter(file: str, rows: int, progress: bool):
-    """A one-line note on stderr per validation phase, for big files only (see ``load.PROGRESS_MIN_BYTES``)."""
-    import sys
-    import time
-
-    if not progress or rows < 100_000:
-        return lambda phase: None
-    start = time.monotonic()
-
-    def say(phase: str) -> None:
-        text = f"validating {file}: {phase} ({rows:,} rows, {time.monotonic() - start:.0f} s)"
-        print(text.encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr, flush=True)
-    return say
 
 
 def video_size_findings(info: MediaInfo) -> list[tuple[str, str, str]]:
