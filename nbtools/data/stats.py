@@ -6,7 +6,6 @@ The dict is JSON-serialisable (it goes into ``--json`` output and into run.json)
 from __future__ import annotations
 
 import hashlib
-import statistics
 from collections import Counter
 from typing import Optional
 

@@ -15,7 +15,6 @@ run, per ``too_long``; kept pairs are never truncated, so image tokens are never
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
