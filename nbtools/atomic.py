@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 TEMP_MARK = ".nbtmp-"  # every temporary name holds this, so leftovers are easy to recognise
 
@@ -105,6 +105,49 @@ def swap_in(staging: Path, path: Path) -> None:
 def leftovers(folder: Union[str, Path]) -> list[Path]:
     """Temporary files or folders under ``folder`` (tests assert there are none)."""
     return sorted(p for p in Path(folder).rglob(f"*{TEMP_MARK}*"))
+
+
+def temp_owner(path: Union[str, Path]) -> Optional[int]:
+    """The pid that made the temporary ``path`` (``.<name>.nbtmp-<pid>-<random>``), or None if not one."""
+    name = Path(path).name
+    if TEMP_MARK not in name:
+        return None
+    pid = name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def remove_dead_leftovers(folder: Union[str, Path]) -> list[str]:
+    """Clean what killed processes left in ``folder`` (not below it); returns what was done, for the user.
+
+    A temporary whose process still runs (this one included) is left alone: it is being written. A folder
+    moved aside by :func:`swap_in` (``.<name>.old.nbtmp-…``) whose replacement never arrived is put
+    back under its name; every other leftover of a dead process is deleted.
+    """
+    done = []
+    folder = Path(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return done
+    for leftover in entries:
+        pid = temp_owner(leftover)
+        if pid is None or pid_alive(pid):  # this process's own temporaries are being written right now
+            continue
+        base = leftover.name[1:].rsplit(TEMP_MARK, 1)[0]  # ".adapter.old.nbtmp-1-ab" -> "adapter.old"
+        original = folder / base[: -len(".old")] if base.endswith(".old") else None
+        try:
+            if original is not None and not original.exists() and not original.is_symlink():
+                os.replace(leftover, original)
+                done.append(f"restored {original.name} (a replacement was interrupted before it arrived)")
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+            done.append(f"removed {leftover.name}, left by a stopped process (pid {pid})")
+        except OSError:
+            continue
+    return done
 
 
 def save_with(path: Union[str, Path], save: Callable[[Path], Any]) -> Path:

@@ -51,12 +51,38 @@ class StorageError(UserError, OSError):
     """Writing failed because of the disk (full, read-only, no permission): the message says what to free or change."""
 
 
+# What libraries that write through their own C/C++/Rust code say when the disk refuses a write:
+# torch.save's zip writer ("PytorchStreamWriter failed writing file data/0: file write failed") and
+# safetensors ("IoError(Os { code: 28, kind: StorageFull, ... })") raise RuntimeError-like errors, not OSError.
+_WRITE_FAILED_TEXTS = ("file write failed", "No space left on device", "StorageFull", "Disk quota exceeded")
+
+
 def environment_error(exc: BaseException) -> Optional[StorageError]:
-    """A StorageError explaining ``exc`` when it is a full disk or similar, else None."""
-    if not isinstance(exc, OSError) or isinstance(exc, UserError) or exc.errno not in _ENVIRONMENT_ERRNOS:
-        return None
-    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-    return StorageError(f"{where}{exc.strerror or os.strerror(exc.errno)} (fix: {_ENVIRONMENT_ERRNOS[exc.errno]})")
+    """A StorageError explaining ``exc`` when it is a full disk or similar, else None.
+
+    Looks through the chain of causes (a library that re-raises an OSError keeps it as ``__cause__``
+    or ``__context__``) and at the messages of writers that do not raise OSError (torch.save,
+    safetensors): a full disk during a checkpoint is the machine's state, not a bug.
+    """
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError):
+            return current
+        if isinstance(current, OSError) and not isinstance(current, UserError) \
+                and current.errno in _ENVIRONMENT_ERRNOS:
+            where = f"{current.filename}: " if getattr(current, "filename", None) else ""
+            return StorageError(f"{where}{current.strerror or os.strerror(current.errno)} "
+                                f"(fix: {_ENVIRONMENT_ERRNOS[current.errno]})")
+        text = str(current)
+        if not isinstance(current, UserError) and any(marker in text for marker in _WRITE_FAILED_TEXTS):
+            quota = "quota" in text
+            return StorageError(f"writing to disk failed ({one_line(text)[:200]}); the disk is probably "
+                                f"{'over quota' if quota else 'full'} (fix: "
+                                f"{_ENVIRONMENT_ERRNOS[errno.EDQUOT if quota else errno.ENOSPC]})")
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def errors_dir() -> Path:
@@ -75,9 +101,15 @@ def write_error_log(exc: BaseException, run_dir: Optional[os.PathLike] = None) -
     text = (f"--- {stamp.isoformat(timespec='seconds')} {' '.join(sys.argv)}\n"
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if run_dir is not None:
+        from nbtools import atomic
+
         path = Path(run_dir) / ERROR_LOG
-        with open(path, "a", encoding="utf-8", errors="backslashreplace") as handle:  # keeps earlier failures
-            handle.write(text)
+        try:
+            earlier = path.read_text(encoding="utf-8", errors="backslashreplace")  # keeps earlier failures
+        except FileNotFoundError:
+            earlier = ""
+        # whole or not at all: a full disk leaves the earlier log, never an empty or cut one
+        atomic.write_bytes(path, (earlier + text).encode("utf-8", "backslashreplace"))
     else:
         folder = errors_dir()
         folder.mkdir(parents=True, exist_ok=True)

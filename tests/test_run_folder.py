@@ -66,6 +66,8 @@ def lifecycle(run_dir, cfg, resume=False, crash_at=None):
         (run_dir / "checkpoints" / f"checkpoint-{cfg.max_steps}").mkdir(parents=True, exist_ok=True)
         atomic.write_json(run_dir / "checkpoints" / f"checkpoint-{cfg.max_steps}" / "trainer_state.json",
                           {"global_step": cfg.max_steps, "best_model_checkpoint": None})
+        atomic.write_bytes(run_dir / "checkpoints" / f"checkpoint-{cfg.max_steps}" / "adapter_model.safetensors",
+                           b"weights")
         if crash_at == "training":
             raise RuntimeError("training failed")
         folder.save_dir("adapter", lambda d: atomic.write_text(d / "adapter_config.json", f"{cfg.max_steps}"))
@@ -341,3 +343,166 @@ def test_disk_full_at_each_write_leaves_a_readable_status_and_no_temporary(tmp_p
         if resume:  # a finished run's results are never lost
             kept = record.get("previous_result", record)
             assert kept["metrics"] == before["metrics"] or record["metrics"]["steps"] == 8, k
+
+
+# --- edits, damage and leftovers found by a second pass of faults ----------------------------------
+
+def test_config_yaml_edited_behind_the_run_s_back_is_refused_with_the_difference(tmp_path, data_file):
+    run = tmp_path / "run"
+    lifecycle(run, config(run, data_file))
+    path = run / "config.yaml"
+    assert "learning_rate: 5.0e-05" in path.read_text()
+    path.write_text(path.read_text().replace("learning_rate: 5.0e-05", "learning_rate: 0.001"))
+    before = snapshot(run)
+    edited = rf.resolve_config(run).replace(max_steps=8)  # what `train RUN --resume --max-steps 8` reads
+    with pytest.raises(RunFolderError, match=r"config.yaml: edited after the run started; the run trained with "
+                                             r"other values \(recorded in run.json\): learning_rate: 5e-05 -> 0.001"):
+        lifecycle(run, edited, resume=True)
+    assert snapshot(run) == before
+
+    # config.yaml deleted, a YAML with another learning rate passed: still measured against the record
+    path.unlink()
+    with pytest.raises(RunFolderError, match=r"changed: learning_rate: 5e-05 -> 0.002"):
+        lifecycle(run, config(run, data_file, max_steps=8, learning_rate=0.002), resume=True)
+    # the folder alone: the recorded config stands in for the missing config.yaml, and the resume goes on
+    assert rf.resolve_config(run).learning_rate == 5e-05
+    lifecycle(run, rf.resolve_config(run).replace(max_steps=8), resume=True)
+    assert read_run(run)["config"]["learning_rate"] == 5e-05 and read_run(run)["config"]["max_steps"] == 8
+    assert RunConfig.from_yaml(path).max_steps == 8
+
+
+def _metrics_rows(run, steps):
+    return "".join(json.dumps({"loss": 0.6, "step": s}) + "\n" for s in steps)
+
+
+def test_a_damaged_metrics_line_costs_that_line_only_and_the_file_is_kept(tmp_path, data_file):
+    from nbtools.train.callbacks import read_metrics_report
+
+    run = tmp_path / "run"
+    lifecycle(run, config(run, data_file, max_steps=8))
+    text = _metrics_rows(run, range(1, 9)).splitlines(keepends=True)
+    damaged = "".join(text[:5]).encode() + b"garbage{\n" + b'{"loss": "\xff\xfe", "step": 6}\n' + "".join(text[7:]).encode()
+    (run / "metrics.jsonl").write_bytes(damaged)
+    assert [r["step"] for r in read_metrics_report(run)[0]] == [1, 2, 3, 4, 5, 8]
+    assert read_metrics_report(run)[1] == [6, 7]
+
+    folder = RunFolder(rf.check(run, config(run, data_file, max_steps=12), True))
+    cfg = config(run, data_file, max_steps=12)
+    folder.claim(cfg)
+    try:
+        folder.begin(cfg, {"status": "running"})
+        history = folder.start_training(cfg)
+    finally:
+        folder.close()
+    assert [r["step"] for r in history] == [1, 2, 3, 4, 5, 8]  # the checkpoint is at step 8: nothing after 5 lost
+    kept = sorted(run.glob("metrics.damaged-*.jsonl"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+    (note,) = [n for n in folder.take_notes() if "metrics.jsonl" in n]
+    assert "line(s) 6, 7 are not JSON rows" in note and kept[0].name in note
+
+
+def test_a_metrics_line_cut_by_a_kill_is_dropped_without_a_copy(tmp_path, data_file):
+    run = tmp_path / "run"
+    lifecycle(run, config(run, data_file, max_steps=8))
+    (run / "metrics.jsonl").write_text(_metrics_rows(run, range(1, 9)) + '{"loss": 0.5, "st')
+    cfg = config(run, data_file, max_steps=12)
+    folder = RunFolder(rf.check(run, cfg, True))
+    folder.claim(cfg)
+    try:
+        folder.begin(cfg, {"status": "running"})
+        assert [r["step"] for r in folder.start_training(cfg)] == list(range(1, 9))
+    finally:
+        folder.close()
+    assert not list(run.glob("metrics.damaged-*")) and "cut off" in " ".join(folder.take_notes())
+
+
+@pytest.mark.parametrize("damage", ["checkpoints-is-a-file", "trainer-state-not-json", "no-weights",
+                                    "metrics-is-a-folder"])
+def test_a_damaged_run_folder_is_refused_before_anything_changes(tmp_path, data_file, damage):
+    run = tmp_path / "run"
+    lifecycle(run, config(run, data_file))
+    checkpoint = run / "checkpoints" / "checkpoint-4"
+    if damage == "checkpoints-is-a-file":
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints").write_text("not a folder")
+        expected = r"checkpoints: is a file, but a run keeps a folder there \(fix: move the file out"
+    elif damage == "trainer-state-not-json":
+        (checkpoint / "trainer_state.json").write_text('{"global_step": 4,')
+        expected = r"checkpoint-4/trainer_state.json: cannot be read .*\(fix: restore it, or delete checkpoint-4 to " \
+                   r"start again from step 0\)"
+    elif damage == "no-weights":
+        (checkpoint / "adapter_model.safetensors").unlink()
+        expected = r"checkpoint-4: holds no adapter weights"
+    else:
+        (run / "metrics.jsonl").unlink()
+        (run / "metrics.jsonl").mkdir()
+        expected = r"metrics.jsonl: is a folder, but a run keeps a file there"
+    before = snapshot(run)
+    with pytest.raises(RunFolderError, match=expected):
+        lifecycle(run, config(run, data_file, max_steps=8), resume=True)
+    assert snapshot(run) == before and read_run(run)["status"] == "finished"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temporaries_of_a_killed_process_are_cleaned_when_the_folder_is_claimed(tmp_path, data_file):
+    run = tmp_path / "run"
+    lifecycle(run, config(run, data_file))
+    dead = _dead_pid()
+    (run / f".run.json.nbtmp-{dead}-0badf00d").write_text('{"status": "runn')
+    (run / f".adapter.nbtmp-{dead}-0badf00e").mkdir()
+    (run / f".adapter.nbtmp-{dead}-0badf00e" / "adapter_model.safetensors").write_bytes(b"half")
+    (run / "checkpoints" / f".trainer_state.json.nbtmp-{dead}-0badf00f").write_text("{")
+    (run / "plots" / f".loss.png.nbtmp-{dead}-0badf010").write_bytes(b"png")
+    os.replace(run / "adapter", run / f".adapter.old.nbtmp-{dead}-0badf011")  # killed between the two renames
+    alive = run / f".evaluation.json.nbtmp-{os.getpid()}-0badf012"  # a live process is writing it right now
+    alive.write_text("{}")
+
+    cfg = config(run, data_file, max_steps=8)
+    folder = RunFolder(rf.check(run, cfg, True))
+    folder.claim(cfg)
+    notes = folder.take_notes()
+    folder.close()
+    assert atomic.leftovers(run) == [alive]
+    assert (run / "adapter" / "adapter_config.json").read_text() == "4"  # the previous adapter is back
+    assert sum("left by a stopped process" in n for n in notes) == 4, notes
+    assert any("restored adapter" in n for n in notes), notes
+
+
+def test_an_error_log_is_whole_or_the_earlier_one(tmp_path, monkeypatch):
+    from nbtools.errors import write_error_log
+
+    write_error_log(RuntimeError("first"), tmp_path)
+    before = (tmp_path / "error.log").read_bytes()
+    _disk_full_at(monkeypatch, 1)
+    with pytest.raises(OSError):
+        write_error_log(RuntimeError("second"), tmp_path)
+    assert (tmp_path / "error.log").read_bytes() == before and atomic.leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("error, expected", [
+    (RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file "
+                  "write failed"), "the disk is probably full"),
+    (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on "
+                  "device\" })"), "the disk is probably full"),
+    (OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), "disk quota"),
+    (None, None),
+    (RuntimeError("shape mismatch"), None),
+])
+def test_writers_that_fail_on_a_full_disk_are_recognised(error, expected):
+    from nbtools.errors import environment_error
+
+    if error is None:  # an OSError a library wrapped in its own error
+        try:
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/x.bin")
+            except OSError as inner:
+                raise ValueError("could not save") from inner
+        except ValueError as exc:
+            error, expected = exc, "/data/x.bin: No space left on device"
+    found = environment_error(error)
+    assert (found is None) if expected is None else (expected in str(found)), found

@@ -12,8 +12,29 @@ import re
 from typing import Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
+from nbtools.errors import UserError
 from nbtools.images import open_resized
 from nbtools.video import VideoSettings, load_clip
+
+class MediaReadError(UserError, OSError):
+    """A picture that validation read cannot be read now (replaced, truncated or removed since)."""
+
+
+def _open_picture(record: PreferenceRecord, field: str, index: int, path, max_pixels, family):
+    """``open_resized`` with the row, field and file named when the picture changed under a running job."""
+    from PIL import Image
+
+    try:
+        return open_resized(path, max_pixels, family)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        where = f"{record.file}: row {record.row}" if record.row is not None else f"{record.file}: line {record.line}"
+        raise MediaReadError(f"{where}: {field}[{index}]: {path}: cannot be read now ({reason}); it was readable when "
+                             "the data was checked, so it changed or was removed since (fix: restore the file, then "
+                             "run again; a training run continues with resume)") from None
+
 
 _TAG_SPLIT = re.compile(f"({re.escape(IMAGE_TAG)}|{re.escape(VIDEO_TAG)})")
 
@@ -52,9 +73,11 @@ def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = No
         "rejected": [{"role": "assistant", "content": [{"type": "text", "text": record.rejected}]}],
     }
     if load_images:
-        example["images"] = [open_resized(p, max_pixels, family) for p in record.images]
+        example["images"] = [_open_picture(record, "images", i, p, max_pixels, family)
+                             for i, p in enumerate(record.images)]
         if record.rejected_images:
-            example["rejected_images"] = [open_resized(p, max_pixels, family) for p in record.rejected_images]
+            example["rejected_images"] = [_open_picture(record, "rejected_images", i, p, max_pixels, family)
+                                          for i, p in enumerate(record.rejected_images)]
         if record.videos:
             settings = video or VideoSettings()
             example["videos"] = [load_clip(p, settings, family) for p in record.videos]

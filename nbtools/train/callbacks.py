@@ -34,33 +34,61 @@ def clean_row(logs: dict, step: int, epoch: Optional[float]) -> dict:
 
 
 def read_metrics(run_dir) -> list[dict]:
+    """The rows of ``run_dir``'s metrics.jsonl that read (see :func:`read_metrics_report`)."""
+    return read_metrics_report(run_dir)[0]
+
+
+def read_metrics_report(run_dir) -> tuple[list[dict], list[int]]:
+    """(rows, numbers of the lines that are not rows): every readable row, whatever lies between.
+
+    A line cut by a kill, an edited line or bytes that are not UTF-8 cost that line only, never
+    the rows after it; the caller says which lines were left out.
+    """
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: everything before it is good
-                break
-    return rows
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], []
+    rows, damaged = [], []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+            step = row.get("step", 0) if isinstance(row, dict) else None
+            if not isinstance(step, (int, float)) or isinstance(step, bool):
+                raise ValueError("not a metrics row")
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            damaged.append(number)
+            continue
+        rows.append(row)
+    return rows, damaged
 
 
 class RunCallback(TrainerCallback):
     """Streams metrics, feeds the live monitor, diagnoses at each evaluation, keeps run.json current."""
 
-    def __init__(self, run_dir: Path, record, monitor, history: Optional[list[dict]] = None):
+    def __init__(self, run_dir: Path, record, monitor, cfg=None):
         self.run_dir = Path(run_dir)
-        self.record = record
+        self.record = record  # the run folder (nbtools.train.run_folder.RunFolder)
         self.monitor = monitor
-        self.history: list[dict] = list(history or [])
+        self.cfg = cfg
+        self.history: list[dict] = []
         self.diagnosis: Optional[Diagnosis] = None
         self.final = False  # set while the closing evaluation runs, so its row is marked "final"
-        self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self.first_step: Optional[int] = None  # global step when this call's training began
+        self._metrics = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # The checkpoint and its trainer state are loaded by now: only from here on does a resume change the
+        # folder's files (config.yaml, metrics.jsonl cut back), so a resume that fails to load changes nothing.
+        start = getattr(self.record, "start_training", None)
+        if start is not None:
+            self.history = list(start(self.cfg))
+            for note in self.record.take_notes():
+                self.monitor.message(note)
+        self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self.first_step = state.global_step
         self.monitor.start(state.max_steps, initial_step=state.global_step, history=self.history)
         self.record.update(progress={"step": state.global_step, "max_steps": state.max_steps})
 
@@ -73,6 +101,8 @@ class RunCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
+        if "train_runtime" in logs and state.global_step == self.first_step:
+            return  # nothing trained in this call (resumed at the last step): the run's own summary row stands
         row = clean_row(logs, state.global_step, state.epoch)
         if self.final:
             row["final"] = True
@@ -96,5 +126,5 @@ class RunCallback(TrainerCallback):
         self.monitor.close()
 
     def close(self):
-        if not self._metrics.closed:
+        if self._metrics is not None and not self._metrics.closed:
             self._metrics.close()

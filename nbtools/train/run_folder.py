@@ -75,6 +75,9 @@ def resolve_config(config: Union[RunConfig, str, os.PathLike, dict]) -> RunConfi
     if isinstance(config, (str, os.PathLike)) and Path(config).is_dir():
         path = Path(config) / CONFIG_FILE
         if not path.is_file():
+            recorded = recorded_config(_read_record(Path(config)))
+            if recorded is not None:  # config.yaml deleted: run.json still says what the run trained with
+                return recorded.replace(output_dir=str(config))
             raise RunFolderError(f"{config}: no {CONFIG_FILE} in this folder (fix: pass the config YAML, or the "
                                  "folder of a run started by nbtools)")
         return RunConfig.from_yaml(path).replace(output_dir=str(config))
@@ -325,34 +328,111 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None, lock
 
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder to resume (fix: check output_dir)")
+    _check_layout(run_dir)
     if not is_run_folder(run_dir) and _foreign_entries(run_dir):
         raise RunFolderError(f"{run_dir}: not a run folder (no {rr.RUN_FILE}, no checkpoints) (fix: pass the folder "
                              "a run wrote, or start a new run without resume)")
-    previous: dict = {}
-    if (run_dir / rr.RUN_FILE).is_file():
-        try:
-            previous = json.loads((run_dir / rr.RUN_FILE).read_text(encoding="utf-8"))
-            if not isinstance(previous, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError, RecursionError) as exc:
-            raise RunFolderError(f"{run_dir / rr.RUN_FILE}: cannot be read ({exc}) (fix: restore it from a backup, "
-                                 "or start a new run in another output_dir)") from None
+    previous = _read_record(run_dir)
     _check_compatible(run_dir, cfg, previous)
     lock = read_lock(run_dir)
     if lock_check and lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
         raise RunFolderError(_busy_message(run_dir, lock))
     done = complete_checkpoints(run_dir / "checkpoints")
+    if done:
+        _check_checkpoint(done)
     return ResumePlan(run_dir, True, previous, done[-1] if done else None)
 
 
+# What a run folder keeps under these names; anything else there (a file where a folder belongs) is refused.
+FOLDER_NAMES = ("checkpoints", "adapter", "processor", "plots")
+FILE_NAMES = (rr.RUN_FILE, CONFIG_FILE, METRICS_FILE)
+
+
+def _check_layout(run_dir: Path) -> None:
+    for name in FOLDER_NAMES:
+        path = run_dir / name
+        if (path.exists() or path.is_symlink()) and not path.is_dir():
+            raise RunFolderError(f"{path}: is a file, but a run keeps a folder there (fix: move the file out of the "
+                                 "run folder, then resume)")
+    for name in FILE_NAMES:
+        if (run_dir / name).is_dir():
+            raise RunFolderError(f"{run_dir / name}: is a folder, but a run keeps a file there (fix: move the folder "
+                                 "out of the run folder, then resume)")
+
+
+def _read_record(run_dir: Path) -> dict:
+    """run.json as stored ({} when there is none); an unreadable one is refused (it is the run's only record)."""
+    path = run_dir / rr.RUN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunFolderError(f"{path}: cannot be read ({exc}) (fix: restore it from a backup, or start a new run in "
+                             "another output_dir)") from None
+    return previous
+
+
+def recorded_config(record: dict) -> Optional[RunConfig]:
+    """The config the run trained with, as run.json recorded it (None for runs of older nbtools versions)."""
+    data = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return RunConfig.from_dict(data)
+    except (UserError, TypeError, ValueError):
+        return None
+
+
+def _check_checkpoint(done: list[Path]) -> None:
+    """The checkpoint a resume starts from must be whole: its trainer state reads and its weights are there."""
+    checkpoint = done[-1]
+    state_path = checkpoint / STATE_FILE
+    problem = None
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+            problem = f"{state_path}: holds no global_step"
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = f"{state_path}: cannot be read ({exc})"
+    if problem is None and not any((checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0
+                                   for name in CHECKPOINT_WEIGHTS):
+        problem = f"{checkpoint}: holds no adapter weights ({' or '.join(CHECKPOINT_WEIGHTS)})"
+    if problem is not None:
+        earlier = f"resume from {done[-2].name}" if len(done) > 1 else "start again from step 0"
+        raise RunFolderError(f"{problem} (fix: restore it, or delete {checkpoint.name} to {earlier})")
+
+
+CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
+
+
+def _differences(before: RunConfig, after: RunConfig) -> list[str]:
+    return [f"{name}: {getattr(before, name)!r} -> {getattr(after, name)!r}" for name in RESUME_FIXED
+            if getattr(before, name) != getattr(after, name)]
+
+
 def _check_compatible(run_dir: Path, cfg, previous: dict) -> None:
-    """Refuse a resume whose settings or data differ from the run's (nothing has been touched yet)."""
+    """Refuse a resume whose settings or data differ from the run's (nothing has been touched yet).
+
+    The truth is the config run.json recorded when the run started: config.yaml edited behind the
+    run's back is refused with the difference named (the checkpoint would go on with the recorded
+    values — its scheduler state holds the learning rate — while the folder said otherwise).
+    """
     stored_path = run_dir / CONFIG_FILE
-    if not stored_path.is_file():
-        return  # killed before config.yaml was written: nothing to compare against
-    stored = RunConfig.from_yaml(stored_path)
-    changed = [f"{name}: {getattr(stored, name)!r} -> {getattr(cfg, name)!r}" for name in RESUME_FIXED
-               if getattr(stored, name) != getattr(cfg, name)]
+    stored = RunConfig.from_yaml(stored_path) if stored_path.is_file() else None
+    recorded = recorded_config(previous)
+    if recorded is not None and stored is not None:
+        edited = _differences(recorded, stored)
+        if edited:
+            raise RunFolderError(f"{stored_path}: edited after the run started; the run trained with other values "
+                                 f"(recorded in {rr.RUN_FILE}): {'; '.join(edited)} (fix: undo the edit to continue "
+                                 "this run, or start a new run with another output_dir)")
+    stored = recorded or stored
+    if stored is None:
+        return  # killed before config.yaml and run.json were written: nothing to compare against
+    changed = _differences(stored, cfg)
     if changed:
         raise RunFolderError(f"{run_dir}: resume must use the settings the run started with; changed: "
                              f"{'; '.join(changed)} (fix: undo these changes to continue this run, or start a new "
@@ -401,6 +481,8 @@ class RunFolder:
             if note:
                 self.notes.append(note)
             self.plan = check(self.path, cfg, self.plan.resume, own_lock=self.lock.token)
+            for folder in (self.path, self.path / "checkpoints", self.path / "plots"):
+                self.notes.extend(atomic.remove_dead_leftovers(folder))  # temporaries of a killed run
         except BaseException:
             self.close()
             raise
@@ -415,7 +497,7 @@ class RunFolder:
             cfg.to_yaml(self.path / CONFIG_FILE)
             with contextlib.suppress(FileNotFoundError):
                 (self.path / METRICS_FILE).unlink()  # left by a start that never got going
-        initial = {**initial, "locked": True}
+        initial = {**initial, "config": cfg.to_dict(), "locked": True}  # what this run trains with
         previous = self.plan.previous
         if self.plan.resume and previous.get("status") == "finished":
             # a finished run trained further: its results stay in run.json whatever happens next
@@ -455,7 +537,7 @@ class RunFolder:
     # start_training ---------------------------------------------------------------------------------
     def start_training(self, cfg) -> list[dict]:
         """The first changes to a resumed run's files; returns the metrics history up to the checkpoint."""
-        from nbtools.train.callbacks import read_metrics
+        from nbtools.train.callbacks import read_metrics_report
 
         self.training_started = True
         if not self.main:
@@ -468,12 +550,30 @@ class RunFolder:
             _rebase_checkpoints(self.path / "checkpoints")
             step = self.plan.resume_step
             if step is not None:
-                history = [r for r in read_metrics(self.path) if r.get("step", 0) <= step and not r.get("final")]
+                rows, damaged = read_metrics_report(self.path)
+                if damaged:
+                    self._keep_damaged_metrics(damaged)
+                history = [r for r in rows if _step_of(r) <= step and not r.get("final")]
                 atomic.write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
             else:
                 with contextlib.suppress(FileNotFoundError):
                     (self.path / METRICS_FILE).unlink()
         return history
+
+    def _keep_damaged_metrics(self, damaged: list[int]) -> None:
+        """Lines of metrics.jsonl that do not read are left out of the history, never lost: the file as it
+        was is kept beside it. (A last line cut by a kill is expected and only mentioned.)"""
+        source = self.path / METRICS_FILE
+        data = source.read_bytes()
+        cut_last = damaged == [len(data.split(b"\n"))] and not data.endswith(b"\n")
+        if cut_last:
+            self.notes.append(f"{METRICS_FILE}: its last line was cut off by the interruption and is dropped")
+            return
+        kept = self.path / f"metrics.damaged-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+        atomic.write_bytes(kept, data)
+        lines = ", ".join(map(str, damaged[:10])) + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
+        self.notes.append(f"{METRICS_FILE}: line(s) {lines} are not JSON rows (edited or damaged); they are left "
+                          f"out of the history, and the file as it was is kept as {kept.name}")
 
     # artifacts --------------------------------------------------------------------------------------
     def save_dir(self, name: str, save: Callable[[Path], Any]) -> Path:
@@ -554,6 +654,11 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: another process took over this run folder while this run was "
                                  "stalled (no heartbeat); this run's results were not recorded (fix: use one "
                                  "output_dir per run)")
+
+
+def _step_of(row: dict) -> float:
+    step = row.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf")
 
 
 def _rebase_checkpoints(checkpoint_root: Path) -> None:

@@ -367,12 +367,10 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             if "mdpo_conditional" in mdpo_terms:
                 monitor.message(f"mdpo_conditional: each pair with images also trains as an image-contrast pair (its "
                                 f"rejected_images, else a crop keeping 1-20% of each image, seeded by seed={cfg.seed})")
-        history = folder.start_training(cfg)  # a resume changes the folder's files from here on
-        for note in folder.take_notes():
-            monitor.message(note)
         callbacks: list = []
         if is_main:
-            callback = RunCallback(run_dir, folder, monitor, history)
+            # at the start of training (checkpoint loaded) it cuts a resumed run's metrics back: folder.start_training
+            callback = RunCallback(run_dir, folder, monitor, cfg)
             callbacks.append(callback)
         if cfg.early_stopping_patience > 0 and data.validation is not None:
             from transformers import EarlyStoppingCallback

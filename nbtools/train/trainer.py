@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 from trl import DPOTrainer
 
-from nbtools.errors import UserError
+from nbtools.errors import UserError, environment_error
 
 # The checkpoint folder layout is the run folder's business (resume reads it without importing torch).
 from nbtools.train.run_folder import (STAGING_PREFIX, STATE_FILE, complete_checkpoints,  # noqa: E402,F401
@@ -80,6 +80,13 @@ class NbDPOTrainer(DPOTrainer):
         self._staging_root = str(staging)
         try:
             super()._save_checkpoint(model, trial)
+        except BaseException as exc:
+            if self.args.should_save:  # never leave half a checkpoint (and its disk space) behind
+                shutil.rmtree(staging, ignore_errors=True)
+            storage = environment_error(exc)  # torch.save on a full disk raises RuntimeError, not OSError
+            if storage is not None and storage is not exc:
+                raise storage from exc
+            raise
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()  # every rank has written its files (RNG states are per rank)
@@ -105,6 +112,16 @@ class NbDPOTrainer(DPOTrainer):
             rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
+
+    # --- a resume from the final checkpoint -----------------------------------------------------
+    def _run_epoch(self, *args, **kwargs):
+        # transformers 5.2x's epoch loop trains a batch before it looks at max_steps, so a run resumed from
+        # its last checkpoint (killed while the final adapter was written, or a full disk at the very end)
+        # would train step max_steps + 1. Nothing is left to train: the run goes straight to its end.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     # --- packed pairs (nbtools.packing) ---------------------------------------------------------
     def _compute_loss(self, model, inputs, return_outputs):
