@@ -108,6 +108,18 @@ def test_a_run_killed_while_its_final_adapter_is_written_resumes_without_trainin
     assert code == 2 and "config.yaml: edited after the run started" in err and "learning_rate: 0.005 -> 0.001" in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
+    # A checkpoint that fails to load inside the trainer: a clear error, and the finished run stays finished.
+    path.write_text(path.read_text().replace("learning_rate: 0.001", f"learning_rate: {cfg.to_dict()['learning_rate']}"))
+    (run / "checkpoints" / "checkpoint-4" / "optimizer.pt").write_bytes(b"not a pickle")
+    finished = json.loads((run / "run.json").read_text())
+    metrics_before = (run / "metrics.jsonl").read_bytes()
+    code, err = _exit_code(lambda: main(["train", str(run), "--resume", "--max-steps", "6"]))
+    assert code == 2, err
+    assert "checkpoint-4: cannot be loaded" in err and "delete checkpoint-4 to resume from checkpoint-2" in err
+    record = json.loads((run / "run.json").read_text())
+    assert record.pop("last_resume_error")["error"].startswith(str(run / "checkpoints" / "checkpoint-4"))
+    assert record == finished and (run / "metrics.jsonl").read_bytes() == metrics_before
+
 
 def test_a_full_disk_when_the_final_adapter_is_written_then_resume(short_run, monkeypatch):
     cfg, _ = short_run

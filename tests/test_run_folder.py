@@ -67,7 +67,7 @@ def lifecycle(run_dir, cfg, resume=False, crash_at=None):
         atomic.write_json(run_dir / "checkpoints" / f"checkpoint-{cfg.max_steps}" / "trainer_state.json",
                           {"global_step": cfg.max_steps, "best_model_checkpoint": None})
         atomic.write_bytes(run_dir / "checkpoints" / f"checkpoint-{cfg.max_steps}" / "adapter_model.safetensors",
-                           b"weights")
+                           SAFETENSORS)
         if crash_at == "training":
             raise RuntimeError("training failed")
         folder.save_dir("adapter", lambda d: atomic.write_text(d / "adapter_config.json", f"{cfg.max_steps}"))
@@ -79,6 +79,9 @@ def lifecycle(run_dir, cfg, resume=False, crash_at=None):
     finally:
         folder.close()
     return folder
+
+
+SAFETENSORS = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # an empty safetensors file (header "{}"), as a checkpoint's weights
 
 
 def rr_sha(path):
@@ -417,7 +420,7 @@ def test_a_metrics_line_cut_by_a_kill_is_dropped_without_a_copy(tmp_path, data_f
 
 
 @pytest.mark.parametrize("damage", ["checkpoints-is-a-file", "trainer-state-not-json", "no-weights",
-                                    "metrics-is-a-folder"])
+                                    "weights-damaged", "metrics-is-a-folder"])
 def test_a_damaged_run_folder_is_refused_before_anything_changes(tmp_path, data_file, damage):
     run = tmp_path / "run"
     lifecycle(run, config(run, data_file))
@@ -433,6 +436,9 @@ def test_a_damaged_run_folder_is_refused_before_anything_changes(tmp_path, data_
     elif damage == "no-weights":
         (checkpoint / "adapter_model.safetensors").unlink()
         expected = r"checkpoint-4: holds no adapter weights"
+    elif damage == "weights-damaged":
+        (checkpoint / "adapter_model.safetensors").write_bytes(b"\xff" * 16)
+        expected = r"checkpoint-4/adapter_model.safetensors: cannot be read .*\(fix: restore it, or delete checkpoint-4"
     else:
         (run / "metrics.jsonl").unlink()
         (run / "metrics.jsonl").mkdir()

@@ -15,6 +15,7 @@ Everything else (losses, metrics, reference via disabled adapter) is TRL's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -113,6 +114,19 @@ class NbDPOTrainer(DPOTrainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
 
+    # --- loading a checkpoint to resume from --------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with _checkpoint_read(resume_from_checkpoint):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        with _checkpoint_read(checkpoint):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        with _checkpoint_read(checkpoint):
+            return super()._load_rng_state(checkpoint)
+
     # --- a resume from the final checkpoint -----------------------------------------------------
     def _run_epoch(self, *args, **kwargs):
         # transformers 5.2x's epoch loop trains a batch before it looks at max_steps, so a run resumed from
@@ -158,6 +172,30 @@ class NbDPOTrainer(DPOTrainer):
             raise NonFiniteLossError(self.state.global_step, value if not math.isfinite(value) else float("nan"),
                                      str(checkpoints[-1]) if checkpoints else None)
         return loss
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint's file cannot be loaded (edited, damaged or cut by a copy): the message names it and the fix."""
+
+
+@contextlib.contextmanager
+def _checkpoint_read(checkpoint):
+    """Errors while a checkpoint is read become one message naming it (a damaged file, not a bug)."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        if checkpoint is None:
+            raise
+        from nbtools.train.run_folder import complete_checkpoints
+
+        folder = Path(checkpoint)
+        earlier = [p for p in complete_checkpoints(folder.parent) if p.name != folder.name]
+        fallback = f"delete {folder.name} to resume from {earlier[-1].name}" if earlier else \
+            f"delete {folder.name} to start again from step 0"
+        raise CheckpointError(f"{folder}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}) (fix: restore the "
+                              f"checkpoint, or {fallback})") from exc
 
 
 def _fsync_tree(folder: Path) -> None:
