@@ -245,6 +245,10 @@ class RunLock:
 
 
 def _busy_message(run_dir: Path, info: dict) -> str:
+    if "unreadable" in info:
+        return (f"{run_dir}: the run folder's lock file is damaged ({info['unreadable']}) and counts as held until it "
+                f"is {rr.STALE_AFTER_S:.0f} s old (fix: wait that long, or delete {run_dir / LOCK_FILE} if no run "
+                "uses this folder)")
     age = time.time() - float(info.get("heartbeat", time.time()))
     return (f"{run_dir}: another training run is using this folder (pid {info.get('pid')} on "
             f"{info.get('hostname')}, heartbeat {age:.0f} s ago) (fix: wait for it to finish or stop it, then resume; "
@@ -438,7 +442,11 @@ def _check_compatible(run_dir: Path, cfg, previous: dict) -> None:
     values — its scheduler state holds the learning rate — while the folder said otherwise).
     """
     stored_path = run_dir / CONFIG_FILE
-    stored = RunConfig.from_yaml(stored_path) if stored_path.is_file() else None
+    try:
+        stored = RunConfig.from_yaml(stored_path) if stored_path.is_file() else None
+    except UserError as exc:
+        raise RunFolderError(f"{stored_path}: the run's config cannot be read ({exc}) (fix: restore it, or delete it "
+                             f"when {rr.RUN_FILE} records the config the run trained with)") from None
     recorded = recorded_config(previous)
     if recorded is not None and stored is not None:
         edited = _differences(recorded, stored)
