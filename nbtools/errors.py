@@ -19,7 +19,7 @@ import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 EXIT_OK = 0
 EXIT_DATA_ERRORS = 1
@@ -117,6 +117,26 @@ def write_error_log(exc: BaseException, run_dir: Optional[os.PathLike] = None) -
         with open(path, "x", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text)
     return path
+
+
+@contextlib.contextmanager
+def details_in(folder: Optional[os.PathLike]) -> Iterator[None]:
+    """Write the details of an internal error raised inside to ``folder/error.log`` (the run folder the command
+    works on, as training does), so they sit next to the run they concern; :func:`run_entry` names that file.
+
+    User errors, a full disk and errors already logged pass through untouched; without ``folder``, or when it
+    cannot be written, the details go to errors_dir() as before.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if (folder is not None and Path(folder).is_dir() and not isinstance(exc, (UserError, BrokenPipeError))
+                and environment_error(exc) is None and getattr(exc, LOG_ATTRIBUTE, None) is None):
+            with contextlib.suppress(OSError):
+                log = write_error_log(exc, folder)
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, LOG_ATTRIBUTE, log)
+        raise
 
 
 def one_line(text: str) -> str:

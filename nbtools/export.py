@@ -16,7 +16,7 @@ import os
 import shlex
 import shutil
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
 
 from nbtools import atomic
@@ -24,8 +24,15 @@ from nbtools import markdown as md
 from nbtools.errors import UserError
 from nbtools.evaluate.generation import Decoding, generate_text
 from nbtools.evaluate.report import read_evaluation, table_markdown
-from nbtools.evaluate.run_model import adapter_dir, attach_adapter, load_run_config, load_run_model, load_run_processor
-from nbtools.train.run_record import RUN_FILE, read_run, write_json_atomic
+from nbtools.evaluate.run_model import (
+    adapter_dir,
+    attach_adapter,
+    load_run_config,
+    load_run_model,
+    load_run_processor,
+    read_run_record,
+)
+from nbtools.train.run_record import RUN_FILE, write_json_atomic
 
 EXPORT_DIR = "export"
 CARD_FILE = "README.md"
@@ -34,13 +41,6 @@ EXPORT_INFO_FILE = "nbtools_export.json"
 
 def default_export_dir(run_dir, merged: bool) -> Path:
     return Path(run_dir) / EXPORT_DIR / ("merged" if merged else "adapter")
-
-
-def _read_run_record(run_dir) -> dict:
-    try:
-        return read_run(run_dir)
-    except (OSError, ValueError):
-        return {}
 
 
 def _record_export(run_dir, out_dir: Path) -> None:
@@ -59,9 +59,10 @@ class ExportFolderError(UserError, FileExistsError):
 
 
 def check_out_dir(out_dir) -> Path:
-    """``out_dir`` if an export may go there: a new or empty folder, or a previous nbtools export
-    (replaced whole, so no file of an older export, e.g. an adapter next to merged weights,
-    survives). Anything else is refused before any work is done."""
+    """``out_dir`` if an export may go there: a new or empty folder, or a previous nbtools export holding only
+    the files it wrote (listed in its nbtools_export.json). It is replaced whole, so no file of an older export
+    (e.g. an adapter next to merged weights) survives, and no file of the user's is lost: a folder with anything
+    else in it is refused, untouched, before any work is done."""
     out_dir = Path(out_dir)
     if out_dir.is_symlink():
         raise ExportFolderError(f"{out_dir}: is a symbolic link; an export replaces its folder whole, which would "
@@ -69,12 +70,69 @@ def check_out_dir(out_dir) -> Path:
                                 "--out folder)")
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportFolderError(f"{out_dir}: exists and is not a folder (fix: choose a new or empty --out folder)")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_INFO_FILE).is_file():
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return out_dir
+    info = out_dir / EXPORT_INFO_FILE
+    if info.is_symlink() or not info.is_file():
         raise ExportFolderError(
             f"{out_dir}: exists and holds files that are not an nbtools export; refusing to overwrite them "
             "(fix: choose an empty or new --out folder)"
         )
+    written = _written_files(info)
+    if written is None:
+        raise ExportFolderError(
+            f"{out_dir}: an nbtools export whose {EXPORT_INFO_FILE} lists no files (written by an older nbtools, or "
+            "damaged), so files you added cannot be told from the export's own; refusing to replace it (fix: move "
+            "out what you want to keep and delete the folder, or choose another --out folder)"
+        )
+    foreign = _foreign_entries(out_dir, written)
+    if foreign:
+        shown = ", ".join(foreign[:SHOW_FOREIGN]) + (
+            f" and {len(foreign) - SHOW_FOREIGN} more" if len(foreign) > SHOW_FOREIGN else "")
+        raise ExportFolderError(
+            f"{out_dir}: holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} the previous export did not "
+            f"write ({shown}); an export replaces its folder whole, so refusing to delete them (fix: move them out, "
+            "or choose another --out folder)"
+        )
     return out_dir
+
+
+SHOW_FOREIGN = 10
+
+
+def _written_files(info: Path) -> Optional[set[str]]:
+    """The files (relative paths) the export in ``info``'s folder wrote, or None when it does not say."""
+    try:
+        files = json.loads(info.read_bytes()).get("files")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        return None
+    return set(files)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _foreign_entries(out_dir: Path, written: set[str]) -> list[str]:
+    """What in ``out_dir`` the export did not write: a file not in ``written``, a link, or a folder holding none of
+    ``written`` (shown with a trailing ``/``, its content not listed)."""
+    folders = {parent.as_posix() for name in written for parent in PurePosixPath(name).parents} - {"."}
+    foreign = []
+    for root, dirs, files in os.walk(out_dir, onerror=_raise):  # an unreadable folder stops the check
+        base = Path(root).relative_to(out_dir)
+        for name in sorted(dirs):
+            relative = (base / name).as_posix()
+            if os.path.islink(os.path.join(root, name)) or relative not in folders:
+                foreign.append(relative + "/")
+                dirs.remove(name)
+        for name in sorted(files):
+            relative = (base / name).as_posix()
+            path = os.path.join(root, name)
+            if relative not in written or os.path.islink(path) or not os.path.isfile(path):
+                foreign.append(relative)
+    return sorted(foreign)
 
 
 def _process_alive(pid: int) -> bool:
@@ -107,12 +165,15 @@ def staged_export(out_dir) -> Iterator[Path]:
 
     Until the swap (two renames, nbtools.atomic) the previous export stays untouched, so a failure at
     any point (a full disk, an interrupted merge) leaves it as it was and no temporary folder behind.
+    ``out_dir`` is checked (:func:`check_out_dir`) before and once more just before the swap, so a file put
+    there while the export was built (or a previous export put back after a killed one) is not lost either.
     """
     out_dir = check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clean_up_after_dead_exports(out_dir)
     with atomic.replacing_dir(out_dir) as staging:
         yield staging
+        check_out_dir(out_dir)
 
 
 def served_processor(processor):
@@ -127,6 +188,10 @@ def served_processor(processor):
 
 
 def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
+    """nbtools_export.json, written last: it lists every file of the export (itself included), which is what
+    a later export into the same folder may replace (see :func:`check_out_dir`)."""
+    files = sorted({path.relative_to(out_dir).as_posix() for path in out_dir.rglob("*") if path.is_file()}
+                   | {EXPORT_INFO_FILE})
     info = {
         "kind": kind,
         "run_dir": str(Path(run_dir).resolve()),
@@ -136,8 +201,15 @@ def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
         # how the processor saved here samples and sizes video frames (what training did)
         "video": {"fps": config.fps, "max_frames": config.max_frames, "video_max_pixels": config.video_max_pixels},
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
     }
     atomic.write_json(out_dir / EXPORT_INFO_FILE, info, indent=2)
+
+
+def _checked_run(run_dir):
+    """``(config, adapter folder, run record)``, each checked before any work: a run with a missing or damaged
+    file is refused (a UserError naming it and the fix), never exported half or without its metrics."""
+    return load_run_config(run_dir), adapter_dir(run_dir), read_run_record(run_dir)
 
 
 def save_adapter(run_dir, out_dir=None) -> Path:
@@ -145,14 +217,13 @@ def save_adapter(run_dir, out_dir=None) -> Path:
 
     Built in a temporary sibling folder and swapped in when complete (see :func:`staged_export`).
     """
-    config = load_run_config(run_dir)
-    source = adapter_dir(run_dir)
+    config, source, record = _checked_run(run_dir)
     out_dir = Path(out_dir or default_export_dir(run_dir, merged=False))
     with staged_export(out_dir) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         served_processor(load_run_processor(run_dir, config)).save_pretrained(staging)
+        write_model_card(run_dir, staging, kind="adapter", final_dir=out_dir, record=record)
         _write_info(staging, run_dir, "adapter", config)
-        write_model_card(run_dir, staging, kind="adapter", final_dir=out_dir)
     _record_export(run_dir, out_dir)
     return out_dir
 
@@ -163,6 +234,7 @@ def export_merged(run_dir, out_dir=None, *, device: Optional[str] = None, dtype=
     Built in a temporary sibling folder and swapped in when complete (see :func:`staged_export`).
     """
     out_dir = check_out_dir(out_dir or default_export_dir(run_dir, merged=True))  # before minutes of loading
+    _, _, record = _checked_run(run_dir)
     run = load_run_model(run_dir, device=device, dtype=dtype, with_reference=False)
     merged = run.model.merge_and_unload()
     tokenizer = getattr(run.processor, "tokenizer", run.processor)
@@ -172,8 +244,8 @@ def export_merged(run_dir, out_dir=None, *, device: Optional[str] = None, dtype=
         merged.save_pretrained(staging)  # safetensors + config.json + generation_config.json
         # tokenizer, chat template, image (max_pixels) and video processors (fps, max_frames, video_max_pixels)
         served_processor(copy.deepcopy(run.processor)).save_pretrained(staging)
+        write_model_card(run_dir, staging, kind="merged", final_dir=out_dir, record=record)
         _write_info(staging, run_dir, "merged", run.config)
-        write_model_card(run_dir, staging, kind="merged", final_dir=out_dir)
     _record_export(run_dir, out_dir)
     return out_dir
 
@@ -306,18 +378,19 @@ def _front_matter(front: dict) -> str:
     return "---\n" + yaml.safe_dump(front, sort_keys=False, width=float("inf")) + "---\n"
 
 
-def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None) -> Path:
+def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, record: Optional[dict] = None) -> Path:
     """README.md with base model, data statistics, config, final metrics, evaluation, plots, usage.
 
     ``final_dir``: where the export will live, for the paths in the usage commands (default:
-    ``out_dir``; differs while an export is built in a temporary folder). Every name and value from
+    ``out_dir``; differs while an export is built in a temporary folder). ``record``: run.json as the export
+    checked it (read here when not given; a card is never written without it). Every name and value from
     the run is user text: escaped for Markdown, quoted for the shell and Python. Written atomically.
     """
     import yaml
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = load_run_config(run_dir)
-    record = _read_run_record(run_dir)
+    record = read_run_record(run_dir) if record is None else record
     evaluation = read_evaluation(run_dir)
     name = config.model_name
     what = "merged standalone model" if kind == "merged" else "LoRA adapter"

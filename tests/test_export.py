@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from nbtools.__main__ import main
 from nbtools.evaluate import Decoding, adapter_enabled, generate_text
 from nbtools.evaluate.logprobs import collate_pairs
-from nbtools.export import export_merged, generate, save_adapter
+from nbtools.export import check_out_dir, export_merged, generate, save_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,7 @@ def test_merged_folder_is_a_standalone_model(merged_dir, eval_run_model, plain):
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja",
             "README.md"} <= names
     assert not {"adapter_config.json", "adapter_model.safetensors"} & names
+    assert check_out_dir(merged_dir) == merged_dir  # it lists every file it wrote: a re-export may replace it
     _, processor = plain
     max_pixels = eval_run_model.config.max_pixels
     assert processor.image_processor.size["longest_edge"] == max_pixels

@@ -2,7 +2,8 @@
 
 Writes ``evaluation.json``, ``plots/evaluation.png`` and ``evaluation_flipped.html`` in the
 run folder and prints the table (or the JSON). Exit codes: 0 evaluated, 2 the run folder
-or the data cannot be used (the message says why and what to do).
+or the data cannot be used (the message says why and what to do), 3 an internal error (details in the
+run folder's error.log, named on the one line printed).
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nbtools.errors import details_in
     from nbtools.evaluate import evaluate_run, table_text
+    from nbtools.evaluate.run_model import existing_run_folder
 
-    # user errors (bad folder, data or config) are printed by nbtools.__main__ with exit 2
-    result = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_pairs=args.max_pairs,
-                          seed=args.seed, progress=sys.stderr.isatty())
+    # user errors (bad folder, data or config) are printed by nbtools.__main__ with exit 2; an internal
+    # error's details go to the run folder's error.log
+    with details_in(existing_run_folder(args.run_dir)):
+        result = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size, max_pairs=args.max_pairs,
+                              seed=args.seed, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(result.payload, ensure_ascii=False))
     else:

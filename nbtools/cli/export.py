@@ -1,14 +1,14 @@
 """``python -m nbtools export RUN_DIR [--merged] [--out DIR]``: save the adapter or a merged model.
 
-Exit codes: 0 exported, 2 the run folder cannot be exported or --out is a file, a symbolic link or holds
-other files, 3 an internal error (details in a log file named on the one line printed).
+Exit codes: 0 exported, 2 the run folder cannot be exported (a missing or damaged file, named with the fix) or
+--out is a file, a symbolic link or holds files the previous export did not write, 3 an internal error (details in
+the run folder's error.log, named on the one line printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nbtools.errors import details_in
+    from nbtools.evaluate.run_model import existing_run_folder
     from nbtools.export import export_merged, save_adapter
 
-    try:  # user errors (bad run folder, config) are printed by nbtools.__main__ with exit 2
+    # user errors (a run folder with a missing or damaged file, an --out that cannot be replaced) are printed by
+    # nbtools.__main__ with exit 2; an internal error's details go to the run folder's error.log
+    with details_in(existing_run_folder(args.run_dir)):
         out = export_merged(args.run_dir, args.out) if args.merged else save_adapter(args.run_dir, args.out)
-    except FileExistsError as exc:  # --out holds files that are not an nbtools export
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     kind = "merged" if args.merged else "adapter"
     if args.json:
         print(json.dumps({"kind": kind, "path": str(out)}))

@@ -26,7 +26,7 @@ from .report import (
     table_html,
     write_evaluation,
 )
-from .run_model import RunModel, load_run_config, load_run_model
+from .run_model import RunModel, adapter_dir, load_run_config, load_run_model, read_run_record
 
 
 class EvaluationDataError(UserError, ValueError):
@@ -148,15 +148,6 @@ def _scorable(source: str, records: list, left_out: list[dict]) -> HeldOutPairs:
     return HeldOutPairs(source, list(records), left_out)
 
 
-def _run_record(run_dir) -> dict:
-    from nbtools.train.run_record import read_run
-
-    try:
-        return read_run(run_dir)
-    except (OSError, ValueError):
-        return {}
-
-
 def _example(record, max_pixels, family, video=None) -> dict:
     """The record as training saw it: images at ``max_pixels``, videos sampled with the run's ``video``
     settings (fps, max_frames, video_max_pixels), rejected_images for an image-contrast pair."""
@@ -220,7 +211,10 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     config = run.config if run else load_run_config(run_dir)
-    pairs = held_out_pairs(config, data, _run_record(run_dir))  # bad data fails before a model loads
+    if run is None:
+        adapter_dir(run_dir)  # a missing or damaged adapter is refused before the data is read
+    # a missing or unreadable run.json is refused: its validation lines say which pairs were held out
+    pairs = held_out_pairs(config, data, read_run_record(run_dir))  # bad data fails before a model loads
     run = run or load_run_model(run_dir)
     records = pairs.records[:max_pairs] if max_pairs else pairs.records
     video = VideoSettings.from_config(run.config)

@@ -9,12 +9,14 @@ against, so it is the "base" the tuned model is compared with.
 
 from __future__ import annotations
 
+import json
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from nbtools.errors import UserError
+from nbtools.errors import UserError, one_line
 
 CONFIG_FILE = "config.yaml"
 ADAPTER_DIR = "adapter"
@@ -48,14 +50,120 @@ def load_run_config(run_dir):
     return RunConfig.from_yaml(path)
 
 
+def existing_run_folder(run_dir) -> Optional[Path]:
+    """``run_dir`` when it is a run folder (it has its config.yaml), else None: where a command on the run
+    writes an internal error's details (see nbtools.errors.details_in); never into some other folder."""
+    path = Path(run_dir)
+    return path if (path / CONFIG_FILE).is_file() else None
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+# The weights peft reads, in its order of preference: the safetensors file when there is one, else the .bin.
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PROCESSOR_CONFIGS = ("processor_config.json", "preprocessor_config.json")
+RUN_RECORD = "run.json"
+
+
+def _json_object(path: Path) -> tuple[Optional[dict], str]:
+    """``(the object, "")`` when ``path`` holds a JSON object, else ``(None, why not)``."""
+    try:
+        value = json.loads(path.read_bytes())
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, RecursionError) as exc:
+        return None, f"is not valid JSON ({one_line(exc)[:120]})"
+    return (value, "") if isinstance(value, dict) else (None, "is not a JSON object")
+
+
+def _weights_problem(path: Path) -> Optional[str]:
+    """Why the weights file ``path`` cannot be loaded (missing, empty, a header that does not read), or None.
+
+    Reading the safetensors header is cheap (no tensor is loaded) and also catches a truncated file."""
+    import zipfile
+
+    if not path.is_file():
+        return "is missing"
+    if path.stat().st_size == 0:
+        return "is empty"
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except (OSError, SafetensorError) as exc:
+            return f"is damaged ({one_line(exc)[:120]})"
+    elif not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one lacks its directory
+        return "is damaged (not a complete PyTorch file)"
+    return None
+
+
+def _damaged(path: Path, problem: str, what: str, fix: str) -> RunFolderError:
+    return RunFolderError(f"{path}: {problem}, so {what} (fix: {fix})")
+
+
 def adapter_dir(run_dir) -> Path:
-    path = Path(run_dir) / ADAPTER_DIR
-    if not (path / "adapter_config.json").is_file():
+    """The run's adapter folder, checked whole before anything loads or writes: its config, its weights and
+    the run's saved processor. Evaluation, the model lab and both exports start here, so a run with a missing
+    or damaged file is refused the same way everywhere (a UserError naming the file and the fix), never
+    exported half or failing later inside peft."""
+    run_dir = Path(run_dir)
+    path = run_dir / ADAPTER_DIR
+    run = shlex.quote(str(run_dir))
+    if not (path / ADAPTER_CONFIG).is_file():
         raise RunFolderError(
             f"{path}: no trained adapter (adapter_config.json missing); the run has not finished or failed "
             "(fix: check `python -m nbtools runs`, resume or re-run training, or pick a checkpoint folder)"
         )
+    adapter_fix = (f"resume an unfinished run with `python -m nbtools train {run} --resume`, re-run training, or "
+                   f"copy adapter_config.json and adapter_model.safetensors of a checkpoint (the adapter at its "
+                   f"step) from {run_dir / 'checkpoints'} into {path}")
+    what = "the trained adapter cannot be used"
+    config, problem = _json_object(path / ADAPTER_CONFIG)
+    if config is not None and "peft_type" not in config:  # every peft adapter config names its type
+        problem = "names no peft_type"
+    if problem:
+        raise _damaged(path / ADAPTER_CONFIG, problem, what, adapter_fix)
+    weights = next((path / name for name in ADAPTER_WEIGHTS if (path / name).exists()), path / ADAPTER_WEIGHTS[0])
+    problem = _weights_problem(weights)
+    if problem is not None:
+        raise _damaged(weights, problem, what, adapter_fix)
+    _check_processor(run_dir)
     return path
+
+
+def _check_processor(run_dir: Path) -> None:
+    """The processor training saved (its chat template, image and video settings), when the run has one, must
+    be whole: a damaged one must not be replaced in silence by the base model's, which may differ."""
+    saved = run_dir / PROCESSOR_DIR
+    if not saved.exists() and not saved.is_symlink():
+        return  # no saved processor: the base model's, with the run's settings applied (load_run_processor)
+    fix = "restore the processor folder from a backup, or re-run training"
+    what = "the run's processor (chat template, image and video settings) cannot be used"
+    if not saved.is_dir():
+        raise _damaged(saved, "is not a folder", what, fix)
+    if not any((saved / name).is_file() for name in PROCESSOR_CONFIGS):
+        raise _damaged(saved / PROCESSOR_CONFIGS[0], "is missing", what, fix)
+    for path in sorted(saved.glob("*.json")):
+        _, problem = _json_object(path)
+        if problem:
+            raise _damaged(path, problem, what, fix)
+
+
+def read_run_record(run_dir) -> dict:
+    """run.json as stored, for evaluation and export: they report its metrics, data statistics and provenance,
+    and evaluation takes the validation split's lines from it, so a missing or unreadable one is refused rather
+    than giving a model card without metrics or evaluating the wrong pairs. (Training writes run.json before
+    anything else, so a run folder with an adapter and no run.json was damaged or copied partly.)"""
+    path = Path(run_dir) / RUN_RECORD
+    fix = ("restore it from a backup or from the machine the run trained on; without it the run's metrics, data "
+           "statistics and validation lines are unknown")
+    if not path.exists():
+        raise RunFolderError(f"{path}: missing (fix: {fix})")
+    record, problem = _json_object(path)
+    if problem:
+        raise RunFolderError(f"{path}: {problem} (fix: {fix})")
+    return record
 
 
 def load_run_processor(run_dir, config=None):
