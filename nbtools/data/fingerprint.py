@@ -14,10 +14,13 @@ with other errors stop the run; too-long rows are dropped). Skipped: pictures em
 Parquet/Arrow rows (their bytes are in the shards, which the data digest covers) and remote URLs
 (no cheap, reliable stat).
 
-Each occurrence contributes a 128-bit blake2b digest of (resolved path, size, mtime_ns); the
-fingerprint is their sum mod 2**128, so it does not depend on how rows were cut into chunks,
-which worker process checked them or which files a worker had cached. Not XOR: a file named
-twice would cancel out, and a change to it would go unseen.
+Each occurrence contributes a 128-bit blake2b digest of (resolved path, size, mtime_ns): the path
+as the record holds it, absolute, so data moved elsewhere (or copied, which sets new mtimes) has
+another fingerprint. The stats are taken afresh by each validation (its checker and worker
+processes, with their caches, live for one run). The fingerprint is their sum mod 2**128, so it
+does not depend on how rows were cut into chunks, which worker process checked them or which
+files a worker had cached. Not XOR: a file named twice would cancel out, and a change to it
+would go unseen.
 """
 
 from __future__ import annotations
