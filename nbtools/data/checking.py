@@ -20,6 +20,7 @@ import numpy as np
 
 from nbtools.data.media import MediaInfo, inspect_image, inspect_video, is_inside, size_findings
 from nbtools.data.dataset_rules import keys_array
+from nbtools.data.fingerprint import MediaFingerprint
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.stats import StatsAccumulator
 from nbtools.data.tokens import TokenCounter
@@ -62,6 +63,7 @@ class ChunkResult:
     error_lines: set[int]  # rows with an error (file-level problems excluded)
     stats: StatsAccumulator
     media: dict[str, MediaInfo] = field(default_factory=dict)  # files first inspected in this chunk
+    fingerprint: MediaFingerprint = field(default_factory=MediaFingerprint)  # the local media of rows without errors
 
 
 class ChunkChecker:
@@ -160,9 +162,11 @@ class ChunkChecker:
         errors = [r.line in error_lines for r in records]
         stats = StatsAccumulator()
         stats.add(records, tokens, media)
+        fingerprint = MediaFingerprint()
+        fingerprint.add(records, media, error_lines)
         return ChunkResult(rows, problems, record_batch(records, tokens, errors), keys_array(records),
                            np.fromiter((r.line for r in records), dtype=np.int64, count=len(records)),
-                           error_lines, stats, new_files)
+                           error_lines, stats, new_files, fingerprint)
 
 
 def media_fields(record: PreferenceRecord):

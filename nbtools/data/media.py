@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable, Iterable, Optional
 
 from PIL import Image, UnidentifiedImageError
@@ -26,6 +28,7 @@ from nbtools.images import (
     remote_filesystem,
     resized_size,
 )
+from nbtools.data.fingerprint import stat_digest
 from nbtools.media_ref import is_embedded
 
 TAIL_BYTES = 4096
@@ -48,11 +51,20 @@ class MediaInfo:
     fix: str = ""
     fps: float = 0.0  # videos: the stream's frame rate (what transformers' PyAV reader samples by)
     frames: int = 0  # videos: total frames
+    # local files: the one stat taken before reading, kept so the media fingerprint
+    # (nbtools.data.fingerprint) needs no second stat, also for files a worker's cache already knows
+    size: int = 0
+    mtime_ns: int = 0
 
     @property
     def duration(self) -> float:
         """Seconds of video (0 for images)."""
         return self.frames / self.fps if self.fps else 0.0
+
+    @cached_property  # once per inspected file, however many chunks name it (MediaInfo is what the caches keep)
+    def stat_digest(self) -> int:
+        """This file's part of the media fingerprint (see ``nbtools.data.fingerprint``)."""
+        return stat_digest(self.path, self.size, self.mtime_ns)
 
 
 def _remote(path: str, kind: str, inspect: Callable[[], MediaInfo]) -> MediaInfo:
@@ -94,19 +106,28 @@ def inspect_image(path: str, deep: bool = False) -> MediaInfo:
     try:
         if is_remote(path):
             return _remote(path, "image", lambda: _inspect_remote_image(path, deep))
-        if not os.path.exists(path):
+        found = _stat(path)
+        if found is None:
             return MediaInfo(path, error="image file not found", fix="check the path (relative paths are "
                                                                       "relative to the data file's folder)")
-        if os.path.isdir(path):
+        if stat.S_ISDIR(found.st_mode):
             return MediaInfo(path, error="the path is a folder, not an image file", fix="point at an image file")
-        size = os.path.getsize(path)
-        if size == 0:
+        if found.st_size == 0:
             return MediaInfo(path, error="the image file is empty (0 bytes)", fix="re-download or regenerate it")
         with open(path, "rb") as handle:
-            return _inspect_stream(path, handle, size, deep)
+            info = _inspect_stream(path, handle, found.st_size, deep)
+        return replace(info, size=found.st_size, mtime_ns=found.st_mtime_ns)
     except (OSError, ValueError) as exc:  # ValueError: a name the OS refuses
         return MediaInfo(path, error=f"cannot read the image ({getattr(exc, 'strerror', None) or exc})",
                          fix="check the path and the file permissions")
+
+
+def _stat(path: str) -> Optional[os.stat_result]:
+    """One stat instead of exists + isdir + getsize; None where ``os.path.exists`` would say False."""
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
 
 
 def _inspect_remote_image(path: str, deep: bool) -> MediaInfo:
@@ -180,18 +201,19 @@ def inspect_video(path: str, deep: bool = False) -> MediaInfo:
             return MediaInfo(path, error="the embedded video is empty (0 bytes)", fix="re-export it with its bytes")
         return _inspect_video_source(path, path.data[:16], io.BytesIO(path.data), deep)
     try:
-        if not os.path.exists(path):
+        found = _stat(path)
+        if found is None:
             return MediaInfo(path, error="video file not found", fix="check the path")
-        if os.path.isdir(path):
+        if stat.S_ISDIR(found.st_mode):
             return MediaInfo(path, error="the path is a folder, not a video file", fix="point at a video file")
-        if os.path.getsize(path) == 0:
+        if found.st_size == 0:
             return MediaInfo(path, error="the video file is empty (0 bytes)", fix="re-download or regenerate it")
         with open(path, "rb") as handle:
             head = handle.read(16)
     except (OSError, ValueError) as exc:
         return MediaInfo(path, error=f"cannot read the video ({getattr(exc, 'strerror', None) or exc})",
                          fix="check the path and the file permissions")
-    return _inspect_video_source(path, head, path, deep)
+    return replace(_inspect_video_source(path, head, path, deep), size=found.st_size, mtime_ns=found.st_mtime_ns)
 
 
 def _inspect_remote_video(path: str, deep: bool) -> MediaInfo:

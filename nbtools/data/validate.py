@@ -18,6 +18,7 @@ import numpy as np
 from nbtools.data.checking import CheckSettings, ChunkChecker, ChunkResult
 from nbtools.data.dataset_rules import (check_duplicates, check_leakage, check_size, check_verbosity,
                                         pair_key_hash)
+from nbtools.data.fingerprint import MediaFingerprint
 from nbtools.data.load import UnreadableFile, no_gc_pauses
 from nbtools.data.media import MediaInfo
 from nbtools.data.records import PreferenceRecord
@@ -46,6 +47,9 @@ class ValidationReport:
     media: dict[str, MediaInfo] = field(default_factory=dict)  # path -> what inspecting it found (files only)
     schema: str = ""  # table data: which schema was recognised and how it maps to a pair
     disk_note: str = ""  # table data: read in place, or what a copy cost
+    # {"references", "files_digest"}: the local files the valid rows name (nbtools.data.fingerprint);
+    # training stores it so a resumed run can tell that a picture was replaced
+    media_fingerprint: dict = field(default_factory=lambda: MediaFingerprint().to_dict())
 
     @property
     def error_lines(self) -> set[int]:
@@ -193,7 +197,8 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
         stats["schema"] = source.schema
     tokens = TokenView(table, estimated=checker.counter.estimated)
     return ValidationReport(source.file, merged.rows, valid, table, problems, stats, tokens, merged.media,
-                            schema=source.schema, disk_note=_disk_note(source, table, merged.stats))
+                            schema=source.schema, disk_note=_disk_note(source, table, merged.stats),
+                            media_fingerprint=merged.fingerprint.to_dict())
 
 
 def _disk_note(source: "DataSource", table: RecordTable, stats: StatsAccumulator) -> str:
@@ -215,7 +220,8 @@ def _records_at(table: RecordTable):
 
 
 class _Merged:
-    """What validation keeps of every chunk: problems, error lines, 16-byte keys, statistics, media."""
+    """What validation keeps of every chunk: problems, error lines, 16-byte keys, statistics, media,
+    media fingerprint."""
 
     def __init__(self):
         self.rows = 0
@@ -225,6 +231,7 @@ class _Merged:
         self.lines: list[np.ndarray] = []
         self.stats = StatsAccumulator()
         self.media: dict[str, MediaInfo] = {}
+        self.fingerprint = MediaFingerprint()
 
     def add(self, result: ChunkResult) -> None:
         self.rows += result.rows
@@ -233,6 +240,7 @@ class _Merged:
         self.keys.append(result.keys)
         self.lines.append(result.lines)
         self.stats.merge(result.stats)
+        self.fingerprint.merge(result.fingerprint)
         if len(self.media) < REPORT_MEDIA:
             self.media.update(result.media)
         if len(self.keys) > 64:

@@ -43,6 +43,10 @@ class SplitData:
     dropped_too_long: list[int] = field(default_factory=list)  # line numbers
     warnings: list[Problem] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    # {"references", "files_digest"} of the local media the file's valid rows name (ValidationReport.
+    # media_fingerprint): a resume compares it, since the data file's sha256 does not cover the pictures.
+    # A validation_split holds out part of one file, so both splits carry that file's fingerprint.
+    media_fingerprint: Optional[dict] = None
 
 
 @dataclass
@@ -63,7 +67,8 @@ class PreparedData:
             if s is None:
                 return None
             return {"file": s.file, "pairs": len(s.records), "dropped_too_long": len(s.dropped_too_long),
-                    "dropped_lines": s.dropped_too_long, "warnings": len(s.warnings), "stats": s.stats}
+                    "dropped_lines": s.dropped_too_long, "warnings": len(s.warnings), "stats": s.stats,
+                    "media_fingerprint": s.media_fingerprint}
         out = {"train": split(self.train), "validation": split(self.validation),
                "validation_from_split": self.validation_from_split, "longest_pair_tokens": self.longest_pair}
         if self.validation_from_split and self.validation is not None:
@@ -126,7 +131,7 @@ def _load_split(name: str, path, config: RunConfig, family: str, validation_file
     if not len(kept):
         raise DataError(f"{path}: no pairs left to train on after dropping {len(too_long_lines)} too-long pair(s) "
                         f"(fix: raise max_context_length above the lengths reported, or lower max_pixels)")
-    return SplitData(name, report.file, kept, too_long_lines, warnings, report.stats)
+    return SplitData(name, report.file, kept, too_long_lines, warnings, report.stats, report.media_fingerprint)
 
 
 def prepare_data(config: RunConfig, family: str) -> PreparedData:
@@ -151,7 +156,8 @@ def prepare_data(config: RunConfig, family: str) -> PreparedData:
         held = sorted(order[:n_val])  # file order within each split, as before
         kept = sorted(order[n_val:])
         val_records, train_records = train.records.select(held), train.records.select(kept)
-        validation = SplitData("validation", train.file, val_records, stats={"pairs": n_val})
+        validation = SplitData("validation", train.file, val_records, stats={"pairs": n_val},
+                               media_fingerprint=train.media_fingerprint)
         train = dataclasses.replace(train, records=train_records)
         from_split = True
         messages.append(f"validation: held out {n_val} of {len(order)} pairs of {train.file} "
