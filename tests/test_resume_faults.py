@@ -122,7 +122,7 @@ def test_a_run_killed_while_its_final_adapter_is_written_resumes_without_trainin
 
 
 def test_a_full_disk_when_the_final_adapter_is_written_then_resume(short_run, monkeypatch):
-    cfg, _ = short_run
+    cfg, data = short_run
     run = Path(cfg.output_dir)
     real = atomic.swap_in
 
@@ -142,6 +142,15 @@ def test_a_full_disk_when_the_final_adapter_is_written_then_resume(short_run, mo
     train(cfg, resume=True, live=False)
     assert read_run(run)["progress"] == {"step": 4, "max_steps": 4}
     assert _checkpoints(run) == ["checkpoint-2", "checkpoint-4"]
+
+    # Another picture under the same name: the resume is refused, naming it; nothing in the folder changes.
+    picture = data / "images" / "train_0003.png"
+    shutil.copy(data / "images" / "train_0004.png", picture)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, err = _exit_code(lambda: train(cfg.replace(max_steps=6), resume=True, live=False))
+    assert code == 2 and "the train pictures or videos changed since the run started" in err
+    assert f"{picture} (modified " in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 PYTORCH_WRITE_FAILED = ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "

@@ -429,6 +429,34 @@ def _unreadable_safetensors(path: Path) -> Optional[str]:
 CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
+def check_media(plan: ResumePlan, data) -> None:
+    """Refuse a resume whose pictures or videos changed since the run started (the data file may be the same).
+
+    Compares the media fingerprint validation just took (path, size and mtime of every local file the
+    trainable rows name; about 0.6 µs a reference, ~2 % of validation) with the one run.json recorded,
+    and names what changed. Runs of older versions recorded none: nothing to compare.
+    """
+    if not plan.resume:
+        return
+    from datetime import datetime, timezone
+
+    from nbtools.data.fingerprint import changed_media
+
+    recorded = plan.previous.get("data") if isinstance(plan.previous.get("data"), dict) else {}
+    for name in ("train", "validation"):
+        split = getattr(data, name, None)
+        before = (recorded.get(name) or {}).get("media_fingerprint") if isinstance(recorded.get(name), dict) else None
+        if split is None or not before or split.media_fingerprint in (None, before):
+            continue
+        since = rr._parse_time(plan.previous.get("started_at")) or 0.0
+        changed = changed_media(split.records, since)
+        shown = "; ".join(f"{c.path} ({c.how}" + (f" {datetime.fromtimestamp(c.at, timezone.utc):%Y-%m-%d %H:%M} UTC"
+                                                   if c.at else "") + ")" for c in changed)
+        raise RunFolderError(f"{split.file}: the {name} pictures or videos changed since the run started"
+                             f"{': ' + shown if shown else ' (their sizes or modification times differ)'} (fix: "
+                             "restore the files the run was trained on, or start a new run with another output_dir)")
+
+
 def _differences(before: RunConfig, after: RunConfig) -> list[str]:
     return [f"{name}: {getattr(before, name)!r} -> {getattr(after, name)!r}" for name in RESUME_FIXED
             if getattr(before, name) != getattr(after, name)]

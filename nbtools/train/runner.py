@@ -307,6 +307,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     t0 = time.time()
     data = prepare_data(cfg, family)
     prep_s = time.time() - t0
+    run_folder.check_media(plan, data)  # a resume trains on the pictures the run started with, or not at all
     for text in data.messages:
         monitor.message(text)
 
