@@ -89,14 +89,74 @@ def smart_resize(
     return new_h, new_w
 
 
+def settle(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[tuple[int, int],
+                                                                                          tuple[int, int]]:
+    """(size to shrink an image to, size the processor then makes of it), as (height, width) pairs.
+
+    nbtools shrinks an image before the processor sees it, and the processor applies its rule again
+    to what it gets; one pass of the rule is not always stable (for a very elongated image the short
+    side is held at one token while the long side is cut for the budget, and a second pass cuts it
+    again). So the rule is taken again until the processor keeps the size: then both sizes are that
+    fixed point and the validator counts what the model sees. Two cases have no such point: a pass
+    that makes the shape more elongated than the processor accepts on its input (``MAX_ASPECT_RATIO``)
+    gets its long side cut to that ratio; and bounds too close for this shape (``min_pixels`` equal to
+    ``max_pixels``, as a cap below the model's minimum leaves them) make the passes cycle, and the size
+    handed over is the one whose processed size is the largest within ``max_pixels``.
+    """
+    size = _within_aspect(smart_resize(height, width, factor, min_pixels, max_pixels))
+    seen = [size]
+    for _ in range(64):  # each pass shrinks an elongated size by about the square root of its excess
+        out = smart_resize(*size, factor, min_pixels, max_pixels)
+        if out == size:
+            return size, size
+        size = _within_aspect(out)
+        if size in seen:  # a cycle: no size of this shape is kept
+            break
+        seen.append(size)
+
+    def area(hw: tuple[int, int]) -> int:
+        return hw[0] * hw[1]
+
+    handed = [(c, smart_resize(*c, factor, min_pixels, max_pixels)) for c in seen]
+    fitting = [pair for pair in handed if area(pair[1]) <= max_pixels]
+    if fitting:
+        return max(fitting, key=lambda pair: (area(pair[1]), -area(pair[0])))
+    return min(handed, key=lambda pair: (area(pair[1]), area(pair[0])))
+
+
+def _within_aspect(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` with its long side cut to ``MAX_ASPECT_RATIO`` times the short one (still whole tokens)."""
+    h, w = size
+    return (h, min(w, MAX_ASPECT_RATIO * h)) if w >= h else (min(h, MAX_ASPECT_RATIO * w), w)
+
+
+def _bounds(geo: ImageGeometry, max_pixels: Optional[int], min_pixels: Optional[int]) -> tuple[int, int]:
+    upper = max_pixels or geo.max_pixels
+    return min(min_pixels if min_pixels is not None else geo.min_pixels, upper), upper
+
+
+def prepared_size(
+    height: int, width: int, family: Union[str, ImageGeometry, None] = None, max_pixels: Optional[int] = None,
+    min_pixels: Optional[int] = None,
+) -> Optional[tuple[int, int]]:
+    """(height, width) nbtools shrinks an image over ``max_pixels`` to before the processor sees it
+    (see :func:`settle`); None when the image is handed over as it is."""
+    if not max_pixels or height * width <= max_pixels:
+        return None
+    geo = geometry(family)
+    return settle(height, width, geo.factor, *_bounds(geo, max_pixels, min_pixels))[0]
+
+
 def resized_size(
     height: int, width: int, family: Union[str, ImageGeometry, None] = None, max_pixels: Optional[int] = None,
     min_pixels: Optional[int] = None,
 ) -> tuple[int, int]:
-    """(height, width) the processor of ``family`` resizes to, with an optional ``max_pixels`` cap."""
+    """(height, width) the processor of ``family`` resizes to, with an optional ``max_pixels`` cap: for an
+    image over the cap, what it makes of the size nbtools shrank the image to (:func:`prepared_size`)."""
     geo = geometry(family)
-    upper = max_pixels or geo.max_pixels
-    lower = min(min_pixels if min_pixels is not None else geo.min_pixels, upper)
+    lower, upper = _bounds(geo, max_pixels, min_pixels)
+    if max_pixels and height * width > max_pixels:
+        return settle(height, width, geo.factor, lower, upper)[1]
     return smart_resize(height, width, geo.factor, lower, upper)
 
 
@@ -113,14 +173,16 @@ def image_tokens(
 def resize_to_max_pixels(
     img: Image.Image, max_pixels: Optional[int], family: Union[str, ImageGeometry, None] = None
 ) -> Image.Image:
-    """Shrink ``img`` to the size the processor would use under ``max_pixels`` (never enlarges).
+    """Shrink ``img`` to the size the processor keeps under ``max_pixels`` (:func:`prepared_size`).
 
     Doing this before training keeps memory predictable; the processor then finds the image
-    already at its target size and leaves it as is.
+    already at its target size and leaves it as is. ``family`` is best the processor's own
+    geometry (:func:`processor_geometry`): its ``min_pixels`` decides what it keeps.
     """
-    if not max_pixels or img.width * img.height <= max_pixels:
+    target = prepared_size(img.height, img.width, family, max_pixels)
+    if target is None:
         return img
-    new_h, new_w = resized_size(img.height, img.width, family, max_pixels)
+    new_h, new_w = target
     return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
 
 
@@ -214,8 +276,9 @@ def open_resized(path_or_url: Union[str, os.PathLike], max_pixels: Optional[int]
         source = media_source(path)  # a local file, or the bytes of a picture embedded in the data
     with Image.open(source) as src:
         target = None
-        if max_pixels and src.width * src.height > max_pixels:
-            new_h, new_w = resized_size(src.height, src.width, family, max_pixels)
+        size = prepared_size(src.height, src.width, family, max_pixels)
+        if size is not None:
+            new_h, new_w = size
             target = (new_w, new_h)
             if src.format == "JPEG":  # at least twice the target, as PIL's own thumbnail() does (reducing_gap=2):
                 src.draft(mode, (2 * new_w, 2 * new_h))  # the final bicubic step still smooths
@@ -244,3 +307,13 @@ def processor_geometry(processor, family: Optional[str] = None) -> ImageGeometry
     upper = get("longest_edge", base.max_pixels if base else 28 * 28 * 1280)
     name = family or ("qwen3_vl" if patch == 16 else "qwen2_vl")
     return ImageGeometry(name, int(patch), int(merge), int(lower), int(upper))
+
+
+def resize_geometry(processor, family: Optional[str] = None) -> Optional[ImageGeometry]:
+    """The geometry to shrink images with before ``processor`` sees them: its own bounds (a checkpoint's
+    ``min_pixels`` may differ from the family's default), so the size chosen is one it keeps; None
+    for a processor that does not resize dynamically (LLaVA), whose family has no geometry here."""
+    try:
+        return processor_geometry(processor, family)
+    except ValueError:
+        return None

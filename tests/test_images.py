@@ -10,12 +10,14 @@ from PIL import Image
 
 from nbtools.images import (
     FAMILIES,
+    MAX_ASPECT_RATIO,
     RemoteBackendMissing,
     geometry,
     image_tokens,
     open_image,
     remote_filesystem,
     resize_to_max_pixels,
+    resized_size,
     smart_resize,
 )
 
@@ -74,9 +76,14 @@ def test_image_tokens_agree_with_the_real_processor():
 
 def test_resize_to_max_pixels_keeps_aspect_and_never_enlarges():
     img = Image.new("RGB", (640, 480))
+    out = resize_to_max_pixels(img, 256 * 256, "qwen2_vl")
+    assert out.size == (280, 196)  # smart_resize(480, 640, 28, 3136, 65536) -> (196, 280), which it keeps
+    assert out.width * out.height <= 256 * 256
+    # Qwen3-VL's min_pixels (65536) is over this cap, so min == max and no 4:3 size is kept as it is: the
+    # processor makes 128x96 (12 tokens, within the cap) of the 160x128 handed over, and 160x128 of 128x96
     out = resize_to_max_pixels(img, 128 * 128, "qwen3_vl")
-    assert out.size == (128, 96)  # smart_resize(480, 640, 32, 16384, 16384) -> (96, 128)
-    assert out.width * out.height <= 128 * 128
+    assert out.size == (160, 128) and resized_size(480, 640, "qwen3_vl", 128 * 128) == (96, 128)
+    assert image_tokens(480, 640, "qwen3_vl", 128 * 128) == 12
     small = Image.new("RGB", (50, 40))
     assert resize_to_max_pixels(small, 128 * 128, "qwen3_vl") is small
     assert resize_to_max_pixels(img, None) is img
@@ -125,3 +132,83 @@ def test_missing_remote_backend_names_the_package():
         pass
     with pytest.raises(RemoteBackendMissing, match="pip install s3fs"):
         remote_filesystem("s3://bucket/key.jpg")
+
+
+# (width, height): very elongated ones, whose one pass of the resize rule is not stable (issue "Nothing lost,
+# nothing false", item 10), one a little under the 200:1 limit, one under max_pixels, and ordinary ones
+PROCESSED_SIZES = [(2000, 28), (28, 3000), (60, 4000), (4000, 33), (9000, 47), (300, 7000), (27300, 140),
+                   (1500, 20), (640, 480), (1000, 1000), (170, 100), (33, 57)]
+PROCESSED_MAX_PIXELS = [128 * 128, 28 * 28 * 40, 786432]
+
+
+def _qwen3_defaults(max_pixels):
+    """Qwen3-VL's shipped image processor (min_pixels 65536): a cap under it leaves min == max."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    from nbtools.models.loading import apply_max_pixels
+
+    processor = SimpleNamespace(image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=65536,
+                                                                      max_pixels=16777216))
+    apply_max_pixels(processor, max_pixels)
+    return processor
+
+
+@pytest.mark.parametrize("model", ["tiny-qwen3-vl", "tiny-qwen2.5-vl", "tiny-qwen2-vl", "qwen3-vl defaults"])
+def test_counted_tokens_are_what_the_processor_makes_of_the_resized_image(model):
+    """Training shrinks an image (resize_to_max_pixels) and the processor resizes the result again: the
+    validator's count must be the grid the processor returns, and a size nbtools settles on is kept as is."""
+    from nbtools.images import processor_geometry
+    from nbtools.models import load_processor
+
+    images = {size: Image.new("RGB", size) for size in PROCESSED_SIZES}
+    kept = 0
+    for max_pixels in PROCESSED_MAX_PIXELS:
+        processor = _qwen3_defaults(max_pixels) if model == "qwen3-vl defaults" else load_processor(model, max_pixels)
+        ip = processor.image_processor
+        geo = processor_geometry(processor)
+        for (width, height), image in images.items():
+            small = resize_to_max_pixels(image, max_pixels, geo)
+            _, grid_h, grid_w = ip(images=[small], return_tensors="pt")["image_grid_thw"][0].tolist()
+            where = (model, max_pixels, (width, height), small.size)
+            assert image_tokens(height, width, geo, max_pixels) == grid_h * grid_w // ip.merge_size ** 2, where
+            if small is not image and resized_size(height, width, geo, max_pixels) == (small.height, small.width):
+                assert (grid_h * ip.patch_size, grid_w * ip.patch_size) == (small.height, small.width), where
+                kept += 1  # nbtools settled on a size the processor keeps as it is
+    assert kept >= len(PROCESSED_SIZES)  # the fixed points were checked, not skipped
+
+
+def test_a_shrunk_image_stays_within_the_processors_aspect_ratio():
+    """One pass can make a shape more elongated than the processor takes on its input (27300x140, 195:1,
+    becomes 12352x32): the size handed over keeps under 200:1, and the processor keeps it."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as reference
+
+    for family in ("qwen2_vl", "qwen3_vl"):
+        geo = geometry(family)
+        for width, height in [(27300, 140), (140, 27300), (18900, 95)]:
+            image = Image.new("L", (width, height))
+            for max_pixels in (786432, 1003520):
+                h, w = resize_to_max_pixels(image, max_pixels, family).size[::-1]
+                assert max(h, w) <= MAX_ASPECT_RATIO * min(h, w), (family, width, height, max_pixels, (w, h))
+                assert reference(h, w, geo.factor, min(geo.min_pixels, max_pixels), max_pixels) == (h, w)
+
+
+def test_training_shrinks_images_to_the_size_the_validator_counted(data_dir, make_pair):
+    """The training collator shrinks with the processor's own bounds (the tiny models' min_pixels is not
+    the family's), so the processor keeps each image and makes the validator's count of it."""
+    from nbtools.data import validate_dataset
+    from nbtools.data.tokens import IMAGE_WRAPPER
+    from nbtools.models import load_processor
+    from nbtools.train.dataset import LazyImageCollator
+
+    max_pixels = 28 * 28 * 40
+    data_dir.image("strip.png", (7000, 300))
+    report = validate_dataset(data_dir.jsonl([make_pair(images=["strip.png"])]), model="tiny-qwen3-vl",
+                              max_pixels=max_pixels)
+    processor = load_processor("tiny-qwen3-vl", max_pixels)
+    [example] = LazyImageCollator(processor, max_pixels, "qwen3_vl").examples([report.records.dataset()[0]])
+    image = example["images"][0]
+    _, grid_h, grid_w = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+    assert (grid_h * 16, grid_w * 16) == (image.height, image.width)
+    assert grid_h * grid_w // 4 + IMAGE_WRAPPER == report.tokens[1].image_tokens  # + vision start and end

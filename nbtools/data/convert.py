@@ -13,8 +13,9 @@ from typing import Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.errors import UserError
-from nbtools.images import open_resized
+from nbtools.images import ImageGeometry, open_resized
 from nbtools.video import VideoSettings, load_clip
+
 
 class MediaReadError(UserError, OSError):
     """A picture that validation read cannot be read now (replaced, truncated or removed since)."""
@@ -54,7 +55,8 @@ def structured_content(text: str) -> list[dict]:
 
 
 def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = None, family: str = "qwen3_vl",
-                        load_images: bool = True, video: Optional[VideoSettings] = None) -> dict:
+                        load_images: bool = True, video: Optional[VideoSettings] = None,
+                        image_geometry: Optional[ImageGeometry] = None) -> dict:
     """One record as a conversational vision preference example.
 
     ``{"prompt": [...structured messages...], "chosen": [assistant], "rejected": [assistant],
@@ -63,7 +65,8 @@ def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = No
     (same number, same ``<image>`` positions). Without videos ``"videos"`` is absent and without
     ``rejected_images`` that key is absent, so image-only examples stay exactly TRL's shape.
     ``load_images=False`` returns paths instead of pixels and frames (for building a dataset lazily
-    and for token counting).
+    and for token counting). ``image_geometry``: the processor's (``nbtools.images.resize_geometry``),
+    so images are shrunk to a size it keeps; the family's defaults when None.
     """
     prompt = [{"role": m["role"], "content": structured_content(m["content"]) if m["role"] == "user"
                else [{"type": "text", "text": m["content"]}]} for m in record.prompt]
@@ -73,10 +76,11 @@ def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = No
         "rejected": [{"role": "assistant", "content": [{"type": "text", "text": record.rejected}]}],
     }
     if load_images:
-        example["images"] = [_open_picture(record, "images", i, p, max_pixels, family)
+        geo = image_geometry or family
+        example["images"] = [_open_picture(record, "images", i, p, max_pixels, geo)
                              for i, p in enumerate(record.images)]
         if record.rejected_images:
-            example["rejected_images"] = [_open_picture(record, "rejected_images", i, p, max_pixels, family)
+            example["rejected_images"] = [_open_picture(record, "rejected_images", i, p, max_pixels, geo)
                                           for i, p in enumerate(record.rejected_images)]
         if record.videos:
             settings = video or VideoSettings()

@@ -69,6 +69,11 @@ def canonical_from_messages(obj: dict, problem: MakeProblem) -> tuple[Optional[C
     names = FieldNames("messages")
     problems = check_messages_shape(obj.get("messages"), problem, names)
     problems += check_rejected_field(obj, problem)
+    messages = obj.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        if isinstance(message, dict):
+            problems += check_text(message.get("content"), f"{names.message(i)}.content", problem)
+    problems += check_text(obj.get("rejected_response"), names.rejected, problem)
     if problems:
         return None, problems
     # one shared string per role name: a big file holds millions of them
@@ -135,7 +140,8 @@ def canonical_from_trl(obj: dict, problem: MakeProblem) -> tuple[Optional[Canoni
 
 def _flatten_content(content, field: str, problem: MakeProblem) -> tuple[Optional[str], list[Problem]]:
     if isinstance(content, str):
-        return content, []
+        problems = check_text(content, f"{field}.content", problem)
+        return (None if problems else content), problems
     if not isinstance(content, list):
         return None, [problem(f"{field}.content", "error",
                               f"content is a {type(content).__name__}, not a string or a list of content blocks",
@@ -144,6 +150,9 @@ def _flatten_content(content, field: str, problem: MakeProblem) -> tuple[Optiona
     for j, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
+            problems = check_text(block["text"], f"{field}.content[{j}].text", problem)
+            if problems:
+                return None, problems
             parts.append(block["text"])
         elif kind == "image":
             parts.append(IMAGE_TAG)
@@ -170,6 +179,21 @@ def _insert_leading_tags(messages: list[dict], obj: dict) -> None:
 
 
 # --------------------------------------------------------------------------- rule families
+
+def check_text(text, field: str, problem: MakeProblem) -> list[Problem]:
+    """Text must be valid Unicode: a lone surrogate (``\\ud800`` is a valid JSON escape but no
+    character) passes parsing and then stops training in the tokenizer, so it is an error of its
+    row here, before anything downstream (token counts, the record table) sees the row."""
+    if not isinstance(text, str) or text.isascii():  # isascii reads a flag: the common case costs nothing
+        return []
+    try:
+        text.encode("utf-8")
+        return []
+    except UnicodeEncodeError as exc:
+        return [problem(field, "error", f"text is not valid Unicode (lone surrogate \\u{ord(text[exc.start]):04x} "
+                                        f"at character {exc.start})",
+                        "re-encode the text as UTF-8; remove or replace the character")]
+
 
 def check_messages_shape(messages, problem: MakeProblem, names: FieldNames) -> list[Problem]:
     """``messages`` is a non-empty list of {role, content: str}; roles valid and in order."""

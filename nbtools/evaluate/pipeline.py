@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from nbtools.errors import UserError
+from nbtools.images import resize_geometry
 from nbtools.video import VideoSettings
 
 from .logprobs import PairLogProbs, score_base_and_tuned
@@ -148,7 +149,7 @@ def _scorable(source: str, records: list, left_out: list[dict]) -> HeldOutPairs:
     return HeldOutPairs(source, list(records), left_out)
 
 
-def _example(record, max_pixels, family, video=None) -> dict:
+def _example(record, max_pixels, family, video=None, image_geometry=None) -> dict:
     """The record as training saw it: images at ``max_pixels``, videos sampled with the run's ``video``
     settings (fps, max_frames, video_max_pixels), rejected_images for an image-contrast pair."""
     from nbtools.data import to_training_example
@@ -156,7 +157,7 @@ def _example(record, max_pixels, family, video=None) -> dict:
     from PIL import Image
 
     try:
-        return to_training_example(record, max_pixels, family, video=video)
+        return to_training_example(record, max_pixels, family, video=video, image_geometry=image_geometry)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:  # a file changed or broke since it was checked
         media = "videos" if record.videos else "images"
         raise EvaluationDataError(f"{record.file}:{record.line}: {media}: {exc} (fix: restore the file or "
@@ -218,7 +219,8 @@ def evaluate_run(
     run = run or load_run_model(run_dir)
     records = pairs.records[:max_pairs] if max_pairs else pairs.records
     video = VideoSettings.from_config(run.config)
-    examples = [_example(r, run.config.max_pixels, run.family, video) for r in records]
+    geo = resize_geometry(run.processor, run.family)  # as the training collator shrank them
+    examples = [_example(r, run.config.max_pixels, run.family, video, geo) for r in records]
     base, tuned = score_base_and_tuned(run.model, run.processor, examples, batch_size=batch_size, progress=progress)
     evaluation = compare_models(base, tuned, run.config.beta, n_resamples=n_resamples, seed=seed)
     for row in evaluation.flipped:

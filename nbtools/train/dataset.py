@@ -194,6 +194,9 @@ class LazyImageCollator:
     contrast_seed: Optional[int] = None
 
     def __post_init__(self):
+        from nbtools.images import resize_geometry
+
+        self.image_geometry = resize_geometry(self.processor, self.family)  # images shrunk to sizes it keeps
         if self.packed:
             from nbtools.packing import PackedPreferenceCollator
 
@@ -206,8 +209,8 @@ class LazyImageCollator:
     def examples(self, rows: list[dict[str, Any]]) -> list[dict]:
         from nbtools.data import to_training_example
 
-        examples = [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video)
-                    for row in rows]
+        examples = [to_training_example(record_from_row(row), self.max_pixels, self.family, video=self.video,
+                                        image_geometry=self.image_geometry) for row in rows]
         if self.contrast_seed is not None:  # the reference precompute sees (and caches) these pairs too
             from nbtools.packing.contrast import with_auxiliary
 
