@@ -438,7 +438,7 @@ def test_a_damaged_run_folder_is_refused_before_anything_changes(tmp_path, data_
         expected = r"checkpoint-4: holds no adapter weights"
     elif damage == "weights-damaged":
         (checkpoint / "adapter_model.safetensors").write_bytes(b"\xff" * 16)
-        expected = r"checkpoint-4/adapter_model.safetensors: cannot be read .*\(fix: restore it, or delete checkpoint-4"
+        expected = r"checkpoint-4/adapter_model.safetensors: is damaged .*\(fix: restore it, or delete checkpoint-4"
     else:
         (run / "metrics.jsonl").unlink()
         (run / "metrics.jsonl").mkdir()

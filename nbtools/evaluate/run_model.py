@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nbtools.errors import UserError, one_line
+from nbtools.models.weights import weights_problem
 
 CONFIG_FILE = "config.yaml"
 ADAPTER_DIR = "adapter"
@@ -75,29 +76,6 @@ def _json_object(path: Path) -> tuple[Optional[dict], str]:
     return (value, "") if isinstance(value, dict) else (None, "is not a JSON object")
 
 
-def _weights_problem(path: Path) -> Optional[str]:
-    """Why the weights file ``path`` cannot be loaded (missing, empty, a header that does not read), or None.
-
-    Reading the safetensors header is cheap (no tensor is loaded) and also catches a truncated file."""
-    import zipfile
-
-    if not path.is_file():
-        return "is missing"
-    if path.stat().st_size == 0:
-        return "is empty"
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="numpy"):
-                pass
-        except (OSError, SafetensorError) as exc:
-            return f"is damaged ({one_line(exc)[:120]})"
-    elif not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one lacks its directory
-        return "is damaged (not a complete PyTorch file)"
-    return None
-
-
 def _damaged(path: Path, problem: str, what: str, fix: str) -> RunFolderError:
     return RunFolderError(f"{path}: {problem}, so {what} (fix: {fix})")
 
@@ -125,7 +103,7 @@ def adapter_dir(run_dir) -> Path:
     if problem:
         raise _damaged(path / ADAPTER_CONFIG, problem, what, adapter_fix)
     weights = next((path / name for name in ADAPTER_WEIGHTS if (path / name).exists()), path / ADAPTER_WEIGHTS[0])
-    problem = _weights_problem(weights)
+    problem = weights_problem(weights)
     if problem is not None:
         raise _damaged(weights, problem, what, adapter_fix)
     _check_processor(run_dir)

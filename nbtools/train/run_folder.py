@@ -401,29 +401,17 @@ def _check_checkpoint(done: list[Path]) -> None:
             problem = f"{state_path}: holds no global_step"
     except (OSError, ValueError, RecursionError) as exc:
         problem = f"{state_path}: cannot be read ({exc})"
-    weights = [checkpoint / name for name in CHECKPOINT_WEIGHTS
-               if (checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0]
+    weights = [checkpoint / name for name in CHECKPOINT_WEIGHTS if (checkpoint / name).exists()]
     if problem is None and not weights:
         problem = f"{checkpoint}: holds no adapter weights ({' or '.join(CHECKPOINT_WEIGHTS)})"
-    if problem is None and weights[0].suffix == ".safetensors":
-        problem = _unreadable_safetensors(weights[0])
+    if problem is None:
+        from nbtools.models.weights import weights_problem
+
+        found = weights_problem(weights[0])  # the header is read: milliseconds
+        problem = f"{weights[0]}: {found}" if found else None
     if problem is not None:
         earlier = f"resume from {done[-2].name}" if len(done) > 1 else "start again from step 0"
         raise RunFolderError(f"{problem} (fix: restore it, or delete {checkpoint.name} to {earlier})")
-
-
-def _unreadable_safetensors(path: Path) -> Optional[str]:
-    """Why the safetensors file cannot be loaded (its header is read: milliseconds), or None."""
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as handle:
-            handle.keys()
-    except ImportError:
-        return None
-    except Exception as exc:  # safetensors raises its own error class for a damaged header
-        return f"{path}: cannot be read ({type(exc).__name__}: {exc})"
-    return None
 
 
 CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
