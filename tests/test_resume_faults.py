@@ -223,3 +223,30 @@ def test_a_picture_damaged_during_the_run_stops_it_with_the_row_and_file(short_r
     record = read_run(run)
     assert record["status"] == "failed" and "line 2: images[0]" in record["error"]
     assert not (run / "error.log").exists()
+
+
+def test_a_resume_whose_first_batch_fails_leaves_the_finished_run_as_it_was(short_run, monkeypatch):
+    """Nothing trained: the checkpoint loaded, then the first batch's picture is unreadable."""
+    from nbtools.train import runner
+
+    cfg, data = short_run
+    cfg = cfg.replace(precompute_ref_log_probs=False)  # so the picture is first read by the first batch
+    run = Path(cfg.output_dir)
+    train(cfg, live=False)
+    finished = json.loads((run / "run.json").read_text())
+    files_before = {p.name: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.yaml")}
+    real_prepare = runner.prepare_data
+
+    def prepare_then_delete(*args, **kwargs):
+        prepared = real_prepare(*args, **kwargs)
+        for picture in (data / "images").iterdir():
+            picture.unlink()
+        return prepared
+
+    monkeypatch.setattr(runner, "prepare_data", prepare_then_delete)
+    code, err = _exit_code(lambda: train(cfg.replace(max_steps=6), resume=True, live=False))
+    assert code == 2 and "cannot be read now" in err, err
+    record = json.loads((run / "run.json").read_text())
+    assert "cannot be read now" in record.pop("last_resume_error")["error"]
+    assert record == finished  # still finished, its metrics and config untouched
+    assert {p.name: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.yaml")} == files_before

@@ -80,17 +80,26 @@ class RunCallback(TrainerCallback):
         self._metrics = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        # The checkpoint and its trainer state are loaded by now: only from here on does a resume change the
-        # folder's files (config.yaml, metrics.jsonl cut back), so a resume that fails to load changes nothing.
+        preview = getattr(self.record, "history_so_far", None)  # read-only: the rows up to the checkpoint
+        self.history = list(preview()) if preview is not None else []
+        self.first_step = state.global_step
+        self.monitor.start(state.max_steps, initial_step=state.global_step, history=self.history)
+
+    def _start(self) -> None:
+        """The first moment a resumed run changes its folder's files (config.yaml, metrics.jsonl cut back to the
+        checkpoint): its first step, its first log row. Everything before — the checkpoint, optimizer and RNG
+        loaded, the first batch read — may fail and leave a finished run's record as it was."""
+        if self._metrics is not None:
+            return
         start = getattr(self.record, "start_training", None)
         if start is not None:
             self.history = list(start(self.cfg))
             for note in self.record.take_notes():
                 self.monitor.message(note)
         self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
-        self.first_step = state.global_step
-        self.monitor.start(state.max_steps, initial_step=state.global_step, history=self.history)
-        self.record.update(progress={"step": state.global_step, "max_steps": state.max_steps})
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start()
 
     def on_step_end(self, args, state, control, **kwargs):
         require_lock = getattr(self.record, "require_lock", None)  # the run folder: still ours?
@@ -101,6 +110,7 @@ class RunCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
+        self._start()
         if "train_runtime" in logs and state.global_step == self.first_step:
             return  # nothing trained in this call (resumed at the last step): the run's own summary row stands
         row = clean_row(logs, state.global_step, state.epoch)
@@ -124,6 +134,11 @@ class RunCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.monitor.close()
+
+    def finish(self) -> list[dict]:
+        """The run's rows, once training is over (a resume with nothing left to train starts its files here)."""
+        self._start()
+        return self.history
 
     def close(self):
         if self._metrics is not None and not self._metrics.closed:

@@ -576,6 +576,15 @@ class RunFolder:
         return True
 
     # start_training ---------------------------------------------------------------------------------
+    def history_so_far(self) -> list[dict]:
+        """The metrics rows a resumed run continues from (up to its checkpoint), read without changing anything."""
+        from nbtools.train.callbacks import read_metrics
+
+        step = self.plan.resume_step if self.plan.resume else None
+        if step is None:
+            return []
+        return [r for r in read_metrics(self.path) if _step_of(r) <= step and not r.get("final")]
+
     def start_training(self, cfg) -> list[dict]:
         """The first changes to a resumed run's files; returns the metrics history up to the checkpoint."""
         from nbtools.train.callbacks import read_metrics_report

@@ -414,6 +414,8 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         t0 = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         train_s = time.time() - t0
+        if callback is not None:
+            callback.finish()  # a resume with nothing left to train takes over its folder's files here
 
         # Closing evaluation (of the best checkpoint when load_best_model_at_end) = the run's final metrics.
         if data.validation is not None:
