@@ -68,7 +68,8 @@ def _exit_code(action) -> tuple[int, str]:
     """The command line's exit code and stderr for ``action`` (nbtools.errors.run_entry, in this process)."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = run_entry(action, prog="nbtools train")
+        # an int is an exit code (nbtools.__main__.main); anything else returned (train's RunResult) means 0
+        code = run_entry(lambda: (lambda out: out if isinstance(out, int) else 0)(action()), prog="nbtools train")
     return code, err.getvalue()
 
 
