@@ -1,7 +1,8 @@
-"""The README's figures from the committed results of ``scale.py`` and ``ref_store.py`` (never typed twice).
+"""The README's figures from the committed results of ``scale.py``, ``ref_store.py`` and ``media_fingerprint.py``
+(never typed twice).
 
 ``python benchmarks/readme_figures.py`` rewrites the marked places of README.md from
-``benchmarks/results/scale.json`` and ``benchmarks/results/ref_store.json``;
+``benchmarks/results/scale.json``, ``ref_store.json`` and ``media_fingerprint.json``;
 ``tests/test_readme_figures.py`` fails when the README and the results disagree.
 """
 
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SCALE_MARK = "<!-- scale table -->"
 STORE_MARK = "<!-- ref_store -->"
+FINGERPRINT_MARK = "<!-- media_fingerprint -->"
 
 
 def _side(figures: dict) -> str:
@@ -61,10 +63,17 @@ def store_line(results: dict) -> str:
             f"instead of {old['lookups_per_second_present']:,.0f}; rows: `benchmarks/results/ref_store.json`")
 
 
+def fingerprint_line(results: dict) -> str:
+    return (f"{results['per_reference_us']:.1f} µs per picture reference, {results['fingerprint_share']:.1%} of "
+            f"validating {results['rows']:,} rows (`benchmarks/results/media_fingerprint.json`)")
+
+
 def figures() -> dict[str, str]:
     scale = json.loads((RESULTS / "scale.json").read_text())
     store = json.loads((RESULTS / "ref_store.json").read_text())
-    return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store)}
+    fingerprint = json.loads((RESULTS / "media_fingerprint.json").read_text())
+    return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store),
+            FINGERPRINT_MARK: fingerprint_line(fingerprint)}
 
 
 def rewrite(readme: Path = REPO / "README.md") -> None:

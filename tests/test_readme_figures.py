@@ -1,4 +1,4 @@
-"""The README quotes benchmarks/results/scale.json and ref_store.json, generated, never typed."""
+"""The README quotes benchmarks/results/scale.json, ref_store.json and media_fingerprint.json, generated, never typed."""
 
 import sys
 from pathlib import Path

@@ -421,7 +421,7 @@ def check_media(plan: ResumePlan, data) -> None:
     """Refuse a resume whose pictures or videos changed since the run started (the data file may be the same).
 
     Compares the media fingerprint validation just took (path, size and mtime of every local file the
-    trainable rows name; about 0.6 µs a reference, ~2 % of validation) with the one run.json recorded,
+    trainable rows name; its cost: benchmarks/media_fingerprint.py) with the one run.json recorded,
     and names what changed. Runs of older versions recorded none: nothing to compare.
     """
     if not plan.resume:
