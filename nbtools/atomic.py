@@ -116,8 +116,9 @@ def temp_owner(path: Union[str, Path]) -> Optional[int]:
     return int(pid) if pid.isdigit() else None
 
 
-def remove_dead_leftovers(folder: Union[str, Path]) -> list[str]:
-    """Clean what killed processes left in ``folder`` (not below it); returns what was done, for the user.
+def remove_dead_leftovers(folder: Union[str, Path], name: Optional[str] = None) -> list[str]:
+    """Clean what killed processes left in ``folder`` (not below it), or only the temporaries of ``name`` in it;
+    returns what was done, for the user.
 
     A temporary whose process still runs (this one included) is left alone: it is being written. A folder
     moved aside by :func:`swap_in` (``.<name>.old.nbtmp-…``) whose replacement never arrived is put
@@ -135,6 +136,8 @@ def remove_dead_leftovers(folder: Union[str, Path]) -> list[str]:
             continue
         base = leftover.name[1:].rsplit(TEMP_MARK, 1)[0]  # ".adapter.old.nbtmp-1-ab" -> "adapter.old"
         original = folder / base[: -len(".old")] if base.endswith(".old") else None
+        if name is not None and base not in (name, f"{name}.old"):
+            continue
         try:
             if original is not None and not original.exists() and not original.is_symlink():
                 os.replace(leftover, original)

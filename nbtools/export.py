@@ -135,30 +135,6 @@ def _foreign_entries(out_dir: Path, written: set[str]) -> list[str]:
     return sorted(foreign)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def _clean_up_after_dead_exports(out_dir: Path) -> None:
-    """Remove what an export killed mid-way (kill -9, power loss) left next to ``out_dir``; if it died
-    between moving the previous export aside and moving the new one in, put the previous one back."""
-    for prefix in (f".{out_dir.name}.old{atomic.TEMP_MARK}", f".{out_dir.name}{atomic.TEMP_MARK}"):
-        for leftover in out_dir.parent.glob(prefix + "*"):
-            pid = leftover.name[len(prefix):].split("-", 1)[0]
-            if not pid.isdigit() or _process_alive(int(pid)):
-                continue  # another export is writing right now
-            if ".old" + atomic.TEMP_MARK in leftover.name and not out_dir.exists():
-                os.rename(leftover, out_dir)
-            else:
-                shutil.rmtree(leftover, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def staged_export(out_dir) -> Iterator[Path]:
     """A temporary sibling folder to build the export in; it replaces ``out_dir`` only once complete.
@@ -170,7 +146,8 @@ def staged_export(out_dir) -> Iterator[Path]:
     """
     out_dir = check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_up_after_dead_exports(out_dir)
+    # an export killed mid-way: its temporary removed, or the previous export it had moved aside put back
+    atomic.remove_dead_leftovers(out_dir.parent, out_dir.name)
     with atomic.replacing_dir(out_dir) as staging:
         yield staging
         check_out_dir(out_dir)
