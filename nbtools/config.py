@@ -40,6 +40,10 @@ TOO_LONG = ("drop", "error")
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 DISTRIBUTED = ("ddp", "fsdp")
 TARGET_MODULE_PRESETS = ("default", "all-linear")
+# Attention kernels a run may ask for; "block-mask" names nbtools' FlexAttention kernel (nbtools.packing.support).
+ATTENTION_CHOICES = ("auto", "sdpa", "block-mask", "flash_attention_2", "eager")
+# The ones that take the 4-D [prompt, chosen, rejected] mask of a packed pair ("auto" picks one of them).
+PACKED_ATTENTION_CHOICES = ("auto", "sdpa", "block-mask", "eager")
 MAX_NAME_BYTES = 255  # longest file or folder name most filesystems allow
 MAX_NAME_CHARS = 200  # run and model names: fit a folder name (with the timestamp), a table and a model card
 # Bidirectional overrides and isolates: invisible, and they reorder how the rest of a line is displayed.
@@ -272,6 +276,15 @@ class RunConfig:
         "with both. One process: no effect.",
         group="memory", choices=DISTRIBUTED,
     )
+    attn_implementation: str = _f(
+        "auto",
+        help="Attention kernel. auto = one packing can use: on a CUDA GPU the block-mask kernel (FlexAttention, "
+        "memory linear in the length) where nbtools has it, else sdpa; sdpa on the CPU; with packing: false, "
+        "flash_attention_2 when installed on a CUDA GPU in bf16/fp16. flash_attention_2 cannot run packed pairs "
+        "(they need a 4-D mask) and block-mask needs packing and a CUDA GPU; eager keeps every attention matrix "
+        "(most memory).",
+        group="memory", choices=ATTENTION_CHOICES,
+    )
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -308,6 +321,7 @@ class RunConfig:
                 "checkpoint may never be saved", f"set save_steps to {self.eval_steps} (or a multiple of it), "
                 "or load_best_model_at_end: false",
             )
+        check_attention(self.attn_implementation, self.packing)
         if self.quantization != "none" and self.precision == "fp32":
             raise ConfigError("quantization", f"{self.quantization} loading computes in 16-bit, not fp32",
                               "set precision: auto (or bf16/fp16), or quantization: none")
@@ -668,6 +682,19 @@ def _check_limits(f, value) -> None:
             if "max" in meta and v > meta["max"]:
                 raise ConfigError(name, f"{v} is above the maximum {meta['max']}",
                                   f"set {name} to {meta['max']} or less")
+
+
+def check_attention(choice: str, packing: bool) -> None:
+    """Refuse, before any model loads, an attention kernel the run's packing setting cannot use.
+
+    Packing would otherwise turn itself off at model load (slower, more memory) with only a note.
+    """
+    if packing and choice not in PACKED_ATTENTION_CHOICES:
+        raise ConfigError("attn_implementation", f"{choice} cannot run packed pairs: they need a 4-D attention "
+                          "mask, which it does not take", "set attn_implementation: auto or sdpa, or packing: false")
+    if not packing and choice == "block-mask":
+        raise ConfigError("attn_implementation", "the block-mask kernel runs packed pairs only, and this run's pairs "
+                          "are not packed", "set attn_implementation: auto or sdpa, or packing: true")
 
 
 def split_loss_types(loss_types, loss_weights=None) -> tuple[list[str], Optional[list[float]], dict[str, float]]:

@@ -13,6 +13,12 @@ layout instead (what training uses where verified): one row [prompt, chosen, rej
 pair, LM head on answer tokens only, no reference pass in the step when the reference
 log-probs are precomputed.
 
+Attention: flash_attention_2 and the block-mask kernel keep nothing quadratic in the length.
+sdpa with a 4-D mask (packed rows, padded rows) keeps the boolean mask for the step and, per
+layer in autograd, the float bias its memory-efficient kernel is given; eager keeps each
+layer's attention probabilities (fp32 softmax and its half-precision copy). ``auto`` is
+resolved as training resolves it on a CUDA GPU (``nbtools.packing.support.resolve_attention``).
+
 Strategy: ``ddp`` (and one device) keeps a full copy of everything per device; ``fsdp``
 shards weights, LoRA weights, gradients and AdamW state over ``num_devices`` and adds the
 parameters FSDP gathers while it works (the root unit — embeddings, LM head — for the whole
@@ -89,6 +95,8 @@ class MemoryEstimate:
     strategy: str = "ddp"  # ddp (or one device): full copy per device; fsdp: sharded over num_devices
     num_devices: int = 1
     gathered_bytes: int = 0  # fsdp: parameters gathered while a unit works (root for the step + ~2 layers)
+    attention_bytes: int = 0  # masks and attention matrices the kernel keeps (0 for flash / block-mask)
+    attn_implementation: str = "sdpa"  # the kernel estimated for (auto resolved as on a CUDA GPU)
 
     @property
     def total_gib(self) -> float:
@@ -105,6 +113,7 @@ class MemoryEstimate:
                 + " gradient checkpointing)",
                 self.activation_bytes / GIB,
             ),
+            (f"attention masks and scores ({self.attn_implementation})", self.attention_bytes / GIB),
             ("reference pass", self.reference_pass_bytes / GIB),
             ("log-prob chunks", self.logits_bytes / GIB),
         ] + ([("gathered shards (FSDP)", self.gathered_bytes / GIB)] if self.strategy == "fsdp" else []) + [
@@ -119,7 +128,7 @@ class MemoryEstimate:
         videos = f", {self.video_tokens_per_pair} video tokens per pair" if self.video_tokens_per_pair else ""
         lines.append(
             f"{self.sequences_per_step} {layout} x {self.tokens_per_sequence} tokens "
-            f"({self.image_tokens_per_image} image tokens per image{videos}); "
+            f"({self.image_tokens_per_image} image tokens per image{videos}), attention {self.attn_implementation}; "
             f"without checkpointing activations would be {self.activation_bytes_without_checkpointing / GIB:.2f} GiB"
         )
         if self.gpu_memory_gib is not None:
@@ -337,6 +346,7 @@ def estimate_memory(
     strategy: str = "ddp",
     num_devices: int = 1,
     video_tokens_per_pair: int = 0,
+    attn_implementation: str = "auto",
 ) -> MemoryEstimate:
     """Peak memory per device of one DPO step with LoRA.
 
@@ -346,6 +356,7 @@ def estimate_memory(
     arithmetic (``TokenCounter.video_tokens``: frames at fps up to max_frames, video_max_pixels per frame).
     ``packing``: nbtools' packed layout (one row of prompt + both answers per pair; with
     ``precompute_reference`` no reference pass in the step). ``strategy``/``num_devices``: see the module text.
+    ``attn_implementation``: a RunConfig choice (auto, sdpa, block-mask, flash_attention_2, eager) or a kernel name.
     """
     if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0 or num_devices <= 0:
         raise ValueError("batch_size, max_context_length, lora_rank and num_devices must be positive")
@@ -391,19 +402,22 @@ def estimate_memory(
         scored = n_seq * completion
         logits = scored * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
 
+    kernel = estimated_attention(attn_implementation, precision, packing)
+    attention = attention_bytes(config, kernel, n_seq, seq, act_bytes, gradient_checkpointing)
+
     gathered = 0
     if strategy == "fsdp" and num_devices > 1:
         gathered = _fsdp_gathered_bytes(config, counts, weights)
         weights, lora_w, lora_g, optim = (math.ceil(b / num_devices) for b in (weights, lora_w, lora_g, optim))
 
-    total = weights + lora_w + lora_g + optim + activations + reference + logits + gathered
+    total = weights + lora_w + lora_g + optim + activations + attention + reference + logits + gathered
     fits = None if gpu_memory_gib is None else total <= gpu_memory_gib * GIB * 0.92  # CUDA context & fragmentation
     settings = dict(
         batch_size=batch_size, max_context_length=max_context_length, max_pixels=max_pixels, lora_rank=lora_rank,
         gradient_checkpointing=gradient_checkpointing, precision=precision, quantization=quantization,
         target_modules=target_modules, images_per_pair=images_per_pair, packing=packing,
         precompute_reference=precompute_reference, strategy=strategy, num_devices=num_devices,
-        video_tokens_per_pair=video_tokens_per_pair,
+        video_tokens_per_pair=video_tokens_per_pair, attn_implementation=kernel,
     )
     estimate = MemoryEstimate(
         weights_bytes=weights, lora_params=lora_params, lora_weights_bytes=lora_w, lora_grad_bytes=lora_g,
@@ -412,7 +426,7 @@ def estimate_memory(
         total_bytes=total, parameters=counts, tokens_per_sequence=seq, image_tokens_per_image=img_tokens,
         sequences_per_step=n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
         packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
-        video_tokens_per_pair=video_tokens_per_pair,
+        video_tokens_per_pair=video_tokens_per_pair, attention_bytes=attention, attn_implementation=kernel,
     )
     if images_per_pair * img_tokens >= max_context_length:
         estimate.advice.append(
@@ -427,6 +441,38 @@ def estimate_memory(
     if fits is False:
         estimate.advice += _advice(estimate, config, counts)
     return estimate
+
+
+def estimated_attention(choice: str, precision: str, packing: bool) -> str:
+    """The kernel a CUDA training run would load for ``choice`` (a RunConfig value or a kernel name).
+
+    Never flash_attention_2 for packed rows: training refuses that combination, or auto avoids it.
+    """
+    import torch
+
+    from nbtools.packing.support import BLOCK_MASK_ATTENTION, resolve_attention
+
+    if choice == BLOCK_MASK_ATTENTION:
+        choice = "block-mask"
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    return resolve_attention(choice, "cuda", dtype, packing, block_mask=True if choice == "block-mask" else None
+                             ).implementation
+
+
+def attention_bytes(config, kernel: str, rows: int, seq: int, act_bytes: int, checkpointing: bool) -> int:
+    """What the attention kernel keeps beyond the per-token activations (approximate; see the module text)."""
+    from nbtools.packing.support import BLOCK_MASK_ATTENTION
+
+    if kernel in ("flash_attention_2", BLOCK_MASK_ATTENTION):
+        return 0
+    text = config.get_text_config()
+    kept_layers = 1 if checkpointing else text.num_hidden_layers  # checkpointing recomputes one layer at a time
+    pairs_of_positions = rows * seq * seq
+    if kernel == "eager":  # additive mask, then per layer fp32 softmax probabilities and their cast copy
+        return pairs_of_positions * act_bytes + kept_layers * pairs_of_positions * text.num_attention_heads * (
+            4 + act_bytes)
+    # sdpa: boolean mask for the step, plus the float bias each layer's kernel saves for its backward
+    return pairs_of_positions + kept_layers * pairs_of_positions * act_bytes
 
 
 def _fsdp_gathered_bytes(config, counts: ParameterCounts, weights: int) -> int:
@@ -444,7 +490,8 @@ def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
     """Knobs that would make the run fit, cheapest first."""
     budget = est.gpu_memory_gib * GIB * 0.92
     s = est.settings
-    fixed = est.total_bytes - est.activation_bytes - est.reference_pass_bytes - est.logits_bytes
+    fixed = (est.total_bytes - est.activation_bytes - est.attention_bytes - est.reference_pass_bytes
+             - est.logits_bytes)
     tips = []
     if not s["gradient_checkpointing"]:
         saved = est.activation_bytes_without_checkpointing - est.activation_bytes_with_checkpointing
@@ -466,6 +513,9 @@ def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
             f"lower max_pixels (now {s['max_pixels']:,} px = {est.image_tokens_per_image} tokens per image); "
             "halving it about halves the image tokens"
         )
+    if est.attn_implementation == "eager" and est.attention_bytes > 0.05 * GIB:
+        tips.append(f"set attn_implementation: auto (eager keeps attention matrices: "
+                    f"{est.attention_bytes / GIB:.1f} GiB)")
     tips.append(f"lower max_context_length (now {s['max_context_length']})")
     if not s.get("packing"):
         tips.append("turn on packing (one row per pair: the prompt and images go through the model once)")

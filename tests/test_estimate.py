@@ -61,7 +61,7 @@ def test_qwen3_vl_4b_exact_parts():
     assert est.lora_weights_bytes == est.lora_grad_bytes == 4 * 16_515_072
     assert est.total_bytes == (
         est.weights_bytes + est.lora_weights_bytes + est.lora_grad_bytes + est.optimizer_bytes
-        + est.activation_bytes + est.reference_pass_bytes + est.logits_bytes
+        + est.activation_bytes + est.attention_bytes + est.reference_pass_bytes + est.logits_bytes
     )
     assert est.image_tokens_per_image == 784  # (896 / 32)^2
     assert est.tokens_per_sequence == 30 + 784 + 100

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from nbtools.config import ConfigError, RunConfig, split_loss_types
+from nbtools.packing.support import BLOCK_MASK_ATTENTION
 from nbtools.train import run_folder
 from nbtools.train import run_record as rr
 from nbtools.train.callbacks import RunCallback
@@ -136,15 +137,36 @@ def _dtype_for(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
+def packing_expected(cfg: RunConfig) -> bool:
+    """Whether this run's pairs will be packed, as far as the config decides it (packing_plan has the last word).
+
+    The attention kernel is chosen before the model loads, so it follows this, not the model.
+    """
+    from nbtools.packing.loss import PACKED_LOSS_TYPES
+
+    trl_loss_types = split_loss_types(cfg.loss_type, cfg.loss_weights)[0]
+    return cfg.packing and all(t in PACKED_LOSS_TYPES for t in trl_loss_types)
+
+
+def policy_attention(cfg: RunConfig, precision: str, device: str):
+    """The attention kernel (and its note) the policy is loaded with; ConfigError when the choice cannot work here."""
+    from nbtools.packing.support import resolve_attention
+
+    return resolve_attention(cfg.attn_implementation, str(device).split(":")[0], _dtype_for(precision),
+                             packing_expected(cfg))
+
+
 def load_policy(cfg: RunConfig, precision: str, device: str):
     """(model, processor, family name, peft_config or None). With adapter_path the model is already a
     PeftModel; TRL then keeps a frozen copy of that adapter as the reference."""
     from nbtools.models import detect_family, load_model_and_processor, load_processor, resolve_model_path
 
+    attention = policy_attention(cfg, precision, device).implementation
     if cfg.quantization == "none":
         model, processor = load_model_and_processor(cfg.model, max_pixels=cfg.max_pixels,
                                                     video=VideoSettings.from_config(cfg),
-                                                    dtype=_dtype_for(precision), device=device)
+                                                    dtype=_dtype_for(precision), device=device,
+                                                    attn_implementation=attention)
     else:
         import torch
         from peft import prepare_model_for_kbit_training
@@ -155,7 +177,8 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
                                     bnb_4bit_compute_dtype=compute)
                  if cfg.quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
         model = AutoModelForImageTextToText.from_pretrained(resolve_model_path(cfg.model), quantization_config=quant,
-                                                            dtype=compute, device_map={"": torch.device(device)})
+                                                            dtype=compute, device_map={"": torch.device(device)},
+                                                            attn_implementation=attention)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         processor = load_processor(cfg.model, max_pixels=cfg.max_pixels, video=VideoSettings.from_config(cfg))
     family = detect_family(model).name
@@ -283,6 +306,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     precision = resolve_precision(cfg.precision, device_type)
     check_quantization(cfg.quantization, device_type)
     check_report_to(cfg.report_to)
+    attention = policy_attention(cfg, precision, device_type)  # refuses a kernel that cannot work, before any model
     from nbtools.train.distributed import adapter_state_dict, check_strategy
 
     check_strategy(cfg, device_type)
@@ -355,7 +379,10 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         model, processor, family, peft_config = load_policy(cfg, precision, str(state.device))
         load_s = time.time() - t0
         args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu)
-        packing = decide_packing(cfg, model, args)
+        packing = decide_packing(cfg, model, args, attention.note)
+        if packing["attn_implementation"] == BLOCK_MASK_ATTENTION and not packing["on"]:
+            raise ConfigError("attn_implementation", f"the block-mask kernel runs packed pairs only, and "
+                              f"{packing['note']}", "set attn_implementation: sdpa, or change what turns packing off")
         mdpo_terms = split_loss_types(cfg.loss_type, cfg.loss_weights)[2]
         if mdpo_terms and not packing["on"]:
             raise ConfigError("loss_type",
@@ -363,7 +390,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
                               "remove " + " and ".join(mdpo_terms) + " from loss_type, or change what turns packing "
                               "off")
         if is_main:
-            monitor.message(packing["note"])
+            monitor.message(f"{packing['note']}; {packing['attention_note']}")
             folder.update(packing=packing)
             if "mdpo_conditional" in mdpo_terms:
                 monitor.message(f"mdpo_conditional: each pair with images also trains as an image-contrast pair (its "
@@ -480,14 +507,17 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         monitor.close()
 
 
-def decide_packing(cfg: RunConfig, model, args) -> dict:
-    """{"on": bool, "note": why}: packing when asked for and verified for this model and these settings."""
+def decide_packing(cfg: RunConfig, model, args, attention_note: Optional[str] = None) -> dict:
+    """{"on": bool, "note": why, "attn_implementation": the kernel the model was loaded with, "attention_note":
+    why that kernel}: packing when asked for and verified for this model and these settings (stored in run.json)."""
+    loaded = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    attention = {"attn_implementation": loaded, "attention_note": attention_note or f"attention: {loaded}"}
     if not cfg.packing:
-        return {"on": False, "note": "packing is off (packing: false): each pair runs as two padded rows"}
+        return {"on": False, "note": "packing is off (packing: false): each pair runs as two padded rows", **attention}
     from nbtools.packing.trainer_hook import packing_plan
 
     plan = packing_plan(model, args)
-    return {"on": bool(plan.supported), "note": plan.note}
+    return {"on": bool(plan.supported), "note": plan.note, **attention}
 
 
 def _family_of(model_name: str, resolve_model_path, detect_family) -> str:

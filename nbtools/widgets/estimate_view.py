@@ -118,6 +118,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         image_size=facts.largest_image if facts else None,
         packing=config.packing, precompute_reference=config.precompute_ref_log_probs,
         strategy=config.distributed, video_tokens_per_pair=facts.max_video_tokens_per_pair if facts else 0,
+        attn_implementation=config.attn_implementation,
     )
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
                    for label, gib in memory.rows())
@@ -134,7 +135,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
                  + (f", up to {memory.video_tokens_per_pair:,} video tokens per pair at fps={config.fps:g}, "
                     f"max_frames={config.max_frames}, video_max_pixels={config.video_max_pixels:,}"
                     if memory.video_tokens_per_pair else "")
-                 + "; activations are approximate.</p>")
+                 + f"; attention kernel {html.escape(memory.attn_implementation)}; activations are approximate.</p>")
     if memory.advice:
         items = "".join(f"<li>{html.escape(a)}</li>" for a in memory.advice)
         parts.append(f"<p>To fit:</p><ul>{items}</ul>")
