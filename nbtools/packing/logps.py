@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
+from .block_mask import BLOCK_MASK_ATTENTION, block_mask_from_segments
 from .mask import packed_attention_mask
 from .positions import packed_position_ids
 
@@ -91,7 +92,9 @@ def packed_logps(
     base, backbone, head = backbone_and_head(model)
     segment_ids = batch["segment_ids"]
     embeddings = base.get_input_embeddings()
-    if attention_mask is None:
+    if attention_mask is None and base.config._attn_implementation == BLOCK_MASK_ATTENTION:
+        attention_mask = block_mask_from_segments(segment_ids)  # FlexAttention: no L×L mask
+    elif attention_mask is None:
         attention_mask = packed_attention_mask(
             segment_ids, base.config._attn_implementation or "eager", embeddings.weight.dtype
         )

@@ -25,31 +25,37 @@ from .layout import SEGMENT_CHOSEN, SEGMENT_CHOSEN_PROMPT, SEGMENT_PAD, SEGMENT_
 ADDITIVE_MASK_IMPLEMENTATIONS = frozenset({"eager"})
 # Implementations known to accept a boolean 4-D mask unchanged.
 BOOLEAN_MASK_IMPLEMENTATIONS = frozenset({"sdpa"})
+# query rows × keys evaluated at once by the side rule (bounds its temporaries to a few MiB)
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def packed_allowed(segment_ids: torch.Tensor) -> torch.Tensor:
-    """Boolean (B, 1, L, L) matrix, True where query i may attend to key j."""
-    _, length = segment_ids.shape
+    """Boolean (B, 1, L, L) matrix, True where query i may attend to key j.
+
+    Built in place in its own buffer (a lower triangle, then the rules as in-place broadcasts, the
+    side rule query-chunk by query-chunk): the only L×L allocation is the result, where a direct
+    expression would allocate several L×L temporaries (peak ≈ 5× the mask at L = 16k).
+    """
+    batch, length = segment_ids.shape
     device = segment_ids.device
-    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    query = segment_ids[:, :, None]
-    key = segment_ids[:, None, :]
-    real_query, real_key = query != SEGMENT_PAD, key != SEGMENT_PAD
-    allowed = causal[None] & real_query & real_key
+    allowed = torch.ones(batch, 1, length, length, dtype=torch.bool, device=device).tril_()  # causal
+    real = (segment_ids != SEGMENT_PAD)[:, None]  # (B, 1, L)
+    allowed &= real[:, :, None, :]  # padding is never attended ...
+    allowed.masked_fill_(~real[:, :, :, None], False)  # ... and attends to nothing but itself (below)
     # the chosen side (own prompt part, answer) and the rejected side never see each other; what
     # both see is the shared prompt (all of it in a plain row, its text before the first image in
     # an image-contrast row). Chosen precedes rejected, so causality alone would hide one way.
-    def chosen_side(ids):
-        return (ids == SEGMENT_CHOSEN_PROMPT) | (ids == SEGMENT_CHOSEN)
-
-    def rejected_side(ids):
-        return (ids == SEGMENT_REJECTED_PROMPT) | (ids == SEGMENT_REJECTED)
-
-    allowed &= ~(rejected_side(query) & chosen_side(key))
-    allowed &= ~(chosen_side(query) & rejected_side(key))
-    eye = torch.eye(length, dtype=torch.bool, device=device)[None]
-    allowed |= eye & ~real_query  # padding sees only itself
-    return allowed[:, None]
+    side = torch.zeros(batch, length, dtype=torch.int8, device=device)
+    side[(segment_ids == SEGMENT_CHOSEN_PROMPT) | (segment_ids == SEGMENT_CHOSEN)] = 1
+    side[(segment_ids == SEGMENT_REJECTED_PROMPT) | (segment_ids == SEGMENT_REJECTED)] = -1
+    step = max(1, _CHUNK_ELEMENTS // max(1, batch * length))
+    for first in range(0, length, step):
+        rows = slice(first, first + step)
+        # product -1: one token on each side (1 · -1); 0 or 1: shared, padding or the same side
+        crossing = side[:, rows, None] * side[:, None, :] < 0
+        allowed[:, 0, rows].masked_fill_(crossing, False)
+    allowed.diagonal(dim1=-2, dim2=-1).logical_or_(~real)  # padding sees only itself
+    return allowed
 
 
 def to_model_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
