@@ -18,6 +18,7 @@ RESULTS = REPO / "benchmarks" / "results"
 SCALE_MARK = "<!-- scale table -->"
 STORE_MARK = "<!-- ref_store -->"
 FINGERPRINT_MARK = "<!-- media_fingerprint -->"
+LONG_PAIRS_MARK = "<!-- long_pairs mask -->"
 
 
 def _side(figures: dict) -> str:
@@ -68,12 +69,29 @@ def fingerprint_line(results: dict) -> str:
             f"validating {results['rows']:,} rows (`benchmarks/results/media_fingerprint.json`)")
 
 
+def mask_table(results: dict) -> str:
+    """Building one packed row's attention mask: peak memory and what is kept, per length."""
+    rows = ["| tokens in the row | dense mask, code before | dense mask, now | block mask (GPU path) |",
+            "|---|---|---|---|"]
+    for length, case in results["cases"]["mask_build"].items():
+        def cell(side):
+            figures = case.get(side) or {}
+            if "build_peak_mb" not in figures:
+                return "not measured"
+            kept = figures["kept_bytes"]
+            size = f"{kept / 2**20:,.0f} MB" if kept >= 2**20 else f"{kept / 2**10:,.0f} KB"
+            return f"peak +{figures['build_peak_mb']:,.0f} MB, keeps {size}"
+        rows.append(f"| {int(length):,} | {cell('dense_before')} | {cell('dense')} | {cell('block_mask')} |")
+    return "\n".join(rows)
+
+
 def figures() -> dict[str, str]:
     scale = json.loads((RESULTS / "scale.json").read_text())
     store = json.loads((RESULTS / "ref_store.json").read_text())
     fingerprint = json.loads((RESULTS / "media_fingerprint.json").read_text())
+    long_pairs = json.loads((RESULTS / "long_pairs.json").read_text())
     return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store),
-            FINGERPRINT_MARK: fingerprint_line(fingerprint)}
+            FINGERPRINT_MARK: fingerprint_line(fingerprint), LONG_PAIRS_MARK: "\n" + mask_table(long_pairs) + "\n"}
 
 
 def rewrite(readme: Path = REPO / "README.md") -> None:

@@ -1,0 +1,100 @@
+"""Packed pairs at the lengths users have: what building the attention mask costs at L = 2k … 32k tokens.
+
+One packed row is ``[prompt, chosen, rejected]`` (half prompt, a quarter each answer: a picture-heavy
+prompt) of L tokens. Each measurement runs in a fresh child process (``python -c``) on the tree under
+test, so its peak is its own: ``build_peak_mb`` is VmHWM after building minus VmHWM after the imports,
+``kept_bytes`` the size of what is kept (the dense boolean mask, or the BlockMask's tensors).
+
+    dense          nbtools.packing.mask.packed_allowed of the tree (the CPU / sdpa path)
+    dense_before   the same function of --baseline-tree (the code before this change), when given
+    block_mask     nbtools.packing.block_mask.block_mask_from_segments of the tree, when it has it
+
+    python benchmarks/long_pairs.py [--lengths 2048 8192 16384 32768] [--baseline-tree DIR] [--out FILE]
+
+Writes ``benchmarks/results/long_pairs.json`` (merged by case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+MASK_CHILD = r'''
+import json, sys, time
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+import torch
+import nbtools
+from nbtools.packing.layout import SEGMENT_CHOSEN, SEGMENT_PROMPT, SEGMENT_REJECTED
+kind, length = sys.argv[1], int(sys.argv[2])
+if kind == "block_mask":
+    from nbtools.packing.block_mask import block_mask_from_segments as build
+else:
+    from nbtools.packing.mask import packed_allowed as build
+segments = torch.full((1, length), SEGMENT_PROMPT, dtype=torch.long)
+segments[0, length // 2: 3 * length // 4] = SEGMENT_CHOSEN
+segments[0, 3 * length // 4:] = SEGMENT_REJECTED
+torch.set_num_threads(1)
+base = hwm()
+t0 = time.perf_counter()
+mask = build(segments)
+seconds = time.perf_counter() - t0
+if isinstance(mask, torch.Tensor):
+    kept = mask.numel() * mask.element_size()
+else:  # a BlockMask: the sum of its tensors
+    kept = sum(t.numel() * t.element_size() for t in vars(mask).values() if isinstance(t, torch.Tensor))
+print(json.dumps({"nbtools": nbtools.__file__, "seconds": seconds, "import_mb": base, "peak_mb": hwm(),
+                  "build_peak_mb": hwm() - base, "kept_bytes": int(kept)}))
+'''
+
+
+def has_module(tree: Path, relative: str) -> bool:
+    return (tree / relative).is_file()
+
+
+def mask_build(lengths: list[int], tree: Path, baseline: Path | None, timeout: float) -> dict:
+    from scale import run_child
+
+    results: dict = {}
+    for length in lengths:
+        row = {"dense": run_child(tree, MASK_CHILD, ["dense", str(length)], timeout)}
+        if baseline is not None:
+            row["dense_before"] = run_child(baseline, MASK_CHILD, ["dense", str(length)], timeout)
+        if has_module(tree, "nbtools/packing/block_mask.py"):
+            row["block_mask"] = run_child(tree, MASK_CHILD, ["block_mask", str(length)], timeout)
+        results[str(length)] = row
+        print(length, json.dumps(row), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
+    parser.add_argument("--tree", type=Path, default=REPO)
+    parser.add_argument("--baseline-tree", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "long_pairs.json")
+    args = parser.parse_args()
+    from scale import machine_facts, tree_facts
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {"cases": {}}
+    result["machine"] = machine_facts()
+    result["tree"] = tree_facts(args.tree.resolve())
+    if args.baseline_tree is not None:
+        result["baseline"] = tree_facts(args.baseline_tree.resolve())
+    result["cases"]["mask_build"] = mask_build(args.lengths, args.tree.resolve(),
+                                               args.baseline_tree.resolve() if args.baseline_tree else None,
+                                               args.timeout)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
