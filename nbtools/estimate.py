@@ -43,9 +43,8 @@ LORA_BYTES_PER_PARAM = 4
 LORA_GRAD_BYTES_PER_PARAM = 4
 ADAMW_BYTES_PER_PARAM = 8
 TRL_LOGPROB_VOCAB_CHUNK = 32768  # TRL's fused LM head scores the vocabulary in chunks of this size
+TRL_LOGPROB_TOKEN_CHUNK = 4096  # ... and at most this many tokens per tile (trl.kernels TOKEN_CHUNK_SIZE)
 STRATEGIES = ("ddp", "fsdp")
-# packed step: fp32 logits of the scored tokens, their log-softmax, and the gradient of one of them
-PACKED_LOGIT_COPIES = 3
 # FSDP2 gathers the next layer while it computes the current one (prefetch)
 FSDP_GATHERED_LAYERS = 2
 
@@ -396,8 +395,11 @@ def estimate_memory(
     reference = tokens * (3 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
     if packing and precompute_reference:
         reference = 0  # the step reads stored reference log-probs
-    if packing:  # LM head on the answer tokens only, full vocabulary in fp32 (logits, log-softmax, gradient)
-        logits = batch_size * 2 * completion * dims["vocab"] * 4 * PACKED_LOGIT_COPIES
+    if packing:  # LM head on the answer tokens only, through TRL's chunked kernel (nbtools.packing.logps): one
+        # tile of at most TRL_LOGPROB_TOKEN_CHUNK answer tokens x one vocabulary chunk at a time, never the whole
+        # vocabulary; counted in fp32 twice (the tile and its gradient), as for TRL's layout below
+        scored = batch_size * 2 * completion
+        logits = min(scored, TRL_LOGPROB_TOKEN_CHUNK) * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
     else:
         scored = n_seq * completion
         logits = scored * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2

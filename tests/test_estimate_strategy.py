@@ -29,6 +29,23 @@ def test_packing_estimates_one_row_per_pair_and_no_reference_pass():
     assert "packed rows" in packed.format()
 
 
+def test_packed_log_probs_count_one_chunked_tile_not_the_full_vocabulary():
+    """The packed step scores answers through TRL's chunked LM head (nbtools.packing.logps)."""
+    from trl.kernels.chunked_logprob import TOKEN_CHUNK_SIZE
+
+    from nbtools.estimate import TRL_LOGPROB_TOKEN_CHUNK, TRL_LOGPROB_VOCAB_CHUNK
+    from nbtools.packing.logps import LOGPROB_VOCAB_CHUNK
+
+    assert (TRL_LOGPROB_TOKEN_CHUNK, TRL_LOGPROB_VOCAB_CHUNK) == (TOKEN_CHUNK_SIZE, LOGPROB_VOCAB_CHUNK)
+    packed = estimate_memory(QWEN3_VL_4B, packing=True, **SETUP)
+    answers = 4 * 2 * 100  # 4 pairs, chosen + rejected of 100 tokens
+    assert packed.logits_bytes == answers * 32_768 * 4 * 2  # one fp32 tile and its gradient
+    assert packed.logits_bytes < answers * 151_936 * 4  # less than one fp32 copy of the full-vocabulary logits
+    # past one token tile the term stops growing: 2,000-token answers give 16,000 scored tokens, 4 tiles of 4,096
+    long = estimate_memory(QWEN3_VL_4B, packing=True, **{**SETUP, "answer_tokens": 2000, "max_context_length": 4096})
+    assert long.logits_bytes == 4096 * 32_768 * 4 * 2
+
+
 def test_fsdp_shards_weights_and_optimizer_state_per_device():
     ddp = estimate_memory(QWEN3_VL_4B, strategy="ddp", num_devices=4, **SETUP)
     single = estimate_memory(QWEN3_VL_4B, **SETUP)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from trl.kernels import ChunkedLogProbFunction
 
 from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
 from .block_mask import BLOCK_MASK_ATTENTION, block_mask_from_segments
@@ -111,30 +112,68 @@ def packed_logps(
     )
     hidden = outputs.last_hidden_state
     rows, cols, predecessors, is_chosen = scoring_indices(segment_ids, batch["prompt_lengths"])
-    logits = head(hidden[rows, predecessors]).float()
-    log_probs = logits.log_softmax(dim=-1)
     targets = batch["input_ids"][rows, cols]
-    token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+    token_logps, stats = answer_logps(head, hidden[rows, predecessors], targets, with_stats=with_stats)
     batch_size = segment_ids.shape[0]
     chosen = torch.zeros(batch_size, dtype=token_logps.dtype, device=token_logps.device)
     rejected = torch.zeros_like(chosen)
     chosen = chosen.index_add(0, rows[is_chosen], token_logps[is_chosen])
     rejected = rejected.index_add(0, rows[~is_chosen], token_logps[~is_chosen])
-    stats = {}
-    if with_stats:
-        with torch.no_grad():
-            probs = log_probs.exp()
-            stats = {
-                "entropy": -(probs * log_probs).sum(-1),
-                "mean_logits": logits.mean(-1),
-                "is_top1": logits.argmax(-1) == targets,
-            }
     encoder = {}
     for key in ("image", "video"):
         value = getattr(outputs, f"{key}_outputs", None)
         if value is not None:
             encoder[key] = value
     return PackedLogps(chosen, rejected, token_logps, rows, is_chosen, stats, encoder or None)
+
+
+# Vocabulary columns per tile of the chunked LM head (TRL's own default for its fused head): with
+# TOKEN_CHUNK_SIZE tokens per tile, the largest (tokens x vocab) tensor the step holds at once.
+LOGPROB_VOCAB_CHUNK = 32768
+_STAT_OUTPUTS = ("entropy", "mean_logits", "is_top1")
+
+
+def chunkable_head(head) -> bool:
+    """Whether ``head(x)`` is exactly ``x @ head.weight.T + head.bias``, so the chunked kernel may read the weight.
+
+    A head wrapped by PEFT (LoRA on ``lm_head``, ``modules_to_save``), quantized, or hooked (accelerate offload,
+    an FSDP unit of its own) computes something else or holds no usable weight outside its forward.
+    """
+    if not isinstance(head, torch.nn.Linear) or type(head).forward is not torch.nn.Linear.forward:
+        return False
+    if "forward" in vars(head) or head._forward_hooks or head._forward_pre_hooks:
+        return False
+    params = [head.weight] if head.bias is None else [head.weight, head.bias]
+    return all(type(p) in (torch.Tensor, torch.nn.Parameter) and p.device.type != "meta" for p in params)
+
+
+def answer_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, with_stats: bool = False,
+                 chunk_size: int | None = None) -> tuple[torch.Tensor, dict]:
+    """fp32 log-prob of each target under ``head(hidden)``, and (``with_stats``) detached entropy / mean logit / top-1.
+
+    Through TRL's ``ChunkedLogProbFunction`` (vocabulary in tiles of ``chunk_size``, default
+    ``LOGPROB_VOCAB_CHUNK``, recomputed in the backward), so no (tokens x vocab) tensor is kept for autograd.
+    The full computation when the head is not a plain linear layer (:func:`chunkable_head`) or the chunk size is 0.
+    """
+    chunk_size = LOGPROB_VOCAB_CHUNK if chunk_size is None else chunk_size
+    if chunk_size and chunkable_head(head):
+        token_logps, entropy, _, mean_logits, is_top1 = ChunkedLogProbFunction.apply(
+            hidden, head.weight, head.bias, targets, 1.0, chunk_size, None, 1.0, _STAT_OUTPUTS if with_stats else ()
+        )
+        stats = {"entropy": entropy.detach(), "mean_logits": mean_logits, "is_top1": is_top1} if with_stats else {}
+        return token_logps, stats
+    logits = head(hidden).float()
+    log_probs = logits.log_softmax(dim=-1)
+    token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+    stats = {}
+    if with_stats:
+        with torch.no_grad():
+            stats = {
+                "entropy": -(log_probs.exp() * log_probs).sum(-1),
+                "mean_logits": logits.mean(-1),
+                "is_top1": logits.argmax(-1) == targets,
+            }
+    return token_logps, stats
 
 
 def separate_logps(model, trl_batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

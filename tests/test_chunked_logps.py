@@ -1,0 +1,281 @@
+"""The packed step's answer log-probs through TRL's chunked LM head (no tokens x vocab tensor kept for
+autograd) equal the full computation: per-token values, stats, DPO loss and every LoRA gradient, on
+tiny-qwen3-vl in fp32; a LoRA-wrapped LM head falls back to the full computation; and the peak memory
+of the log-prob part, plain vs chunked, at Qwen3-VL's vocabulary (a subprocess per path, RSS peak).
+
+Run as a script (``python tests/test_chunked_logps.py plain|chunked VOCAB HIDDEN TOKENS``) it is the
+child of the memory test and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+TOLERANCE = 1e-4
+BETA = 0.1
+SMALL_CHUNK = 128  # tiny-qwen3-vl's vocabulary is 935: 7 full tiles and a partial one
+
+
+def _plain_stats(logits, targets):
+    log_probs = logits.log_softmax(-1)
+    return {"entropy": -(log_probs.exp() * log_probs).sum(-1), "mean_logits": logits.mean(-1),
+            "is_top1": logits.argmax(-1) == targets}
+
+
+# --- the function alone ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_answer_logps_chunked_equal_full_computation(bias):
+    from nbtools.packing.logps import answer_logps
+
+    generator = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(32, 301, bias=bias)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator))
+        if bias:
+            head.bias.copy_(torch.randn(301, generator=generator))
+    hidden = torch.randn(50, 32, generator=generator)
+    targets = torch.randint(301, (50,), generator=generator)
+    targets[:5] = head(hidden[:5]).argmax(-1)  # some top-1 hits, so is_top1 is not all False
+    weights = torch.randn(50, generator=generator)  # a loss that weighs tokens differently
+
+    results = {}
+    for chunk in (0, 64):
+        h = hidden.clone().requires_grad_(True)
+        head.zero_grad()
+        logps, stats = answer_logps(head, h, targets, with_stats=True, chunk_size=chunk)
+        (logps * weights).sum().backward()
+        grads = {"hidden": h.grad, "weight": head.weight.grad.clone()}
+        if bias:
+            grads["bias"] = head.bias.grad.clone()
+        results[chunk] = logps.detach(), stats, grads
+    (full, full_stats, full_grads), (chunked, chunked_stats, chunked_grads) = results[0], results[64]
+    assert chunked.dtype == torch.float32 and not any(s.requires_grad for s in chunked_stats.values())
+    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full_stats, _plain_stats(hidden @ head.weight.T + (head.bias if bias else 0), targets))
+    torch.testing.assert_close(chunked_stats["entropy"], full_stats["entropy"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked_stats["mean_logits"], full_stats["mean_logits"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(chunked_stats["is_top1"], full_stats["is_top1"]) and full_stats["is_top1"].sum() >= 5
+    assert full_grads.keys() == chunked_grads.keys()
+    for name in full_grads:
+        torch.testing.assert_close(chunked_grads[name], full_grads[name], atol=1e-5, rtol=1e-5, msg=name)
+    # negative check: shifted targets give other log-probs, far beyond the tolerance
+    shifted, _ = answer_logps(head, hidden, targets.roll(1), chunk_size=64)
+    assert (shifted - full).abs().max() > 100 * TOLERANCE
+
+
+# --- the packed DPO step on a tiny model -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    from nbtools.models import load_model_and_processor
+
+    torch.manual_seed(0)
+    model, processor = load_model_and_processor("tiny-qwen3-vl", dtype=torch.float32, device="cpu",
+                                                attn_implementation="sdpa")
+    return model.eval(), processor
+
+
+def _examples():
+    from PIL import Image
+
+    red, green = Image.new("RGB", (64, 96), (200, 30, 30)), Image.new("RGB", (128, 64), (20, 180, 40))
+    for x in range(0, 64, 7):
+        red.putpixel((x, x), (x * 3, 90, 10))
+
+    def pair(text, chosen, rejected, images=()):
+        return {"images": list(images), "prompt": [{"role": "user", "content": text}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+    return [pair("What colour is the shape?", "It is red.", "It is a blue one, very blue.", [red]),
+            pair("And this one?", "green and a bit of blue", "no", [green]),
+            pair("Just text here.", "fine", "not fine at all, really")]
+
+
+def _lora(model, target):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=target,
+                                                                 lora_dropout=0.0))
+    generator = torch.Generator().manual_seed(0)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:  # away from the reference (B = 0), so the loss is not ln 2 and A gets gradients
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.05
+    return peft_model
+
+
+def _step(peft_model, batch):
+    from nbtools.packing import packed_dpo_step
+
+    peft_model.zero_grad()
+    result = packed_dpo_step(peft_model, copy.deepcopy(batch), beta=BETA)
+    result.loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    return result, grads
+
+
+def _kernel_calls(monkeypatch):
+    """Counts calls of TRL's chunked function from the packed path."""
+    from nbtools.packing import logps
+
+    calls = []
+    apply = logps.ChunkedLogProbFunction.apply
+
+    class Counting:
+        @staticmethod
+        def apply(*args):
+            calls.append(args[0].shape[0])
+            return apply(*args)
+
+    monkeypatch.setattr(logps, "ChunkedLogProbFunction", Counting)
+    return calls
+
+
+def _largest_relative_grad_difference(got, expected):
+    assert got.keys() == expected.keys() and len(expected) > 0
+    worst = 0.0
+    for name, want in expected.items():
+        scale = want.abs().max().item()
+        assert scale > 0, name  # every LoRA tensor gets a gradient, so the comparison means something
+        worst = max(worst, (got[name] - want).abs().max().item() / scale)
+    return worst
+
+
+def test_chunked_dpo_loss_lora_gradients_and_stats_equal_full_computation(tiny, monkeypatch):
+    from nbtools.packing import PackedPreferenceCollator, logps
+
+    model, processor = tiny
+    peft_model = _lora(model, r".*language_model.*\.(q_proj|v_proj)")
+    batch = PackedPreferenceCollator(processor)(_examples())
+
+    monkeypatch.setattr(logps, "LOGPROB_VOCAB_CHUNK", 0)  # the full computation
+    calls = _kernel_calls(monkeypatch)
+    plain, plain_grads = _step(peft_model, batch)
+    assert calls == []
+    monkeypatch.setattr(logps, "LOGPROB_VOCAB_CHUNK", SMALL_CHUNK)
+    chunked, chunked_grads = _step(peft_model, batch)
+    scored = int(plain.policy.token_logps.numel())
+    assert calls == [scored, scored]  # policy and reference pass both went through the kernel
+
+    assert abs(plain.loss.item() - 0.6931) > 1e-3  # the adapter moved the policy away from the reference
+    torch.testing.assert_close(chunked.loss, plain.loss, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(chunked.policy.token_logps, plain.policy.token_logps, atol=TOLERANCE, rtol=0)
+    assert _largest_relative_grad_difference(chunked_grads, plain_grads) < TOLERANCE
+    assert plain.policy.stats.keys() == chunked.policy.stats.keys() == {"entropy", "mean_logits", "is_top1"}
+    for name in ("entropy", "mean_logits"):
+        torch.testing.assert_close(chunked.policy.stats[name], plain.policy.stats[name], atol=TOLERANCE, rtol=0)
+    assert torch.equal(chunked.policy.stats["is_top1"], plain.policy.stats["is_top1"])
+    assert plain.metrics.keys() == chunked.metrics.keys()
+    for name, value in plain.metrics.items():
+        assert chunked.metrics[name] == pytest.approx(value, rel=TOLERANCE, abs=TOLERANCE), name
+
+    # negative check: the same comparison catches targets shifted by one inside the chunked path
+    answer_logps = logps.answer_logps
+    monkeypatch.setattr(logps, "answer_logps", lambda head, hidden, targets, **kw: answer_logps(
+        head, hidden, targets.roll(1), **kw))
+    shifted, shifted_grads = _step(peft_model, batch)
+    assert (shifted.policy.token_logps - plain.policy.token_logps).abs().max() > 100 * TOLERANCE
+    assert _largest_relative_grad_difference(shifted_grads, plain_grads) > 100 * TOLERANCE
+
+
+def test_lora_on_the_lm_head_falls_back_to_the_full_computation(tiny, monkeypatch):
+    """PEFT's LoRA lm_head keeps the base weight in ``.weight``: the kernel would score without the adapter."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from nbtools.packing import PackedPreferenceCollator, dpo_loss, logps, separate_logps
+    from nbtools.packing.logps import backbone_and_head, chunkable_head
+
+    model, processor = tiny
+    assert chunkable_head(backbone_and_head(model)[2])
+    peft_model = _lora(model, r"(.*language_model.*\.(q_proj|v_proj))|lm_head")
+    head = backbone_and_head(peft_model)[2]
+    assert not chunkable_head(head) and hasattr(head, "lora_A")
+
+    # expected: TRL's layout through the whole model (its lm_head forward applies the adapter)
+    separate = DataCollatorForVisionPreference(processor)(_examples())
+    peft_model.zero_grad()
+    chosen, rejected = separate_logps(peft_model, separate)
+    with torch.no_grad(), peft_model.disable_adapter():
+        ref_chosen, ref_rejected = separate_logps(peft_model, separate)
+    expected_loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=BETA)
+    expected_loss.backward()
+    expected_grads = {n: p.grad.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("lm_head" in name for name in expected_grads)
+
+    batch = PackedPreferenceCollator(processor)(_examples())
+    monkeypatch.setattr(logps, "LOGPROB_VOCAB_CHUNK", SMALL_CHUNK)
+    calls = _kernel_calls(monkeypatch)
+    result, grads = _step(peft_model, batch)
+    assert calls == []  # neither pass used the kernel
+    torch.testing.assert_close(result.loss, expected_loss, atol=TOLERANCE, rtol=0)
+    assert _largest_relative_grad_difference(grads, expected_grads) < TOLERANCE
+
+    # negative check: forcing the kernel onto the wrapped head scores with the base weight only
+    monkeypatch.setattr(logps, "chunkable_head", lambda head: True)
+    with torch.no_grad():
+        forced = logps.packed_logps(peft_model, copy.deepcopy(batch))
+    assert (forced.chosen - chosen.detach()).abs().max() > 100 * TOLERANCE
+
+
+# --- peak memory at Qwen3-VL's vocabulary ------------------------------------------------------
+
+QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN = 151_936, 2_560
+
+
+def _measure(path: str, vocab: int, hidden_size: int, tokens: int) -> dict:
+    """Peak RSS above the inputs of one forward + backward of the answer log-probs (with stats, as in training)."""
+    import resource
+    import time
+
+    from nbtools.packing.logps import LOGPROB_VOCAB_CHUNK, answer_logps
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(hidden_size, vocab, bias=False).requires_grad_(False)  # frozen, as under LoRA
+    hidden = (torch.randn(tokens, hidden_size) * 0.05).requires_grad_(True)
+    targets = torch.randint(vocab, (tokens,))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    logps, stats = answer_logps(head, hidden, targets, with_stats=True,
+                                chunk_size=0 if path == "plain" else LOGPROB_VOCAB_CHUNK)
+    logps.sum().backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"path": path, "peak_above_inputs_bytes": peak - before, "seconds": seconds,
+            "logps_sum": logps.sum().item(), "hidden_grad_sum": hidden.grad.abs().sum().item()}
+
+
+def _measure_in_subprocess(path, vocab, hidden_size, tokens):
+    done = subprocess.run([sys.executable, __file__, path, str(vocab), str(hidden_size), str(tokens)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_chunked_log_probs_peak_memory_at_qwen3_vl_vocabulary():
+    """2,000 answer tokens x 151,936 vocabulary, fp32: one copy of the full logits is 1.2 GB.
+
+    The full path holds the logits, their log-softmax and the stats' probabilities at once (measured: 4.9 GB above
+    the inputs). The chunked path holds tiles of 2,000 x 32,768 (262 MB); on CPU TRL folds each tile with torch
+    temporaries of its size (measured: 2.2 GB); on a GPU its Triton kernels fold the tile in place.
+    """
+    tokens = 2_000
+    plain = _measure_in_subprocess("plain", QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN, tokens)
+    chunked = _measure_in_subprocess("chunked", QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN, tokens)
+    print(json.dumps({"plain": plain, "chunked": chunked}))
+    full_logits = tokens * QWEN3_VL_VOCAB * 4
+    assert chunked["logps_sum"] == pytest.approx(plain["logps_sum"], rel=1e-5)
+    assert chunked["hidden_grad_sum"] == pytest.approx(plain["hidden_grad_sum"], rel=1e-4)
+    assert plain["peak_above_inputs_bytes"] > 3 * full_logits
+    assert chunked["peak_above_inputs_bytes"] < min(2 * full_logits, plain["peak_above_inputs_bytes"] / 2)
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    print(json.dumps(_measure(sys.argv[1], *map(int, sys.argv[2:5]))))
