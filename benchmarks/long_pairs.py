@@ -9,7 +9,13 @@ test, so its peak is its own: ``build_peak_mb`` is VmHWM after building minus Vm
     dense_before   the same function of --baseline-tree (the code before this change), when given
     block_mask     nbtools.packing.block_mask.block_mask_from_segments of the tree, when it has it
 
-    python benchmarks/long_pairs.py [--lengths 2048 8192 16384 32768] [--baseline-tree DIR] [--out FILE]
+Case ``logprobs``: the answer log-probs of 2,000 tokens at Qwen3-VL's vocabulary (151,936) and Qwen3-VL-4B's
+hidden size (2,560), fp32, frozen head (as under LoRA), stats on, forward + backward: the full-vocabulary
+computation (``chunk_size=0``) vs TRL's chunked kernel (``nbtools.packing.logps.answer_logps``); peak RSS above
+the inputs, each in its own process.
+
+    python benchmarks/long_pairs.py [--cases mask_build logprobs] [--lengths 2048 8192 16384 32768]
+                                    [--baseline-tree DIR] [--out FILE]
 
 Writes ``benchmarks/results/long_pairs.json`` (merged by case).
 """
@@ -55,6 +61,42 @@ print(json.dumps({"nbtools": nbtools.__file__, "seconds": seconds, "import_mb": 
 '''
 
 
+LOGPROBS_CHILD = r'''
+import json, resource, sys, time
+import torch
+import nbtools
+from nbtools.packing.logps import LOGPROB_VOCAB_CHUNK, answer_logps
+path, vocab, hidden_size, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(0)
+head = torch.nn.Linear(hidden_size, vocab, bias=False).requires_grad_(False)
+hidden = (torch.randn(tokens, hidden_size) * 0.05).requires_grad_(True)
+targets = torch.randint(vocab, (tokens,))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+start = time.perf_counter()
+logps, stats = answer_logps(head, hidden, targets, with_stats=True,
+                            chunk_size=0 if path == "full" else LOGPROB_VOCAB_CHUNK)
+logps.sum().backward()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"nbtools": nbtools.__file__, "seconds": seconds, "peak_above_inputs_mb": peak - before,
+                  "logps_sum": logps.sum().item(), "hidden_grad_sum": hidden.grad.abs().sum().item()}))
+'''
+QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN, ANSWER_TOKENS = 151_936, 2_560, 2_000
+
+
+def logprobs(tree: Path, timeout: float) -> dict:
+    from scale import run_child
+
+    argv = [str(QWEN3_VL_VOCAB), str(QWEN3_VL_4B_HIDDEN), str(ANSWER_TOKENS)]
+    result = {side: run_child(tree, LOGPROBS_CHILD, [side, *argv], timeout) for side in ("full", "chunked")}
+    full, chunked = result["full"], result["chunked"]
+    if "peak_above_inputs_mb" in full and "peak_above_inputs_mb" in chunked:
+        result["peak_ratio"] = round(chunked["peak_above_inputs_mb"] / full["peak_above_inputs_mb"], 3)
+        result["full_logits_mb"] = round(ANSWER_TOKENS * QWEN3_VL_VOCAB * 4 / 2**20, 1)
+    print("logprobs", json.dumps(result), flush=True)
+    return result
+
+
 def has_module(tree: Path, relative: str) -> bool:
     return (tree / relative).is_file()
 
@@ -76,6 +118,7 @@ def mask_build(lengths: list[int], tree: Path, baseline: Path | None, timeout: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", nargs="+", default=["mask_build", "logprobs"], choices=["mask_build", "logprobs"])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
     parser.add_argument("--tree", type=Path, default=REPO)
     parser.add_argument("--baseline-tree", type=Path, default=None)
@@ -89,9 +132,12 @@ def main() -> None:
     result["tree"] = tree_facts(args.tree.resolve())
     if args.baseline_tree is not None:
         result["baseline"] = tree_facts(args.baseline_tree.resolve())
-    result["cases"]["mask_build"] = mask_build(args.lengths, args.tree.resolve(),
-                                               args.baseline_tree.resolve() if args.baseline_tree else None,
-                                               args.timeout)
+    if "mask_build" in args.cases:
+        result["cases"]["mask_build"] = mask_build(args.lengths, args.tree.resolve(),
+                                                   args.baseline_tree.resolve() if args.baseline_tree else None,
+                                                   args.timeout)
+    if "logprobs" in args.cases:
+        result["cases"]["logprobs"] = logprobs(args.tree.resolve(), args.timeout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -19,6 +19,7 @@ SCALE_MARK = "<!-- scale table -->"
 STORE_MARK = "<!-- ref_store -->"
 FINGERPRINT_MARK = "<!-- media_fingerprint -->"
 LONG_PAIRS_MARK = "<!-- long_pairs mask -->"
+LOGPROBS_MARK = "<!-- long_pairs logprobs -->"
 
 
 def _side(figures: dict) -> str:
@@ -85,13 +86,21 @@ def mask_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def logprobs_line(results: dict) -> str:
+    case = results["cases"]["logprobs"]
+    return (f"{case['full']['peak_above_inputs_mb']:,.0f} MB with the full-vocabulary tensor, "
+            f"{case['chunked']['peak_above_inputs_mb']:,.0f} MB chunked ({case['peak_ratio']:.2f}×; one fp32 copy of "
+            f"the logits is {case['full_logits_mb']:,.0f} MB)")
+
+
 def figures() -> dict[str, str]:
     scale = json.loads((RESULTS / "scale.json").read_text())
     store = json.loads((RESULTS / "ref_store.json").read_text())
     fingerprint = json.loads((RESULTS / "media_fingerprint.json").read_text())
     long_pairs = json.loads((RESULTS / "long_pairs.json").read_text())
     return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store),
-            FINGERPRINT_MARK: fingerprint_line(fingerprint), LONG_PAIRS_MARK: "\n" + mask_table(long_pairs) + "\n"}
+            FINGERPRINT_MARK: fingerprint_line(fingerprint), LONG_PAIRS_MARK: "\n" + mask_table(long_pairs) + "\n",
+            LOGPROBS_MARK: logprobs_line(long_pairs)}
 
 
 def rewrite(readme: Path = REPO / "README.md") -> None:

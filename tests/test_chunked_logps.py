@@ -10,9 +10,6 @@ child of the memory test and prints one JSON line.
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -223,59 +220,3 @@ def test_lora_on_the_lm_head_falls_back_to_the_full_computation(tiny, monkeypatc
         forced = logps.packed_logps(peft_model, copy.deepcopy(batch))
     assert (forced.chosen - chosen.detach()).abs().max() > 100 * TOLERANCE
 
-
-# --- peak memory at Qwen3-VL's vocabulary ------------------------------------------------------
-
-QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN = 151_936, 2_560
-
-
-def _measure(path: str, vocab: int, hidden_size: int, tokens: int) -> dict:
-    """Peak RSS above the inputs of one forward + backward of the answer log-probs (with stats, as in training)."""
-    import resource
-    import time
-
-    from nbtools.packing.logps import LOGPROB_VOCAB_CHUNK, answer_logps
-
-    torch.manual_seed(0)
-    head = torch.nn.Linear(hidden_size, vocab, bias=False).requires_grad_(False)  # frozen, as under LoRA
-    hidden = (torch.randn(tokens, hidden_size) * 0.05).requires_grad_(True)
-    targets = torch.randint(vocab, (tokens,))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    start = time.perf_counter()
-    logps, stats = answer_logps(head, hidden, targets, with_stats=True,
-                                chunk_size=0 if path == "plain" else LOGPROB_VOCAB_CHUNK)
-    logps.sum().backward()
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"path": path, "peak_above_inputs_bytes": peak - before, "seconds": seconds,
-            "logps_sum": logps.sum().item(), "hidden_grad_sum": hidden.grad.abs().sum().item()}
-
-
-def _measure_in_subprocess(path, vocab, hidden_size, tokens):
-    done = subprocess.run([sys.executable, __file__, path, str(vocab), str(hidden_size), str(tokens)],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.slow
-def test_chunked_log_probs_peak_memory_at_qwen3_vl_vocabulary():
-    """2,000 answer tokens x 151,936 vocabulary, fp32: one copy of the full logits is 1.2 GB.
-
-    The full path holds the logits, their log-softmax and the stats' probabilities at once (measured: 4.9 GB above
-    the inputs). The chunked path holds tiles of 2,000 x 32,768 (262 MB); on CPU TRL folds each tile with torch
-    temporaries of its size (measured: 2.2 GB); on a GPU its Triton kernels fold the tile in place.
-    """
-    tokens = 2_000
-    plain = _measure_in_subprocess("plain", QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN, tokens)
-    chunked = _measure_in_subprocess("chunked", QWEN3_VL_VOCAB, QWEN3_VL_4B_HIDDEN, tokens)
-    print(json.dumps({"plain": plain, "chunked": chunked}))
-    full_logits = tokens * QWEN3_VL_VOCAB * 4
-    assert chunked["logps_sum"] == pytest.approx(plain["logps_sum"], rel=1e-5)
-    assert chunked["hidden_grad_sum"] == pytest.approx(plain["hidden_grad_sum"], rel=1e-4)
-    assert plain["peak_above_inputs_bytes"] > 3 * full_logits
-    assert chunked["peak_above_inputs_bytes"] < min(2 * full_logits, plain["peak_above_inputs_bytes"] / 2)
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    print(json.dumps(_measure(sys.argv[1], *map(int, sys.argv[2:5]))))
