@@ -11,12 +11,7 @@
 from __future__ import annotations
 
 import functools
-import inspect
-import json
-import subprocess
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
@@ -158,55 +153,8 @@ def test_block_mask_stores_tiles_not_elements():
     assert stored < 2 * length * length // 500  # the dense mask: L² bytes per row
 
 
-PEAK_SCRIPT = r"""
-import gc, json, sys
-import torch
-from nbtools.packing.block_mask import block_mask_from_segments
-from nbtools.packing.layout import *
-from nbtools.packing.mask import packed_allowed
-exec(sys.argv[2])  # reference_packed_allowed
-
-length = int(sys.argv[1])
-segments = torch.zeros(1, length, dtype=torch.long)
-bounds = [0, int(length * .6), int(length * .8), int(length * .95), length]
-for segment, (start, end) in zip((1, 2, 3, 0), zip(bounds, bounds[1:])):
-    segments[0, start:end] = segment
-
-def status(field):
-    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) * 1024
-
-def peak(build):
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-    before = status("VmRSS:")
-    build()
-    return status("VmHWM:") - before
-
-block_mask_from_segments(segments[:, :256]), packed_allowed(segments[:, :256])  # warm-up
-print(json.dumps({"length": length, "dense_bytes": length * length,
-                  "block_mask": peak(lambda: block_mask_from_segments(segments)),
-                  "in_place": peak(lambda: packed_allowed(segments)),
-                  "reference": peak(lambda: reference_packed_allowed(segments))}))
-"""
-
-
-def peak_rss(length: int) -> dict:
-    """Peak RSS increase (bytes) of building one row's masks, each measured from a reset VmHWM."""
-    reference = inspect.getsource(reference_packed_allowed)
-    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(length), reference], capture_output=True,
-                            text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's VmHWM reset")
-def test_peak_memory_of_one_4k_row():
-    peak = peak_rss(4096)
-    dense = peak["dense_bytes"]  # 16 MiB
-    assert peak["reference"] > 2.5 * dense  # the direct expression: several L×L temporaries
-    assert peak["in_place"] < 1.3 * dense  # the kept mask and chunk-sized temporaries only
-    assert peak["in_place"] <= 0.4 * peak["reference"]
-    assert peak["block_mask"] < dense / 4  # no L×L tensor at any point (per-tile work only; measured ~0.8 MB)
+# The peak memory of building the masks (dense before and now, block mask) is measured, not asserted, in
+# benchmarks/long_pairs.py (a memory peak depends on the allocator and the machine's load).
 
 
 # --- the tiny models --------------------------------------------------------------------------------
