@@ -34,3 +34,11 @@ def test_commands_on_a_folder_that_is_not_a_run(tmp_path, command):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ") and "nowhere" in done.stderr
+
+
+def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path):
+    done = run_cli("train", str(tmp_path / "runs" / "gone"), "--resume", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"error: {tmp_path / 'runs' / 'gone'}: no such run folder or config file to resume "
+                                   "(fix: pass the folder a run wrote, e.g. from `python -m nbtools runs`, or its "
+                                   "config.yaml)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,11 @@ def run(args) -> int:
     from nbtools.train.run_folder import resolve_config  # light: a config error is reported before torch loads
 
     try:
+        if args.resume and not Path(args.config).expanduser().exists():
+            from nbtools.train.run_folder import RunFolderError
+
+            raise RunFolderError(f"{args.config}: no such run folder or config file to resume (fix: pass the folder "
+                                 "a run wrote, e.g. from `python -m nbtools runs`, or its config.yaml)")
         config = resolve_config(args.config)
         changes = {}
         if args.max_steps is not None:
