@@ -14,7 +14,13 @@ hidden size (2,560), fp32, frozen head (as under LoRA), stats on, forward + back
 computation (``chunk_size=0``) vs TRL's chunked kernel (``nbtools.packing.logps.answer_logps``); peak RSS above
 the inputs, each in its own process.
 
-    python benchmarks/long_pairs.py [--cases mask_build logprobs] [--lengths 2048 8192 16384 32768]
+Case ``padding``: the share of padding tokens for 2,000 RLAIF-V-like pairs
+(``nbtools.packing.multi.rlaif_v_like_lengths``: answers 10–400 tokens per side, 1–4 pictures of mixed sizes
+at Qwen3-VL's token rule, prompts of 20–60 text tokens; seeded): one pair per row in batches of 4, each padded
+to its longest pair (today), vs pairs planned into rows of a token budget (``plan_rows``), each padded to the
+budget. Pure arithmetic, no model.
+
+    python benchmarks/long_pairs.py [--cases mask_build logprobs padding] [--lengths 2048 8192 16384 32768]
                                     [--baseline-tree DIR] [--out FILE]
 
 Writes ``benchmarks/results/long_pairs.json`` (merged by case).
@@ -97,6 +103,29 @@ def logprobs(tree: Path, timeout: float) -> dict:
     return result
 
 
+PADDING_PAIRS, PADDING_BATCH_SIZE, PADDING_BUDGETS, PADDING_SEED = 2_000, 4, (2_048, 8_192), 0
+
+
+def padding(tree: Path) -> dict:
+    sys.path.insert(0, str(tree))  # the tree under test's planner
+    from nbtools.packing.multi import padding_fraction, padding_fraction_packed, plan_rows, rlaif_v_like_lengths
+
+    lengths = rlaif_v_like_lengths(PADDING_PAIRS, seed=PADDING_SEED)
+    result = {"pairs": PADDING_PAIRS, "seed": PADDING_SEED, "tokens": sum(lengths),
+              "pair_tokens": {"min": min(lengths), "median": sorted(lengths)[len(lengths) // 2],
+                              "max": max(lengths)},
+              "one_pair_per_row": {"batch_size": PADDING_BATCH_SIZE,
+                                   "padding_fraction": round(padding_fraction(lengths, PADDING_BATCH_SIZE), 4)},
+              "packed": {}}
+    for budget in PADDING_BUDGETS:
+        rows = plan_rows(lengths, budget)
+        result["packed"][str(budget)] = {
+            "rows": len(rows), "oversize_pairs": sum(length > budget for length in lengths),
+            "padding_fraction": round(padding_fraction_packed(rows, lengths, budget), 4)}
+    print("padding", json.dumps(result), flush=True)
+    return result
+
+
 def has_module(tree: Path, relative: str) -> bool:
     return (tree / relative).is_file()
 
@@ -118,7 +147,7 @@ def mask_build(lengths: list[int], tree: Path, baseline: Path | None, timeout: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", nargs="+", default=["mask_build", "logprobs"], choices=["mask_build", "logprobs"])
+    parser.add_argument("--cases", nargs="+", default=["mask_build", "logprobs"], choices=["mask_build", "logprobs", "padding"])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
     parser.add_argument("--tree", type=Path, default=REPO)
     parser.add_argument("--baseline-tree", type=Path, default=None)
@@ -138,6 +167,8 @@ def main() -> None:
                                                    args.timeout)
     if "logprobs" in args.cases:
         result["cases"]["logprobs"] = logprobs(args.tree.resolve(), args.timeout)
+    if "padding" in args.cases:
+        result["cases"]["padding"] = padding(args.tree.resolve())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -47,22 +47,35 @@ def _pair_allowed(query, key):
     return (query != _PAD) & (key != _PAD) & ~crossing
 
 
-def segment_mask_mod(segment_ids: torch.Tensor):
-    """``mask_mod(b, h, q, kv)`` with ``packed_allowed``'s rules; works on scalars (FlexAttention) and on
-    broadcast index tensors.
+def segment_mask_mod(segment_ids: torch.Tensor, pair_ids: torch.Tensor | None = None):
+    """``mask_mod(b, h, q, kv)`` with ``packed_allowed``'s rules (``pair_ids``: no attention across the pairs
+    of a multi-pair row); works on scalars (FlexAttention) and on broadcast index tensors.
 
     The codes are padded with padding tokens to a multiple of the tile size, so a kernel that evaluates
     a partial last tile past L indexes valid memory (those elements are discarded anyway).
     """
     length = segment_ids.shape[1]
     codes = torch.nn.functional.pad(_side_codes(segment_ids), (0, -length % BLOCK_SIZE), value=_PAD)
+    pairs = None if pair_ids is None else torch.nn.functional.pad(pair_ids, (0, -length % BLOCK_SIZE))
 
     def mask_mod(b, h, q, kv):
         query = codes[b, q]
         allowed = (kv <= q) & _pair_allowed(query, codes[b, kv])
+        if pairs is not None:
+            allowed = allowed & (pairs[b, q] == pairs[b, kv])
         return allowed | ((query == _PAD) & (q == kv))  # padding sees only itself (no all-masked softmax row)
 
     return mask_mod
+
+
+def _pair_ranges(codes: torch.Tensor, pair_ids: torch.Tensor, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, tiles) smallest and largest pair id of each tile's real tokens (an all-padding tile: +big, -big)."""
+    big = torch.iinfo(torch.int64).max
+    pairs = torch.nn.functional.pad(pair_ids.long(), (0, codes.shape[1] - pair_ids.shape[1]))
+    real = codes != _PAD
+    low = pairs.masked_fill(~real, big).view(codes.shape[0], tiles, BLOCK_SIZE).amin(-1)
+    high = pairs.masked_fill(~real, -big).view(codes.shape[0], tiles, BLOCK_SIZE).amax(-1)
+    return low, high
 
 
 def _ordered(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,18 +85,23 @@ def _ordered(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return counts, indices
 
 
-def block_mask_from_segments(segment_ids: torch.Tensor) -> BlockMask:
-    """BlockMask (B, 1, L, L) of a packed batch, equal element for element to ``packed_allowed(segment_ids)``.
+def block_mask_from_segments(segment_ids: torch.Tensor, pair_ids: torch.Tensor | None = None) -> BlockMask:
+    """BlockMask (B, 1, L, L) of a packed batch, equal element for element to ``packed_allowed(segment_ids,
+    pair_ids)``.
 
     Tiles are classified from which side codes each 128-token tile holds, never element by element:
     below the diagonal every key precedes every query, so a tile is full when every (query code,
     key code) pair present is allowed, empty when none is, partial otherwise; diagonal tiles are
     partial (the mask_mod decides), tiles above it empty. Work and memory: (L/128)² per row, no
     L×L tensor at any point (``create_block_mask`` without compilation evaluates the whole mask).
+
+    With ``pair_ids`` a tile is full only when both tiles hold one and the same pair, and empty when the
+    pair id ranges of the two tiles do not overlap; anything in between is left to the mask_mod (exact for
+    pairs laid out one after the other, and still correct, only slower, for ids in any order).
     """
     batch, length = segment_ids.shape
     device = segment_ids.device
-    mask_mod = segment_mask_mod(segment_ids)
+    mask_mod = segment_mask_mod(segment_ids, pair_ids)
     codes = torch.nn.functional.pad(_side_codes(segment_ids), (0, -length % BLOCK_SIZE), value=_PAD)
     tiles = codes.shape[1] // BLOCK_SIZE
     kinds = torch.arange(4, device=device)
@@ -94,7 +112,14 @@ def block_mask_from_segments(segment_ids: torch.Tensor) -> BlockMask:
     refused = torch.einsum("bic,cd,bjd->bij", present, 1 - allowed_pairs, present)
     below = torch.ones(tiles, tiles, dtype=torch.bool, device=device).tril(-1)
     full = below & (refused == 0)
-    partial = (below & (allowed > 0) & (refused > 0)) | torch.eye(tiles, dtype=torch.bool, device=device)
+    partial = below & (allowed > 0) & (refused > 0)
+    if pair_ids is not None:
+        low, high = _pair_ranges(codes, pair_ids, tiles)
+        one_pair = (low == high)[:, :, None] & (low[:, :, None] == low[:, None, :]) & (low == high)[:, None, :]
+        apart = (high[:, :, None] < low[:, None, :]) | (high[:, None, :] < low[:, :, None])
+        partial = (partial | (full & ~one_pair)) & ~apart
+        full = full & one_pair
+    partial = partial | torch.eye(tiles, dtype=torch.bool, device=device)
     kv_num_blocks, kv_indices = _ordered(partial[:, None])
     full_kv_num_blocks, full_kv_indices = _ordered(full[:, None])
     return BlockMask.from_kv_blocks(

@@ -7,7 +7,9 @@ Rules (query -> key):
   prompt text and itself, never the chosen side (chosen prompt + chosen answer), and the other
   way round: two sequences that share their first tokens;
 - padding is never attended by a real token, and attends only to itself (a fully masked row
-  would make softmax produce NaN, which would then leak through the backward pass).
+  would make softmax produce NaN, which would then leak through the backward pass);
+- with ``pair_ids`` (several pairs in one row, see :mod:`nbtools.packing.multi`), a token attends
+  only to tokens of its own pair; within a pair the rules above hold.
 
 transformers passes a 4-D ``attention_mask`` through ``create_causal_mask`` unchanged, so the
 format must match the attention kernel: sdpa (and flex/eager-like kernels that take booleans)
@@ -29,8 +31,11 @@ BOOLEAN_MASK_IMPLEMENTATIONS = frozenset({"sdpa"})
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def packed_allowed(segment_ids: torch.Tensor) -> torch.Tensor:
+def packed_allowed(segment_ids: torch.Tensor, pair_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean (B, 1, L, L) matrix, True where query i may attend to key j.
+
+    ``pair_ids`` (B, L): which pair of a multi-pair row each token belongs to (0 for padding); tokens of
+    different pairs never see each other. ``None`` (one pair per row) leaves the rules as they were.
 
     Built in place in its own buffer (a lower triangle, then the rules as in-place broadcasts, the
     side rule query-chunk by query-chunk): the only L×L allocation is the result, where a direct
@@ -53,6 +58,8 @@ def packed_allowed(segment_ids: torch.Tensor) -> torch.Tensor:
         rows = slice(first, first + step)
         # product -1: one token on each side (1 · -1); 0 or 1: shared, padding or the same side
         crossing = side[:, rows, None] * side[:, None, :] < 0
+        if pair_ids is not None:  # another pair of the same row: as if in another row
+            crossing |= pair_ids[:, rows, None] != pair_ids[:, None, :]
         allowed[:, 0, rows].masked_fill_(crossing, False)
     allowed.diagonal(dim1=-2, dim2=-1).logical_or_(~real)  # padding sees only itself
     return allowed
@@ -71,6 +78,7 @@ def to_model_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.
     )
 
 
-def packed_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+def packed_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype,
+                          pair_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The (B, 1, L, L) mask for a packed batch, in the kernel's format."""
-    return to_model_mask(packed_allowed(segment_ids), attn_implementation, dtype)
+    return to_model_mask(packed_allowed(segment_ids, pair_ids), attn_implementation, dtype)
