@@ -18,6 +18,7 @@ from nbtools.packing.layout import SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED
 from nbtools.packing.mask import packed_allowed
 from nbtools.packing.multi import padding_fraction, padding_fraction_packed, plan_rows, rlaif_v_like_lengths
 
+from test_packing import models  # noqa: F401 (fixture)
 from test_block_mask import dense_from_block_mask, dense_from_block_mask_states, packed_row, reference_packed_allowed
 
 
@@ -149,3 +150,35 @@ def test_multi_pair_block_mask_attention_equals_sdpa_with_the_dense_mask():
     want = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=packed_allowed(segments, pairs), scale=0.3).transpose(1, 2)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+# --- several pairs in one row on a tiny model (forward only) --------------------------------------
+
+@pytest.mark.parametrize("family", ["tiny-qwen3-vl", "tiny-llava"])
+def test_pairs_in_one_row_give_the_one_pair_per_row_logps(models, family, monkeypatch):
+    """Text-only and image pairs concatenated into one row (positions restarting per pair, M-RoPE included)
+    score as in their own rows; letting the pairs see each other, or numbering the row's positions straight
+    through, changes the log-probs."""
+    import nbtools.packing.mask as mask_module
+    from nbtools.packing import PackedPreferenceCollator, packed_logps, packed_position_ids
+    from nbtools.packing.multi import concatenate_pairs, multi_pair_logps
+
+    from test_packing import TOLERANCE, _get, batches
+
+    model, processor = _get(models, family)
+    batch = PackedPreferenceCollator(processor)(batches()["mixed"])
+    with torch.no_grad():
+        want = packed_logps(model, batch)
+        row = concatenate_pairs(batch, packed_position_ids(model, batch))
+        assert row["input_ids"].shape == (1, int((batch["segment_ids"] != SEGMENT_PAD).sum()))
+        chosen, rejected = multi_pair_logps(model, row)
+        torch.testing.assert_close(chosen, want.chosen, atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(rejected, want.rejected, atol=TOLERANCE, rtol=0)
+        count = row["input_ids"].shape[1]  # positions running on over the row instead of restarting per pair
+        running = torch.arange(count)[None].expand(*row["position_ids"].shape[:-1], count)
+        _, running_rejected = multi_pair_logps(model, {**row, "position_ids": running})
+        original = mask_module.packed_attention_mask
+        monkeypatch.setattr(mask_module, "packed_attention_mask", lambda s, impl, dtype, pairs: original(s, impl, dtype))
+        leaking_chosen, _ = multi_pair_logps(model, row)
+    assert (leaking_chosen[1:] - want.chosen[1:]).abs().max() > 10 * TOLERANCE
+    assert (running_rejected - want.rejected).abs().max() > 10 * TOLERANCE

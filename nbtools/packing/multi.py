@@ -5,15 +5,20 @@ tokens and pictures of mixed sizes much of a batch is padding. Placing pairs by 
 most ``budget`` tokens (the mask keeps the pairs apart: ``pair_ids`` in :mod:`nbtools.packing.mask`
 and :mod:`nbtools.packing.block_mask`) leaves padding only at the end of each row.
 
-This module is pure (no model, no torch): the planner, the padding measures and a seeded generator of
-RLAIF-V-like pair lengths for the benchmark (``benchmarks/long_pairs.py --cases padding``).
+The planner, the padding measures and the seeded generator of RLAIF-V-like pair lengths (for
+``benchmarks/long_pairs.py --cases padding``) are pure arithmetic. :func:`concatenate_pairs` and
+:func:`multi_pair_logps` put the rows of a one-pair-per-row packed batch into one row and score each
+pair: the forward check that several pairs per row give the same log-probs (not wired into training).
 """
 
 from __future__ import annotations
 
 import random
 
+import torch
+
 from ..images import image_tokens
+from .layout import SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
 
 
 def plan_rows(lengths: list[int], budget: int) -> list[list[int]]:
@@ -77,3 +82,58 @@ def rlaif_v_like_lengths(count: int, seed: int = 0, family: str = "qwen3_vl",
                                            for h, w in pictures)
         lengths.append(prompt + rng.randint(10, 400) + rng.randint(10, 400))
     return lengths
+
+
+def concatenate_pairs(batch: dict, position_ids: torch.Tensor) -> dict:
+    """One row holding the real tokens of every row of a one-pair-per-row packed ``batch``, in order.
+
+    Each pair keeps the positions it has in its own row (``position_ids``: (B, L) or Qwen's (3, B, L)), so
+    they restart per pair; images stay in pair order, as the processor produced them. Adds ``pair_ids``
+    (1.. per pair) and ``prompt_ends`` (P,): the column of each pair's last shared-prompt token.
+    """
+    real = batch["segment_ids"] != SEGMENT_PAD
+    lengths = real.sum(1)
+    columns = [real[b].nonzero().squeeze(1) for b in range(real.shape[0])]
+    row = {key: value for key, value in batch.items() if not isinstance(value, torch.Tensor)
+           or value.dim() != 2 or value.shape != real.shape}  # pictures, grids: unchanged
+    for key in ("input_ids", "segment_ids", "mm_token_type_ids", "attention_mask"):
+        if key in batch:
+            row[key] = torch.cat([batch[key][b, c] for b, c in enumerate(columns)])[None]
+    row["pair_ids"] = torch.cat([torch.full((len(c),), b + 1, dtype=torch.long) for b, c in enumerate(columns)])[None]
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
+    row["prompt_ends"] = offsets + batch["prompt_lengths"].to(offsets.device) - 1
+    row["position_ids"] = torch.cat([position_ids[..., b, c] for b, c in enumerate(columns)], dim=-1).unsqueeze(-2)
+    return row
+
+
+def pair_scoring_indices(segment_ids: torch.Tensor, pair_ids: torch.Tensor, prompt_ends: torch.Tensor):
+    """(pair index 0.., target columns, predecessor columns, is_chosen) of every scored token of one multi-pair
+    row: as ``logps.scoring_indices``, with the first rejected token predicted from its own pair's prompt."""
+    from .logps import scoring_indices
+
+    _, cols, predecessors, is_chosen = scoring_indices(segment_ids, torch.zeros(1, dtype=torch.long))
+    pairs = pair_ids[0, cols] - 1
+    before = segment_ids[0, cols - 1]
+    first_rejected = ~is_chosen & (before != SEGMENT_REJECTED) & (before != SEGMENT_REJECTED_PROMPT)
+    predecessors = torch.where(first_rejected, prompt_ends.to(cols.device)[pairs], predecessors)
+    return pairs, cols, predecessors, is_chosen
+
+
+def multi_pair_logps(model, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed log-probs per pair of a :func:`concatenate_pairs` row, with the dense mask
+    that keeps the pairs apart (forward only; the kernel's format as in ``packed_logps``)."""
+    from .logps import answer_logps, backbone_and_head, model_inputs
+    from .mask import packed_attention_mask
+
+    base, backbone, head = backbone_and_head(model)
+    segment_ids, pair_ids = row["segment_ids"], row["pair_ids"]
+    mask = packed_attention_mask(segment_ids, base.config._attn_implementation or "eager",
+                                 base.get_input_embeddings().weight.dtype, pair_ids)
+    inputs = {k: v for k, v in model_inputs(row).items() if k not in ("pair_ids", "prompt_ends", "position_ids")}
+    hidden = backbone(**inputs, attention_mask=mask, position_ids=row["position_ids"], use_cache=False).last_hidden_state
+    pairs, cols, predecessors, is_chosen = pair_scoring_indices(segment_ids, pair_ids, row["prompt_ends"])
+    token_logps, _ = answer_logps(head, hidden[0, predecessors], row["input_ids"][0, cols])
+    count = len(row["prompt_ends"])
+    chosen = torch.zeros(count, dtype=token_logps.dtype).index_add(0, pairs[is_chosen], token_logps[is_chosen])
+    rejected = torch.zeros(count, dtype=token_logps.dtype).index_add(0, pairs[~is_chosen], token_logps[~is_chosen])
+    return chosen, rejected
