@@ -147,7 +147,8 @@ def mask_build(lengths: list[int], tree: Path, baseline: Path | None, timeout: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", nargs="+", default=["mask_build", "logprobs"], choices=["mask_build", "logprobs", "padding"])
+    parser.add_argument("--cases", nargs="+", default=["mask_build", "logprobs", "padding"],
+                        choices=["mask_build", "logprobs", "padding"])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
     parser.add_argument("--tree", type=Path, default=REPO)
     parser.add_argument("--baseline-tree", type=Path, default=None)
@@ -157,18 +158,17 @@ def main() -> None:
     from scale import machine_facts, tree_facts
 
     result = json.loads(args.out.read_text()) if args.out.is_file() else {"cases": {}}
-    result["machine"] = machine_facts()
-    result["tree"] = tree_facts(args.tree.resolve())
-    if args.baseline_tree is not None:
-        result["baseline"] = tree_facts(args.baseline_tree.resolve())
-    if "mask_build" in args.cases:
-        result["cases"]["mask_build"] = mask_build(args.lengths, args.tree.resolve(),
-                                                   args.baseline_tree.resolve() if args.baseline_tree else None,
-                                                   args.timeout)
-    if "logprobs" in args.cases:
-        result["cases"]["logprobs"] = logprobs(args.tree.resolve(), args.timeout)
-    if "padding" in args.cases:
-        result["cases"]["padding"] = padding(args.tree.resolve())
+    tree = args.tree.resolve()
+    baseline = args.baseline_tree.resolve() if args.baseline_tree else None
+    runs = {"mask_build": lambda: mask_build(args.lengths, tree, baseline, args.timeout),
+            "logprobs": lambda: logprobs(tree, args.timeout),
+            "padding": lambda: padding(tree)}
+    for case in args.cases:
+        result["cases"][case] = runs[case]()
+        # which code and machine measured this case (cases are rerun one by one, on different trees)
+        result.setdefault("measured", {})[case] = {
+            "tree": tree_facts(tree), "machine": machine_facts(),
+            **({"baseline": tree_facts(baseline)} if baseline is not None and case == "mask_build" else {})}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

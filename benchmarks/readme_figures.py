@@ -20,6 +20,7 @@ STORE_MARK = "<!-- ref_store -->"
 FINGERPRINT_MARK = "<!-- media_fingerprint -->"
 LONG_PAIRS_MARK = "<!-- long_pairs mask -->"
 LOGPROBS_MARK = "<!-- long_pairs logprobs -->"
+PADDING_MARK = "<!-- long_pairs padding -->"
 
 
 def _side(figures: dict) -> str:
@@ -93,6 +94,14 @@ def logprobs_line(results: dict) -> str:
             f"the logits is {case['full_logits_mb']:,.0f} MB)")
 
 
+def padding_line(results: dict) -> str:
+    case = results["cases"]["padding"]
+    packed = "; ".join(f"several pairs per row up to {int(budget):,} tokens {row['padding_fraction']:.1%}"
+                       for budget, row in case["packed"].items())
+    return (f"one pair per row (batches of {case['one_pair_per_row']['batch_size']}, each padded to its longest) "
+            f"{case['one_pair_per_row']['padding_fraction']:.1%}; {packed}")
+
+
 def figures() -> dict[str, str]:
     scale = json.loads((RESULTS / "scale.json").read_text())
     store = json.loads((RESULTS / "ref_store.json").read_text())
@@ -100,7 +109,7 @@ def figures() -> dict[str, str]:
     long_pairs = json.loads((RESULTS / "long_pairs.json").read_text())
     return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store),
             FINGERPRINT_MARK: fingerprint_line(fingerprint), LONG_PAIRS_MARK: "\n" + mask_table(long_pairs) + "\n",
-            LOGPROBS_MARK: logprobs_line(long_pairs)}
+            LOGPROBS_MARK: logprobs_line(long_pairs), PADDING_MARK: padding_line(long_pairs)}
 
 
 def rewrite(readme: Path = REPO / "README.md") -> None:
