@@ -143,6 +143,13 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def first_few(items, limit: int) -> str:
+    """``a, b, c and 4 more``: the first ``limit`` of ``items`` for a one-line message, and how many were left out."""
+    items = list(items)
+    shown = ", ".join(map(str, items[:limit]))
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def report_internal_error(exc: BaseException, prog: str) -> str:
     """The one line an entry point prints for an unexpected error; writes the details first."""
     path = getattr(exc, LOG_ATTRIBUTE, None)

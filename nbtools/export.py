@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 from nbtools import atomic
 from nbtools import markdown as md
-from nbtools.errors import UserError
+from nbtools.errors import UserError, first_few
 from nbtools.evaluate.generation import Decoding, generate_text
 from nbtools.evaluate.report import read_evaluation, table_markdown
 from nbtools.evaluate.run_model import (
@@ -87,12 +87,10 @@ def check_out_dir(out_dir) -> Path:
         )
     foreign = _foreign_entries(out_dir, written)
     if foreign:
-        shown = ", ".join(foreign[:SHOW_FOREIGN]) + (
-            f" and {len(foreign) - SHOW_FOREIGN} more" if len(foreign) > SHOW_FOREIGN else "")
         raise ExportFolderError(
             f"{out_dir}: holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} the previous export did not "
-            f"write ({shown}); an export replaces its folder whole, so refusing to delete them (fix: move them out, "
-            "or choose another --out folder)"
+            f"write ({first_few(foreign, SHOW_FOREIGN)}); an export replaces its folder whole, so refusing to delete "
+            "them (fix: move them out, or choose another --out folder)"
         )
     return out_dir
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Union
 
 from nbtools import atomic
 from nbtools.config import RunConfig, load_config
-from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, write_error_log
+from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, first_few, write_error_log
 from nbtools.paths import check_output_folder
 from nbtools.atomic import pid_alive
 from nbtools.train import run_record as rr
@@ -325,8 +325,8 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None, lock
                                  "continue it, or choose another output_dir)")
         foreign = _foreign_entries(run_dir)
         if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise RunFolderError(f"output_dir: {run_dir} already holds files that are not a run ({shown}); nbtools "
+            raise RunFolderError(f"output_dir: {run_dir} already holds files that are not a run "
+                                 f"({first_few(foreign, 5)}); nbtools "
                                  "never writes over your files (fix: choose a new or empty folder as output_dir)")
         return ResumePlan(run_dir, False)
 
@@ -621,9 +621,8 @@ class RunFolder:
             return
         kept = self.path / f"metrics.damaged-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
         atomic.write_bytes(kept, data)
-        lines = ", ".join(map(str, damaged[:10])) + (f" and {len(damaged) - 10} more" if len(damaged) > 10 else "")
-        self.notes.append(f"{METRICS_FILE}: line(s) {lines} are not JSON rows (edited or damaged); they are left "
-                          f"out of the history, and the file as it was is kept as {kept.name}")
+        self.notes.append(f"{METRICS_FILE}: line(s) {first_few(damaged, 10)} are not JSON rows (edited or damaged); "
+                          f"they are left out of the history, and the file as it was is kept as {kept.name}")
 
     # artifacts --------------------------------------------------------------------------------------
     def save_dir(self, name: str, save: Callable[[Path], Any]) -> Path:
