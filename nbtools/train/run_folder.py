@@ -410,8 +410,14 @@ def _check_checkpoint(done: list[Path]) -> None:
         found = weights_problem(weights[0])  # the header is read: milliseconds
         problem = f"{weights[0]}: {found}" if found else None
     if problem is not None:
-        earlier = f"resume from {done[-2].name}" if len(done) > 1 else "start again from step 0"
-        raise RunFolderError(f"{problem} (fix: restore it, or delete {checkpoint.name} to {earlier})")
+        raise RunFolderError(f"{problem} (fix: restore it, or {without_checkpoint(checkpoint)})")
+
+
+def without_checkpoint(checkpoint: Path) -> str:
+    """The way on when ``checkpoint`` cannot be used: delete it and resume from the one before (or step 0)."""
+    earlier = [p for p in complete_checkpoints(checkpoint.parent) if p.name != checkpoint.name]
+    return (f"delete {checkpoint.name} to resume from {earlier[-1].name}" if earlier
+            else f"delete {checkpoint.name} to start again from step 0")
 
 
 CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
@@ -581,9 +587,7 @@ class RunFolder:
         from nbtools.train.callbacks import read_metrics
 
         step = self.plan.resume_step if self.plan.resume else None
-        if step is None:
-            return []
-        return [r for r in read_metrics(self.path) if _step_of(r) <= step and not r.get("final")]
+        return [] if step is None else _rows_up_to(read_metrics(self.path), step)
 
     def start_training(self, cfg) -> list[dict]:
         """The first changes to a resumed run's files; returns the metrics history up to the checkpoint."""
@@ -603,7 +607,7 @@ class RunFolder:
                 rows, damaged = read_metrics_report(self.path)
                 if damaged:
                     self._keep_damaged_metrics(damaged)
-                history = [r for r in rows if _step_of(r) <= step and not r.get("final")]
+                history = _rows_up_to(rows, step)
                 atomic.write_text(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
             else:
                 with contextlib.suppress(FileNotFoundError):
@@ -705,9 +709,9 @@ class RunFolder:
                                  "output_dir per run)")
 
 
-def _step_of(row: dict) -> float:
-    step = row.get("step", 0)
-    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf")
+def _rows_up_to(rows: list[dict], step: int) -> list[dict]:
+    """The metrics rows a run resumed from ``step`` continues from (read_metrics_report's rows have a numeric step)."""
+    return [r for r in rows if r.get("step", 0) <= step and not r.get("final")]
 
 
 def _rebase_checkpoints(checkpoint_root: Path) -> None:

@@ -397,7 +397,8 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
                                 f"rejected_images, else a crop keeping 1-20% of each image, seeded by seed={cfg.seed})")
         callbacks: list = []
         if is_main:
-            # at the start of training (checkpoint loaded) it cuts a resumed run's metrics back: folder.start_training
+            # at the first step or log row (checkpoint, optimizer and first batch loaded) it cuts a resumed run's
+            # metrics back: folder.start_training
             callback = RunCallback(run_dir, folder, monitor, cfg)
             callbacks.append(callback)
         if cfg.early_stopping_patience > 0 and data.validation is not None:

@@ -31,7 +31,7 @@ from nbtools.errors import UserError, environment_error
 
 # The checkpoint folder layout is the run folder's business (resume reads it without importing torch).
 from nbtools.train.run_folder import (STAGING_PREFIX, STATE_FILE, complete_checkpoints,  # noqa: E402,F401
-                                      remove_partial_checkpoints)
+                                      remove_partial_checkpoints, without_checkpoint)
 # transformers 5 names that TRL's disable_gradient_checkpointing still calls
 DEPRECATED_CHECKPOINTING_NAMES = ("is_gradient_checkpointing", "gradient_checkpointing_disable",
                                   "gradient_checkpointing_enable")
@@ -188,14 +188,9 @@ def _checkpoint_read(checkpoint):
     except Exception as exc:
         if checkpoint is None:
             raise
-        from nbtools.train.run_folder import complete_checkpoints
-
         folder = Path(checkpoint)
-        earlier = [p for p in complete_checkpoints(folder.parent) if p.name != folder.name]
-        fallback = f"delete {folder.name} to resume from {earlier[-1].name}" if earlier else \
-            f"delete {folder.name} to start again from step 0"
         raise CheckpointError(f"{folder}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}) (fix: restore the "
-                              f"checkpoint, or {fallback})") from exc
+                              f"checkpoint, or {without_checkpoint(folder)})") from exc
 
 
 def _fsync_tree(folder: Path) -> None:
