@@ -65,7 +65,7 @@ class MediaFingerprint:
         counts.update(chain.from_iterable(r.rejected_images for r in valid if r.rejected_images))
         total = self.total
         for ref, count in counts.items():  # one digest per distinct file (kept by its MediaInfo), times its uses
-            if is_embedded(ref) or is_remote(ref):  # labels of embedded pictures never equal a resolved path
+            if not _is_local(ref):  # labels of embedded pictures never equal a resolved path
                 continue
             total += count * media[ref].stat_digest
             self.references += count

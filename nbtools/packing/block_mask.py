@@ -23,8 +23,8 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from .layout import SEGMENT_CHOSEN, SEGMENT_CHOSEN_PROMPT, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
+from .support import BLOCK_MASK_ATTENTION  # the one name, defined where the run's kernel is chosen
 
-BLOCK_MASK_ATTENTION = "nbtools_block_mask"
 BLOCK_SIZE = 128  # FlexAttention's default tile; the GPU kernels are tuned for it
 
 # per-token side codes used by the mask_mod
