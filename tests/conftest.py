@@ -225,3 +225,15 @@ def shapes_rows(n: int) -> list[dict]:
     for row in rows:
         row["images"] = [str(SHAPES_DIR / image) for image in row["images"]]
     return rows
+
+
+def tiny_qwen3_fp32():
+    """(model in eval mode, processor): the random tiny-qwen3-vl in fp32 with sdpa, seeded, for exact step checks."""
+    import torch
+
+    from nbtools.models import load_model_and_processor
+
+    torch.manual_seed(0)
+    model, processor = load_model_and_processor("tiny-qwen3-vl", dtype=torch.float32, device="cpu",
+                                                attn_implementation="sdpa")
+    return model.eval(), processor

@@ -13,6 +13,7 @@ import copy
 
 import pytest
 import torch
+from conftest import tiny_qwen3_fp32
 
 TOLERANCE = 1e-4
 BETA = 0.1
@@ -71,12 +72,7 @@ def test_answer_logps_chunked_equal_full_computation(bias):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from nbtools.models import load_model_and_processor
-
-    torch.manual_seed(0)
-    model, processor = load_model_and_processor("tiny-qwen3-vl", dtype=torch.float32, device="cpu",
-                                                attn_implementation="sdpa")
-    return model.eval(), processor
+    return tiny_qwen3_fp32()
 
 
 def _examples():

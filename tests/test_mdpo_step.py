@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_qwen3_fp32
 
 from nbtools.packing import PackedPreferenceCollator, packed_dpo_step
 from nbtools.packing.contrast import AUXILIARY_ROWS, auxiliary_rows, with_auxiliary
@@ -20,12 +21,7 @@ BETA = 0.1
 
 @pytest.fixture(scope="module")
 def qwen3():
-    from nbtools.models import load_model_and_processor
-
-    torch.manual_seed(0)
-    model, processor = load_model_and_processor("tiny-qwen3-vl", dtype=torch.float32, device="cpu",
-                                                attn_implementation="sdpa")
-    return model.eval(), processor
+    return tiny_qwen3_fp32()
 
 
 def _lora(model):
