@@ -84,6 +84,8 @@ class RunCallback(TrainerCallback):
         self.history = list(preview()) if preview is not None else []
         self.first_step = state.global_step
         self.monitor.start(state.max_steps, initial_step=state.global_step, history=self.history)
+        # run.json already says "running" (a resume that fails before its first step restores the old record)
+        self.record.update(progress={"step": state.global_step, "max_steps": state.max_steps})
 
     def _start(self) -> None:
         """The first moment a resumed run changes its folder's files (config.yaml, metrics.jsonl cut back to the
