@@ -420,6 +420,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
                 peft_config=peft_config,
                 callbacks=callbacks,
                 extra_losses=mdpo_terms,
+                max_context_length=cfg.max_context_length,
             )
         _remove_default_printers(trainer)
         if is_main:

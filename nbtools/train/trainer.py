@@ -58,9 +58,12 @@ class NbDPOTrainer(DPOTrainer):
 
     _staging_root: Optional[str] = None
 
-    def __init__(self, *args, extra_losses: Optional[dict] = None, **kwargs):
+    def __init__(self, *args, extra_losses: Optional[dict] = None, max_context_length: Optional[int] = None,
+                 **kwargs):
         # {mDPO term: weight}: terms only the packed step implements, so TRL's DPOConfig never lists them
         self.extra_losses = dict(extra_losses or {})
+        # the token budget of a packed row holding several pairs (block-mask kernel; packing.trainer_hook.row_budget)
+        self.max_context_length = max_context_length
         super().__init__(*args, **kwargs)
 
     # --- atomic checkpoints ---------------------------------------------------------------
