@@ -280,16 +280,18 @@ def _shell_command(*argv: str) -> str:
 CURL_IMAGE = "$(base64 -w0 photo.png)"  # the one shell expansion the printed curl command means to do
 
 
-def curl_command(model_name: str) -> str:
-    """The chat-completions call for ``model_name``; the name goes into the JSON body as JSON, and the
-    body into the command shell-quoted, with only the picture's base64 substituted by the shell."""
+def curl_command(model_name: str, base_url: str = "http://localhost:8000/v1") -> str:
+    """The chat-completions call of the server at ``base_url`` for ``model_name``; the name goes into the JSON
+    body as JSON, and the body into the command shell-quoted, with only the picture's base64 substituted by the
+    shell."""
     head = ('{\n  "model": ' + json.dumps(model_name, ensure_ascii=False) + ',\n'
             '  "messages": [{"role": "user", "content": [\n'
             '    {"type": "image_url", "image_url": {"url": "data:image/png;base64,')
     tail = ('"}},\n'
             '    {"type": "text", "text": "What colour is the shape?"}]}],\n'
             '  "max_tokens": 128, "temperature": 0}')
-    return ("curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d "
+    return ("curl " + shlex.quote(base_url.rstrip("/") + "/chat/completions")
+            + " -H 'Content-Type: application/json' -d "
             + shlex.quote(head) + f'"{CURL_IMAGE}"' + shlex.quote(tail))
 
 
