@@ -262,6 +262,10 @@ def build_app(served: Served):
         def get_model_modality(self, model, processor=None):
             return Modality.VLM  # images and videos are read by serving_processor; no audio is looked for
 
+        @staticmethod
+        def process_model_name(model_id: str) -> str:
+            return model_id  # not a hub repository: replies name the model as asked, without "@main"
+
     class ChatHandler(ChatCompletionHandler):
         def _build_generation_config(self, body, model_generation_config, use_cb=False):
             config = super()._build_generation_config(body, model_generation_config, use_cb=use_cb)
