@@ -363,11 +363,11 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
                     f'print(generate({_python_str(path)}, ["photo.png"], "What colour is the shape?", '
                     "max_new_tokens=128))")
     if kind == "merged":
-        sglang = ("\n\nWith SGLang:\n\n"
+        sglang = ("With SGLang:\n\n"
                   + md.fenced('pip install "sglang[all]"\n' + sglang_command(model_name, path), "bash"))
     else:
-        sglang = ("\n\nWith SGLang: serve a merged export (`python -m nbtools export RUN_DIR --merged`), whose "
-                  "processor carries the run's max_pixels.")
+        sglang = ("With SGLang: serve a merged export (`python -m nbtools export RUN_DIR --merged`), whose "
+                  "processor carries the run's max_pixels.\n")
     return (
         "## Use it\n\n### In transformers\n\n" + md.fenced(load + "\n\n" + messages, "python") + "\n"
         "### With nbtools\n\n" + md.fenced(nbtools_code, "python") + "\n"
@@ -379,7 +379,7 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
         "they are a starting point.\n\n"
         "With nbtools (transformers serve; a GPU is used when there is one; videos sampled as training did):\n\n"
         + md.fenced(nbtools_serve_command(path), "bash") + "\n"
-        "With vLLM:\n\n" + md.fenced("pip install vllm\n" + serve, "bash") + sglang + "\n\n"
+        "With vLLM:\n\n" + md.fenced("pip install vllm\n" + serve, "bash") + "\n" + sglang + "\n"
         "Then call it like any OpenAI chat endpoint (images as data URLs or http URLs):\n\n"
         + md.fenced(curl_command(model_name), "bash")
     )
