@@ -1,7 +1,7 @@
 """``python -m nbtools serve`` and the model lab over endpoints, against real servers on free ports.
 
-The tuned side is the command itself (a child process on the shared run's merged export), the base side an
-in-process :class:`nbtools.serve.Server` on the run's base model (``--base``); both are transformers serve on the
+The tuned side is the command itself (a child process on the shared run's merged export), the base side
+:func:`nbtools.serve.serve` in this process on the run's base model (``--base``); both are transformers serve on the
 CPU. Served greedy answers must equal nbtools' in-process ones: for pictures (a PNG over the run's ``max_pixels``
 gets the same prompt tokens), for a silent clip (sampled as training did, not transformers serve's 32 frames),
 for the printed curl and Python calls, and for the model lab's samples.
@@ -34,7 +34,7 @@ from nbtools.evaluate import Decoding, Endpoint, EndpointError, ModelLab, side_b
 from nbtools.evaluate.endpoint import image_part
 from nbtools.evaluate.generation import build_inputs
 from nbtools.export import export_merged, export_video_settings, generate, load_export
-from nbtools.serve import Server, curl_snippet, load_served, python_snippet
+from nbtools.serve import curl_snippet, python_snippet, serve
 from nbtools.video import load_clip
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def servers(export_dir, eval_run_dir):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
     try:
-        with Server(load_served(eval_run_dir, base=True), port=0) as base:  # loads while the child starts
+        with serve(eval_run_dir, base=True, port=0) as base:  # loads while the child starts
             banner = _read_banner(process)
             url = banner.split(" at ", 1)[1].split()[0]
             name = RunConfig.from_yaml(eval_run_dir / "config.yaml").model_name
