@@ -40,6 +40,19 @@ class InProcess:
             return generate_text(self.model, self.processor, images, prompt, decoding, on_text=on_text, videos=videos)
 
 
+class _NoModel:
+    """A side without a model (a lab opened only to look at the samples): answering says what to pass."""
+
+    def __init__(self, side: str):
+        self.side = side
+
+    def describe(self) -> str:
+        return "no model given"
+
+    def answer(self, *args, **kwargs) -> str:
+        raise ValueError(f"no {self.side} model: pass the run's model and processor, or {self.side}=an endpoint URL")
+
+
 def answerers(model=None, processor=None, base=None, tuned=None) -> dict:
     """``{"base": …, "tuned": …}``, each with ``answer(images, prompt, decoding, on_text, videos)``.
 
@@ -52,9 +65,7 @@ def answerers(model=None, processor=None, base=None, tuned=None) -> dict:
     sides = {}
     for side, spec, adapter in (("base", base, False), ("tuned", tuned, True)):
         if spec is None or spec == "":
-            if model is None:
-                raise ValueError(f"no {side} model: pass the run's model and processor, or {side}=an endpoint URL")
-            sides[side] = InProcess(model, processor, adapter)
+            sides[side] = InProcess(model, processor, adapter) if model is not None else _NoModel(side)
         elif hasattr(spec, "answer"):
             sides[side] = spec
         elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[0], str):
