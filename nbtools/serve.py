@@ -315,6 +315,7 @@ class Server:
         self._log_level = log_level
         self._server = None
         self._thread: Optional[threading.Thread] = None
+        self._done = threading.Event()  # set when the server's thread ends
         self._error: Optional[BaseException] = None
 
     @property
@@ -342,12 +343,14 @@ class Server:
                 self._server.run(sockets=[self._socket])  # signals are left to the main thread
             except BaseException as exc:  # noqa: BLE001 - reported by start() or stop()
                 self._error = exc
+            finally:
+                self._done.set()
 
         self._thread = threading.Thread(target=run, name=f"nbtools-serve-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+            if self._done.is_set() or time.monotonic() > deadline:
                 self.stop()
                 why = f": {type(self._error).__name__}: {one_line(self._error)}" if self._error else ""
                 raise RuntimeError(f"the server on {self.host}:{self.port} did not start{why}")
@@ -356,21 +359,21 @@ class Server:
 
     def stop(self, timeout: float = GRACEFUL_SHUTDOWN_S + 5) -> None:
         """Stop serving (answers being generated get a few seconds) and close the port."""
-        if self._server is not None:
+        # An Event, not Thread.join: a join that a Ctrl-C interrupted leaves the thread marked as ended
+        # (Python 3.11), and a later join would return at once, before the server has shut down.
+        if self._server is not None and self._thread is not None:
             self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive() and self._server is not None:
+            if not self._done.wait(timeout):
                 self._server.force_exit = True
-                self._thread.join(timeout)
+                self._done.wait(timeout)
         with contextlib.suppress(OSError):
             self._socket.close()
 
     def wait(self) -> None:
         """Block while the server runs; Ctrl-C (or a notebook's interrupt) stops it, then re-raises."""
         try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.25)
+            while self._thread is not None and not self._done.is_set():
+                time.sleep(0.25)
         except KeyboardInterrupt:
             self.stop()
             raise
