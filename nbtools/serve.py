@@ -85,7 +85,7 @@ def load_served(path, *, base: bool = False, name: Optional[str] = None, device:
     Raises :class:`ServeError` for a folder that is none of these.
     """
     from nbtools.evaluate.run_model import CONFIG_FILE, load_run_model
-    from nbtools.export import EXPORT_INFO_FILE, export_video_settings, load_export
+    from nbtools.export import export_video_settings, load_export
     from nbtools.models import detect_family
     from nbtools.video import VideoSettings
 

@@ -30,10 +30,10 @@ from video_files import write_clip
 
 from nbtools import __main__ as nbtools_main
 from nbtools.config import RunConfig
-from nbtools.evaluate import Decoding, Endpoint, EndpointError, ModelLab, side_by_side
+from nbtools.evaluate import Decoding, Endpoint, EndpointError, InProcess, ModelLab, side_by_side
 from nbtools.evaluate.endpoint import image_part
 from nbtools.evaluate.generation import build_inputs
-from nbtools.export import export_merged, export_video_settings, generate, load_export
+from nbtools.export import export_merged, export_video_settings, generate, load_export, save_adapter
 from nbtools.serve import curl_snippet, python_snippet, serve
 from nbtools.video import load_clip
 
@@ -215,6 +215,16 @@ def test_refusals_name_the_problem(servers, export_dir, eval_run_dir, tmp_path, 
         Endpoint("http://127.0.0.1:9/v1", model="m").answer([], "hello")
 
 
+def test_an_adapter_export_is_served_on_its_base_model(eval_run_dir, eval_run_model, tmp_path):
+    adapter = save_adapter(eval_run_dir, tmp_path / "adapter")
+    image, decoding = Image.open(PICTURE).convert("RGB"), Decoding(max_new_tokens=12)
+    with serve(adapter, port=0) as server:
+        assert server.served.source == f"the adapter export {adapter}"
+        served = Endpoint(server.url).answer([image], PROMPT, decoding)
+    assert served == InProcess(eval_run_model.model, eval_run_model.processor, adapter=True).answer([image], PROMPT,
+                                                                                                  decoding)
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in Path("/proc").iterdir():
@@ -234,3 +244,4 @@ def test_ctrl_c_stops_the_server_and_leaves_no_process(servers):
     assert process.stderr.read().strip().splitlines()[-1] == f"nbtools serve: stopped (Ctrl-C); {url} no longer answers"
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
+
