@@ -38,7 +38,7 @@ def test_fsdp_becomes_the_trainer_fsdp2_plugin(tmp_path, fsdp_env, checkpointing
     # checkpointing moves to FSDP's own (per wrapped layer); the Trainer's is off, or both would run
     assert args.activation_checkpointing is False
     assert args.fsdp_plugin_args == {
-        "fsdp_version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "cpu_ram_efficient_loading": False,
+        "fsdp_version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "cpu_ram_efficient_loading": True,
         "state_dict_type": "FULL_STATE_DICT", "activation_checkpointing": checkpointing,
         "reshard_after_forward": True,
     }
@@ -75,3 +75,72 @@ def test_shipped_accelerate_configs_load_and_agree_with_the_knob():
     assert str(ddp.distributed_type) in ("MULTI_GPU", "DistributedType.MULTI_GPU")
     zero3 = load_config_from_file(str(REPO / "configs" / "accelerate_deepspeed_zero3.yaml"))
     assert zero3.deepspeed_config["zero_stage"] == 3
+
+
+def _accelerate_launch_env(config_file: Path) -> dict:
+    """The environment ``accelerate launch --config_file CONFIG_FILE`` gives each process (nothing launched)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(config_file), "-m", "nbtools", "train", "r.yaml"])
+    args, _, _ = _validate_launch_command(args)
+    return {key: value for key, value in prepare_multi_gpu_env(args).items()
+            if key.startswith(("FSDP_", "ACCELERATE_USE_"))}
+
+
+def test_rank_zero_loading_is_decided_as_accelerate_will_shard(tmp_path, fsdp_env, monkeypatch):
+    """Rank-zero loading only where accelerate fills the shards from rank 0: else a process trains unfilled weights."""
+    from nbtools.train.distributed import rank_zero_loading
+    from nbtools.train.runner import build_dpo_config
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    fsdp_args = build_dpo_config(RunConfig(train_file="t.jsonl", distributed="fsdp"), tmp_path, "fp32",
+                                 has_validation=False, on_cpu=True)
+    ddp_args = build_dpo_config(RunConfig(train_file="t.jsonl"), tmp_path, "fp32", has_validation=False, on_cpu=True)
+    monkeypatch.delenv("FSDP_CPU_RAM_EFFICIENT_LOADING", raising=False)  # building fsdp_args wrote it
+    assert rank_zero_loading(fsdp_args, "cuda") is True  # one GPU too: the model reaches it shard by shard
+    assert rank_zero_loading(fsdp_args, "cpu") is False  # accelerate runs DDP on the CPU
+    assert rank_zero_loading(ddp_args, "cuda") is False  # DDP: every process needs the whole model
+
+    # accelerate launch with the shipped FSDP file and a run that kept distributed: ddp: the launcher's environment
+    launched = _accelerate_launch_env(REPO / "configs" / "accelerate_fsdp.yaml")
+    assert launched["ACCELERATE_USE_FSDP"] == "true" and launched["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+    for key, value in launched.items():
+        monkeypatch.setenv(key, value)
+    assert rank_zero_loading(ddp_args, "cuda") is True
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # a file with the setting off: every rank loads
+    assert rank_zero_loading(ddp_args, "cuda") is False
+
+
+def test_the_trainer_settings_exist_before_the_model_is_loaded(tmp_path, data_dir, make_pair, monkeypatch):
+    """train() builds the Trainer's settings, decides rank-zero loading from them, then loads the model with it."""
+    from nbtools.train import distributed, runner
+
+    calls = []
+    build = runner.build_dpo_config
+
+    class Loaded(Exception):
+        pass
+
+    def building(*args, **kwargs):
+        calls.append("settings")
+        return build(*args, **kwargs)
+
+    def deciding(args, device_type):
+        calls.append(("decide", type(args).__name__, device_type))
+        return True
+
+    def loading(cfg, precision, device, rank_zero_loading=False):
+        calls.append(("load", rank_zero_loading))
+        raise Loaded
+
+    monkeypatch.setattr(runner, "build_dpo_config", building)
+    monkeypatch.setattr(distributed, "rank_zero_loading", deciding)
+    monkeypatch.setattr(runner, "load_policy", loading)
+    data_dir.image()
+    train_file = data_dir.jsonl([make_pair(chosen=f"Red {i}.", rejected=f"Blue {i}.") for i in range(4)])
+    cfg = RunConfig(model="tiny-qwen3-vl", train_file=str(train_file), output_dir=str(tmp_path / "run"),
+                    validation_split=0.0, max_steps=1, num_workers=0)
+    with pytest.raises(Loaded):
+        runner.train(cfg, live=False)
+    assert calls == ["settings", ("decide", "DPOConfig", "cpu"), ("load", True)]

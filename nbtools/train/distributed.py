@@ -22,8 +22,33 @@ def fsdp_config(cfg: RunConfig) -> dict:
         # FSDP's own activation checkpointing: the Trainer's would add an all-gather in the backward pass
         "activation_checkpointing": bool(cfg.gradient_checkpointing),
         "state_dict_type": "FULL_STATE_DICT",  # checkpoints stay plain, loadable on one GPU
-        "cpu_ram_efficient_loading": False,  # every process loads the weights itself (see README: multi-GPU)
+        # each machine's first process reads the weights into CPU memory, the others build the model unfilled;
+        # accelerate fills every process's shards from rank 0 when it wraps the model (rank_zero_loading)
+        "cpu_ram_efficient_loading": True,
     }
+
+
+def rank_zero_loading(args, device_type: str) -> bool:
+    """Whether the model must be loaded for accelerate's ``cpu_ram_efficient_loading`` (see
+    :func:`nbtools.models.loading.load_model_and_processor`): FSDP on CUDA with that setting on, from
+    ``distributed: fsdp`` (``args``, a DPOConfig) or from an accelerate FSDP config file (its
+    environment). Decided as accelerate will: it fills the shards from rank 0 only then, so a model
+    loaded this way under any other setting would train on unfilled weights. One process counts too:
+    its model then goes to the GPU shard by shard, never whole before wrapping.
+    """
+    if device_type != "cuda":
+        return False  # on the CPU accelerate runs DDP even with an FSDP plugin: every process needs the weights
+    plugin_args = getattr(args, "fsdp_plugin_args", None)
+    fsdp_on = bool(getattr(args, "fsdp", False)) or _env_true("ACCELERATE_USE_FSDP")
+    if plugin_args is not None:  # distributed: fsdp; transformers also writes it to the environment
+        return fsdp_on and bool(plugin_args.get("cpu_ram_efficient_loading"))
+    return fsdp_on and _env_true("FSDP_CPU_RAM_EFFICIENT_LOADING")  # accelerate's plugin reads it there
+
+
+def _env_true(name: str) -> bool:
+    import os
+
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def trainer_strategy_args(cfg: RunConfig) -> dict:

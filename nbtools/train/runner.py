@@ -156,9 +156,14 @@ def policy_attention(cfg: RunConfig, precision: str, device: str):
                              packing_expected(cfg))
 
 
-def load_policy(cfg: RunConfig, precision: str, device: str):
+def load_policy(cfg: RunConfig, precision: str, device: str, rank_zero_loading: bool = False):
     """(model, processor, family name, peft_config or None). With adapter_path the model is already a
-    PeftModel; TRL then keeps a frozen copy of that adapter as the reference."""
+    PeftModel; TRL then keeps a frozen copy of that adapter as the reference.
+
+    ``rank_zero_loading`` (:func:`nbtools.train.distributed.rank_zero_loading`): loaded for FSDP's
+    ``cpu_ram_efficient_loading``, left on the CPU, weights read by each machine's first process only
+    (see :func:`nbtools.models.load_model_and_processor`); every process must call this then.
+    """
     from nbtools.models import detect_family, load_model_and_processor, load_processor, resolve_model_path
 
     attention = policy_attention(cfg, precision, device).implementation
@@ -166,7 +171,8 @@ def load_policy(cfg: RunConfig, precision: str, device: str):
         model, processor = load_model_and_processor(cfg.model, max_pixels=cfg.max_pixels,
                                                     video=VideoSettings.from_config(cfg),
                                                     dtype=_dtype_for(precision), device=device,
-                                                    attn_implementation=attention)
+                                                    attn_implementation=attention,
+                                                    rank_zero_loading=rank_zero_loading)
     else:
         import torch
         from peft import prepare_model_for_kbit_training
@@ -307,7 +313,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     check_quantization(cfg.quantization, device_type)
     check_report_to(cfg.report_to)
     attention = policy_attention(cfg, precision, device_type)  # refuses a kernel that cannot work, before any model
-    from nbtools.train.distributed import adapter_state_dict, check_strategy
+    from nbtools.train.distributed import adapter_state_dict, check_strategy, rank_zero_loading
 
     check_strategy(cfg, device_type)
 
@@ -375,10 +381,13 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     state.wait_for_everyone()
 
     try:
-        t0 = time.time()
-        model, processor, family, peft_config = load_policy(cfg, precision, str(state.device))
-        load_s = time.time() - t0
+        # The Trainer's settings first: under FSDP they decide how the model is loaded (rank_zero_loading), and
+        # transformers reads them from the environment that building them sets.
         args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu)
+        t0 = time.time()
+        model, processor, family, peft_config = load_policy(cfg, precision, str(state.device),
+                                                            rank_zero_loading(args, device_type))
+        load_s = time.time() - t0
         packing = decide_packing(cfg, model, args, attention.note)
         if packing["attn_implementation"] == BLOCK_MASK_ATTENTION and not packing["on"]:
             raise ConfigError("attn_implementation", f"the block-mask kernel runs packed pairs only, and "
