@@ -52,7 +52,7 @@ def random_weights_loader():
     from nbtools.models import detect_family, load_processor
     from nbtools.train import runner
 
-    def load_policy(cfg, precision, device):
+    def load_policy(cfg, precision, device, rank_zero_loading=False):
         from transformers import AutoConfig, AutoModelForImageTextToText
 
         config = AutoConfig.from_pretrained(cfg.model)
@@ -60,6 +60,8 @@ def random_weights_loader():
         torch.manual_seed(cfg.seed)
         with torch.device(device):
             model = AutoModelForImageTextToText.from_config(config, dtype=runner._dtype_for(precision))
+        if rank_zero_loading:  # distributed: fsdp: the model reaches the Trainer's wrapping from host memory, as loaded
+            model.to("cpu")
         processor = load_processor(cfg.model, max_pixels=cfg.max_pixels)
         return model, processor, detect_family(model).name, runner.build_lora_config(model, cfg)
 
