@@ -31,7 +31,7 @@ server's address: the same model served elsewhere (another port, another machine
 same samples. Serve other weights under another name, or delete ``samples.jsonl``.
 
 **Media.** Local images are sent as ``data:`` URLs: the file's own bytes, or a PNG shrunk to the size
-the processor keeps under ``max_pixels`` (Qwen geometry) when the image is larger. Remote images
+a processor capped at ``max_pixels`` keeps (Qwen geometry) when the image is larger. Remote images
 are passed as URLs unless they must be shrunk. A video becomes the frames training takes from
 it (the request's fps, max_frames, video_max_pixels), sent as pictures in the video's place:
 servers disagree on video input (``transformers serve`` samples 32 frames itself and, for Qwen3-VL,
@@ -213,24 +213,39 @@ def _png_url(image) -> str:
     return _data_url(buffer.getvalue(), "image/png")
 
 
+def kept_size(image, max_pixels: Optional[int], family: Optional[str] = None):
+    """``image`` (PIL) at the size a processor capped at ``max_pixels`` keeps: shrunk as training shrinks it,
+    then to the processor's own size (both sides multiples of a token's side), so a server whose processor
+    allows more pixels keeps it as it is."""
+    from PIL import Image
+
+    from nbtools.images import resize_to_max_pixels, resized_size
+
+    if not max_pixels or image.width * image.height <= max_pixels:
+        return image
+    height, width = resized_size(image.height, image.width, family, max_pixels)
+    shrunk = resize_to_max_pixels(image, max_pixels, family)
+    return shrunk if shrunk.size == (width, height) else shrunk.resize((width, height), Image.Resampling.BICUBIC)
+
+
 def image_url(image, max_pixels: Optional[int] = None, family: Optional[str] = None) -> str:
     """What a chat request's ``image_url`` carries for a path, URL or PIL image (see the module docstring)."""
     from PIL import Image
 
-    from nbtools.images import is_remote, open_resized, resize_to_max_pixels
+    from nbtools.images import is_remote, open_image
 
     if isinstance(image, Image.Image):
-        return _png_url(resize_to_max_pixels(image.convert("RGB"), max_pixels, family))
+        return _png_url(kept_size(image.convert("RGB"), max_pixels, family))
     path = os.fspath(image)
     if is_remote(path):
-        return path if not max_pixels else _png_url(open_resized(path, max_pixels, family))
+        return path if not max_pixels else _png_url(kept_size(open_image(path), max_pixels, family))
     with Image.open(path) as probe:
         fits = not max_pixels or probe.width * probe.height <= max_pixels
         mime = Image.MIME.get(probe.format or "", "")
     if fits and mime:
         with open(path, "rb") as handle:
             return _data_url(handle.read(), mime)
-    return _png_url(open_resized(path, max_pixels, family))
+    return _png_url(kept_size(open_image(path), max_pixels, family))
 
 
 def video_frame_urls(video, settings, family: Optional[str] = None) -> list[str]:
