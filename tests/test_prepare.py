@@ -408,6 +408,27 @@ def test_images_are_copied_only_when_asked_and_video_prompts_are_sampled_with_th
     assert [r.videos for r in again.calls] == [[str(tmp_path / "pics" / "clip.mp4")]]
 
 
+def test_a_video_prompt_makes_pairs_that_carry_the_video(tmp_path):
+    from video_files import write_clip
+
+    clip = write_clip(tmp_path / "pics" / "clip.mkv", frames=8, rate=4)
+
+    class VideoBackend(FakeBackend):
+        def sample(self, request):
+            self.calls.append(request)
+            return ["It is a red shape.", "It is a green shape."][:request.k]
+
+    config = PrepareConfig(images_dir=str(tmp_path / "pics"), prompts=["What colour is the shape?"],
+                           output_dir=str(tmp_path / "out"), strategies=["ranking"], judge="rule",
+                           must_not_include=["green"], samples_per_prompt=2)
+    result = prepare(config, backend=VideoBackend(), progress=False)
+    [row] = [json.loads(line) for line in result.pairs_file.read_text().splitlines()]
+    assert row["messages"][0]["content"] == "<video>What colour is the shape?" and "images" not in row
+    assert (tmp_path / "out" / row["videos"][0]).resolve() == clip.resolve()
+    assert (row["messages"][-1]["content"], row["rejected_response"]) == ("It is a red shape.", "It is a green shape.")
+    assert not validate_dataset(result.pairs_file).has_errors()
+
+
 def test_prompts_per_batch_groups_the_unanswered_prompts_into_backend_calls(tmp_path):
     class BatchingBackend(FakeBackend):
         batches = []

@@ -155,6 +155,8 @@ def pair_row(pair: Pair, out_dir: Path, copy_images: bool) -> dict:
     row = {"messages": [*pair.messages, {"role": "assistant", "content": pair.chosen}]}
     if pair.images:
         row["images"] = [_media_path(p, out_dir, copy_images) for p in pair.images]
+    if pair.videos:
+        row["videos"] = [_media_path(p, out_dir, copy_images) for p in pair.videos]
     row["rejected_response"] = pair.rejected
     if pair.rejected_images:
         row["rejected_images"] = [_media_path(p, out_dir, False) for p in pair.rejected_images]
