@@ -341,6 +341,27 @@ def test_form_is_a_view_over_the_config(tmp_path):
     with pytest.raises(PrepareConfigError, match="min_score_gap"):
         form.config
     assert "maximum" in form.controls["min_score_gap"].error
+    form.controls["min_score_gap"].control.value = 0.3
+
+
+def test_the_form_shows_a_server_s_fields_when_it_is_chosen():
+    pytest.importorskip("ipywidgets")
+    from nbtools.prepare.form import PrepareForm
+
+    form = PrepareForm(PrepareConfig(input_file="x.jsonl"))
+    shown = lambda name: form.controls[name].box.layout.display != "none"  # noqa: E731
+    assert not any(shown(n) for n in ("base_url", "served_model", "concurrency", "judge_url", "judge_template"))
+    form.controls["backend"].control.value = "openai"
+    assert shown("base_url") and shown("concurrency") and not shown("judge_url")
+    with pytest.raises(PrepareConfigError, match="base_url: backend openai needs"):
+        form.config
+    form.controls["base_url"].control.value = "http://localhost:8000/v1"
+    form.controls["judge"].control.value = "endpoint"
+    assert shown("judge_url") and shown("judge_template")
+    form.controls["judge_url"].control.value = "http://localhost:8001/v1"
+    config = form.config
+    assert (config.backend, config.base_url, config.judge, config.judge_url, config.concurrency) == \
+        ("openai", "http://localhost:8000/v1", "endpoint", "http://localhost:8001/v1", 4)
 
 
 def test_command_line_usage_errors_exit_2_with_one_line(tmp_path):
