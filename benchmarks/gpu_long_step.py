@@ -7,9 +7,12 @@ the GPU, bf16, LoRA r=8, gradient checkpointing; the reference pass runs in ever
 so the three sides do the same work). Sides, one after another in this process, each on a fresh model,
 each a real ``trainer.train()`` (``train_throughput.run_baseline`` / ``run_nbtools``):
 
-    TRL DPOTrainer        two rows per pair ([prompt, chosen], [prompt, rejected]), sdpa
-    nbtools sdpa          one packed row per pair, sdpa with the dense (1, 1, L, L) mask
     nbtools block mask    one packed row per pair, FlexAttention with a BlockMask (attn_implementation: block-mask)
+    nbtools sdpa          one packed row per pair, sdpa with the dense (1, 1, L, L) mask
+    TRL DPOTrainer        two rows per pair ([prompt, chosen], [prompt, rejected]), sdpa
+
+The JSON is written again after each side, so a stage stopped by its time limit keeps the sides it finished;
+a side that fails (out of memory, say) is recorded with its error and the next one runs (exit status 1).
 
 Per side: s/step, peak memory (CUDA peak allocated) and memory above the weights, tokens per pair (real
 tokens in the step's batch), and for the packed sides the largest log-prob difference from TRL's two rows on
@@ -37,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-SIDES = ("TRL DPOTrainer", "nbtools sdpa", "nbtools block mask")
+# the block mask first: if the stage runs out of time, the figure it is there for is already written
+SIDES = ("nbtools block mask", "nbtools sdpa", "TRL DPOTrainer")
 TOKENS_PER_PICTURE_SIDE = 32  # Qwen3-VL: 16-px patches merged 2x2
 
 
@@ -110,41 +114,46 @@ def measure_in(work: Path, args) -> dict:
 
     family = detect_family(AutoConfig.from_pretrained(resolve_model_path(model_name))).name
     data = prepare_data(cfg, family)
-    results, kernels = {}, {}
+    summary = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (rehearsal)",
+               "precision": precision, "tokens_target": args.tokens, "picture_side": side,
+               "answer_tokens": answer_tokens, "warmup": args.warmup, "steps": args.steps, "attention": {},
+               "results": {}, "ratios": {}}
     for name in SIDES:
         if name == "nbtools block mask" and args.rehearse:
-            results[name] = {"skipped": "FlexAttention has no backward pass on the CPU"}
+            summary["results"][name] = {"skipped": "FlexAttention has no backward pass on the CPU"}
             continue
         side_cfg = cfg.replace(attn_implementation="block-mask" if name == "nbtools block mask" else "sdpa")
         attention = policy_attention(side_cfg, precision, device).implementation  # the decision train() makes
-        kernels[name] = attention
+        summary["attention"][name] = attention
         torch.manual_seed(0)
         out = work / name.replace(" ", "-")
-        if name == "TRL DPOTrainer":
-            figures = run_baseline(side_cfg, lambda: make_model(attention), processor, data.train.records, family,
-                                   out, precision, device, args.warmup, args.steps)
-        else:
-            figures = run_nbtools(side_cfg, lambda: make_model(attention), processor, data, family, out, precision,
-                                  device, args.warmup, args.steps)
-        figures["tokens_per_pair"] = round(figures["tokens_per_s"] * figures["s_per_step"])  # batch of one pair
-        results[name] = figures
+        try:
+            if name == "TRL DPOTrainer":
+                figures = run_baseline(side_cfg, lambda: make_model(attention), processor, data.train.records,
+                                       family, out, precision, device, args.warmup, args.steps)
+            else:
+                figures = run_nbtools(side_cfg, lambda: make_model(attention), processor, data, family, out,
+                                      precision, device, args.warmup, args.steps)
+            figures["tokens_per_pair"] = round(figures["tokens_per_s"] * figures["s_per_step"])  # one pair a step
+        except Exception as exc:  # e.g. out of memory: the other sides are still measured
+            figures = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        summary["results"][name] = figures
+        summary["ratios"] = ratios(summary["results"])
+        Path(args.json).write_text(json.dumps(summary, indent=1))  # a stage cut short keeps the sides done
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
-    trl, sdpa, block = (results[name] for name in SIDES)
-    summary = {
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (rehearsal)",
-        "precision": precision, "tokens_target": args.tokens, "picture_side": side, "answer_tokens": answer_tokens,
-        "warmup": args.warmup, "steps": args.steps, "attention": kernels, "results": results,
-        "ratios": {
-            "memory_block_vs_sdpa": ratio(block.get("memory_above_weights_gib"), sdpa.get("memory_above_weights_gib")),
+    return summary
+
+
+def ratios(results: dict) -> dict:
+    """Block mask against sdpa and TRL: memory above the weights and s/step (None where a side is missing)."""
+    block, sdpa, trl = (results.get(name, {}) for name in SIDES)
+    return {"memory_block_vs_sdpa": ratio(block.get("memory_above_weights_gib"), sdpa.get("memory_above_weights_gib")),
             "memory_block_vs_trl": ratio(block.get("memory_above_weights_gib"), trl.get("memory_above_weights_gib")),
             "memory_sdpa_vs_trl": ratio(sdpa.get("memory_above_weights_gib"), trl.get("memory_above_weights_gib")),
             "time_block_vs_sdpa": ratio(block.get("s_per_step"), sdpa.get("s_per_step")),
-            "time_block_vs_trl": ratio(block.get("s_per_step"), trl.get("s_per_step")),
-        },
-    }
-    return summary
+            "time_block_vs_trl": ratio(block.get("s_per_step"), trl.get("s_per_step"))}
 
 
 def main(argv=None) -> int:
@@ -162,11 +171,10 @@ def main(argv=None) -> int:
         print("gpu_long_step: needs a CUDA GPU (or --rehearse)", file=sys.stderr)
         return 2
     summary = measure(args)
-    Path(args.json).write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
     measured = [figures for figures in summary["results"].values() if "skipped" not in figures]
-    finite = all(math.isfinite(figures["s_per_step"]) for figures in measured)
-    return 0 if measured and finite else 1
+    ok = all("error" not in figures and math.isfinite(figures["s_per_step"]) for figures in measured)
+    return 0 if measured and ok else 1
 
 
 if __name__ == "__main__":

@@ -167,8 +167,9 @@ def long_pairs_lines(file: Path) -> list[str]:
              "| side | attention | tokens per pair | s/step | peak GiB | above weights GiB | max abs log-prob diff "
              "vs TRL (of sums up to) |", "|---|---|---|---|---|---|---|"]
     for name, side in figures["results"].items():
-        if "skipped" in side:
-            lines.append(f"| {name} | not run: {side['skipped']} | | | | | |")
+        if "skipped" in side or "error" in side:
+            why = f"not run: {side['skipped']}" if "skipped" in side else f"failed: {side['error'][:200]}"
+            lines.append(f"| {name} | {why} | | | | | |")
             continue
         diff = (f"{side['logp_max_abs_diff']:.4f} ({side.get('logp_max_abs_value', 0):.0f})"
                 if "logp_max_abs_diff" in side else "")
