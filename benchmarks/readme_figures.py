@@ -128,7 +128,7 @@ def reference_table(results: dict) -> str:
                 if "block_mask_bytes" in block else "not measured")
         ratio = f"{row['peak_ratio']:.2f}×" if "peak_ratio" in row else "n/a"
         apart = (f"{row['logps_max_abs_diff']:.2g} of {row['logps_max_abs_value']:,.0f}; "
-                 f"{row['token_logps_max_abs_diff']:.1g}" if "logps_max_abs_diff" in row else "n/a")
+                 f"{row['token_logps_max_abs_diff']:.2g}" if "logps_max_abs_diff" in row else "n/a")
         rows.append(f"| {inputs['tokens']:,} | {inputs['pictures']} ({inputs['image_tokens']:,} tokens) | "
                     f"{side('sdpa')} | {side('block_mask')} | {ratio} | {side('sdpa', 'first_')} / "
                     f"{side('block_mask', 'first_')} | {kept} | {apart} |")
