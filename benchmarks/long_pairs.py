@@ -124,6 +124,18 @@ def logprobs(tree: Path, timeout: float) -> dict:
 PADDING_PAIRS, PADDING_BATCH_SIZE, PADDING_BUDGETS, PADDING_SEED = 2_000, 4, (2_048, 8_192), 0
 
 
+def step_padding(lengths: list[int], plan, budget: int | None) -> float:
+    """Share of padding when each batch of PADDING_BATCH_SIZE consecutive pairs is laid out as the training step
+    does: rows planned by ``plan`` within ``budget`` (None: the batch's longest pair), padded to the longest row."""
+    slots = used = 0
+    for first in range(0, len(lengths), PADDING_BATCH_SIZE):
+        batch = lengths[first:first + PADDING_BATCH_SIZE]
+        rows = plan(batch, max(max(batch), budget or 0))
+        slots += len(rows) * max(sum(batch[i] for i in row) for row in rows)
+        used += sum(batch)
+    return (slots - used) / slots if slots else 0.0
+
+
 def padding(tree: Path) -> dict:
     sys.path.insert(0, str(tree))  # the tree under test's planner
     from nbtools.packing.multi import padding_fraction, padding_fraction_packed, plan_rows, rlaif_v_like_lengths
@@ -140,6 +152,17 @@ def padding(tree: Path) -> dict:
         result["packed"][str(budget)] = {
             "rows": len(rows), "oversize_pairs": sum(length > budget for length in lengths),
             "padding_fraction": round(padding_fraction_packed(rows, lengths, budget), 4)}
+    # what the training step does: the consecutive pairs of each batch share rows (plan_in_order), up to the
+    # batch's width on dense masks (sdpa) and up to max_context_length on the block mask
+    try:
+        from nbtools.packing.multi import plan_in_order
+    except ImportError:  # a tree before the step shared rows
+        plan_in_order = None
+    if plan_in_order is not None:
+        result["training_step"] = {"batch_size": PADDING_BATCH_SIZE,
+                                   "dense_batch_width": round(step_padding(lengths, plan_in_order, None), 4),
+                                   "block_mask": {str(b): round(step_padding(lengths, plan_in_order, b), 4)
+                                                  for b in PADDING_BUDGETS}}
     print("padding", json.dumps(result), flush=True)
     return result
 

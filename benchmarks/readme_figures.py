@@ -99,8 +99,15 @@ def padding_line(results: dict) -> str:
     case = results["cases"]["padding"]
     packed = "; ".join(f"several pairs per row up to {int(budget):,} tokens {row['padding_fraction']:.1%}"
                        for budget, row in case["packed"].items())
-    return (f"one pair per row (batches of {case['one_pair_per_row']['batch_size']}, each padded to its longest) "
-            f"{case['one_pair_per_row']['padding_fraction']:.1%}; {packed}")
+    line = (f"one pair per row (batches of {case['one_pair_per_row']['batch_size']}, each padded to its longest) "
+            f"{case['one_pair_per_row']['padding_fraction']:.1%}; {packed} (all pairs planned together, by length)")
+    step = case.get("training_step")
+    if step:
+        block = "; ".join(f"{fraction:.1%} with the block mask up to {int(budget):,} tokens"
+                          for budget, fraction in step["block_mask"].items())
+        line += (f". The training step, each batch's pairs sharing rows in their order: {step['dense_batch_width']:.1%}"
+                 f" with dense masks (rows no wider than the batch); {block}")
+    return line
 
 
 def _size(count: int) -> str:
