@@ -304,6 +304,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     if resume and not cfg.output_dir:
         raise RunFolderError("resume needs the run folder: set output_dir to the folder of the run to continue, "
                              "or pass that folder (or its config.yaml) to train()")
+    from nbtools.train.distributed import check_deepspeed
+
+    check_deepspeed(cfg)  # ZeRO-3 is refused before accelerate sets DeepSpeed up (or fails to import it)
     on_cpu = not torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     state = PartialState(cpu=on_cpu, **({"backend": "gloo"} if on_cpu and distributed else {}))
