@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check for one H100/H200-class GPU, in one command. Its stage limits add up to
-# 290 s plus the install (the stages have not been timed on a GPU yet: none was lent so far).
+# 470 s plus the install (the stages have not been timed on a GPU yet: none was lent so far).
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [--wheels DIR] [--dry-run]
 #   bash benchmarks/gpu_check.sh --prepare-wheels DIR      # on a machine with internet, before
@@ -16,9 +16,12 @@
 #                instead of read from disk; everything else as a real run), bf16, packing on, 8 steps
 #   5. fsdp      the same run with distributed: fsdp through torchrun (one process: the Trainer's FSDP2
 #                path, packed step and adapter gather end to end; no real sharding with one GPU)
+#   6. long 8k   benchmarks/gpu_long_step.py: a packed training step at ~8k tokens per pair (one 2048x2048
+#                picture, ~2k-token answers) on the random 4B-shaped model: block mask vs sdpa vs TRL's
+#                own step, peak memory and s/step (2 warm-up steps, where the block-mask kernel compiles)
 #
-# OUT_DIR receives at most 8 files: versions.txt, throughput_896.json, throughput_1280.json,
-# estimate_check.json, train_bf16.json, train_fsdp.json, summary.md, gpu_check.log.
+# OUT_DIR receives at most 9 files: versions.txt, throughput_896.json, throughput_1280.json,
+# estimate_check.json, train_bf16.json, train_fsdp.json, long_pairs_8k.json, summary.md, gpu_check.log.
 # Exit code: 0 all stages passed, 1 some stage failed (see summary.md), 2 bad usage / no GPU.
 set -u -o pipefail
 
@@ -159,6 +162,12 @@ run_stage "train bf16 (random 4B-shaped)" 50 "$PYTHON" "$REPO/benchmarks/gpu_tra
   --out "$OUT/train_bf16.json" --steps 8
 run_stage "train fsdp (torchrun, 1 process)" 50 "$PYTHON" "$REPO/benchmarks/gpu_train_run.py" --work "$WORK/train" \
   --out "$OUT/train_fsdp.json" --steps 4 --distributed fsdp --reuse-model
+
+# --- 6. a packed training step at ~8k tokens per pair: block mask vs sdpa vs TRL ----------------------------
+# three sides of 4 steps each, a fresh 4B-shaped model per side; the block-mask side runs first and compiles
+# FlexAttention several times (no-grad and training passes, static then dynamic lengths): the limit is a guess
+run_stage "long pairs 8k (block mask vs sdpa vs TRL)" 180 "$PYTHON" "$REPO/benchmarks/gpu_long_step.py" \
+  --tokens 8192 --steps 2 --warmup 2 --json "$OUT/long_pairs_8k.json"
 
 # --- summary ----------------------------------------------------------------------------------------
 if [ "$DRY_RUN" != 1 ]; then

@@ -52,7 +52,7 @@ def random_weights_loader():
     from nbtools.models import detect_family, load_processor
     from nbtools.train import runner
 
-    def load_policy(cfg, precision, device):
+    def load_policy(cfg, precision, device, rank_zero_loading=False):
         from transformers import AutoConfig, AutoModelForImageTextToText
 
         config = AutoConfig.from_pretrained(cfg.model)
@@ -60,6 +60,8 @@ def random_weights_loader():
         torch.manual_seed(cfg.seed)
         with torch.device(device):
             model = AutoModelForImageTextToText.from_config(config, dtype=runner._dtype_for(precision))
+        if rank_zero_loading:  # distributed: fsdp: the model reaches the Trainer's wrapping from host memory, as loaded
+            model.to("cpu")
         processor = load_processor(cfg.model, max_pixels=cfg.max_pixels)
         return model, processor, detect_family(model).name, runner.build_lora_config(model, cfg)
 
@@ -149,7 +151,38 @@ def summarise(out: Path) -> str:
                          f"packing {'on' if (run_summary.get('packing') or {}).get('on') else 'OFF'}, losses "
                          f"{[round(x, 4) for x in run_summary['losses']]}, peak {run_summary['peak_memory_gib']} GiB, "
                          f"{run_summary['seconds']} s")
+    lines += long_pairs_lines(out / "long_pairs_8k.json")
     return "\n".join(lines) + "\n"
+
+
+def _figure(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def long_pairs_lines(file: Path) -> list[str]:
+    """Markdown of benchmarks/gpu_long_step.py's figures: one row per side, then the block-mask ratios."""
+    if not file.is_file():
+        return []
+    figures = json.loads(file.read_text())
+    lines = ["", f"long pairs, ~{figures['tokens_target']:,} tokens per pair ({figures['device']}, {figures['precision']}, "
+             f"{figures['steps']} timed steps after {figures['warmup']}):", "",
+             "| side | attention | tokens per pair | s/step | peak GiB | above weights GiB | max abs log-prob diff "
+             "vs TRL (of sums up to) |", "|---|---|---|---|---|---|---|"]
+    for name, side in figures["results"].items():
+        if "skipped" in side or "error" in side:
+            why = f"not run: {side['skipped']}" if "skipped" in side else f"failed: {side['error'][:200]}"
+            lines.append(f"| {name} | {why} | | | | | |")
+            continue
+        diff = (f"{side['logp_max_abs_diff']:.4f} ({side.get('logp_max_abs_value', 0):.0f})"
+                if "logp_max_abs_diff" in side else "")
+        lines.append(f"| {name} | {figures['attention'].get(name, '')} | {side['tokens_per_pair']:,} | "
+                     f"{side['s_per_step']:.2f} | {side['peak_memory_gib']:.2f} | "
+                     f"{side['memory_above_weights_gib']:.2f} | {diff} |")
+    ratios = figures["ratios"]
+    lines.append(f"\nblock mask / sdpa: memory above weights {_figure(ratios['memory_block_vs_sdpa'], '.2f')}, "
+                 f"s/step {_figure(ratios['time_block_vs_sdpa'], '.2f')}; block mask / TRL: memory "
+                 f"{_figure(ratios['memory_block_vs_trl'], '.2f')}, s/step {_figure(ratios['time_block_vs_trl'], '.2f')}")
+    return lines
 
 
 def main(argv=None) -> int:

@@ -54,14 +54,18 @@ from nbtools.config import RunConfig  # noqa: E402
 
 # --- data ---------------------------------------------------------------------------------------
 
+ANSWER_FILLER = "the shape sits on a light textured background and nothing else in the picture has a strong colour"
+
+
 def gpu_dataset(folder: Path, count: int, image_size: int, answer_tokens: int, seed: int = 0) -> Path:
-    """Image-dependent pairs at ``image_size`` with answers of about ``answer_tokens`` tokens."""
+    """Image-dependent pairs at ``image_size`` with answers of about ``answer_tokens`` words (the tiny
+    tokenizer makes about 1.7 tokens of one of these words)."""
     from nbtools.samples import COLOURS, SHAPES, draw_shape
 
     rng = random.Random(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    filler = "the shape sits on a light textured background and nothing else in the picture has a strong colour"
-    words = (filler.split() * 20)[: max(1, answer_tokens - 6)]
+    filler = ANSWER_FILLER
+    words = (filler.split() * (answer_tokens // len(filler.split()) + 1))[: max(1, answer_tokens - 6)]
     rows = []
     for i in range(count):
         colour, wrong = rng.sample(list(COLOURS), 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,19 +20,29 @@ def _run(*args, **env):
                           env=dict(os.environ, PYTHON=sys.executable, **env))
 
 
-def test_dry_run_plans_every_stage_and_writes_at_most_8_files(tmp_path):
+def test_dry_run_plans_every_stage_and_writes_at_most_9_files(tmp_path):
     done = _run(tmp_path / "out", "--dry-run", "--wheels", tmp_path)
     assert done.returncode == 0, done.stderr
     for stage in ("install", "throughput 896x896", "throughput 1280x1280", "estimate check", "train bf16",
-                  "train fsdp"):
+                  "train fsdp", "long pairs 8k"):
         assert stage in done.stdout, stage
     assert "--image-size 1280" in done.stdout and "--distributed fsdp" in done.stdout
-    # every file the real run writes is named inside OUT_DIR, and there are at most 8 of them
+    assert "gpu_long_step.py --tokens 8192" in done.stdout
+    # every file the real run writes is named inside OUT_DIR, and there are at most 9 of them
     planned = {"versions.txt", "throughput_896.json", "throughput_1280.json", "estimate_check.json",
-               "train_bf16.json", "train_fsdp.json", "summary.md", "gpu_check.log"}
+               "train_bf16.json", "train_fsdp.json", "long_pairs_8k.json", "summary.md", "gpu_check.log"}
     mentioned = {name for name in planned if name in SCRIPT.read_text()}
-    assert mentioned == planned and len(planned) <= 8
+    assert mentioned == planned and len(planned) <= 9
+    assert "at most 9 files" in SCRIPT.read_text()
     assert {p.name for p in (tmp_path / "out").iterdir()} <= planned
+
+
+def test_the_header_states_the_sum_of_the_stage_limits(tmp_path):
+    done = _run(tmp_path / "out", "--dry-run")
+    limits = [int(limit) for limit in re.findall(r"\(limit (\d+)s\)", done.stdout)]
+    assert len(limits) == 6
+    stated = re.search(r"stage limits add up to\s*#\s*(\d+) s", SCRIPT.read_text())
+    assert stated and int(stated.group(1)) == sum(limits)
 
 
 def test_refuses_without_a_gpu_or_with_bad_arguments(tmp_path):
@@ -71,3 +82,29 @@ def test_logp_difference_reports_packed_against_two_rows():
     found = logp_difference(model, processor, batches()["mixed"], "cpu")
     assert found["logp_max_abs_value"] > 10  # sums over whole answers
     assert found["logp_max_abs_diff"] < 1e-3  # fp32: the packed layout gives TRL's log-probs
+
+
+def test_long_pairs_stage_rehearsed_on_the_cpu(tmp_path):
+    """The 8k stage's own code on the CPU (tiny-qwen3-vl, ~512 tokens per pair): TRL's step and the packed
+    sdpa step through trainer.train(); the block-mask side is skipped (no FlexAttention backward on the CPU).
+    Then the summary renders its table."""
+    out = tmp_path / "long_pairs_8k.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_long_step.py"), "--rehearse", "--steps", "1",
+                           "--warmup", "1", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    results = figures["results"]
+    trl, sdpa = results["TRL DPOTrainer"], results["nbtools sdpa"]
+    assert "skipped" in results["nbtools block mask"]
+    assert figures["attention"] == {"TRL DPOTrainer": "sdpa", "nbtools sdpa": "sdpa"}
+    # one packed row holds the prompt once: about the target, and fewer tokens than TRL's two rows
+    assert 0.8 * figures["tokens_target"] <= sdpa["tokens_per_pair"] <= 1.3 * figures["tokens_target"]
+    assert sdpa["tokens_per_pair"] < trl["tokens_per_pair"]
+    assert sdpa["logp_max_abs_diff"] < 1e-3 < 10 < sdpa["logp_max_abs_value"]
+    assert figures["ratios"]["time_block_vs_sdpa"] is None and figures["ratios"]["time_block_vs_trl"] is None
+    summary = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_train_run.py"), "--summarise",
+                              str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert summary.returncode == 0, summary.stderr
+    assert "| nbtools block mask | not run: FlexAttention has no backward pass on the CPU |" in summary.stdout
+    assert "| nbtools sdpa | sdpa |" in summary.stdout and "block mask / sdpa: memory above weights n/a" in summary.stdout
