@@ -280,3 +280,45 @@ def test_packing_plan_packs_every_trl_loss_and_setting(models, tmp_path):
                      {"use_weighting": True}):
         plan = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, **settings))
         assert plan.supported, (settings, plan.note)
+def test_loss_options_read_trl_and_run_configs(tmp_path):
+    from trl import DPOConfig
+
+    from nbtools.config import RunConfig
+
+    args = DPOConfig(output_dir=str(tmp_path), bf16=False, label_smoothing=0.2, discopop_tau=0.1, ld_alpha=0.3)
+    assert LossOptions.of(args) == LossOptions(label_smoothing=0.2, discopop_tau=0.1, ld_alpha=0.3)
+    config = RunConfig(label_smoothing=0.1, use_weighting=True)
+    assert LossOptions.of(config) == LossOptions(label_smoothing=0.1, use_weighting=True)
+    assert LossOptions.of(None) == LossOptions() == LossOptions.of({})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_type, options", [
+    ("robust", {"label_smoothing": 0.1}), ("aot", {}), ("bco_pair", {"use_weighting": True}),
+    ("sigmoid_norm", {"ld_alpha": 0.5, "f_divergence_type": "forward_kl"}),
+], ids=["robust", "aot", "bco_pair+wpo", "sigmoid_norm+ld+forward_kl"])
+def test_mdpo_terms_add_to_every_loss(models, loss_type, options):
+    """The step with image-contrast rows: the TRL loss of the real pairs alone, plus each mDPO term over its rows."""
+    import torch.nn.functional as F
+
+    from nbtools.packing import packed_dpo_step
+    from nbtools.packing.contrast import with_auxiliary
+    from test_mdpo_step import _batch, _examples, _lora
+
+    model, processor = _get(models, "tiny-qwen3-vl")
+    peft_model = _lora(model)
+    examples = _examples()
+    with torch.no_grad():
+        result = packed_dpo_step(peft_model, _batch(processor, with_auxiliary(examples, seed=1)), beta=BETA,
+                                 loss_type=[loss_type, "mdpo_conditional", "mdpo_anchor"], loss_weights=[1.0, 0.5, 2.0],
+                                 loss_options=options)
+        plain = packed_dpo_step(peft_model, _batch(processor, examples), beta=BETA, loss_type=[loss_type],
+                                loss_options=options)
+    aux = result.auxiliary
+    assert aux.tolist() == [False, False, True, True]
+    chosen, rejected = result.policy.chosen, result.policy.rejected
+    conditional = -F.logsigmoid(BETA * ((chosen - result.ref_chosen_logps) - (rejected - result.ref_rejected_logps)))
+    anchor = -F.logsigmoid(BETA * (chosen - result.ref_chosen_logps))
+    torch.testing.assert_close(chosen[~aux], plain.policy.chosen, atol=TOLERANCE, rtol=0)
+    expected = plain.loss + 0.5 * conditional[aux].mean() + 2.0 * anchor[~aux].mean()
+    torch.testing.assert_close(result.loss, expected, atol=TOLERANCE, rtol=0)

@@ -52,19 +52,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nbtools.config import F_DIVERGENCE_LOSS_TYPES, F_DIVERGENCES, SORTING_LOSS_TYPES, TRL_LOSS_TYPES
+
 # The loss types of TRL 1.16's DPOTrainer, all implemented here (alone or weighted together).
-PACKED_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)
+PACKED_LOSS_TYPES = TRL_LOSS_TYPES
 PAIRWISE_LOSS_TYPES = tuple(t for t in PACKED_LOSS_TYPES if t != "sft")
-F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
-# The losses built on the chosen − rejected score difference: the only ones an f-divergence applies to.
-F_DIVERGENCE_LOSS_TYPES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft")
-# Losses that need label_smoothing > 0 (EXO's ε: log ε is part of the loss).
-NEEDS_LABEL_SMOOTHING = ("exo_pair",)
-# Losses that sort the batch's pairs: a per-pair weight would no longer belong to its pair.
-SORTING_LOSS_TYPES = ("aot", "aot_unpaired")
 
 
 @dataclass(frozen=True)
