@@ -424,14 +424,16 @@ class RunConfig:
         values = preset_values(self.loss_preset, self.loss_type, self.loss_weights, self.label_smoothing)
         trl, trl_weights, _ = split_loss_types(self.loss_type, self.loss_weights)
         untouched = trl == [] or (self.loss_type == ["sigmoid"] and self.loss_weights is None)
-        wanted = list(preset.loss_weights or [1.0] * len(preset.loss_type))
-        if not untouched and (trl != list(preset.loss_type) or (trl_weights or [1.0] * len(trl)) != wanted):
-            raise ConfigError(
-                "loss_preset", f"{self.loss_preset} sets loss_type {list(preset.loss_type)} with weights {wanted}, "
-                f"but loss_type is {trl} with weights {trl_weights or [1.0] * len(trl)}",
-                "leave loss_type and loss_weights at their defaults (or list only mDPO terms) with a preset, "
-                "or set loss_preset: custom",
-            )
+        if not untouched:  # the losses were written out: they must be the preset's (then they stay as written)
+            if not preset_matches(self.loss_preset, self.loss_type, self.loss_weights):
+                wanted = list(preset.loss_weights or [1.0] * len(preset.loss_type))
+                raise ConfigError(
+                    "loss_preset", f"{self.loss_preset} sets loss_type {list(preset.loss_type)} with weights "
+                    f"{wanted}, but loss_type is {trl} with weights {trl_weights or [1.0] * len(trl)}",
+                    "leave loss_type and loss_weights at their defaults (or list only mDPO terms) with a preset, "
+                    "or set loss_preset: custom",
+                )
+            values = {k: v for k, v in values.items() if k == "label_smoothing"}
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -821,6 +823,19 @@ def split_loss_types(loss_types, loss_weights=None) -> tuple[list[str], Optional
     mdpo = {t: w for t, w in zip(loss_types, weights) if t in MDPO_LOSS_TYPES}
     trl_weights = [w for _, w in trl] if loss_weights else None
     return [t for t, _ in trl], trl_weights, mdpo
+
+
+def preset_matches(name: str, loss_type, loss_weights=None) -> bool:
+    """Whether the TRL part of ``loss_type`` / ``loss_weights`` is what preset ``name`` sets (``custom``: always)."""
+    if name == "custom":
+        return True
+    preset = LOSS_PRESETS[name]
+    try:
+        trl, trl_weights, _ = split_loss_types(loss_type, loss_weights)
+    except ValueError:  # as many weights as loss types: checked (and reported) elsewhere
+        return False
+    return (trl == list(preset.loss_type)
+            and list(trl_weights or [1.0] * len(trl)) == list(preset.loss_weights or [1.0] * len(trl)))
 
 
 def preset_values(name: str, loss_type, loss_weights=None, label_smoothing: float = 0.0) -> dict[str, Any]:

@@ -158,7 +158,8 @@ def test_loss_presets_keep_mdpo_terms_and_refuse_a_contradicting_loss_type():
     assert cfg.loss_type == ["sigmoid", "bco_pair", "sft", "mdpo_conditional", "mdpo_anchor"]
     assert cfg.loss_weights == [0.8, 0.2, 1.0, 0.5, 1.0]
     assert RunConfig(loss_preset="robust", label_smoothing=0.3).label_smoothing == 0.3
-    assert RunConfig(loss_preset="rpo", loss_type=["sigmoid", "sft"]).loss_weights == [1.0, 1.0]  # the same: fine
+    # the preset's losses written out: kept as written
+    assert RunConfig(loss_preset="rpo", loss_type=["sigmoid", "sft"]).loss_weights is None
     with pytest.raises(ConfigError, match="loss_preset: mpo sets loss_type .* but loss_type is \\['hinge'\\]"):
         RunConfig(loss_preset="mpo", loss_type=["hinge"])
     with pytest.raises(ConfigError, match="fix: .*or set loss_preset: custom"):
