@@ -49,7 +49,8 @@ RESUME_FIXED = ("model", "adapter_path", "quantization", "precision", "lora_rank
                 "target_modules", "train_file", "validation_file", "validation_split", "max_pixels",
                 "max_context_length", "too_long", "seed", "batch_size", "gradient_accumulation_steps",
                 "learning_rate", "lr_scheduler_type", "warmup_ratio", "max_grad_norm", "beta", "loss_type",
-                "loss_weights")
+                "loss_weights", "label_smoothing", "discopop_tau", "f_divergence_type", "f_alpha_divergence_coef",
+                "ld_alpha", "use_weighting")
 
 # Lock tokens held by this process: a lock naming our own pid but another token is a leftover of an earlier call.
 _HELD: set[str] = set()

@@ -291,6 +291,12 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
         beta=cfg.beta,
         loss_type=trl_loss_types,
         loss_weights=trl_loss_weights,
+        label_smoothing=cfg.label_smoothing,
+        discopop_tau=cfg.discopop_tau,
+        f_divergence_type=cfg.f_divergence_type,
+        f_alpha_divergence_coef=cfg.f_alpha_divergence_coef,
+        ld_alpha=cfg.ld_alpha,
+        use_weighting=cfg.use_weighting,
     )
     settings.update(trainer_strategy_args(cfg))  # distributed: fsdp -> the Trainer's FSDP settings
     return DPOConfig(**settings)
@@ -470,7 +476,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if is_main:
             monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
             folder.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
-        if packing["on"] and cfg.precompute_ref_log_probs and cfg.distributed == "ddp":
+        if packing["on"] and cfg.precompute_ref_log_probs and cfg.distributed == "ddp" and cfg.ld_alpha is None:
             # Every process computes its share of the pairs and the values are exchanged (all ranks call this).
             # Not under fsdp: the precompute runs before the Trainer shards the model.
             from nbtools.train.reference import precompute_for_run
@@ -480,6 +486,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             if precomputed is not None and is_main:
                 monitor.message(precomputed.message())
                 folder.update(reference_logps=precomputed.to_dict())
+        elif packing["on"] and cfg.precompute_ref_log_probs and is_main and cfg.ld_alpha is not None:
+            monitor.message("reference log-probs: computed in each step (ld_alpha weighs each answer's tokens, and "
+                            "stored reference log-probs are plain sums)")
         elif packing["on"] and cfg.precompute_ref_log_probs and is_main:
             monitor.message("reference log-probs: computed in each step (distributed: fsdp shards the model only "
                             "when training starts, so there is no precompute before it)")
