@@ -1,6 +1,6 @@
 """Lean layouts (tiny Qwen-VL models, fp32): an mDPO contrast row carries only its corrupted side and takes its
-chosen log-prob from the real pair's row. Same losses, LoRA gradients, metrics and reference values as the full
-layout, with fewer tokens."""
+chosen log-prob from the real pair's row; a picture or clip a batch holds more than once is encoded once. Same
+losses, LoRA gradients, metrics and reference values as the full layout, with fewer tokens and patches."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import tiny_qwen3_fp32
 
-from nbtools.packing import PackedPreferenceCollator, packed_dpo_step
+from nbtools.packing import EncodingCounter, PackedPreferenceCollator, packed_dpo_step, packed_logps
 from nbtools.packing.contrast import AUXILIARY_ROWS, auxiliary_rows, with_auxiliary
-from nbtools.packing.layout import AUXILIARY_SOURCES, lean_auxiliary_sources
+from nbtools.packing.layout import AUXILIARY_SOURCES, MEDIA_COPIES, lean_auxiliary_sources
 from nbtools.packing.logps import count_tokens
+from nbtools.packing.vision_cache import encode_images
 
 from test_mdpo_step import _lora
 from test_packing_media import _example, make_clip
@@ -96,6 +97,69 @@ def test_lean_contrast_rows_give_the_full_layouts_loss_gradients_and_metrics(qwe
         wrong = packed_dpo_step(peft_model, unborrowed, beta=BETA, loss_type=loss_type, loss_weights=weights)
     if "mdpo_conditional" in loss_type:
         assert abs(wrong.loss.item() - full_result.loss.item()) > 1e-3
+
+
+def test_shared_pictures_and_clips_are_encoded_once_with_the_same_log_probs(qwen3):
+    """The clip of a pair and of its lean contrast row, a video after the first image of an image-contrast row, and
+    the rejected_images a contrast row shares with its pair's rejected side: each encoded once per step."""
+    model, processor = qwen3
+    red, green = _image(64, 96, (200, 30, 30)), _image(96, 64, (20, 180, 40))
+    clip = make_clip(4, 32, 64, 2)
+    contrast_video = _example(["image", "video", "Same scene?"], "No.", "Yes, the same.", images=[green],
+                              videos=[clip], rejected_images=[red])
+    examples = with_auxiliary(_pairs() + [contrast_video], seed=1)
+    batch = _collate(processor, examples, lean=True)
+    video_copies, image_copies = batch[MEDIA_COPIES["video"]].tolist(), batch[MEDIA_COPIES["image"]].tolist()
+    # videos in processor order: pair 3's, contrast_video's two sides (one clip), then the contrast rows' copies
+    assert video_copies == [0, 1, 1, 0, 1]
+    distinct_images = len(set(image_copies))
+    assert distinct_images < len(image_copies)
+    assert all(image_copies[first] == first for first in image_copies)  # each points at a first occurrence
+
+    peft_model = _lora(model)  # frozen tower: features reused, so copies are encoded once
+    counter = EncodingCounter()
+    with counter.watch(peft_model):
+        once = packed_dpo_step(peft_model, batch, beta=BETA, loss_type=["sigmoid", "mdpo_conditional"])
+    assert once.reused_image_features and counter.images == distinct_images + 2
+    counter = EncodingCounter()
+    with counter.watch(peft_model):
+        every = packed_dpo_step(peft_model, batch, beta=BETA, loss_type=["sigmoid", "mdpo_conditional"],
+                                reuse_vision=False)
+    assert counter.images == 2 * (len(image_copies) + len(video_copies))  # each copy, in each pass
+    torch.testing.assert_close(once.loss, every.loss, atol=EXACT, rtol=0)
+    with torch.no_grad():
+        features = encode_images(model, batch)
+        reused, encoded = packed_logps(model, batch, encoder_outputs=features), packed_logps(model, batch)
+    torch.testing.assert_close(reused.chosen, encoded.chosen, atol=EXACT, rtol=0)
+    torch.testing.assert_close(reused.rejected, encoded.rejected, atol=EXACT, rtol=0)
+    # negative check: features of a different clip in the copy's place change the log-probs
+    wrong = dict(batch, **{MEDIA_COPIES["video"]: torch.tensor([0, 1, 1, 0, 0])})
+    with torch.no_grad():
+        moved = packed_logps(model, wrong, encoder_outputs=encode_images(model, wrong))
+    assert (moved.rejected - encoded.rejected).abs().max() > 1e-4
+
+
+def test_a_video_after_the_first_image_is_encoded_once_on_qwen2_5_vl():
+    """Qwen2.5-VL (``second_per_grid_ts``, no deepstack features): the copy's features go to both prompt parts."""
+    from nbtools.models import load_model_and_processor
+
+    torch.manual_seed(0)
+    model, processor = load_model_and_processor("tiny-qwen2.5-vl", dtype=torch.float32, device="cpu",
+                                                attn_implementation="sdpa")
+    model.eval()
+    red, green = _image(64, 96, (200, 30, 30)), _image(96, 64, (20, 180, 40))
+    example = _example(["image", "video", "Same scene?"], "No.", "Yes, the same.", images=[green],
+                       videos=[make_clip(6, 32, 64, 2, fps=3.0, step=1)], rejected_images=[red])
+    batch = PackedPreferenceCollator(processor)([example])
+    assert batch[MEDIA_COPIES["video"]].tolist() == [0, 0] and MEDIA_COPIES["image"] not in batch
+    counter = EncodingCounter()
+    with torch.no_grad(), counter.watch(model):
+        features = encode_images(model, batch)
+    assert counter.images == 2 + 1  # the two pictures, the clip once
+    with torch.no_grad():
+        reused, encoded = packed_logps(model, batch, encoder_outputs=features), packed_logps(model, batch)
+    torch.testing.assert_close(reused.chosen, encoded.chosen, atol=EXACT, rtol=0)
+    torch.testing.assert_close(reused.rejected, encoded.rejected, atol=EXACT, rtol=0)
 
 
 def test_reference_precompute_stores_the_same_values_in_either_layout(qwen3, tmp_path):

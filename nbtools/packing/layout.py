@@ -20,7 +20,8 @@ Layout API (segment ids per token, in the batch's ``segment_ids``):
   ``[prompt, rejected_prompt, rejected]`` row, and the first rejected token is predicted from the
   last rejected-prompt token. Each image is encoded once (``images`` in the chosen prompt,
   ``rejected_images`` in the rejected one), a shared video once; a video after the first image
-  sits in both own parts and is encoded twice.
+  sits in both own parts (its tokens follow different images there) and is encoded once when the vision
+  tower is frozen (batch key ``video_copies``, see :func:`nbtools.packing.vision_cache.encode_images`).
 - mDPO contrast rows (:mod:`nbtools.packing.contrast`: the chosen answer with the real images vs with corrupted
   ones) whose real pair is in the same batch are *lean*: ``[prompt with the corrupted images, chosen answer]``
   as the rejected side, with no chosen side (``chosen_lengths`` 0). Their chosen side would be exactly the real
@@ -33,7 +34,8 @@ Layout API (segment ids per token, in the batch's ``segment_ids``):
   shared part), ``chosen_prompt_lengths`` / ``rejected_prompt_lengths`` (0 for shared-prompt
   rows), ``chosen_lengths``, ``rejected_lengths``.
 - Videos: examples may carry ``"videos": [nbtools.video.Clip]``; the processor gets the frames
-  with their metadata (``nbtools.video.processor_video_kwargs``), each clip once per prompt part it appears in.
+  with their metadata (``nbtools.video.processor_video_kwargs``), each clip once per prompt part it appears in;
+  ``image_copies`` / ``video_copies`` say which of them are the same picture or clip (encoded once).
 
 Tokenisation goes through TRL's own chat-template helpers so the token ids are the ones TRL
 would train on; only the layout differs.
@@ -60,10 +62,14 @@ SEGMENT_CHOSEN_PROMPT = 5
 # Batch key: per row, the row whose chosen log-prob this row's chosen log-prob is (-1: its own). Set for lean
 # mDPO contrast rows (``[corrupted prompt, chosen answer]`` as the rejected side, no chosen side of their own).
 AUXILIARY_SOURCES = "auxiliary_sources"
+# Batch keys: per image / video of the batch (a grid row), the first one that is the same picture or clip, when
+# some are repeated (a video after the first image of an image-contrast row, media a contrast row shares with its
+# pair): nbtools.packing.vision_cache.encode_images encodes each once.
+MEDIA_COPIES = {"image": "image_copies", "video": "video_copies"}
 
 # Batch keys that describe the layout and are never passed to the model itself.
 LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_prompt_lengths", "chosen_lengths", "rejected_prompt_lengths",
-               "rejected_lengths", "auxiliary_rows", AUXILIARY_SOURCES)
+               "rejected_lengths", "auxiliary_rows", AUXILIARY_SOURCES, *MEDIA_COPIES.values())
 # Keys the caller may attach (precomputed reference values, cache keys); not model inputs.
 EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 
@@ -218,6 +224,13 @@ def drop_videos(processed: dict, drop: list[int]) -> None:
     processed["video_grid_thw"] = grids[keep]
     if processed.get("second_per_grid_ts") is not None:
         processed["second_per_grid_ts"] = processed["second_per_grid_ts"][keep]
+
+
+def copies_of(items: list) -> list[int] | None:
+    """Per item, the index of the first item that is the same object; None when no item repeats."""
+    first: dict[int, int] = {}
+    copies = [first.setdefault(id(item), index) for index, item in enumerate(items)]
+    return copies if copies != list(range(len(items))) else None
 
 
 def _same_objects(first: list, second: list) -> bool:
@@ -427,6 +440,13 @@ class PackedPreferenceCollator:
         batch.update(pack_pieces(pieces, self.pad_token_id))
         if any(source >= 0 for source in sources):
             batch[AUXILIARY_SOURCES] = torch.tensor(sources)
+        # the same picture or clip in several prompt parts: vision_cache.encode_images encodes it once
+        dropped = set(shared_videos)
+        kept_clips = [clip for index, clip in enumerate(clips) if index not in dropped]
+        for kind, items in (("image", [image for side in text_images for image in side]), ("video", kept_clips)):
+            copies = copies_of(items) if processed.get(f"{kind}_grid_thw") is not None else None
+            if copies is not None and len(copies) == processed[f"{kind}_grid_thw"].shape[0]:
+                batch[MEDIA_COPIES[kind]] = torch.tensor(copies)
         if self.reference_lookup is not None:
             found = self.reference_lookup(examples)
             if found is not None:
