@@ -11,8 +11,8 @@ hook on the vision tower. Per step:
 - ``vision_patches``: patches the vision tower encoded in the step (16 x 16 pixels; a video's two
   frames per temporal patch count once), ``vision_inputs`` the pictures and videos it encoded;
 - ``x_plain``: each of these divided by the plain pair's of the same picture set; ``x_own_pair`` (mDPO
-  steps): divided by the step of the same pair without its contrast row (``plain`` / ``plain_video``);
-- ``step_seconds``: that one no-grad step on the tiny model (a first call: noisy, for orientation only).
+  steps): divided by the step of the same pair without its contrast row (``plain`` / ``plain_video``).
+  Counts only: no timings (the tiny model's seconds say little about a real model's).
 
 Kinds: ``plain`` (one pair, shared prompt), ``contrast`` (``rejected_images``: every picture
 replaced on the rejected side), ``contrast_video_before`` / ``contrast_video_after`` (the same with
@@ -39,7 +39,6 @@ import copy
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -146,16 +145,14 @@ def measure(model, processor, kind: str, sizes, layout: str, args) -> dict:
     losses = ["sigmoid", "mdpo_conditional"] if kind.startswith("mdpo") else ["sigmoid"]
     counter = PatchCounter()
     handle = model.model.visual.register_forward_pre_hook(counter.hook, with_kwargs=True)
-    start = time.perf_counter()
     try:
         with torch.no_grad():
             packed_dpo_step(model, batch, beta=0.1, loss_type=losses)
     finally:
         handle.remove()
-    seconds = time.perf_counter() - start
     return {"rows": int(batch["input_ids"].shape[0]), "lm_tokens": count_tokens(batch),
             "padded_tokens": int(batch["input_ids"].numel()), "vision_patches": counter.patches,
-            "vision_inputs": counter.inputs, "step_seconds": round(seconds, 2)}
+            "vision_inputs": counter.inputs}
 
 
 def main(argv=None) -> int:
