@@ -20,8 +20,25 @@ at Qwen3-VL's token rule, prompts of 20–60 text tokens; seeded): one pair per 
 to its longest pair (today), vs pairs planned into rows of a token budget (``plan_rows``), each padded to the
 budget. Pure arithmetic, no model.
 
-    python benchmarks/long_pairs.py [--cases mask_build logprobs padding] [--lengths 2048 8192 16384 32768]
-                                    [--baseline-tree DIR] [--out FILE]
+Case ``reference_pass``: the forward of the packed reference pass (``nbtools.packing.step.reference_logps``:
+no_grad, one packed row ``[prompt, chosen, rejected]``, chosen / rejected log-probs through ``packed_logps``)
+on tiny-qwen3-vl with 65,536 positions (``nbtools.models.tiny.build_tiny_qwen3_vl_long``; the built-in one
+stops at 4,096), fp32, at L ≈ 2k … 32k: ``sdpa`` (the dense mask) vs the block-mask kernel (FlexAttention,
+compiled on the CPU through ``block_mask.compile_on_cpu``: eager FlexAttention materialises the scores).
+The inputs are pictures, not text only: the prompt is L/(2·256) random 512×512 pictures (256 image tokens
+each; 4 at 2k, 64 at 32k) and one line of text, about half the row; each answer a quarter (random words,
+cut to length by the collator's ``max_length``). The inputs are collated once per length in a child of their
+own and saved; each kernel then runs in a fresh child that loads the model and the inputs and runs the pass
+twice: ``first_forward_*`` is the first pass (for the block mask it includes compiling the kernel);
+``forward_peak_mb`` / ``forward_seconds`` the second, after the high-water mark is reset
+(``/proc/self/clear_refs``). Peaks are VmHWM after the pass minus VmHWM before it, i.e. above the model
+and the inputs. Allocations of 64 KiB and more go straight to mmap and back to the system on free
+(``mallopt``), so what the first pass freed cannot hide the second pass's peak inside kept heap. Per length
+also: ``peak_ratio`` (block / sdpa, second pass; the goal: ≤ 0.6 at 16k), the BlockMask's kept bytes next to
+L²/128², and the largest difference between the two kernels' log-probs (per answer sum and per token).
+
+    python benchmarks/long_pairs.py [--cases mask_build logprobs padding reference_pass]
+                                    [--lengths 2048 8192 16384 32768] [--baseline-tree DIR] [--out FILE]
 
 Writes ``benchmarks/results/long_pairs.json`` (merged by case).
 """
@@ -31,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,6 +124,18 @@ def logprobs(tree: Path, timeout: float) -> dict:
 PADDING_PAIRS, PADDING_BATCH_SIZE, PADDING_BUDGETS, PADDING_SEED = 2_000, 4, (2_048, 8_192), 0
 
 
+def step_padding(lengths: list[int], plan, budget: int | None) -> float:
+    """Share of padding when each batch of PADDING_BATCH_SIZE consecutive pairs is laid out as the training step
+    does: rows planned by ``plan`` within ``budget`` (None: the batch's longest pair), padded to the longest row."""
+    slots = used = 0
+    for first in range(0, len(lengths), PADDING_BATCH_SIZE):
+        batch = lengths[first:first + PADDING_BATCH_SIZE]
+        rows = plan(batch, max(max(batch), budget or 0))
+        slots += len(rows) * max(sum(batch[i] for i in row) for row in rows)
+        used += sum(batch)
+    return (slots - used) / slots if slots else 0.0
+
+
 def padding(tree: Path) -> dict:
     sys.path.insert(0, str(tree))  # the tree under test's planner
     from nbtools.packing.multi import padding_fraction, padding_fraction_packed, plan_rows, rlaif_v_like_lengths
@@ -122,7 +152,148 @@ def padding(tree: Path) -> dict:
         result["packed"][str(budget)] = {
             "rows": len(rows), "oversize_pairs": sum(length > budget for length in lengths),
             "padding_fraction": round(padding_fraction_packed(rows, lengths, budget), 4)}
+    # what the training step does: the consecutive pairs of each batch share rows (plan_in_order), up to the
+    # batch's width on dense masks (sdpa) and up to max_context_length on the block mask
+    try:
+        from nbtools.packing.multi import plan_in_order
+    except ImportError:  # a tree before the step shared rows
+        plan_in_order = None
+    if plan_in_order is not None:
+        result["training_step"] = {"batch_size": PADDING_BATCH_SIZE,
+                                   "dense_batch_width": round(step_padding(lengths, plan_in_order, None), 4),
+                                   "block_mask": {str(b): round(step_padding(lengths, plan_in_order, b), 4)
+                                                  for b in PADDING_BUDGETS}}
     print("padding", json.dumps(result), flush=True)
+    return result
+
+
+BLOCK_TILE = 128  # FlexAttention's tile; the issue's bound on what a BlockMask keeps: L²/128² bytes per row
+REFERENCE_PICTURE_SIDE = 512  # 16x16 tokens of the tiny Qwen3-VL after merging (32 px per token)
+REFERENCE_GOAL = {"length": 16384, "peak_ratio_max": 0.6}
+
+REFERENCE_INPUTS_CHILD = r"""
+import json, random, sys
+import numpy as np
+import torch
+from PIL import Image
+import nbtools
+from nbtools.models import load_processor
+from nbtools.models.tiny import build_tiny_qwen3_vl_long
+from nbtools.packing import PackedPreferenceCollator
+length, side, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+processor = load_processor(str(build_tiny_qwen3_vl_long()), max_pixels=side * side)
+pictures = max(1, round(length / 2 / (side // 32) ** 2))
+rng = np.random.RandomState(0)
+images = [Image.fromarray((rng.rand(side, side, 3) * 255).astype(np.uint8)) for _ in range(pictures)]
+words = "the picture shows a red square on the left a blue circle near the middle and green lines".split()
+def answer(seed, count):
+    pick = random.Random(seed)
+    return [{"role": "assistant", "content": [{"type": "text", "text": " ".join(pick.choice(words) for _ in range(count))}]}]
+def example(answer_words):
+    content = [{"type": "image"}] * pictures + [{"type": "text", "text": "Describe every picture."}]
+    return {"prompt": [{"role": "user", "content": content}], "chosen": answer(1, answer_words),
+            "rejected": answer(2, answer_words), "images": list(images)}
+prompt = int(PackedPreferenceCollator(processor)([example(1)])["prompt_lengths"][0])
+room = (length - prompt) // 2  # each answer: what is left, halved; cut like TRL through max_length
+batch = PackedPreferenceCollator(processor, max_length=prompt + room)([example(2 * room)])
+torch.save(batch, out)
+print(json.dumps({"nbtools": nbtools.__file__, "tokens": int(batch["segment_ids"].shape[1]), "prompt_tokens": prompt,
+                  "image_tokens": int((batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()),
+                  "pictures": pictures, "answer_tokens": [int(batch["chosen_lengths"][0]), int(batch["rejected_lengths"][0])]}))
+"""
+
+REFERENCE_CHILD = r"""
+import ctypes, gc, json, os, shutil, sys, tempfile, time
+libc = ctypes.CDLL("libc.so.6")
+libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed: big allocations are mapped, and unmapped when freed
+libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache = tempfile.mkdtemp(prefix="nbtools-inductor-")
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+import torch
+import nbtools
+from nbtools.models import load_model_and_processor
+from nbtools.models.tiny import build_tiny_qwen3_vl_long
+from nbtools.packing import block_mask as block_mask_module
+from nbtools.packing.step import reference_logps
+kernel, batch_path, logps_path = sys.argv[1:4]
+if kernel == "block_mask":
+    block_mask_module.compile_on_cpu(True)
+attention = "sdpa" if kernel == "sdpa" else block_mask_module.BLOCK_MASK_ATTENTION
+model, _ = load_model_and_processor(str(build_tiny_qwen3_vl_long()), dtype="float32", device="cpu",
+                                    attn_implementation=attention)
+batch = torch.load(batch_path, weights_only=False)
+figures = {"nbtools": nbtools.__file__, "loaded_mb": status("VmHWM"), "torch_threads": torch.get_num_threads()}
+for name in ("first_forward", "forward"):
+    if name == "forward":  # the second pass: its own high-water mark, from what is resident now
+        gc.collect()
+        libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    before = status("VmHWM")
+    start = time.perf_counter()
+    result = reference_logps(model, batch, ref_model=model)
+    figures[name + "_seconds"] = time.perf_counter() - start
+    figures[name + "_peak_mb"] = status("VmHWM") - before
+    if name == "first_forward":
+        del result
+if kernel == "block_mask":  # what the BlockMask keeps: the sum of its tensors
+    mask = block_mask_module.block_mask_from_segments(batch["segment_ids"])
+    figures["block_mask_bytes"] = sum(t.numel() * t.element_size() for t in vars(mask).values()
+                                      if isinstance(t, torch.Tensor))
+torch.save({"chosen": result.chosen, "rejected": result.rejected, "token_logps": result.token_logps}, logps_path)
+shutil.rmtree(inductor_cache, ignore_errors=True)
+print(json.dumps(figures))
+"""
+
+
+def _difference(a, b) -> float:
+    """The largest absolute difference of two tensors, to 3 significant digits."""
+    return float(f"{float((a - b).abs().max()):.3g}")
+
+
+def compare_reference(row: dict, sdpa_logps: Path, block_logps: Path) -> None:
+    """Adds to one length's row: the block / sdpa peak ratios, the BlockMask's bytes against L²/128², and
+    how far apart the two kernels' log-probs are."""
+    import torch
+
+    sdpa, block = row.get("sdpa", {}), row.get("block_mask", {})
+    for ratio, key in (("peak_ratio", "forward_peak_mb"), ("first_forward_peak_ratio", "first_forward_peak_mb"),
+                       ("seconds_ratio", "forward_seconds")):
+        if key in sdpa and key in block:
+            row[ratio] = round(block[key] / sdpa[key], 3)
+    tokens = row["inputs"]["tokens"]
+    row["block_mask_bound_bytes"] = round(tokens * tokens / BLOCK_TILE ** 2)
+    if "block_mask_bytes" in block:
+        row["block_mask_bytes_within_bound"] = block["block_mask_bytes"] <= row["block_mask_bound_bytes"]
+    if sdpa_logps.is_file() and block_logps.is_file():
+        want, got = torch.load(sdpa_logps), torch.load(block_logps)
+        row["logps_max_abs_diff"] = max(_difference(got[side], want[side]) for side in ("chosen", "rejected"))
+        row["logps_max_abs_value"] = round(max(float(want[side].abs().max()) for side in ("chosen", "rejected")), 1)
+        row["token_logps_max_abs_diff"] = _difference(got["token_logps"], want["token_logps"])
+
+
+def reference_pass(lengths: list[int], tree: Path, timeout: float) -> dict:
+    from scale import run_child
+
+    result: dict = {"goal": REFERENCE_GOAL, "picture_side": REFERENCE_PICTURE_SIDE, "lengths": {}}
+    with tempfile.TemporaryDirectory(prefix="nbtools-long-pairs-") as work:
+        for length in lengths:
+            batch = Path(work) / f"inputs-{length}.pt"
+            row = {"inputs": run_child(tree, REFERENCE_INPUTS_CHILD,
+                                       [str(length), str(REFERENCE_PICTURE_SIDE), str(batch)], timeout)}
+            if "error" not in row["inputs"]:
+                for kernel in ("sdpa", "block_mask"):
+                    row[kernel] = run_child(tree, REFERENCE_CHILD,
+                                            [kernel, str(batch), str(Path(work) / f"{kernel}-{length}.pt")], timeout)
+                compare_reference(row, Path(work) / f"sdpa-{length}.pt", Path(work) / f"block_mask-{length}.pt")
+            result["lengths"][str(length)] = row
+            batch.unlink(missing_ok=True)
+            print("reference_pass", length, json.dumps(row), flush=True)
+    goal_row = result["lengths"].get(str(REFERENCE_GOAL["length"]), {})
+    result["met"] = (goal_row["peak_ratio"] <= REFERENCE_GOAL["peak_ratio_max"]) if "peak_ratio" in goal_row else None
     return result
 
 
@@ -147,8 +318,8 @@ def mask_build(lengths: list[int], tree: Path, baseline: Path | None, timeout: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", nargs="+", default=["mask_build", "logprobs", "padding"],
-                        choices=["mask_build", "logprobs", "padding"])
+    cases = ["mask_build", "logprobs", "padding", "reference_pass"]
+    parser.add_argument("--cases", nargs="+", default=cases, choices=cases)
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
     parser.add_argument("--tree", type=Path, default=REPO)
     parser.add_argument("--baseline-tree", type=Path, default=None)
@@ -162,7 +333,8 @@ def main() -> None:
     baseline = args.baseline_tree.resolve() if args.baseline_tree else None
     runs = {"mask_build": lambda: mask_build(args.lengths, tree, baseline, args.timeout),
             "logprobs": lambda: logprobs(tree, args.timeout),
-            "padding": lambda: padding(tree)}
+            "padding": lambda: padding(tree),
+            "reference_pass": lambda: reference_pass(args.lengths, tree, args.timeout)}
     for case in args.cases:
         result["cases"][case] = runs[case]()
         # which code and machine measured this case (cases are rerun one by one, on different trees)

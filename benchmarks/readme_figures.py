@@ -1,8 +1,9 @@
-"""The README's figures from the committed results of ``scale.py``, ``ref_store.py`` and ``media_fingerprint.py``
-(never typed twice).
+"""The README's figures from the committed results of ``scale.py``, ``ref_store.py``, ``media_fingerprint.py``,
+``long_pairs.py`` and ``served_reply.py`` (never typed twice).
 
 ``python benchmarks/readme_figures.py`` rewrites the marked places of README.md from
-``benchmarks/results/scale.json``, ``ref_store.json`` and ``media_fingerprint.json``;
+``benchmarks/results/scale.json``, ``ref_store.json``, ``media_fingerprint.json``, ``long_pairs.json`` and
+``served_reply.json``;
 ``tests/test_readme_figures.py`` fails when the README and the results disagree.
 """
 
@@ -21,6 +22,8 @@ FINGERPRINT_MARK = "<!-- media_fingerprint -->"
 LONG_PAIRS_MARK = "<!-- long_pairs mask -->"
 LOGPROBS_MARK = "<!-- long_pairs logprobs -->"
 PADDING_MARK = "<!-- long_pairs padding -->"
+REFERENCE_MARK = "<!-- long_pairs reference -->"
+SERVED_MARK = "<!-- served reply -->"
 
 
 def _side(figures: dict) -> str:
@@ -98,8 +101,64 @@ def padding_line(results: dict) -> str:
     case = results["cases"]["padding"]
     packed = "; ".join(f"several pairs per row up to {int(budget):,} tokens {row['padding_fraction']:.1%}"
                        for budget, row in case["packed"].items())
-    return (f"one pair per row (batches of {case['one_pair_per_row']['batch_size']}, each padded to its longest) "
-            f"{case['one_pair_per_row']['padding_fraction']:.1%}; {packed}")
+    line = (f"one pair per row (batches of {case['one_pair_per_row']['batch_size']}, each padded to its longest) "
+            f"{case['one_pair_per_row']['padding_fraction']:.1%}; {packed} (all pairs planned together, by length)")
+    step = case.get("training_step")
+    if step:
+        block = "; ".join(f"{fraction:.1%} with the block mask up to {int(budget):,} tokens"
+                          for budget, fraction in step["block_mask"].items())
+        line += (f". The training step, each batch's pairs sharing rows in their order: {step['dense_batch_width']:.1%}"
+                 f" with dense masks (rows no wider than the batch); {block}")
+    return line
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:,.1f} MB" if count >= 2**20 else f"{count / 2**10:,.1f} KB" if count >= 2**10 else f"{count} B"
+
+
+def reference_table(results: dict) -> str:
+    """The packed reference pass per length: forward peak and time, sdpa vs block mask, what the BlockMask keeps."""
+    case = results["cases"]["reference_pass"]
+    rows = ["| tokens in the row | pictures | sdpa (dense mask) | block mask (compiled FlexAttention) | block / sdpa, "
+            "peak | first pass: sdpa / block mask (compiling) | BlockMask keeps (L²/128²) | log-probs apart (sums; "
+            "per token) |", "|---|---|---|---|---|---|---|---|"]
+    for length, row in case["lengths"].items():
+        def side(name, prefix=""):
+            figures = row.get(name) or {}
+            if f"{prefix}forward_peak_mb" not in figures:
+                return f"not measured ({figures.get('error', 'no figures')})"
+            return f"peak +{figures[prefix + 'forward_peak_mb']:,.0f} MB, {figures[prefix + 'forward_seconds']:.1f} s"
+        inputs = row["inputs"]
+        if "tokens" not in inputs:
+            rows.append(f"| {int(length):,} | not measured ({inputs.get('error', 'no inputs')}) | | | | | | |")
+            continue
+        block = row.get("block_mask") or {}
+        kept = (f"{_size(block['block_mask_bytes'])} ({_size(row['block_mask_bound_bytes'])})"
+                if "block_mask_bytes" in block else "not measured")
+        ratio = f"{row['peak_ratio']:.2f}×" if "peak_ratio" in row else "n/a"
+        apart = (f"{row['logps_max_abs_diff']:.2g} of {row['logps_max_abs_value']:,.0f}; "
+                 f"{row['token_logps_max_abs_diff']:.2g}" if "logps_max_abs_diff" in row else "n/a")
+        rows.append(f"| {inputs['tokens']:,} | {inputs['pictures']} ({inputs['image_tokens']:,} tokens) | "
+                    f"{side('sdpa')} | {side('block_mask')} | {ratio} | {side('sdpa', 'first_')} / "
+                    f"{side('block_mask', 'first_')} | {kept} | {apart} |")
+    goal = case["goal"]
+    goal_row = case["lengths"].get(str(goal["length"]), {})
+    verdict = ("not measured" if case["met"] is None else
+               f"{goal_row['peak_ratio']:.2f}×, {'met' if case['met'] else 'not met'}")
+    within = [row.get("block_mask_bytes_within_bound") for row in case["lengths"].values()]
+    rows.append(f"\nGoal at {goal['length']:,} tokens, block mask ≤ {goal['peak_ratio_max']:g}× sdpa's peak: {verdict}. "
+                f"BlockMask ≤ L²/128² bytes: {'met' if all(within) else 'not met'} at "
+                f"{sum(bool(w) for w in within)} of {len(within)} lengths.")
+    return "\n".join(rows)
+
+
+def served_line(results: dict) -> str:
+    """What the served demo models answered, quoted from the recorded replies."""
+    tuned, base = results["tuned"], results["base"]
+    return (f"{json.dumps(tuned['reply'], ensure_ascii=False)} from the tuned model ({tuned['model']}), and "
+            f"{json.dumps(base['reply'], ensure_ascii=False)} from its base model served with `{base['command']}` "
+            f"({results['server']}, {results['date']}; `benchmarks/results/served_reply.json`, written by "
+            "`benchmarks/served_reply.py`).")
 
 
 def figures() -> dict[str, str]:
@@ -107,9 +166,11 @@ def figures() -> dict[str, str]:
     store = json.loads((RESULTS / "ref_store.json").read_text())
     fingerprint = json.loads((RESULTS / "media_fingerprint.json").read_text())
     long_pairs = json.loads((RESULTS / "long_pairs.json").read_text())
+    served = json.loads((RESULTS / "served_reply.json").read_text())
     return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store),
             FINGERPRINT_MARK: fingerprint_line(fingerprint), LONG_PAIRS_MARK: "\n" + mask_table(long_pairs) + "\n",
-            LOGPROBS_MARK: logprobs_line(long_pairs), PADDING_MARK: padding_line(long_pairs)}
+            LOGPROBS_MARK: logprobs_line(long_pairs), PADDING_MARK: padding_line(long_pairs),
+            REFERENCE_MARK: "\n" + reference_table(long_pairs) + "\n", SERVED_MARK: served_line(served)}
 
 
 def rewrite(readme: Path = REPO / "README.md") -> None:

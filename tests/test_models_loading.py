@@ -137,6 +137,26 @@ def test_dtype_and_attention_are_passed_through():
     assert next(model.parameters()).device.type == "cpu"
 
 
+@pytest.mark.parametrize("model_id", ["tiny-qwen3-vl", "tiny-llava"])
+def test_unfilled_model_has_the_loaded_layout_with_storage_of_its_own(model_id):
+    """What the processes that read no weights build under rank-zero loading (the FSDP wrapper fills it)."""
+    from transformers import AutoConfig
+
+    from nbtools.models.loading import _unfilled_model, resolve_model_folder
+
+    path = resolve_model_folder(model_id)
+    loaded, _ = load_model_and_processor(model_id, dtype="float32", attn_implementation="sdpa", device="cpu")
+    unfilled = _unfilled_model(path, AutoConfig.from_pretrained(path), torch.float32, "sdpa", False)
+    layout = {name: (tuple(t.shape), t.dtype) for name, t in loaded.state_dict().items()}
+    assert {name: (tuple(t.shape), t.dtype) for name, t in unfilled.state_dict().items()} == layout
+    assert [name for name, _ in unfilled.named_buffers()] == [name for name, _ in loaded.named_buffers()]
+    parameters = list(unfilled.parameters())
+    assert all(p.device.type == "cpu" for p in parameters)  # not meta: accelerate maps optimizer params by address
+    assert len({p.data_ptr() for p in parameters}) == len(parameters)
+    assert not unfilled.training and unfilled.config._attn_implementation == "sdpa"
+    assert unfilled.generation_config.eos_token_id == loaded.generation_config.eos_token_id
+
+
 def test_trust_remote_code_off_by_default(monkeypatch):
     seen = {}
     import transformers

@@ -16,7 +16,9 @@ import torch
 from nbtools.packing.block_mask import block_mask_attention, block_mask_from_segments
 from nbtools.packing.layout import SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED
 from nbtools.packing.mask import packed_allowed
-from nbtools.packing.multi import padding_fraction, padding_fraction_packed, plan_rows, rlaif_v_like_lengths
+from nbtools.packing.multi import (padding_fraction, padding_fraction_packed, plan_in_order, plan_rows,
+                                   rlaif_v_like_lengths)
+from nbtools.packing.support import BLOCK_MASK_ATTENTION
 
 from test_packing import models  # noqa: F401 (fixture)
 from test_block_mask import dense_from_block_mask, dense_from_block_mask_states, packed_row, reference_packed_allowed
@@ -159,9 +161,10 @@ def test_pairs_in_one_row_give_the_one_pair_per_row_logps(models, family, monkey
     """Text-only and image pairs concatenated into one row (positions restarting per pair, M-RoPE included)
     score as in their own rows; letting the pairs see each other, or numbering the row's positions straight
     through, changes the log-probs."""
+    import nbtools.packing.logps as logps_module
     import nbtools.packing.mask as mask_module
     from nbtools.packing import PackedPreferenceCollator, packed_logps, packed_position_ids
-    from nbtools.packing.multi import concatenate_pairs, multi_pair_logps
+    from nbtools.packing.multi import concatenate_pairs
 
     from test_packing import TOLERANCE, _get, batches
 
@@ -171,14 +174,121 @@ def test_pairs_in_one_row_give_the_one_pair_per_row_logps(models, family, monkey
         want = packed_logps(model, batch)
         row = concatenate_pairs(batch, packed_position_ids(model, batch))
         assert row["input_ids"].shape == (1, int((batch["segment_ids"] != SEGMENT_PAD).sum()))
-        chosen, rejected = multi_pair_logps(model, row)
-        torch.testing.assert_close(chosen, want.chosen, atol=TOLERANCE, rtol=0)
-        torch.testing.assert_close(rejected, want.rejected, atol=TOLERANCE, rtol=0)
+        budget = row["input_ids"].shape[1]  # every pair in one row
+        got = packed_logps(model, batch, row_budget=budget)
+        torch.testing.assert_close(got.chosen, want.chosen, atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(got.rejected, want.rejected, atol=TOLERANCE, rtol=0)
+        assert torch.equal(got.token_rows, want.token_rows) and torch.equal(got.token_is_chosen, want.token_is_chosen)
         count = row["input_ids"].shape[1]  # positions running on over the row instead of restarting per pair
         running = torch.arange(count)[None].expand(*row["position_ids"].shape[:-1], count)
-        _, running_rejected = multi_pair_logps(model, {**row, "position_ids": running})
+        merge = logps_module.merge_pairs
+        monkeypatch.setattr(logps_module, "merge_pairs", lambda *a: {**merge(*a), "position_ids": running})
+        running_rejected = packed_logps(model, batch, row_budget=budget).rejected
+        monkeypatch.setattr(logps_module, "merge_pairs", merge)
         original = mask_module.packed_attention_mask
-        monkeypatch.setattr(mask_module, "packed_attention_mask", lambda s, impl, dtype, pairs: original(s, impl, dtype))
-        leaking_chosen, _ = multi_pair_logps(model, row)
+        monkeypatch.setattr(logps_module, "packed_attention_mask",
+                            lambda s, impl, dtype, pairs: original(s, impl, dtype))
+        leaking_chosen = packed_logps(model, batch, row_budget=budget).chosen
     assert (leaking_chosen[1:] - want.chosen[1:]).abs().max() > 10 * TOLERANCE
     assert (running_rejected - want.rejected).abs().max() > 10 * TOLERANCE
+
+
+# --- several pairs per row in the training step ----------------------------------------------------
+
+def test_plan_in_order_keeps_pairs_consecutive():
+    assert plan_in_order([4, 3, 5, 2, 9, 1], 8) == [[0, 1], [2, 3], [4], [5]]  # 9 > 8: a row of its own
+    assert plan_in_order([2, 2, 2], 100) == [[0, 1, 2]]
+    assert plan_in_order([], 8) == []
+    with pytest.raises(ValueError):
+        plan_in_order([1], 0)
+
+
+def _merged_row_counts(monkeypatch):
+    """Record how many rows each merged forward had (the merge really happened)."""
+    import nbtools.packing.logps as logps_module
+
+    counts = []
+    merge = logps_module.merge_pairs
+
+    def counting(batch, position_ids, rows):
+        counts.append(len(rows))
+        return merge(batch, position_ids, rows)
+
+    monkeypatch.setattr(logps_module, "merge_pairs", counting)
+    return counts
+
+
+@pytest.mark.parametrize("family", ["tiny-qwen3-vl", "tiny-qwen2.5-vl", "tiny-qwen2-vl", "tiny-llava"])
+def test_merged_rows_give_the_one_pair_per_row_logps_on_both_kernels(models, family, monkeypatch):
+    """Text, image, video and image-contrast pairs sharing rows (the batch's width, and all in one row): the
+    same per-pair log-probs as one pair per row, through the dense mask (sdpa) and the block mask (forward)."""
+    from nbtools.packing import packed_logps
+
+    from test_block_mask import attention, packed_rows
+    from test_packing import TOLERANCE, _get
+
+    model, processor = _get(models, family)
+    batch = packed_rows(family, processor)
+    pairs, width = batch["segment_ids"].shape
+    total = int((batch["segment_ids"] != SEGMENT_PAD).sum())
+    counts = _merged_row_counts(monkeypatch)
+    with torch.no_grad():
+        want = packed_logps(model, batch)
+        for kernel in ("sdpa", BLOCK_MASK_ATTENTION):
+            with attention(model, kernel):
+                for budget in (width, total):
+                    got = packed_logps(model, batch, row_budget=budget)
+                    torch.testing.assert_close(got.chosen, want.chosen, atol=TOLERANCE, rtol=0)
+                    torch.testing.assert_close(got.rejected, want.rejected, atol=TOLERANCE, rtol=0)
+                    assert torch.equal(got.token_rows, want.token_rows)
+    # all in one row on each kernel; at the batch's width, some rows shared (LLaVA's three pairs do not fit)
+    assert counts.count(1) == 2 and all(count < pairs for count in counts), counts
+    assert len(counts) == (2 if family == "tiny-llava" else 4), counts
+
+
+@pytest.mark.slow
+def test_merged_rows_give_the_same_loss_and_lora_gradients(models):
+    """Backward through merged rows (sdpa, images encoded once) equals one pair per row: loss, metrics, gradients."""
+    from nbtools.packing import packed_dpo_step
+
+    from test_block_mask import packed_rows
+    from test_packing import BETA, TOLERANCE, _get, _lora_grads, _lora_model
+
+    model, processor = _get(models, "tiny-qwen3-vl")
+    peft_model = _lora_model(model)
+    batch = packed_rows("tiny-qwen3-vl", processor)
+    results, grads = [], []
+    for budget in (None, batch["segment_ids"].shape[1]):
+        peft_model.zero_grad()
+        result = packed_dpo_step(peft_model, batch, beta=BETA, row_budget=budget)
+        result.loss.backward()
+        results.append(result)
+        grads.append(_lora_grads(peft_model))
+    one, merged = results
+    assert merged.reused_image_features
+    assert (one.policy.chosen - one.ref_chosen_logps).abs().max() > 1e-2  # the adapter moved the policy
+    torch.testing.assert_close(merged.loss, one.loss, atol=TOLERANCE, rtol=0)
+    assert merged.metrics.keys() == one.metrics.keys()
+    for name, value in one.metrics.items():
+        assert merged.metrics[name] == pytest.approx(value, abs=1e-4), name
+    for name, grad in grads[0].items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(grads[1][name], grad, atol=TOLERANCE, rtol=1e-3, msg=name)
+
+
+def test_row_budget_follows_the_kernel():
+    """Dense masks: never wider than the batch; the block mask: up to max_context_length."""
+    from types import SimpleNamespace
+
+    from nbtools.packing.trainer_hook import row_budget
+
+    inputs = {"segment_ids": torch.zeros(4, 300, dtype=torch.long)}
+
+    def model(kernel):
+        return SimpleNamespace(config=SimpleNamespace(_attn_implementation=kernel), get_output_embeddings=lambda: None)
+
+    assert row_budget(model("sdpa"), inputs, 8192) == 300
+    assert row_budget(model("eager"), inputs, 8192) == 300
+    assert row_budget(model(BLOCK_MASK_ATTENTION), inputs, 8192) == 8192
+    assert row_budget(model(BLOCK_MASK_ATTENTION), inputs, 100) == 300  # a batch wider than the budget
+    assert row_budget(model(BLOCK_MASK_ATTENTION), inputs, None) == 300

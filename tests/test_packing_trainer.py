@@ -11,7 +11,7 @@ import torch
 from nbtools.packing import PackedPreferenceCollator
 from nbtools.packing.trainer_hook import packed_compute_loss, packing_plan
 
-from test_packing import BETA, TOLERANCE, _get, _lora_model, batches, models  # noqa: F401  (session fixture)
+from test_packing import BETA, TOLERANCE, _get, _lora_model, _pair, _user, batches, models  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -67,13 +67,22 @@ def test_packed_loss_and_metrics_equal_trl_own_computation(qwen3, tmp_path, loss
     assert packed_metrics["num_tokens"] < plain_metrics["num_tokens"]  # fewer tokens went through the model
 
 
-def test_training_runs_with_the_packed_collator(qwen3, tmp_path):
+def test_training_runs_with_the_packed_collator(qwen3, tmp_path, monkeypatch):
+    import nbtools.packing.logps as logps_module
+
     model, processor = qwen3
     examples = batches()["mixed"] + batches()["two_images"][:1]
+    long_answer = [{"role": "assistant", "content": "Both are bright, one green and one red, side by side. " * 3}]
+    # a long pair, then two short ones that share a row of its width
+    examples += [{**examples[-1], "chosen": long_answer}, _pair(_user("Yes?"), "yes", "no"), _pair(_user("No?"), "no", "y")]
     trainer = _trainer(_lora_model(model), processor, examples, tmp_path, max_steps=2)
     trainer.data_collator = PackedPreferenceCollator(processor)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    merged, merge = [], logps_module.merge_pairs
+    monkeypatch.setattr(logps_module, "merge_pairs", lambda batch, *a: merged.append(batch["segment_ids"].shape[0])
+                        or merge(batch, *a))
     trainer.train()
+    assert merged == [len(examples)] * 4  # short pairs shared rows: policy and reference pass of both steps
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert {"rewards/accuracies", "logps/chosen"} <= set(trainer.state.log_history[0])

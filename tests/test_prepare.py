@@ -341,6 +341,27 @@ def test_form_is_a_view_over_the_config(tmp_path):
     with pytest.raises(PrepareConfigError, match="min_score_gap"):
         form.config
     assert "maximum" in form.controls["min_score_gap"].error
+    form.controls["min_score_gap"].control.value = 0.3
+
+
+def test_the_form_shows_a_server_s_fields_when_it_is_chosen():
+    pytest.importorskip("ipywidgets")
+    from nbtools.prepare.form import PrepareForm
+
+    form = PrepareForm(PrepareConfig(input_file="x.jsonl"))
+    shown = lambda name: form.controls[name].box.layout.display != "none"  # noqa: E731
+    assert not any(shown(n) for n in ("base_url", "served_model", "concurrency", "judge_url", "judge_template"))
+    form.controls["backend"].control.value = "openai"
+    assert shown("base_url") and shown("concurrency") and not shown("judge_url")
+    with pytest.raises(PrepareConfigError, match="base_url: backend openai needs"):
+        form.config
+    form.controls["base_url"].control.value = "http://localhost:8000/v1"
+    form.controls["judge"].control.value = "endpoint"
+    assert shown("judge_url") and shown("judge_template")
+    form.controls["judge_url"].control.value = "http://localhost:8001/v1"
+    config = form.config
+    assert (config.backend, config.base_url, config.judge, config.judge_url, config.concurrency) == \
+        ("openai", "http://localhost:8000/v1", "endpoint", "http://localhost:8001/v1", 4)
 
 
 def test_command_line_usage_errors_exit_2_with_one_line(tmp_path):
@@ -382,20 +403,50 @@ def test_preview_gallery_of_the_written_pairs_with_or_without_validation(tmp_pat
         assert html.count("nbt-rejected") == 2 + 1 and "It is a green shape." in html  # 2 rows (+ the style rule)
 
 
-def test_images_are_copied_only_when_asked_and_videos_are_skipped_and_counted(tmp_path):
+def test_images_are_copied_only_when_asked_and_video_prompts_are_sampled_with_the_run_settings(tmp_path):
     colour_images(tmp_path / "pics", ("red", "blue"))
-    (tmp_path / "pics" / "clip.mp4").write_bytes(b"\x00" * 64)
+    (tmp_path / "pics" / "clip.mp4").write_bytes(b"\x00" * 64)  # the fake backend does not decode it
     config = PrepareConfig(images_dir=str(tmp_path / "pics"), prompts=["What colour is the shape?"],
                            output_dir=str(tmp_path / "out"), strategies=["ranking"], judge="rule",
-                           must_not_include=["green"], copy_images=True)
-    result = prepare(config, backend=FakeBackend(right=2), progress=False)
-    assert result.report.skipped == {"has videos (the transformers backend samples from images only)":
-                                     [str(tmp_path / "pics" / "clip.mp4")]}
-    assert result.report.prompts_read == 3 and result.report.prompts_sampled == 2
+                           must_not_include=["green"], copy_images=True, fps=1.0, max_frames=4)
+    backend = FakeBackend(right=2)
+    result = prepare(config, backend=backend, progress=False)
+    assert result.report.skipped == {}
+    assert result.report.prompts_read == 3 and result.report.prompts_sampled == 3
+    [video_request] = [r for r in backend.calls if r.videos]
+    assert video_request.videos == [str(tmp_path / "pics" / "clip.mp4")] and video_request.images == []
+    assert (video_request.video.fps, video_request.video.max_frames, video_request.video.video_max_pixels) == \
+        (1.0, 4, config.video_max_pixels)
+    assert result.report.strategies["ranking"] == {"made": 2, "dropped": {"tie": 1}}  # the clip's answers agree
     rows = [json.loads(line) for line in result.pairs_file.read_text().splitlines()]
     assert len(rows) == 2 and all(r["images"][0].startswith("images/") for r in rows)
     assert all((tmp_path / "out" / r["images"][0]).is_file() for r in rows)
     assert [r["rejected_response"] for r in rows] == ["It is a green shape."] * 2
+    assert not validate_dataset(result.pairs_file).has_errors()
+    # the frames taken are part of a video prompt's resume key, not of an image prompt's
+    again = FakeBackend(right=2)
+    prepare(PrepareConfig(**{**config.to_dict(), "fps": 2.0}), backend=again, progress=False)
+    assert [r.videos for r in again.calls] == [[str(tmp_path / "pics" / "clip.mp4")]]
+
+
+def test_a_video_prompt_makes_pairs_that_carry_the_video(tmp_path):
+    from video_files import write_clip
+
+    clip = write_clip(tmp_path / "pics" / "clip.mkv", frames=8, rate=4)
+
+    class VideoBackend(FakeBackend):
+        def sample(self, request):
+            self.calls.append(request)
+            return ["It is a red shape.", "It is a green shape."][:request.k]
+
+    config = PrepareConfig(images_dir=str(tmp_path / "pics"), prompts=["What colour is the shape?"],
+                           output_dir=str(tmp_path / "out"), strategies=["ranking"], judge="rule",
+                           must_not_include=["green"], samples_per_prompt=2)
+    result = prepare(config, backend=VideoBackend(), progress=False)
+    [row] = [json.loads(line) for line in result.pairs_file.read_text().splitlines()]
+    assert row["messages"][0]["content"] == "<video>What colour is the shape?" and "images" not in row
+    assert (tmp_path / "out" / row["videos"][0]).resolve() == clip.resolve()
+    assert (row["messages"][-1]["content"], row["rejected_response"]) == ("It is a red shape.", "It is a green shape.")
     assert not validate_dataset(result.pairs_file).has_errors()
 
 

@@ -3,7 +3,10 @@
 INPUT is a JSONL in the data format (prompts, or a supervised dataset with reference answers)
 or a folder of images (then give ``--prompts "What is shown?" ...``). Every option is a field
 of :class:`nbtools.prepare.PrepareConfig` (same name, dashes for underscores, same help).
-Exit codes: 0 pairs written and valid, 1 the written pairs have validation errors, 2 bad input.
+``--base-url URL`` samples through an OpenAI-compatible server (``--backend openai`` implied),
+``--judge-url URL`` judges through one (``--judge endpoint`` implied).
+Exit codes: 0 pairs written and valid, 1 the written pairs have validation errors, 2 bad input
+or a server that cannot be used.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, spec.name)
         if value is not None and value is not False:
             values[spec.name] = value
+    if values.get("base_url") and "backend" not in values:
+        values["backend"] = "openai"
+    if values.get("judge_url") and "judge" not in values:
+        values["judge"] = "endpoint"
     key = "images_dir" if os.path.isdir(args.input) else "input_file"
     return PrepareConfig(**{key: args.input}, **values)
 
@@ -65,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = prepare(config, progress=not args.quiet and not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:  # user errors are printed by nbtools.__main__ (exit 2)
-        print(f"interrupted: the answers so far are kept in {config.output_dir}/samples.jsonl; run the same "
-              "command again to resume", file=sys.stderr)
+        print(f"interrupted: the answers and judge scores so far are kept in {config.output_dir}/samples.jsonl and "
+              "judgments.jsonl; run the same command again to resume", file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps(result.report.to_dict(), ensure_ascii=False))

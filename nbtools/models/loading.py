@@ -263,9 +263,19 @@ def load_model_and_processor(
     device: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    rank_zero_loading: bool = False,
 ):
     """Load ``(model, processor)`` the same way for tiny ids, folders and hub ids (``video``: the
-    :class:`nbtools.video.VideoSettings` to put on the video processor, see :func:`apply_video_settings`)."""
+    :class:`nbtools.video.VideoSettings` to put on the video processor, see :func:`apply_video_settings`).
+
+    ``rank_zero_loading``: the model is for FSDP with accelerate's ``cpu_ram_efficient_loading``
+    (:func:`nbtools.train.distributed.rank_zero_loading` decides it for a run; with torch.distributed
+    initialized, every process must call this). The model stays on the CPU, since the wrapper places
+    the shards; only each machine's first process (``LOCAL_RANK`` 0) reads the weights, and it holds the
+    whole model in CPU memory until the wrapper has sent each process its shards. The other processes
+    build the model on the meta device and give it storage that is never written (no resident memory),
+    with rank 0's non-persistent buffers: the wrapper fills their shards from rank 0.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -276,12 +286,86 @@ def load_model_and_processor(
     torch_dtype = resolve_dtype(dtype, device)
     attn = attn_implementation or default_attn_implementation(device, torch_dtype)
     processor = load_processor(path, max_pixels=max_pixels, trust_remote_code=trust_remote_code, video=video)
-    with _no_bar_for_small_weights(path):
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
-        )
-    model.to(device)
+    if rank_zero_loading and not reads_weights_on_this_rank():
+        model = _unfilled_model(path, config, torch_dtype, attn, trust_remote_code)
+    else:
+        with _no_bar_for_small_weights(path):
+            model = AutoModelForImageTextToText.from_pretrained(
+                path, dtype=torch_dtype, attn_implementation=attn, trust_remote_code=trust_remote_code
+            )
+    if rank_zero_loading:
+        if torch.distributed.is_initialized():
+            _take_rank_zero_layout(model)  # a collective: every process gets here
+    else:
+        model.to(device)
     tokenizer = getattr(processor, "tokenizer", processor)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, processor
+
+
+def reads_weights_on_this_rank() -> bool:
+    """Under rank-zero loading: whether this process reads the weights (the first process of its machine,
+    or the only process when torch.distributed is not initialized)."""
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def _unfilled_model(path: str, config, dtype, attn: str, trust_remote_code: bool):
+    """The model's modules with parameters of the right shapes and dtypes whose values are never read from disk.
+
+    Built on the meta device (nothing allocated, no initialisation run), then given CPU storage that
+    is reserved but never written, so it adds no resident memory. Not left on the meta device: the
+    Trainer builds its optimizer over the LoRA parameters before accelerate shards the model, and
+    accelerate matches them to their shards by storage address, which is 0 for every meta tensor.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn,
+                                                        trust_remote_code=trust_remote_code)
+    model.to_empty(device="cpu")
+    model.tie_weights()  # to_empty may give tied weights storages of their own
+    model.eval()  # as from_pretrained leaves it
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    except OSError:  # no generation_config.json: from_config's, as from_pretrained would keep
+        pass
+    return model
+
+
+def _take_rank_zero_layout(model) -> None:
+    """Make every process's model agree with rank 0's: same parameter names, shapes and dtypes (what
+    accelerate's broadcast of the shards assumes), and rank 0's non-persistent buffers (rotary
+    frequencies, position ids), which are not in the state dict that accelerate sends."""
+    import torch
+    import torch.distributed as dist
+
+    state = model.state_dict()
+    buffers = dict(model.named_buffers())
+    non_persistent = {name: tensor for name, tensor in buffers.items() if name not in state}
+    sent = [None]
+    if dist.get_rank() == 0:
+        sent = [{"layout": {name: (tuple(t.shape), t.dtype) for name, t in state.items()},
+                 "buffers": {name: t.detach().cpu() for name, t in non_persistent.items()}}]
+    dist.broadcast_object_list(sent, src=0)
+    if dist.get_rank() == 0:
+        return
+    layout, rank_zero_buffers = sent[0]["layout"], sent[0]["buffers"]
+    mine = {name: (tuple(t.shape), t.dtype) for name, t in state.items()}
+    if mine.keys() != layout.keys() or set(non_persistent) != set(rank_zero_buffers):
+        differ = sorted(set(mine) ^ set(layout) | set(non_persistent) ^ set(rank_zero_buffers))
+        raise RuntimeError(f"this process built another model than rank 0 (differing entries: {differ[:5]}); "
+                           "every process must load the same model")
+    parameters = dict(model.named_parameters())
+    for name, (shape, dtype) in layout.items():
+        if mine[name][0] != shape:
+            raise RuntimeError(f"{name}: shape {mine[name][0]} here, {shape} on rank 0; every process must load "
+                               "the same model")
+        if mine[name][1] != dtype:  # e.g. a module kept in fp32 by from_pretrained only: follow rank 0
+            tensor = parameters[name] if name in parameters else buffers[name]
+            tensor.data = torch.empty(shape, dtype=dtype)
+    for name, value in rank_zero_buffers.items():
+        buffers[name].data = value.to(buffers[name].device)

@@ -109,7 +109,8 @@ def _text_token_ids(tokenizer) -> dict:
     return {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": _generation_config(tokenizer).eos_token_id}
 
 
-def qwen3_vl_tiny_config(vocab_size: int, special_ids: dict[str, int], token_ids: dict):
+def qwen3_vl_tiny_config(vocab_size: int, special_ids: dict[str, int], token_ids: dict,
+                         max_position_embeddings: int = 4096):
     """Qwen3-VL at toy scale: 16-px patches, merge 2 (32x32 px per token), deepstack on both vision layers."""
     from transformers import Qwen3VLConfig
 
@@ -123,7 +124,7 @@ def qwen3_vl_tiny_config(vocab_size: int, special_ids: dict[str, int], token_ids
             num_attention_heads=4,
             num_key_value_heads=2,
             head_dim=head_dim,
-            max_position_embeddings=4096,
+            max_position_embeddings=max_position_embeddings,
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 500000.0,
@@ -171,12 +172,13 @@ def _qwen_image_processors(patch_size: int, merge_size: int, temporal_patch_size
     return image_processor, video_processor
 
 
-def build_tiny_qwen3_vl(folder: Path) -> None:
+def build_tiny_qwen3_vl(folder: Path, max_position_embeddings: int = 4096) -> None:
     """Random-init Qwen3-VL with a locally trained tokenizer, image and video processors."""
     from transformers import Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
     tokenizer = _qwen_tokenizer()
-    config = qwen3_vl_tiny_config(len(tokenizer), _special_ids(tokenizer), _text_token_ids(tokenizer))
+    config = qwen3_vl_tiny_config(len(tokenizer), _special_ids(tokenizer), _text_token_ids(tokenizer),
+                                  max_position_embeddings)
     image_processor, video_processor = _qwen_image_processors(16, 2, 2, "Qwen3VLVideoProcessor")
     processor = Qwen3VLProcessor(
         image_processor=image_processor,
@@ -343,7 +345,25 @@ def build_tiny_model(model_id: str, *, force: bool = False) -> Path:
     """Return the cached folder of a tiny model, building it first if missing or stale."""
     if model_id not in TINY_SPECS:
         raise ValueError(f"unknown tiny model id {model_id!r}; known ids: {', '.join(TINY_SPECS)}")
-    spec = TINY_SPECS[model_id]
+    return _cached_build(TINY_SPECS[model_id], force=force)
+
+
+LONG_POSITIONS = 65_536
+
+
+def build_tiny_qwen3_vl_long(max_position_embeddings: int = LONG_POSITIONS) -> Path:
+    """tiny-qwen3-vl with a larger position limit (the built-in one stops at 4,096), for benchmarks of long
+    packed rows; cached like the built-in ids, but not one of them (nothing offers it to users)."""
+    spec = TinySpec("tiny-qwen3-vl", "qwen3_vl", f"random-init Qwen3-VL, {max_position_embeddings:,} positions",
+                    lambda folder: build_tiny_qwen3_vl(folder, max_position_embeddings),
+                    variant=lambda: f"pos{max_position_embeddings}")
+    return _cached_build(spec)
+
+
+def _cached_build(spec: TinySpec, *, force: bool = False) -> Path:
+    """The spec's folder under the model cache, built (in a temporary folder, renamed under a lock) when missing
+    or stale."""
+    model_id = spec.model_id
     root = model_cache_dir()
     folder = root / spec.folder_name()
     if not force and _is_current(folder):

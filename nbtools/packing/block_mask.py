@@ -129,11 +129,23 @@ def block_mask_from_segments(segment_ids: torch.Tensor, pair_ids: torch.Tensor |
 
 
 _compiled_flex = None
+_compile_on_cpu = False
+
+
+def compile_on_cpu(enabled: bool = True) -> None:
+    """Also compile FlexAttention for CPU tensors (default: off, eager on the CPU).
+
+    Eager FlexAttention materialises the (heads, L, L) scores, so on the CPU it costs more memory than SDPA
+    with the dense mask; compiled, it works tile by tile and skips the empty tiles, as on a GPU. Compiling
+    needs a C++ toolchain and takes seconds per new shape, which is why training and tests leave it off;
+    ``benchmarks/long_pairs.py`` turns it on to measure the block-mask path's forward memory on the CPU."""
+    global _compile_on_cpu
+    _compile_on_cpu = bool(enabled)
 
 
 def _flex():
-    """FlexAttention compiled once on GPUs (uncompiled it materialises the scores); eager on the CPU, where
-    it is forward-only anyway and compiling would need a C++ toolchain for no gain."""
+    """FlexAttention compiled once (uncompiled it materialises the scores): always on GPUs; on the CPU only
+    after :func:`compile_on_cpu` (it is forward-only there anyway, and compiling needs a C++ toolchain)."""
     global _compiled_flex
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention)
@@ -162,7 +174,7 @@ def block_mask_attention(module, query, key, value, attention_mask, scaling=None
         # like transformers' flex path: grouped heads only when the query head count is a power of two
         key = key.repeat_interleave(query_heads // kv_heads, dim=1)
         value = value.repeat_interleave(query_heads // kv_heads, dim=1)
-    compiled = query.device.type != "cpu" and not torch.compiler.is_compiling()
+    compiled = (query.device.type != "cpu" or _compile_on_cpu) and not torch.compiler.is_compiling()
     attend = _flex() if compiled else flex_attention
     output = attend(query, key, value, block_mask=attention_mask, scale=scaling,
                     enable_gqa=key.shape[1] != query_heads)

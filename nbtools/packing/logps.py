@@ -24,6 +24,7 @@ from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMEN
 from .layout import borrow_chosen
 from .block_mask import BLOCK_MASK_ATTENTION, block_mask_from_segments
 from .mask import packed_attention_mask
+from .multi import MERGE_KEYS, merge_pairs, plan_in_order
 from .positions import packed_position_ids
 
 
@@ -50,7 +51,7 @@ def backbone_and_head(model):
 
 def model_inputs(batch: dict) -> dict:
     """The batch entries the backbone takes (layout keys, reference values and the 2-D mask removed)."""
-    skip = set(LAYOUT_KEYS) | set(EXTRA_KEYS) | {"attention_mask", "completion_mask"}
+    skip = set(LAYOUT_KEYS) | set(EXTRA_KEYS) | set(MERGE_KEYS) | {"attention_mask", "completion_mask"}
     return {k: v for k, v in batch.items() if k not in skip}
 
 
@@ -61,24 +62,41 @@ class PackedLogps:
     chosen: torch.Tensor  # (B,) summed log-probs of the chosen answers
     rejected: torch.Tensor  # (B,)
     token_logps: torch.Tensor  # (N,) per scored token, chosen and rejected tokens of all rows
-    token_rows: torch.Tensor  # (N,) row of each scored token
+    token_rows: torch.Tensor  # (N,) pair (the row of a one-pair-per-row batch) of each scored token
     token_is_chosen: torch.Tensor  # (N,) bool
     stats: dict = field(default_factory=dict)  # detached per-token entropy / mean logit / top-1 hit
     encoder_outputs: dict | None = None  # {"image": ..., "video": ...} for reuse by a later pass
 
 
-def scoring_indices(segment_ids: torch.Tensor, prompt_lengths: torch.Tensor):
-    """(rows, target columns, predecessor columns, is_chosen) of every scored token."""
+def scoring_indices(segment_ids: torch.Tensor, prompt_ends: torch.Tensor, pair_ids: torch.Tensor | None = None):
+    """(pair, row, target column, predecessor column, is_chosen) of every scored token.
+
+    ``prompt_ends`` (P,): the column of each pair's last shared-prompt token in its row, which predicts the
+    first rejected token (after a rejected prompt of its own, the column before does). ``pair_ids``
+    (R, L): 1 + the pair of each token in merged rows; None when each row holds one pair (pair = row).
+    """
     scored = (segment_ids == SEGMENT_CHOSEN) | (segment_ids == SEGMENT_REJECTED)
     rows, cols = scored.nonzero(as_tuple=True)
+    pairs = rows if pair_ids is None else pair_ids[rows, cols] - 1
     predecessors = cols - 1
     is_rejected = segment_ids[rows, cols] == SEGMENT_REJECTED
     before = segment_ids[rows, cols - 1]
-    # after its own rejected prompt, the predecessor is already the column before
     first_rejected = is_rejected & (before != SEGMENT_REJECTED) & (before != SEGMENT_REJECTED_PROMPT)
-    last_prompt = prompt_lengths.to(cols.device)[rows] - 1
-    predecessors = torch.where(first_rejected, last_prompt, predecessors)
-    return rows, cols, predecessors, ~is_rejected
+    predecessors = torch.where(first_rejected, prompt_ends.to(cols.device)[pairs], predecessors)
+    return pairs, rows, cols, predecessors, ~is_rejected
+
+
+def packed_attention(base, segment_ids: torch.Tensor, pair_ids: torch.Tensor | None = None):
+    """The mask the model's kernel takes for these rows: a BlockMask for the block-mask kernel, else the dense one."""
+    if base.config._attn_implementation == BLOCK_MASK_ATTENTION:
+        return block_mask_from_segments(segment_ids, pair_ids)  # FlexAttention: no L×L mask
+    return packed_attention_mask(segment_ids, base.config._attn_implementation or "eager",
+                                 base.get_input_embeddings().weight.dtype, pair_ids)
+
+
+def pair_lengths(segment_ids: torch.Tensor) -> list[int]:
+    """Real tokens of each one-pair row."""
+    return (segment_ids != SEGMENT_PAD).sum(1).tolist()
 
 
 def packed_logps(
@@ -89,20 +107,26 @@ def packed_logps(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     with_stats: bool = False,
+    row_budget: int | None = None,
 ) -> PackedLogps:
-    """One forward over packed rows; ``attention_mask`` / ``position_ids`` override the correct ones (tests only)."""
+    """One forward over packed rows; ``attention_mask`` / ``position_ids`` override the correct ones (tests only).
+
+    ``row_budget``: put consecutive pairs together into rows of at most this many tokens
+    (:func:`nbtools.packing.multi.plan_in_order`; the mask keeps them apart, positions restart per pair),
+    when that makes fewer rows than pairs. The results stay per pair, as with one pair per row.
+    """
     base, backbone, head = backbone_and_head(model)
     segment_ids = batch["segment_ids"]
-    embeddings = base.get_input_embeddings()
-    if attention_mask is None and base.config._attn_implementation == BLOCK_MASK_ATTENTION:
-        attention_mask = block_mask_from_segments(segment_ids)  # FlexAttention: no L×L mask
-    elif attention_mask is None:
-        attention_mask = packed_attention_mask(
-            segment_ids, base.config._attn_implementation or "eager", embeddings.weight.dtype
-        )
     if position_ids is None:
         position_ids = packed_position_ids(base, batch)
-    inputs = model_inputs(batch)
+    layout, pair_ids = batch, None
+    rows = plan_in_order(pair_lengths(segment_ids), row_budget) if row_budget and attention_mask is None else None
+    if rows is not None and len(rows) < segment_ids.shape[0]:
+        layout = merge_pairs(batch, position_ids, rows)
+        position_ids, pair_ids = layout.pop("position_ids"), layout["pair_ids"]
+    if attention_mask is None:
+        attention_mask = packed_attention(base, layout["segment_ids"], pair_ids)
+    inputs = model_inputs(layout)
     if encoder_outputs:
         # pixels were already encoded this step: feed the features, not the pixels
         for key in ("pixel_values", "pixel_values_videos"):
@@ -112,21 +136,21 @@ def packed_logps(
         **inputs, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     )
     hidden = outputs.last_hidden_state
-    rows, cols, predecessors, is_chosen = scoring_indices(segment_ids, batch["prompt_lengths"])
-    targets = batch["input_ids"][rows, cols]
+    prompt_ends = batch["prompt_lengths"] - 1 if pair_ids is None else layout["prompt_ends"]
+    pairs, rows, cols, predecessors, is_chosen = scoring_indices(layout["segment_ids"], prompt_ends, pair_ids)
+    targets = layout["input_ids"][rows, cols]
     token_logps, stats = answer_logps(head, hidden[rows, predecessors], targets, with_stats=with_stats)
-    batch_size = segment_ids.shape[0]
-    chosen = torch.zeros(batch_size, dtype=token_logps.dtype, device=token_logps.device)
+    chosen = torch.zeros(segment_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device)
     rejected = torch.zeros_like(chosen)
-    chosen = chosen.index_add(0, rows[is_chosen], token_logps[is_chosen])
-    rejected = rejected.index_add(0, rows[~is_chosen], token_logps[~is_chosen])
-    chosen = borrow_chosen(chosen, batch)  # lean mDPO contrast rows: the chosen side is their source row's
+    chosen = chosen.index_add(0, pairs[is_chosen], token_logps[is_chosen])
+    rejected = rejected.index_add(0, pairs[~is_chosen], token_logps[~is_chosen])
+    chosen = borrow_chosen(chosen, batch)  # lean mDPO contrast rows: the chosen side is their source pair's
     encoder = {}
     for key in ("image", "video"):
         value = getattr(outputs, f"{key}_outputs", None)
         if value is not None:
             encoder[key] = value
-    return PackedLogps(chosen, rejected, token_logps, rows, is_chosen, stats, encoder or None)
+    return PackedLogps(chosen, rejected, token_logps, pairs, is_chosen, stats, encoder or None)
 
 
 # Vocabulary columns per tile of the chunked LM head (TRL's own default for its fused head): with

@@ -5,10 +5,10 @@ tokens and pictures of mixed sizes much of a batch is padding. Placing pairs by 
 most ``budget`` tokens (the mask keeps the pairs apart: ``pair_ids`` in :mod:`nbtools.packing.mask`
 and :mod:`nbtools.packing.block_mask`) leaves padding only at the end of each row.
 
-The planner, the padding measures and the seeded generator of RLAIF-V-like pair lengths (for
-``benchmarks/long_pairs.py --cases padding``) are pure arithmetic. :func:`concatenate_pairs` and
-:func:`multi_pair_logps` put the rows of a one-pair-per-row packed batch into one row and score each
-pair: the forward check that several pairs per row give the same log-probs (not wired into training).
+The training step (``packed_logps(..., row_budget=...)``) plans with :func:`plan_in_order` (consecutive
+pairs, so the pictures keep their order) and lays the batch out with :func:`merge_pairs`. The
+length-sorted planner :func:`plan_rows`, the padding measures and the seeded generator of RLAIF-V-like
+pair lengths (for ``benchmarks/long_pairs.py --cases padding``) are pure arithmetic.
 """
 
 from __future__ import annotations
@@ -84,56 +84,76 @@ def rlaif_v_like_lengths(count: int, seed: int = 0, family: str = "qwen3_vl",
     return lengths
 
 
-def concatenate_pairs(batch: dict, position_ids: torch.Tensor) -> dict:
-    """One row holding the real tokens of every row of a one-pair-per-row packed ``batch``, in order.
+def plan_in_order(lengths: list[int], budget: int) -> list[list[int]]:
+    """Consecutive pairs per row, in batch order, as many as fit ``budget`` tokens (a longer pair alone).
 
-    Each pair keeps the positions it has in its own row (``position_ids``: (B, L) or Qwen's (3, B, L)), so
-    they restart per pair; images stay in pair order, as the processor produced them. Adds ``pair_ids``
-    (1.. per pair) and ``prompt_ends`` (P,): the column of each pair's last shared-prompt token.
+    The training step's plan: keeping the order keeps the pictures in the order the processor produced
+    them (the model scatters image features onto placeholders in reading order), so nothing is
+    re-encoded or moved. Less tight than :func:`plan_rows`, whose order the pictures would not follow.
     """
-    real = batch["segment_ids"] != SEGMENT_PAD
-    lengths = real.sum(1)
+    if budget <= 0:
+        raise ValueError(f"budget must be positive, got {budget}")
+    rows: list[list[int]] = []
+    used = 0
+    for index, length in enumerate(lengths):
+        if rows and used + length <= budget:
+            rows[-1].append(index)
+            used += length
+        else:
+            rows.append([index])
+            used = length
+    return rows
+
+
+# Keys merge_pairs adds that describe the layout (never model inputs).
+MERGE_KEYS = ("pair_ids", "pair_rows", "prompt_ends")
+# Row-shaped (B, L) model inputs and the value their padding gets in a merged batch (input_ids: see merge_pairs).
+_ROW_FILL = {"segment_ids": SEGMENT_PAD, "mm_token_type_ids": 0, "attention_mask": 0}
+
+
+def merge_pairs(batch: dict, position_ids: torch.Tensor, rows: list[list[int]]) -> dict:
+    """The pairs of a one-pair-per-row packed ``batch`` laid out ``rows`` (lists of consecutive pair indices).
+
+    Each pair keeps its tokens and the positions it has in its own row (``position_ids``: (B, L) or Qwen's
+    (3, B, L)), so positions restart per pair; rows are padded on the right to the longest. Adds
+    ``pair_ids`` (R, W: 1 + the pair's index in ``batch``, 0 for padding), ``pair_rows`` (P,) and
+    ``prompt_ends`` (P,): each pair's row and the column of its last shared-prompt token. Everything not
+    row-shaped (pictures, grids, per-pair lengths) is passed on unchanged.
+    """
+    segment_ids = batch["segment_ids"]
+    real = segment_ids != SEGMENT_PAD
+    if [i for row in rows for i in row] != list(range(real.shape[0])):
+        raise ValueError(f"rows must hold every pair once, in order (pictures follow that order), got {rows}")
     columns = [real[b].nonzero().squeeze(1) for b in range(real.shape[0])]
-    row = {key: value for key, value in batch.items() if not isinstance(value, torch.Tensor)
-           or value.dim() != 2 or value.shape != real.shape}  # pictures, grids: unchanged
-    for key in ("input_ids", "segment_ids", "mm_token_type_ids", "attention_mask"):
-        if key in batch:
-            row[key] = torch.cat([batch[key][b, c] for b, c in enumerate(columns)])[None]
-    row["pair_ids"] = torch.cat([torch.full((len(c),), b + 1, dtype=torch.long) for b, c in enumerate(columns)])[None]
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
-    row["prompt_ends"] = offsets + batch["prompt_lengths"].to(offsets.device) - 1
-    row["position_ids"] = torch.cat([position_ids[..., b, c] for b, c in enumerate(columns)], dim=-1).unsqueeze(-2)
-    return row
+    lengths = [len(c) for c in columns]
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    device = segment_ids.device
+    # padding tokens get a token that is never a picture placeholder: the batch's own padding, or an answer's last
+    pad_id = batch["input_ids"][~real][0] if (~real).any() else batch["input_ids"][0, columns[0][-1]]
+    row_shaped = [k for k, v in batch.items() if isinstance(v, torch.Tensor) and v.shape == real.shape]
+    merged = {k: v for k, v in batch.items() if k not in row_shaped}
+    for key in row_shaped:
+        merged[key] = torch.full((len(rows), width), _ROW_FILL.get(key, 0), dtype=batch[key].dtype, device=device)
+    merged["input_ids"].fill_(pad_id)
+    merged["pair_ids"] = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    merged["position_ids"] = position_ids.new_zeros(*position_ids.shape[:-2], len(rows), width)
+    pair_rows, prompt_ends = [], []
+    for r, row in enumerate(rows):
+        start = 0
+        for pair in row:
+            span = slice(start, start + lengths[pair])
+            for key in row_shaped:
+                merged[key][r, span] = batch[key][pair, columns[pair]]
+            merged["pair_ids"][r, span] = pair + 1
+            merged["position_ids"][..., r, span] = position_ids[..., pair, columns[pair]]
+            pair_rows.append(r)
+            prompt_ends.append(start + int(batch["prompt_lengths"][pair]) - 1)
+            start += lengths[pair]
+    merged["pair_rows"] = torch.tensor(pair_rows, dtype=torch.long, device=device)
+    merged["prompt_ends"] = torch.tensor(prompt_ends, dtype=torch.long, device=device)
+    return merged
 
 
-def pair_scoring_indices(segment_ids: torch.Tensor, pair_ids: torch.Tensor, prompt_ends: torch.Tensor):
-    """(pair index 0.., target columns, predecessor columns, is_chosen) of every scored token of one multi-pair
-    row: as ``logps.scoring_indices``, with the first rejected token predicted from its own pair's prompt."""
-    from .logps import scoring_indices
-
-    _, cols, predecessors, is_chosen = scoring_indices(segment_ids, torch.zeros(1, dtype=torch.long))
-    pairs = pair_ids[0, cols] - 1
-    before = segment_ids[0, cols - 1]
-    first_rejected = ~is_chosen & (before != SEGMENT_REJECTED) & (before != SEGMENT_REJECTED_PROMPT)
-    predecessors = torch.where(first_rejected, prompt_ends.to(cols.device)[pairs], predecessors)
-    return pairs, cols, predecessors, is_chosen
-
-
-def multi_pair_logps(model, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed log-probs per pair of a :func:`concatenate_pairs` row, with the dense mask
-    that keeps the pairs apart (forward only; the kernel's format as in ``packed_logps``)."""
-    from .logps import answer_logps, backbone_and_head, model_inputs
-    from .mask import packed_attention_mask
-
-    base, backbone, head = backbone_and_head(model)
-    segment_ids, pair_ids = row["segment_ids"], row["pair_ids"]
-    mask = packed_attention_mask(segment_ids, base.config._attn_implementation or "eager",
-                                 base.get_input_embeddings().weight.dtype, pair_ids)
-    inputs = {k: v for k, v in model_inputs(row).items() if k not in ("pair_ids", "prompt_ends", "position_ids")}
-    hidden = backbone(**inputs, attention_mask=mask, position_ids=row["position_ids"], use_cache=False).last_hidden_state
-    pairs, cols, predecessors, is_chosen = pair_scoring_indices(segment_ids, pair_ids, row["prompt_ends"])
-    token_logps, _ = answer_logps(head, hidden[0, predecessors], row["input_ids"][0, cols])
-    count = len(row["prompt_ends"])
-    chosen = torch.zeros(count, dtype=token_logps.dtype).index_add(0, pairs[is_chosen], token_logps[is_chosen])
-    rejected = torch.zeros(count, dtype=token_logps.dtype).index_add(0, pairs[~is_chosen], token_logps[~is_chosen])
-    return chosen, rejected
+def concatenate_pairs(batch: dict, position_ids: torch.Tensor) -> dict:
+    """Every pair of a one-pair-per-row packed ``batch`` in one row (:func:`merge_pairs` with a single row)."""
+    return merge_pairs(batch, position_ids, [list(range(batch["segment_ids"].shape[0]))])

@@ -40,6 +40,7 @@ def reference_logps(
     ref_model=None,
     encoder_outputs: dict | None = None,
     reference_context: Callable[[], ContextManager] | None = None,
+    row_budget: int | None = None,
 ) -> PackedLogps:
     """Reference log-probs of a packed batch: ``ref_model`` if given, else ``model`` with its adapter disabled."""
     target = ref_model if ref_model is not None else model
@@ -47,7 +48,7 @@ def reference_logps(
         reference_context() if reference_context is not None else default_reference_context(model)
     )
     with torch.no_grad(), context:
-        return packed_logps(target, batch, encoder_outputs=encoder_outputs)
+        return packed_logps(target, batch, encoder_outputs=encoder_outputs, row_budget=row_budget)
 
 
 @dataclass
@@ -73,6 +74,7 @@ def packed_dpo_step(
     reuse_vision: bool | None = None,
     reference_context: Callable[[], ContextManager] | None = None,
     reduce_metrics: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    row_budget: int | None = None,
 ) -> PackedStepResult:
     """Loss and metrics (TRL names) for one packed batch.
 
@@ -85,19 +87,22 @@ def packed_dpo_step(
     ``batch["ref_chosen_logps"]`` / ``["ref_rejected_logps"]``, when present, skip the reference pass.
     ``reduce_metrics``: sums a tensor over processes (e.g. ``accelerator.reduce(t, "sum")``), so the metrics
     describe the whole global batch as TRL's do; every process must call the step when it is given.
+    ``row_budget``: consecutive pairs share rows of at most this many tokens in both passes (see
+    ``packed_logps``); the loss and metrics stay per pair.
     """
     if reuse_vision is None:
         reuse_vision = vision_features_reusable(model) and (ref_model is None or vision_features_reusable(ref_model))
     # frozen image path: encode once, without autograd, for both passes
     features = encode_images(model, batch) if reuse_vision else None
-    policy = packed_logps(model, batch, encoder_outputs=features, with_stats=True)
+    policy = packed_logps(model, batch, encoder_outputs=features, with_stats=True, row_budget=row_budget)
     if "ref_chosen_logps" in batch and "ref_rejected_logps" in batch:
         device = policy.chosen.device
         ref_chosen = batch["ref_chosen_logps"].to(device, policy.chosen.dtype)
         ref_rejected = batch["ref_rejected_logps"].to(device, policy.chosen.dtype)
     else:
         reference = reference_logps(
-            model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context
+            model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context,
+            row_budget=row_budget,
         )
         ref_chosen, ref_rejected = reference.chosen, reference.rejected
     trl_types, trl_weights, mdpo_weights = split_loss_types(loss_type, loss_weights)

@@ -144,6 +144,22 @@ def run_inside_forward(model, function, *args, **kwargs):
         restore()
 
 
+def row_budget(model, inputs: dict, max_context_length: int | None) -> int:
+    """Tokens per row when consecutive pairs of a batch share rows (``packed_logps(row_budget=...)``).
+
+    Block-mask kernel: up to ``max_context_length`` (its cost follows the tiles pairs fill, not the row's
+    square). Dense-mask kernels (sdpa, eager): the batch's own width, so no row and no (W, W) mask
+    grows beyond the one-pair-per-row batch; the merged batch only has fewer rows.
+    """
+    from .logps import unwrap_model
+    from .support import BLOCK_MASK_ATTENTION
+
+    width = int(inputs["segment_ids"].shape[1])
+    if unwrap_model(model).config._attn_implementation == BLOCK_MASK_ATTENTION and max_context_length:
+        return max(width, int(max_context_length))
+    return width
+
+
 def metrics_reducer(accelerator):
     """Sum over processes (None on one process: nothing to add)."""
     if accelerator.num_processes <= 1:
@@ -165,6 +181,8 @@ def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = Fal
         loss_weights = list(loss_weights or [1.0] * len(loss_types)) + list(extra.values())
         loss_types = loss_types + list(extra)
 
+    budget = row_budget(model, inputs, getattr(trainer, "max_context_length", None))
+
     def step():
         with trainer.accelerator.autocast():
             return packed_dpo_step(
@@ -176,6 +194,7 @@ def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = Fal
                 ref_model=trainer.ref_model,
                 reference_context=reference_context_for(trainer),
                 reduce_metrics=metrics_reducer(trainer.accelerator),
+                row_budget=budget,
             )
 
     result = run_inside_forward(model, step)

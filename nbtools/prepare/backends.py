@@ -1,6 +1,6 @@
 """Sampling answers from a model, behind one small interface.
 
-A backend turns (prompt messages, images) into K sampled answers. ``prepare()`` only calls
+A backend turns (prompt messages, images, videos) into K sampled answers. ``prepare()`` only calls
 :class:`SamplingBackend`'s two members, so another engine plugs in without touching the rest:
 
     class VLLMBackend:                      # sketch: vllm is optional and not in requirements.txt
@@ -12,7 +12,9 @@ A backend turns (prompt messages, images) into K sampled answers. ``prepare()`` 
 :class:`TransformersBackend` is the one shipped and tested: ``generate`` with
 ``num_return_sequences=K`` (the K answers of a prompt are one batch; ``sample_many`` puts
 several prompts in one left-padded batch), seeded per call: with one prompt per call a rerun or
-a resumed run gives the same answers for the same prompt.
+a resumed run gives the same answers for the same prompt. Videos are sampled as a run with the
+request's :class:`~nbtools.video.VideoSettings` samples them (fps, max_frames, video_max_pixels).
+:class:`nbtools.prepare.endpoint.OpenAICompatibleBackend` samples through any OpenAI-compatible server.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ class ModelUnavailableError(UserError, OSError):
 class SampleRequest:
     """One prompt to answer K times."""
 
-    messages: list  # {"role", "content": str}, tags (<image>) kept, ending with the user's turn
+    messages: list  # {"role", "content": str}, tags (<image>, <video>) kept, ending with the user's turn
     images: Sequence  # paths, URLs or PIL images, in tag order
     k: int
     temperature: float
     top_p: float
     max_new_tokens: int
     seed: int
+    videos: Sequence = ()  # video paths (or nbtools.video.Clip objects), in <video> tag order
+    video: Optional[object] = None  # nbtools.video.VideoSettings: which frames, at what size (default: a run's)
 
 
 @runtime_checkable
@@ -49,7 +53,9 @@ class SamplingBackend(Protocol):
         """``request.k`` answers to the prompt (fewer only if the backend cannot do more)."""
 
     # Optional: ``sample_many(requests) -> list[list[str]]`` answers several prompts in one call; prepare()
-    # uses it when ``prompts_per_batch`` > 1.
+    # uses it when ``prompts_per_batch`` > 1. Optional: ``sample_iter(requests)`` yields ``(index, answers)``
+    # as each prompt is done (in any order); prepare() then hands it every unanswered prompt at once and
+    # stores each as it comes (a remote backend keeps several requests in flight).
 
 
 def structured_messages(messages: Sequence[dict]) -> list[dict]:
@@ -64,10 +70,11 @@ class TransformersBackend:
     """Samples with ``transformers``' ``generate``; loads the model on the first request."""
 
     def __init__(self, model: str, *, max_pixels: Optional[int] = None, device: Optional[str] = None,
-                 loaded=None):
+                 loaded=None, video=None):
         self.model_name = model
         self.max_pixels = max_pixels
         self.device = device
+        self.video = video  # VideoSettings put on the processor when the model is loaded here
         self._loaded = loaded  # (model, processor) already in memory, e.g. from the notebook
 
     def fingerprint(self) -> str:
@@ -85,7 +92,8 @@ class TransformersBackend:
             from nbtools.models import load_model_and_processor
 
             try:
-                self._loaded = load_model_and_processor(self.model_name, max_pixels=self.max_pixels, device=self.device)
+                self._loaded = load_model_and_processor(self.model_name, max_pixels=self.max_pixels, device=self.device,
+                                                        video=self.video)
             except UserError:
                 raise
             except (OSError, ValueError) as exc:
@@ -111,9 +119,13 @@ class TransformersBackend:
                             seed=first.seed)
         device = next(model.parameters()).device
         tokenizer = getattr(processor, "tokenizer", processor)
+        clips = [self._clips(model, processor, r) for r in requests]
         if len(requests) == 1:
-            inputs = build_inputs(processor, as_images(list(first.images)), structured_messages(first.messages), device)
+            inputs = build_inputs(processor, as_images(list(first.images)), structured_messages(first.messages), device,
+                                  videos=clips[0])
         else:
+            from nbtools.video import processor_video_kwargs
+
             texts, images = [], []
             for request in requests:
                 images += as_images(list(request.images))
@@ -123,7 +135,8 @@ class TransformersBackend:
             tokenizer.padding_side = "left"  # generation continues every row from its own last prompt token
             try:
                 inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(device)
+                                   add_special_tokens=False,
+                                   **processor_video_kwargs([c for row in clips for c in row])).to(device)
             finally:
                 tokenizer.padding_side = side
         k = first.k if first.temperature > 0 else 1  # greedy answers are all the same: compute one
@@ -139,3 +152,18 @@ class TransformersBackend:
         start = inputs["input_ids"].shape[1]
         texts = [tokenizer.decode(row[start:], skip_special_tokens=True).strip() for row in output]
         return [texts[i * k:(i + 1) * k] * (first.k // k) for i in range(len(requests))]
+
+    def _clips(self, model, processor, request: SampleRequest) -> list:
+        """The request's videos as training samples them: the request's settings, this processor's geometry."""
+        if not request.videos:
+            return []
+        from nbtools.models import detect_family
+        from nbtools.video import VideoSettings, load_clip, processor_video_geometry, supports_video
+
+        family = detect_family(model.config).name
+        geometry = processor_video_geometry(processor, family)
+        if geometry is None or not supports_video(family):
+            raise ModelUnavailableError(f"model: {self.model_name} ({family}) takes no videos (fix: sample video "
+                                        "prompts with a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model, or leave them out)")
+        settings = request.video or self.video or VideoSettings()
+        return [v if hasattr(v, "frames") else load_clip(str(v), settings, family, geometry) for v in request.videos]

@@ -8,14 +8,24 @@ Built in: :class:`RuleJudge` (terms an answer must or must not contain),
 :class:`VocabularyJudge` (the answer names the same one of a set of exclusive terms as the
 reference), :class:`ReferenceJudge` (content words compared with the reference, so one
 changed word counts) and :class:`PairwiseAdapter` (wraps the evaluation's pairwise judges,
-``judge(prompt, a, b) -> "a" | "b" | "tie"``). Any callable with the signature above works too.
+``judge(prompt, a, b) -> "a" | "b" | "tie"``). Any callable with the signature above works too;
+``nbtools.prepare.endpoint.OpenAICompatibleJudge`` asks a model behind an OpenAI-compatible server.
+
+Scores are cached (``OUTPUT/judgments.jsonl``) under :func:`judge_fingerprint`: a judge's own
+``fingerprint()`` when it has one, else its code (the function's or class's source) and its
+repr. A judge whose verdicts depend on something neither shows (a file it reads, a global it
+captures) should define ``fingerprint()``, or delete the cache when that changes.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import inspect
 import math
 import re
+import string
+import unicodedata
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -70,6 +80,11 @@ class RuleJudge:
             total = len(include) + len(exclude)
             scores.append(1.0 if held == total else 0.5 * held / total)
         return scores
+
+    def fingerprint(self) -> str:
+        def terms(value):
+            return code_identity(value) if callable(value) else list(value)
+        return f"{code_identity(self, with_repr=False)}:{terms(self.must_include)}:{terms(self.must_not_include)}"
 
     def __repr__(self):
         return f"RuleJudge(must_include={self.must_include!r}, must_not_include={self.must_not_include!r})"
@@ -183,6 +198,9 @@ class PairwiseAdapter:
                     points[first if verdict == "a" else second] += 1.0
         return [p / (len(contestants) - 1) for p in points[: len(answers)]]
 
+    def fingerprint(self) -> str:
+        return f"{code_identity(self, with_repr=False)}:seed={self.seed}:{judge_fingerprint(self.judge)}"
+
     def __repr__(self):
         return f"PairwiseAdapter({self.judge!r})"
 
@@ -202,8 +220,149 @@ def run_judge(judge: ScoreJudge, prompt: str, images, answers: Sequence[str], re
 
 def make_judge(config) -> ScoreJudge:
     """The built-in judge a :class:`~nbtools.prepare.config.PrepareConfig` names."""
+    if config.judge == "endpoint":
+        from .endpoint import OpenAICompatibleJudge
+
+        return OpenAICompatibleJudge(config.judge_url, config.judge_model, template=config.judge_template,
+                                     scale=config.judge_scale, concurrency=config.concurrency,
+                                     timeout=config.request_timeout, max_retries=config.max_retries,
+                                     max_pixels=config.max_pixels)
     if config.judge == "rule":
         return RuleJudge(config.must_include, config.must_not_include)
     if config.judge == "vocabulary":
         return VocabularyJudge(config.vocabulary)
     return ReferenceJudge()
+
+
+# --------------------------------------------------------------------------- what identifies a judge
+
+def code_identity(obj, with_repr: bool = True) -> str:
+    """A function's or an object's class's name and a digest of its source, plus its repr when that is
+    stable (not the default ``<... at 0x...>``): the same judge code gives the same text in every process."""
+    target = obj if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isclass(obj) else type(obj)
+    target = getattr(target, "__func__", target)
+    name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(obj).__name__)}"
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):  # built in, or defined where no source is kept
+        source = ""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    text = repr(obj) if with_repr else ""
+    if " at 0x" in text:
+        text = ""
+    return f"{name}:{digest}" + (f":{text}" if text else "")
+
+
+def judge_fingerprint(judge) -> str:
+    """What the judge cache keys a judge's scores on (see the module docstring)."""
+    own = getattr(judge, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    return code_identity(judge)
+
+
+# --------------------------------------------------------------------------- scores in a model's reply
+
+_NUM = r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w])"
+_FRACTION = re.compile(rf"({_NUM})\s*(?:/|out\s+of)\s*({_NUM})", re.IGNORECASE)
+_PERCENT = re.compile(rf"({_NUM})\s*%")
+_NUMBER = re.compile(_NUM)
+_KEYWORD = re.compile(r"\b(?:score|rating|grade|mark)s?\b[^\d\n+-]{0,24}?"
+                      rf"({_NUM}(?:\s*(?:/|out\s+of)\s*{_NUM}|\s*%)?)", re.IGNORECASE)
+_ALONE = re.compile(rf"\s*(?:(?:score|rating|grade)\s*[:=]?\s*)?({_NUM}(?:\s*(?:/|out\s+of)\s*{_NUM}|\s*%)?)"
+                    r"\s*[.!]?\s*", re.IGNORECASE)
+MAX_REPLY_CHARS = 20_000  # a longer reply is read up to here
+
+
+def _value(text: str, scale: float) -> Optional[float]:
+    """One number, fraction or percentage -> its share of the scale, or None when it is out of range."""
+    try:
+        fraction = _FRACTION.fullmatch(text.strip())
+        if fraction:
+            top, bottom = float(fraction.group(1)), float(fraction.group(2))
+            value = top / bottom if bottom > 0 and 0 <= top <= bottom else None
+        elif text.strip().endswith("%"):
+            share = float(_PERCENT.fullmatch(text.strip()).group(1))
+            value = share / 100 if 0 <= share <= 100 else None
+        else:
+            number = float(text)
+            value = number / scale if 0 <= number <= scale else None
+    except (ValueError, AttributeError, OverflowError, ZeroDivisionError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def parse_score(reply, scale: float = 10.0) -> Optional[float]:
+    """A judge model's reply -> its score as a share of ``scale`` in [0, 1], or None when the reply does not
+    give one score.
+
+    Read in this order: a reply that is only a score ("7", "**7.5**", "Score: 7.", "7/10", "70%"); the last
+    number after score/rating/grade/mark ("The colour is wrong. Score: 2"); the reply's only fraction
+    ("2 out of 10" or "2/10", against its own denominator) or percentage; the reply's only number. A number
+    outside [0, scale] (a fraction above 1, a percentage above 100) and a reply with several different
+    numbers and no keyword give None, as does anything that is not text.
+    """
+    if not isinstance(reply, str) or not scale or not math.isfinite(scale) or scale <= 0:
+        return None
+    text = unicodedata.normalize("NFKC", reply[:MAX_REPLY_CHARS])
+    text = re.sub(r"[*_`#>]", " ", text)  # markdown emphasis and quoting around the number
+    alone = _ALONE.fullmatch(text)
+    if alone:
+        return _value(alone.group(1), scale)
+    keyed = _KEYWORD.findall(text)
+    if keyed:
+        return _value(keyed[-1], scale)
+    for pattern in (_FRACTION, _PERCENT):
+        found = {m.group(0) for m in pattern.finditer(text)}
+        if len(found) == 1:
+            return _value(found.pop(), scale)
+        if found:
+            return None
+    numbers = {float(m.group(0)) for m in _NUMBER.finditer(text) if _finite(m.group(0))}
+    if len(numbers) == 1:
+        return _value(_NUMBER.search(text).group(0), scale)
+    return None
+
+
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except (ValueError, OverflowError):
+        return False
+
+
+# --------------------------------------------------------------------------- the judge's prompt
+
+TEMPLATE_FIELDS = ("prompt", "answer", "reference", "scale")
+DEFAULT_JUDGE_TEMPLATE = (
+    "You grade answers to questions about the picture(s) shown.\n"
+    "Question: {prompt}\n"
+    "Reference answer: {reference}\n"
+    "Answer to grade: {answer}\n"
+    "How correct is the answer to grade, from 0 (wrong) to {scale} (fully correct)? Reply with the number only."
+)
+NO_REFERENCE = "(none given)"
+
+
+def check_template(template: str) -> str:
+    """Raise ValueError unless ``template`` formats with the judge's fields and shows the answer."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"the template cannot be read ({exc})") from None
+    unknown = sorted(n for n in names if n.split(".")[0].split("[")[0] not in TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join('{' + n + '}' for n in unknown)} in the template")
+    if "answer" not in names:
+        raise ValueError("the template never shows {answer}")
+    format_template(template, "q", "a", "r", 10)
+    return template
+
+
+def format_template(template: str, prompt: str, answer: str, reference: Optional[str], scale: float) -> str:
+    """The judge's prompt for one answer (an empty reference reads "(none given)")."""
+    shown_scale = int(scale) if float(scale).is_integer() else scale
+    try:
+        return template.format(prompt=prompt, answer=answer, reference=reference or NO_REFERENCE, scale=shown_scale)
+    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+        raise ValueError(f"the template cannot be filled in ({type(exc).__name__}: {exc})") from None

@@ -5,6 +5,7 @@ Output folder layout::
     OUTPUT/pairs.jsonl      the pairs in the data format (images referenced relative to OUTPUT)
     OUTPUT/report.json      counts per strategy and reason, judge agreement, validation summary
     OUTPUT/samples.jsonl    the resumable sample store (delete it to sample afresh)
+    OUTPUT/judgments.jsonl  the judge cache (delete it to judge afresh)
     OUTPUT/corrupted/       corrupted images (corrupted strategy)
     OUTPUT/images/          copies of the images (copy_images only)
 """
@@ -25,9 +26,9 @@ from .backends import SampleRequest, SamplingBackend, TransformersBackend
 from .config import PrepareConfig
 from .corrupt import corrupted_paths
 from .inputs import PrepareInputError, PromptRow, file_digest, read_inputs
-from .judges import ReferenceJudge, ScoreJudge, make_judge, run_judge
+from .judges import ReferenceJudge, ScoreJudge, judge_fingerprint, make_judge, run_judge
 from .report import REPORT_FILE, PrepareReport, write_json_atomic
-from .store import SampleStore, prompt_seed, resume_key
+from .store import JudgmentStore, SampleStore, judgment_key, prompt_seed, resume_key
 from .strategies import Judged, Pair, make_pairs
 
 PAIRS_FILE = "pairs.jsonl"
@@ -67,29 +68,48 @@ class SampleTask:
 
 
 def _task(row: PromptRow, images: list, fingerprint: str, config: PrepareConfig) -> SampleTask:
-    return SampleTask(row, list(images), resume_key(fingerprint, config.sampling_settings(), row.messages,
-                                                    [file_digest(p) for p in images]))
+    media = [file_digest(p) for p in images] + [file_digest(p) for p in row.videos]
+    return SampleTask(row, list(images), resume_key(fingerprint, config.sampling_settings(videos=bool(row.videos)),
+                                                    row.messages, media))
+
+
+def _request(task: SampleTask, config: PrepareConfig) -> SampleRequest:
+    return SampleRequest(task.row.messages, task.images, config.samples_per_prompt, config.temperature, config.top_p,
+                         config.max_new_tokens, prompt_seed(config.seed, task.key), videos=list(task.row.videos),
+                         video=config.video_settings() if task.row.videos else None)
+
+
+def _unreadable(tasks: list, exc: OSError) -> PrepareInputError:
+    """An image or video that exists but cannot be decoded: the rows, and the fix."""
+    index = getattr(exc, "index", None)
+    sources = ", ".join(sorted({t.row.source for t in (tasks if index is None else [tasks[index]])}))
+    return PrepareInputError(f"{sources}: images: cannot be read ({exc}) (fix: replace or remove the file; "
+                             "`python -m nbtools validate --deep` checks every image; answers so far are kept "
+                             "and a rerun resumes)")
 
 
 def _call_backend(backend: SamplingBackend, tasks: list, config: PrepareConfig) -> list:
     """Answers for a batch of tasks: ``sample_many`` when the backend has it and the batch has several prompts."""
-    requests = [SampleRequest(t.row.messages, t.images, config.samples_per_prompt, config.temperature, config.top_p,
-                              config.max_new_tokens, prompt_seed(config.seed, t.key)) for t in tasks]
+    requests = [_request(t, config) for t in tasks]
     try:
         if len(requests) > 1 and hasattr(backend, "sample_many"):
             return [list(a) for a in backend.sample_many(requests)]
         return [list(backend.sample(r)) for r in requests]
     except OSError as exc:  # e.g. an image file that exists but cannot be decoded
-        sources = ", ".join(sorted({t.row.source for t in tasks}))
-        raise PrepareInputError(f"{sources}: images: cannot be read ({exc}) (fix: replace or remove the file; "
-                                "`python -m nbtools validate --deep` checks every image; answers so far are kept "
-                                "and a rerun resumes)") from None
+        raise _unreadable(tasks, exc) from None
+
+
+def _store(store: SampleStore, task: SampleTask, answers) -> None:
+    store.put(task.key, list(answers), source=task.row.source, images=[str(p) for p in task.images],
+              **({"videos": list(task.row.videos)} if task.row.videos else {}))
 
 
 def sample_tasks(backend: SamplingBackend, store: SampleStore, tasks: list, config: PrepareConfig,
                  progress: bool = True) -> dict:
-    """Answer every task whose key the store lacks, ``prompts_per_batch`` prompts per backend call, storing
-    each batch as it comes. Returns ``{"generated": n, "reused": n}`` (tasks sharing a key are answered once)."""
+    """Answer every task whose key the store lacks, storing each answer set as it comes: ``prompts_per_batch``
+    prompts per backend call, or, for a backend with ``sample_iter`` (a server), all of them at once with
+    the backend deciding how many are in flight. Returns ``{"generated": n, "reused": n}`` (tasks sharing a key
+    are answered once)."""
     from tqdm.auto import tqdm
 
     pending, seen = [], set()
@@ -100,11 +120,19 @@ def sample_tasks(backend: SamplingBackend, store: SampleStore, tasks: list, conf
             pending.append(task)
     size = config.prompts_per_batch
     with tqdm(total=len(pending), desc="sampling", unit="prompt", disable=not progress or not pending) as bar:
-        for start in range(0, len(pending), size):
-            batch = pending[start:start + size]
-            for task, answers in zip(batch, _call_backend(backend, batch, config)):
-                store.put(task.key, answers, source=task.row.source, images=[str(p) for p in task.images])
-            bar.update(len(batch))
+        if hasattr(backend, "sample_iter") and pending:
+            try:
+                for index, answers in backend.sample_iter([_request(t, config) for t in pending]):
+                    _store(store, pending[index], answers)
+                    bar.update(1)
+            except OSError as exc:
+                raise _unreadable(pending, exc) from None
+        else:
+            for start in range(0, len(pending), size):
+                batch = pending[start:start + size]
+                for task, answers in zip(batch, _call_backend(backend, batch, config)):
+                    _store(store, task, answers)
+                bar.update(len(batch))
     return {"generated": len(pending), "reused": len(tasks) - len(pending)}
 
 
@@ -127,6 +155,8 @@ def pair_row(pair: Pair, out_dir: Path, copy_images: bool) -> dict:
     row = {"messages": [*pair.messages, {"role": "assistant", "content": pair.chosen}]}
     if pair.images:
         row["images"] = [_media_path(p, out_dir, copy_images) for p in pair.images]
+    if pair.videos:
+        row["videos"] = [_media_path(p, out_dir, copy_images) for p in pair.videos]
     row["rejected_response"] = pair.rejected
     if pair.rejected_images:
         row["rejected_images"] = [_media_path(p, out_dir, False) for p in pair.rejected_images]
@@ -162,17 +192,10 @@ def _agreement(judge: ScoreJudge, judged: list, wrong_below: float) -> Optional[
 
 
 def _sampleable(inputs, report: PrepareReport) -> list:
-    """The rows the backend can answer; the others are listed in the report with the reason."""
+    """The rows to sample; those left out are listed in the report with the reason."""
     if inputs.skipped_validation:
         report.skipped["shares an image with validation_file"] = inputs.skipped_validation
-    rows = []
-    for row in inputs.rows:
-        if row.videos:
-            report.skipped.setdefault("has videos (the transformers backend samples from images only)",
-                                      []).append(row.source)
-        else:
-            rows.append(row)
-    return rows
+    return list(inputs.rows)
 
 
 def plan_tasks(rows: list, fingerprint: str, config: PrepareConfig, out_dir: Path) -> tuple[list, dict]:
@@ -188,17 +211,50 @@ def plan_tasks(rows: list, fingerprint: str, config: PrepareConfig, out_dir: Pat
     return originals, corrupted
 
 
-def judge_tasks(judge: ScoreJudge, store: SampleStore, originals: list, corrupted: dict) -> list:
-    """Each row's stored answers with the judge's scores (and those of its corrupted-image answers)."""
+class CachedJudge:
+    """``judge`` behind the judge cache: a prompt's scores are looked up by :func:`judgment_key`, else asked
+    for, checked (:func:`run_judge`) and appended to ``judgments.jsonl`` at once. Counts what it did, and
+    the replies a model judge could not read a score from (its ``failed_replies``), also for reused entries."""
+
+    def __init__(self, judge: ScoreJudge, cache: JudgmentStore):
+        self.judge, self.cache = judge, cache
+        self.fingerprint = judge_fingerprint(judge)
+        self.judged = self.reused = self.failures = 0
+
+    def __call__(self, row: PromptRow, images: list, answers: list) -> Optional[list]:
+        prompt = prompt_text(row)
+        key = judgment_key(self.fingerprint, prompt, [file_digest(p) for p in images]
+                           + [file_digest(p) for p in row.videos], answers, row.reference)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.reused += 1
+            self.failures += hit["failures"]
+            return hit["scores"]
+        before = len(getattr(self.judge, "failed_replies", ()))
+        scores = run_judge(self.judge, prompt, images, answers, row.reference)
+        failed = len(getattr(self.judge, "failed_replies", ())) - before
+        self.cache.put(key, scores, failures=failed, source=row.source)
+        self.judged += 1
+        self.failures += failed
+        return scores
+
+
+def judge_tasks(judge, store: SampleStore, originals: list, corrupted: dict, progress: bool = False) -> list:
+    """Each row's stored answers with the judge's scores (and those of its corrupted-image answers).
+    ``judge``: a :class:`CachedJudge`, or any judge (then nothing is cached)."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(judge, CachedJudge):
+        plain = judge
+        judge = lambda row, images, answers: run_judge(plain, prompt_text(row), images, answers, row.reference)  # noqa: E731
     judged = []
-    for task in originals:
+    for task in tqdm(originals, desc="judging", unit="prompt", disable=not progress or not originals):
         row, answers = task.row, store.get(task.key)
-        item = Judged(row, answers, run_judge(judge, prompt_text(row), row.images, answers, row.reference))
+        item = Judged(row, answers, judge(row, row.images, answers))
         if id(row) in corrupted:
             bad = corrupted[id(row)]
             item.corrupted_images, item.corrupted_answers = bad.images, store.get(bad.key)
-            item.corrupted_scores = run_judge(judge, prompt_text(row), bad.images, item.corrupted_answers,
-                                              row.reference)
+            item.corrupted_scores = judge(row, bad.images, item.corrupted_answers)
         judged.append(item)
     return judged
 
@@ -217,12 +273,26 @@ def pair_up(judged: list, config: PrepareConfig, report: PrepareReport) -> list:
     return pairs
 
 
+def make_backend(config: PrepareConfig) -> SamplingBackend:
+    """The sampling backend a config names: transformers in this process, or the server at ``base_url``."""
+    if config.backend == "openai":
+        from .endpoint import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(config.base_url, config.served_model, concurrency=config.concurrency,
+                                       timeout=config.request_timeout, max_retries=config.max_retries,
+                                       max_pixels=config.max_pixels,
+                                       extra_body=json.loads(config.extra_body) if config.extra_body else None)
+    return TransformersBackend(config.model, max_pixels=config.max_pixels, device=config.device,
+                               video=config.video_settings())
+
+
 def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backend: Optional[SamplingBackend] = None,
             progress: bool = True, validate: bool = True) -> PrepareResult:
     """Sample, judge and pair; write pairs.jsonl and report.json under ``config.output_dir``.
 
     ``judge``: any ``judge(prompt, images, answers, reference=None) -> scores`` (default: the one the
-    config names). ``backend``: any :class:`SamplingBackend` (default: transformers on ``config.model``).
+    config names); its scores are cached in ``judgments.jsonl``. ``backend``: any :class:`SamplingBackend`
+    (default: the one the config names, see :func:`make_backend`).
     """
     started = time.monotonic()
     config.check()
@@ -231,7 +301,7 @@ def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backen
     out_dir = Path(config.output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge or make_judge(config)
-    backend = backend or TransformersBackend(config.model, max_pixels=config.max_pixels, device=config.device)
+    backend = backend or make_backend(config)
     report = PrepareReport(prompts_read=len(inputs.rows) + len(inputs.skipped_validation), judge=repr(judge),
                            ignored_rejected_responses=inputs.ignored_rejected)
     rows = _sampleable(inputs, report)
@@ -241,7 +311,12 @@ def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backen
     counts = sample_tasks(backend, store, originals + list(corrupted.values()), config, progress)
     report.prompts_sampled = len(rows)
     report.samples_generated, report.samples_reused = counts["generated"], counts["reused"]
-    judged = judge_tasks(judge, store, originals, corrupted)
+    cached = CachedJudge(judge, JudgmentStore(out_dir))
+    report.damaged_store_lines += cached.cache.damaged_lines
+    judged = judge_tasks(cached, store, originals, corrupted, progress)
+    report.judge_calls = {"judged": cached.judged, "reused": cached.reused}
+    report.judge_failures = cached.failures
+    report.judge_failure_examples = list(getattr(judge, "failed_replies", ()))[:3]
     pairs = pair_up(judged, config, report)
     report.judge_agreement = _agreement(judge, judged, config.wrong_below)
     pairs_file = write_pairs(pairs, out_dir, config.copy_images)
@@ -254,6 +329,7 @@ def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backen
         report.validation = {"valid": not validation.has_errors(), "errors": validation.count("error"),
                              "warnings": validation.count("warning"), "summary": validation.summary()}
     report.seconds = round(time.monotonic() - started, 2)
-    report.files = {"pairs": str(pairs_file), "report": str(out_dir / REPORT_FILE), "samples": str(store.path)}
+    report.files = {"pairs": str(pairs_file), "report": str(out_dir / REPORT_FILE), "samples": str(store.path),
+                    "judgments": str(cached.cache.path)}
     write_json_atomic(out_dir / REPORT_FILE, {"config": config.to_dict(), **report.to_dict()})
     return PrepareResult(pairs_file, report, validation)

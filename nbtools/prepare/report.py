@@ -27,6 +27,9 @@ class PrepareReport:
     strategies: dict = field(default_factory=dict)  # name -> {"made": n, "dropped": {reason: n}}
     judge: str = ""
     judge_agreement: Optional[dict] = None  # {"with", "samples", "agree", "rate"} where a reference exists
+    judge_calls: dict = field(default_factory=dict)  # {"judged": prompts judged now, "reused": from the judge cache}
+    judge_failures: int = 0  # replies a model judge gave that held no score (those prompts are not judged)
+    judge_failure_examples: list = field(default_factory=list)  # a few such replies, from this run
     validation: dict = field(default_factory=dict)  # {"valid", "errors", "warnings", "summary"}
     seconds: float = 0.0
     files: dict = field(default_factory=dict)
@@ -55,6 +58,13 @@ class PrepareReport:
             lines.append(f"  rejected_response ignored on {self.ignored_rejected_responses} row(s) (the reference "
                          "answers were used; the pairs are built anew)")
         lines.append(f"pairs made: {self.pairs_made} (judge: {self.judge})")
+        if self.judge_calls:
+            lines.append(f"  judged: {self.judge_calls.get('judged', 0)} prompt(s) now, "
+                         f"{self.judge_calls.get('reused', 0)} from the judge cache")
+        if self.judge_failures:
+            shown = "; ".join(repr(r[:60]) for r in self.judge_failure_examples)
+            lines.append(f"  judge replies without a score: {self.judge_failures} (their prompts count as not judged)"
+                         + (f", e.g. {shown}" if shown else ""))
         for name, entry in self.strategies.items():
             dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(entry["dropped"].items())) or "none"
             lines.append(f"  {name}: {entry['made']} made; dropped: {dropped}")

@@ -43,6 +43,7 @@ class Pair:
     chosen_score: Optional[float] = None
     rejected_score: Optional[float] = None
     rejected_images: Optional[list] = None
+    videos: list = field(default_factory=list)  # the prompt's videos, in <video> tag order
 
 
 @dataclass
@@ -81,7 +82,7 @@ def _closest_of_the_worst(answers: Sequence[str], scores: Sequence[float], refer
 def _pair(judged: Judged, strategy: str, chosen: str, rejected: str, chosen_score, rejected_score, **extra) -> Pair:
     row = judged.row
     return Pair(row.messages, list(row.images), chosen, rejected, strategy, row.source, chosen_score, rejected_score,
-                **extra)
+                videos=list(getattr(row, "videos", []) or []), **extra)
 
 
 def reference_vs_sample(judged: Judged, wrong_below: float):
