@@ -198,3 +198,23 @@ def test_a_contrast_pair_is_laid_out_whole_when_its_pair_is_not_in_the_batch():
     assert lean_auxiliary_sources(copy.deepcopy([pair, pair_aux])) == [-1, 0]
     changed = dict(pair_aux, chosen=[{"role": "assistant", "content": [{"type": "text", "text": "Other."}]}])
     assert lean_auxiliary_sources([pair, changed]) == [-1, -1]
+
+
+def test_lean_contrast_rows_sharing_rows_with_other_pairs_give_the_full_layouts_loss_and_gradients(qwen3):
+    """Several pairs per row (``row_budget``): lean contrast rows, their chosen side borrowed by pair index."""
+    model, processor = qwen3
+    peft_model = _lora(model)
+    examples = with_auxiliary(_pairs(), seed=4)
+    lean, full = _collate(processor, examples, lean=True), _collate(processor, examples, lean=False)
+    loss_type, weights = ["sigmoid", "mdpo_conditional", "mdpo_anchor"], [1.0, 0.5, 2.0]
+    budget = count_tokens(lean)  # every pair in one row
+    peft_model.zero_grad()
+    shared = packed_dpo_step(peft_model, lean, beta=BETA, loss_type=loss_type, loss_weights=weights, row_budget=budget)
+    shared.loss.backward()
+    shared_grads = {name: p.grad.detach().clone() for name, p in peft_model.named_parameters() if p.requires_grad}
+    full_result, full_grads = _loss_and_grads(peft_model, full, loss_type, weights)
+    torch.testing.assert_close(shared.loss, full_result.loss, atol=EXACT, rtol=0)
+    torch.testing.assert_close(shared.policy.chosen, full_result.policy.chosen, atol=EXACT, rtol=0)
+    torch.testing.assert_close(shared.policy.rejected, full_result.policy.rejected, atol=EXACT, rtol=0)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=EXACT, rtol=0, msg=name)
