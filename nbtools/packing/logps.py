@@ -21,6 +21,7 @@ import torch
 from trl.kernels import ChunkedLogProbFunction
 
 from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
+from .layout import borrow_chosen
 from .block_mask import BLOCK_MASK_ATTENTION, block_mask_from_segments
 from .mask import packed_attention_mask
 from .multi import MERGE_KEYS, merge_pairs, plan_in_order
@@ -143,6 +144,7 @@ def packed_logps(
     rejected = torch.zeros_like(chosen)
     chosen = chosen.index_add(0, pairs[is_chosen], token_logps[is_chosen])
     rejected = rejected.index_add(0, pairs[~is_chosen], token_logps[~is_chosen])
+    chosen = borrow_chosen(chosen, batch)  # lean mDPO contrast rows: the chosen side is their source pair's
     encoder = {}
     for key in ("image", "video"):
         value = getattr(outputs, f"{key}_outputs", None)
