@@ -19,9 +19,10 @@ import torch
 import nbtools.packing.step as step_module
 from nbtools.packing import PackedPreferenceCollator
 from nbtools.packing.loss import PACKED_LOSS_TYPES, LossOptions, length_desensitized, packed_loss, pair_losses
-from nbtools.packing.trainer_hook import packed_compute_loss, packing_plan
+from nbtools.packing.trainer_hook import packing_plan
 
 from test_packing import BETA, FAMILIES, TOLERANCE, _get, _lora_model, batches, models  # noqa: F401  (session fixture)
+from test_packing_trainer import _trainer_class
 
 # TRL's defaults for the settings a case does not name (the trainer is switched back to them between cases)
 DEFAULTS = {"loss_type": ["sigmoid"], "loss_weights": None, "label_smoothing": 0.0, "discopop_tau": 0.05,
@@ -57,18 +58,6 @@ CASES = {
 }
 TRAINER_ATTRIBUTES = ("loss_weights", "label_smoothing", "f_divergence_type", "f_alpha_divergence_coef", "ld_alpha",
                       "use_weighting")
-
-
-def _trainer_class():
-    from trl import DPOTrainer
-
-    class PackedDPOTrainer(DPOTrainer):
-        def _compute_loss(self, model, inputs, return_outputs):
-            if "segment_ids" in inputs:
-                return packed_compute_loss(self, model, inputs, return_outputs)
-            return super()._compute_loss(model, inputs, return_outputs)
-
-    return PackedDPOTrainer
 
 
 def _trainer(model, processor, examples, tmp_path):
