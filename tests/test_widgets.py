@@ -53,7 +53,7 @@ UNUSUAL = RunConfig(
     save_steps=10, logging_steps=1, save_total_limit=0, early_stopping_patience=3, load_best_model_at_end=False,
     report_to="tensorboard", precision="fp32", quantization="none", gradient_checkpointing=False, packing=False,
     precompute_ref_log_probs=False, distributed="fsdp", fps=1.5, max_frames=8, video_max_pixels=50176,
-    columns="prompt=question image=img", attn_implementation="eager",
+    columns="prompt=question image=img", attn_implementation="eager", health_samples=2,
 )
 
 
