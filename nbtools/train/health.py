@@ -44,7 +44,7 @@ DIVERGENCE_NATS = 10.0
 SATURATED_ACCURACY = 0.95
 MARGIN_GROWTH = 1.5
 FLAT_ACCURACY = 0.05
-ACCURACY_GAP = 0.2
+ACCURACY_GAP = 0.3
 # answer length: mean generated tokens this many times the start's (either way), and at least this many apart
 LENGTH_RATIO = 2.0
 LENGTH_MIN_TOKENS = 8
