@@ -18,9 +18,10 @@ log-probability of that answer moved from the reference's, in nats, and ``logps 
 the reference's own log-probability. Validation rows (the same pairs at every evaluation) are used as
 they are; training rows (a different batch each time) are averaged over a window first.
 
-Thresholds are set with room on both sides: ``tests/fixtures/health/`` holds recorded histories that
-fire each alarm and healthy ones that do not, and ``benchmarks/displacement.py`` provokes displacement on
-the shapes task over several seeds (its margins over the thresholds are in ``benchmarks/results/``).
+Thresholds are set with room on both sides: ``benchmarks/health_alarms.py`` runs the shapes task healthy
+and provoked (displacement, collapse, memorising, DPO alone) over several seeds and records each alarm's
+strength (``benchmarks/results/health_alarms.json``); its first seed of each case is committed as
+``tests/fixtures/health/``, the histories the tests check.
 """
 
 from __future__ import annotations
