@@ -1,8 +1,9 @@
-"""The README's figures from the committed results of ``scale.py``, ``ref_store.py`` and ``media_fingerprint.py``
-(never typed twice).
+"""The README's figures from the committed results of ``scale.py``, ``ref_store.py``, ``media_fingerprint.py``,
+``long_pairs.py`` and ``served_reply.py`` (never typed twice).
 
 ``python benchmarks/readme_figures.py`` rewrites the marked places of README.md from
-``benchmarks/results/scale.json``, ``ref_store.json`` and ``media_fingerprint.json``;
+``benchmarks/results/scale.json``, ``ref_store.json``, ``media_fingerprint.json``, ``long_pairs.json`` and
+``served_reply.json``;
 ``tests/test_readme_figures.py`` fails when the README and the results disagree.
 """
 
@@ -22,6 +23,7 @@ LONG_PAIRS_MARK = "<!-- long_pairs mask -->"
 LOGPROBS_MARK = "<!-- long_pairs logprobs -->"
 PADDING_MARK = "<!-- long_pairs padding -->"
 REFERENCE_MARK = "<!-- long_pairs reference -->"
+SERVED_MARK = "<!-- served reply -->"
 
 
 def _side(figures: dict) -> str:
@@ -150,15 +152,25 @@ def reference_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def served_line(results: dict) -> str:
+    """What the served demo models answered, quoted from the recorded replies."""
+    tuned, base = results["tuned"], results["base"]
+    return (f"{json.dumps(tuned['reply'], ensure_ascii=False)} from the tuned model ({tuned['model']}), and "
+            f"{json.dumps(base['reply'], ensure_ascii=False)} from its base model served with `{base['command']}` "
+            f"({results['server']}, {results['date']}; `benchmarks/results/served_reply.json`, written by "
+            "`benchmarks/served_reply.py`).")
+
+
 def figures() -> dict[str, str]:
     scale = json.loads((RESULTS / "scale.json").read_text())
     store = json.loads((RESULTS / "ref_store.json").read_text())
     fingerprint = json.loads((RESULTS / "media_fingerprint.json").read_text())
     long_pairs = json.loads((RESULTS / "long_pairs.json").read_text())
+    served = json.loads((RESULTS / "served_reply.json").read_text())
     return {SCALE_MARK: "\n" + scale_table(scale) + "\n", STORE_MARK: store_line(store),
             FINGERPRINT_MARK: fingerprint_line(fingerprint), LONG_PAIRS_MARK: "\n" + mask_table(long_pairs) + "\n",
             LOGPROBS_MARK: logprobs_line(long_pairs), PADDING_MARK: padding_line(long_pairs),
-            REFERENCE_MARK: "\n" + reference_table(long_pairs) + "\n"}
+            REFERENCE_MARK: "\n" + reference_table(long_pairs) + "\n", SERVED_MARK: served_line(served)}
 
 
 def rewrite(readme: Path = REPO / "README.md") -> None:

@@ -26,6 +26,14 @@ model) and image encodings per image (counted by a hook on the vision tower); th
     python benchmarks/train_throughput.py --gpu          # random Qwen3-VL-4B-shaped model, 896x896
                                                          # images, ~100-token answers, bf16, sdpa,
                                                          # gradient checkpointing, LoRA r=8, 4 pairs/step
+
+With ``--gpu`` the JSON also holds the verdicts on the goals (``gpu_stage``): nbtools as ``train()`` runs
+it at >= 3x TRL's pairs/s with its one-off reference precompute amortised over one epoch (the ratio
+without the precompute and the reference-pass-per-step side are shown next to it), <= 0.6x TRL's memory
+above the weights, and packed log-probs equal to TRL's two rows within the precision's tolerance; exit 1
+when a goal is missed. Under ``gpu_check.sh --rehearse`` (``NBTOOLS_GPU_REHEARSE=1``) ``--gpu`` runs on
+the CPU with the shrunken 4B (``gpu_stage.shrink``: real vocabulary and token ids), fp32; speed and memory
+are then not judged.
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+import gpu_stage  # noqa: E402
 from nbtools.config import RunConfig  # noqa: E402
 
 
@@ -82,16 +92,13 @@ def gpu_dataset(folder: Path, count: int, image_size: int, answer_tokens: int, s
 
 
 def gpu_model_folder(folder: Path, image_size: int) -> Path:
-    """Config of Qwen3-VL-4B (real dimensions) + the tiny model's processor: no weights, no download."""
+    """Config of Qwen3-VL-4B (real dimensions; shrunken when rehearsing) + the tiny model's processor, its
+    image/video token ids re-pointed to that processor's: no weights, no download."""
     from nbtools.models import build_tiny_model, load_processor
-    from nbtools.models.reference_configs import reference_config
 
-    config = reference_config("Qwen/Qwen3-VL-4B-Instruct")
+    config = gpu_stage.reference_4b_config()
     processor = load_processor(str(build_tiny_model("tiny-qwen3-vl")), max_pixels=image_size * image_size)
-    for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        token = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
-                 "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}[key]
-        setattr(config, key, processor.tokenizer.convert_tokens_to_ids(token))
+    gpu_stage.point_vision_tokens_at(config, processor.tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -101,16 +108,27 @@ def gpu_model_folder(folder: Path, image_size: int) -> Path:
 # --- measuring ----------------------------------------------------------------------------------
 
 class TokenCounting:
-    """Wraps a collator to count real LM tokens (attention mask) of the batches it builds."""
+    """Wraps a collator; counts the real LM tokens (attention mask) of the batches the trainer steps on.
+
+    Counted where the trainer receives each batch (:meth:`attach`), not in the collator: with
+    ``dataloader_num_workers`` > 0 the collator runs in worker processes, whose counts never reach this one.
+    """
 
     def __init__(self, collator):
         self.collator = collator
         self.tokens = []
 
     def __call__(self, rows):
-        batch = self.collator(rows)
-        self.tokens.append(int(batch["attention_mask"].sum()))
-        return batch
+        return self.collator(rows)
+
+    def attach(self, trainer) -> None:
+        step = trainer.training_step
+
+        def counted(model, inputs, *args, **kwargs):
+            self.tokens.append(int(inputs["attention_mask"].sum()))
+            return step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = counted
 
 
 class LanguageModelPositions:
@@ -150,6 +168,7 @@ def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device
                                         encodings.images)
 
     trainer.add_callback(Clock())
+    counter.attach(trainer)
     before_steps = 0
     if device == "cuda":
         torch.cuda.synchronize()
@@ -165,7 +184,7 @@ def timed_steps(trainer, warmup: int, steps: int, counter: TokenCounting, device
     elapsed = end[0] - start[0]
     args = trainer.args
     pairs = args.per_device_train_batch_size * args.gradient_accumulation_steps * steps
-    # one collator call per micro-batch (eval off); skip the warmup batches
+    # one training_step per micro-batch (eval off); skip the warmup batches
     micro = args.gradient_accumulation_steps
     tokens = sum(counter.tokens[warmup * micro:(warmup + steps) * micro])
     if device == "cuda":
@@ -330,14 +349,14 @@ def main(argv=None) -> int:
     from nbtools.models import build_tiny_model, detect_family, load_model_and_processor, load_processor
     from nbtools.train.dataset import prepare_data
 
-    device = "cuda" if args.gpu else "cpu"
-    if args.gpu and not torch.cuda.is_available():
-        print("--gpu needs a CUDA device", file=sys.stderr)
+    device = gpu_stage.device() if args.gpu else "cpu"
+    if args.gpu and device == "cuda" and not torch.cuda.is_available():
+        print("--gpu needs a CUDA device (or gpu_check.sh --rehearse)", file=sys.stderr)
         return 2
     steps = args.steps or (10 if args.gpu else 20)
     work = Path(tempfile.mkdtemp(prefix="nbtools-bench-"))
     if args.gpu:
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        precision = gpu_stage.precision()
         model_dir = gpu_model_folder(work / "model", args.image_size)
         train_file = gpu_dataset(work / "data", count=args.batch_size * (args.warmup + steps),
                                  image_size=args.image_size, answer_tokens=args.answer_tokens)
@@ -348,16 +367,14 @@ def main(argv=None) -> int:
                         load_best_model_at_end=False)
 
         def make_model():
-            from transformers import AutoConfig, AutoModelForImageTextToText
+            from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(model_dir)
             config._attn_implementation = "sdpa"
-            with torch.device("cuda"):
-                model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16
-                                                                if precision == "bf16" else torch.float16)
-            return model
+            return gpu_stage.random_model(config, precision)
         processor = load_processor(str(model_dir), max_pixels=cfg.max_pixels)
-        label = f"random Qwen3-VL-4B-shaped, {args.image_size}x{args.image_size} images, ~{args.answer_tokens}-token answers"
+        label = (f"random Qwen3-VL-4B-shaped{' (shrunken: CPU rehearsal)' if gpu_stage.rehearsing() else ''}, "
+                 f"{args.image_size}x{args.image_size} images, ~{args.answer_tokens}-token answers")
     else:
         precision = "fp32"
         build_tiny_model("tiny-qwen3-vl")
@@ -395,13 +412,20 @@ def main(argv=None) -> int:
         wanted = []
     for name, flag in wanted:
         torch.manual_seed(0)
-        if flag == "baseline":
-            results[name] = run_baseline(cfg, make_model, processor, data.train.records, family, work / "base",
-                                         precision, device, args.warmup, steps)
-        else:
-            side_cfg = cfg.replace(precompute_ref_log_probs=flag == "nbtools")
-            results[name] = run_nbtools(side_cfg, make_model, processor, data, family, work / flag, precision,
-                                        device, args.warmup, steps)
+        try:
+            if flag == "baseline":
+                results[name] = run_baseline(cfg, make_model, processor, data.train.records, family, work / "base",
+                                             precision, device, args.warmup, steps)
+            else:
+                side_cfg = cfg.replace(precompute_ref_log_probs=flag == "nbtools")
+                results[name] = run_nbtools(side_cfg, make_model, processor, data, family, work / flag, precision,
+                                            device, args.warmup, steps)
+        except Exception as exc:
+            if not args.gpu:
+                raise
+            # the GPU check: a side that fails (out of memory, say) is recorded; its goals are then missed
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            print(f"train_throughput: {name} failed: {results[name]['error']}", file=sys.stderr)
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -415,9 +439,40 @@ def main(argv=None) -> int:
           + ("" if args.gpu or args.same_process else f"; median of {args.repeats} runs per side, in "
              "alternating order, each in its own process"))
     print(format_table(results, args.gpu))
+    verdicts = throughput_verdicts(results, precision) if args.gpu else []
     if args.json:
-        Path(args.json).write_text(json.dumps({"label": label, "machine": machine, "results": results}, indent=2))
-    return 0
+        payload = {"label": label, "machine": machine, "precision": precision, "image_size": args.image_size,
+                   "steps": steps, "warmup": args.warmup, "results": results}
+        if args.gpu:
+            payload["verdicts"] = verdicts
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    gpu_stage.print_verdicts("throughput", verdicts)
+    return gpu_stage.exit_code(verdicts)
+
+
+def throughput_verdicts(results: dict, precision: str) -> list[dict]:
+    """The goals of the GPU check's throughput stage, from the three sides' figures (see the module doc)."""
+    trl = results.get("TRL DPOTrainer", {})
+    ours, per_step = results.get("nbtools", {}), results.get("nbtools ref/step", {})
+
+    def ratio(numerator, denominator):
+        return numerator / denominator if numerator is not None and denominator else None
+
+    base = trl.get("pairs_per_s")
+    speed = ratio(gpu_stage.amortised_pairs_per_s(ours), base)
+    memory = ratio(ours.get("memory_above_weights_gib"), trl.get("memory_above_weights_gib"))
+    return [
+        gpu_stage.judged(f"pairs/s vs TRL >= {gpu_stage.SPEED_GOAL:g}x (train() as it runs: reference precomputed, "
+                         f"the precompute amortised over one epoch)", speed, lambda r: r >= gpu_stage.SPEED_GOAL,
+                         ".2f", unit="x", gpu_only=True),
+        gpu_stage.info("pairs/s vs TRL, precompute not counted", ratio(ours.get("pairs_per_s"), base), ".2f", "x"),
+        gpu_stage.info("pairs/s vs TRL, reference pass in every step", ratio(per_step.get("pairs_per_s"), base),
+                       ".2f", "x"),
+        gpu_stage.judged(f"memory above weights vs TRL <= {gpu_stage.MEMORY_GOAL:g}x (train() as it runs)", memory,
+                         lambda r: r <= gpu_stage.MEMORY_GOAL, ".2f", unit="x", gpu_only=True),
+        gpu_stage.logp_goal("train() side", ours, precision),
+        gpu_stage.logp_goal("reference pass in every step", per_step, precision),
+    ]
 
 
 if __name__ == "__main__":

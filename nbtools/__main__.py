@@ -1,4 +1,4 @@
-"""Command line: ``python -m nbtools validate|train|evaluate|export|convert|runs …``.
+"""Command line: ``python -m nbtools validate|train|evaluate|export|serve|convert|runs …``.
 
 Each sub-command lives in ``nbtools/cli/<name>.py`` and provides ``add_arguments(parser)``
 and ``run(args) -> int`` (the exit code). This file only dispatches.
@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "train a LoRA adapter with DPO from a config YAML",
     "evaluate": "compare a trained run against its base model",
     "export": "save the adapter or a merged model for serving",
+    "serve": "serve an export or a run behind an OpenAI-compatible API (transformers serve)",
     "convert": "convert preference data between JSONL (+ pictures) and Parquet with embedded pictures",
     "runs": "list the runs in a folder",
 }

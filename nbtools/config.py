@@ -30,9 +30,42 @@ TRL_LOSS_TYPES = (
 # mDPO's extra terms (Wang et al. 2024), ours: only the packed step implements them (nbtools.packing.mdpo),
 # so TRL's DPOConfig never sees them (see split_loss_types).
 MDPO_LOSS_TYPES = ("mdpo_conditional", "mdpo_anchor")
-# The TRL losses the mDPO terms can be added to (what the packed step implements).
-MDPO_BASE_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "sft")
+# The TRL losses the mDPO terms can be added to: all of them (the packed step implements every one).
+MDPO_BASE_LOSS_TYPES = TRL_LOSS_TYPES
 LOSS_TYPES = TRL_LOSS_TYPES + MDPO_LOSS_TYPES
+# f-DPO's divergences (TRL's f_divergence_type), and the losses built on the chosen - rejected score difference,
+# the only ones they apply to (TRL refuses the others).
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+F_DIVERGENCE_LOSS_TYPES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft")
+# Losses that sort the batch's pairs (a WPO weight per pair would no longer belong to its pair).
+SORTING_LOSS_TYPES = ("aot", "aot_unpaired")
+
+
+@dataclass(frozen=True)
+class LossPreset:
+    """A named loss recipe: TRL loss types and weights (and label_smoothing where the recipe needs one)."""
+
+    loss_type: tuple[str, ...]
+    loss_weights: Optional[tuple[float, ...]]
+    help: str  # one line: when to use it
+    label_smoothing: float = 0.0  # used when the config's label_smoothing is left at 0
+
+
+LOSS_PRESETS = {
+    "dpo": LossPreset(("sigmoid",), None, "standard DPO: the first choice when the chosen and rejected answers "
+                      "differ in what you want the model to learn"),
+    "rpo": LossPreset(("sigmoid", "sft"), (1.0, 1.0), "DPO plus an SFT term on the chosen answer (RPO, the demo's "
+                      "recipe): when plain DPO lets the chosen answer's own likelihood fall and outputs degrade"),
+    "mpo": LossPreset(("sigmoid", "bco_pair", "sft"), (0.8, 0.2, 1.0), "InternVL's MPO (preference 0.8, BCO "
+                      "quality 0.2, SFT 1.0): when the chosen answers are good on their own, e.g. multimodal "
+                      "reasoning or hallucination data"),
+    "ipo": LossPreset(("ipo",), None, "IPO, a squared loss that stops at a target margin instead of pushing it "
+                      "without end: when DPO overfits small or near-deterministic preference data (beta is IPO's tau)"),
+    "robust": LossPreset(("robust",), None, "robust DPO: when a share of the preference labels is wrong (e.g. "
+                         "judged automatically); label_smoothing is that share, 0.1 unless set",
+                         label_smoothing=0.1),
+}
+LOSS_PRESET_CHOICES = ("custom",) + tuple(LOSS_PRESETS)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -206,8 +239,8 @@ class RunConfig:
                      group="dpo", min=1e-4, max=10.0, usual="0.05 to 0.5")
     loss_type: list[str] = _f(
         default_factory=lambda: ["sigmoid"],
-        help="DPO losses, combined with loss_weights. 'sigmoid' is standard DPO; add 'sft' to also learn to "
-        "generate the chosen answer (e.g. [sigmoid, sft]). mDPO terms (packing only): 'mdpo_conditional' "
+        help="DPO losses, combined with loss_weights (or pick a loss_preset): any of TRL's. 'sigmoid' is standard "
+        "DPO; add 'sft' to also learn to generate the chosen answer (e.g. [sigmoid, sft]). mDPO terms (packing only): 'mdpo_conditional' "
         "makes the chosen answer likelier with the real images than with a corrupted copy (a seeded random crop, "
         "or the row's rejected_images), so the model cannot ignore the images; 'mdpo_anchor' keeps the chosen "
         "answer's reward above zero. Use them when plain DPO learns from the text alone; "
@@ -216,6 +249,45 @@ class RunConfig:
     )
     loss_weights: Optional[list[float]] = _f(
         None, help="One weight per loss_type entry (default: 1.0 each).", group="dpo", min=0.0
+    )
+    loss_preset: str = _f(
+        "custom",
+        help="A named loss recipe that sets loss_type and loss_weights (mDPO terms in loss_type are kept); custom = "
+        "as loss_type and loss_weights say. "
+        + " ".join(f"{name}: {preset.help}." for name, preset in LOSS_PRESETS.items()),
+        group="dpo", choices=LOSS_PRESET_CHOICES,
+    )
+    label_smoothing: float = _f(
+        0.0, help="Share of preference labels assumed wrong, for the robust, exo_pair, aot and aot_unpaired losses "
+        "(robust DPO: the flip rate, e.g. 0.1; exo_pair needs it above 0, e.g. 1e-3). Below 0.5.",
+        group="dpo", min=0.0, max=0.49, usual="0 to 0.2",
+    )
+    discopop_tau: float = _f(
+        0.05, help="Temperature of the discopop loss (how sharply it switches between its logistic and "
+        "exponential parts); its paper uses 0.05.", group="dpo", min=1e-4, max=10.0,
+    )
+    f_divergence_type: str = _f(
+        "reverse_kl",
+        help="Divergence that keeps the model near the reference (f-DPO): reverse_kl is standard DPO; forward_kl, "
+        "js_divergence and alpha_divergence keep more of the reference's variety. Only with sigmoid, "
+        "sigmoid_norm, hinge, ipo, exo_pair, robust, discopop and sft.",
+        group="dpo", choices=F_DIVERGENCES,
+    )
+    f_alpha_divergence_coef: float = _f(
+        0.5, help="Alpha of f_divergence_type: alpha_divergence (1 = reverse_kl).", group="dpo", min=0.0, max=10.0,
+    )
+    ld_alpha: Optional[float] = _f(
+        None,
+        help="LD-DPO: answer tokens past the shorter answer's length count this much (0 to 1) in the log-probs, so "
+        "the model does not learn to prefer longer answers. Empty = off (1 is the same as off). The reference "
+        "pass then runs in each step (stored reference log-probs are plain sums).",
+        group="dpo", min=0.0, max=1.0,
+    )
+    use_weighting: bool = _f(
+        False,
+        help="WPO: weight each pair by how likely the policy itself is to produce its two answers, so pairs far "
+        "from what the model would say count less. Not with aot, aot_unpaired or sft.",
+        group="dpo",
     )
 
     # --- evaluation, checkpoints, logging ---------------------------------------------------
@@ -260,8 +332,8 @@ class RunConfig:
         True,
         help="Pack each pair into one row [prompt, chosen, rejected] so the prompt and its images go through "
         "the model once instead of twice and no padding is computed. Used when verified for the model "
-        "and settings (sigmoid, hinge or IPO DPO, each optionally with an sft term; sdpa/eager attention; also under torchrun/accelerate with DDP or "
-        "FSDP); the run says when it is off and why.",
+        "and settings (every loss_type and loss setting; sdpa/eager/block-mask attention; also under torchrun/accelerate "
+        "with DDP or FSDP); the run says when it is off and why.",
         group="memory",
     )
     precompute_ref_log_probs: bool = _f(
@@ -315,7 +387,9 @@ class RunConfig:
                 "loss_weights", f"{len(self.loss_weights)} weights for {len(self.loss_type)} loss types "
                 f"{self.loss_type}", f"give exactly {len(self.loss_type)} weights, or leave loss_weights empty",
             )
+        self._apply_loss_preset()
         self._check_mdpo_terms()
+        self._check_loss_settings()
         has_validation = bool(self.validation_file) or self.validation_split > 0
         if self.early_stopping_patience > 0 and not has_validation:
             raise ConfigError("early_stopping_patience", "early stopping needs validation pairs",
@@ -347,6 +421,50 @@ class RunConfig:
                     raise ConfigError("output_dir", f"the folder name {part!r} holds a control character",
                                       "choose a name without tabs, newlines or other control characters")
 
+    def _apply_loss_preset(self) -> None:
+        """loss_preset fills loss_type / loss_weights (keeping mDPO terms); a contradicting loss_type is refused."""
+        if self.loss_preset == "custom":
+            return
+        preset = LOSS_PRESETS[self.loss_preset]
+        values = preset_values(self.loss_preset, self.loss_type, self.loss_weights, self.label_smoothing)
+        trl, trl_weights, _ = split_loss_types(self.loss_type, self.loss_weights)
+        untouched = trl == [] or (self.loss_type == ["sigmoid"] and self.loss_weights is None)
+        if not untouched:  # the losses were written out: they must be the preset's (then they stay as written)
+            if not preset_matches(self.loss_preset, self.loss_type, self.loss_weights):
+                wanted = list(preset.loss_weights or [1.0] * len(preset.loss_type))
+                raise ConfigError(
+                    "loss_preset", f"{self.loss_preset} sets loss_type {list(preset.loss_type)} with weights "
+                    f"{wanted}, but loss_type is {trl} with weights {trl_weights or [1.0] * len(trl)}",
+                    "leave loss_type and loss_weights at their defaults (or list only mDPO terms) with a preset, "
+                    "or set loss_preset: custom",
+                )
+            values = {k: v for k, v in values.items() if k == "label_smoothing"}
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def _check_loss_settings(self) -> None:
+        """What TRL refuses (or fails on) for these loss types, said before anything loads."""
+        trl = [t for t in self.loss_type if t not in MDPO_LOSS_TYPES]
+        if "exo_pair" in trl and self.label_smoothing <= 0:
+            raise ConfigError("label_smoothing", "the exo_pair loss needs label_smoothing above 0 (its target "
+                              "distribution holds log(label_smoothing))", "set label_smoothing: 0.001 (the EXO "
+                              "paper's value)")
+        if self.f_divergence_type != "reverse_kl":
+            other = [t for t in trl if t not in F_DIVERGENCE_LOSS_TYPES]
+            if other:
+                raise ConfigError("f_divergence_type", f"{self.f_divergence_type} applies only to losses built on "
+                                  f"the chosen - rejected difference ({', '.join(F_DIVERGENCE_LOSS_TYPES)}), not to "
+                                  f"{', '.join(other)}", "set f_divergence_type: reverse_kl, or remove "
+                                  + ", ".join(other) + " from loss_type")
+        if self.use_weighting:
+            other = [t for t in trl if t in SORTING_LOSS_TYPES or t == "sft"]
+            if other:
+                why = {"aot": "aot sorts the batch's pairs", "aot_unpaired": "aot_unpaired sorts the batch's answers",
+                       "sft": "sft is one value over the batch's tokens (TRL 1.16 fails on it)"}
+                raise ConfigError("use_weighting", "WPO weights each pair's own loss, and these losses have none: "
+                                  + "; ".join(why[t] for t in other),
+                                  "set use_weighting: false, or remove " + ", ".join(other) + " from loss_type")
+
     def _check_mdpo_terms(self) -> None:
         """mDPO terms exist only in the packed step, and they add to a DPO loss the packed step implements."""
         terms = [t for t in self.loss_type if t in MDPO_LOSS_TYPES]
@@ -362,13 +480,8 @@ class RunConfig:
         base = [t for t in self.loss_type if t not in MDPO_LOSS_TYPES]
         if not base:
             raise ConfigError("loss_type", f"{', '.join(terms)} must be added to a DPO loss, and none is given",
-                              "add sigmoid, e.g. loss_type: [sigmoid, " + ", ".join(terms) + "]")
-        other = [t for t in base if t not in MDPO_BASE_LOSS_TYPES]
-        if other:
-            raise ConfigError("loss_type", f"{', '.join(terms)} can be combined only with "
-                              f"{', '.join(MDPO_BASE_LOSS_TYPES)} "
-                              f"(the losses the packed step implements), not with {', '.join(other)}",
-                              "remove " + ", ".join(other) + " or the mdpo terms from loss_type")
+                              "add sigmoid, e.g. loss_type: [sigmoid, " + ", ".join(terms) + "], or choose a "
+                              "loss_preset")
 
     # --- derived values ----------------------------------------------------------------------
     @property
@@ -715,6 +828,38 @@ def split_loss_types(loss_types, loss_weights=None) -> tuple[list[str], Optional
     mdpo = {t: w for t, w in zip(loss_types, weights) if t in MDPO_LOSS_TYPES}
     trl_weights = [w for _, w in trl] if loss_weights else None
     return [t for t, _ in trl], trl_weights, mdpo
+
+
+def preset_matches(name: str, loss_type, loss_weights=None) -> bool:
+    """Whether the TRL part of ``loss_type`` / ``loss_weights`` is what preset ``name`` sets (``custom``: always)."""
+    if name == "custom":
+        return True
+    preset = LOSS_PRESETS[name]
+    try:
+        trl, trl_weights, _ = split_loss_types(loss_type, loss_weights)
+    except ValueError:  # as many weights as loss types: checked (and reported) elsewhere
+        return False
+    return (trl == list(preset.loss_type)
+            and list(trl_weights or [1.0] * len(trl)) == list(preset.loss_weights or [1.0] * len(trl)))
+
+
+def preset_values(name: str, loss_type, loss_weights=None, label_smoothing: float = 0.0) -> dict[str, Any]:
+    """The loss fields a preset gives, keeping the mDPO terms (and their weights) of ``loss_type``.
+
+    ``{}`` for ``custom``. The form applies these when a preset is picked; the config when it is built.
+    """
+    if name == "custom":
+        return {}
+    preset = LOSS_PRESETS[name]
+    _, _, mdpo = split_loss_types(loss_type, loss_weights)
+    types = list(preset.loss_type) + list(mdpo)
+    weights = None
+    if preset.loss_weights is not None or any(w != 1.0 for w in mdpo.values()):
+        weights = list(preset.loss_weights or [1.0] * len(preset.loss_type)) + list(mdpo.values())
+    values: dict[str, Any] = {"loss_type": types, "loss_weights": weights}
+    if preset.label_smoothing and not label_smoothing:
+        values["label_smoothing"] = preset.label_smoothing
+    return values
 
 
 def load_config(config: Union["RunConfig", str, Path, dict]) -> RunConfig:

@@ -19,6 +19,12 @@ layer in autograd, the float bias its memory-efficient kernel is given; eager ke
 layer's attention probabilities (fp32 softmax and its half-precision copy). ``auto`` is
 resolved as training resolves it on a CUDA GPU (``nbtools.packing.support.resolve_attention``).
 
+Image-contrast rows (pairs with ``rejected_images``) hold a second prompt, the rejected answer's own, with its
+images: the packed row is [prompt, chosen, rejected prompt, rejected] (TRL's rejected sequence starts with it).
+mDPO's ``mdpo_conditional`` adds an image-contrast pair for every pair with images: another row in the step,
+[prompt, chosen, corrupted prompt, chosen], or only [corrupted prompt, chosen] when the collator lays contrast
+rows out lean (``lean_contrast_rows``).
+
 Strategy: ``ddp`` (and one device) keeps a full copy of everything per device; ``fsdp``
 shards weights, LoRA weights, gradients and AdamW state over ``num_devices`` and adds the
 parameters FSDP gathers while it works (the root unit — embeddings, LM head — for the whole
@@ -96,6 +102,9 @@ class MemoryEstimate:
     gathered_bytes: int = 0  # fsdp: parameters gathered while a unit works (root for the step + ~2 layers)
     attention_bytes: int = 0  # masks and attention matrices the kernel keeps (0 for flash / block-mask)
     attn_implementation: str = "sdpa"  # the kernel estimated for (auto resolved as on a CUDA GPU)
+    second_prompt_tokens: int = 0  # image-contrast rows: the rejected answer's own prompt (0: none)
+    auxiliary_rows: int = 0  # mDPO image-contrast rows per step, among sequences_per_step
+    tokens_per_step: int = 0  # tokens through the model in one step (rows differ in length)
 
     @property
     def total_gib(self) -> float:
@@ -125,8 +134,12 @@ class MemoryEstimate:
             lines.append(f"per device, weights and optimizer state sharded over {self.num_devices} devices (FSDP)")
         layout = "packed rows [prompt, chosen, rejected]" if self.packing else "sequences"
         videos = f", {self.video_tokens_per_pair} video tokens per pair" if self.video_tokens_per_pair else ""
+        if self.second_prompt_tokens:
+            videos += f", a second prompt of {self.second_prompt_tokens} tokens (rejected_images)"
+        if self.auxiliary_rows:
+            videos += f", {self.auxiliary_rows} of the rows mDPO image-contrast pairs"
         lines.append(
-            f"{self.sequences_per_step} {layout} x {self.tokens_per_sequence} tokens "
+            f"{self.sequences_per_step} {layout} x up to {self.tokens_per_sequence} tokens "
             f"({self.image_tokens_per_image} image tokens per image{videos}), attention {self.attn_implementation}; "
             f"without checkpointing activations would be {self.activation_bytes_without_checkpointing / GIB:.2f} GiB"
         )
@@ -147,6 +160,7 @@ class TokenEstimate:
     truncated: bool  # the sequence was cut at max_context_length
     seconds_per_epoch: float | None = None
     video_tokens_per_pair: float = 0  # mean tokens the pairs' videos add to the prompt
+    auxiliary_tokens_per_pair: float = 0  # mean tokens of mDPO's image-contrast pairs, per real pair (in tokens_per_pair)
 
 
 # --------------------------------------------------------------------------- config & parameter counts
@@ -346,6 +360,9 @@ def estimate_memory(
     num_devices: int = 1,
     video_tokens_per_pair: int = 0,
     attn_implementation: str = "auto",
+    rejected_images_per_pair: int = 0,
+    auxiliary_pairs: float = 0.0,
+    lean_contrast_rows: bool | None = None,
 ) -> MemoryEstimate:
     """Peak memory per device of one DPO step with LoRA.
 
@@ -356,6 +373,10 @@ def estimate_memory(
     ``packing``: nbtools' packed layout (one row of prompt + both answers per pair; with
     ``precompute_reference`` no reference pass in the step). ``strategy``/``num_devices``: see the module text.
     ``attn_implementation``: a RunConfig choice (auto, sdpa, block-mask, flash_attention_2, eager) or a kernel name.
+    ``rejected_images_per_pair``: images of the rejected answer's own prompt (image-contrast rows, ``rejected_images``;
+    0: the answers share the prompt). ``auxiliary_pairs``: mDPO image-contrast pairs per pair (1 when
+    ``mdpo_conditional`` is on and the pairs have images); ``lean_contrast_rows``: whether their rows hold only the
+    corrupted side (None: as the installed collator lays them out).
     """
     if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0 or num_devices <= 0:
         raise ValueError("batch_size, max_context_length, lora_rank and num_devices must be positive")
@@ -372,17 +393,29 @@ def estimate_memory(
 
     img_tokens = image_tokens_per_image(config, max_pixels, image_size)
     if prompt_text_tokens is not None and answer_tokens is not None:
+        images = max(images_per_pair, rejected_images_per_pair)  # the longer of the two prompts
         seq = min(max_context_length,
-                  prompt_text_tokens + images_per_pair * img_tokens + video_tokens_per_pair + answer_tokens)
+                  prompt_text_tokens + images * img_tokens + video_tokens_per_pair + answer_tokens)
         completion = min(answer_tokens, seq)
+        second_prompt = (prompt_text_tokens + rejected_images_per_pair * img_tokens + video_tokens_per_pair
+                         if rejected_images_per_pair else 0)
     else:
         seq, completion = max_context_length, min(max_context_length, answer_tokens or max_context_length // 4)
-    if packing:  # one row per pair: the prompt and its images once, then both answers
-        seq += completion
-        n_seq = batch_size
+        second_prompt = seq - completion if rejected_images_per_pair else 0
+    prompt = seq - completion  # the (longest) prompt, images and videos included
+    auxiliary_rows = math.ceil(batch_size * max(0.0, auxiliary_pairs)) if packing else 0
+    if lean_contrast_rows is None:
+        lean_contrast_rows = collator_lays_out_lean_contrast_rows()
+    if packing:  # one row per pair: the prompt and its images once, then both answers (after its own prompt)
+        seq += completion + second_prompt
+        n_seq = batch_size + auxiliary_rows
+        # an mDPO contrast row: the chosen answer after the real and after the corrupted images, or (lean) the latter
+        auxiliary_seq = prompt + completion if lean_contrast_rows else 2 * (prompt + completion)
+        tokens = batch_size * seq + auxiliary_rows * auxiliary_seq
+        seq = max(seq, auxiliary_seq if auxiliary_rows else 0)
     else:
         n_seq = 2 * batch_size  # chosen + rejected
-    tokens = n_seq * seq
+        tokens = n_seq * seq
 
     per_layer = layer_activation_elements(config, lora_dropout > 0) * act_bytes
     hidden_bytes = dims["hidden"] * act_bytes
@@ -398,7 +431,7 @@ def estimate_memory(
     if packing:  # LM head on the answer tokens only, through TRL's chunked kernel (nbtools.packing.logps): one
         # tile of at most TRL_LOGPROB_TOKEN_CHUNK answer tokens x one vocabulary chunk at a time, never the whole
         # vocabulary; counted in fp32 twice (the tile and its gradient), as for TRL's layout below
-        scored = batch_size * 2 * completion
+        scored = (batch_size * 2 + auxiliary_rows * (1 if lean_contrast_rows else 2)) * completion
         logits = min(scored, TRL_LOGPROB_TOKEN_CHUNK) * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
     else:
         scored = n_seq * completion
@@ -420,6 +453,8 @@ def estimate_memory(
         target_modules=target_modules, images_per_pair=images_per_pair, packing=packing,
         precompute_reference=precompute_reference, strategy=strategy, num_devices=num_devices,
         video_tokens_per_pair=video_tokens_per_pair, attn_implementation=kernel,
+        rejected_images_per_pair=rejected_images_per_pair, auxiliary_pairs=auxiliary_pairs,
+        lean_contrast_rows=lean_contrast_rows,
     )
     estimate = MemoryEstimate(
         weights_bytes=weights, lora_params=lora_params, lora_weights_bytes=lora_w, lora_grad_bytes=lora_g,
@@ -429,6 +464,7 @@ def estimate_memory(
         sequences_per_step=n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
         packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
         video_tokens_per_pair=video_tokens_per_pair, attention_bytes=attention, attn_implementation=kernel,
+        second_prompt_tokens=second_prompt, auxiliary_rows=auxiliary_rows, tokens_per_step=tokens,
     )
     if images_per_pair * img_tokens >= max_context_length:
         estimate.advice.append(
@@ -443,6 +479,16 @@ def estimate_memory(
     if fits is False:
         estimate.advice += _advice(estimate, config, counts)
     return estimate
+
+
+def collator_lays_out_lean_contrast_rows() -> bool:
+    """Whether the packed collator gives an mDPO contrast row only its corrupted side (when its pair is in the batch)."""
+    import dataclasses
+
+    from nbtools.packing.layout import PackedPreferenceCollator
+
+    lean = {f.name: f.default for f in dataclasses.fields(PackedPreferenceCollator)}.get("lean_auxiliary", False)
+    return bool(lean)
 
 
 def estimated_attention(choice: str, precision: str, packing: bool) -> str:
@@ -545,16 +591,39 @@ def estimate_tokens_per_epoch(
     tokens_per_second: float | None = None,
     packing: bool = False,
     video_tokens_per_pair: float = 0,
+    contrast_pair_share: float = 0.0,
+    rejected_images_per_pair: float = 0.0,
+    auxiliary_pairs: float = 0.0,
+    lean_contrast_rows: bool | None = None,
 ) -> TokenEstimate:
     """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + videos
-    + answer (``packing``: one row per pair, the prompt and its media once, then both answers)."""
+    + answer (``packing``: one row per pair, the prompt and its media once, then both answers).
+
+    Means over the pairs: ``contrast_pair_share`` of them are image-contrast rows, whose rejected answer follows a
+    prompt of its own with ``rejected_images_per_pair`` images (a mean over all pairs); ``auxiliary_pairs``: mDPO
+    image-contrast pairs per pair (the share of pairs with images when ``mdpo_conditional`` is on), each laid out
+    as the estimate's ``lean_contrast_rows`` says (None: as the installed collator does).
+    """
     config = load_config(model_config_or_name)
     img = image_tokens_per_image(config, max_pixels, image_size)
-    full = mean_prompt_text_tokens + images_per_pair * img + video_tokens_per_pair + mean_answer_tokens
+    prompt = mean_prompt_text_tokens + images_per_pair * img + video_tokens_per_pair
+    full = prompt + mean_answer_tokens
     per_seq = int(math.ceil(min(full, max_context_length)))
-    per_pair = 2 * per_seq
+    # the rejected answer's own prompt, in the share of pairs that have one: its text, videos and rejected images
+    second_prompt = (contrast_pair_share * (mean_prompt_text_tokens + video_tokens_per_pair)
+                     + rejected_images_per_pair * img)
+    # each answer after the prompt it follows: in the contrast share, the rejected one after its own prompt
+    per_pair = 2 * per_seq + int(math.ceil(second_prompt - contrast_pair_share * prompt))
+    answer = int(math.ceil(min(mean_answer_tokens, per_seq)))
     if packing:  # the answer part of one sequence is added, not the whole second sequence
-        per_pair = per_seq + int(math.ceil(min(mean_answer_tokens, per_seq)))
+        per_pair = per_seq + answer + int(math.ceil(second_prompt))
+    auxiliary = 0.0
+    if packing and auxiliary_pairs:
+        if lean_contrast_rows is None:
+            lean_contrast_rows = collator_lays_out_lean_contrast_rows()
+        auxiliary = auxiliary_pairs * (per_seq if lean_contrast_rows else 2 * per_seq)
+        per_pair += int(math.ceil(auxiliary))
     per_epoch = per_pair * n_pairs
     seconds = per_epoch / tokens_per_second if tokens_per_second else None
-    return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds, video_tokens_per_pair)
+    return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds, video_tokens_per_pair,
+                         auxiliary)

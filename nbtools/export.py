@@ -280,29 +280,55 @@ def _shell_command(*argv: str) -> str:
 CURL_IMAGE = "$(base64 -w0 photo.png)"  # the one shell expansion the printed curl command means to do
 
 
-def curl_command(model_name: str) -> str:
-    """The chat-completions call for ``model_name``; the name goes into the JSON body as JSON, and the
-    body into the command shell-quoted, with only the picture's base64 substituted by the shell."""
+def curl_command(model_name: str, base_url: str = "http://localhost:8000/v1") -> str:
+    """The chat-completions call of the server at ``base_url`` for ``model_name``; the name goes into the JSON
+    body as JSON, and the body into the command shell-quoted, with only the picture's base64 substituted by the
+    shell."""
     head = ('{\n  "model": ' + json.dumps(model_name, ensure_ascii=False) + ',\n'
             '  "messages": [{"role": "user", "content": [\n'
             '    {"type": "image_url", "image_url": {"url": "data:image/png;base64,')
     tail = ('"}},\n'
             '    {"type": "text", "text": "What colour is the shape?"}]}],\n'
             '  "max_tokens": 128, "temperature": 0}')
-    return ("curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d "
+    return ("curl " + shlex.quote(base_url.rstrip("/") + "/chat/completions")
+            + " -H 'Content-Type: application/json' -d "
             + shlex.quote(head) + f'"{CURL_IMAGE}"' + shlex.quote(tail))
 
 
-def serve_command(model_name: str, path: str, kind: str, base_model: str, lora_rank: int) -> str:
-    """The ``vllm serve`` command line for this export."""
+SERVE_PORT = 8000  # every serve command below listens here, so the one curl call fits them all
+
+
+def nbtools_serve_command(path: str) -> str:
+    """``python -m nbtools serve`` for this export: transformers serve, under the export's model name."""
+    return _shell_command("python", "-m", "nbtools", "serve", path, "--port", str(SERVE_PORT))
+
+
+def _processor_kwargs(max_pixels: Optional[int]) -> tuple[str, ...]:
+    return ("--mm-processor-kwargs", json.dumps({"max_pixels": int(max_pixels)})) if max_pixels else ()
+
+
+def serve_command(model_name: str, path: str, kind: str, base_model: str, lora_rank: int,
+                  max_pixels: Optional[int] = None) -> str:
+    """The ``vllm serve`` command line for this export; images capped at the run's ``max_pixels`` (an adapter is
+    served on the base model, whose own processor does not know the run's cap)."""
     if kind == "merged":
-        return _shell_command("vllm", "serve", path, "--served-model-name", model_name, "--max-model-len", "4096")
+        return _shell_command("vllm", "serve", path, "--served-model-name", model_name, "--max-model-len", "4096",
+                              *_processor_kwargs(max_pixels))
     return _shell_command("vllm", "serve", base_model, "--enable-lora", "--max-lora-rank", str(lora_rank),
-                          "--lora-modules", f"{model_name}={path}", "--max-model-len", "4096")
+                          "--lora-modules", f"{model_name}={path}", "--max-model-len", "4096",
+                          *_processor_kwargs(max_pixels))
 
 
-def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lora_rank: int) -> str:
-    """How to load and serve the export: transformers, nbtools, vLLM (OpenAI-compatible).
+def sglang_command(model_name: str, path: str) -> str:
+    """SGLang's server on a merged export (its processor, saved in the folder, carries the run's ``max_pixels``)."""
+    return _shell_command("python", "-m", "sglang.launch_server", "--model-path", path, "--served-model-name",
+                          model_name, "--port", str(SERVE_PORT))
+
+
+def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lora_rank: int,
+                  max_pixels: Optional[int] = None) -> str:
+    """How to load and serve the export: transformers, nbtools, and an OpenAI-compatible server (nbtools serve,
+    which is run by nbtools' tests, and vLLM and SGLang, which are not), all under the one model name.
 
     Names and paths are user text: Python literals in the code, shell-quoted in the commands.
     """
@@ -332,14 +358,28 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
         "out = model.generate(**inputs, max_new_tokens=128, do_sample=False)\n"
         'print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))'
     )
-    serve = serve_command(model_name, path, kind, base_model, lora_rank)
+    serve = serve_command(model_name, path, kind, base_model, lora_rank, max_pixels)
     nbtools_code = ("from nbtools.export import generate\n\n"
                     f'print(generate({_python_str(path)}, ["photo.png"], "What colour is the shape?", '
                     "max_new_tokens=128))")
+    if kind == "merged":
+        sglang = ("With SGLang:\n\n"
+                  + md.fenced('pip install "sglang[all]"\n' + sglang_command(model_name, path), "bash"))
+    else:
+        sglang = ("With SGLang: serve a merged export (`python -m nbtools export RUN_DIR --merged`), whose "
+                  "processor carries the run's max_pixels.\n")
     return (
         "## Use it\n\n### In transformers\n\n" + md.fenced(load + "\n\n" + messages, "python") + "\n"
         "### With nbtools\n\n" + md.fenced(nbtools_code, "python") + "\n"
-        "### Serve with vLLM (OpenAI-compatible API)\n\n" + md.fenced("pip install vllm\n" + serve, "bash") + "\n"
+        "### Serve with vLLM, SGLang or nbtools (OpenAI-compatible API)\n\n"
+        f"Each command serves the model as {md.code(model_name)} on port {SERVE_PORT}, images sized under the run's "
+        f"max_pixels ({md.text(max_pixels) if max_pixels else 'the processor default'}). "
+        "Run: `python -m nbtools serve` (transformers serve; nbtools' tests run it on the CPU, and its answers "
+        "equal in-process generation). Not run: the vLLM and SGLang commands (nbtools is tested without a GPU); "
+        "they are a starting point.\n\n"
+        "With nbtools (transformers serve; a GPU is used when there is one; videos sampled as training did):\n\n"
+        + md.fenced(nbtools_serve_command(path), "bash") + "\n"
+        "With vLLM:\n\n" + md.fenced("pip install vllm\n" + serve, "bash") + "\n" + sglang + "\n"
         "Then call it like any OpenAI chat endpoint (images as data URLs or http URLs):\n\n"
         + md.fenced(curl_command(model_name), "bash")
     )
@@ -399,7 +439,8 @@ def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, rec
     if plots:
         parts.append("## Plots\n\n" + "\n".join(f"![{md.text(Path(p).stem)}]({md.link_target(p)})"
                                                 for p in plots) + "\n")
-    parts.append(usage_section(name, Path(final_dir or out_dir), kind, config.model, config.lora_rank))
+    parts.append(usage_section(name, Path(final_dir or out_dir), kind, config.model, config.lora_rank,
+                               config.max_pixels))
     if record.get("provenance"):
         parts.append("## Provenance\n\n" + md.fenced(json.dumps(record["provenance"], indent=2), "json"))
     return atomic.write_text(out_dir / CARD_FILE, "\n".join(parts))

@@ -23,7 +23,7 @@ SMALL_CHUNK = 128  # tiny-qwen3-vl's vocabulary is 935: 7 full tiles and a parti
 def _plain_stats(logits, targets):
     log_probs = logits.log_softmax(-1)
     return {"entropy": -(log_probs.exp() * log_probs).sum(-1), "mean_logits": logits.mean(-1),
-            "is_top1": logits.argmax(-1) == targets}
+            "is_top1": logits.argmax(-1) == targets, "log_sum_sq_probs": (2 * log_probs).exp().sum(-1).log()}
 
 
 # --- the function alone ------------------------------------------------------------------------
@@ -59,6 +59,7 @@ def test_answer_logps_chunked_equal_full_computation(bias):
     torch.testing.assert_close(full_stats, _plain_stats(hidden @ head.weight.T + (head.bias if bias else 0), targets))
     torch.testing.assert_close(chunked_stats["entropy"], full_stats["entropy"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(chunked_stats["mean_logits"], full_stats["mean_logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked_stats["log_sum_sq_probs"], full_stats["log_sum_sq_probs"], atol=1e-5, rtol=1e-5)
     assert torch.equal(chunked_stats["is_top1"], full_stats["is_top1"]) and full_stats["is_top1"].sum() >= 5
     assert full_grads.keys() == chunked_grads.keys()
     for name in full_grads:
@@ -161,8 +162,9 @@ def test_chunked_dpo_loss_lora_gradients_and_stats_equal_full_computation(tiny, 
     torch.testing.assert_close(chunked.loss, plain.loss, atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(chunked.policy.token_logps, plain.policy.token_logps, atol=TOLERANCE, rtol=0)
     assert _largest_relative_grad_difference(chunked_grads, plain_grads) < TOLERANCE
-    assert plain.policy.stats.keys() == chunked.policy.stats.keys() == {"entropy", "mean_logits", "is_top1"}
-    for name in ("entropy", "mean_logits"):
+    assert plain.policy.stats.keys() == chunked.policy.stats.keys() == {"entropy", "mean_logits", "is_top1",
+                                                                        "log_sum_sq_probs"}
+    for name in ("entropy", "mean_logits", "log_sum_sq_probs"):
         torch.testing.assert_close(chunked.policy.stats[name], plain.policy.stats[name], atol=TOLERANCE, rtol=0)
     assert torch.equal(chunked.policy.stats["is_top1"], plain.policy.stats["is_top1"])
     assert plain.metrics.keys() == chunked.metrics.keys()

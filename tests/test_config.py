@@ -131,3 +131,74 @@ def test_bad_yaml_names_the_line(tmp_path):
     path.write_text("seed: 1\nbatch_size: [1\n")
     with pytest.raises(ConfigError, match=rf"{path}:\d+: config: not valid YAML"):
         RunConfig.from_yaml(path)
+
+
+# --- losses: presets and the settings TRL checks ----------------------------------------------------
+
+@pytest.mark.parametrize("preset, loss_type, loss_weights", [
+    ("dpo", ["sigmoid"], None),
+    ("rpo", ["sigmoid", "sft"], [1.0, 1.0]),
+    ("mpo", ["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0]),  # InternVL's MPO weights
+    ("ipo", ["ipo"], None),
+    ("robust", ["robust"], None),
+])
+def test_loss_presets_set_the_losses_and_survive_yaml(tmp_path, preset, loss_type, loss_weights):
+    from nbtools.config import LOSS_PRESETS
+
+    cfg = RunConfig(loss_preset=preset)
+    assert (cfg.loss_type, cfg.loss_weights) == (loss_type, loss_weights)
+    assert cfg.label_smoothing == (0.1 if preset == "robust" else 0.0)  # robust DPO's flip rate, unless set
+    assert RunConfig.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
+    help_text = RunConfig.field_help()["loss_preset"]
+    assert f"{preset}: {LOSS_PRESETS[preset].help}." in help_text and "when" in LOSS_PRESETS[preset].help
+
+
+def test_loss_presets_keep_mdpo_terms_and_refuse_a_contradicting_loss_type():
+    cfg = RunConfig(loss_preset="mpo", loss_type=["mdpo_conditional", "mdpo_anchor"], loss_weights=[0.5, 1.0])
+    assert cfg.loss_type == ["sigmoid", "bco_pair", "sft", "mdpo_conditional", "mdpo_anchor"]
+    assert cfg.loss_weights == [0.8, 0.2, 1.0, 0.5, 1.0]
+    assert RunConfig(loss_preset="robust", label_smoothing=0.3).label_smoothing == 0.3
+    # the preset's losses written out: kept as written
+    assert RunConfig(loss_preset="rpo", loss_type=["sigmoid", "sft"]).loss_weights is None
+    with pytest.raises(ConfigError, match="loss_preset: mpo sets loss_type .* but loss_type is \\['hinge'\\]"):
+        RunConfig(loss_preset="mpo", loss_type=["hinge"])
+    with pytest.raises(ConfigError, match="fix: .*or set loss_preset: custom"):
+        RunConfig(loss_preset="rpo", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+
+
+@pytest.mark.parametrize("changes, field_name, message", [
+    ({"loss_type": ["exo_pair"]}, "label_smoothing", "the exo_pair loss needs label_smoothing above 0"),
+    ({"label_smoothing": 0.5}, "label_smoothing", "above the maximum 0.49"),
+    ({"loss_type": ["sigmoid", "bco_pair"], "f_divergence_type": "js_divergence"}, "f_divergence_type",
+     "not to bco_pair"),
+    ({"loss_type": ["sigmoid", "aot"], "use_weighting": True}, "use_weighting", "aot sorts the batch's pairs"),
+    ({"loss_preset": "rpo", "use_weighting": True}, "use_weighting", "sft is one value over the batch's tokens"),
+    ({"ld_alpha": 1.5}, "ld_alpha", "above the maximum 1"),
+    ({"discopop_tau": 0}, "discopop_tau", "below the minimum"),
+])
+def test_loss_settings_trl_refuses_are_refused_before_training(changes, field_name, message):
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**changes)
+    assert err.value.field == field_name and message in str(err.value)
+
+
+def test_every_trl_loss_combines_with_mdpo_terms_and_loss_settings():
+    from nbtools.config import TRL_LOSS_TYPES
+
+    for loss_type in TRL_LOSS_TYPES:
+        cfg = RunConfig(loss_type=[loss_type, "mdpo_conditional", "mdpo_anchor"], label_smoothing=0.01)
+        assert cfg.loss_type[0] == loss_type
+    cfg = RunConfig(loss_type=["sigmoid", "ipo", "mdpo_anchor"], f_divergence_type="alpha_divergence",
+                    f_alpha_divergence_coef=0.3, ld_alpha=0.5, use_weighting=True)
+    assert (cfg.ld_alpha, cfg.use_weighting) == (0.5, True)
+
+
+def test_trl_receives_the_loss_settings(tmp_path):
+    from nbtools.train.runner import build_dpo_config
+
+    cfg = RunConfig(loss_preset="robust", label_smoothing=0.2, discopop_tau=0.1, f_divergence_type="js_divergence",
+                    f_alpha_divergence_coef=0.7, ld_alpha=0.4, use_weighting=True)
+    args = build_dpo_config(cfg, tmp_path, "fp32", has_validation=False, on_cpu=True)
+    assert args.loss_type == ["robust"] and args.loss_weights is None
+    assert (args.label_smoothing, args.discopop_tau, args.f_divergence_type, args.f_alpha_divergence_coef,
+            args.ld_alpha, args.use_weighting) == (0.2, 0.1, "js_divergence", 0.7, 0.4, True)

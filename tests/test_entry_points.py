@@ -50,6 +50,7 @@ COMMANDS = {
     "train": ("nbtools.train", "train", ["train", "{config}"]),
     "evaluate": ("nbtools.evaluate", "evaluate_run", ["evaluate", "run"]),
     "export": ("nbtools.export", "save_adapter", ["export", "run"]),
+    "serve": ("nbtools.serve", "load_served", ["serve", "run", "--port", "0"]),
     "runs": ("nbtools.runs", "list_runs", ["runs", "{folder}"]),
     "convert": ("nbtools.data.convert_files", "convert", ["convert", "data.jsonl", "data.parquet"]),
 }

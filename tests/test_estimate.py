@@ -128,3 +128,83 @@ def test_tokens_per_epoch():
         max_pixels=896 * 896, max_context_length=800, images_per_pair=1,
     )
     assert capped.truncated and capped.tokens_per_sequence == 800
+
+
+# --- image-contrast rows and mDPO's contrast pairs ---------------------------------------------------------
+
+PACKED = dict(REFERENCE, packing=True, precompute_reference=True)
+
+
+def test_image_contrast_rows_count_their_second_prompt():
+    plain = estimate_memory(QWEN3_VL_4B, **PACKED)
+    contrast = estimate_memory(QWEN3_VL_4B, **PACKED, rejected_images_per_pair=1)
+    assert plain.tokens_per_sequence == 30 + 784 + 2 * 100
+    # [prompt, chosen, rejected prompt (text + its own image), rejected]
+    assert contrast.second_prompt_tokens == 30 + 784
+    assert contrast.tokens_per_sequence == plain.tokens_per_sequence + 30 + 784
+    assert contrast.tokens_per_step == 4 * contrast.tokens_per_sequence
+    assert contrast.activation_bytes > plain.activation_bytes and contrast.total_bytes > plain.total_bytes
+    assert "a second prompt of 814 tokens" in contrast.format()
+    # unpacked, TRL's rejected sequence starts with its own prompt: the longer of the two counts
+    unpacked = estimate_memory(QWEN3_VL_4B, **REFERENCE, rejected_images_per_pair=2)
+    assert unpacked.tokens_per_sequence == 30 + 2 * 784 + 100
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_mdpo_contrast_pairs_add_rows_to_the_step(lean):
+    plain = estimate_memory(QWEN3_VL_4B, **PACKED)
+    mdpo = estimate_memory(QWEN3_VL_4B, **PACKED, auxiliary_pairs=1.0, lean_contrast_rows=lean)
+    assert mdpo.auxiliary_rows == 4 and mdpo.sequences_per_step == 8
+    one_side = 30 + 784 + 100  # [corrupted prompt, chosen]
+    assert mdpo.tokens_per_step == plain.tokens_per_step + 4 * (one_side if lean else 2 * one_side)
+    assert mdpo.activation_bytes > plain.activation_bytes and mdpo.logits_bytes >= plain.logits_bytes
+    assert mdpo.total_bytes > plain.total_bytes
+    assert estimate_memory(QWEN3_VL_4B, **REFERENCE, auxiliary_pairs=1.0).sequences_per_step == 8  # mDPO: packed only
+
+
+def test_tokens_per_epoch_count_second_prompts_and_mdpo_pairs():
+    common = dict(n_pairs=10, mean_prompt_text_tokens=20, mean_answer_tokens=8, max_pixels=None,
+                  max_context_length=512, image_size=(128, 128), packing=True)
+    plain = estimate_tokens_per_epoch("tiny-qwen3-vl", **common)
+    assert plain.tokens_per_pair == 44 + 8  # 16 image tokens
+    # half the pairs are image-contrast rows with one rejected image: + half a prompt of 20 + 16 tokens
+    contrast = estimate_tokens_per_epoch("tiny-qwen3-vl", **common, contrast_pair_share=0.5,
+                                         rejected_images_per_pair=0.5)
+    assert contrast.tokens_per_pair == 52 + 18
+    unpacked = estimate_tokens_per_epoch("tiny-qwen3-vl", **{**common, "packing": False}, contrast_pair_share=0.5,
+                                         rejected_images_per_pair=0.5)
+    assert unpacked.tokens_per_pair == 2 * 44  # same images on the other side: as many tokens as without
+    full = estimate_tokens_per_epoch("tiny-qwen3-vl", **common, auxiliary_pairs=1.0, lean_contrast_rows=False)
+    lean = estimate_tokens_per_epoch("tiny-qwen3-vl", **common, auxiliary_pairs=1.0, lean_contrast_rows=True)
+    assert full.tokens_per_pair == 52 + 2 * 44 and full.auxiliary_tokens_per_pair == 88
+    assert lean.tokens_per_pair == 52 + 44 and lean.tokens_per_epoch == 10 * 96
+
+
+def test_the_form_estimate_counts_contrast_rows_and_mdpo_pairs(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from nbtools.config import RunConfig
+    from nbtools.widgets.estimate_view import data_facts, estimate_html
+
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / name)
+    rows = [{"prompt": "<image>What colour?", "chosen": "Red.", "rejected": "Blue.", "images": ["a.png"]},
+            {"prompt": "<image>What colour?", "chosen": "Red.", "rejected": "Red.", "images": ["a.png"],
+             "rejected_images": ["b.png"]},
+            {"prompt": "Say hi.", "chosen": "Hi.", "rejected": "No."}]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = RunConfig(model="tiny-qwen3-vl", train_file=str(train), validation_split=0.0)
+    facts = data_facts(config)
+    assert (facts.max_rejected_images_per_pair, facts.contrast_pair_share, facts.image_pair_share) == (1, 1 / 3, 2 / 3)
+    plain = estimate_html(config, None)
+    assert "the rejected answer's own prompt where a pair has rejected_images" in plain
+    mdpo = estimate_html(config.replace(loss_type=["sigmoid", "mdpo_conditional"]), None)
+    assert "2 of them mDPO image-contrast pairs" in mdpo  # batch_size 2: one contrast row per pair, worst case
+
+    def tokens(html):
+        return int(html.split("about ")[1].split(" tokens per epoch")[0].replace(",", ""))
+
+    assert tokens(mdpo) > tokens(plain)

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from nbtools.__main__ import main
+from nbtools.config import RunConfig
 from nbtools.evaluate import Decoding, adapter_enabled, generate_text
 from nbtools.evaluate.logprobs import collate_pairs
 from nbtools.export import check_out_dir, export_merged, generate, save_adapter
@@ -83,13 +84,22 @@ def test_model_card_sections(merged_dir, eval_run_dir):
     card = (merged_dir / "README.md").read_text()
     config_text = (eval_run_dir / "config.yaml").read_text()
     for section in ("## Base model", "## Training data", "## Training configuration", "## Final metrics",
-                    "## Evaluation", "## Plots", "## Use it", "### In transformers", "### Serve with vLLM"):
+                    "## Evaluation", "## Plots", "## Use it", "### In transformers",
+                    "### Serve with vLLM, SGLang or nbtools"):
         assert section in card, section
     assert "base_model: " in card.split("---")[1]
     assert "| `preference_accuracy` |" in card
     record = json.loads((eval_run_dir / "run.json").read_text())
     assert f"| train | `{record['data']['train']['file']}` | {record['data']['train']['pairs']} |" in card
     assert f"vllm serve {merged_dir.resolve()}" in card
+    # the three servers: one model name, one max_pixels (SGLang and nbtools read it from the export's processor)
+    name, path = RunConfig.from_yaml(eval_run_dir / "config.yaml").model_name, merged_dir.resolve()
+    assert (f"vllm serve {path} --served-model-name {name} --max-model-len 4096 "
+            """--mm-processor-kwargs '{"max_pixels": 16384}'""") in card
+    assert f"python -m sglang.launch_server --model-path {path} --served-model-name {name} --port 8000" in card
+    assert f"python -m nbtools serve {path} --port 8000" in card
+    assert "Run: `python -m nbtools serve`" in card and "Not run: the vLLM and SGLang commands" in card
+    assert json.loads((merged_dir / "nbtools_export.json").read_text())["model_name"] == name  # what serve answers as
     assert "AutoModelForImageTextToText.from_pretrained" in card
     assert "max_pixels:" in card and "max_pixels:" in config_text
     assert (merged_dir / "plots" / "evaluation.png").is_file()

@@ -96,9 +96,13 @@ def test_printed_commands_run_exactly_their_arguments(hostile_card, hostile_run,
                  if line.startswith("vllm serve"))
     base = RunConfig.from_yaml(hostile_run / "config.yaml").model
     expected = [base, "--enable-lora", "--max-lora-rank", "8", "--lora-modules", f"{HOSTILE}={out.resolve()}",
-                "--max-model-len", "4096"]
+                "--max-model-len", "4096", "--mm-processor-kwargs", '{"max_pixels": 16384}']
     assert shlex.split(serve) == ["vllm", "serve", *expected]
     assert run_in_bash(serve, tmp_path, ARGV_STUB.format("vllm")) == ["serve", *expected]
+    ours = next(line for block in code_blocks(card, "bash") for line in block.splitlines()
+                if line.startswith("python -m nbtools serve"))
+    expected = ["-m", "nbtools", "serve", str(out.resolve()), "--port", "8000"]
+    assert run_in_bash(ours, tmp_path, ARGV_STUB.format("python")) == expected
 
     curl = next(block for block in code_blocks(card, "bash") if block.startswith("curl "))
     argv = shlex.split(curl)

@@ -181,10 +181,7 @@ def test_trl_dpo_config_receives_only_its_own_loss_types(tmp_path):
      "(fix: set packing: true, or remove mdpo_conditional and mdpo_anchor from loss_type)"),
     ({"loss_type": ["mdpo_anchor"]},
      "loss_type: mdpo_anchor must be added to a DPO loss, and none is given "
-     "(fix: add sigmoid, e.g. loss_type: [sigmoid, mdpo_anchor])"),
-    ({"loss_type": ["robust", "mdpo_anchor"]},
-     "loss_type: mdpo_anchor can be combined only with sigmoid, hinge, ipo, sft (the losses the packed step "
-     "implements), not with robust (fix: remove robust or the mdpo terms from loss_type)"),
+     "(fix: add sigmoid, e.g. loss_type: [sigmoid, mdpo_anchor], or choose a loss_preset)"),
     ({"loss_type": ["sigmoid", "mdpo_anchor", "mdpo_anchor"]},
      "loss_type: mdpo_anchor is listed 2 times (fix: list mdpo_anchor once and set its weight in loss_weights)"),
 ])
@@ -204,3 +201,5 @@ def test_an_unknown_loss_type_names_the_mdpo_terms_too():
     assert RunConfig(loss_type=["sigmoid", "mdpo_conditional", "mdpo_anchor"]).loss_type[1:] == [
         "mdpo_conditional", "mdpo_anchor"]
     assert RunConfig().loss_type == ["sigmoid"]
+    # every TRL loss takes the mDPO terms (the packed step implements them all)
+    assert RunConfig(loss_type=["robust", "mdpo_anchor"]).loss_type == ["robust", "mdpo_anchor"]

@@ -119,21 +119,34 @@ def test_the_anchor_gradient_raises_the_chosen_reward(qwen3):
     assert down < start - 0.01, (start, down)  # the opposite step lowers it: the check can fail
 
 
-def test_contrast_rows_score_the_chosen_answer_with_real_and_with_corrupted_images(qwen3):
-    """Each contrast row is [prompt + real images, chosen, prompt + corrupted images, chosen]: its chosen side is
-    the real pair's chosen answer (same log-prob), its rejected side the same answer after other pixels."""
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "full"])
+def test_contrast_rows_score_the_chosen_answer_with_real_and_with_corrupted_images(qwen3, lean):
+    """Each contrast row scores the chosen answer with the real images (its chosen side: the real pair's chosen
+    log-prob) and with corrupted ones (its rejected side). Full layout: [prompt + real images, chosen, prompt +
+    corrupted images, chosen]; lean (the default): [prompt + corrupted images, chosen], the chosen side taken from
+    the real pair's row."""
     from test_mdpo import _example, _image
 
     model, processor = qwen3
     examples = _examples() + [_example(question="Is it the same?", chosen="It is.", rejected="It is not.",
                                        rejected_images=[_image((10, 10, 10))])]
     expanded = with_auxiliary(examples, seed=5)
-    batch = _batch(processor, expanded)
+    batch = PackedPreferenceCollator(processor, lean_auxiliary=lean)(copy.deepcopy(expanded))
+    batch[AUXILIARY_ROWS] = auxiliary_rows(expanded)
     full_prompt = batch["prompt_lengths"] + batch["chosen_prompt_lengths"]
-    assert full_prompt[3:].tolist() == full_prompt[:3].tolist()  # the real-image side is the real pair's prompt
-    # the corrupted images (crops resized back) cost as many tokens as the real ones
-    assert batch["rejected_prompt_lengths"][3:].tolist() == batch["chosen_prompt_lengths"][3:].tolist()
-    assert (batch["rejected_prompt_lengths"][3:] > 0).all()
+    if lean:
+        assert batch["auxiliary_sources"].tolist() == [-1, -1, -1, 0, 1, 2]
+        assert batch["chosen_lengths"][3:].tolist() == [0, 0, 0]  # no chosen side of their own
+        assert batch["rejected_lengths"][3:].tolist() == batch["chosen_lengths"][:3].tolist()
+        # the whole prompt, with the corrupted images (crops resized back: as many tokens as the real ones)
+        assert batch["prompt_lengths"][3:].tolist() == full_prompt[:3].tolist()
+        assert (batch["chosen_prompt_lengths"][3:] == 0).all() and (batch["rejected_prompt_lengths"][3:] == 0).all()
+    else:
+        assert "auxiliary_sources" not in batch
+        assert full_prompt[3:].tolist() == full_prompt[:3].tolist()  # the real-image side is the real pair's prompt
+        # the corrupted images (crops resized back) cost as many tokens as the real ones
+        assert batch["rejected_prompt_lengths"][3:].tolist() == batch["chosen_prompt_lengths"][3:].tolist()
+        assert (batch["rejected_prompt_lengths"][3:] > 0).all()
     with torch.no_grad():
         policy = packed_dpo_step(model, batch, beta=BETA, loss_type=["sigmoid", "mdpo_conditional"]).policy
     real, contrast = slice(0, 3), slice(3, 6)

@@ -478,10 +478,12 @@ def test_images_and_videos_encoded_once_per_packed_step(models):
     examples = media_batches()["mixed"]
     batch = _packed(processor, examples)
     grids = batch["image_grid_thw"].shape[0] + batch["video_grid_thw"].shape[0]
+    # pictures in row order: red; blue, green (pair 4's two sides); green, small (pair 5's): green is encoded once
+    assert batch["image_copies"].tolist() == [0, 1, 2, 2, 4] and "video_copies" not in batch
     counter = EncodingCounter()
     with counter.watch(peft_model):
         reused = packed_dpo_step(peft_model, batch, beta=BETA)
-    assert reused.reused_image_features and counter.images == grids
+    assert reused.reused_image_features and counter.images == grids - 1
     counter = EncodingCounter()
     with counter.watch(peft_model):
         per_pass = packed_dpo_step(peft_model, batch, beta=BETA, reuse_vision=False)

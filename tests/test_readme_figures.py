@@ -1,4 +1,5 @@
-"""The README quotes benchmarks/results/scale.json, ref_store.json and media_fingerprint.json, generated, never typed."""
+"""The README quotes benchmarks/results/*.json (scale, ref_store, media_fingerprint, long_pairs, served_reply),
+generated, never typed."""
 
 import sys
 from pathlib import Path

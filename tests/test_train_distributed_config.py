@@ -144,3 +144,72 @@ def test_the_trainer_settings_exist_before_the_model_is_loaded(tmp_path, data_di
     with pytest.raises(Loaded):
         runner.train(cfg, live=False)
     assert calls == ["settings", ("decide", "DPOConfig", "cpu"), ("load", True)]
+
+
+# --- DeepSpeed ZeRO-3: refused (adapter saving is not gathered there, and it is untested) ---------------
+
+@pytest.mark.parametrize("environ, stage", [
+    ({}, None),
+    ({"ACCELERATE_USE_DEEPSPEED": "false", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, None),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, 2),  # accelerate's default stage
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, 3),
+    ({"ACCELERATE_USE_DEEPSPEED": "TRUE", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, 1),
+])
+def test_zero_stage_is_read_as_accelerate_reads_it(environ, stage):
+    from nbtools.train.distributed import deepspeed_zero_stage
+
+    assert deepspeed_zero_stage(environ) == stage
+
+
+def test_a_deepspeed_json_decides_the_stage_over_the_variable(tmp_path):
+    from nbtools.train.distributed import check_deepspeed, deepspeed_zero_stage
+
+    ds = tmp_path / "ds.json"
+    environ = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2",
+               "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ds)}
+    ds.write_text('{"zero_optimization": {"stage": 3}}')
+    assert deepspeed_zero_stage(environ) == 3
+    with pytest.raises(ConfigError, match="ZeRO-3"):
+        check_deepspeed(RunConfig(train_file="t.jsonl"), environ)
+    ds.write_text('{"zero_optimization": {"stage": "auto"}}')
+    assert deepspeed_zero_stage(environ) == 2  # "auto" leaves the variable's stage
+    ds.write_text("not json")
+    assert deepspeed_zero_stage(environ) == 2  # DeepSpeed itself reports a broken file
+    check_deepspeed(RunConfig(train_file="t.jsonl"), environ)  # ZeRO-2 is not refused
+
+
+def _zero3_launch_environment() -> dict:
+    """The variables ``accelerate launch --config_file configs/accelerate_deepspeed_zero3.yaml`` gives each process
+    (accelerate's own code; only its check that DeepSpeed is installed is skipped)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    parsed = launch_command_parser().parse_args(["--config_file", str(REPO / "configs" /
+                                                                      "accelerate_deepspeed_zero3.yaml"),
+                                                 "-m", "nbtools", "train", "run.yaml"])
+    args, defaults, _ = _validate_launch_command(parsed)
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as launch_command sets it
+    return {k: v for k, v in prepare_deepspeed_cmd_env(args)[1].items() if k.startswith("ACCELERATE_")}
+
+
+def test_train_under_the_shipped_zero3_config_stops_before_any_model_loads(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    launched = _zero3_launch_environment()
+    assert launched["ACCELERATE_USE_DEEPSPEED"] == "true" and launched["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3"
+    cache = tmp_path / "cache"  # empty: the tiny model would be built here if anything loaded it
+    cache.mkdir()
+    config = RunConfig(model="tiny-qwen3-vl", train_file=str(REPO / "data_samples" / "shapes" / "train.jsonl"),
+                       output_dir=str(tmp_path / "run"), max_steps=1).to_yaml(tmp_path / "run.yaml")
+    env = {**os.environ, **launched, "HF_HUB_OFFLINE": "1", "NBTOOLS_CACHE_DIR": str(cache),
+           "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "nbtools", "train", str(config)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr
+    assert "distributed: the accelerate config runs DeepSpeed ZeRO-3" in errors[0]
+    assert "does not gather" in errors[0] and "configs/accelerate_ddp.yaml" in errors[0]
+    assert not (tmp_path / "run").exists() and not any(cache.iterdir())  # no run folder, no model, no data pass

@@ -49,11 +49,13 @@ UNUSUAL = RunConfig(
     custom_model_name="charts-7b", output_dir="/runs/x", seed=7, epoch=2.5, max_steps=12, batch_size=3,
     gradient_accumulation_steps=5, learning_rate=2e-6, warmup_ratio=0.05, lr_scheduler_type="linear",
     max_grad_norm=0.5, num_workers=0, lora_rank=4, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj"],
-    adapter_path="/sft/adapter", beta=0.25, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], eval_steps=5,
+    adapter_path="/sft/adapter", beta=0.25, loss_type=["robust"], loss_weights=[1.0], eval_steps=5,
     save_steps=10, logging_steps=1, save_total_limit=0, early_stopping_patience=3, load_best_model_at_end=False,
     report_to="tensorboard", precision="fp32", quantization="none", gradient_checkpointing=False, packing=False,
     precompute_ref_log_probs=False, distributed="fsdp", fps=1.5, max_frames=8, video_max_pixels=50176,
-    columns="prompt=question image=img", attn_implementation="eager", health_samples=2,
+    columns="prompt=question image=img", attn_implementation="eager", loss_preset="robust", label_smoothing=0.2,
+    discopop_tau=0.1, f_divergence_type="js_divergence", f_alpha_divergence_coef=0.7, ld_alpha=0.3, use_weighting=True,
+    health_samples=2,
 )
 
 
@@ -263,7 +265,7 @@ def test_changing_a_field_clears_the_saved_message(form, tmp_path):
 def test_set_config_shows_another_config(form):
     form.set_config(UNUSUAL)
     assert config_from_form(form) == UNUSUAL
-    assert form.fields["loss_type"].control.value == "sigmoid, sft"
+    assert form.fields["loss_type"].control.value == "robust"
     assert form.fields["target_modules"].control.value == "[q_proj]"
 
 
@@ -315,3 +317,27 @@ def test_real_estimate_names_the_knob_when_it_does_not_fit(sample_config):
     set_value(form, "gradient_checkpointing", True)
     set_value(form, "batch_size", 2)
     assert "fits in 16 GiB" in form.estimate.value
+
+
+def test_loss_presets_fill_the_loss_fields_and_say_when_to_use_them(form):
+    from nbtools.config import LOSS_PRESETS
+
+    assert form.fields["loss_preset"].control.options == ("custom", "dpo", "rpo", "mpo", "ipo", "robust")
+    assert form.preset_note.value == ""  # custom: nothing to explain
+    set_value(form, "loss_preset", "mpo")
+    assert form.fields["loss_type"].control.value == "sigmoid, bco_pair, sft"
+    assert form.fields["loss_weights"].control.value == "0.8, 0.2, 1.0"
+    assert LOSS_PRESETS["mpo"].help in html.unescape(form.preset_note.value)
+    config = config_from_form(form)
+    assert (config.loss_preset, config.loss_type, config.loss_weights) == ("mpo", ["sigmoid", "bco_pair", "sft"],
+                                                                           [0.8, 0.2, 1.0])
+    set_value(form, "loss_preset", "robust")
+    assert form.fields["loss_type"].control.value == "robust" and form.fields["loss_weights"].control.value == ""
+    assert config_from_form(form).label_smoothing == 0.1
+    # editing the losses away from the preset: the form says custom, and the config is what was typed
+    set_value(form, "loss_type", "robust, sft")
+    assert form.fields["loss_preset"].control.value == "custom" and form.errors == {}
+    assert config_from_form(form).loss_type == ["robust", "sft"]
+    for name in LOSS_PRESETS:
+        set_value(form, "loss_preset", name)
+        assert form.errors == {} and config_from_form(form).loss_preset == name

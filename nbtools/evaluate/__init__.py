@@ -4,11 +4,13 @@
     result = evaluate_run(run.run_dir, run=run)      # writes evaluation.json, plots/evaluation.png
     result                                            # the table in a notebook
     ModelLab(run.model, run.processor, result.examples[:8])   # the interactive lab
+    ModelLab(samples=result.examples[:8], base="http://127.0.0.1:8001/v1", tuned="http://127.0.0.1:8000/v1")
 """
 
 from .generation import Decoding, generate_text
+from .endpoint import Endpoint, EndpointError
 from .judge import WinRate, judge_rows, reference_judge, win_rate
-from .lab import ModelLab, generate_pair, save_side_by_side, side_by_side
+from .lab import InProcess, ModelLab, answer_pair, answerers, generate_pair, save_side_by_side, side_by_side
 from .logprobs import PairLogProbs, adapter_enabled, score_base_and_tuned, score_pairs
 from .metrics import Estimate, PreferenceEvaluation, compare_models
 from .pipeline import EvaluationDataError, EvaluationResult, evaluate_run, held_out_pairs
@@ -16,9 +18,10 @@ from .report import plot_evaluation, read_evaluation, table_html, table_text
 from .run_model import RunFolderError, RunModel, load_run_model
 
 __all__ = [
-    "Decoding", "EvaluationDataError", "EvaluationResult", "Estimate", "ModelLab", "PairLogProbs",
-    "PreferenceEvaluation", "RunFolderError", "RunModel", "WinRate", "adapter_enabled", "compare_models",
-    "evaluate_run", "generate_pair", "generate_text", "held_out_pairs", "judge_rows", "load_run_model",
-    "plot_evaluation", "read_evaluation", "reference_judge", "save_side_by_side", "score_base_and_tuned",
-    "score_pairs", "side_by_side", "table_html", "table_text", "win_rate",
+    "Decoding", "Endpoint", "EndpointError", "EvaluationDataError", "EvaluationResult", "Estimate", "InProcess",
+    "ModelLab", "PairLogProbs", "PreferenceEvaluation", "RunFolderError", "RunModel", "WinRate", "adapter_enabled",
+    "answer_pair", "answerers", "compare_models", "evaluate_run", "generate_pair", "generate_text",
+    "held_out_pairs", "judge_rows", "load_run_model", "plot_evaluation", "read_evaluation", "reference_judge",
+    "save_side_by_side", "score_base_and_tuned", "score_pairs", "side_by_side", "table_html", "table_text",
+    "win_rate",
 ]

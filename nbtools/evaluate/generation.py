@@ -67,17 +67,20 @@ def user_message(images: Sequence, prompt, videos: Sequence = ()) -> list[dict]:
     return [{"role": "user", "content": blocks}]
 
 
-def build_inputs(processor, images, prompt, device=None, videos: Sequence = ()):
+def build_inputs(processor, images, prompt, device=None, videos: Sequence = (), *, add_generation_prompt: bool = True,
+                 template_kwargs: Optional[dict] = None):
     """Tokenised prompt (with the generation prompt), pixel values and video frames, ready for ``generate``.
 
     ``videos`` are ``nbtools.video.Clip`` objects: their frames were sampled and sized as training
     sampled them, so they go to the processor as they are, with their metadata (Qwen3-VL writes
-    each frame group's time into the prompt from it).
+    each frame group's time into the prompt from it). ``template_kwargs`` go to the chat template
+    (``tools``, ``enable_thinking`` …; the served model passes a request's on, see nbtools.serve).
     """
     images = as_images(images)
     videos = list(videos or [])
     messages = user_message(images, prompt, videos)
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False,
+                                         **(template_kwargs or {}))
     media = {}
     if videos:
         from nbtools.video import processor_video_kwargs

@@ -1,7 +1,9 @@
 """The model lab: base and tuned answers side by side, saved as HTML or driven by a widget.
 
 Base and tuned are one model with the LoRA adapter off and on, so both answer with the
-same decoding settings and the same seed; any difference is the tuning's doing.
+same decoding settings and the same seed; any difference is the tuning's doing. Either side
+may instead be a model behind an OpenAI-compatible endpoint (``base="http://HOST:PORT/v1"``,
+see nbtools.evaluate.endpoint), which gets the same images, videos and decoding settings.
 """
 
 from __future__ import annotations
@@ -21,35 +23,94 @@ LAB_DIR = "lab"
 SIDE_BY_SIDE_FILE = "side_by_side.html"
 
 
+class InProcess:
+    """A model in this process. ``adapter``: True answers as the tuned model (LoRA adapter on), False as the
+    base (adapter off, or the SFT adapter the run started from), None as the model is."""
+
+    def __init__(self, model, processor, adapter: Optional[bool] = None):
+        self.model, self.processor, self.adapter = model, processor, adapter
+
+    def describe(self) -> str:
+        return "in this process" + {None: "", True: " (adapter on)", False: " (adapter off)"}[self.adapter]
+
+    def answer(self, images, prompt, decoding: Optional[Decoding] = None, on_text=None, videos: Sequence = ()) -> str:
+        if self.adapter is None:
+            return generate_text(self.model, self.processor, images, prompt, decoding, on_text=on_text, videos=videos)
+        with adapter_enabled(self.model, self.adapter):
+            return generate_text(self.model, self.processor, images, prompt, decoding, on_text=on_text, videos=videos)
+
+
+class _NoModel:
+    """A side without a model (a lab opened only to look at the samples): answering says what to pass."""
+
+    def __init__(self, side: str):
+        self.side = side
+
+    def describe(self) -> str:
+        return "no model given"
+
+    def answer(self, *args, **kwargs) -> str:
+        raise ValueError(f"no {self.side} model: pass the run's model and processor, or {self.side}=an endpoint URL")
+
+
+def answerers(model=None, processor=None, base=None, tuned=None) -> dict:
+    """``{"base": …, "tuned": …}``, each with ``answer(images, prompt, decoding, on_text, videos)``.
+
+    A side left None (or "") is ``model`` with its adapter off (base) or on (tuned); otherwise it is an endpoint URL
+    (``"http://HOST:PORT/v1"``, the first model it lists), ``(url, model_name)``, an ``Endpoint``, a
+    ``(model, processor)`` pair in this process, or any object with such an ``answer`` method.
+    """
+    from .endpoint import endpoint
+
+    sides = {}
+    for side, spec, adapter in (("base", base, False), ("tuned", tuned, True)):
+        if spec is None or spec == "":
+            sides[side] = InProcess(model, processor, adapter) if model is not None else _NoModel(side)
+        elif hasattr(spec, "answer"):
+            sides[side] = spec
+        elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[0], str):
+            sides[side] = InProcess(*spec)
+        else:
+            sides[side] = endpoint(spec)
+    return sides
+
+
+def answer_pair(sides: dict, images, prompt, decoding: Optional[Decoding] = None, on_text=None,
+                videos: Sequence = ()) -> dict:
+    """``{"base": text, "tuned": text}`` from :func:`answerers`' two sides, with the same inputs and settings;
+    ``on_text(side, text_so_far)`` streams."""
+    decoding = decoding or Decoding()
+    answers = {}
+    for side in ("base", "tuned"):
+        stream = (lambda text, side=side: on_text(side, text)) if on_text else None
+        answers[side] = sides[side].answer(images, prompt, decoding, on_text=stream, videos=videos)
+    return answers
+
+
 def generate_pair(model, processor, images, prompt, decoding: Optional[Decoding] = None, on_text=None,
                   videos: Sequence = ()) -> dict:
     """``{"base": text, "tuned": text}`` for one prompt; ``on_text(side, text_so_far)`` streams.
     ``videos``: the prompt's clips (``nbtools.video.Clip``), sampled as the run samples them."""
-    decoding = decoding or Decoding()
-    answers = {}
-    for side, tuned in (("base", False), ("tuned", True)):
-        stream = (lambda text, side=side: on_text(side, text)) if on_text else None
-        with adapter_enabled(model, tuned):
-            answers[side] = generate_text(model, processor, images, prompt, decoding, on_text=stream, videos=videos)
-    return answers
+    return answer_pair(answerers(model, processor), images, prompt, decoding, on_text, videos)
 
 
-def side_by_side(model, processor, samples: Sequence[dict], decoding: Optional[Decoding] = None,
-                 progress: bool = True) -> list[dict]:
+def side_by_side(model=None, processor=None, samples: Sequence[dict] = (), decoding: Optional[Decoding] = None,
+                 progress: bool = True, *, base=None, tuned=None) -> list[dict]:
     """Base and tuned answers for each sample (training examples: ``prompt``, ``images``, ``videos``
     as ``nbtools.video.Clip``, answers, and ``rejected_images`` where the pair has them).
 
     The prompt is generated from as the user wrote it (images and videos included); the pair's
     chosen/rejected answers, and the images the rejected answer was about, are kept for reference
-    and for the judge.
+    and for the judge. ``base``/``tuned``: endpoints in place of the in-process sides (see :func:`answerers`).
     """
     from tqdm.auto import tqdm
 
+    sides = answerers(model, processor, base, tuned)
     rows = []
     for sample in tqdm(samples, desc="model lab", disable=not progress, leave=False):
         images = as_images(sample.get("images"))
         videos = list(sample.get("videos") or [])
-        answers = generate_pair(model, processor, images, sample["prompt"], decoding, videos=videos)
+        answers = answer_pair(sides, images, sample["prompt"], decoding, videos=videos)
         rows.append(
             {
                 "prompt": prompt_text(sample["prompt"]),
@@ -156,16 +217,23 @@ class LabSample:
 class ModelLab:
     """Pick a sample or upload an image, type a prompt, and see base and tuned answer it.
 
+    ``ModelLab(run.model, run.processor, samples)`` compares the run's model with its adapter off and on;
+    ``base=``/``tuned=`` put a model behind an OpenAI-compatible endpoint on either side instead
+    (``ModelLab(samples=samples, base="http://127.0.0.1:8001/v1", tuned="http://127.0.0.1:8000/v1")``,
+    see :func:`answerers`), which gets the same images, videos and decoding settings.
+
     Every control is a public attribute and every handler a method, so tests (and
     papermill runs) set values and call ``on_generate()`` without a browser.
     """
 
     UPLOAD = -1
 
-    def __init__(self, model, processor, samples: Sequence[dict] = (), decoding: Optional[Decoding] = None):
+    def __init__(self, model=None, processor=None, samples: Sequence[dict] = (), decoding: Optional[Decoding] = None,
+                 *, base=None, tuned=None):
         import ipywidgets as w
 
         self.model, self.processor = model, processor
+        self.sides = answerers(model, processor, base, tuned)
         decoding = decoding or Decoding()
         self.samples = [
             LabSample(f"{i}: {prompt_text(s['prompt'])[:60]}", as_images(s.get("images")), prompt_text(s["prompt"]),
@@ -199,7 +267,9 @@ class ModelLab:
         self.upload.observe(self.on_upload, names="value")
         self.generate_button.on_click(self.on_generate)
         wrap = w.Layout(flex_flow="row wrap", align_items="center", width="100%")
-        answers = [w.VBox([w.HTML(f"<b>{side}</b>"), box], layout=w.Layout(flex="1 1 0", min_width="240px"))
+        answers = [w.VBox([w.HTML(f"<b>{side}</b> <span style='color:#6b7280'>"
+                                  f"{html.escape(self.sides[side].describe())}</span>"), box],
+                          layout=w.Layout(flex="1 1 0", min_width="240px"))
                    for side, box in (("base", self.base_output), ("tuned", self.tuned_output))]
         self.widget = w.VBox([
             w.HTML(LAB_STYLE),
@@ -267,8 +337,8 @@ class ModelLab:
         self.status.value = "generating…"
         try:
             decoding = self.decoding()
-            answers = generate_pair(
-                self.model, self.processor, self.current_images(), self.prompt.value, decoding,
+            answers = answer_pair(
+                self.sides, self.current_images(), self.prompt.value, decoding,
                 on_text=lambda side, text: setattr(outputs[side], "value", text), videos=self.current_videos(),
             )
         except Exception as exc:  # shown in the widget: a notebook user has no traceback to read

@@ -13,9 +13,13 @@ every data-loader worker, a resumed run), so its reference log-probs are constan
 The numbers come from SHA-256 of (run seed, pair text, image bytes, image index), not from ``random``,
 so they do not depend on the Python version or on how many pairs were drawn before.
 
-Auxiliary examples carry :data:`CONTRAST_KEY` (what corrupted them; part of the reference-cache key);
-the batch lists which rows they are under :data:`AUXILIARY_ROWS`, so that DPO's loss and TRL's metrics
-cover only the real pairs.
+Auxiliary examples carry :data:`CONTRAST_KEY` (what corrupted them; part of the reference-cache key) and
+:data:`AUXILIARY_SOURCE` (the pair they were made from); the batch lists which rows they are under
+:data:`AUXILIARY_ROWS`, so that DPO's loss and TRL's metrics cover only the real pairs. When that pair is in
+the same batch, the collator lays out only the corrupted side and the row takes its chosen log-prob (the real
+images) from the pair's row (:func:`nbtools.packing.layout.lean_auxiliary_sources`); the values are the same
+either way, so the reference cache holds (log π_ref(y_w|m,x), log π_ref(y_w|m',x)) for the pair whatever layout
+computed them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from .digest import image_bytes, is_pil_image, parts_digest
 CONTRAST_KEY = "image_contrast"
 # Batch key (a layout key, never a model input): True for the rows that are auxiliary pairs.
 AUXILIARY_ROWS = "auxiliary_rows"
+# Example key: the real pair (the dict itself) an auxiliary pair was made from; lets the collator lay out only
+# its corrupted side when that pair is in the same batch (nbtools.packing.layout.lean_auxiliary_sources).
+AUXILIARY_SOURCE = "image_contrast_of"
 # Share of the image's area a crop keeps (mDPO's "0-20%"; 1% rather than 0 so the crop has pixels).
 CROP_KEEP = (0.01, 0.20)
 CROP_VERSION = 1  # bump when the crop changes, so cached reference values of old crops miss
@@ -88,6 +95,7 @@ def auxiliary_example(example: dict[str, Any], seed: int) -> dict[str, Any] | No
     if not images:
         return None
     aux = dict(example)
+    aux[AUXILIARY_SOURCE] = example
     aux["rejected"] = copy.deepcopy(example["chosen"])
     if example.get("rejected_images"):
         aux[CONTRAST_KEY] = "rejected_images"

@@ -20,14 +20,22 @@ Layout API (segment ids per token, in the batch's ``segment_ids``):
   ``[prompt, rejected_prompt, rejected]`` row, and the first rejected token is predicted from the
   last rejected-prompt token. Each image is encoded once (``images`` in the chosen prompt,
   ``rejected_images`` in the rejected one), a shared video once; a video after the first image
-  sits in both own parts and is encoded twice.
-- Rows of both kinds mix freely in one batch. Build rows with :class:`PackedPieces` (split rows:
+  sits in both own parts (its tokens follow different images there) and is encoded once when the vision
+  tower is frozen (batch key ``video_copies``, see :func:`nbtools.packing.vision_cache.encode_images`).
+- mDPO contrast rows (:mod:`nbtools.packing.contrast`: the chosen answer with the real images vs with corrupted
+  ones) whose real pair is in the same batch are *lean*: ``[prompt with the corrupted images, chosen answer]``
+  as the rejected side, with no chosen side (``chosen_lengths`` 0). Their chosen side would be exactly the real
+  pair's, so its log-prob is taken from that row (batch key ``auxiliary_sources``, :func:`borrow_chosen`):
+  a contrast row has half the tokens and pictures it had.
+  ``PackedPreferenceCollator(lean_auxiliary=False)`` lays them out whole, as image-contrast rows.
+- Rows of all kinds mix freely in one batch. Build rows with :class:`PackedPieces` (split rows:
   ``chosen_prompt_ids`` / ``rejected_prompt_ids`` set) and :func:`pack_pieces`, or let
   :class:`PackedPreferenceCollator` do it from examples. Batch keys: ``prompt_lengths`` (the
   shared part), ``chosen_prompt_lengths`` / ``rejected_prompt_lengths`` (0 for shared-prompt
   rows), ``chosen_lengths``, ``rejected_lengths``.
 - Videos: examples may carry ``"videos": [nbtools.video.Clip]``; the processor gets the frames
-  with their metadata (``nbtools.video.processor_video_kwargs``), each clip once per prompt part it appears in.
+  with their metadata (``nbtools.video.processor_video_kwargs``), each clip once per prompt part it appears in;
+  ``image_copies`` / ``video_copies`` say which of them are the same picture or clip (encoded once).
 
 Tokenisation goes through TRL's own chat-template helpers so the token ids are the ones TRL
 would train on; only the layout differs.
@@ -51,9 +59,17 @@ SEGMENT_REJECTED = 3
 SEGMENT_REJECTED_PROMPT = 4
 SEGMENT_CHOSEN_PROMPT = 5
 
+# Batch key: per row, the row whose chosen log-prob this row's chosen log-prob is (-1: its own). Set for lean
+# mDPO contrast rows (``[corrupted prompt, chosen answer]`` as the rejected side, no chosen side of their own).
+AUXILIARY_SOURCES = "auxiliary_sources"
+# Batch keys: per image / video of the batch (a grid row), the first one that is the same picture or clip, when
+# some are repeated (a video after the first image of an image-contrast row, media a contrast row shares with its
+# pair): nbtools.packing.vision_cache.encode_images encodes each once.
+MEDIA_COPIES = {"image": "image_copies", "video": "video_copies"}
+
 # Batch keys that describe the layout and are never passed to the model itself.
 LAYOUT_KEYS = ("segment_ids", "prompt_lengths", "chosen_prompt_lengths", "chosen_lengths", "rejected_prompt_lengths",
-               "rejected_lengths", "auxiliary_rows")
+               "rejected_lengths", "auxiliary_rows", AUXILIARY_SOURCES, *MEDIA_COPIES.values())
 # Keys the caller may attach (precomputed reference values, cache keys); not model inputs.
 EXTRA_KEYS = ("ref_chosen_logps", "ref_rejected_logps", "pair_keys")
 
@@ -210,6 +226,48 @@ def drop_videos(processed: dict, drop: list[int]) -> None:
         processed["second_per_grid_ts"] = processed["second_per_grid_ts"][keep]
 
 
+def copies_of(items: list) -> list[int] | None:
+    """Per item, the index of the first item that is the same object; None when no item repeats."""
+    first: dict[int, int] = {}
+    copies = [first.setdefault(id(item), index) for index, item in enumerate(items)]
+    return copies if copies != list(range(len(items))) else None
+
+
+def _same_objects(first: list, second: list) -> bool:
+    return len(first) == len(second) and all(a is b for a, b in zip(first, second))
+
+
+def lean_auxiliary_sources(examples: list[dict[str, Any]]) -> list[int]:
+    """Per example: the row of the real pair an mDPO contrast pair was made from, when that pair is in the same
+    batch (-1 otherwise, and for every real pair).
+
+    The contrast pair's chosen side (its prompt with the real images, the chosen answer) is exactly that pair's
+    chosen side, so its row carries only the corrupted side and borrows the chosen log-prob (:func:`borrow_chosen`).
+    """
+    from .contrast import AUXILIARY_SOURCE, CONTRAST_KEY
+
+    rows = {id(example): row for row, example in enumerate(examples) if not example.get(CONTRAST_KEY)}
+    sources = []
+    for example in examples:
+        source = example.get(AUXILIARY_SOURCE) if example.get(CONTRAST_KEY) else None
+        row = rows.get(id(source), -1) if source is not None else -1
+        if row >= 0 and not (source["prompt"] == example["prompt"] and source["chosen"] == example["chosen"]
+                             and _same_objects(example_images(source), example_images(example))
+                             and _same_objects(source.get("videos") or [], example.get("videos") or [])):
+            row = -1  # changed since it was made: score it whole
+        sources.append(row)
+    return sources
+
+
+def borrow_chosen(chosen: torch.Tensor, batch: dict) -> torch.Tensor:
+    """``chosen`` (per row) with each lean contrast row's value taken from its source row (autograd flows there)."""
+    sources = batch.get(AUXILIARY_SOURCES)
+    if sources is None:
+        return chosen
+    sources = sources.to(chosen.device)
+    return torch.where(sources >= 0, chosen[sources.clamp(min=0)], chosen)
+
+
 def example_images(example: dict[str, Any]) -> list:
     """The example's images (TRL accepts ``images`` or a single ``image``)."""
     return list(example.get("images") or ([example["image"]] if example.get("image") is not None else []))
@@ -278,12 +336,16 @@ class PackedPreferenceCollator:
     ``examples -> (chosen, rejected) tensors or None``), precomputed reference log-probs are
     attached as ``ref_chosen_logps`` / ``ref_rejected_logps``. ``max_length`` truncates like
     TRL: each answer is cut so that its ``prompt + answer`` fits (a prompt itself is never cut).
+    ``lean_auxiliary``: mDPO contrast pairs whose real pair is in the batch get only their corrupted side
+    (``auxiliary_sources`` names the row their chosen log-prob comes from); False lays them out whole.
     """
 
     processor: Any
     reference_lookup: Any = None
     max_length: int | None = None
     extra_processor_kwargs: dict = field(default_factory=dict)
+    # mDPO contrast pairs whose real pair is in the batch: only their corrupted side (lean_auxiliary_sources)
+    lean_auxiliary: bool = True
 
     @property
     def pad_token_id(self) -> int:
@@ -302,6 +364,7 @@ class PackedPreferenceCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         rendered = [render_pair(example, self.processor) for example in examples]
+        sources = lean_auxiliary_sources(examples) if self.lean_auxiliary else [-1] * len(examples)
         # one processor text per prompt: the shared (or chosen-side) prompt, then the rejected prompt if any
         texts, text_images, clips, text_of = [], [], [], []
         first_video = []  # per text: index of its first video in the processor call
@@ -310,7 +373,10 @@ class PackedPreferenceCollator:
             row_clips = example_clips(example, row)
             clips_per_row.append(len(row_clips))
             rejected_images = rejected_images_of(example, row)
-            sides = [images] if rejected_images is None else [images, rejected_images]
+            if sources[row] >= 0:  # a lean contrast row: [prompt with the corrupted images, chosen answer]
+                sides = [rejected_images]
+            else:
+                sides = [images] if rejected_images is None else [images, rejected_images]
             for side_images in sides:
                 first_video.append(len(clips))
                 texts.append(prompt)
@@ -348,6 +414,8 @@ class PackedPreferenceCollator:
             room = self._room(row, prompt_ids)
             piece = PackedPieces(prompt_ids=prompt_ids, chosen_ids=list(chosen_ids[row])[:room],
                                  rejected_ids=list(rejected_ids[row])[:room], prompt_mm_token_type_ids=prompt_mm)
+            if sources[row] >= 0:  # its chosen side is its source row's (borrow_chosen)
+                piece.chosen_ids = []
             if rejected_text is not None:
                 rejected_prompt, rejected_mm = prompt_of(rejected_text)
                 piece.rejected_ids = list(rejected_ids[row])[: self._room(row, rejected_prompt)]
@@ -370,6 +438,15 @@ class PackedPreferenceCollator:
         drop_videos(processed, shared_videos)
         batch = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         batch.update(pack_pieces(pieces, self.pad_token_id))
+        if any(source >= 0 for source in sources):
+            batch[AUXILIARY_SOURCES] = torch.tensor(sources)
+        # the same picture or clip in several prompt parts: vision_cache.encode_images encodes it once
+        dropped = set(shared_videos)
+        kept_clips = [clip for index, clip in enumerate(clips) if index not in dropped]
+        for kind, items in (("image", [image for side in text_images for image in side]), ("video", kept_clips)):
+            copies = copies_of(items) if processed.get(f"{kind}_grid_thw") is not None else None
+            if copies is not None and len(copies) == processed[f"{kind}_grid_thw"].shape[0]:
+                batch[MEDIA_COPIES[kind]] = torch.tensor(copies)
         if self.reference_lookup is not None:
             found = self.reference_lookup(examples)
             if found is not None:

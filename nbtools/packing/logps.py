@@ -21,6 +21,7 @@ import torch
 from trl.kernels import ChunkedLogProbFunction
 
 from .layout import EXTRA_KEYS, LAYOUT_KEYS, SEGMENT_CHOSEN, SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
+from .layout import borrow_chosen
 from .block_mask import BLOCK_MASK_ATTENTION, block_mask_from_segments
 from .mask import packed_attention_mask
 from .multi import MERGE_KEYS, merge_pairs, plan_in_order
@@ -143,6 +144,7 @@ def packed_logps(
     rejected = torch.zeros_like(chosen)
     chosen = chosen.index_add(0, pairs[is_chosen], token_logps[is_chosen])
     rejected = rejected.index_add(0, pairs[~is_chosen], token_logps[~is_chosen])
+    chosen = borrow_chosen(chosen, batch)  # lean mDPO contrast rows: the chosen side is their source pair's
     encoder = {}
     for key in ("image", "video"):
         value = getattr(outputs, f"{key}_outputs", None)
@@ -154,7 +156,8 @@ def packed_logps(
 # Vocabulary columns per tile of the chunked LM head (TRL's own default for its fused head): with
 # TOKEN_CHUNK_SIZE tokens per tile, the largest (tokens x vocab) tensor the step holds at once.
 LOGPROB_VOCAB_CHUNK = 32768
-_STAT_OUTPUTS = ("entropy", "mean_logits", "is_top1")
+# log Σ_v p(v)² is WPO's per-token weight term (use_weighting); one more sum per tile, no gradient
+_STAT_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 
 def chunkable_head(head) -> bool:
@@ -173,7 +176,8 @@ def chunkable_head(head) -> bool:
 
 def answer_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, with_stats: bool = False,
                  chunk_size: int | None = None) -> tuple[torch.Tensor, dict]:
-    """fp32 log-prob of each target under ``head(hidden)``, and (``with_stats``) detached entropy / mean logit / top-1.
+    """fp32 log-prob of each target under ``head(hidden)``, and (``with_stats``) detached entropy / mean logit / top-1 /
+    log Σ_v p(v)².
 
     Through TRL's ``ChunkedLogProbFunction`` (vocabulary in tiles of ``chunk_size``, default
     ``LOGPROB_VOCAB_CHUNK``, recomputed in the backward), so no (tokens x vocab) tensor is kept for autograd.
@@ -181,10 +185,11 @@ def answer_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, with_stat
     """
     chunk_size = LOGPROB_VOCAB_CHUNK if chunk_size is None else chunk_size
     if chunk_size and chunkable_head(head):
-        token_logps, entropy, _, mean_logits, is_top1 = ChunkedLogProbFunction.apply(
+        token_logps, entropy, log_sum_sq_probs, mean_logits, is_top1 = ChunkedLogProbFunction.apply(
             hidden, head.weight, head.bias, targets, 1.0, chunk_size, None, 1.0, _STAT_OUTPUTS if with_stats else ()
         )
-        stats = {"entropy": entropy.detach(), "mean_logits": mean_logits, "is_top1": is_top1} if with_stats else {}
+        stats = {"entropy": entropy.detach(), "mean_logits": mean_logits, "is_top1": is_top1,
+                 "log_sum_sq_probs": log_sum_sq_probs} if with_stats else {}
         return token_logps, stats
     logits = head(hidden).float()
     log_probs = logits.log_softmax(dim=-1)
@@ -196,6 +201,7 @@ def answer_logps(head, hidden: torch.Tensor, targets: torch.Tensor, *, with_stat
                 "entropy": -(log_probs.exp() * log_probs).sum(-1),
                 "mean_logits": logits.mean(-1),
                 "is_top1": logits.argmax(-1) == targets,
+                "log_sum_sq_probs": torch.logsumexp(2 * log_probs, dim=-1),
             }
     return token_logps, stats
 

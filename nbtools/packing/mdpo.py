@@ -6,7 +6,9 @@
   multimodal DPO can reach its goal from the text alone and learn to ignore the image; this term
   only improves by looking at it. It is computed on the auxiliary image-contrast rows of the batch
   (:mod:`nbtools.packing.contrast`: chosen answer on both sides, m' on the rejected side), so a row's
-  "chosen" log-prob is log π(y_w|m,x) and its "rejected" one log π(y_w|m',x).
+  "chosen" log-prob is log π(y_w|m,x) and its "rejected" one log π(y_w|m',x). (In the lean layout the row holds
+  only the m' side and its "chosen" value is the real pair's chosen log-prob, the same number; see
+  :func:`nbtools.packing.layout.borrow_chosen`.)
 * ``mdpo_anchor``: -log σ(β(log π(y_w|m,x) − log π_ref(y_w|m,x)) − δ) with δ = 0, on the real pairs:
   keeps the chosen answer's reward above zero (relative DPO can raise the margin while both answers
   lose likelihood).

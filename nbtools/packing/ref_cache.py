@@ -290,6 +290,7 @@ def precompute_reference_logps(
 
     from .logps import packed_logps
     from .step import default_reference_context
+    from .vision_cache import encode_images
 
     target = ref_model if ref_model is not None else model
     device = next(target.parameters()).device
@@ -305,7 +306,8 @@ def precompute_reference_logps(
         batch = _to_device(collator([example for _, example in pending]), device)
         batch.pop("ref_chosen_logps", None)
         batch.pop("ref_rejected_logps", None)
-        result = packed_logps(target, batch)
+        # encoded once (a picture or clip the batch holds twice: once), under the reference's own weights
+        result = packed_logps(target, batch, encoder_outputs=encode_images(target, batch))
         for row, (key, _) in enumerate(pending):
             store.put(key, result.chosen[row].item(), result.rejected[row].item())
 

@@ -18,7 +18,7 @@ from nbtools.config import split_loss_types
 
 from .contrast import AUXILIARY_ROWS
 from .logps import PackedLogps, packed_logps
-from .loss import METRIC_SUM_FIELDS, metric_sums, metrics_from_sums, packed_loss
+from .loss import METRIC_SUM_FIELDS, LossOptions, metric_sums, metrics_from_sums, packed_loss, reweighted_logps
 from .mdpo import mdpo_loss, mdpo_metrics
 from .vision_cache import encode_images, vision_features_reusable
 
@@ -75,6 +75,7 @@ def packed_dpo_step(
     reference_context: Callable[[], ContextManager] | None = None,
     reduce_metrics: Callable[[torch.Tensor], torch.Tensor] | None = None,
     row_budget: int | None = None,
+    loss_options: LossOptions | dict | None = None,
 ) -> PackedStepResult:
     """Loss and metrics (TRL names) for one packed batch.
 
@@ -89,12 +90,17 @@ def packed_dpo_step(
     describe the whole global batch as TRL's do; every process must call the step when it is given.
     ``row_budget``: consecutive pairs share rows of at most this many tokens in both passes (see
     ``packed_logps``); the loss and metrics stay per pair.
+    ``loss_options``: label_smoothing, discopop_tau, f_divergence_type, ld_alpha, use_weighting, ...
+    (:class:`~nbtools.packing.loss.LossOptions`, TRL's names); with ``ld_alpha`` the result's ``policy.chosen`` /
+    ``.rejected`` and reference values are LD-DPO's weighted sums.
     """
+    options = LossOptions.of(loss_options)
     if reuse_vision is None:
         reuse_vision = vision_features_reusable(model) and (ref_model is None or vision_features_reusable(ref_model))
     # frozen image path: encode once, without autograd, for both passes
     features = encode_images(model, batch) if reuse_vision else None
     policy = packed_logps(model, batch, encoder_outputs=features, with_stats=True, row_budget=row_budget)
+    reference = None  # the reference pass's per-token values (None: precomputed sums)
     if "ref_chosen_logps" in batch and "ref_rejected_logps" in batch:
         device = policy.chosen.device
         ref_chosen = batch["ref_chosen_logps"].to(device, policy.chosen.dtype)
@@ -109,10 +115,14 @@ def packed_dpo_step(
     device = policy.chosen.device
     auxiliary = batch.get(AUXILIARY_ROWS)
     main = (~auxiliary.to(device).bool()) if auxiliary is not None else torch.ones_like(policy.chosen, dtype=torch.bool)
+    plain_chosen = policy.chosen[main]  # sft's sums, whatever ld_alpha does to the others
+    policy, ref_chosen, ref_rejected, pair_weights = reweighted_logps(policy, reference, ref_chosen, ref_rejected,
+                                                                      main, options)
     loss = packed_loss(
         policy.chosen[main], policy.rejected[main], ref_chosen[main], ref_rejected[main], beta=beta,
         loss_types=trl_types, loss_weights=trl_weights, chosen_lengths=batch["chosen_lengths"].to(device)[main],
-        rejected_lengths=batch["rejected_lengths"].to(device)[main],
+        rejected_lengths=batch["rejected_lengths"].to(device)[main], options=options, pair_weights=pair_weights,
+        sft_chosen_logps=plain_chosen,
     )
     mdpo_sums = None
     if mdpo_weights:

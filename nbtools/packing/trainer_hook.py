@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from types import SimpleNamespace
 
-from .loss import PACKED_LOSS_TYPES
+from .loss import PACKED_LOSS_TYPES, LossOptions
 from .step import packed_dpo_step
 from .support import PackingSupport, packing_supported
 
@@ -32,14 +32,10 @@ def packing_plan(model, args) -> PackingSupport:
     if isinstance(getattr(args, "loss_type", None), str):
         loss_types = [args.loss_type]
     unsupported = [t for t in loss_types if t not in PACKED_LOSS_TYPES]
-    if unsupported:
+    if unsupported:  # a loss type of a later TRL
         return PackingSupport(False, f"packing is off for loss_type={loss_types}: the packed step implements "
                                      f"{', '.join(PACKED_LOSS_TYPES)} (alone or weighted together)")
-    for name, default in (("f_divergence_type", "reverse_kl"), ("ld_alpha", None), ("use_weighting", False)):
-        value = getattr(args, name, default)
-        value = getattr(value, "value", value)
-        if value != default:
-            return PackingSupport(False, f"packing is off with {name}={value!r}: the packed step implements plain DPO")
+    # f_divergence_type, ld_alpha and use_weighting are packed too (nbtools.packing.loss.reweighted_logps)
     if getattr(args, "precompute_ref_log_probs", False):
         return PackingSupport(False, "packing is off with TRL's precompute_ref_log_probs: use "
                                      "nbtools.packing.precompute_reference_logps instead")
@@ -167,6 +163,16 @@ def metrics_reducer(accelerator):
     return lambda tensor: accelerator.reduce(tensor, reduction="sum")
 
 
+def trainer_loss_options(trainer) -> LossOptions:
+    """The loss settings TRL's ``DPOTrainer`` computes with: its own attributes, where ``__init__`` copied them."""
+    args = trainer.args
+    values = {name: getattr(trainer, name, getattr(args, name, None))
+              for name in ("label_smoothing", "f_divergence_type", "f_alpha_divergence_coef", "ld_alpha",
+                           "use_weighting")}
+    values["discopop_tau"] = getattr(args, "discopop_tau", LossOptions.discopop_tau)  # TRL reads it from args
+    return LossOptions.of({k: v for k, v in values.items() if v is not None or k == "ld_alpha"})
+
+
 def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = False):
     """Drop-in for ``DPOTrainer._compute_loss`` on packed batches; logs TRL's metric names.
 
@@ -195,6 +201,7 @@ def packed_compute_loss(trainer, model, inputs: dict, return_outputs: bool = Fal
                 reference_context=reference_context_for(trainer),
                 reduce_metrics=metrics_reducer(trainer.accelerator),
                 row_budget=budget,
+                loss_options=trainer_loss_options(trainer),
             )
 
     result = run_inside_forward(model, step)

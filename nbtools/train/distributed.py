@@ -81,3 +81,49 @@ def adapter_state_dict(trainer, cfg: RunConfig):
     if cfg.distributed != "fsdp" and not getattr(trainer, "is_fsdp_enabled", False):
         return None
     return trainer.accelerator.get_state_dict(trainer.model)
+
+
+# --- DeepSpeed ZeRO-3: refused until it can be tested ------------------------------------------------
+
+def deepspeed_zero_stage(environ=None) -> int | None:
+    """The ZeRO stage this process runs under, None without DeepSpeed; read as accelerate's DeepSpeedPlugin reads it.
+
+    ``accelerate launch`` turns its config file (``distributed_type: DEEPSPEED``) into environment
+    variables: ``ACCELERATE_USE_DEEPSPEED=true``, the stage in ``ACCELERATE_DEEPSPEED_ZERO_STAGE``
+    (accelerate's default: 2), or a DeepSpeed JSON in ``ACCELERATE_DEEPSPEED_CONFIG_FILE`` whose
+    ``zero_optimization.stage`` wins over the variable.
+    """
+    import json
+    import os
+
+    environ = os.environ if environ is None else environ
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return None
+    stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    config_file = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    if config_file != "none":
+        try:
+            with open(config_file, encoding="utf-8") as handle:
+                from_file = json.load(handle)["zero_optimization"]["stage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            from_file = None  # unreadable: DeepSpeed itself says why
+        if from_file not in (None, "auto"):
+            stage = from_file
+    try:
+        return int(stage)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_deepspeed(cfg: RunConfig, environ=None) -> None:
+    """Refuse a run under DeepSpeed ZeRO-3 before anything loads: the adapter would be saved ungathered, and no
+    ZeRO-3 run has been tested (DeepSpeed is not installed on the test machines)."""
+    if deepspeed_zero_stage(environ) != 3:
+        return
+    fix = ("launch without the DeepSpeed config (e.g. --config_file configs/accelerate_fsdp.yaml): distributed: fsdp "
+           "shards the model itself" if cfg.distributed == "fsdp" else
+           "launch with configs/accelerate_ddp.yaml (a full model per GPU), or set distributed: fsdp to shard the "
+           "model (its adapter is gathered when saved)")
+    raise ConfigError("distributed", f"the accelerate config runs DeepSpeed ZeRO-3 (here with distributed: "
+                      f"{cfg.distributed}), which nbtools does not support yet: ZeRO-3 splits the LoRA weights across "
+                      "the processes, the adapter save does not gather them, and no ZeRO-3 run has been tested", fix)

@@ -10,7 +10,8 @@ the packed step is what reads the stored values.
 Several processes: each rank takes every world_size-th pair (its share), looks it up or computes
 it, and the values are exchanged with ``torch.distributed`` (all_gather_object); the first
 process of each node then writes what its node's cache lacks. Every pair is computed at most
-once in the whole job, and every rank's collator finds every value.
+once in the whole job, and every rank's collator finds every value. All ranks key the values with
+rank 0's fingerprint, so nodes whose copies of the model differ in path or file times still share them.
 """
 
 from __future__ import annotations
@@ -127,6 +128,14 @@ def precompute_for_run(trainer, cfg, processor, precision: str, store=None, coll
                                      extra_processor_kwargs=inner.extra_processor_kwargs)
     accelerator = trainer.accelerator
     world, rank = accelerator.num_processes, accelerator.process_index
+    if world > 1:
+        # One key for every node: a node's copy of the model may sit at another path or carry other file times,
+        # which would key its values apart from rank 0's (every rank trains rank 0's weights: DDP copies them).
+        from accelerate.utils import broadcast_object_list
+
+        holder = [fingerprint]
+        broadcast_object_list(holder, from_process=0)
+        fingerprint = holder[0]
     t0 = time.time()
     computed = reused = 0
     splits: list[tuple[str, Any]] = [("training", trainer.train_dataset)]

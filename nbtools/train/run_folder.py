@@ -49,7 +49,8 @@ RESUME_FIXED = ("model", "adapter_path", "quantization", "precision", "lora_rank
                 "target_modules", "train_file", "validation_file", "validation_split", "max_pixels",
                 "max_context_length", "too_long", "seed", "batch_size", "gradient_accumulation_steps",
                 "learning_rate", "lr_scheduler_type", "warmup_ratio", "max_grad_norm", "beta", "loss_type",
-                "loss_weights")
+                "loss_weights", "label_smoothing", "discopop_tau", "f_divergence_type", "f_alpha_divergence_coef",
+                "ld_alpha", "use_weighting")
 
 # Lock tokens held by this process: a lock naming our own pid but another token is a leftover of an earlier call.
 _HELD: set[str] = set()
@@ -310,11 +311,10 @@ def _foreign_entries(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name not in STARTUP_NAMES and atomic.TEMP_MARK not in p.name)
 
 
-def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None, lock_check: bool = True) -> ResumePlan:
+def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> ResumePlan:
     """Decide, without writing anything, whether ``cfg`` may start (or resume) a run in ``run_dir``.
 
     ``own_lock``: the token of the lock this process holds (the check repeated under the lock).
-    ``lock_check``: False on ranks other than 0, which never hold the lock (rank 0 may already).
     """
     run_dir = check_output_folder(run_dir, "output_dir")  # a file, a name too long or with control characters
     if not resume:
@@ -339,7 +339,7 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None, lock
     previous = _read_record(run_dir)
     _check_compatible(run_dir, cfg, previous)
     lock = read_lock(run_dir)
-    if lock_check and lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
+    if lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
         raise RunFolderError(_busy_message(run_dir, lock))
     done = complete_checkpoints(run_dir / "checkpoints")
     if done:
@@ -393,6 +393,13 @@ def recorded_config(record: dict) -> Optional[RunConfig]:
 def _check_checkpoint(done: list[Path]) -> None:
     """The checkpoint a resume starts from must be whole: its trainer state reads and its weights are there."""
     checkpoint = done[-1]
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise RunFolderError(f"{problem} (fix: restore it, or {without_checkpoint(checkpoint)})")
+
+
+def checkpoint_problem(checkpoint: Path) -> Optional[str]:
+    """Why ``checkpoint`` cannot be resumed from (its trainer state or weights' header do not read), or None."""
     state_path = checkpoint / STATE_FILE
     problem = None
     try:
@@ -409,8 +416,7 @@ def _check_checkpoint(done: list[Path]) -> None:
 
         found = weights_problem(weights[0])  # the header is read: milliseconds
         problem = f"{weights[0]}: {found}" if found else None
-    if problem is not None:
-        raise RunFolderError(f"{problem} (fix: restore it, or {without_checkpoint(checkpoint)})")
+    return problem
 
 
 def without_checkpoint(checkpoint: Path) -> str:

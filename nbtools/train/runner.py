@@ -9,6 +9,7 @@ adapter, processor, plots, run.json. Works the same in a notebook, under papermi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from nbtools.config import ConfigError, RunConfig, split_loss_types
+from nbtools.errors import UserError
 from nbtools.packing.support import BLOCK_MASK_ATTENTION
 from nbtools.train import run_folder
 from nbtools.train import run_record as rr
@@ -96,24 +98,29 @@ def check_report_to(report_to: str) -> None:
                           f"pip install {needed[0]}, or set report_to: none")
 
 
-def _claim(folder: RunFolder, cfg: RunConfig, state) -> None:
-    """Rank 0 takes the folder's lock; every rank learns whether it was refused (and stops with the same message)."""
+def _claim(folder: RunFolder, cfg: RunConfig, state) -> Optional[str]:
+    """Rank 0 takes the folder's lock; every rank learns whether it was refused (and stops with the same message).
+
+    Returns the lock's token (every rank gets it: a node that reads another token there has its own disk).
+    """
     error, original = None, None
     if state.is_main_process:
         try:
             folder.claim(cfg)
         except RunFolderError as exc:
             error, original = str(exc), exc
+    token = folder.lock.token if state.is_main_process else None
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        holder = [error]
+        holder = [error, token]
         broadcast_object_list(holder, from_process=0)
-        error = holder[0]
+        error, token = holder
     if original is not None:
         raise original
     if error is not None:
         raise RunFolderError(error)
+    return token
 
 
 def check_quantization(quantization: str, device_type: str) -> None:
@@ -225,8 +232,13 @@ def build_lora_config(model, cfg: RunConfig):
 
 # --- TRL config ------------------------------------------------------------------------------------
 
-def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validation: bool, on_cpu: bool):
-    """Translate RunConfig into TRL 1.16's DPOConfig (names differ; some TRL defaults are wrong for us)."""
+def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validation: bool, on_cpu: bool,
+                     save_on_each_node: bool = False):
+    """Translate RunConfig into TRL 1.16's DPOConfig (names differ; some TRL defaults are wrong for us).
+
+    ``save_on_each_node``: this process's node does not see rank 0's disk, so its first process writes the
+    checkpoints there too (nbtools.train.nodes).
+    """
     from trl import DPOConfig
 
     report_to = [] if cfg.report_to == "none" else [cfg.report_to]
@@ -263,6 +275,7 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
         eval_steps=cfg.eval_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
+        save_on_each_node=save_on_each_node,
         save_total_limit=cfg.save_total_limit or None,
         load_best_model_at_end=load_best,
         metric_for_best_model="eval_loss" if has_validation else None,
@@ -278,6 +291,12 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
         beta=cfg.beta,
         loss_type=trl_loss_types,
         loss_weights=trl_loss_weights,
+        label_smoothing=cfg.label_smoothing,
+        discopop_tau=cfg.discopop_tau,
+        f_divergence_type=cfg.f_divergence_type,
+        f_alpha_divergence_coef=cfg.f_alpha_divergence_coef,
+        ld_alpha=cfg.ld_alpha,
+        use_weighting=cfg.use_weighting,
     )
     settings.update(trainer_strategy_args(cfg))  # distributed: fsdp -> the Trainer's FSDP settings
     return DPOConfig(**settings)
@@ -304,6 +323,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     if resume and not cfg.output_dir:
         raise RunFolderError("resume needs the run folder: set output_dir to the folder of the run to continue, "
                              "or pass that folder (or its config.yaml) to train()")
+    from nbtools.train.distributed import check_deepspeed
+
+    check_deepspeed(cfg)  # ZeRO-3 is refused before accelerate sets DeepSpeed up (or fails to import it)
     on_cpu = not torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     state = PartialState(cpu=on_cpu, **({"backend": "gloo"} if on_cpu and distributed else {}))
@@ -325,19 +347,33 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
 
     run_dir = _agree_on_run_dir(cfg, state)
     cfg = cfg.replace(output_dir=str(run_dir))
-    # Read-only on every rank: refuses an unusable folder or an incompatible resume before anything is written.
-    plan = run_folder.check(run_dir, cfg, resume, lock_check=is_main)
-    resume_from, previous = plan.resume_from, plan.previous
+    # Read-only, by rank 0 (other nodes may not see its disk): refuses an unusable folder or an incompatible resume
+    # before anything is written; every rank stops with it (nodes.stop_together).
+    from nbtools.train import nodes
 
-    # Data first: a problem in the data stops the run before any model is loaded.
+    plan, error = run_folder.ResumePlan(run_dir, resume), None
+    if is_main:
+        try:
+            plan = run_folder.check(run_dir, cfg, resume)
+        except UserError as exc:
+            error = exc
+    nodes.stop_together(state, error)
+
+    # Data first: a problem in the data stops the run before any model is loaded. Each process validates the
+    # copy its node has (no shared disk assumed); the copies must give the same pairs.
     from nbtools.models import detect_family
     from nbtools.models.loading import resolve_model_folder
 
-    family = _family_of(cfg.model, resolve_model_folder, detect_family)
-    t0 = time.time()
-    data = prepare_data(cfg, family)
-    prep_s = time.time() - t0
-    run_folder.check_media(plan, data)  # a resume trains on the pictures the run started with, or not at all
+    data, error, prep_s = None, None, 0.0
+    try:
+        family = _family_of(cfg.model, resolve_model_folder, detect_family)
+        t0 = time.time()
+        data = prepare_data(cfg, family)
+        prep_s = time.time() - t0
+        run_folder.check_media(plan, data)  # a resume trains on the pictures the run started with, or not at all
+    except UserError as exc:
+        error = exc
+    nodes.stop_together(state, error, same=nodes.data_signature(data) if data is not None else None)
     for text in data.messages:
         monitor.message(text)
 
@@ -345,9 +381,13 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     callback = None
     trainer = None
     folder = RunFolder(plan, main=is_main)
-    _claim(folder, cfg, state)  # the lock: a second run into this folder stops here
-    resume_from, previous = folder.plan.resume_from, folder.plan.previous  # as checked again under the lock
+    token = _claim(folder, cfg, state)  # the lock: a second run into this folder stops here
     try:
+        # which disks the nodes keep checkpoints on, and the checkpoint all of them resume from
+        layout = nodes.agree_on_layout(state, folder.plan, token, nodes.sharded_checkpoints(cfg))
+        if is_main and layout.resume_from != folder.plan.resume_from:
+            folder.plan = dataclasses.replace(folder.plan, resume_from=layout.resume_from)
+        resume_from, previous = layout.resume_from, folder.plan.previous  # as checked again under the lock
         folder.begin(cfg, {
             "task_display_name": cfg.task_display_name,
             "custom_model_name": cfg.model_name,
@@ -375,7 +415,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         folder.close()
         raise
     if is_main:
-        for note in folder.take_notes():
+        for note in folder.take_notes() + layout.notes:
             monitor.message(note)
         monitor.message(f"run folder: {run_dir}")
     state.wait_for_everyone()
@@ -383,7 +423,8 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     try:
         # The Trainer's settings first: under FSDP they decide how the model is loaded (rank_zero_loading), and
         # transformers reads them from the environment that building them sets.
-        args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu)
+        args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu,
+                                save_on_each_node=layout.own_disk)
         t0 = time.time()
         model, processor, family, peft_config = load_policy(cfg, precision, str(state.device),
                                                             rank_zero_loading(args, device_type))
@@ -435,7 +476,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if is_main:
             monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
             folder.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
-        if packing["on"] and cfg.precompute_ref_log_probs and cfg.distributed == "ddp":
+        if packing["on"] and cfg.precompute_ref_log_probs and cfg.distributed == "ddp" and cfg.ld_alpha is None:
             # Every process computes its share of the pairs and the values are exchanged (all ranks call this).
             # Not under fsdp: the precompute runs before the Trainer shards the model.
             from nbtools.train.reference import precompute_for_run
@@ -445,6 +486,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             if precomputed is not None and is_main:
                 monitor.message(precomputed.message())
                 folder.update(reference_logps=precomputed.to_dict())
+        elif packing["on"] and cfg.precompute_ref_log_probs and is_main and cfg.ld_alpha is not None:
+            monitor.message("reference log-probs: computed in each step (ld_alpha weighs each answer's tokens, and "
+                            "stored reference log-probs are plain sums)")
         elif packing["on"] and cfg.precompute_ref_log_probs and is_main:
             monitor.message("reference log-probs: computed in each step (distributed: fsdp shards the model only "
                             "when training starts, so there is no precompute before it)")

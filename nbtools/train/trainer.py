@@ -2,7 +2,8 @@
 
 * Checkpoints are atomic: each is written into a staging folder and renamed into
   ``checkpoints/checkpoint-<step>`` only when complete, so a run killed mid-save (even with
-  SIGKILL) never leaves a half-written checkpoint for resume to trip over.
+  SIGKILL) never leaves a half-written checkpoint for resume to trip over. Process 0 writes them, and
+  so does the first process of each machine that does not share its disk (nbtools.train.nodes).
 * A NaN or infinite loss stops the run at once (before the optimizer applies the bad
   gradients), with a clear message; the last good checkpoint stays on disk.
 
@@ -77,8 +78,9 @@ class NbDPOTrainer(DPOTrainer):
         final_root = Path(super()._get_output_dir(trial))
         step_dir = f"checkpoint-{self.state.global_step}"
         staging = final_root / f"{STAGING_PREFIX}{self.state.global_step}"
-        if self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)
+        if self.args.should_save:  # process 0, and the first process of each node without a shared disk
+            remove_partial_checkpoints(final_root)  # what a killed save left (on this node's disk too)
+            _remove_later_checkpoints(final_root, self.state.global_step)
             staging.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         self._staging_root = str(staging)
@@ -194,6 +196,14 @@ def _checkpoint_read(checkpoint):
         folder = Path(checkpoint)
         raise CheckpointError(f"{folder}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}) (fix: restore the "
                               f"checkpoint, or {without_checkpoint(folder)})") from exc
+
+
+def _remove_later_checkpoints(checkpoint_root: Path, step: int) -> None:
+    """Checkpoints beyond ``step`` belong to steps this run trains again: a node resumed from an earlier one because
+    another node lacked them (nbtools.train.nodes). They go before rotation could keep them over the new ones."""
+    for checkpoint in complete_checkpoints(checkpoint_root):
+        if int(checkpoint.name.split("-", 1)[1]) > step:
+            shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def _fsync_tree(folder: Path) -> None:

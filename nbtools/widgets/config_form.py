@@ -16,7 +16,7 @@ from typing import Callable, Optional, Union
 
 import ipywidgets as widgets
 
-from nbtools.config import ConfigError, RunConfig
+from nbtools.config import LOSS_PRESETS, ConfigError, RunConfig, preset_matches, preset_values
 from nbtools.widgets.estimate_view import DEFAULT_GPU_GIB, GPU_SIZES, estimate_html
 from nbtools.widgets.fields import LABEL_WIDTH, FieldControl, FieldValueError, field_specs
 from nbtools.widgets.notebook import HTMLView, config_table
@@ -69,6 +69,12 @@ class ConfigForm(widgets.VBox):
         self.fields: dict[str, FieldControl] = {
             spec.name: FieldControl(spec, getattr(config, spec.name)) for spec in field_specs(self.config_class)
         }
+        # the chosen loss preset's one line of help, under its dropdown
+        self.preset_note = widgets.HTML(value="", layout=widgets.Layout(margin=f"0 0 0 {LABEL_WIDTH}"))
+        self.preset_note.add_class("nbtools-preset-note")
+        if "loss_preset" in self.fields:
+            box = self.fields["loss_preset"].box
+            box.children = tuple(box.children) + (self.preset_note,)
         self.form_error = widgets.HTML(value="")
         self.form_error.add_class("nbtools-form-error")
         self.style_note = widgets.HTML(value="")  # the answers' style against the model, when they do not match
@@ -143,6 +149,7 @@ class ConfigForm(widgets.VBox):
                 control.show_error(exc.reason, exc.fix)
                 bad = True
         self.form_error.value = ""
+        self._show_preset_note()
         config = None
         if not bad:
             try:
@@ -217,8 +224,46 @@ class ConfigForm(widgets.VBox):
     def on_field_changed(self, change=None) -> None:
         if self._loading:
             return
+        owner = change.get("owner") if isinstance(change, dict) else getattr(change, "owner", None)
+        if owner is not None:
+            self._follow_loss_preset(owner)
         self.status.value = ""
         self.refresh()
+
+    def _follow_loss_preset(self, owner) -> None:
+        """Picking a preset fills the loss fields; editing them away from the preset sets it back to custom."""
+        preset = self.fields.get("loss_preset")
+        if preset is None or "loss_type" not in self.fields or "loss_weights" not in self.fields:
+            return
+        try:
+            loss_type, loss_weights = self.fields["loss_type"].parse(), self.fields["loss_weights"].parse()
+        except FieldValueError:
+            loss_type, loss_weights = [], None
+        self._loading = True  # one refresh afterwards, not one per field set here
+        try:
+            if owner is preset.control:
+                values = preset_values(preset.control.value, loss_type, loss_weights,
+                                       self._value_or("label_smoothing", 0.0))
+                for name, value in values.items():
+                    if name in self.fields:
+                        self.fields[name].set(value)
+            elif owner in (self.fields["loss_type"].control, self.fields["loss_weights"].control):
+                if not preset_matches(preset.control.value, loss_type, loss_weights):
+                    preset.set("custom")
+        finally:
+            self._loading = False
+
+    def _value_or(self, name: str, default):
+        try:
+            return self.fields[name].parse() if name in self.fields else default
+        except FieldValueError:
+            return default
+
+    def _show_preset_note(self) -> None:
+        preset = self.fields.get("loss_preset")
+        chosen = LOSS_PRESETS.get(preset.control.value) if preset is not None else None
+        self.preset_note.value = (f'<span style="color:#555"><i>{html.escape(preset.control.value)}</i>: '
+                                  f"{html.escape(chosen.help)}.</span>" if chosen else "")
 
     def on_save_clicked(self, button=None) -> None:
         try:

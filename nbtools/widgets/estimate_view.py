@@ -38,6 +38,10 @@ class DataFacts:
     counted: str  # how tokens were counted
     max_video_tokens_per_pair: int = 0  # what the pairs' videos cost at the config's fps/max_frames/video_max_pixels
     mean_video_tokens_per_pair: float = 0.0
+    max_rejected_images_per_pair: int = 0  # image-contrast rows: images of the rejected answer's own prompt
+    mean_rejected_images_per_pair: float = 0.0  # over all pairs
+    contrast_pair_share: float = 0.0  # pairs with rejected_images
+    image_pair_share: float = 0.0  # pairs with images (each gets an mDPO image-contrast pair with mdpo_conditional)
 
 
 FACT_PAIRS = 10_000  # the estimate reads at most the first this many pairs (a big dataset is not read whole)
@@ -71,10 +75,13 @@ def _data_facts(train_file: str, mtime: float, model: str, video=None, columns: 
     video_tokens = [t.video_tokens for t in tokens]
     answers = [max(t.chosen, t.rejected) for t in tokens]
     images = [len(r.images) for r in records]
+    rejected_images = [len(r.rejected_images or []) for r in records]
     largest = max(sizes.values(), key=lambda s: s[0] * s[1]) if sizes else None
     return DataFacts(len(records), max(prompt_text), max(answers), sum(prompt_text) / len(tokens),
                      sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counted,
-                     max(video_tokens), sum(video_tokens) / len(tokens))
+                     max(video_tokens), sum(video_tokens) / len(tokens), max(rejected_images),
+                     sum(rejected_images) / len(records), sum(1 for n in rejected_images if n) / len(records),
+                     sum(1 for n in images if n) / len(records))
 
 
 def data_facts(config: RunConfig) -> Optional[DataFacts]:
@@ -100,6 +107,17 @@ def optimizer_steps(config: RunConfig, pairs: int) -> int:
     return max(1, math.ceil(config.epoch * per_epoch))
 
 
+def auxiliary_pairs(config: RunConfig, facts: Optional[DataFacts], worst_case: bool) -> float:
+    """mDPO image-contrast pairs per pair: with mdpo_conditional, one for each pair with images (worst case: all)."""
+    if "mdpo_conditional" not in config.loss_type or not config.packing:
+        return 0.0
+    if facts is None:
+        return 1.0
+    if worst_case:
+        return 1.0 if facts.max_images_per_pair else 0.0
+    return facts.image_pair_share
+
+
 def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_GPU_GIB) -> str:
     """Peak GPU memory, tokens and steps for ``config``, as HTML for the form."""
     from nbtools.estimate import estimate_memory, estimate_tokens_per_epoch
@@ -119,6 +137,8 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         packing=config.packing, precompute_reference=config.precompute_ref_log_probs,
         strategy=config.distributed, video_tokens_per_pair=facts.max_video_tokens_per_pair if facts else 0,
         attn_implementation=config.attn_implementation,
+        rejected_images_per_pair=facts.max_rejected_images_per_pair if facts else 0,
+        auxiliary_pairs=auxiliary_pairs(config, facts, worst_case=True),
     )
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
                    for label, gib in memory.rows())
@@ -129,7 +149,11 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         parts.append(f" — <b style='color:{colour}'>{verdict} in {gpu_memory_gib:g} GiB</b>")
     parts.append(f"<table>{rows}</table>")
     layout = "one packed row per pair: prompt, chosen, rejected" if config.packing else "chosen + rejected rows"
-    parts.append(f"<p>{memory.sequences_per_step} sequences per step ({layout}) x "
+    if memory.second_prompt_tokens:
+        layout += ", and the rejected answer's own prompt where a pair has rejected_images"
+    if memory.auxiliary_rows:
+        layout += f"; {memory.auxiliary_rows} of them mDPO image-contrast pairs"
+    parts.append(f"<p>{memory.sequences_per_step} sequences per step ({layout}) x up to "
                  f"{memory.tokens_per_sequence} tokens, {memory.image_tokens_per_image} tokens per image at "
                  f"max_pixels={config.max_pixels:,}"
                  + (f", up to {memory.video_tokens_per_pair:,} video tokens per pair at fps={config.fps:g}, "
@@ -146,6 +170,9 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
             mean_answer_tokens=facts.mean_answer_tokens, max_pixels=config.max_pixels,
             max_context_length=config.max_context_length, images_per_pair=facts.mean_images_per_pair,
             image_size=facts.largest_image, video_tokens_per_pair=facts.mean_video_tokens_per_pair,
+            packing=config.packing, contrast_pair_share=facts.contrast_pair_share,
+            rejected_images_per_pair=facts.mean_rejected_images_per_pair,
+            auxiliary_pairs=auxiliary_pairs(config, facts, worst_case=False),
         )
         steps = optimizer_steps(config, pairs)
         per_step = config.batch_size * config.gradient_accumulation_steps
