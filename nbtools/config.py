@@ -308,6 +308,11 @@ class RunConfig:
     )
     report_to: str = _f("none", help="Also send metrics to: none, tensorboard or wandb.", group="evaluation",
                         choices=REPORT_TO)
+    health_samples: int = _f(
+        4, help="Validation prompts answered (greedy) at the start and at each evaluation, to raise an alarm when "
+        "answers grow much longer or shorter (0 = off; not under distributed: fsdp).", group="evaluation", min=0,
+        max=64, usual="2 to 8",
+    )
 
     # --- memory and numbers ------------------------------------------------------------------
     precision: str = _f(

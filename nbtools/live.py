@@ -91,6 +91,16 @@ def draw_history(history: list[dict], figure=None, title: str = ""):
     return fig
 
 
+def alarms_html(alarms: list[str]) -> str:
+    """The alarm box under the live figure: one line per alarm, in the order they fired."""
+    import html
+
+    items = "".join(f"<li>{html.escape(text)}</li>" for text in alarms)
+    return ("<div class='nbtools-alarms' style='border-left:4px solid #b91c1c;background:#fef2f2;padding:4px 10px;"
+            "margin:4px 0'><b style='color:#b91c1c'>&#9888; Training-health alarms</b>"
+            f"<ul style='margin:4px 0'>{items}</ul></div>")
+
+
 def format_line(row: dict, max_steps: Optional[int] = None) -> str:
     """``step 20/180 | epoch 0.33 | loss 0.5719 | ...`` for headless logs."""
     step = row.get("step")
@@ -125,6 +135,8 @@ class LiveMonitor:
         self.redraws = 0
         self._last_draw = 0.0
         self._write = write
+        self.alarms: list[str] = []  # training-health alarms (nbtools.train.health), shown under the figure
+        self.alarm_handle = None
 
     # --- text ---------------------------------------------------------------------------------
     def message(self, text: str) -> None:
@@ -137,6 +149,21 @@ class LiveMonitor:
             self.bar.write(text, file=sys.stdout)
         else:
             print(text, flush=True)
+
+    def alarm(self, text: str) -> None:
+        """A training-health alarm: in a notebook, listed in a box under the live figure (shown with the first
+        alarm, updated in place); elsewhere one line."""
+        self.alarms.append(text)
+        if self.mode == "notebook":
+            from IPython.display import HTML, display
+
+            view = HTML(alarms_html(self.alarms))
+            if self.alarm_handle is None:
+                self.alarm_handle = display(view, display_id=True)
+            else:
+                self.alarm_handle.update(view)
+        else:
+            self.message(f"alarm: {text}")
 
     # --- run lifecycle ----------------------------------------------------------------------------
     def start(self, max_steps: int, initial_step: int = 0, history: Optional[list[dict]] = None) -> None:

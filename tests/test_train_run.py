@@ -152,6 +152,23 @@ def test_run_folder_holds_everything(trained_shapes):
     assert (run / "plots" / "training.png").stat().st_size > 5000
 
 
+def test_health_probe_answers_at_each_evaluation_and_the_demo_recipe_raises_no_alarm(trained_shapes):
+    # The answer-length probe: the starting model's greedy answers and each evaluation's, on 4 validation prompts.
+    # benchmarks/health_alarms.py measured the demo's recipe far from every threshold (strengths <= 0.27 of 1).
+    from nbtools.train.health import alarm_strengths
+
+    evals = [r for r in _rows(trained_shapes.run_dir) if "eval_loss" in r and not r.get("final")]
+    assert all(r["eval_answer_tokens"] > 0 and r["eval_answer_tokens_start"] > 0 for r in evals)
+    assert len({r["eval_answer_tokens_start"] for r in evals}) == 1  # measured once, at the start
+    probe = read_run(trained_shapes.run_dir)["answer_probe"]
+    assert probe["step"] == 40 and len(probe["samples"]) == 4
+    assert all(s["prompt"] and s["start"] and s["latest"] for s in probe["samples"])
+    assert trained_shapes.diagnosis["alarms"] == []
+    config = RunConfig.from_yaml(trained_shapes.run_dir / "config.yaml")
+    strengths = alarm_strengths(trained_shapes.history, config.beta)
+    assert all(v is None or v <= 0.75 for v in strengths.values()), strengths
+
+
 def test_mixed_image_counts_train_and_too_long_pairs_are_dropped(tmp_path):
     from nbtools.data import validate_dataset
 

@@ -55,6 +55,7 @@ UNUSUAL = RunConfig(
     precompute_ref_log_probs=False, distributed="fsdp", fps=1.5, max_frames=8, video_max_pixels=50176,
     columns="prompt=question image=img", attn_implementation="eager", loss_preset="robust", label_smoothing=0.2,
     discopop_tau=0.1, f_divergence_type="js_divergence", f_alpha_divergence_coef=0.7, ld_alpha=0.3, use_weighting=True,
+    health_samples=2,
 )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from nbtools.data.records import PreferenceRecord
 from nbtools.data.tokens import PairTokens, TokenCounter
 from nbtools.media_ref import is_embedded
+from nbtools.models.variant import ThinkCounts
 
 
 def _distribution(values) -> dict:
@@ -83,6 +84,7 @@ class StatsAccumulator:
         self.embedded_resolutions: Counter = Counter()  # embedded pictures: (width, height) -> count
         self.embedded_sizes: list = []  # this chunk's, folded into embedded_resolutions by _compact
         self.video_infos: dict[str, tuple[float, float]] = {}  # distinct video -> (seconds, fps)
+        self.think = ThinkCounts()  # chosen answers with <think> blocks: do they suit the model's kind?
 
     def add(self, records: list[PreferenceRecord], tokens: list[PairTokens], media: dict) -> None:
         self.pairs += len(records)
@@ -90,6 +92,7 @@ class StatsAccumulator:
         self.videos += sum(len(r.videos) for r in records)
         self.rows_with_rejected_images += sum(1 for r in records if r.rejected_images)
         self.per_epoch += sum(t.prompt + t.rejected_prompt + t.chosen + t.rejected for t in tokens)
+        self.think = self.think + ThinkCounts.of(r.chosen for r in records)
         columns = {"image_tokens": [t.image_tokens for t in tokens], "prompt": [t.prompt for t in tokens],
                    "chosen": [t.chosen for t in tokens], "rejected": [t.rejected for t in tokens],
                    "longest": [t.longest for t in tokens],
@@ -124,6 +127,7 @@ class StatsAccumulator:
         self.rows_with_rejected_images += other.rows_with_rejected_images
         self.embedded += other.embedded
         self.per_epoch += other.per_epoch
+        self.think = self.think + other.think
         for name in self._SERIES:
             self.series[name] += other.series[name]
         for key, size in other.images.items():

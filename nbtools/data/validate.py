@@ -191,6 +191,7 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
         problems += check_leakage(keys, lines, validation, records_at)
     problems += check_size(source.file, valid)
     problems += check_verbosity(source.file, *merged.stats.verbosity())
+    problems += check_answer_style(source.file, checker.counter, merged.stats.think)
     problems.sort(key=lambda p: (p.line is None, p.line or 0, SEVERITY_ORDER[p.severity]))
     stats = merged.stats.result(rows=merged.rows, valid=valid, counter=checker.counter, problems=problems)
     if source.schema:
@@ -199,6 +200,25 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
     return ValidationReport(source.file, merged.rows, valid, table, problems, stats, tokens, merged.media,
                             schema=source.schema, disk_note=_disk_note(source, table, merged.stats),
                             media_fingerprint=merged.fingerprint.to_dict())
+
+
+ANSWER_STYLE_FIELD = "model"  # the field of the finding below (train() shows it once for both files)
+
+
+def check_answer_style(file: str, counter: TokenCounter, think) -> list[Problem]:
+    """Given a model: chosen answers whose ``<think>`` blocks do not suit its kind (one dataset-wide warning).
+
+    Instruct models learn to emit the blocks they are trained on; Thinking models trained on answers
+    without reasoning learn to skip it (``nbtools.models.variant``)."""
+    if counter.processor is None:  # no --model: the kind is unknown
+        return []
+    from nbtools.models.variant import mismatch_finding, model_variant
+
+    finding = mismatch_finding(model_variant(counter.processor), think, "chosen answers")
+    if finding is None:
+        return []
+    message, fix = finding
+    return [Problem(file, None, ANSWER_STYLE_FIELD, "warning", message, fix)]
 
 
 def _disk_note(source: "DataSource", table: RecordTable, stats: StatsAccumulator) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
 Variant = Literal["instruct", "thinking"]
@@ -49,29 +51,108 @@ def strip_empty_think(text: str) -> str:
     return _EMPTY_THINK.sub("", text)
 
 
+@dataclass
+class ThinkCounts:
+    """How many answers carry reasoning blocks (counted chunk by chunk by validation, merged with ``+``)."""
+
+    answers: int = 0
+    closed: int = 0  # with a ``</think>``: reasoning a Thinking model keeps (its prompt may open the block)
+    tagged: int = 0  # with ``<think>`` or ``</think>``: what an Instruct model would learn to emit
+    empty: int = 0  # with an empty ``<think></think>`` block
+
+    @classmethod
+    def of(cls, answers: Iterable[str]) -> "ThinkCounts":
+        counts = cls()
+        for answer in answers:
+            counts.answers += 1
+            closed = "</think>" in answer
+            counts.closed += closed
+            counts.tagged += closed or "<think>" in answer
+            counts.empty += bool(_EMPTY_THINK.search(answer))
+        return counts
+
+    def __add__(self, other: "ThinkCounts") -> "ThinkCounts":
+        return ThinkCounts(self.answers + other.answers, self.closed + other.closed, self.tagged + other.tagged,
+                           self.empty + other.empty)
+
+
+def mismatch_finding(variant: Variant, counts: ThinkCounts, noun: str = "answers") -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) when the answers counted in ``counts`` do not suit a ``variant`` model, else
+    None. ``noun`` names them in the message ("chosen answers" where only those were counted)."""
+    if not counts.answers:
+        return None
+    if variant == "thinking" and counts.closed == 0:
+        return (f"the model is a Thinking model but none of the {counts.answers} {noun} has a <think>…</think> "
+                "block: training on them teaches it to skip its reasoning",
+                "keep the reasoning in chosen and rejected, or use the Instruct model")
+    if variant == "instruct" and counts.tagged:
+        kind = "empty " if counts.empty == counts.tagged else ""
+        return (f"the model is an Instruct model but {counts.tagged} of {counts.answers} {noun} contain {kind}<think> "
+                "blocks: it would learn to emit them",
+                "remove them (nbtools.models.variant.strip_empty_think for empty ones) or use a Thinking model")
+    return None
+
+
 def variant_mismatch(variant: Variant, answers: Iterable[str]) -> str | None:
     """A warning when the dataset's answers do not match the model's kind, else None.
 
     Thinking models should be trained on answers that keep their ``<think>…</think>`` reasoning;
     Instruct models on plain answers (an Instruct model taught ``<think>`` blocks, even empty
-    ones, starts emitting them at inference).
+    ones, starts emitting them at inference). Validation, the config form and ``train()`` pass the
+    chosen answers: those are what the model learns to say.
     """
-    answers = list(answers)
-    if not answers:
+    finding = mismatch_finding(variant, ThinkCounts.of(answers))
+    if finding is None:
         return None
-    with_think = sum("</think>" in a for a in answers)
-    empty = sum(bool(_EMPTY_THINK.search(a)) for a in answers)
-    if variant == "thinking" and with_think == 0:
-        return (
-            f"the model is a Thinking model but none of the {len(answers)} answers has a <think>…</think> block: "
-            "training on them teaches it to skip its reasoning. Keep the reasoning in chosen and rejected, "
-            "or use the Instruct model."
-        )
-    if variant == "instruct" and with_think:
-        kind = "empty " if empty == with_think else ""
-        return (
-            f"the model is an Instruct model but {with_think} of {len(answers)} answers contain {kind}<think> blocks: "
-            "it would learn to emit them. Remove them (nbtools.models.variant.strip_empty_think for empty ones) "
-            "or use a Thinking model."
-        )
-    return None
+    message, fix = finding
+    return f"{message}. {fix[0].upper()}{fix[1:]}."
+
+
+@functools.lru_cache(maxsize=16)
+def variant_of_model(name_or_path: str, build: bool = True) -> Variant | None:
+    """The kind of the model ``name_or_path`` names, from its processor's chat template (no weights read).
+
+    None when it cannot be told here: the folder or hub snapshot is not available, or, with
+    ``build=False``, a built-in tiny model is not built yet (the config form never waits for a build).
+    """
+    from .loading import load_processor
+    from .tiny import TINY_SPECS, _is_current
+
+    from nbtools.paths import model_cache_dir
+
+    spec = TINY_SPECS.get(str(name_or_path))
+    if spec is not None and not build and not _is_current(model_cache_dir() / spec.folder_name()):
+        return None
+    try:
+        processor = load_processor(name_or_path)
+    except Exception:  # a model that cannot be read here: the check is advice, never an obstacle
+        return None
+    return model_variant(processor)
+
+
+def answers_style_warning(model: str, data, columns: str = "", limit: int = 2000, build: bool = False) -> str | None:
+    """The warning for ``data``'s first ``limit`` chosen answers against ``model``'s kind, or None: they suit it,
+    or the model or the data cannot be read here (``build=False``: a tiny model not built yet is not built).
+
+    For the config form, which checks as fields change: one chunk of a file read, the model's processor read once
+    (:func:`variant_of_model` remembers it). Validation and training count every answer instead."""
+    variant = variant_of_model(str(model), build=build) if model else None
+    if variant is None or not data:
+        return None
+    from nbtools.data.source import open_data
+
+    counts, complete = ThinkCounts(), True
+    try:
+        chunks = open_data(data, columns or None).chunks()
+        try:
+            for records, _problems, _rows in chunks:
+                counts = counts + ThinkCounts.of(r.chosen for r in records[:limit - counts.answers])
+                if counts.answers >= limit:
+                    complete = False
+                    break
+        finally:
+            chunks.close()
+    except Exception:  # unreadable data: the form shows nothing here (validation says what is wrong)
+        return None
+    finding = mismatch_finding(variant, counts, "chosen answers" if complete else "first chosen answers")
+    return None if finding is None else f"{finding[0]} (fix: {finding[1]})"

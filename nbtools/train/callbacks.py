@@ -14,6 +14,7 @@ from typing import Optional
 
 from transformers import TrainerCallback
 
+from nbtools.train import health
 from nbtools.train.diagnose import Diagnosis, diagnose
 
 METRICS_FILE = "metrics.jsonl"
@@ -68,7 +69,7 @@ def read_metrics_report(run_dir) -> tuple[list[dict], list[int]]:
 class RunCallback(TrainerCallback):
     """Streams metrics, feeds the live monitor, diagnoses at each evaluation, keeps run.json current."""
 
-    def __init__(self, run_dir: Path, record, monitor, cfg=None):
+    def __init__(self, run_dir: Path, record, monitor, cfg=None, probe: Optional[health.AnswerLengthProbe] = None):
         self.run_dir = Path(run_dir)
         self.record = record  # the run folder (nbtools.train.run_folder.RunFolder)
         self.monitor = monitor
@@ -78,6 +79,8 @@ class RunCallback(TrainerCallback):
         self.final = False  # set while the closing evaluation runs, so its row is marked "final"
         self.first_step: Optional[int] = None  # global step when this call's training began
         self._metrics = None
+        self.probe = probe  # answers a few validation prompts at each evaluation (the answer-length alarm)
+        self.alarmed: set[str] = set()  # alarm kinds shown (a resumed run shows the earlier ones again, once)
 
     def on_train_begin(self, args, state, control, **kwargs):
         preview = getattr(self.record, "history_so_far", None)  # read-only: the rows up to the checkpoint
@@ -86,6 +89,13 @@ class RunCallback(TrainerCallback):
         self.monitor.start(state.max_steps, initial_step=state.global_step, history=self.history)
         # run.json already says "running" (a resume that fails before its first step restores the old record)
         self.record.update(progress={"step": state.global_step, "max_steps": state.max_steps})
+        if self.probe is not None and kwargs.get("model") is not None:
+            health.measure_start(self.probe, self.history, kwargs["model"], fresh=state.global_step == 0,
+                                 base_is_start=not getattr(self.cfg, "adapter_path", None))
+
+    @property
+    def _beta(self) -> Optional[float]:
+        return getattr(self.cfg, "beta", None)
 
     def _start(self) -> None:
         """The first moment a resumed run changes its folder's files (config.yaml, metrics.jsonl cut back to the
@@ -118,17 +128,28 @@ class RunCallback(TrainerCallback):
         row = clean_row(logs, state.global_step, state.epoch)
         if self.final:
             row["final"] = True
+        elif "eval_loss" in row and self.probe is not None and self.probe.start is not None \
+                and kwargs.get("model") is not None:
+            row[health.ANSWER_TOKENS] = self.probe.measure(kwargs["model"], state.global_step)
+            row[health.ANSWER_TOKENS_START] = self.probe.start
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
         self.history.append(row)
         self.monitor.log(row)
         update = {"progress": {"step": state.global_step, "max_steps": state.max_steps}}
-        if "eval_loss" in row and not self.final:
-            diagnosis = diagnose(self.history)
-            if self.diagnosis is None or diagnosis.verdict != self.diagnosis.verdict:
+        new_alarms = [] if self.final else [a for a in health.health_alarms(self.history, self._beta)
+                                            if a.kind not in self.alarmed]
+        if ("eval_loss" in row and not self.final) or new_alarms:
+            diagnosis = diagnose(self.history, self._beta)
+            if "eval_loss" in row and (self.diagnosis is None or diagnosis.verdict != self.diagnosis.verdict):
                 self.monitor.message(f"diagnosis @ step {state.global_step}: {diagnosis.message}")
             self.diagnosis = diagnosis
             update["diagnosis"] = diagnosis.to_dict()
+        for alarm in new_alarms:  # each kind once, under the live figure (a line when headless)
+            self.alarmed.add(alarm.kind)
+            self.monitor.alarm(alarm.message)
+        if "eval_loss" in row and self.probe is not None and self.probe.step == state.global_step:
+            update["answer_probe"] = self.probe.to_dict()
         self.record.update(**update)
 
     def on_save(self, args, state, control, **kwargs):

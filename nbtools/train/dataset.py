@@ -88,8 +88,11 @@ def _problems_text(problems: list[Problem], limit: int = 30) -> str:
     return text
 
 
-def _load_split(name: str, path, config: RunConfig, family: str, validation_file, messages: list[str]) -> SplitData:
+def _load_split(name: str, path, config: RunConfig, family: str, validation_file, messages: list[str],
+                style_told: bool = False) -> SplitData:
+    """``style_told``: the answers' style against the model was already reported for the other file."""
     from nbtools.data import UnreadableFile, validate_dataset
+    from nbtools.data.validate import ANSWER_STYLE_FIELD
     from nbtools.video import VideoSettings
 
     try:
@@ -120,8 +123,13 @@ def _load_split(name: str, path, config: RunConfig, family: str, validation_file
             f"{config.max_context_length} tokens (lines {_lines_text(too_long_lines)}); raise max_context_length "
             "or lower max_pixels to keep them.")
     warnings = [p for p in report.problems if p.severity == "warning"]
-    if warnings:
-        messages.append(f"{path}: {len(warnings)} warning(s), training goes on:\n{_problems_text(warnings, 5)}")
+    # the answers against the model's kind (Instruct / Thinking): a line of its own, said once per run
+    style = [p for p in warnings if p.line is None and p.field == ANSWER_STYLE_FIELD]
+    others = [p for p in warnings if p not in style]
+    if others:
+        messages.append(f"{path}: {len(others)} warning(s), training goes on:\n{_problems_text(others, 5)}")
+    if style and not style_told:
+        messages.append(style[0].format())
     if report.schema:
         messages.append(f"{report.file}: schema {report.schema}; {report.disk_note}".rstrip("; "))
     kept = report.records.without_lines(too_long_lines)
@@ -143,7 +151,10 @@ def prepare_data(config: RunConfig, family: str) -> PreparedData:
     validation = None
     from_split = False
     if config.validation_file:
-        validation = _load_split("validation", config.validation_file, config, family, None, messages)
+        from nbtools.data.validate import ANSWER_STYLE_FIELD
+
+        told = any(p.line is None and p.field == ANSWER_STYLE_FIELD for p in train.warnings)
+        validation = _load_split("validation", config.validation_file, config, family, None, messages, told)
     elif config.validation_split > 0:
         # A seeded shuffle so the same config always holds out the same pairs (resume relies on it).
         order = list(range(len(train.records)))

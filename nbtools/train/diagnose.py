@@ -3,13 +3,17 @@
 both losses falling            -> learning well
 train falling, validation up   -> overfitting (use the best checkpoint's step)
 both flat or rising            -> review data or config
-Shown while training (at each evaluation) and after it, and stored in run.json.
+Shown while training (at each evaluation) and after it, and stored in run.json, with the training-health
+alarms the loss curves hide (``alarms``: likelihood displacement, diverging rewards, saturating margins,
+answer length; see nbtools.train.health).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
+
+from nbtools.train.health import health_alarms
 
 # A change smaller than this fraction of the starting loss counts as flat.
 FLAT_TOLERANCE = 0.02
@@ -25,6 +29,7 @@ class Diagnosis:
     best_eval_loss: Optional[float] = None
     train_change: Optional[float] = None  # relative change of the training loss, start -> end (negative = falling)
     eval_change: Optional[float] = None  # relative change of the validation loss, first -> last
+    alarms: list = field(default_factory=list)  # nbtools.train.health.Alarm.to_dict() of each alarm raised, by step
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,8 +48,16 @@ def _relative_change(values: list[float]) -> Optional[float]:
     return (end - start) / max(abs(start), 1e-8)
 
 
-def diagnose(history: list[dict]) -> Diagnosis:
-    """Read ``history`` (metrics.jsonl rows: ``loss`` / ``eval_loss`` with ``step``) and say how it goes."""
+def diagnose(history: list[dict], beta: Optional[float] = None) -> Diagnosis:
+    """Read ``history`` (metrics.jsonl rows: ``loss`` / ``eval_loss`` with ``step``) and say how it goes.
+
+    ``beta`` (the run's DPO beta) lets the health alarms read log-probability shifts from the rewards."""
+    diagnosis = _from_losses(history)
+    diagnosis.alarms = [alarm.to_dict() for alarm in health_alarms(history, beta)]
+    return diagnosis
+
+
+def _from_losses(history: list[dict]) -> Diagnosis:
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and h.get("loss") is not None]
     evals = [(h["step"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None]
     train_change = _relative_change([v for _, v in train])

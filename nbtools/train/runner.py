@@ -449,7 +449,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         if is_main:
             # at the first step or log row (checkpoint, optimizer and first batch loaded) it cuts a resumed run's
             # metrics back: folder.start_training
-            callback = RunCallback(run_dir, folder, monitor, cfg)
+            callback = RunCallback(run_dir, folder, monitor, cfg, probe=answer_probe(cfg, data, processor, family))
             callbacks.append(callback)
         if cfg.early_stopping_patience > 0 and data.validation is not None:
             from transformers import EarlyStoppingCallback
@@ -527,7 +527,7 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             folder.save_dir("processor", lambda staging: processor.save_pretrained(str(staging)))
             history = callback.history
             folder.save_files("plots", lambda staging: save_plots(history, staging, title=cfg.task_display_name))
-            diagnosis = diagnose(history)
+            diagnosis = diagnose(history, cfg.beta)
             best = _best(trainer, history)
             # Wall time since the run first started (a resumed run includes the time before the interruption).
             duration = time.time() - (rr._parse_time(previous.get("started_at")) or t_start)
@@ -538,6 +538,9 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
                           progress={"step": trainer.state.global_step, "max_steps": trainer.state.max_steps},
                           adapter="adapter", processor="processor")
             monitor.message(f"diagnosis: {diagnosis.message}")
+            if diagnosis.alarms:  # each was shown in full when it fired; run.json's diagnosis keeps them
+                monitor.message("health alarms: " + "; ".join(f"{a['kind']} at step {a['step']}"
+                                                                for a in diagnosis.alarms))
             monitor.message(f"done in {time.time() - t_start:.0f} s: adapter in {adapter_dir}")
             result = RunResult(run_dir, "finished", final_metrics, best, diagnosis.to_dict(), adapter_dir, history,
                                data.to_dict(), round(time.time() - t_start, 2),
@@ -560,6 +563,16 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             callback.close()
         folder.close()
         monitor.close()
+
+
+def answer_probe(cfg: RunConfig, data, processor, family: str):
+    """The few validation prompts answered at each evaluation for the answer-length alarm (nbtools.train.health),
+    or None: no validation pairs, health_samples 0, or fsdp (the model is sharded: generating needs every rank)."""
+    if data.validation is None or cfg.health_samples <= 0 or cfg.distributed == "fsdp":
+        return None
+    from nbtools.train.health import AnswerLengthProbe
+
+    return AnswerLengthProbe.for_run(cfg, data.validation, processor, family)
 
 
 def decide_packing(cfg: RunConfig, model, args, attention_note: Optional[str] = None) -> dict:

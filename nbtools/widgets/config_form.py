@@ -47,15 +47,25 @@ FORM_STYLE = """<style>
 </style>"""
 
 Estimator = Callable[[RunConfig, Optional[float]], str]  # (config, GPU memory in GiB or None) -> HTML
+StyleCheck = Callable[[RunConfig], Optional[str]]  # config -> a warning about its answers and model, or None
+
+
+def answers_style_check(config: RunConfig) -> Optional[str]:
+    """Do the training file's chosen answers suit the model (Instruct: no <think> blocks; Thinking: reasoning kept)?"""
+    from nbtools.models.variant import answers_style_warning
+
+    return answers_style_warning(config.model, config.train_file, config.columns)
 
 
 class ConfigForm(widgets.VBox):
     """Basic / Data / Advanced sections, the live estimate, and a Save button for the YAML."""
 
     def __init__(self, config: RunConfig, save_path: Union[str, Path, None] = None,
-                 estimator: Optional[Estimator] = None):
+                 estimator: Optional[Estimator] = None, style_check: Optional[StyleCheck] = None):
         self.config_class = type(config)
         self.estimator = estimator or estimate_html
+        self.style_check = style_check or answers_style_check
+        self._style_checked_for: Optional[tuple] = None
         self.fields: dict[str, FieldControl] = {
             spec.name: FieldControl(spec, getattr(config, spec.name)) for spec in field_specs(self.config_class)
         }
@@ -67,6 +77,8 @@ class ConfigForm(widgets.VBox):
             box.children = tuple(box.children) + (self.preset_note,)
         self.form_error = widgets.HTML(value="")
         self.form_error.add_class("nbtools-form-error")
+        self.style_note = widgets.HTML(value="")  # the answers' style against the model, when they do not match
+        self.style_note.add_class("nbtools-style-note")
         self.estimate = widgets.HTML(value="")
         self.estimate.add_class("nbtools-estimate")
         # Not a config setting: the GPU the estimate is checked against (advice names the knob to turn).
@@ -93,8 +105,9 @@ class ConfigForm(widgets.VBox):
         self.sections = widgets.Accordion(children=self._sections(), titles=("Basic", "Data and run", "Advanced"))
         self.sections.selected_index = 0
         super().__init__([
-            widgets.HTML(FORM_STYLE), self.sections, self.form_error, _labelled("estimate for", self.gpu),
-            self.estimate, _labelled("save to", self.save_path, self.save_button), self.status,
+            widgets.HTML(FORM_STYLE), self.sections, self.form_error, self.style_note,
+            _labelled("estimate for", self.gpu), self.estimate, _labelled("save to", self.save_path, self.save_button),
+            self.status,
         ])
         self.add_class("nbtools-config-form")
         for control in self.fields.values():
@@ -152,8 +165,26 @@ class ConfigForm(widgets.VBox):
             self.estimate.value = "<i>Estimate: fix the fields marked in red first.</i>"
             self._estimated_for = None  # the next valid config is estimated again, even if unchanged
         else:
+            self._update_style_note(config)
             self._update_estimate(config)
         return config
+
+    def _update_style_note(self, config: RunConfig) -> None:
+        """Checked again only when the model, the training file (or its contents) or the columns change."""
+        try:
+            stat = Path(config.train_file).stat() if config.train_file else None
+        except (OSError, ValueError):
+            stat = None
+        key = (config.model, config.train_file, config.columns, stat and (stat.st_mtime_ns, stat.st_size))
+        if key == self._style_checked_for:
+            return
+        self._style_checked_for = key
+        try:
+            warning = self.style_check(config)
+        except Exception:  # advice: a failure must not break the form
+            warning = None
+        self.style_note.value = ("" if not warning else
+                                 f'<span style="color:#b45309">&#9888; {html.escape(warning)}</span>')
 
     def _update_estimate(self, config: RunConfig) -> None:
         snapshot = {**config.to_dict(), "_gpu": self.gpu.value}
@@ -265,7 +296,7 @@ class ConfigForm(widgets.VBox):
     # --- static views (kept in executed notebooks, readable without a widget manager) ---------
     def summary_html(self) -> str:
         """The config as an HTML table (non-default values in bold) followed by the current estimate."""
-        return str(config_table(self.config)) + self.estimate.value
+        return str(config_table(self.config)) + self.style_note.value + self.estimate.value
 
     def summary(self) -> HTMLView:
         return HTMLView(self.summary_html())
@@ -293,9 +324,10 @@ def _strip_tags(text: str) -> str:
 
 
 def form_from_config(config: RunConfig, save_path: Union[str, Path, None] = None,
-                     estimator: Optional[Estimator] = None) -> ConfigForm:
-    """A form showing ``config``; its Save button writes to ``save_path``."""
-    return ConfigForm(config, save_path=save_path, estimator=estimator)
+                     estimator: Optional[Estimator] = None, style_check: Optional[StyleCheck] = None) -> ConfigForm:
+    """A form showing ``config``; its Save button writes to ``save_path``. ``style_check`` (default: read the
+    model's kind and the training file's chosen answers) warns when they do not match."""
+    return ConfigForm(config, save_path=save_path, estimator=estimator, style_check=style_check)
 
 
 def config_from_form(form: ConfigForm) -> RunConfig:

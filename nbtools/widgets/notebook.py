@@ -272,6 +272,11 @@ def run_result_html(result) -> str:
             f"{html.escape(str(k))} {v:.4g}" if isinstance(v, float) else f"{html.escape(str(k))} {html.escape(str(v))}"
             for k, v in result.best.items()) + "</p>"
     resumed = f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else ""
+    alarms = (getattr(result, "diagnosis", None) or {}).get("alarms") or []
+    if alarms:  # training-health alarms (nbtools.train.health), as the live figure showed them
+        from nbtools.live import alarms_html
+
+        best += alarms_html([a["message"] for a in alarms])
     return (f"<p><b style='color:{colour}'>Run {html.escape(result.status)}</b>{resumed} in {minutes} min {seconds} s"
             f" &mdash; run folder {path_html(result.run_dir)}</p>"
             + (f"{table_style('nbt-result')}<table class='nbt-result'><thead><tr><th>final metric</th><th>value</th>"
