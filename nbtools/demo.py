@@ -34,6 +34,14 @@ DEMO_TRAINING = {
 }
 
 
+# The demo's answer-level check: greedy answers to "What colour is the shape?" about the 60 validation pictures
+# (data_samples/shapes/colour_questions.jsonl). The base model names red shapes green and green shapes red, so
+# it is right on the blue and yellow half; after the demo's run the tuned model names the colours. Thresholds
+# with margin over what benchmarks/warm_spread.py measured over warm builds, kernels and thread counts.
+COLOUR_QUESTIONS = "data_samples/shapes/colour_questions.jsonl"
+COLOUR_BASE_MAX, COLOUR_TUNED_MIN = 0.65, 0.85
+
+
 class DemoError(UserError, RuntimeError):
     """A notebook of the demo failed; the message names it and where its executed copy is."""
 
