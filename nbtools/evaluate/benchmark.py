@@ -187,29 +187,35 @@ def parse_terms(terms: Union[None, str, Sequence[str]]) -> tuple[str, ...]:
     return tuple(t.strip() for t in terms if isinstance(t, str) and t.strip())
 
 
-def _json_rows(path: Path, text: str) -> tuple[list[tuple[str, object]], list[str]]:
-    """``[(where, value)]`` of a JSON Lines file (or a JSON array), and the rows that are not JSON."""
-    rows, problems = [], []
+_NOT_JSON = object()  # a row that is not JSON; its problem is the third item
+
+
+def _json_rows(path: Path, text: str) -> list[tuple[str, object, str]]:
+    """``[(where, value, problem)]`` of a JSON Lines file (or a JSON array), in file order; a row that is not
+    JSON has the value ``_NOT_JSON`` and says why."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             values = json.loads(stripped)
         except (ValueError, RecursionError) as exc:
-            return [], [f"{path}: not valid JSON ({one_line(exc)[:160]}) (fix: write one JSON object per line, or "
-                        "one JSON array of objects)"]
+            return [(str(path), _NOT_JSON, f"{path}: not valid JSON ({one_line(exc)[:160]}) (fix: write one JSON "
+                                           "object per line, or one JSON array of objects)")]
         if not isinstance(values, list):
-            return [], [f"{path}: not a JSON array of objects (fix: write one JSON object per line)"]
-        return [(f"{path}: item {i}", value) for i, value in enumerate(values, 1)], []
+            return [(str(path), _NOT_JSON, f"{path}: not a JSON array of objects (fix: write one JSON object per "
+                                           "line)")]
+        return [(f"{path}: item {i}", value, "") for i, value in enumerate(values, 1)]
+    rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
-            rows.append((f"{path}:{number}", json.loads(line)))
+            rows.append((where, json.loads(line), ""))
         except (ValueError, RecursionError) as exc:
-            problems.append(f"{path}:{number}: not valid JSON ({one_line(exc)[:120]}) (fix: one JSON object per "
-                            "line, e.g. {\"question_id\": 1, \"image\": \"a.jpg\", \"text\": \"Is there a dog in "
-                            "the image?\", \"label\": \"yes\"})")
-    return rows, problems
+            rows.append((where, _NOT_JSON, f"{where}: not valid JSON ({one_line(exc)[:120]}) (fix: one JSON object "
+                                           "per line, e.g. {\"question_id\": 1, \"image\": \"a.jpg\", \"text\": \"Is "
+                                           "there a dog in the image?\", \"label\": \"yes\"})"))
+    return rows
 
 
 def _question_id(value, where: str) -> tuple[Optional[Union[int, str]], Optional[str]]:
@@ -291,13 +297,17 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
         raise BenchmarkError(f"{path}: cannot be read ({exc.strerror or exc}) (fix: check the file's "
                              "permissions)") from None
     given_terms = parse_terms(terms)
-    rows, problems = _json_rows(path, text)
+    rows = _json_rows(path, text)
+    problems: list[str] = []
     items: list[BenchmarkItem] = []
     mode: Optional[str] = None
     mode_row = ""
     seen_ids: dict = {}
     checked_images: dict[str, Optional[str]] = {}
-    for where, row in rows:
+    for where, row, problem in rows:
+        if row is _NOT_JSON:
+            problems.append(problem)
+            continue
         if not isinstance(row, dict):
             problems.append(f"{where}: not a JSON object (fix: one object per row with question_id, image, text and "
                             "label or answer)")
@@ -324,8 +334,8 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
                                 f"{seen_ids[key]} (fix: give every question its own id)")
             else:
                 seen_ids[key] = where
-        image_value, problem = _text_field(row, "image", where, "the picture's path, relative to the image folder "
-                                           "(--images) or to the benchmark file")
+        image_value, problem = _text_field(row, "image", where, "give the picture's path, relative to the image "
+                                           "folder (--images) or to the benchmark file")
         image = None
         if problem:
             problems.append(problem)
@@ -336,7 +346,8 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
             if checked_images[image]:
                 problems.append(f"{where}: image: {image}: {checked_images[image]} (fix: pass the folder the "
                                 "pictures are in with --images DIR / images=..., or correct the path)")
-        question, problem = _text_field(row, "text", where, "the question asked about the picture")
+        question, problem = _text_field(row, "text", where, "give the question, e.g. \"Is there a dog in the "
+                                        "image?\"")
         if problem:
             problems.append(problem)
         label = answer = None
@@ -348,7 +359,7 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
                 problems.append(f"{where}: label: {one_line(json.dumps(raw))[:60]} is not \"yes\" or \"no\" (fix: "
                                 "label each question \"yes\" or \"no\", as POPE does)")
         else:
-            answer, problem = _text_field(row, "answer", where, "the reference answer, e.g. \"blue\"")
+            answer, problem = _text_field(row, "answer", where, "give the reference answer, e.g. \"blue\"")
             if problem:
                 problems.append(problem)
             own = row.get("terms")
