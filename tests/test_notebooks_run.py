@@ -143,6 +143,8 @@ def test_evaluate_notebook_evaluates_exports_and_lists_runs(executed):
     answers = json.loads((run_dir / "answers" / "colour_questions.json").read_text())  # the default benchmark
     assert (answers["mode"], answers["n_items"], answers["decoding"]["max_new_tokens"]) == ("short_answer", 4, 8)
     assert has_output(nb, "text/plain", "accuracy on 4 questions of colour_questions: base ")
+    assert has_output(nb, "text/plain", "Both models answered 4 questions of colour_questions (short answers) with "
+                      "the same greedy settings")
     assert has_output(nb, "text/html", "nbt-answers")  # the table
     assert "## Answers" in (run_dir / "export" / "merged" / "README.md").read_text()
     assert (run_dir / "export" / "merged" / "README.md").is_file()
