@@ -71,6 +71,10 @@ def test_a_decorated_yes_or_no_is_read(word, case, before, after, tail):
 @given(st.text())
 def test_any_answer_reads_as_yes_no_or_neither(text):
     assert parse_yes_no(text) in ("yes", "no", None)
+    pope = BenchmarkItem("f:1", 1, "a.png", "a.png", "Is there a dog?", label="yes")
+    assert read_answer(pope, text) in (("yes", True), ("no", False), ("neither", False))
+    read, right = read_answer(short("red"), text)
+    assert read in (*COLOURS, "none", "several") and right == (read == "red")
 
 
 def short(answer: str, terms=tuple(COLOURS)) -> BenchmarkItem:
@@ -108,7 +112,10 @@ def write(path: Path, rows) -> Path:
 
 
 def test_pope_file_is_read_with_images_from_a_folder(tmp_path):
-    bench = read_benchmark(write(tmp_path / "coco_pope_random.json", pope_rows()), images=SHAPES / "images")
+    rows = pope_rows()
+    rows[0]["text"] = "<image>" + rows[0]["text"]  # the project's image tag: the picture goes on its own
+    bench = read_benchmark(write(tmp_path / "coco_pope_random.json", rows), images=SHAPES / "images")
+    assert bench.items[0].text == pope_rows()[0]["text"]
     assert (bench.mode, bench.name, len(bench)) == ("pope", "coco_pope_random", 8)
     assert [item.label for item in bench.items] == ["yes", "no"] * 4
     assert bench.items[0].image == str(SHAPES / "images" / "validation_0001.png")

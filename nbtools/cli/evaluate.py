@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder training wrote")
     parser.add_argument("--data", metavar="FILE",
                         help="held-out pairs to evaluate on (default: the run's validation file or split)")
-    parser.add_argument("--json", action="store_true", help="print the results' JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the results' JSON instead of a table (with several --benchmark: a list)")
     parser.add_argument("--batch-size", type=positive_int, metavar="N",
                         help="pairs per forward pass (default 4), or questions answered at once (default 16)")
     parser.add_argument("--max-pairs", type=positive_int, metavar="N", help="evaluate only the first N pairs")

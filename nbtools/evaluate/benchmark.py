@@ -374,7 +374,8 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
                 how = "none" if not named else f"several ({', '.join(named)})"
                 problems.append(f"{where}: answer: {one_line(json.dumps(answer))[:80]} names {how} of the terms "
                                 f"{', '.join(item_terms)} (fix: the reference must name exactly one term)")
-        if len(problems) == before:
+        if len(problems) == before:  # the picture goes to the model on its own: a <image> tag in the text is dropped
+            question = question.replace("<image>", "").strip() or question
             items.append(BenchmarkItem(where, question_id, image, image_value, question, label, answer, item_terms))
     if len(problems) == 1:
         raise BenchmarkError(problems[0])
