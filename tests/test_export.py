@@ -89,9 +89,10 @@ def test_model_card_sections(merged_dir, eval_run_dir):
         assert section in card, section
     assert "base_model: " in card.split("---")[1]
     assert "| `preference_accuracy` |" in card
-    answers = card.split("## Answers\n", 1)[1].split("\n## ", 1)[0]  # base vs tuned colour accuracy, intervals
-    assert "### colour\\_questions" in answers and "terms: red, green, blue, yellow" in answers
-    assert answers.count("| `accuracy` |") == 1 and "Flipped: " in answers
+    answers = card.split("## Answers\n", 1)[1].split("\n## ", 1)[0]  # one table per benchmark the run answered
+    colour = answers.split("### colour\\_questions\n", 1)[1].split("\n### ", 1)[0]  # colour accuracy, intervals
+    assert "60 questions of" in colour and "terms: red, green, blue, yellow" in colour
+    assert colour.count("| `accuracy` |") == 1 and "Flipped: " in colour
     record = json.loads((eval_run_dir / "run.json").read_text())
     assert f"| train | `{record['data']['train']['file']}` | {record['data']['train']['pairs']} |" in card
     assert f"vllm serve {merged_dir.resolve()}" in card
