@@ -283,7 +283,7 @@ def evaluate_answers(run_dir, benchmark, *, run=None, base=None, tuned=None, ima
         "n_items_in_file": len(bench.items),
         **metrics,
         "tuned_better": _better(metrics),
-        "counts": {name: _counts(scored[name][0]) for name in ("base", "tuned")},
+        "counts": {name: _counts(bench.mode, *scored[name]) for name in ("base", "tuned")},
         "confidence": CONFIDENCE,
         "bootstrap": {"n_resamples": n_resamples, "seed": seed, "paired": True},
         "metric_help": {m: h for m, h in METRIC_HELP[bench.mode].items() if m in metrics["base"]},
@@ -314,10 +314,12 @@ def _better(metrics: dict) -> bool:
     return tuned[HEADLINE] > base[HEADLINE] and t[0] > b[1]
 
 
-def _counts(reads: Sequence[str]) -> dict:
+def _counts(mode: str, reads: Sequence[str], rights: Sequence[bool]) -> dict:
+    """How the answers were read: ``yes``/``no``/``neither`` (POPE); ``right``, ``wrong`` (another term, or no
+    match), ``none`` (no term named) and ``several`` (short answers)."""
     counts: dict = {}
-    for read in reads:
-        key = read if read in (YES, NO, "neither", "none", "several") else "term"
+    for read, right in zip(reads, rights):
+        key = read if mode == POPE else "right" if right else read if read in ("none", "several") else "wrong"
         counts[key] = counts.get(key, 0) + 1
     return counts
 

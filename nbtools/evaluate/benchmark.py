@@ -162,12 +162,13 @@ def reference_term(reference: Optional[str], terms: Sequence[str]) -> Optional[s
 def read_short_answer(answer: str, item: BenchmarkItem) -> tuple[bool, str]:
     """``(right, what the answer named)``: with terms, right when the answer names the reference's term and no
     other, and what it named is that term, ``"none"`` (no term: counted wrong, not guessed) or ``"several"``;
-    without terms, right when it equals the reference after :func:`normalised`."""
+    without terms, right when it equals the reference after :func:`normalised` (``"match"`` or ``"no match"``)."""
     text = final_text(answer)
+    if not item.terms:
+        right = text is not None and normalised(text) == normalised(item.answer or "")
+        return right, "match" if right else "no match"
     if text is None:
         return False, "none"
-    if not item.terms:
-        return normalised(text) == normalised(item.answer or ""), normalised(text)[:80]
     named = named_terms(text, item.terms)
     if not named:
         return False, "none"
