@@ -90,7 +90,8 @@ def colour_answers(eval_run_dir, eval_run_model):
     """evaluate_answers on the demo's colour questions (60 validation pictures; writes answers/ into the copy)."""
     from nbtools.evaluate import evaluate_answers
 
-    return evaluate_answers(eval_run_dir, SHAPES_DIR / "colour_questions.jsonl", run=eval_run_model, progress=False)
+    return evaluate_answers(eval_run_dir, SHAPES_DIR / "colour_questions.jsonl", run=eval_run_model, batch_size=60,
+                            progress=False)  # one batch: the tiny model's steps cost little, their number a lot
 
 
 # --- training fixtures (issue 4, training helper) ---------------------------------------------
