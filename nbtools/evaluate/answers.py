@@ -25,11 +25,9 @@ import numpy as np
 
 from .benchmark import (
     MODES,
-    NO,
     POPE,
     SHORT_ANSWER,
     YES,
-    Benchmark,
     BenchmarkError,
     BenchmarkItem,
     parse_yes_no,
@@ -57,7 +55,7 @@ METRIC_HELP = {
         "no_term_ratio": "share of answers naming none of the terms (counted wrong, not guessed)",
     },
 }
-# Metrics with a direction: tuned above base is better (the ratios of unreadable answers: below).
+# The metric the headline, `tuned_better` and the demo's check read.
 HEADLINE = "accuracy"
 
 
