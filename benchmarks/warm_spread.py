@@ -5,8 +5,10 @@ machines (vector kernels, thread counts). This script perturbs exactly those: it
 ``tiny-qwen3-vl-warm`` for several warm-start seeds (``NBTOOLS_WARM_SEED``), each with the
 default ATen kernels and with ``ATEN_CPU_CAPABILITY=default`` (no AVX), then runs the demo's
 training recipe (``nbtools.demo.DEMO_TRAINING``, also the test suite's shared run) and its
-evaluation on the 60 validation pairs with 1 and 2 threads. Every build and run is its own
-process with its own cache folder, so nothing leaks between them.
+evaluation on the 60 validation pairs with 1 and 2 threads, and the answer-level evaluation the demo
+shows: base and tuned answer "What colour is the shape?" about the 60 validation pictures
+(``data_samples/shapes/colour_questions.jsonl``, greedy, through ``nbtools.evaluate.evaluate_answers``).
+Every build and run is its own process with its own cache folder, so nothing leaks between them.
 
     python benchmarks/warm_spread.py                       # 5 seeds x 2 kernels x 2 thread counts
     python benchmarks/warm_spread.py --seeds 1234 --threads 2 --capabilities native
@@ -57,7 +59,7 @@ def _dpo(threads: int, out_dir: str) -> dict:
 
     from nbtools.config import RunConfig
     from nbtools.demo import DEMO_TRAINING
-    from nbtools.evaluate import evaluate_run
+    from nbtools.evaluate import evaluate_answers, evaluate_run
     from nbtools.models.warm import measure_attribute_accuracy, shapes_validation_items
     from nbtools.train import train
 
@@ -74,8 +76,11 @@ def _dpo(threads: int, out_dir: str) -> dict:
     processor.tokenizer.padding_side = "left"
     tuned_greedy = measure_attribute_accuracy(result.model, processor,
                                               shapes_validation_items(SHAPES / "validation.jsonl"))
+    colour = evaluate_answers(result.run_dir, SHAPES / "colour_questions.jsonl", progress=False).payload
     base, tuned = payload["base"], payload["tuned"]
     return {
+        "colour_base": colour["base"]["accuracy"], "colour_base_ci": colour["base"]["ci95"]["accuracy"],
+        "colour_tuned": colour["tuned"]["accuracy"], "colour_tuned_ci": colour["tuned"]["ci95"]["accuracy"],
         "train_seconds": round(train_seconds, 1),
         "base": base["preference_accuracy"], "base_ci": base["ci95"]["preference_accuracy"],
         "tuned": tuned["preference_accuracy"], "tuned_ci": tuned["ci95"]["preference_accuracy"],
@@ -124,8 +129,9 @@ def main() -> None:
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="warm-spread-"))
     print("| seed | kernels | threads | warm: red/green swapped, blue/yellow right, shape right | base [95% CI] | "
-          "tuned [95% CI] | tuned greedy: colour right, red/green swapped | eval reward acc | train s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "tuned [95% CI] | tuned greedy: colour right, red/green swapped | colour questions: base -> tuned "
+          "[95% CI] | eval reward acc | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for capability in args.capabilities.split(","):
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg",
                    TQDM_DISABLE="1", NBTOOLS_CACHE_DIR=str(scratch / f"cache-{capability}"),
@@ -142,6 +148,7 @@ def main() -> None:
                 row = {"seed": seed, "kernels": capability, "threads": threads, **built, **dpo}
                 row["criteria_met"] = (row["base"] <= BASE_MAX and row["tuned"] >= TUNED_MIN
                                        and row["tuned_ci"][0] > row["base_ci"][1])
+                row["colour_criteria_met"] = colour_criteria_met(row)
                 rows.append(row)
                 print_row(row)
                 _save(rows, Path(args.out))  # after every run: a long grid interrupted keeps what it measured
@@ -155,13 +162,30 @@ def _save(rows: list[dict], out: Path) -> None:
     tmp.replace(out)
 
 
+def colour_criteria_met(row: dict) -> bool:
+    """The demo's answer-level criteria (nbtools.demo.COLOUR_BASE_MAX / COLOUR_TUNED_MIN), 95% intervals disjoint."""
+    from nbtools.demo import COLOUR_BASE_MAX, COLOUR_TUNED_MIN
+
+    return (row["colour_base"] <= COLOUR_BASE_MAX and row["colour_tuned"] >= COLOUR_TUNED_MIN
+            and row["colour_tuned_ci"][0] > row["colour_base_ci"][1])
+
+
 def print_row(row: dict) -> None:
     print(f"| {row['seed']} | {row['kernels']} | {row['threads']} | {row['warm_says_partner']:.2f}, "
           f"{row['warm_others_right']:.2f}, {row['warm_shape']:.2f} | "
           f"{row['base']:.2f} [{row['base_ci'][0]:.2f}, {row['base_ci'][1]:.2f}] | "
           f"{row['tuned']:.2f} [{row['tuned_ci'][0]:.2f}, {row['tuned_ci'][1]:.2f}] | "
           f"{row['tuned_greedy_colour']:.2f}, {row['tuned_says_partner']:.2f} | "
-          f"{row['eval_reward_accuracy']:.3f} | {row['train_seconds']:.0f} |", flush=True)
+          f"{_colour_cell(row)} | {row['eval_reward_accuracy']:.3f} | {row['train_seconds']:.0f} |", flush=True)
+
+
+def _colour_cell(row: dict) -> str:
+    """Base -> tuned colour accuracy on the colour questions, with intervals (rows measured before it: -)."""
+    if "colour_base" not in row:
+        return "-"
+    b, t = row["colour_base_ci"], row["colour_tuned_ci"]
+    return (f"{row['colour_base']:.2f} [{b[0]:.2f}, {b[1]:.2f}] -> {row['colour_tuned']:.2f} "
+            f"[{t[0]:.2f}, {t[1]:.2f}]")
 
 
 def report(rows: list[dict]) -> None:
@@ -179,8 +203,21 @@ def report(rows: list[dict]) -> None:
         "tuned greedy colour (min)": min(r["tuned_greedy_colour"] for r in rows),
         "tuned says partner on red/green (max)": max(r["tuned_says_partner"] for r in rows),
     }
+    colour = [r for r in rows if "colour_base" in r]
+    if colour:
+        worst.update({
+            "colour questions: base (min..max)": (min(r["colour_base"] for r in colour),
+                                                  max(r["colour_base"] for r in colour)),
+            "colour questions: base CI high (max)": max(r["colour_base_ci"][1] for r in colour),
+            "colour questions: tuned (min..max)": (min(r["colour_tuned"] for r in colour),
+                                                   max(r["colour_tuned"] for r in colour)),
+            "colour questions: tuned CI low (min)": min(r["colour_tuned_ci"][0] for r in colour),
+        })
     print("\nworst case over", len(rows), "runs:", json.dumps(worst))
     print("demo criteria met in every run:", all(r["criteria_met"] for r in rows))
+    if colour:
+        print(f"colour-question criteria met in all {len(colour)} runs measuring them:",
+              all(colour_criteria_met(r) for r in colour))
 
 
 if __name__ == "__main__":

@@ -385,6 +385,29 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
     )
 
 
+def answers_section(run_dir) -> str:
+    """Base vs tuned on their answers, one table per benchmark the run was evaluated on (``answers/*.json``, written
+    by ``python -m nbtools evaluate RUN --benchmark FILE``); empty when there is none. Names, paths and terms are
+    user text, shown as text."""
+    from nbtools.evaluate.answers import answers_table_markdown, flipped_line, read_answer_evaluations, unread_line
+
+    payloads = read_answer_evaluations(run_dir)
+    if not payloads:
+        return ""
+    parts = ["## Answers\n\nBase vs tuned on the answers they give (greedy, the same settings for both), with "
+             f"{payloads[0].get('confidence', 0.95):.0%} paired bootstrap intervals.\n"]
+    for payload in payloads:
+        what = f"{md.text(payload['n_items'])} questions of {md.code(payload.get('benchmark', payload['name']))} " \
+               f"({md.text(payload.get('mode_help', payload.get('mode', '')))}"
+        if payload.get("terms"):
+            what += "; terms: " + ", ".join(md.text(t) for t in payload["terms"])
+        suffix = f"; each question followed by {md.code(payload['suffix'])}" if payload.get("suffix") else ""
+        lines = [line for line in (unread_line(payload), flipped_line(payload)) if line]
+        parts.append(f"### {md.text(payload['name'])}\n\n{what}{suffix}):\n\n" + answers_table_markdown(payload)
+                     + "\n\n" + " ".join(md.text(line) for line in lines) + "\n")
+    return "\n".join(parts)
+
+
 def _front_matter(front: dict) -> str:
     import yaml
 
@@ -394,7 +417,8 @@ def _front_matter(front: dict) -> str:
 
 
 def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, record: Optional[dict] = None) -> Path:
-    """README.md with base model, data statistics, config, final metrics, evaluation, plots, usage.
+    """README.md with base model, data statistics, config, final metrics, evaluation (preference pairs and
+    answers), plots, usage.
 
     ``final_dir``: where the export will live, for the paths in the usage commands (default:
     ``out_dir``; differs while an export is built in a temporary folder). ``record``: run.json as the export
@@ -435,6 +459,9 @@ def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, rec
     else:
         command = _shell_command("python", "-m", "nbtools", "evaluate", str(run_dir))
         parts.append(f"## Evaluation\n\nNot evaluated yet: {md.code(command)}.\n")
+    answers = answers_section(run_dir)
+    if answers:
+        parts.append(answers)
     plots = _copy_plots(run_dir, out_dir)
     if plots:
         parts.append("## Plots\n\n" + "\n".join(f"![{md.text(Path(p).stem)}]({md.link_target(p)})"

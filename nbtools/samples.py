@@ -31,7 +31,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -250,6 +250,18 @@ class ShapesTaskFiles:
     train: Path
     validation: Path
     images_dir: Path
+    colour_questions: Optional[Path] = None
+
+
+# The answer-level benchmark on the validation pictures (short-answer layout, nbtools.evaluate.benchmark): one
+# question per picture, the true colour as the reference, the four colours as the exclusive terms.
+COLOUR_QUESTION = "What colour is the shape?"
+COLOUR_QUESTIONS_FILE = "colour_questions.jsonl"
+
+
+def _colour_question(question: "ShapeQuestion", image_name: str) -> dict:
+    return {"question_id": question.index + 1, "image": f"images/{image_name}", "text": COLOUR_QUESTION,
+            "answer": question.colour, "terms": list(COLOURS)}
 
 
 def _shape_record(question: ShapeQuestion, image_name: str) -> dict:
@@ -266,12 +278,14 @@ def _shape_record(question: ShapeQuestion, image_name: str) -> dict:
 def write_shapes_task(
     out_dir: str | Path, n_train: int = 240, n_val: int = 60, seed: int = 0, size: tuple[int, int] = IMAGE_SIZE
 ) -> ShapesTaskFiles:
-    """Writes ``train.jsonl``, ``validation.jsonl`` and ``images/*.png`` of the shapes task."""
+    """Writes ``train.jsonl``, ``validation.jsonl`` and ``images/*.png`` of the shapes task, and
+    ``colour_questions.jsonl``: "What colour is the shape?" about every validation picture (short answers)."""
     out = Path(out_dir)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     seen: dict[str, str] = {}  # sha256 -> file: no image may repeat, within or across splits
     files = {}
+    colour_rows: list[dict] = []
     for split, n, rejected in (("train", n_train, "any"), ("validation", n_val, "confusable")):
         records = []
         for question in shape_questions(n, seed, split, rejected):
@@ -283,9 +297,13 @@ def write_shapes_task(
             seen[digest] = name
             (images_dir / name).write_bytes(data)
             records.append(_shape_record(question, name))
+            if split == "validation":
+                colour_rows.append(_colour_question(question, name))
         files[split] = out / f"{split}.jsonl"
         _write_jsonl(files[split], records)
-    return ShapesTaskFiles(train=files["train"], validation=files["validation"], images_dir=images_dir)
+    _write_jsonl(out / COLOUR_QUESTIONS_FILE, colour_rows)
+    return ShapesTaskFiles(train=files["train"], validation=files["validation"], images_dir=images_dir,
+                           colour_questions=out / COLOUR_QUESTIONS_FILE)
 
 
 # --------------------------------------------------------------------------- showcase drawings

@@ -85,6 +85,15 @@ def evaluation_result(eval_run_dir, eval_run_model):
     return evaluate_run(eval_run_dir, run=eval_run_model, batch_size=16, progress=False)
 
 
+@_pytest.fixture(scope="session")
+def colour_answers(eval_run_dir, eval_run_model):
+    """evaluate_answers on the demo's colour questions (60 validation pictures; writes answers/ into the copy)."""
+    from nbtools.evaluate import evaluate_answers
+
+    return evaluate_answers(eval_run_dir, SHAPES_DIR / "colour_questions.jsonl", run=eval_run_model, batch_size=60,
+                            progress=False)  # one batch: the tiny model's steps cost little, their number a lot
+
+
 # --- training fixtures (issue 4, training helper) ---------------------------------------------
 # ONE trained run on the shapes sample task serves every test that needs a trained run
 # (training, evaluation, export, run list); a blank-image control run is built only on demand.

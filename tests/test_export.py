@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def merged_dir(eval_run_dir, evaluation_result, tmp_path_factory):
-    # after evaluation, so the card has an Evaluation section and the plot to copy
+def merged_dir(eval_run_dir, evaluation_result, colour_answers, tmp_path_factory):
+    # after both evaluations, so the card has the Evaluation and Answers sections and the plot to copy
     return export_merged(eval_run_dir, tmp_path_factory.mktemp("export") / "merged", device="cpu")
 
 
@@ -89,6 +89,10 @@ def test_model_card_sections(merged_dir, eval_run_dir):
         assert section in card, section
     assert "base_model: " in card.split("---")[1]
     assert "| `preference_accuracy` |" in card
+    answers = card.split("## Answers\n", 1)[1].split("\n## ", 1)[0]  # one table per benchmark the run answered
+    colour = answers.split("### colour\\_questions\n", 1)[1].split("\n### ", 1)[0]  # colour accuracy, intervals
+    assert "60 questions of" in colour and "terms: red, green, blue, yellow" in colour
+    assert colour.count("| `accuracy` |") == 1 and "Flipped: " in colour
     record = json.loads((eval_run_dir / "run.json").read_text())
     assert f"| train | `{record['data']['train']['file']}` | {record['data']['train']['pairs']} |" in card
     assert f"vllm serve {merged_dir.resolve()}" in card

@@ -24,7 +24,7 @@ EXTRA_PARAMETERS = {
     "02_configure.ipynb": {"config_file"},
     "03_train.ipynb": {"config_file", "resume"},
     "04_evaluate.ipynb": {"eval_file", "lab_samples", "max_new_tokens", "export_dir", "merged", "runs_dir", "base_url",
-                          "tuned_url"},
+                          "tuned_url", "benchmark_file", "benchmark_images", "benchmark_items"},
 }
 CONTROL_FLOW = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While, ast.If, ast.With,
                 ast.Try, ast.Lambda)

@@ -80,7 +80,7 @@ def executed(tmp_path_factory):
         "01_inspect_data": {"validation_file": str(validation), "model": MODEL},
         "02_configure": {**SHORT_RUN, "validation_file": str(validation), "task_display_name": "nb-test"},
         "03_train": {},
-        "04_evaluate": {"lab_samples": 2, "max_new_tokens": 8},
+        "04_evaluate": {"lab_samples": 2, "max_new_tokens": 8, "benchmark_items": 4},
     }
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
@@ -140,6 +140,13 @@ def test_evaluate_notebook_evaluates_exports_and_lists_runs(executed):
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["n_pairs"] == 12
     assert set(evaluation) >= {"base", "tuned"}
+    answers = json.loads((run_dir / "answers" / "colour_questions.json").read_text())  # the default benchmark
+    assert (answers["mode"], answers["n_items"], answers["decoding"]["max_new_tokens"]) == ("short_answer", 4, 8)
+    assert has_output(nb, "text/plain", "accuracy on 4 questions of colour_questions: base ")
+    assert has_output(nb, "text/plain", "Both models answered 4 questions of colour_questions (short answers) with "
+                      "the same greedy settings")
+    assert has_output(nb, "text/html", "nbt-answers")  # the table
+    assert "## Answers" in (run_dir / "export" / "merged" / "README.md").read_text()
     assert (run_dir / "export" / "merged" / "README.md").is_file()
     assert (run_dir / "export" / "merged" / "config.json").is_file()
     assert has_output(nb, "text/plain", "The export answers exactly as the tuned model did.")

@@ -291,6 +291,18 @@ def evaluation_outcome(result) -> str:
             f"adapter off and on)." + (f" Written to the run folder: {', '.join(written)}." if written else ""))
 
 
+def answers_outcome(result) -> str:
+    """What the answer-level evaluation asked and where it wrote its results (the numbers are in the table above)."""
+    payload = result.payload
+    if payload is None:
+        return "No benchmark file given (benchmark_file is empty): the answers were not evaluated."
+    written = [f"{'the numbers' if k == 'answers' else 'the flipped questions'} in {Path(p).parent.name}/"
+               f"{Path(p).name}" for k, p in sorted(result.paths.items())]
+    return (f"Both models answered {payload['n_items']} questions of {payload['name']} ({payload['mode_help']}) with "
+            "the same greedy settings, one model in memory (adapter off and on)."
+            + (f" Written to the run folder: {', '.join(written)}." if written else ""))
+
+
 def compare_answers(exported_answer: str, tuned_answer: str) -> str:
     """Whether the export answered exactly as the tuned model did (the answers are shown above)."""
     if exported_answer == tuned_answer:
