@@ -19,7 +19,8 @@ from nbtools.data.load import load_records
 from nbtools.media_ref import media_source
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
-SAMPLE_FILES = sorted(SAMPLES.glob("*/*.jsonl"))
+# Preference-pair files only: a benchmark's question file (e.g. shapes/colour_questions.jsonl) has no pairs.
+SAMPLE_FILES = sorted(p for p in SAMPLES.glob("*/*.jsonl") if '"rejected_response"' in p.read_text().partition("\n")[0])
 MEDIA = ("images", "videos", "rejected_images")
 
 
