@@ -36,9 +36,9 @@ from nbtools.packing import (  # noqa: E402
     EncodingCounter,
     PackedPreferenceCollator,
     VisionPreferenceCollator,
-    dpo_loss,
     packed_dpo_step,
     packed_logps,
+    pair_losses,
     separate_logps,
 )
 from nbtools.packing.logps import count_tokens  # noqa: E402
@@ -116,7 +116,7 @@ def unpacked_loss(model, batch):
     chosen, rejected = separate_logps(model, batch)
     with torch.no_grad(), model.disable_adapter():
         ref_chosen, ref_rejected = separate_logps(model, batch)
-    return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=BETA)
+    return pair_losses(chosen, rejected, ref_chosen, ref_rejected, beta=BETA).mean()
 
 
 def run(model, batches, step, cpu_time: bool, warmup: int):

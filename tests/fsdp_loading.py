@@ -23,7 +23,6 @@ Rank 0 writes ``OUT_DIR/loading.json``.
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
+
+from distributed_runs import compared_with_single, full_grads, sharded_packed_step
 
 BETA = 0.1
 
@@ -175,9 +176,9 @@ def shards_match_checkpoint(model, folder: Path) -> dict:
 def main(out_dir: str, train_file: str, mode: str = "rank-zero") -> None:
     from torch.distributed.tensor import DTensor
 
+    from nbtools.atomic import write_json
     from nbtools.models import load_model_and_processor
     from nbtools.packing import packed_dpo_step
-    from nbtools.packing.trainer_hook import run_inside_forward
     from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
 
     rank_zero = mode == "rank-zero"
@@ -218,18 +219,8 @@ def main(out_dir: str, train_file: str, mode: str = "rank-zero") -> None:
     pairs = [rows[i] for i in range(2 * world)]
     mine = collator(pairs[2 * rank: 2 * rank + 2])
 
-    def reduce_sum(tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    result = run_inside_forward(model, lambda: packed_dpo_step(model, mine, beta=BETA, reduce_metrics=reduce_sum))
-    result.loss.backward()  # FSDP2 reduce-scatters the gradients (mean over ranks) into the shards
-    loss = result.loss.detach().clone()
-    dist.all_reduce(loss)
-    loss = (loss / world).item()
-    grads = {name: parameter.grad.full_tensor() if isinstance(parameter.grad, DTensor) else parameter.grad
-             for name, parameter in model.named_parameters() if parameter.requires_grad}
+    result, loss = sharded_packed_step(model, mine, BETA)
+    grads = full_grads(model)
 
     if rank == 0:
         single, _ = load_model_and_processor("tiny-qwen3-vl", max_pixels=small.max_pixels, dtype=torch.float32,
@@ -241,10 +232,8 @@ def main(out_dir: str, train_file: str, mode: str = "rank-zero") -> None:
         single.train()
         expected = packed_dpo_step(single, collator(pairs), beta=BETA)
         expected.loss.backward()
-        differences = {n: (grads[n] - p.grad).abs().max().item() for n, p in single.named_parameters()
-                       if p.requires_grad}
-        magnitudes = {n: p.grad.abs().max().item() for n, p in single.named_parameters() if p.requires_grad}
-        Path(out_dir, "loading.json").write_text(json.dumps({
+        expected_grads = {n: p.grad for n, p in single.named_parameters() if p.requires_grad}
+        write_json(Path(out_dir, "loading.json"), {
             "mode": mode,
             "world_size": world,
             "plugin_args": plugin_args,
@@ -255,13 +244,8 @@ def main(out_dir: str, train_file: str, mode: str = "rank-zero") -> None:
             "parameters": sum(1 for _ in model.named_parameters()),
             "sharded_parameters": len(sharded),
             "trainable_parameters": len(lora),
-            "loss_sharded": loss,
-            "loss_single": expected.loss.item(),
-            "metrics_sharded": result.metrics,
-            "metrics_single": expected.metrics,
-            "grad_max_abs_difference": differences,
-            "grad_max_abs_single": magnitudes,
-        }, indent=1))
+            **compared_with_single(result, loss, grads, expected, expected_grads),
+        }, indent=1)
     dist.barrier()
     dist.destroy_process_group()
 

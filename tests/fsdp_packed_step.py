@@ -11,12 +11,13 @@ what the sharding looked like.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from distributed_runs import compared_with_single, full_grads, sharded_packed_step
 
 BETA = 0.1
 
@@ -26,11 +27,11 @@ def main(out_dir: str, train_file: str) -> None:
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
 
+    from nbtools.atomic import write_json
     from nbtools.config import RunConfig
     from nbtools.models import detect_family, load_model_and_processor
     from nbtools.models.lora import lora_config
     from nbtools.packing import packed_dpo_step
-    from nbtools.packing.trainer_hook import run_inside_forward
     from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
 
     dist.init_process_group("gloo")
@@ -76,23 +77,8 @@ def main(out_dir: str, train_file: str) -> None:
     sharded = [n for n, p in peft_model.named_parameters() if isinstance(p, DTensor)]
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
 
-    def reduce_sum(tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    result = run_inside_forward(peft_model, lambda: packed_dpo_step(peft_model, mine, beta=BETA,
-                                                                    reduce_metrics=reduce_sum))
-    result.loss.backward()  # FSDP2 reduce-scatters the gradients (mean over ranks) into the shards
-    loss = result.loss.detach().clone()
-    dist.all_reduce(loss)
-    loss = (loss / world).item()
-    differences, magnitudes = {}, {}
-    for name, parameter in peft_model.named_parameters():
-        if parameter.requires_grad:
-            grad = parameter.grad.full_tensor() if isinstance(parameter.grad, DTensor) else parameter.grad
-            differences[name] = (grad - expected_grads[name]).abs().max().item()
-            magnitudes[name] = expected_grads[name].abs().max().item()
+    result, loss = sharded_packed_step(peft_model, mine, BETA)
+    comparison = compared_with_single(result, loss, full_grads(peft_model), expected, expected_grads)
     # control: the same step called directly, not from inside the root's forward, finds the root's parameters
     # (embeddings, LM head) still sharded: it fails or gives another loss, which is why the trainer redirects
     try:
@@ -101,14 +87,9 @@ def main(out_dir: str, train_file: str) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure is the expected outcome here
         direct_outcome = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     if rank == 0:
-        Path(out_dir, "fsdp.json").write_text(json.dumps({
+        write_json(Path(out_dir, "fsdp.json"), {
             "world_size": world,
-            "loss_sharded": loss,
-            "loss_single": expected.loss.item(),
-            "metrics_sharded": result.metrics,
-            "metrics_single": expected.metrics,
-            "grad_max_abs_difference": differences,
-            "grad_max_abs_single": magnitudes,
+            **comparison,
             "half_batch_grad_difference": half_batch_difference,
             "sharded_parameters": len(sharded),
             "parameters": sum(1 for _ in peft_model.named_parameters()),
@@ -116,7 +97,7 @@ def main(out_dir: str, train_file: str) -> None:
             "trainable_sharded": sum(1 for n in trainable if n in set(sharded)),
             "reused_image_features": result.reused_image_features,
             "direct_call_outcome": direct_outcome,
-        }, indent=1))
+        }, indent=1)
     dist.barrier()
     dist.destroy_process_group()
 

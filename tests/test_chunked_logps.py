@@ -184,7 +184,7 @@ def test_lora_on_the_lm_head_falls_back_to_the_full_computation(tiny, monkeypatc
     """PEFT's LoRA lm_head keeps the base weight in ``.weight``: the kernel would score without the adapter."""
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from nbtools.packing import PackedPreferenceCollator, dpo_loss, logps, separate_logps
+    from nbtools.packing import PackedPreferenceCollator, logps, pair_losses, separate_logps
     from nbtools.packing.logps import backbone_and_head, chunkable_head
 
     model, processor = tiny
@@ -199,7 +199,7 @@ def test_lora_on_the_lm_head_falls_back_to_the_full_computation(tiny, monkeypatc
     chosen, rejected = separate_logps(peft_model, separate)
     with torch.no_grad(), peft_model.disable_adapter():
         ref_chosen, ref_rejected = separate_logps(peft_model, separate)
-    expected_loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=BETA)
+    expected_loss = pair_losses(chosen, rejected, ref_chosen, ref_rejected, beta=BETA).mean()
     expected_loss.backward()
     expected_grads = {n: p.grad.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
     assert any("lm_head" in name for name in expected_grads)

@@ -255,9 +255,9 @@ def test_progress_is_shown_on_stderr_for_large_files(data_dir, img, make_pair, m
 
 
 def test_duplicate_check_keeps_hashes_but_confirms_every_match(data_dir, img, make_pair, monkeypatch):
-    from nbtools.data import dataset_rules
+    from nbtools.data import rules
 
-    monkeypatch.setattr(dataset_rules, "hash", lambda key: 0, raising=False)  # every pair collides
+    monkeypatch.setattr(rules, "pair_key_hash", lambda record: bytes(16))  # every pair collides
     rows = [make_pair(), make_pair(chosen="Yes."), make_pair(), make_pair(chosen="Yes.")]
     report = validate_dataset(data_dir.jsonl(rows))
     duplicates = [(p.line, p.message) for p in report.problems if "duplicate" in p.message]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from nbtools.data import validate_dataset
-from nbtools.data.dataset_rules import check_size
+from nbtools.data.rules import check_size
 from nbtools.data.validate import ValidationReport
 
 def problems_at(report: ValidationReport, line, field=None):

@@ -4,16 +4,13 @@ the mDPO metrics included, and share the reference precompute of the contrast pa
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distributed_runs import write_subset  # noqa: E402
+from distributed_runs import cold_cache, launch, torchrun, write_subset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -27,21 +24,12 @@ def _rows(run: Path) -> list[dict]:
 
 
 def test_two_processes_match_one_with_the_mdpo_terms(tmp_path):
-    cache = tmp_path / "cache"  # a cold reference cache; the built tiny models are shared
-    cache.mkdir()
-    (cache / "models").symlink_to(Path(os.environ.get("NBTOOLS_CACHE_DIR") or Path.home() / ".cache" / "nbtools")
-                                  / "models")
+    cache = cold_cache(tmp_path)
     train_file = write_subset(tmp_path / "train.jsonl", 16)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO), NBTOOLS_CACHE_DIR=str(cache))
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    script = str(REPO / "tests" / "mdpo_distributed_run.py")
-    runs = {"two": [torchrun, "--nproc_per_node", "2", "--master_port", "29571", script, str(tmp_path / "two"),
-                    str(train_file), "2"],
-            "one": [sys.executable, script, str(tmp_path / "one"), str(train_file), "4"]}
-    for name, command in runs.items():
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, name + done.stdout[-3000:] + done.stderr[-3000:]
+    script = "mdpo_distributed_run.py"
+    for command in (torchrun(script, tmp_path / "two", train_file, 2, port=29571),
+                    [sys.executable, str(REPO / "tests" / script), str(tmp_path / "one"), str(train_file), "4"]):
+        launch(command, NBTOOLS_CACHE_DIR=str(cache))
 
     two, one = _rows(tmp_path / "two"), _rows(tmp_path / "one")
     assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3, 4]

@@ -15,9 +15,9 @@ from nbtools.packing import (
     EncodingCounter,
     PackedPreferenceCollator,
     ReferenceLogpsStore,
-    dpo_loss,
     packed_dpo_step,
     packed_logps,
+    pair_losses,
     packing_supported,
     precompute_reference_logps,
     reference_fingerprint,
@@ -320,7 +320,7 @@ def _separate_loss(peft_model, processor, examples):
     chosen, rejected = separate_logps(peft_model, batch)
     with torch.no_grad(), peft_model.disable_adapter():
         ref_chosen, ref_rejected = separate_logps(peft_model, batch)
-    return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=BETA)
+    return pair_losses(chosen, rejected, ref_chosen, ref_rejected, beta=BETA).mean()
 
 
 def _lora_grads(peft_model):

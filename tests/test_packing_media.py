@@ -18,9 +18,9 @@ from nbtools.packing import (
     EncodingCounter,
     PackedPreferenceCollator,
     VisionPreferenceCollator,
-    dpo_loss,
     packed_dpo_step,
     packed_logps,
+    pair_losses,
     separate_logps,
 )
 from nbtools.packing.layout import (
@@ -432,7 +432,7 @@ def _per_sequence_loss(peft_model, processor, examples):
     chosen, rejected = per_sequence_batch(peft_model, processor, examples)
     with torch.no_grad(), peft_model.disable_adapter():
         ref_chosen, ref_rejected = per_sequence_batch(peft_model, processor, examples)
-    return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=BETA)
+    return pair_losses(chosen, rejected, ref_chosen, ref_rejected, beta=BETA).mean()
 
 
 def _unpacked_loss(peft_model, processor, examples):
@@ -440,7 +440,7 @@ def _unpacked_loss(peft_model, processor, examples):
     chosen, rejected = separate_logps(peft_model, batch)
     with torch.no_grad(), peft_model.disable_adapter():
         ref_chosen, ref_rejected = separate_logps(peft_model, batch)
-    return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=BETA)
+    return pair_losses(chosen, rejected, ref_chosen, ref_rejected, beta=BETA).mean()
 
 
 @pytest.mark.slow

@@ -12,12 +12,11 @@ import pytest
 from PIL import Image
 
 from nbtools.data import validate_dataset
-from nbtools.evaluate.judge import reference_judge, similarity
+from nbtools.judges import PairReferenceJudge, prefer, run_judge, similarity
 from nbtools.prepare import (
-    JudgeError, PairwiseAdapter, PrepareConfig, PrepareConfigError, PrepareInputError, ReferenceJudge, RuleJudge,
+    JudgeError, PairwiseJudge, PrepareConfig, PrepareConfigError, PrepareInputError, ReferenceJudge, RuleJudge,
     SampleRequest, SampleStore, VocabularyJudge, prepare, read_inputs, resume_key,
 )
-from nbtools.prepare.judges import run_judge
 from nbtools.prepare.strategies import Judged, make_pairs
 from nbtools.prepare.inputs import PromptRow
 
@@ -106,13 +105,30 @@ def test_reference_judge_is_not_fooled_by_one_changed_word():
     assert judge("q", [], ["x"]) is None  # no reference
 
 
-def test_pairwise_adapter_turns_a_pairwise_judge_into_scores():
-    pairwise = reference_judge("It is a red circle.", "It is a blue circle.")
-    scores = PairwiseAdapter(pairwise)("q", [], ["It is a blue circle.", "It is a red circle.", "Red circle."])
+def test_a_pairwise_function_becomes_a_judge_that_scores_answers():
+    def pairwise(prompt, a, b):  # closer to "red" than to "blue" wins
+        return prefer(PairReferenceJudge("It is a red circle.", "It is a blue circle."), prompt, [], a, b)
+
+    scores = PairwiseJudge(pairwise)("q", [], ["It is a blue circle.", "It is a red circle.", "Red circle."])
     assert scores[1] > scores[0] and scores[2] > scores[0]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    with pytest.raises(JudgeError, match="must return 'a', 'b' or 'tie'"):
-        PairwiseAdapter(lambda p, a, b: "first")("q", [], ["x", "y"])
+    with pytest.raises(JudgeError, match="the pairwise judge <lambda> returned 'first'; it must return 'a', 'b' or 'tie'"):
+        PairwiseJudge(lambda p, a, b: "first")("q", [], ["x", "y"])
+
+
+def test_prepare_refuses_a_pairwise_function_passed_as_it_is(tmp_path):
+    config = PrepareConfig(input_file=str(supervised_file(tmp_path)), output_dir=str(tmp_path / "out"))
+
+    def my_judge(prompt, a, b):
+        return "a"
+
+    with pytest.raises(TypeError, match=r"prepare\(judge=...\): a judge is called as judge\(prompt, images, answers, "
+                                        r"reference=None\).*my_judge\(prompt, a, b\) looks like a pairwise judge.*"
+                                        r"fix: pass PairwiseJudge\(my_judge\)"):
+        prepare(config, judge=my_judge, backend=(backend := FakeBackend()), progress=False)
+    assert backend.calls == []  # refused before sampling
+    with pytest.raises(JudgeError, match="returned 'a', a verdict, not scores .*PairwiseJudge"):
+        run_judge(lambda *args, **kwargs: "a", "q", [], ["x", "y"])
 
 
 def test_a_judge_returning_the_wrong_number_or_range_is_refused_with_the_rule():

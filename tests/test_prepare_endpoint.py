@@ -23,8 +23,9 @@ from nbtools.prepare import (
     EndpointError, OpenAICompatibleBackend, OpenAICompatibleJudge, PrepareConfig, PrepareConfigError, SampleRequest,
     prepare, parse_score,
 )
-from nbtools.prepare.endpoint import api_root, chat_messages
-from nbtools.prepare.judges import judge_fingerprint
+from nbtools.endpoint import api_root
+from nbtools.judges import judge_fingerprint
+from nbtools.prepare.served_backend import chat_messages
 
 from test_prepare import FakeBackend, supervised_file
 

@@ -1,10 +1,11 @@
-"""Preparation through a real OpenAI-compatible server on the CPU: ``transformers serve`` on a free loopback
-port with the warm tiny model (tests/serve_helpers.py), started once for this module.
+"""Preparation through a real OpenAI-compatible server on the CPU: nbtools' own (:func:`nbtools.serve.serve`,
+transformers serve in a thread of this process) on a free loopback port with the warm tiny model, started once
+for this module.
 
 Prompts -> pairs through it with K = 2 (the command line), the judge through it (the tiny model answers
 no number: every reply is a counted failure, the run goes on), greedy answers equal to the in-process
 backend's (one request at a time), sampled answers the same again only one request at a time (the server
-seeds its whole process), a video prompt sent as its frames, and a server killed while sampling and
+seeds its whole process), a video prompt sent as its frames, and a server stopped while sampling and
 again while judging: samples.jsonl and judgments.jsonl keep what was done and a third run resumes.
 """
 
@@ -21,13 +22,13 @@ from nbtools.prepare import (
     EndpointError, OpenAICompatibleBackend, OpenAICompatibleJudge, PrepareConfig, SampleRequest, SampleStore, prepare,
 )
 from nbtools.prepare.store import JudgmentStore
-
-from serve_helpers import Server
+from nbtools.serve import Server, serve
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPES = REPO / "data_samples" / "shapes"
-# transformers serve samples greedily at any temperature when the model's generation_config says do_sample false
-# (the warm tiny model's does): a request turns sampling on with its own generation_config
+# extra request fields (--extra-body) go with every request: here transformers serve's own generation_config, which
+# turns sampling on (plain transformers serve keeps the model's do_sample false; nbtools serve samples at
+# temperature > 0 without it)
 SAMPLE = json.dumps({"generation_config": json.dumps({"do_sample": True})})
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -41,13 +42,12 @@ def model_folder():
 
 
 @pytest.fixture(scope="module")
-def servers(model_folder, tmp_path_factory):
-    """Three servers loaded side by side: one that lives through the module, two to kill."""
-    logs = tmp_path_factory.mktemp("serve-logs")
-    started = [Server(model_folder, logs, wait=False) for _ in range(3)]
+def servers(model_folder):
+    """Three servers: one that lives through the module, two to stop mid-run."""
+    started = []
     try:
-        for server in started:
-            server.wait_ready()
+        for _ in range(3):
+            started.append(serve(model_folder, port=0))
         yield started
     finally:
         for server in started:
@@ -143,12 +143,12 @@ def test_a_video_prompt_is_answered_in_process_and_through_the_server(server, in
     assert [p["type"] for p in parts] == ["image_url"] * 4 + ["text"]  # frames 0, 2, 4, 6 of the 2 s clip
 
 
-def _kill_when(server: Server, path: Path, lines: int) -> threading.Thread:
+def _stop_when(server: Server, path: Path, lines: int) -> threading.Thread:
     def watch():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if path.exists() and path.read_bytes().count(b"\n") >= lines:
-                server.kill()
+                server.stop()
                 return
             time.sleep(0.005)
     thread = threading.Thread(target=watch, daemon=True)
@@ -156,7 +156,7 @@ def _kill_when(server: Server, path: Path, lines: int) -> threading.Thread:
     return thread
 
 
-def test_a_server_killed_mid_run_leaves_resumable_samples_and_judge_scores(servers, tmp_path):
+def test_a_server_stopped_mid_run_leaves_resumable_samples_and_judge_scores(servers, tmp_path):
     shared, first, second = servers
     out = tmp_path / "prepared"
     config = PrepareConfig(input_file=str(SHAPES / "train.jsonl"), output_dir=str(out), max_prompts=10,
@@ -167,16 +167,16 @@ def test_a_server_killed_mid_run_leaves_resumable_samples_and_judge_scores(serve
         judge = OpenAICompatibleJudge(server.url, concurrency=1, max_retries=1, backoff=0.05, timeout=30)
         return prepare(config, backend=backend, judge=judge, progress=False, validate=False)
 
-    # killed while sampling: the prompts answered so far are stored, whole
-    watcher = _kill_when(first, out / "samples.jsonl", 3)
+    # stopped while sampling: the prompts answered so far are stored, whole
+    watcher = _stop_when(first, out / "samples.jsonl", 3)
     with pytest.raises(EndpointError, match="cannot connect|failed 2 time"):
         run(first)
     watcher.join()
     sampled = SampleStore(out)
     assert 3 <= len(sampled) < 10 and sampled.damaged_lines == 0
 
-    # killed while judging: the rest was sampled, the verdicts so far are stored
-    watcher = _kill_when(second, out / "judgments.jsonl", 2)
+    # stopped while judging: the rest was sampled, the verdicts so far are stored
+    watcher = _stop_when(second, out / "judgments.jsonl", 2)
     with pytest.raises(EndpointError):
         run(second)
     watcher.join()

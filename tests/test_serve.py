@@ -154,7 +154,7 @@ def test_a_silent_clip_is_sampled_as_training_did(servers, export_dir, tmp_path)
     endpoint = Endpoint(servers["url"])
     answer = endpoint.answer([], prompt, Decoding(max_new_tokens=8), videos=[clip])
     assert answer == generate(export_dir, [], prompt, videos=[clip_file], max_new_tokens=8)
-    reply = endpoint.client.chat.completions.create(
+    reply = _client(servers["url"]).chat.completions.create(
         model=endpoint.model, max_tokens=1, temperature=0,
         messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": str(clip_file)}},
                                                {"type": "text", "text": prompt}]}])  # a path on the server's disk
@@ -209,9 +209,10 @@ def test_refusals_name_the_problem(servers, export_dir, eval_run_dir, tmp_path, 
         assert time.monotonic() - started < 5  # refused before the model loads
     assert capsys.readouterr().err.strip() == (f"error: port {port} on 127.0.0.1 is in use (fix: pass --port with a "
                                                f"free port, e.g. --port {port + 1}, or stop the server that holds it)")
-    with pytest.raises(EndpointError, match=r"the server refused the request \(HTTP 400: video 1: cannot be read"):
+    with pytest.raises(EndpointError, match=r"chat completion: the server answered 400: video 1: cannot be read"):
         Endpoint(servers["url"]).answer([], "What happens?", videos=["data:video/mp4;base64,AAAA"])
-    with pytest.raises(EndpointError, match=r"http://127.0.0.1:9/v1: no server answers .*fix: start one"):
+    with pytest.raises(EndpointError, match=r"http://127.0.0.1:9/v1: chat completion: cannot connect .*fix: start one, "
+                                            r"e.g. `python -m nbtools serve EXPORT --port PORT`"):
         Endpoint("http://127.0.0.1:9/v1", model="m").answer([], "hello")
 
 

@@ -9,21 +9,17 @@ processes = 4 x 1 process). The three loss and reward histories must agree withi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distributed_runs import SyncCounter, run_config, write_subset  # noqa: E402
+from distributed_runs import SyncCounter, cold_cache, launch, run_config, torchrun, write_subset  # noqa: E402
 from nbtools.packing import ReferenceLogpsStore  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 PAIRS = 16
 HISTORY_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                 "logps/chosen", "logps/rejected")
@@ -45,18 +41,9 @@ def _assert_same_history(got: list[dict], expected: list[dict], what: str) -> No
 def two_process_runs(tmp_path_factory):
     """(folder with packed/, unpacked/, syncs-0.json, syncs-1.json; cache dir; training file)."""
     root = tmp_path_factory.mktemp("ddp-packing")
-    cache = root / "cache"  # a cold reference cache; the built tiny models are shared
-    cache.mkdir()
-    (cache / "models").symlink_to(Path(os.environ.get("NBTOOLS_CACHE_DIR") or Path.home() / ".cache" / "nbtools")
-                                  / "models")
+    cache = cold_cache(root)
     train_file = write_subset(root / "train.jsonl", PAIRS)
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO), NBTOOLS_CACHE_DIR=str(cache))
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533",
-                           str(REPO / "tests" / "distributed_runs.py"), str(root), str(train_file)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    launch(torchrun("distributed_runs.py", root, train_file, port=29533), NBTOOLS_CACHE_DIR=str(cache))
     return root, cache, train_file
 
 

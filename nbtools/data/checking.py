@@ -19,9 +19,9 @@ from typing import Optional
 import numpy as np
 
 from nbtools.data.media import MediaInfo, inspect_image, inspect_video, is_inside, size_findings
-from nbtools.data.dataset_rules import keys_array
 from nbtools.data.fingerprint import MediaFingerprint
 from nbtools.data.records import PreferenceRecord
+from nbtools.data.rules import keys_array
 from nbtools.data.stats import StatsAccumulator
 from nbtools.data.tokens import TokenCounter
 from nbtools.images import is_remote
@@ -58,7 +58,7 @@ class ChunkResult:
     rows: int  # rows read (records or not)
     problems: list[Problem]
     batch: object  # pyarrow.RecordBatch of the chunk's records
-    keys: np.ndarray  # (n, 2) uint64: each record's pair key (dataset_rules.pair_key_hash)
+    keys: np.ndarray  # (n, 2) uint64: each record's pair key (rules.pair_key_hash)
     lines: np.ndarray  # (n,) int64: each record's line
     error_lines: set[int]  # rows with an error (file-level problems excluded)
     stats: StatsAccumulator

@@ -1,17 +1,23 @@
-"""Rules for one parsed JSON object: is it a well-formed preference pair?
+"""The validator's rules: is each parsed JSON object a well-formed preference pair, and does the dataset
+as a whole hold up (duplicates, train/validation leakage, size, a verbosity bias)?
 
-Each rule family is a small function returning problems, so each can be tested alone. The
+Each rule family is a small function returning problems, so each can be tested alone. A line's
 object is first brought into one canonical shape (``messages`` + ``rejected``) whatever
 format it came in, with a :class:`FieldNames` that maps positions back to the user's own
 field names (``messages[2].content`` for our format, ``prompt[1].content`` for TRL's).
+The dataset-wide rules point at a line where one exists (``line=None`` for dataset-wide findings) and
+read only what validation keeps per pair (a 16-byte key, a line number, a length ratio), never every record.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
+
+import numpy as np
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
 from nbtools.images import is_remote
@@ -21,6 +27,10 @@ from nbtools.problems import Problem
 ROLES = ("system", "user", "assistant")
 ROLE_NAMES = {role: role for role in ROLES}
 MEDIA_TAGS = {"images": IMAGE_TAG, "videos": VIDEO_TAG}
+MIN_ROWS, MAX_ROWS = 100, 100_000
+VERBOSITY_MIN_PAIRS = 10
+VERBOSITY_SHARE = 0.8  # chosen longer in at least this share of pairs...
+VERBOSITY_RATIO = 1.3  # ...and the median chosen/rejected length ratio at least this
 
 MakeProblem = Callable[..., Problem]
 
@@ -433,3 +443,123 @@ def _json_type(value) -> str:
         return "null"
     return "number"
 
+
+# --------------------------------------------------------------------------- rules over the whole dataset
+
+def _media_identity(refs) -> tuple:
+    """Pictures by path, or by content when embedded in the data (their labels name rows, not pictures)."""
+    return tuple(hashlib.blake2b(m.data, digest_size=16).hexdigest() if is_embedded(m) else str(m) for m in refs)
+
+
+def pair_key(record: PreferenceRecord) -> tuple:
+    """Identity of a pair: prompt text, images, videos, chosen and rejected, whitespace-normalised."""
+    prompt = tuple((m["role"], normalise_ws(m["content"])) for m in record.prompt)
+    return (prompt, _media_identity(record.images), _media_identity(record.videos), normalise_ws(record.chosen),
+            normalise_ws(record.rejected))
+
+
+def pair_key_hash(record: PreferenceRecord) -> bytes:
+    """16 bytes standing for :func:`pair_key`, the same in every process (Python's ``hash`` is not);
+    matches are confirmed on the full key, so even a collision cannot report a false duplicate."""
+    # every part length-prefixed: no text can imitate a boundary between parts
+    parts = [f"{len(record.prompt)}|{len(record.images)}|{len(record.videos)}"]
+    for message in record.prompt:
+        text = normalise_ws(message["content"])
+        parts.append(f"{len(message['role'])}:{message['role']}{len(text)}:{text}")
+    for ref in (*_media_identity(record.images), "", *_media_identity(record.videos)):
+        parts.append(f"{len(ref)}:{ref}")
+    chosen, rejected = normalise_ws(record.chosen), normalise_ws(record.rejected)
+    parts.append(f"{len(chosen)}:{chosen}{len(rejected)}:{rejected}")
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def keys_array(records: list[PreferenceRecord]) -> np.ndarray:
+    """(n, 2) uint64: the records' :func:`pair_key_hash` values."""
+    raw = b"".join(pair_key_hash(r) for r in records)
+    return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).copy() if raw else np.zeros((0, 2), np.uint64)
+
+
+def same_key_runs(keys: np.ndarray, lines: np.ndarray) -> Iterator[np.ndarray]:
+    """Indices of the pairs that share a 128-bit key, in line order, one array per key seen twice or more."""
+    if len(keys) < 2:
+        return
+    order = np.lexsort((lines, keys[:, 1], keys[:, 0]))
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts, ends):
+        if end - start > 1:
+            yield order[start:end]
+
+
+def _place(record: PreferenceRecord) -> str:
+    return f"row {record.row} of {os.path.basename(record.file)}" if record.row is not None else f"line {record.line}"
+
+
+def check_duplicates(keys: np.ndarray, lines: np.ndarray, records_at: Callable[[list[int]], dict]) -> list[Problem]:
+    """A pair seen before in the same data: it weighs double in training.
+
+    Pairs are matched by their 128-bit keys (16 bytes each, whatever the dataset's size); every
+    match is confirmed on the full pairs (``records_at``: line -> record, for the few lines that matched)."""
+    problems = []
+    for run in same_key_runs(keys, lines):
+        records = records_at([int(lines[i]) for i in run])
+        firsts: dict[tuple, PreferenceRecord] = {}
+        for i in run:
+            record = records[int(lines[i])]
+            first = firsts.setdefault(pair_key(record), record)
+            if first is not record:
+                problems.append(Problem(record.file, record.line, "messages", "warning",
+                                        f"duplicate pair: same prompt, images and answers as {_place(first)}",
+                                        "remove the duplicate, or keep it on purpose to weight this pair double",
+                                        record.row))
+    return problems
+
+
+def check_leakage(keys: np.ndarray, lines: np.ndarray, validation: dict[bytes, PreferenceRecord],
+                  records_at: Callable[[list[int]], dict]) -> list[Problem]:
+    """A training pair that is also in the validation data inflates the validation metrics
+    (``validation``: key -> its first validation record)."""
+    if not validation or not len(keys):
+        return []
+    wanted = np.frombuffer(b"".join(validation), dtype=np.uint64).reshape(-1, 2)
+    as_void = np.dtype((np.void, 16))
+    hits = np.flatnonzero(np.isin(np.ascontiguousarray(keys).view(as_void).ravel(),
+                                  np.ascontiguousarray(wanted).view(as_void).ravel()))
+    records = records_at([int(lines[i]) for i in hits])
+    problems = []
+    for i in hits:
+        record = records[int(lines[i])]
+        other = validation[keys[i].tobytes()]
+        if pair_key(other) != pair_key(record):
+            continue
+        where = f"row {other.row}" if other.row is not None else f"line {other.line}"
+        problems.append(Problem(record.file, record.line, "messages", "warning",
+                                f"leakage: the same pair is in the validation file {other.file} at {where}",
+                                "remove it from one of the two files so validation measures unseen pairs", record.row))
+    return problems
+
+
+def check_size(file: str, valid_rows: int) -> list[Problem]:
+    """DPO guidance: a few hundred to tens of thousands of pairs."""
+    if valid_rows < MIN_ROWS:
+        return [Problem(file, None, "dataset", "warning",
+                        f"only {valid_rows} valid pairs; DPO usually needs at least {MIN_ROWS}",
+                        "add more pairs, or expect noisy results (fine for a smoke test)")]
+    if valid_rows > MAX_ROWS:
+        return [Problem(file, None, "dataset", "warning",
+                        f"{valid_rows} valid pairs is above {MAX_ROWS:,}; gains flatten while cost grows",
+                        "train on a sample first (and consider fewer epochs)")]
+    return []
+
+
+def check_verbosity(file: str, pairs: int, share_longer: float, median: float) -> list[Problem]:
+    """Chosen answers systematically longer than rejected ones teach length, not quality."""
+    if pairs < VERBOSITY_MIN_PAIRS:
+        return []
+    if share_longer >= VERBOSITY_SHARE and median >= VERBOSITY_RATIO:
+        return [Problem(file, None, "dataset", "warning",
+                        f"chosen is longer than rejected in {share_longer:.0%} of pairs (median length ratio "
+                        f"{median:.2f}); DPO then learns to be verbose",
+                        "balance lengths (shorter chosen or longer rejected answers), or watch output length")]
+    return []

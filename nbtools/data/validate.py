@@ -16,12 +16,11 @@ from typing import Mapping, Optional, Union
 import numpy as np
 
 from nbtools.data.checking import CheckSettings, ChunkChecker, ChunkResult
-from nbtools.data.dataset_rules import (check_duplicates, check_leakage, check_size, check_verbosity,
-                                        pair_key_hash)
 from nbtools.data.fingerprint import MediaFingerprint
 from nbtools.data.load import UnreadableFile, no_gc_pauses
 from nbtools.data.media import MediaInfo
 from nbtools.data.records import PreferenceRecord
+from nbtools.data.rules import check_duplicates, check_leakage, check_size, check_verbosity, pair_key_hash
 from nbtools.data.source import DataSource, open_data
 from nbtools.data.sources import readable_size
 from nbtools.data.stats import StatsAccumulator

@@ -10,7 +10,7 @@ Two layouts, one JSON object per line (a JSON array of such objects is read too)
   never guessed.
 * **short answers**: a reference ``answer`` and, optionally, a set of exclusive ``terms`` (per row, or
   for the whole file): the answer is right when it names the reference's term and no other, as the
-  prepare step's vocabulary judge decides (``nbtools.prepare.judges.VocabularyJudge``). Without terms
+  prepare step's vocabulary judge decides (``nbtools.judges.VocabularyJudge``). Without terms
   the answer must equal the reference once case, punctuation and articles are set aside::
 
       {"question_id": 1, "image": "images/validation_0001.png", "text": "What colour is the shape?", "answer": "blue",
@@ -148,7 +148,7 @@ def normalised(text: str) -> str:
 
 def named_terms(answer: str, terms: Sequence[str]) -> list[str]:
     """The terms the answer names (whole words, any case), in the order of ``terms``."""
-    from nbtools.prepare.judges import contains_term
+    from nbtools.judges import contains_term
 
     return [t for t in terms if contains_term(answer, t)]
 

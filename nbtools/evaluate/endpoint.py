@@ -1,4 +1,5 @@
-"""Answers from a model behind an OpenAI-compatible endpoint (``python -m nbtools serve``, vLLM, SGLang, …).
+"""Answers from a model behind an OpenAI-compatible endpoint (``python -m nbtools serve``, vLLM, SGLang, …), asked
+through the one client, :mod:`nbtools.endpoint`.
 
 An :class:`Endpoint` answers like an in-process model does (``answer(images, prompt, decoding, on_text, videos)``),
 so the model lab puts either on either side. It sends what the in-process model gets:
@@ -12,29 +13,22 @@ so the model lab puts either on either side. It sends what the in-process model 
 from __future__ import annotations
 
 import base64
-import io
 import mimetypes
 import os
 from typing import Callable, Optional, Sequence
 
-from nbtools.errors import UserError, one_line
+from nbtools.endpoint import EndpointClient, EndpointError, png_url
 
 from .generation import Decoding, as_images
 
 DEFAULT_TIMEOUT_S = 300.0
-
-
-class EndpointError(UserError, ConnectionError):
-    """An endpoint that cannot be reached or refused a request; the message names the URL and the fix."""
+START_FIX = "start one, e.g. `python -m nbtools serve EXPORT --port PORT`, or check the URL"
 
 
 def image_part(image) -> dict:
     """A chat ``image_url`` part holding ``image`` (PIL, RGB) as a PNG data URL: lossless, so the server
     sees the pixels the in-process model sees."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return {"type": "image_url",
-            "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")}}
+    return {"type": "image_url", "image_url": {"url": png_url(image)}}
 
 
 def video_part(video) -> dict:
@@ -100,42 +94,22 @@ def request_settings(decoding: Decoding) -> dict:
 
 class Endpoint:
     """A model served at ``base_url`` (``http://HOST:PORT/v1``); ``model``: its name there (default: the first
-    model the server lists)."""
+    model the server lists). A request is sent once (no retries): the lab shows a failure at once."""
 
     def __init__(self, base_url: str, model: Optional[str] = None, api_key: Optional[str] = None,
                  timeout: float = DEFAULT_TIMEOUT_S):
-        from openai import OpenAI
-
-        self.base_url = base_url.rstrip("/")
+        self.client = EndpointClient(base_url, api_key=api_key, timeout=timeout, max_retries=0, fix=START_FIX)
+        self.base_url = self.client.base_url
         self._model = model
-        self.client = OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                             timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.base_url!r}, model={self._model!r})"
-
-    def _error(self, exc: Exception) -> EndpointError:
-        import openai
-
-        if isinstance(exc, openai.APIConnectionError):
-            return EndpointError(f"{self.base_url}: no server answers ({one_line(exc)[:160]}) (fix: start one, e.g. "
-                                 "`python -m nbtools serve EXPORT --port PORT`, or check the URL)")
-        if isinstance(exc, openai.APIStatusError):
-            detail = exc.body.get("detail", exc.body) if isinstance(exc.body, dict) else (exc.body or exc.message)
-            return EndpointError(f"{self.base_url}: the server refused the request (HTTP {exc.status_code}: "
-                                 f"{one_line(detail)[:300]})")
-        return EndpointError(f"{self.base_url}: {type(exc).__name__}: {one_line(exc)[:300]}")
 
     @property
     def model(self) -> str:
         """The served model's name (asked from the server once when not given)."""
         if self._model is None:
-            import openai
-
-            try:
-                models = [m.id for m in self.client.models.list()]
-            except openai.OpenAIError as exc:
-                raise self._error(exc) from None
+            models = self.client.model_ids()
             if not models:
                 raise EndpointError(f"{self.base_url}: the server lists no model (fix: pass model=NAME)")
             self._model = models[0]
@@ -148,24 +122,12 @@ class Endpoint:
     def answer(self, images, prompt: str, decoding: Optional[Decoding] = None,
                on_text: Optional[Callable[[str], None]] = None, videos: Sequence = ()) -> str:
         """The served model's answer; with ``on_text`` it streams (called with the text so far)."""
-        import openai
-
         decoding = decoding or Decoding()
         request = {"model": self.model, "messages": chat_messages(images, prompt, videos),
                    **request_settings(decoding)}
-        try:
-            if on_text is None:
-                reply = self.client.chat.completions.create(**request)
-                return (reply.choices[0].message.content or "").strip()
-            text = ""
-            for chunk in self.client.chat.completions.create(**request, stream=True):
-                delta = chunk.choices[0].delta.content if chunk.choices else None
-                if delta:
-                    text += delta
-                    on_text(text)
-            return text.strip()
-        except openai.OpenAIError as exc:
-            raise self._error(exc) from None
+        if on_text is None:
+            return self.client.chat(request)[0]
+        return self.client.chat_stream(request, on_text)
 
 
 def endpoint(spec) -> Optional[Endpoint]:

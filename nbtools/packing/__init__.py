@@ -1,14 +1,14 @@
 """Packed DPO pairs: one ``[prompt, chosen, rejected]`` row per pair (``[prompt, chosen_prompt, chosen,
 rejected_prompt, rejected]`` for image-contrast pairs), images and videos encoded once, reference
-log-probs computed once. See ``step.packed_dpo_step`` for the trainer hook; ``separate`` holds
-TRL's unpacked layout extended with videos and rejected images."""
+log-probs computed once. See ``step.packed_dpo_step`` for the trainer hook; ``unpacked`` holds
+TRL's unpacked layout (two rows per pair) extended with videos and rejected images, beside the packed one."""
 
 from .layout import PackedPieces, PackedPreferenceCollator, pack_pieces
 from .logps import PackedLogps, packed_logps, separate_logps
-from .loss import PACKED_LOSS_TYPES, dpo_loss, packed_loss
+from .loss import PACKED_LOSS_TYPES, packed_loss, pair_losses
 from .mask import packed_attention_mask
 from .positions import packed_position_ids
-from .separate import VisionPreferenceCollator
+from .unpacked import VisionPreferenceCollator
 from .ref_cache import (
     ReferenceFingerprint,
     ReferenceLogpsStore,
@@ -31,8 +31,8 @@ __all__ = [
     "ReferenceFingerprint",
     "ReferenceLogpsStore",
     "VisionPreferenceCollator",
-    "dpo_loss",
     "packed_loss",
+    "pair_losses",
     "pack_pieces",
     "packed_attention_mask",
     "packed_dpo_step",

@@ -184,24 +184,6 @@ def pair_losses(
     raise ValueError(f"pairwise loss_type must be one of {', '.join(PAIRWISE_LOSS_TYPES)}, got {loss_type!r}")
 
 
-def dpo_loss(
-    chosen_logps: torch.Tensor,
-    rejected_logps: torch.Tensor,
-    ref_chosen_logps: torch.Tensor,
-    ref_rejected_logps: torch.Tensor,
-    *,
-    beta: float,
-    loss_type: str = "sigmoid",
-    chosen_lengths: torch.Tensor | None = None,
-    rejected_lengths: torch.Tensor | None = None,
-    options: LossOptions | None = None,
-) -> torch.Tensor:
-    """Mean per-pair loss of one pairwise loss type (see :func:`pair_losses`)."""
-    return pair_losses(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta,
-                       loss_type=loss_type, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths,
-                       options=options).mean()
-
-
 def packed_loss(
     chosen_logps: torch.Tensor,
     rejected_logps: torch.Tensor,

@@ -6,25 +6,30 @@
     result.preview()       # gallery of the written pairs
 
 Modules: ``config`` (the settings), ``inputs`` (prompt sources), ``backends`` (sampling),
-``endpoint`` (sampling and judging through an OpenAI-compatible server), ``judges`` (scoring answers),
-``strategies`` (samples -> pairs), ``corrupt`` (corrupted images), ``store`` (resumable samples and judge
-scores), ``report``, ``pipeline`` (the ``prepare()`` call), ``form`` (widgets).
+``served_backend`` (sampling through an OpenAI-compatible server), ``strategies`` (samples -> pairs),
+``corrupt`` (corrupted images), ``store`` (resumable samples and judge scores), ``report``, ``pipeline``
+(the ``prepare()`` call, and the backend and judge a config names), ``form`` (widgets).
+The judges themselves are :mod:`nbtools.judges` (shared with evaluation); the server client
+:mod:`nbtools.endpoint`. Both are re-exported here where step 0 names them.
 """
+
+from nbtools.endpoint import EndpointError
+from nbtools.judges import (
+    JudgeError, OpenAICompatibleJudge, PairwiseJudge, ReferenceJudge, RuleJudge, VocabularyJudge, judge_fingerprint,
+    parse_score,
+)
 
 from .backends import SampleRequest, SamplingBackend, TransformersBackend
 from .config import PrepareConfig, PrepareConfigError
-from .endpoint import EndpointError, OpenAICompatibleBackend, OpenAICompatibleJudge
 from .inputs import PrepareInputError, PromptRow, read_inputs
-from .judges import (
-    JudgeError, PairwiseAdapter, ReferenceJudge, RuleJudge, VocabularyJudge, judge_fingerprint, make_judge, parse_score,
-)
-from .pipeline import PAIRS_FILE, PrepareResult, make_backend, prepare
+from .pipeline import PAIRS_FILE, PrepareResult, make_backend, make_judge, prepare
 from .report import PrepareReport
+from .served_backend import OpenAICompatibleBackend
 from .store import JudgmentStore, SampleStore, resume_key
 
 __all__ = [
     "EndpointError", "JudgeError", "JudgmentStore", "OpenAICompatibleBackend", "OpenAICompatibleJudge", "PAIRS_FILE",
-    "PairwiseAdapter", "PrepareConfig", "PrepareConfigError", "PrepareInputError", "PrepareReport", "PrepareResult",
+    "PairwiseJudge", "PrepareConfig", "PrepareConfigError", "PrepareInputError", "PrepareReport", "PrepareResult",
     "PromptRow", "ReferenceJudge", "RuleJudge", "SampleRequest", "SampleStore", "SamplingBackend",
     "TransformersBackend", "VocabularyJudge", "judge_fingerprint", "make_backend", "make_judge", "parse_score",
     "prepare", "read_inputs", "resume_key",

@@ -14,7 +14,7 @@ A backend turns (prompt messages, images, videos) into K sampled answers. ``prep
 several prompts in one left-padded batch), seeded per call: with one prompt per call a rerun or
 a resumed run gives the same answers for the same prompt. Videos are sampled as a run with the
 request's :class:`~nbtools.video.VideoSettings` samples them (fps, max_frames, video_max_pixels).
-:class:`nbtools.prepare.endpoint.OpenAICompatibleBackend` samples through any OpenAI-compatible server.
+:class:`nbtools.prepare.served_backend.OpenAICompatibleBackend` samples through any OpenAI-compatible server.
 """
 
 from __future__ import annotations

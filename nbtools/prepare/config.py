@@ -183,7 +183,7 @@ class PrepareConfig:
         if self.judge != "endpoint" and (self.judge_url or "").strip():
             fail("judge_url", f"is set but judge is {self.judge}", "set judge to endpoint, or clear judge_url")
         if self.judge_template:
-            from .judges import check_template
+            from nbtools.judges import check_template
 
             try:
                 check_template(self.judge_template)

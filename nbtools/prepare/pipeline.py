@@ -20,14 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from nbtools.endpoint import EndpointClient
 from nbtools.images import is_remote
+from nbtools.judges import (
+    OpenAICompatibleJudge, ReferenceJudge, RuleJudge, ScoreJudge, VocabularyJudge, judge_fingerprint, require_judge,
+    run_judge,
+)
 
 from .backends import SampleRequest, SamplingBackend, TransformersBackend
 from .config import PrepareConfig
 from .corrupt import corrupted_paths
 from .inputs import PrepareInputError, PromptRow, file_digest, read_inputs
-from .judges import ReferenceJudge, ScoreJudge, judge_fingerprint, make_judge, run_judge
 from .report import REPORT_FILE, PrepareReport, write_json_atomic
+from .served_backend import RESUMABLE_FIX, OpenAICompatibleBackend
 from .store import JudgmentStore, SampleStore, judgment_key, prompt_seed, resume_key
 from .strategies import Judged, Pair, make_pairs
 
@@ -276,8 +281,6 @@ def pair_up(judged: list, config: PrepareConfig, report: PrepareReport) -> list:
 def make_backend(config: PrepareConfig) -> SamplingBackend:
     """The sampling backend a config names: transformers in this process, or the server at ``base_url``."""
     if config.backend == "openai":
-        from .endpoint import OpenAICompatibleBackend
-
         return OpenAICompatibleBackend(config.base_url, config.served_model, concurrency=config.concurrency,
                                        timeout=config.request_timeout, max_retries=config.max_retries,
                                        max_pixels=config.max_pixels,
@@ -286,16 +289,33 @@ def make_backend(config: PrepareConfig) -> SamplingBackend:
                                video=config.video_settings())
 
 
+def make_judge(config: PrepareConfig) -> ScoreJudge:
+    """The built-in judge a config names (see :mod:`nbtools.judges`)."""
+    if config.judge == "endpoint":
+        client = EndpointClient(config.judge_url, timeout=config.request_timeout, max_retries=config.max_retries,
+                                fix=RESUMABLE_FIX)
+        return OpenAICompatibleJudge(config.judge_url, config.judge_model, template=config.judge_template,
+                                     scale=config.judge_scale, concurrency=config.concurrency,
+                                     max_pixels=config.max_pixels, client=client)
+    if config.judge == "rule":
+        return RuleJudge(config.must_include, config.must_not_include)
+    if config.judge == "vocabulary":
+        return VocabularyJudge(config.vocabulary)
+    return ReferenceJudge()
+
+
 def prepare(config: PrepareConfig, *, judge: Optional[ScoreJudge] = None, backend: Optional[SamplingBackend] = None,
             progress: bool = True, validate: bool = True) -> PrepareResult:
     """Sample, judge and pair; write pairs.jsonl and report.json under ``config.output_dir``.
 
-    ``judge``: any ``judge(prompt, images, answers, reference=None) -> scores`` (default: the one the
-    config names); its scores are cached in ``judgments.jsonl``. ``backend``: any :class:`SamplingBackend`
+    ``judge``: any ``judge(prompt, images, answers, reference=None) -> scores`` (:mod:`nbtools.judges`;
+    default: the one the config names); its scores are cached in ``judgments.jsonl``. ``backend``: any :class:`SamplingBackend`
     (default: the one the config names, see :func:`make_backend`).
     """
     started = time.monotonic()
     config.check()
+    if judge is not None:
+        require_judge(judge, "prepare(judge=...)")  # before minutes of sampling
     inputs = read_inputs(config.input_file, config.images_dir, config.prompts, config.validation_file,
                          config.max_prompts)
     out_dir = Path(config.output_dir).expanduser()

@@ -73,7 +73,7 @@ def _argmax(values: Sequence[float]) -> int:
 def _closest_of_the_worst(answers: Sequence[str], scores: Sequence[float], reference: str) -> int:
     """The lowest-scored answer; among equally low ones, the one worded most like the reference, so the
     pair differs in the mistake rather than in phrasing (a judge that only says wrong/right ties often)."""
-    from nbtools.evaluate.judge import similarity
+    from nbtools.judges import similarity
 
     low = min(scores)
     return max((i for i, s in enumerate(scores) if s == low), key=lambda i: (similarity(answers[i], reference), -i))
