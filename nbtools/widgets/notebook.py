@@ -234,16 +234,18 @@ def png_data_uri(image, max_side: int = 256) -> str:
 
 def data_summary(report) -> str:
     """The validation report in three sentences: pairs and problems, images per pair, tokens per epoch."""
+    from nbtools.data.stats import epoch_tokens_text
+
     stats = report.stats or {}
     problems = f"{report.count('error')} errors, {report.count('warning')} warnings"
     per_row = stats.get("images_per_row") or {}
     images = "; ".join(f"{count} with {n} image{'s' if str(n) != '1' else ''}" for n, count in per_row.items())
     counting = str(stats.get("token_counting", ""))
     how = "estimated at ~4 characters per token" if "estimate" in counting else "counted with the model's tokenizer"
-    tokens = stats.get("training_tokens_per_epoch")
     lines = [f"{report.rows} rows, {report.valid} valid; {problems}.", f"Pairs: {images or 'none'}."]
-    if tokens is not None:
-        lines.append(f"Training tokens per epoch: {tokens:,} ({how}; image tokens included).")
+    if stats.get("training_tokens_per_epoch") is not None:
+        lines.append(f"Training tokens per epoch: {epoch_tokens_text(stats)}; {how}, image tokens and their vision "
+                     "start/end markers included.")
     return "\n".join(lines)
 
 
