@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Union
 
 import nbtools
 from nbtools.config import ConfigError, RunConfig
+from nbtools.train.history import evaluation_rows
 
 PROJECT_ROOT_ENV = "NBTOOLS_PROJECT_ROOT"
 PathLike = Union[str, os.PathLike]
@@ -250,9 +251,11 @@ def data_summary(report) -> str:
 
 
 def run_outcome(result) -> str:
-    """How a training run ended, in steps and evaluations (metric values are in the table above)."""
-    steps = [row["step"] for row in result.history if isinstance(row, dict) and row.get("step") is not None]
-    evaluations = sum(1 for row in result.history if isinstance(row, dict) and "eval_loss" in row)
+    """How a training run ended, in steps and evaluations (metric values are in the table above); the
+    evaluations counted are the points of the run's plot (``nbtools.train.history.evaluation_rows``)."""
+    rows = [row for row in result.history if isinstance(row, dict)]
+    steps = [row["step"] for row in rows if row.get("step") is not None]
+    evaluations = len(evaluation_rows(rows))
     adapter = "the adapter is in adapter/ of the run folder" if result.adapter_dir else "no adapter was saved"
     return (f"The run {result.status} after {max(steps, default=0)} optimizer steps and {evaluations} "
             f"evaluations on the validation pairs; {adapter}.")
