@@ -1,4 +1,4 @@
-"""Peak GPU memory and tokens per epoch of a LoRA DPO run, before anything is loaded.
+"""Peak GPU memory of a LoRA DPO run, before anything is loaded (tokens per epoch: ``nbtools.data.tokens.EpochTokens``).
 
 Exact parts (parameter counts, weight bytes, LoRA parameters, optimizer state) come from the
 model's config instantiated on the meta device: no weights are allocated or downloaded.
@@ -89,7 +89,7 @@ class MemoryEstimate:
     total_bytes: int
     parameters: ParameterCounts
     tokens_per_sequence: int
-    image_tokens_per_image: int
+    image_tokens_per_image: int  # what one image costs in the prompt (Qwen: vision start/end markers included)
     sequences_per_step: int
     gpu_memory_gib: float | None
     fits: bool | None
@@ -105,6 +105,14 @@ class MemoryEstimate:
     second_prompt_tokens: int = 0  # image-contrast rows: the rejected answer's own prompt (0: none)
     auxiliary_rows: int = 0  # mDPO image-contrast rows per step, among sequences_per_step
     tokens_per_step: int = 0  # tokens through the model in one step (rows differ in length)
+    image_markers: int = 0  # of image_tokens_per_image, the vision start/end markers (0: the family has none)
+
+    @property
+    def tokens_per_image(self) -> str:
+        """What one image costs, labelled with what is counted (``images.tokens_per_image_label``)."""
+        from nbtools.images import tokens_per_image_label
+
+        return tokens_per_image_label(self.image_tokens_per_image, self.image_markers)
 
     @property
     def total_gib(self) -> float:
@@ -140,27 +148,13 @@ class MemoryEstimate:
             videos += f", {self.auxiliary_rows} of the rows mDPO image-contrast pairs"
         lines.append(
             f"{self.sequences_per_step} {layout} x up to {self.tokens_per_sequence} tokens "
-            f"({self.image_tokens_per_image} image tokens per image{videos}), attention {self.attn_implementation}; "
+            f"({self.tokens_per_image}{videos}), attention {self.attn_implementation}; "
             f"without checkpointing activations would be {self.activation_bytes_without_checkpointing / GIB:.2f} GiB"
         )
         if self.gpu_memory_gib is not None:
             lines.append(f"fits in {self.gpu_memory_gib:g} GiB: {'yes' if self.fits else 'NO'}")
         lines += [f"advice: {a}" for a in self.advice]
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class TokenEstimate:
-    """Tokens one epoch of DPO processes (chosen and rejected each carry the full prompt)."""
-
-    image_tokens_per_image: int
-    tokens_per_sequence: int
-    tokens_per_pair: int
-    tokens_per_epoch: int
-    truncated: bool  # the sequence was cut at max_context_length
-    seconds_per_epoch: float | None = None
-    video_tokens_per_pair: float = 0  # mean tokens the pairs' videos add to the prompt
-    auxiliary_tokens_per_pair: float = 0  # mean tokens of mDPO's image-contrast pairs, per real pair (in tokens_per_pair)
 
 
 # --------------------------------------------------------------------------- config & parameter counts
@@ -284,7 +278,8 @@ def _dtype_bytes(precision: str) -> int:
 def image_tokens_per_image(
     config, max_pixels: int | None, image_size: tuple[int, int] | None = None, min_pixels: int | None = None
 ) -> int:
-    """LLM tokens one image costs: Qwen families resize into max_pixels; LLaVA uses a fixed grid.
+    """LLM tokens one image costs in the prompt: Qwen families resize into max_pixels and wrap the image tokens in
+    vision start/end markers (``images.prompt_image_tokens``); LLaVA uses a fixed grid.
 
     ``min_pixels`` defaults to the processor's own bound when the model was given by name
     (tiny models use a much lower one than the real families), else to the family default.
@@ -305,7 +300,15 @@ def image_tokens_per_image(
     height, width = image_size
     if min_pixels is None:
         min_pixels = getattr(config, "_nbtools_min_pixels", None)
-    return images.image_tokens(height, width, family.name, max_pixels=max_pixels, min_pixels=min_pixels)
+    return images.prompt_image_tokens(height, width, family.name, max_pixels=max_pixels, min_pixels=min_pixels)
+
+
+def vision_markers(config) -> int:
+    """Of what an image costs, the vision start/end markers: the Qwen families wrap the image tokens, LLaVA does not."""
+    from nbtools.images import VISION_MARKERS
+    from nbtools.models import detect_family
+
+    return VISION_MARKERS if detect_family(config).dynamic_resolution else 0
 
 
 def _text_dims(config) -> dict[str, int]:
@@ -392,6 +395,7 @@ def estimate_memory(
     lora_w, lora_g, optim = lora_training_bytes(lora_params)
 
     img_tokens = image_tokens_per_image(config, max_pixels, image_size)
+    markers = vision_markers(config)
     if prompt_text_tokens is not None and answer_tokens is not None:
         images = max(images_per_pair, rejected_images_per_pair)  # the longer of the two prompts
         seq = min(max_context_length,
@@ -465,6 +469,7 @@ def estimate_memory(
         packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
         video_tokens_per_pair=video_tokens_per_pair, attention_bytes=attention, attn_implementation=kernel,
         second_prompt_tokens=second_prompt, auxiliary_rows=auxiliary_rows, tokens_per_step=tokens,
+        image_markers=markers,
     )
     if images_per_pair * img_tokens >= max_context_length:
         estimate.advice.append(
@@ -558,7 +563,7 @@ def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
         )
     if s["max_pixels"] and est.image_tokens_per_image > 64:
         tips.append(
-            f"lower max_pixels (now {s['max_pixels']:,} px = {est.image_tokens_per_image} tokens per image); "
+            f"lower max_pixels (now {s['max_pixels']:,} px = {est.tokens_per_image}); "
             "halving it about halves the image tokens"
         )
     if est.attn_implementation == "eager" and est.attention_bytes > 0.05 * GIB:
@@ -576,54 +581,3 @@ def _advice(est: MemoryEstimate, config, counts: ParameterCounts) -> list[str]:
         tips.insert(0, f"the weights alone ({est.weights_bytes / GIB:.1f} GiB) do not fit: use a smaller model, "
                        "4-bit loading or a larger GPU")
     return tips
-
-
-def estimate_tokens_per_epoch(
-    model_config_or_name: Any,
-    *,
-    n_pairs: int,
-    mean_prompt_text_tokens: float,
-    mean_answer_tokens: float,
-    max_pixels: int | None,
-    max_context_length: int,
-    images_per_pair: float = 1,
-    image_size: tuple[int, int] | None = None,
-    tokens_per_second: float | None = None,
-    packing: bool = False,
-    video_tokens_per_pair: float = 0,
-    contrast_pair_share: float = 0.0,
-    rejected_images_per_pair: float = 0.0,
-    auxiliary_pairs: float = 0.0,
-    lean_contrast_rows: bool | None = None,
-) -> TokenEstimate:
-    """Tokens an epoch processes: per pair, chosen and rejected each carry prompt + images + videos
-    + answer (``packing``: one row per pair, the prompt and its media once, then both answers).
-
-    Means over the pairs: ``contrast_pair_share`` of them are image-contrast rows, whose rejected answer follows a
-    prompt of its own with ``rejected_images_per_pair`` images (a mean over all pairs); ``auxiliary_pairs``: mDPO
-    image-contrast pairs per pair (the share of pairs with images when ``mdpo_conditional`` is on), each laid out
-    as the estimate's ``lean_contrast_rows`` says (None: as the installed collator does).
-    """
-    config = load_config(model_config_or_name)
-    img = image_tokens_per_image(config, max_pixels, image_size)
-    prompt = mean_prompt_text_tokens + images_per_pair * img + video_tokens_per_pair
-    full = prompt + mean_answer_tokens
-    per_seq = int(math.ceil(min(full, max_context_length)))
-    # the rejected answer's own prompt, in the share of pairs that have one: its text, videos and rejected images
-    second_prompt = (contrast_pair_share * (mean_prompt_text_tokens + video_tokens_per_pair)
-                     + rejected_images_per_pair * img)
-    # each answer after the prompt it follows: in the contrast share, the rejected one after its own prompt
-    per_pair = 2 * per_seq + int(math.ceil(second_prompt - contrast_pair_share * prompt))
-    answer = int(math.ceil(min(mean_answer_tokens, per_seq)))
-    if packing:  # the answer part of one sequence is added, not the whole second sequence
-        per_pair = per_seq + answer + int(math.ceil(second_prompt))
-    auxiliary = 0.0
-    if packing and auxiliary_pairs:
-        if lean_contrast_rows is None:
-            lean_contrast_rows = collator_lays_out_lean_contrast_rows()
-        auxiliary = auxiliary_pairs * (per_seq if lean_contrast_rows else 2 * per_seq)
-        per_pair += int(math.ceil(auxiliary))
-    per_epoch = per_pair * n_pairs
-    seconds = per_epoch / tokens_per_second if tokens_per_second else None
-    return TokenEstimate(img, per_seq, per_pair, per_epoch, full > max_context_length, seconds, video_tokens_per_pair,
-                         auxiliary)

@@ -43,6 +43,7 @@ FAMILIES: dict[str, ImageGeometry] = {
 }
 DEFAULT_FAMILY = "qwen3_vl"
 MAX_ASPECT_RATIO = 200  # the Qwen processors refuse anything more elongated
+VISION_MARKERS = 2  # <|vision_start|> and <|vision_end|> around each image's (and video's) tokens
 
 _ALIASES = {
     "qwen2-vl": "qwen2_vl",
@@ -164,10 +165,28 @@ def image_tokens(
     height: int, width: int, family: Union[str, ImageGeometry, None] = None, max_pixels: Optional[int] = None,
     min_pixels: Optional[int] = None,
 ) -> int:
-    """LLM tokens one image of this size costs (placeholder tokens, without vision start/end)."""
+    """Image tokens one image of this size becomes (placeholder tokens, without vision start/end):
+    what it costs in the prompt is this plus ``VISION_MARKERS`` (:func:`prompt_image_tokens`)."""
     geo = geometry(family)
     new_h, new_w = resized_size(height, width, family, max_pixels, min_pixels)
     return (new_h // geo.factor) * (new_w // geo.factor)
+
+
+def prompt_image_tokens(
+    height: int, width: int, family: Union[str, ImageGeometry, None] = None, max_pixels: Optional[int] = None,
+    min_pixels: Optional[int] = None,
+) -> int:
+    """Tokens one image of this size costs in the prompt: its image tokens and the vision start/end markers
+    around them. The figure every count and estimate uses, so that no two places disagree by the markers."""
+    return image_tokens(height, width, family, max_pixels, min_pixels) + VISION_MARKERS
+
+
+def tokens_per_image_label(prompt_tokens: int, markers: int = VISION_MARKERS) -> str:
+    """"18 tokens per image (16 image tokens + vision start/end)": what a picture costs in the prompt, said one way
+    everywhere. ``markers``: 0 for a family that puts no markers around its image tokens (LLaVA)."""
+    if not markers:
+        return f"{prompt_tokens:,} tokens per image"
+    return f"{prompt_tokens:,} tokens per image ({prompt_tokens - markers:,} image tokens + vision start/end)"
 
 
 def resize_to_max_pixels(

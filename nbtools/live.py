@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from nbtools.plot_text import plain_suptitle
+from nbtools.train.history import evaluation_rows
 
 # Panels of the live figure: (title, [(metric, label)], y-label)
 PANELS = (
@@ -52,9 +53,9 @@ def _starts_at_ln2(history) -> bool:
 
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
-    for row in history:
+    for row in evaluation_rows(history) if key.startswith("eval_") else history:
         value = row.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value) and not row.get("final"):
+        if isinstance(value, (int, float)) and math.isfinite(value):
             xs.append(row.get("step", 0))
             ys.append(value)
     return xs, ys

@@ -32,11 +32,12 @@ def test_stats_from_validation(dataset):
     assert stats["resolutions"] == {"640x480": 1, "64x64": 1}
     # max_pixels 16384 (min_pixels lowered to it): 640x480 -> 128x96 = 4x3 tokens (+2 start/end);
     # 64x64 is upscaled to the 16384 px floor -> 128x128 = 4x4 tokens (+2)
-    assert stats["image_tokens"]["max"] == 12 + 2 + 16 + 2
+    assert stats["image_tokens_per_pair"]["max"] == 12 + 2 + 16 + 2
     assert stats["tokens"]["chosen"]["count"] == 4
     assert stats["chosen_longer_share"] == 0.5
     tokens = list(report.tokens.values())
     assert stats["training_tokens_per_epoch"] == sum(2 * t.prompt + t.chosen + t.rejected for t in tokens)
+    assert stats["packed_tokens_per_epoch"] == sum(t.prompt + t.chosen + t.rejected for t in tokens)  # no contrast rows
     assert "estimate" in stats["token_counting"]
     assert stats["problems"]["error"] == 1
 
@@ -45,7 +46,7 @@ def test_stats_without_validation_reads_headers(dataset):
     records = load_records(dataset).records
     stats = dataset_stats(records)
     # qwen3 defaults: 640x480 -> 20x15 tokens; min_pixels 65536 upsizes 64x64 to 256x256 = 8x8 tokens
-    assert stats["distinct_images"] == 2 and stats["image_tokens"]["max"] == 300 + 2 + 64 + 2
+    assert stats["distinct_images"] == 2 and stats["image_tokens_per_pair"]["max"] == 300 + 2 + 64 + 2
 
 
 def test_plot_stats_returns_a_figure(dataset):

@@ -9,14 +9,15 @@ from nbtools.estimate import (
     GIB,
     count_parameters,
     estimate_memory,
-    estimate_tokens_per_epoch,
     lora_parameter_count,
     weight_bytes,
 )
+from nbtools.images import VISION_MARKERS
 from nbtools.models import load_model_and_processor
 from nbtools.models.lora import parameter_report
 
 QWEN3_VL_4B = "Qwen/Qwen3-VL-4B-Instruct"  # built from written-in dimensions, no download
+IMAGE = 784 + VISION_MARKERS  # one 896x896 image in the prompt: (896 / 32)^2 image tokens + vision start/end
 # The reference setup: LoRA r=8, 4 pairs of 896x896 images, ~100-token answers, checkpointing on.
 REFERENCE = dict(
     batch_size=4, max_context_length=2048, max_pixels=896 * 896, lora_rank=8, gradient_checkpointing=True,
@@ -63,8 +64,9 @@ def test_qwen3_vl_4b_exact_parts():
         est.weights_bytes + est.lora_weights_bytes + est.lora_grad_bytes + est.optimizer_bytes
         + est.activation_bytes + est.attention_bytes + est.reference_pass_bytes + est.logits_bytes
     )
-    assert est.image_tokens_per_image == 784  # (896 / 32)^2
-    assert est.tokens_per_sequence == 30 + 784 + 100
+    assert est.image_tokens_per_image == IMAGE
+    assert est.tokens_per_image == "786 tokens per image (784 image tokens + vision start/end)"
+    assert est.tokens_per_sequence == 30 + IMAGE + 100
     assert est.sequences_per_step == 8  # chosen + rejected
 
 
@@ -109,25 +111,7 @@ def test_quantization_shrinks_linear_weights_only():
 def test_images_longer_than_context_are_flagged():
     est = estimate_memory(QWEN3_VL_4B, **{**REFERENCE, "max_context_length": 512})
     assert est.tokens_per_sequence == 512
-    assert est.advice[0].startswith("images alone take 784 tokens, more than max_context_length=512")
-
-
-def test_tokens_per_epoch():
-    tokens = estimate_tokens_per_epoch(
-        "tiny-qwen3-vl", n_pairs=240, mean_prompt_text_tokens=20, mean_answer_tokens=8,
-        max_pixels=None, max_context_length=512, image_size=(128, 128), tokens_per_second=1000,
-    )
-    assert tokens.image_tokens_per_image == 16  # tiny processor: 32 px per token, no upscaling of 128x128
-    assert tokens.tokens_per_sequence == 20 + 16 + 8
-    assert tokens.tokens_per_pair == 2 * 44
-    assert tokens.tokens_per_epoch == 240 * 88
-    assert tokens.seconds_per_epoch == pytest.approx(21.12)
-    assert not tokens.truncated
-    capped = estimate_tokens_per_epoch(
-        QWEN3_VL_4B, n_pairs=10, mean_prompt_text_tokens=30, mean_answer_tokens=100,
-        max_pixels=896 * 896, max_context_length=800, images_per_pair=1,
-    )
-    assert capped.truncated and capped.tokens_per_sequence == 800
+    assert est.advice[0].startswith(f"images alone take {IMAGE} tokens, more than max_context_length=512")
 
 
 # --- image-contrast rows and mDPO's contrast pairs ---------------------------------------------------------
@@ -138,16 +122,16 @@ PACKED = dict(REFERENCE, packing=True, precompute_reference=True)
 def test_image_contrast_rows_count_their_second_prompt():
     plain = estimate_memory(QWEN3_VL_4B, **PACKED)
     contrast = estimate_memory(QWEN3_VL_4B, **PACKED, rejected_images_per_pair=1)
-    assert plain.tokens_per_sequence == 30 + 784 + 2 * 100
+    assert plain.tokens_per_sequence == 30 + IMAGE + 2 * 100
     # [prompt, chosen, rejected prompt (text + its own image), rejected]
-    assert contrast.second_prompt_tokens == 30 + 784
-    assert contrast.tokens_per_sequence == plain.tokens_per_sequence + 30 + 784
+    assert contrast.second_prompt_tokens == 30 + IMAGE
+    assert contrast.tokens_per_sequence == plain.tokens_per_sequence + 30 + IMAGE
     assert contrast.tokens_per_step == 4 * contrast.tokens_per_sequence
     assert contrast.activation_bytes > plain.activation_bytes and contrast.total_bytes > plain.total_bytes
-    assert "a second prompt of 814 tokens" in contrast.format()
+    assert f"a second prompt of {30 + IMAGE} tokens" in contrast.format()
     # unpacked, TRL's rejected sequence starts with its own prompt: the longer of the two counts
     unpacked = estimate_memory(QWEN3_VL_4B, **REFERENCE, rejected_images_per_pair=2)
-    assert unpacked.tokens_per_sequence == 30 + 2 * 784 + 100
+    assert unpacked.tokens_per_sequence == 30 + 2 * IMAGE + 100
 
 
 @pytest.mark.parametrize("lean", [True, False])
@@ -155,29 +139,11 @@ def test_mdpo_contrast_pairs_add_rows_to_the_step(lean):
     plain = estimate_memory(QWEN3_VL_4B, **PACKED)
     mdpo = estimate_memory(QWEN3_VL_4B, **PACKED, auxiliary_pairs=1.0, lean_contrast_rows=lean)
     assert mdpo.auxiliary_rows == 4 and mdpo.sequences_per_step == 8
-    one_side = 30 + 784 + 100  # [corrupted prompt, chosen]
+    one_side = 30 + IMAGE + 100  # [corrupted prompt, chosen]
     assert mdpo.tokens_per_step == plain.tokens_per_step + 4 * (one_side if lean else 2 * one_side)
     assert mdpo.activation_bytes > plain.activation_bytes and mdpo.logits_bytes >= plain.logits_bytes
     assert mdpo.total_bytes > plain.total_bytes
     assert estimate_memory(QWEN3_VL_4B, **REFERENCE, auxiliary_pairs=1.0).sequences_per_step == 8  # mDPO: packed only
-
-
-def test_tokens_per_epoch_count_second_prompts_and_mdpo_pairs():
-    common = dict(n_pairs=10, mean_prompt_text_tokens=20, mean_answer_tokens=8, max_pixels=None,
-                  max_context_length=512, image_size=(128, 128), packing=True)
-    plain = estimate_tokens_per_epoch("tiny-qwen3-vl", **common)
-    assert plain.tokens_per_pair == 44 + 8  # 16 image tokens
-    # half the pairs are image-contrast rows with one rejected image: + half a prompt of 20 + 16 tokens
-    contrast = estimate_tokens_per_epoch("tiny-qwen3-vl", **common, contrast_pair_share=0.5,
-                                         rejected_images_per_pair=0.5)
-    assert contrast.tokens_per_pair == 52 + 18
-    unpacked = estimate_tokens_per_epoch("tiny-qwen3-vl", **{**common, "packing": False}, contrast_pair_share=0.5,
-                                         rejected_images_per_pair=0.5)
-    assert unpacked.tokens_per_pair == 2 * 44  # same images on the other side: as many tokens as without
-    full = estimate_tokens_per_epoch("tiny-qwen3-vl", **common, auxiliary_pairs=1.0, lean_contrast_rows=False)
-    lean = estimate_tokens_per_epoch("tiny-qwen3-vl", **common, auxiliary_pairs=1.0, lean_contrast_rows=True)
-    assert full.tokens_per_pair == 52 + 2 * 44 and full.auxiliary_tokens_per_pair == 88
-    assert lean.tokens_per_pair == 52 + 44 and lean.tokens_per_epoch == 10 * 96
 
 
 def test_the_form_estimate_counts_contrast_rows_and_mdpo_pairs(tmp_path):
@@ -186,6 +152,7 @@ def test_the_form_estimate_counts_contrast_rows_and_mdpo_pairs(tmp_path):
     from PIL import Image
 
     from nbtools.config import RunConfig
+    from nbtools.data import validate_dataset
     from nbtools.widgets.estimate_view import data_facts, estimate_html
 
     for name, colour in (("a.png", "red"), ("b.png", "blue")):
@@ -198,7 +165,16 @@ def test_the_form_estimate_counts_contrast_rows_and_mdpo_pairs(tmp_path):
     train.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = RunConfig(model="tiny-qwen3-vl", train_file=str(train), validation_split=0.0)
     facts = data_facts(config)
-    assert (facts.max_rejected_images_per_pair, facts.contrast_pair_share, facts.image_pair_share) == (1, 1 / 3, 2 / 3)
+    assert facts.max_rejected_images_per_pair == 1
+    counted = validate_dataset(train, model="tiny-qwen3-vl", max_pixels=config.max_pixels).tokens
+    first, contrast, text_only = (counted[line] for line in (1, 2, 3))
+    # packed: the prompt once and both answers; the contrast row adds the rejected answer's own prompt
+    assert facts.epoch.packed == sum(t.prompt + t.chosen + t.rejected for t in (first, contrast, text_only)) \
+        + contrast.rejected_prompt
+    # unpacked: each answer after its prompt (same-size images on both sides: the second prompt costs the same)
+    assert facts.epoch.rows == sum(t.prompt + t.chosen + t.rejected_prompt + t.rejected
+                                   for t in (first, contrast, text_only))
+    assert facts.epoch.contrast_side == first.prompt + first.chosen + contrast.prompt + contrast.chosen  # with images
     plain = estimate_html(config, None)
     assert "the rejected answer's own prompt where a pair has rejected_images" in plain
     mdpo = estimate_html(config.replace(loss_type=["sigmoid", "mdpo_conditional"]), None)
@@ -207,4 +183,9 @@ def test_the_form_estimate_counts_contrast_rows_and_mdpo_pairs(tmp_path):
     def tokens(html):
         return int(html.split("about ")[1].split(" tokens per epoch")[0].replace(",", ""))
 
-    assert tokens(mdpo) > tokens(plain)
+    from nbtools.estimate import collator_lays_out_lean_contrast_rows
+
+    sides = 1 if collator_lays_out_lean_contrast_rows() else 2
+    assert tokens(plain) == facts.epoch.packed
+    assert tokens(mdpo) == facts.epoch.packed + sides * facts.epoch.contrast_side
+    assert tokens(estimate_html(config.replace(packing=False), None)) == facts.epoch.rows  # mDPO rows: packed only

@@ -198,7 +198,7 @@ def test_training_shrinks_images_to_the_size_the_validator_counted(data_dir, mak
     """The training collator shrinks with the processor's own bounds (the tiny models' min_pixels is not
     the family's), so the processor keeps each image and makes the validator's count of it."""
     from nbtools.data import validate_dataset
-    from nbtools.data.tokens import IMAGE_WRAPPER
+    from nbtools.images import VISION_MARKERS
     from nbtools.models import load_processor
     from nbtools.train.dataset import LazyImageCollator
 
@@ -211,4 +211,4 @@ def test_training_shrinks_images_to_the_size_the_validator_counted(data_dir, mak
     image = example["images"][0]
     _, grid_h, grid_w = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
     assert (grid_h * 16, grid_w * 16) == (image.height, image.width)
-    assert grid_h * grid_w // 4 + IMAGE_WRAPPER == report.tokens[1].image_tokens  # + vision start and end
+    assert grid_h * grid_w // 4 + VISION_MARKERS == report.tokens[1].image_tokens  # + vision start and end

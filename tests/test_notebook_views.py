@@ -203,11 +203,14 @@ def test_preview_is_left_aligned_proportional_and_wraps_between_words(tmp_path):
 def test_data_summary_reads_as_sentences_without_paths_or_metrics():
     report = SimpleNamespace(
         rows=240, valid=238, stats={"images_per_row": {"1": 200, "2": 38}, "training_tokens_per_epoch": 71040,
+                                    "packed_tokens_per_epoch": 40120,
                                     "token_counting": "counted with /home/me/.cache/model"},
         count=lambda severity: {"error": 2, "warning": 1}.get(severity, 0))
     assert data_summary(report) == (
         "240 rows, 238 valid; 2 errors, 1 warnings.\nPairs: 200 with 1 image; 38 with 2 images.\n"
-        "Training tokens per epoch: 71,040 (counted with the model's tokenizer; image tokens included).")
+        "Training tokens per epoch: 40,120 packed (packing: true, one row per pair) or 71,040 unpacked "
+        "(packing: false); counted with the model's tokenizer, image tokens and their vision start/end markers "
+        "included.")
     report.stats["token_counting"] = "estimate (~4 characters per token ...)"
     assert "estimated at ~4 characters per token" in data_summary(report)
 

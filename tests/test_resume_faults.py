@@ -84,7 +84,8 @@ def test_a_run_killed_while_its_final_adapter_is_written_resumes_without_trainin
     assert not (run / "adapter").exists()
     rows = _rows(run)
     summary = [r for r in rows if "train_runtime" in r]
-    final = [r for r in rows if r.get("final")][-1]
+    # the closing evaluation scored the best checkpoint (load_best_model_at_end), whose evaluation is its row
+    final = min((r for r in rows if "eval_loss" in r), key=lambda r: r["eval_loss"])
 
     result = train(run, resume=True, live=False)
     record = read_run(run)

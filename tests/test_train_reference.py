@@ -18,7 +18,7 @@ SHAPES_DIR = Path(__file__).resolve().parent.parent / "data_samples" / "shapes"
 # Reward accuracies are left out too: they count signs of per-pair margins that start at ~0, so
 # rounding alone flips them (0.25 vs 0.0 at step 1 was seen); the rewards and margins themselves
 # are compared with a tolerance below. The answer-length probe's token counts (nbtools.train.health) are not
-# evaluation metrics (the closing evaluation's row does not repeat them) and greedy decoding may take another
+# evaluation metrics (a closing evaluation's row does not carry them) and greedy decoding may take another
 # token when weights differ by rounding.
 NOT_COMPARED = ("runtime", "per_second", "final", "accuracies", "answer_tokens")
 
@@ -59,9 +59,9 @@ def test_precomputed_reference_gives_the_same_history_and_is_reused(shapes_confi
     # reports step 6's, as the weights did not change after it)
     assert len(passes) == 6 + 2
     rows = _metric_rows(on_the_fly.run_dir)
-    scheduled = [r for r in rows[:-1] if "eval_loss" in r]
-    assert [r["step"] for r in scheduled] == [3, 6] and rows[-1] == scheduled[-1]
-    assert read_run(on_the_fly.run_dir)["metrics"]["eval_loss"] == rows[-1]["eval_loss"]
+    evaluations = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evaluations] == [3, 6]  # one row each: the closing evaluation adds none
+    assert read_run(on_the_fly.run_dir)["metrics"]["eval_loss"] == evaluations[-1]["eval_loss"]
     passes.clear()
 
     stored = train(_config(shapes_config, tmp_path / "on", small_shapes), live=False)
@@ -72,7 +72,7 @@ def test_precomputed_reference_gives_the_same_history_and_is_reused(shapes_confi
 
     expected, got = _metric_rows(on_the_fly.run_dir), _metric_rows(stored.run_dir)
     assert [r["step"] for r in got] == [r["step"] for r in expected]
-    assert sum("eval_loss" in r for r in got) == 3  # steps 3 and 6, then the final row
+    assert sum("eval_loss" in r for r in got) == 2  # steps 3 and 6
     assert any(r["rewards/margins"] != 0 for r in got if "rewards/margins" in r)  # the policy moved
     for want, have in zip(expected, got):
         assert set(have) == set(want)

@@ -128,12 +128,15 @@ def test_run_folder_holds_everything(trained_shapes):
     rows = _rows(run)
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps[:3] == [1, 5, 10] and steps[-1] == 40
-    evals = [r for r in rows if "eval_loss" in r and not r.get("final")]
-    assert [r["step"] for r in evals] == [20, 40]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [20, 40]  # one row per evaluation: the closing one scored step 40's or the
+    # best checkpoint's weights, both already a row (run.json keeps the final metrics)
+    best = next(r for r in evals if r["step"] == record["best"]["step"])
+    assert record["metrics"]["eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-5)
     for key in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_logps/chosen", "eval_logps/rejected"):
         assert key in evals[0]
     assert all("epoch" in r for r in rows)
-    assert rows[-1].get("final") is True
+    assert not any(r.get("final") for r in rows)
 
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint-20", "checkpoint-40"]
@@ -157,7 +160,7 @@ def test_health_probe_answers_at_each_evaluation_and_the_demo_recipe_raises_no_a
     # benchmarks/health_alarms.py measured the demo's recipe far from every threshold (strengths <= 0.27 of 1).
     from nbtools.train.health import alarm_strengths
 
-    evals = [r for r in _rows(trained_shapes.run_dir) if "eval_loss" in r and not r.get("final")]
+    evals = [r for r in _rows(trained_shapes.run_dir) if "eval_loss" in r]
     assert all(r["eval_answer_tokens"] > 0 and r["eval_answer_tokens_start"] > 0 for r in evals)
     assert len({r["eval_answer_tokens_start"] for r in evals}) == 1  # measured once, at the start
     probe = read_run(trained_shapes.run_dir)["answer_probe"]

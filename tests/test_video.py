@@ -273,7 +273,7 @@ def test_validate_cli_takes_the_video_knobs(video_rows, capsys):
 
 def test_estimate_counts_the_videos_tokens(video_rows):
     from nbtools.config import RunConfig
-    from nbtools.estimate import estimate_memory, estimate_tokens_per_epoch
+    from nbtools.estimate import estimate_memory
     from nbtools.widgets.estimate_view import data_facts, estimate_html
 
     config = RunConfig(model="tiny-qwen3-vl", train_file=str(video_rows), fps=2.0, max_frames=5,
@@ -282,7 +282,8 @@ def test_estimate_counts_the_videos_tokens(video_rows):
     report = validate_dataset(video_rows, model="tiny-qwen3-vl", max_pixels=16384, video=SETTINGS)
     per_row = [t.video_tokens for t in report.tokens.values()]
     assert facts.max_video_tokens_per_pair == max(per_row) > 0
-    assert facts.mean_video_tokens_per_pair == pytest.approx(sum(per_row) / len(per_row))
+    assert facts.epoch.packed == report.stats["packed_tokens_per_epoch"]  # videos counted as 01 counts them
+    assert facts.epoch.rows == report.stats["training_tokens_per_epoch"]
     common = dict(batch_size=1, max_context_length=4096, max_pixels=16384, lora_rank=8, gradient_checkpointing=True,
                   precision="fp32", prompt_text_tokens=20, answer_tokens=10)
     plain = estimate_memory("tiny-qwen3-vl", **common)
@@ -290,11 +291,6 @@ def test_estimate_counts_the_videos_tokens(video_rows):
     assert with_video.tokens_per_sequence == plain.tokens_per_sequence + 300
     assert with_video.activation_bytes > plain.activation_bytes
     assert "300 video tokens per pair" in with_video.format()
-    tokens = estimate_tokens_per_epoch("tiny-qwen3-vl", n_pairs=10, mean_prompt_text_tokens=20, mean_answer_tokens=10,
-                                       max_pixels=16384, max_context_length=4096, video_tokens_per_pair=50)
-    assert tokens.tokens_per_sequence == estimate_tokens_per_epoch(
-        "tiny-qwen3-vl", n_pairs=10, mean_prompt_text_tokens=20, mean_answer_tokens=10, max_pixels=16384,
-        max_context_length=4096).tokens_per_sequence + 50
     shown = estimate_html(config, gpu_memory_gib=None)
     assert f"up to {max(per_row)} video tokens per pair at fps=2, max_frames=5, video_max_pixels=6,000" in shown
     sharper = RunConfig(model="tiny-qwen3-vl", train_file=str(video_rows), fps=2.0, max_frames=5,

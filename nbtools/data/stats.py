@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from nbtools.data.records import PreferenceRecord
-from nbtools.data.tokens import PairTokens, TokenCounter
+from nbtools.data.tokens import EpochTokens, PairTokens, TokenCounter, epoch_tokens
 from nbtools.media_ref import is_embedded
 from nbtools.models.variant import ThinkCounts
 
@@ -40,7 +40,7 @@ def dataset_stats(
     problems: Optional[list] = None,
 ) -> dict:
     """Rows, valid rows, images per row, resolutions, token lengths (prompt/chosen/rejected),
-    chosen/rejected length ratio and estimated training tokens per epoch.
+    chosen/rejected length ratio and training tokens per epoch, unpacked and packed (``EpochTokens``).
 
     ``tokens``/``media`` come from validation; when missing, image sizes are read from the
     headers and tokens are estimated."""
@@ -77,7 +77,7 @@ class StatsAccumulator:
         self.images_per_row: Counter = Counter()
         self.videos = 0
         self.rows_with_rejected_images = 0
-        self.per_epoch = 0
+        self.epoch = EpochTokens()
         self.series: dict[str, list] = {name: [] for name in self._SERIES}
         self.images: dict[int, tuple[int, int]] = {}  # distinct picture -> (width, height)
         self.embedded = 0  # pictures and videos whose bytes are in the data itself
@@ -91,7 +91,7 @@ class StatsAccumulator:
         self.images_per_row.update(len(r.images) for r in records)
         self.videos += sum(len(r.videos) for r in records)
         self.rows_with_rejected_images += sum(1 for r in records if r.rejected_images)
-        self.per_epoch += sum(t.prompt + t.rejected_prompt + t.chosen + t.rejected for t in tokens)
+        self.epoch = self.epoch + epoch_tokens(records, tokens)
         self.think = self.think + ThinkCounts.of(r.chosen for r in records)
         columns = {"image_tokens": [t.image_tokens for t in tokens], "prompt": [t.prompt for t in tokens],
                    "chosen": [t.chosen for t in tokens], "rejected": [t.rejected for t in tokens],
@@ -126,7 +126,7 @@ class StatsAccumulator:
         self.videos += other.videos
         self.rows_with_rejected_images += other.rows_with_rejected_images
         self.embedded += other.embedded
-        self.per_epoch += other.per_epoch
+        self.epoch = self.epoch + other.epoch
         self.think = self.think + other.think
         for name in self._SERIES:
             self.series[name] += other.series[name]
@@ -171,7 +171,7 @@ class StatsAccumulator:
             "distinct_images": len(pixels),
             "resolutions": dict(resolutions.most_common(10)),
             "image_pixels": _distribution(pixels),
-            "image_tokens": _distribution(self._values("image_tokens")),
+            "image_tokens_per_pair": _distribution(self._values("image_tokens")),  # vision start/end included
             **({"video_seconds": _distribution([d for d, _ in self.video_infos.values()]),
                 "video_fps": _distribution([f for _, f in self.video_infos.values()]),
                 "video_tokens": _distribution(self._values("video_tokens")),
@@ -183,7 +183,8 @@ class StatsAccumulator:
                         ("longest_pair", "longest"))},
             "chosen_rejected_length_ratio": _distribution(rounded_ratios),
             "chosen_longer_share": round(float((ratios > 1).mean()), 3) if len(ratios) else None,
-            "training_tokens_per_epoch": self.per_epoch,
+            "training_tokens_per_epoch": self.epoch.rows,  # unpacked; EpochTokens says what each figure counts
+            "packed_tokens_per_epoch": self.epoch.packed,
             "token_counting": counter.label,
             "max_pixels": counter.max_pixels,
             "image_geometry": {"family": counter.geo.family, "patch_size": counter.geo.patch_size,
@@ -197,6 +198,15 @@ class StatsAccumulator:
         if not len(ratios):
             return 0, 0.0, 0.0
         return len(ratios), float((ratios > 1).mean()), float(np.median(ratios))
+
+
+def epoch_tokens_text(stats: dict) -> str:
+    """The epoch's tokens in both layouts, as 01 says them (02 shows the one its packing setting picks; both
+    come from ``EpochTokens``)."""
+    rows, packed = stats.get("training_tokens_per_epoch", 0), stats.get("packed_tokens_per_epoch")
+    if packed is None:
+        return f"{rows:,}"
+    return f"{packed:,} packed (packing: true, one row per pair) or {rows:,} unpacked (packing: false)"
 
 
 def token_bins(values: list[int], most: int = 30) -> list[float]:
@@ -252,5 +262,5 @@ def plot_stats(stats: dict, tokens: Optional[list[PairTokens]] = None):
     ax.barh(list(res.keys())[::-1], list(res.values())[::-1], color="#55A868")
     ax.set(title="most common resolutions (distinct images)", xlabel="images")
     fig.suptitle(f"{stats.get('valid_rows')} valid of {stats.get('rows')} rows; "
-                 f"~{stats.get('training_tokens_per_epoch', 0):,} training tokens per epoch{estimate}")
+                 f"training tokens per epoch{estimate}: {epoch_tokens_text(stats)}")
     return fig

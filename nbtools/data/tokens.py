@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
-from nbtools.images import ImageGeometry, geometry, image_tokens
+from nbtools.images import VISION_MARKERS, ImageGeometry, geometry, prompt_image_tokens
 from nbtools.video import (VIDEO_FAMILIES, VideoGeometry, VideoSettings, processor_video_geometry, sample_indices,
                            supports_video, timestamp_texts, video_geometry, video_tokens)
 
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD = 5  # "<|im_start|>role\n" ... "<|im_end|>\n" in the Qwen chat template
 GENERATION_PROMPT = 3  # "<|im_start|>assistant\n"
-IMAGE_WRAPPER = 2  # <|vision_start|> and <|vision_end|> around each image's (and video's) tokens
 
 
 @dataclass(slots=True)
@@ -43,6 +42,43 @@ class PairTokens:
     @property
     def longest(self) -> int:
         return max(self.prompt + self.chosen, self.rejected_prompt + self.rejected)
+
+
+@dataclass(frozen=True)
+class EpochTokens:
+    """Tokens one epoch puts through the model, summed pair by pair (:func:`epoch_tokens`): the one source of the
+    figure 01's report, the run record and 02's estimate show. Image tokens and their markers are included."""
+
+    rows: int = 0  # packing: false — chosen and rejected each a row after its prompt (the rejected one after its
+    # own prompt where the pair has rejected_images)
+    packed: int = 0  # packing: true — one row per pair: the prompt once, both answers, and the rejected answer's
+    # own prompt where the pair has rejected_images
+    contrast_side: int = 0  # mDPO (mdpo_conditional, packed): one side [corrupted prompt, chosen] of the
+    # image-contrast row each pair with images adds
+
+    def __add__(self, other: "EpochTokens") -> "EpochTokens":
+        return EpochTokens(self.rows + other.rows, self.packed + other.packed, self.contrast_side + other.contrast_side)
+
+    def total(self, packing: bool, contrast_sides: int = 0) -> int:
+        """The epoch's tokens in one layout; ``contrast_sides``: sides of mDPO's image-contrast rows (0: no mDPO,
+        1: lean rows, 2: rows with both sides)."""
+        return (self.packed if packing else self.rows) + contrast_sides * self.contrast_side
+
+    @staticmethod
+    def label(packing: bool) -> str:
+        return ("packed: one row per pair, the prompt once" if packing else
+                "unpacked: chosen and rejected rows, each with the prompt")
+
+
+def epoch_tokens(records: list[PreferenceRecord], tokens: list[PairTokens]) -> EpochTokens:
+    """The tokens of one epoch over ``records`` (``tokens``: their counts), in each layout training may use."""
+    rows = packed = side = 0
+    for record, t in zip(records, tokens):
+        rows += t.prompt + t.chosen + t.rejected_prompt + t.rejected
+        packed += t.prompt + t.chosen + t.rejected + (t.rejected_prompt if record.rejected_images else 0)
+        if record.images:
+            side += t.prompt + t.chosen
+    return EpochTokens(rows, packed, side)
 
 
 class TokenCounter:
@@ -115,12 +151,12 @@ class TokenCounter:
             return 0
         indices = sample_indices(info.frames, info.fps, settings or self.video)
         try:
-            total = video_tokens(len(indices), info.height, info.width, geo) + IMAGE_WRAPPER
+            total = video_tokens(len(indices), info.height, info.width, geo) + VISION_MARKERS
         except ValueError:  # extreme aspect ratio: reported as a video problem
             return 0
         if geo.timestamps:  # each frame group: "<t seconds><|vision_start|> pads <|vision_end|>"
             for text in timestamp_texts(indices, info.fps, geo.temporal_patch_size):
-                total += self._timestamp_text_tokens(text) + IMAGE_WRAPPER
+                total += self._timestamp_text_tokens(text) + VISION_MARKERS
         return total
 
     def _timestamp_text_tokens(self, text: str) -> int:
@@ -129,13 +165,14 @@ class TokenCounter:
             count = self._timestamp_tokens[text] = self.text_tokens([text])[0]
         return count
 
-    def image_tokens(self, width: int, height: int) -> int:
+    def prompt_image_tokens(self, width: int, height: int) -> int:
+        """What one image of this size costs in the prompt (``images.prompt_image_tokens``: markers included)."""
         key = (width, height)
         count = self._image_tokens.get(key)
         if count is None:  # a few sizes recur across a whole dataset: the resize arithmetic runs once each
             if len(self._image_tokens) > 65536:
                 self._image_tokens.clear()
-            count = self._image_tokens[key] = image_tokens(height, width, self.geo, self.max_pixels)
+            count = self._image_tokens[key] = prompt_image_tokens(height, width, self.geo, self.max_pixels)
         return count
 
     def text_tokens(self, texts: list[str]) -> list[int]:
@@ -213,7 +250,7 @@ class TokenCounter:
             size = image_sizes.get(path)
             if size and min(size) > 0:
                 try:
-                    total += self.image_tokens(*size) + IMAGE_WRAPPER
+                    total += self.prompt_image_tokens(*size)
                 except ValueError:  # extreme aspect ratio: reported as an image problem
                     pass
         return total
@@ -274,7 +311,7 @@ class TokenCounter:
         for i in range(len(records)):
             # the rendered prompt holds start + one pad + end per image and video; the real sequence has
             # n pads per image, and per video its frame groups (Qwen3-VL: each with its timestamp)
-            placeholders = (len(records[i].images) + len(records[i].videos)) * (IMAGE_WRAPPER + 1)
+            placeholders = (len(records[i].images) + len(records[i].videos)) * (VISION_MARKERS + 1)
             widened = prompt_counts[i] - placeholders + img_totals[i] + vid_totals[i]
             out.append(PairTokens(widened, chosen_counts[i], rejected_counts[i], img_totals[i], False, vid_totals[i],
                                   deltas[i]))
@@ -319,7 +356,7 @@ def max_pixels_to_fit(sizes: list[tuple[int, int]], budget: int, geo: ImageGeome
         return None
     unit = geo.factor * geo.factor
     def cost(max_pixels: int) -> int:
-        return sum(image_tokens(h, w, geo, max_pixels, min_pixels=min(geo.min_pixels, max_pixels)) + IMAGE_WRAPPER
+        return sum(prompt_image_tokens(h, w, geo, max_pixels, min_pixels=min(geo.min_pixels, max_pixels))
                    for w, h in sizes)
     tokens = largest_within(1, max(2, max(w * h for w, h in sizes) // unit + 1), lambda n: cost(n * unit), budget)
     return None if tokens is None else tokens * unit

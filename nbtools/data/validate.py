@@ -128,6 +128,7 @@ def validate_dataset(
     video: Optional[VideoSettings] = None,
     columns: Optional[dict[str, str]] = None,
     workers: Optional[int] = None,
+    held_out: bool = False,
 ) -> ValidationReport:
     """Check ``path`` — a JSONL/.json file, a Parquet file, glob or folder of shards, a ``save_to_disk``
     folder, a ``datasets.Dataset`` or a Hub dataset id (see ``nbtools.data.sources``) — and return the
@@ -136,7 +137,9 @@ def validate_dataset(
     None) decides how many tokens a video costs; ``columns`` maps the pair's parts to the columns of a
     table in another schema. The data is streamed in chunks: memory holds a 16-byte key per pair, not
     the pairs (those go to a memory-mapped :class:`~nbtools.data.table.RecordTable`). ``workers``: processes
-    that parse big JSONL files (default: 2 on machines with 2 or more cores, for files over 16 MB)."""
+    that parse big JSONL files (default: 2 on machines with 2 or more cores, for files over 16 MB). ``held_out``:
+    the pairs are scored, not trained on (a validation or evaluation file), so the guidance on how many pairs
+    training needs does not apply to them."""
     settings = CheckSettings(max_pixels, max_context_length, model, family, os.fspath(root) if root else None, deep,
                              video)
     checker = ChunkChecker(settings)
@@ -150,7 +153,7 @@ def validate_dataset(
     elif validation_file is not None:
         validation = validation_keys(validation_file, columns, progress)
     with no_gc_pauses():
-        return _validate(source, checker, settings, problems, validation, progress, workers)
+        return _validate(source, checker, settings, problems, validation, progress, workers, held_out)
 
 
 def _same_file(a, b) -> bool:
@@ -170,7 +173,8 @@ def validation_keys(spec, columns: Optional[dict[str, str]] = None, progress: bo
 
 
 def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettings, problems: list[Problem],
-              validation: Optional[dict], progress: bool, workers: Optional[int]) -> ValidationReport:
+              validation: Optional[dict], progress: bool, workers: Optional[int],
+              held_out: bool) -> ValidationReport:
     writer = TableWriter()
     merged = _Merged()
     try:
@@ -188,7 +192,8 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
     problems += check_duplicates(keys, lines, records_at)
     if validation is not None:
         problems += check_leakage(keys, lines, validation, records_at)
-    problems += check_size(source.file, valid)
+    if not held_out:
+        problems += check_size(source.file, valid)
     problems += check_verbosity(source.file, *merged.stats.verbosity())
     problems += check_answer_style(source.file, checker.counter, merged.stats.think)
     problems.sort(key=lambda p: (p.line is None, p.line or 0, SEVERITY_ORDER[p.severity]))

@@ -81,7 +81,7 @@ def _checked(path: str, config, lines: Optional[set] = None) -> tuple[list, list
     try:  # videos are counted as the run samples them (fps, max_frames, video_max_pixels)
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
                                   model=config.model, video=VideoSettings.from_config(config),
-                                  columns=getattr(config, "columns", "") or None)
+                                  columns=getattr(config, "columns", "") or None, held_out=True)
     except UnreadableFile as exc:
         raise EvaluationDataError(f"{exc} (fix: check the path, or pass a JSONL or Parquet file of pairs)") from None
     records = report.records if lines is None else [r for r in report.records if r.line in lines]

@@ -17,7 +17,7 @@ import random
 
 import torch
 
-from ..images import image_tokens
+from ..images import prompt_image_tokens
 from .layout import SEGMENT_PAD, SEGMENT_REJECTED, SEGMENT_REJECTED_PROMPT
 
 
@@ -66,20 +66,18 @@ def padding_fraction_packed(rows: list[list[int]], lengths: list[int], budget: i
 
 # Picture sizes (height, width) of an RLAIF-V-like mix: small crops to phone photos.
 PICTURE_SIZES = [(224, 224), (336, 336), (480, 640), (512, 512), (720, 1280), (768, 1024), (1080, 1920)]
-VISION_MARKERS = 2  # <|vision_start|> and <|vision_end|> around each picture's tokens
 
 
 def rlaif_v_like_lengths(count: int, seed: int = 0, family: str = "qwen3_vl",
                          max_pixels: int | None = 1024 * 1024) -> list[int]:
     """``count`` packed pair lengths ``[prompt, chosen, rejected]``: a prompt of 20–60 text tokens plus 1–4
-    pictures of mixed sizes (tokens per ``images.image_tokens`` under ``max_pixels``), answers of 10–400
+    pictures of mixed sizes (tokens per ``images.prompt_image_tokens`` under ``max_pixels``), answers of 10–400
     tokens per side. Seeded, so the benchmark's figures can be reproduced."""
     rng = random.Random(seed)
     lengths = []
     for _ in range(count):
         pictures = [rng.choice(PICTURE_SIZES) for _ in range(rng.randint(1, 4))]
-        prompt = rng.randint(20, 60) + sum(image_tokens(h, w, family, max_pixels) + VISION_MARKERS
-                                           for h, w in pictures)
+        prompt = rng.randint(20, 60) + sum(prompt_image_tokens(h, w, family, max_pixels) for h, w in pictures)
         lengths.append(prompt + rng.randint(10, 400) + rng.randint(10, 400))
     return lengths
 

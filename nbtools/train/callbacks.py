@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from nbtools.train import health
 from nbtools.train.diagnose import Diagnosis, diagnose
+from nbtools.train.history import evaluation_rows
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -76,7 +77,7 @@ class RunCallback(TrainerCallback):
         self.cfg = cfg
         self.history: list[dict] = []
         self.diagnosis: Optional[Diagnosis] = None
-        self.final = False  # set while the closing evaluation runs, so its row is marked "final"
+        self.final = False  # set while the closing evaluation runs: its row (if a new one) is marked "final"
         self.first_step: Optional[int] = None  # global step when this call's training began
         self._metrics = None
         self.probe = probe  # answers a few validation prompts at each evaluation (the answer-length alarm)
@@ -125,6 +126,8 @@ class RunCallback(TrainerCallback):
         self._start()
         if "train_runtime" in logs and state.global_step == self.first_step:
             return  # nothing trained in this call (resumed at the last step): the run's own summary row stands
+        if self.final and self._scored_already(args, state):
+            return  # run.json keeps these final metrics; metrics.jsonl holds one row per evaluation
         row = clean_row(logs, state.global_step, state.epoch)
         if self.final:
             row["final"] = True
@@ -151,6 +154,15 @@ class RunCallback(TrainerCallback):
         if "eval_loss" in row and self.probe is not None and self.probe.step == state.global_step:
             update["answer_probe"] = self.probe.to_dict()
         self.record.update(**update)
+
+    def _scored_already(self, args, state) -> bool:
+        """Whether the closing evaluation scores weights a scheduled evaluation already scored: the last step's, or
+        the best checkpoint's when load_best_model_at_end reloaded it."""
+        step = state.global_step
+        best = getattr(state, "best_model_checkpoint", None)
+        if best and getattr(args, "load_best_model_at_end", False):
+            step = int(Path(best).name.rsplit("-", 1)[-1])
+        return any(row.get("step") == step for row in evaluation_rows(self.history))
 
     def on_save(self, args, state, control, **kwargs):
         self.record.update(last_checkpoint=f"checkpoints/checkpoint-{state.global_step}")

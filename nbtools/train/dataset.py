@@ -99,7 +99,7 @@ def _load_split(name: str, path, config: RunConfig, family: str, validation_file
         report = validate_dataset(path, max_pixels=config.max_pixels, max_context_length=config.max_context_length,
                                   model=config.model, family=family, validation_file=validation_file,
                                   video=VideoSettings.from_config(config), columns=config.columns or None,
-                                  progress=True)
+                                  progress=True, held_out=name != "train")
     except UnreadableFile as exc:
         field_name = "train_file" if name == "train" else "validation_file"
         raise DataError(f"{field_name}: {exc} (fix: check the path in the config)") from None

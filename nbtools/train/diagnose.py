@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from nbtools.train.health import health_alarms
+from nbtools.train.history import evaluation_rows
 
 # A change smaller than this fraction of the starting loss counts as flat.
 FLAT_TOLERANCE = 0.02
@@ -59,7 +60,7 @@ def diagnose(history: list[dict], beta: Optional[float] = None) -> Diagnosis:
 
 def _from_losses(history: list[dict]) -> Diagnosis:
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and h.get("loss") is not None]
-    evals = [(h["step"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None]
+    evals = [(h["step"], h["eval_loss"]) for h in evaluation_rows(history)]
     train_change = _relative_change([v for _, v in train])
     if train_change is None:
         return Diagnosis("too_early", "Too early to tell: fewer than two training-loss points so far.")

@@ -30,6 +30,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from nbtools.train.history import evaluation_rows
+
 # --- thresholds (see the module docstring for how they were checked) ------------------------------------------
 WINDOW = 5  # training rows averaged per point (their batches differ)
 # displacement: chosen log-prob below the reference's by this share of its size and at least these nats...
@@ -114,10 +116,10 @@ _KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accur
 
 
 def validation_points(history: list[dict], beta: Optional[float]) -> list[Point]:
-    """One point per scheduled evaluation (the closing "final" repeat left out)."""
+    """One point per evaluation (``nbtools.train.history.evaluation_rows``)."""
     points = []
-    for row in history:
-        if row.get("final") or _number(row, "eval_loss") is None:
+    for row in evaluation_rows(history):
+        if _number(row, "eval_loss") is None:
             continue
         values = {key: _number(row, f"eval_{key}") for key in _KEYS}
         points.append(_point(int(row.get("step", 0)), "validation", values, beta))

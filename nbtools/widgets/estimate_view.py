@@ -13,9 +13,12 @@ import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from nbtools.config import RunConfig
+
+if TYPE_CHECKING:
+    from nbtools.data.tokens import EpochTokens
 
 # GPU sizes users pick from (GiB); None = no fit check.
 GPU_SIZES = (("no GPU check", None), ("16 GiB (T4, Colab)", 16.0), ("24 GiB (L4, A10, RTX 4090)", 24.0),
@@ -30,27 +33,23 @@ class DataFacts:
     pairs: int
     max_prompt_text_tokens: int
     max_answer_tokens: int
-    mean_prompt_text_tokens: float
-    mean_answer_tokens: float
     max_images_per_pair: int
-    mean_images_per_pair: float
     largest_image: Optional[tuple[int, int]]  # (width, height) with the most pixels
     counted: str  # how tokens were counted
+    epoch: EpochTokens  # the pairs' tokens per epoch, counted as 01_inspect_data counts them
     max_video_tokens_per_pair: int = 0  # what the pairs' videos cost at the config's fps/max_frames/video_max_pixels
-    mean_video_tokens_per_pair: float = 0.0
     max_rejected_images_per_pair: int = 0  # image-contrast rows: images of the rejected answer's own prompt
-    mean_rejected_images_per_pair: float = 0.0  # over all pairs
-    contrast_pair_share: float = 0.0  # pairs with rejected_images
-    image_pair_share: float = 0.0  # pairs with images (each gets an mDPO image-contrast pair with mdpo_conditional)
 
 
 FACT_PAIRS = 10_000  # the estimate reads at most the first this many pairs (a big dataset is not read whole)
 
 
 @lru_cache(maxsize=8)
-def _data_facts(train_file: str, mtime: float, model: str, video=None, columns: str = "") -> DataFacts:
+def _data_facts(train_file: str, mtime: float, model: str, max_pixels: Optional[int], video=None,
+                columns: str = "") -> DataFacts:
     from nbtools.data import TokenCounter
     from nbtools.data.media import inspect_all
+    from nbtools.data.tokens import epoch_tokens
     from nbtools.data.source import open_data
 
     records = []
@@ -61,27 +60,21 @@ def _data_facts(train_file: str, mtime: float, model: str, video=None, columns: 
     if not records:
         raise ValueError(f"{train_file} holds no readable pairs")
     try:
-        counter = TokenCounter.for_model(model, video=video)
+        counter = TokenCounter.for_model(model, max_pixels=max_pixels, video=video)
         counted = f"counted with the tokenizer of {model}"
     except Exception:  # a hub model not cached offline: count with the estimate, which says so
-        counter = TokenCounter(video=video)
+        counter = TokenCounter(max_pixels=max_pixels, video=video)
         counted = (f"estimated at ~4 characters per token: the tokenizer of {model} is not available offline"
                    if model else "estimated at ~4 characters per token")
     video_paths = [p for r in records for p in r.videos]
-    media = inspect_all([p for r in records for p in r.images], videos=video_paths)
+    media = inspect_all([p for r in records for p in (*r.images, *(r.rejected_images or ()))], videos=video_paths)
     sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
     tokens = counter.count(records, sizes, {p: media[p] for p in video_paths})
     prompt_text = [t.prompt - t.image_tokens - t.video_tokens for t in tokens]
-    video_tokens = [t.video_tokens for t in tokens]
-    answers = [max(t.chosen, t.rejected) for t in tokens]
-    images = [len(r.images) for r in records]
-    rejected_images = [len(r.rejected_images or []) for r in records]
     largest = max(sizes.values(), key=lambda s: s[0] * s[1]) if sizes else None
-    return DataFacts(len(records), max(prompt_text), max(answers), sum(prompt_text) / len(tokens),
-                     sum(answers) / len(tokens), max(images), sum(images) / len(images), largest, counted,
-                     max(video_tokens), sum(video_tokens) / len(tokens), max(rejected_images),
-                     sum(rejected_images) / len(records), sum(1 for n in rejected_images if n) / len(records),
-                     sum(1 for n in images if n) / len(records))
+    return DataFacts(len(records), max(prompt_text), max(max(t.chosen, t.rejected) for t in tokens),
+                     max(len(r.images) for r in records), largest, counted, epoch_tokens(records, tokens),
+                     max(t.video_tokens for t in tokens), max(len(r.rejected_images or []) for r in records))
 
 
 def data_facts(config: RunConfig) -> Optional[DataFacts]:
@@ -91,8 +84,8 @@ def data_facts(config: RunConfig) -> Optional[DataFacts]:
         return None
     from nbtools.video import VideoSettings
 
-    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model, VideoSettings.from_config(config),
-                       config.columns)
+    return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model, config.max_pixels,
+                       VideoSettings.from_config(config), config.columns)
 
 
 def training_pairs(config: RunConfig, pairs: int) -> int:
@@ -107,20 +100,29 @@ def optimizer_steps(config: RunConfig, pairs: int) -> int:
     return max(1, math.ceil(config.epoch * per_epoch))
 
 
-def auxiliary_pairs(config: RunConfig, facts: Optional[DataFacts], worst_case: bool) -> float:
-    """mDPO image-contrast pairs per pair: with mdpo_conditional, one for each pair with images (worst case: all)."""
+def auxiliary_pairs(config: RunConfig, facts: Optional[DataFacts]) -> float:
+    """mDPO image-contrast pairs per pair in the worst step: with mdpo_conditional, one for each pair with images."""
     if "mdpo_conditional" not in config.loss_type or not config.packing:
         return 0.0
-    if facts is None:
-        return 1.0
-    if worst_case:
-        return 1.0 if facts.max_images_per_pair else 0.0
-    return facts.image_pair_share
+    return 1.0 if facts is None or facts.max_images_per_pair else 0.0
+
+
+def epoch_tokens_estimate(config: RunConfig, facts: DataFacts) -> int:
+    """Tokens one epoch of this run puts through the model: the training pairs' ``EpochTokens`` in the run's layout
+    (01_inspect_data shows the same figures), scaled to the pairs training keeps when validation_split holds
+    some out, with mDPO's image-contrast rows as the collator lays them out."""
+    from nbtools.estimate import collator_lays_out_lean_contrast_rows
+
+    sides = 0
+    if auxiliary_pairs(config, facts):
+        sides = 1 if collator_lays_out_lean_contrast_rows() else 2
+    total = facts.epoch.total(config.packing, sides)
+    return round(total * training_pairs(config, facts.pairs) / facts.pairs)
 
 
 def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_GPU_GIB) -> str:
     """Peak GPU memory, tokens and steps for ``config``, as HTML for the form."""
-    from nbtools.estimate import estimate_memory, estimate_tokens_per_epoch
+    from nbtools.estimate import estimate_memory
 
     facts = data_facts(config)
     precision = "fp32" if config.precision == "fp32" else "bf16"  # auto: bf16 (fp16 on a T4: same bytes)
@@ -138,7 +140,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         strategy=config.distributed, video_tokens_per_pair=facts.max_video_tokens_per_pair if facts else 0,
         attn_implementation=config.attn_implementation,
         rejected_images_per_pair=facts.max_rejected_images_per_pair if facts else 0,
-        auxiliary_pairs=auxiliary_pairs(config, facts, worst_case=True),
+        auxiliary_pairs=auxiliary_pairs(config, facts),
     )
     rows = "".join(f"<tr><td style='text-align:left'>{html.escape(label)}</td><td>{_size(gib)}</td></tr>"
                    for label, gib in memory.rows())
@@ -154,7 +156,7 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
     if memory.auxiliary_rows:
         layout += f"; {memory.auxiliary_rows} of them mDPO image-contrast pairs"
     parts.append(f"<p>{memory.sequences_per_step} sequences per step ({layout}) x up to "
-                 f"{memory.tokens_per_sequence} tokens, {memory.image_tokens_per_image} tokens per image at "
+                 f"{memory.tokens_per_sequence} tokens, {memory.tokens_per_image} at "
                  f"max_pixels={config.max_pixels:,}"
                  + (f", up to {memory.video_tokens_per_pair:,} video tokens per pair at fps={config.fps:g}, "
                     f"max_frames={config.max_frames}, video_max_pixels={config.video_max_pixels:,}"
@@ -165,21 +167,14 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
         parts.append(f"<p>To fit:</p><ul>{items}</ul>")
     if facts is not None:
         pairs = training_pairs(config, facts.pairs)
-        tokens = estimate_tokens_per_epoch(
-            config.model, n_pairs=pairs, mean_prompt_text_tokens=facts.mean_prompt_text_tokens,
-            mean_answer_tokens=facts.mean_answer_tokens, max_pixels=config.max_pixels,
-            max_context_length=config.max_context_length, images_per_pair=facts.mean_images_per_pair,
-            image_size=facts.largest_image, video_tokens_per_pair=facts.mean_video_tokens_per_pair,
-            packing=config.packing, contrast_pair_share=facts.contrast_pair_share,
-            rejected_images_per_pair=facts.mean_rejected_images_per_pair,
-            auxiliary_pairs=auxiliary_pairs(config, facts, worst_case=False),
-        )
+        tokens = epoch_tokens_estimate(config, facts)
         steps = optimizer_steps(config, pairs)
         per_step = config.batch_size * config.gradient_accumulation_steps
         epochs = steps * per_step / pairs
         parts.append(f"<p><b>Length of the run:</b> {steps:,} optimizer steps x {per_step} pairs = "
-                     f"{epochs:.2f} epochs of {pairs:,} training pairs; about {tokens.tokens_per_epoch:,} tokens "
-                     f"per epoch, {html.escape(facts.counted)}. The progress bar shows the time once the run "
+                     f"{epochs:.2f} epochs of {pairs:,} training pairs; about {tokens:,} tokens per epoch "
+                     f"({facts.epoch.label(config.packing)}; image tokens and their vision start/end markers "
+                     f"included), {html.escape(facts.counted)}. The progress bar shows the time once the run "
                      "starts.</p>")
     else:
         parts.append("<p>Set train_file to see the number of steps and tokens.</p>")

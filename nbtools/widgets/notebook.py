@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Union
 
 import nbtools
 from nbtools.config import ConfigError, RunConfig
+from nbtools.train.history import evaluation_rows
 
 PROJECT_ROOT_ENV = "NBTOOLS_PROJECT_ROOT"
 PathLike = Union[str, os.PathLike]
@@ -234,23 +235,27 @@ def png_data_uri(image, max_side: int = 256) -> str:
 
 def data_summary(report) -> str:
     """The validation report in three sentences: pairs and problems, images per pair, tokens per epoch."""
+    from nbtools.data.stats import epoch_tokens_text
+
     stats = report.stats or {}
     problems = f"{report.count('error')} errors, {report.count('warning')} warnings"
     per_row = stats.get("images_per_row") or {}
     images = "; ".join(f"{count} with {n} image{'s' if str(n) != '1' else ''}" for n, count in per_row.items())
     counting = str(stats.get("token_counting", ""))
     how = "estimated at ~4 characters per token" if "estimate" in counting else "counted with the model's tokenizer"
-    tokens = stats.get("training_tokens_per_epoch")
     lines = [f"{report.rows} rows, {report.valid} valid; {problems}.", f"Pairs: {images or 'none'}."]
-    if tokens is not None:
-        lines.append(f"Training tokens per epoch: {tokens:,} ({how}; image tokens included).")
+    if stats.get("training_tokens_per_epoch") is not None:
+        lines.append(f"Training tokens per epoch: {epoch_tokens_text(stats)}; {how}, image tokens and their vision "
+                     "start/end markers included.")
     return "\n".join(lines)
 
 
 def run_outcome(result) -> str:
-    """How a training run ended, in steps and evaluations (metric values are in the table above)."""
-    steps = [row["step"] for row in result.history if isinstance(row, dict) and row.get("step") is not None]
-    evaluations = sum(1 for row in result.history if isinstance(row, dict) and "eval_loss" in row)
+    """How a training run ended, in steps and evaluations (metric values are in the table above); the
+    evaluations counted are the points of the run's plot (``nbtools.train.history.evaluation_rows``)."""
+    rows = [row for row in result.history if isinstance(row, dict)]
+    steps = [row["step"] for row in rows if row.get("step") is not None]
+    evaluations = len(evaluation_rows(rows))
     adapter = "the adapter is in adapter/ of the run folder" if result.adapter_dir else "no adapter was saved"
     return (f"The run {result.status} after {max(steps, default=0)} optimizer steps and {evaluations} "
             f"evaluations on the validation pairs; {adapter}.")
