@@ -5,10 +5,12 @@
    100 cut lines shows the cost stays per line, not per pair of lines.
 2. Scale: one valid line (~235 bytes) repeated 850,000 times (~200 MB), validated by
    ``python -m nbtools validate --json`` in a child process: wall time against the 60 s
-   goal and peak memory (max RSS) against 500 MB. ``--distinct`` makes every line of that
-   file different (what sharing the contents of identical lines cannot help).
+   goal and peak memory (max RSS) against 500 MB; also at 200,000 lines, so the peaks show how
+   memory grows with the lines. ``--distinct`` makes every line of that file different (what
+   sharing the contents of identical lines cannot help). ``--out FILE`` writes the figures as JSON.
 
-    python benchmarks/validate_hostile.py [--lines 100000] [--scale-lines 850000] [--distinct] [--keep DIR]
+    python benchmarks/validate_hostile.py [--lines 100000] [--scale-lines 200000 850000] [--distinct] [--keep DIR]
+        [--out benchmarks/results/validate_hostile.json]
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's nbtools, wherever the script is run from
 GOAL_RATIO, GOAL_SECONDS, GOAL_MB = 2.0, 60.0, 500.0
 
 
@@ -41,7 +45,7 @@ def timed(path: str) -> float:
     return time.perf_counter() - start
 
 
-def linear_time(folder: str, lines: int) -> None:
+def linear_time(folder: str, lines: int) -> dict:
     rows = [line(i) for i in range(lines)]
     clean = os.path.join(folder, "clean.jsonl")
     with open(clean, "w") as handle:
@@ -63,29 +67,38 @@ def linear_time(folder: str, lines: int) -> None:
         for cuts, path in paths.items():
             best[cuts] = min(best[cuts], timed(path))
     clean_s = best[0]
+    figures = {"lines": lines, "clean_s": round(clean_s, 2)}
     for cuts in results:
         cut_s = best[cuts]
         verdict = "meets" if cuts > 1 or cut_s / clean_s < GOAL_RATIO else "MISSES"
         print(f"{lines:,} valid lines + {cuts} cut line(s): {cut_s:.2f} s vs {clean_s:.2f} s clean, "
               f"ratio {cut_s / clean_s:.2f}" + (f" ({verdict} the < {GOAL_RATIO:g}x goal)" if cuts == 1 else ""))
+        figures[f"cut_{cuts}"] = {"seconds": round(cut_s, 2), "ratio": round(cut_s / clean_s, 2)}
+    return figures
 
 
 def child_run(path: str) -> tuple[float, float, int]:
     """(seconds, peak MB, stdout bytes) of ``python -m nbtools validate --json`` on ``path``."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "nbtools", "validate", path, "--json"], capture_output=True, env=env)
-    seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if out.returncode not in (0, 1):
-        raise SystemExit(out.stderr.decode(errors="replace")[-2000:])
-    report = json.loads(out.stdout)
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen([sys.executable, "-m", "nbtools", "validate", path, "--json"], stdout=subprocess.PIPE,
+                                 stderr=errors, env=env)
+        printed = child.stdout.read()
+        child.stdout.close()
+        # this child's own peak (the children's ru_maxrss would be the largest child's so far)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        if child.returncode not in (0, 1):
+            errors.seek(0)
+            raise SystemExit(errors.read().decode(errors="replace")[-2000:])
+    report = json.loads(printed)
     assert report["rows"] > 0
-    # ru_maxrss of children is the largest child so far: this is the only child this script starts
-    return seconds, peak_kb / 1024, len(out.stdout)
+    return seconds, usage.ru_maxrss / 1024, len(printed)
 
 
-def scale(folder: str, lines: int, distinct: bool) -> None:
+def scale(folder: str, lines: int, distinct: bool) -> dict:
     path = os.path.join(folder, "big.jsonl")
     with open(path, "w") as handle:
         if distinct:
@@ -101,25 +114,41 @@ def scale(folder: str, lines: int, distinct: bool) -> None:
     print(f"{lines:,} {'distinct' if distinct else 'repeated'} lines ({megabytes:.0f} MB): {seconds:.1f} s (ratio to "
           f"the {GOAL_SECONDS:g} s goal {seconds / GOAL_SECONDS:.2f}), peak {peak:.0f} MB (ratio to {GOAL_MB:g} MB "
           f"{peak / GOAL_MB:.2f}), --json output {printed / 1024:.0f} KB")
+    return {"lines": lines, "distinct": distinct, "file_mb": round(megabytes), "seconds": round(seconds, 1),
+            "seconds_ratio": round(seconds / GOAL_SECONDS, 2), "peak_mb": round(peak),
+            "peak_ratio": round(peak / GOAL_MB, 2), "json_kb": round(printed / 1024)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000, help="valid lines in the linear-time files")
-    parser.add_argument("--scale-lines", type=int, default=850_000, help="repeated lines in the scale file (0: skip)")
+    parser.add_argument("--scale-lines", type=int, nargs="*", default=[200_000, 850_000],
+                        help="repeated lines in the scale files (none: skip)")
     parser.add_argument("--distinct", action="store_true", help="make every line of the scale file different")
     parser.add_argument("--keep", help="write the files here and keep them")
+    parser.add_argument("--out", help="write the figures here as JSON")
     args = parser.parse_args(argv)
     folder = args.keep or tempfile.mkdtemp(prefix="nbtools-hostile-")
     os.makedirs(folder, exist_ok=True)
+    figures = {"goals": {"ratio": GOAL_RATIO, "seconds": GOAL_SECONDS, "peak_mb": GOAL_MB}}
     try:
-        if args.scale_lines:
-            scale(folder, args.scale_lines, args.distinct)
+        figures["scale"] = [scale(folder, lines, args.distinct) for lines in args.scale_lines if lines]
+        if len(figures["scale"]) > 1:
+            low, high = figures["scale"][0], figures["scale"][-1]
+            growth = (high["peak_mb"] - low["peak_mb"]) / (high["lines"] - low["lines"]) * 100_000
+            print(f"peak grows {growth:.0f} MB per 100,000 lines ({low['lines']:,} -> {high['lines']:,})")
+            figures["peak_mb_per_100k_lines"] = round(growth, 1)
         if args.lines:
-            linear_time(folder, args.lines)
+            figures["linear_time"] = linear_time(folder, args.lines)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+    if args.out:
+        from scale import machine_facts
+
+        from nbtools import atomic
+
+        atomic.write_text(args.out, json.dumps({**figures, "machine": machine_facts()}, indent=2) + "\n")
     return 0
 
 

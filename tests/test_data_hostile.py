@@ -266,6 +266,61 @@ def test_duplicate_check_keeps_hashes_but_confirms_every_match(data_dir, img, ma
     assert gc.isenabled()  # validation pauses the cyclic collector only while it builds records
 
 
+def test_duplicate_check_holds_no_record_but_the_one_it_reads():
+    """The checker keeps the keys still awaiting copies, not the copies: a file of one line repeated
+    850,000 times once had every copy read back at once (1.8 GB)."""
+    import weakref
+
+    from nbtools.data.rules import check_duplicates, keys_array
+    from nbtools.data.records import PreferenceRecord
+
+    class Tracked(PreferenceRecord):  # not slotted, so it can be weakly referenced
+        pass
+
+    def record(line, chosen):
+        return Tracked("d.jsonl", line, [{"role": "user", "content": "<image>What colour?"}], chosen, "Blue.",
+                       ["/d/a.png"])
+
+    # lines 1-200: one pair; 201-400: a pair each; 401-600: copies of 201-400, far from their firsts
+    chosen = ["Red."] * 200 + [f"Red {i}." for i in range(200)] * 2
+    keys = keys_array([record(i + 1, text) for i, text in enumerate(chosen)])
+    alive, most = [], 0
+
+    def read_back(positions):  # what the record table does: one new record per position, in order
+        nonlocal most
+        for position in positions.tolist():
+            copy = record(position + 1, chosen[position])
+            alive.append(weakref.ref(copy))
+            most = max(most, sum(r() is not None for r in alive))
+            yield position, copy
+            del copy
+
+    problems = check_duplicates(keys, read_back)
+    assert [p.line for p in problems] == [*range(2, 201), *range(401, 601)]
+    assert problems[0].message == "duplicate pair: same prompt, images and answers as line 1"
+    assert problems[-1].message == "duplicate pair: same prompt, images and answers as line 400"
+    assert len(alive) == 600 and most <= 2, most  # the one being read, and the last one keyed
+    # the copies of one pair share its message, and every finding one file-name string
+    assert len({id(p.message) for p in problems[:199]}) == 1 and len({id(p.file) for p in problems}) == 1
+
+
+def test_repeated_line_is_read_back_as_one_pair_per_stored_batch(data_dir, img, make_pair, monkeypatch):
+    import pyarrow as pa
+
+    from nbtools.data import rules
+
+    keyed = []
+    real = rules.pair_key
+    monkeypatch.setattr(rules, "pair_key", lambda record: keyed.append(record.line) or real(record))
+    report = validate_dataset(data_dir.jsonl([make_pair()] * 3000))
+    duplicates = [p for p in report.problems if p.field == "messages"]
+    assert [p.line for p in duplicates] == list(range(2, 3001))
+    assert {p.message for p in duplicates} == {"duplicate pair: same prompt, images and answers as line 1"}
+    with pa.OSFile(str(report.records.path)) as source:
+        batches = sum(1 for _ in pa.ipc.open_stream(source))
+    assert len(keyed) == batches < 30, (len(keyed), batches)  # not once per line
+
+
 def test_output_piped_into_head_ends_without_a_traceback(data_dir):
     path = data_dir.jsonl([f"not json {i}" for i in range(3000)])  # --all: ~400 KB, more than a pipe holds
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

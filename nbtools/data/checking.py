@@ -58,8 +58,7 @@ class ChunkResult:
     rows: int  # rows read (records or not)
     problems: list[Problem]
     batch: object  # pyarrow.RecordBatch of the chunk's records
-    keys: np.ndarray  # (n, 2) uint64: each record's pair key (rules.pair_key_hash)
-    lines: np.ndarray  # (n,) int64: each record's line
+    keys: np.ndarray  # (n, 2) uint64: each record's pair key (rules.pair_key_hash), in the batch's order
     error_lines: set[int]  # rows with an error (file-level problems excluded)
     stats: StatsAccumulator
     media: dict[str, MediaInfo] = field(default_factory=dict)  # files first inspected in this chunk
@@ -165,7 +164,6 @@ class ChunkChecker:
         fingerprint = MediaFingerprint()
         fingerprint.add(records, media, error_lines)
         return ChunkResult(rows, problems, record_batch(records, tokens, errors), keys_array(records),
-                           np.fromiter((r.line for r in records), dtype=np.int64, count=len(records)),
                            error_lines, stats, new_files, fingerprint)
 
 

@@ -6,7 +6,8 @@ object is first brought into one canonical shape (``messages`` + ``rejected``) w
 format it came in, with a :class:`FieldNames` that maps positions back to the user's own
 field names (``messages[2].content`` for our format, ``prompt[1].content`` for TRL's).
 The dataset-wide rules point at a line where one exists (``line=None`` for dataset-wide findings) and
-read only what validation keeps per pair (a 16-byte key, a line number, a length ratio), never every record.
+read only what validation keeps per pair (a 16-byte key, a length ratio); the pairs whose keys match are
+confirmed in one pass over the record table, never held all at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ MIN_ROWS, MAX_ROWS = 100, 100_000
 VERBOSITY_MIN_PAIRS = 10
 VERBOSITY_SHARE = 0.8  # chosen longer in at least this share of pairs...
 VERBOSITY_RATIO = 1.3  # ...and the median chosen/rejected length ratio at least this
+DUPLICATE_FIX = "remove the duplicate, or keep it on purpose to weight this pair double"
 
 MakeProblem = Callable[..., Problem]
 
@@ -479,64 +481,94 @@ def keys_array(records: list[PreferenceRecord]) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).copy() if raw else np.zeros((0, 2), np.uint64)
 
 
-def same_key_runs(keys: np.ndarray, lines: np.ndarray) -> Iterator[np.ndarray]:
-    """Indices of the pairs that share a 128-bit key, in line order, one array per key seen twice or more."""
+def shared_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, groups): the pairs whose 128-bit key another pair shares, in ascending position, and
+    a group number per key (one int per pair, whatever the size of a group)."""
     if len(keys) < 2:
-        return
-    order = np.lexsort((lines, keys[:, 1], keys[:, 0]))
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
     ordered = keys[order]
-    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
-    ends = np.r_[starts[1:], len(order)]
-    for start, end in zip(starts, ends):
-        if end - start > 1:
-            yield order[start:end]
+    starts = np.empty(len(order), dtype=bool)
+    starts[0] = True
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=starts[1:])
+    del ordered
+    group = np.cumsum(starts) - 1
+    shared = np.bincount(group)[group] > 1
+    positions, group = order[shared], group[shared]
+    by_position = np.argsort(positions, kind="stable")
+    return positions[by_position], group[by_position]
 
 
 def _place(record: PreferenceRecord) -> str:
     return f"row {record.row} of {os.path.basename(record.file)}" if record.row is not None else f"line {record.line}"
 
 
-def check_duplicates(keys: np.ndarray, lines: np.ndarray, records_at: Callable[[list[int]], dict]) -> list[Problem]:
+ReadBack = Callable[[np.ndarray], Iterator[tuple[int, PreferenceRecord]]]  # ascending positions -> (position, record)
+
+
+def _keyed(rows: Iterator[tuple[int, PreferenceRecord]]) -> Iterator[tuple[int, PreferenceRecord, tuple]]:
+    """(position, record, pair_key): rows read back alike share their parts (see ``table.read_rows``),
+    so the key of a run of them is computed once."""
+    last, key = None, None
+    for position, record in rows:
+        if not (last is not None and record.prompt is last.prompt and record.chosen is last.chosen
+                and record.rejected is last.rejected and record.images is last.images
+                and record.videos is last.videos):
+            last, key = record, pair_key(record)
+        yield position, record, key
+
+
+def check_duplicates(keys: np.ndarray, read_back: ReadBack) -> list[Problem]:
     """A pair seen before in the same data: it weighs double in training.
 
     Pairs are matched by their 128-bit keys (16 bytes each, whatever the dataset's size); every
-    match is confirmed on the full pairs (``records_at``: line -> record, for the few lines that matched)."""
+    match is confirmed on the full pairs, read back in one pass over the table (``read_back``).
+    What this keeps is bounded by the keys still awaiting a copy, not by the copies: a file of one line
+    repeated a million times holds one full key, and its findings share one message string."""
+    positions, groups = shared_keys(keys)
+    left = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)  # copies of each key not read yet
+    open_groups: dict[int, dict[tuple, str]] = {}  # group -> full key -> message naming its first pair
+    files: dict[str, str] = {}  # one file-name string for all findings
     problems = []
-    for run in same_key_runs(keys, lines):
-        records = records_at([int(lines[i]) for i in run])
-        firsts: dict[tuple, PreferenceRecord] = {}
-        for i in run:
-            record = records[int(lines[i])]
-            first = firsts.setdefault(pair_key(record), record)
-            if first is not record:
-                problems.append(Problem(record.file, record.line, "messages", "warning",
-                                        f"duplicate pair: same prompt, images and answers as {_place(first)}",
-                                        "remove the duplicate, or keep it on purpose to weight this pair double",
-                                        record.row))
+    for group, (_position, record, key) in zip(groups, _keyed(read_back(positions)), strict=True):
+        group = int(group)
+        firsts = open_groups.setdefault(group, {})  # two full keys in one group: a hash collision
+        message = firsts.get(key)
+        if message is None:
+            firsts[key] = f"duplicate pair: same prompt, images and answers as {_place(record)}"
+        else:
+            problems.append(Problem(files.setdefault(record.file, record.file), record.line, "messages", "warning",
+                                    message, DUPLICATE_FIX, record.row))
+        left[group] -= 1
+        if not left[group]:
+            del open_groups[group]
     return problems
 
 
-def check_leakage(keys: np.ndarray, lines: np.ndarray, validation: dict[bytes, PreferenceRecord],
-                  records_at: Callable[[list[int]], dict]) -> list[Problem]:
+def check_leakage(keys: np.ndarray, validation: dict[bytes, PreferenceRecord], read_back: ReadBack) -> list[Problem]:
     """A training pair that is also in the validation data inflates the validation metrics
-    (``validation``: key -> its first validation record)."""
+    (``validation``: key -> its first validation record; the training pairs are read back in one pass)."""
     if not validation or not len(keys):
         return []
     wanted = np.frombuffer(b"".join(validation), dtype=np.uint64).reshape(-1, 2)
     as_void = np.dtype((np.void, 16))
     hits = np.flatnonzero(np.isin(np.ascontiguousarray(keys).view(as_void).ravel(),
                                   np.ascontiguousarray(wanted).view(as_void).ravel()))
-    records = records_at([int(lines[i]) for i in hits])
+    seen: dict[bytes, tuple[tuple, str]] = {}  # key -> (validation pair's full key, message): one string per pair
+    files: dict[str, str] = {}
     problems = []
-    for i in hits:
-        record = records[int(lines[i])]
-        other = validation[keys[i].tobytes()]
-        if pair_key(other) != pair_key(record):
+    for position, record, key in _keyed(read_back(hits)):
+        hashed = keys[position].tobytes()
+        if hashed not in seen:
+            other = validation[hashed]
+            where = f"row {other.row}" if other.row is not None else f"line {other.line}"
+            seen[hashed] = (pair_key(other), f"leakage: the same pair is in the validation file {other.file} at {where}")
+        other_key, message = seen[hashed]
+        if other_key != key:
             continue
-        where = f"row {other.row}" if other.row is not None else f"line {other.line}"
-        problems.append(Problem(record.file, record.line, "messages", "warning",
-                                f"leakage: the same pair is in the validation file {other.file} at {where}",
-                                "remove it from one of the two files so validation measures unseen pairs", record.row))
+        problems.append(Problem(files.setdefault(record.file, record.file), record.line, "messages", "warning",
+                                message, "remove it from one of the two files so validation measures unseen pairs",
+                                record.row))
     return problems
 
 

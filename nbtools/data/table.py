@@ -20,6 +20,7 @@ import json
 import os
 import uuid
 import weakref
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -267,6 +268,13 @@ class RecordTable(Sequence):
             for row in rows:
                 yield decode_record(row)
 
+    def read_back(self, positions: np.ndarray) -> Iterator[tuple[int, PreferenceRecord]]:
+        """(position, record) for ``positions`` (ascending, of a whole table), for the dataset rules'
+        confirmations: see :func:`read_rows`."""
+        if self._positions is not None:
+            raise ValueError("read_back reads positions of a whole table, not of a selection")
+        return read_rows(self.path, positions)
+
     def __repr__(self) -> str:
         return f"<RecordTable of {len(self)} records>"
 
@@ -347,3 +355,48 @@ class TokenView(Mapping):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+READ_BACK_COLUMNS = ["line", "row", "file", "record", "media"]  # what decode_record reads
+
+
+def read_rows(path: Path, positions: np.ndarray) -> Iterator[tuple[int, PreferenceRecord]]:
+    """(position, record) for the rows at ``positions`` (ascending) of the table file ``path``.
+
+    The file is read one stored batch at a time through a plain file handle, not the memory map: a
+    mapped page stays resident once touched, so reading back every row of a big table would grow
+    memory with the rows; a read batch is freed again. Rows stored with the same text (and no
+    embedded media) are decoded once per batch and share their parts, so a file of one line
+    repeated a million times costs one decoded pair per batch (and callers may key on the parts)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if not len(positions):
+        return
+    start = 0
+    with pa.OSFile(str(path)) as source:
+        for batch in pa.ipc.open_stream(source):
+            end = start + batch.num_rows
+            lo, hi = np.searchsorted(positions, [start, end])
+            if lo < hi:
+                wanted = _ints(positions[lo:hi] - start, pa.int64())  # pa.array would import pandas (~50 MB)
+                rows = batch.select(READ_BACK_COLUMNS).take(wanted).to_pylist()
+                yield from zip(positions[lo:hi].tolist(), _decode_alike(rows))
+            if end > positions[-1]:
+                return
+            start = end
+
+
+def _decode_alike(rows: list[dict]) -> Iterator[PreferenceRecord]:
+    """The rows' records; rows with the text of an earlier one (and no embedded media) share its parts."""
+    decoded: dict[str, PreferenceRecord] = {}
+    files: dict[str, str] = {}
+    for row in rows:
+        first = None if row["media"] else decoded.get(row["record"])
+        if first is None:
+            first = decode_record(row)
+            files.setdefault(row["file"], first.file)
+            if not row["media"]:
+                decoded[row["record"]] = first
+            yield first
+            continue
+        file = files.get(row["file"]) or files.setdefault(row["file"], json.loads(row["file"]))
+        yield replace(first, file=file, line=row["line"], row=row["row"])

@@ -187,16 +187,15 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
         raise
     problems += source.problems + merged.problems
     valid = merged.rows - len(merged.error_lines)
-    keys, lines = merged.keys_and_lines()
-    records_at = _records_at(table)
-    problems += check_duplicates(keys, lines, records_at)
+    keys = merged.all_keys()
+    problems += check_duplicates(keys, table.read_back)
     if validation is not None:
-        problems += check_leakage(keys, lines, validation, records_at)
+        problems += check_leakage(keys, validation, table.read_back)
     if not held_out:
         problems += check_size(source.file, valid)
     problems += check_verbosity(source.file, *merged.stats.verbosity())
     problems += check_answer_style(source.file, checker.counter, merged.stats.think)
-    problems.sort(key=lambda p: (p.line is None, p.line or 0, SEVERITY_ORDER[p.severity]))
+    problems = _in_order(problems)
     stats = merged.stats.result(rows=merged.rows, valid=valid, counter=checker.counter, problems=problems)
     if source.schema:
         stats["schema"] = source.schema
@@ -204,6 +203,17 @@ def _validate(source: "DataSource", checker: ChunkChecker, settings: CheckSettin
     return ValidationReport(source.file, merged.rows, valid, table, problems, stats, tokens, merged.media,
                             schema=source.schema, disk_note=_disk_note(source, table, merged.stats),
                             media_fingerprint=merged.fingerprint.to_dict())
+
+
+def _in_order(problems: list[Problem]) -> list[Problem]:
+    """By line (dataset-wide findings last), errors first on a line; stable. Sorted as one int64 key per
+    finding: a key tuple each would cost ~70 bytes per finding where every line has one."""
+    keys = np.fromiter(((p.line if p.line is not None else _NO_LINE) * 4 + SEVERITY_ORDER[p.severity]
+                        for p in problems), dtype=np.int64, count=len(problems))
+    return [problems[i] for i in np.argsort(keys, kind="stable")]  # not .tolist(): a Python int per finding
+
+
+_NO_LINE = 2**60  # sorts after every line
 
 
 ANSWER_STYLE_FIELD = "model"  # the field of the finding below (train() shows it once for both files)
@@ -234,15 +244,6 @@ def _disk_note(source: "DataSource", table: RecordTable, stats: StatsAccumulator
     return f"{source.disk_note}; {note}" if source.disk_note else note
 
 
-def _records_at(table: RecordTable):
-    """line -> record for a few lines (the ones a dataset rule matched), read from the table."""
-    def records_at(wanted: list[int]) -> dict:
-        lines = table.lines
-        positions = np.flatnonzero(np.isin(lines, np.asarray(wanted, dtype=np.int64)))
-        return {r.line: r for r in table.select(positions)}
-    return records_at
-
-
 class _Merged:
     """What validation keeps of every chunk: problems, error lines, 16-byte keys, statistics, media,
     media fingerprint."""
@@ -251,8 +252,7 @@ class _Merged:
         self.rows = 0
         self.problems: list[Problem] = []
         self.error_lines: set[int] = set()
-        self.keys: list[np.ndarray] = []
-        self.lines: list[np.ndarray] = []
+        self.keys: list[np.ndarray] = []  # row i of the record table: keys[i]
         self.stats = StatsAccumulator()
         self.media: dict[str, MediaInfo] = {}
         self.fingerprint = MediaFingerprint()
@@ -262,18 +262,15 @@ class _Merged:
         self.problems += result.problems
         self.error_lines |= result.error_lines
         self.keys.append(result.keys)
-        self.lines.append(result.lines)
         self.stats.merge(result.stats)
         self.fingerprint.merge(result.fingerprint)
         if len(self.media) < REPORT_MEDIA:
             self.media.update(result.media)
         if len(self.keys) > 64:
-            self.keys, self.lines = [np.concatenate(self.keys)], [np.concatenate(self.lines)]
+            self.keys = [np.concatenate(self.keys)]
 
-    def keys_and_lines(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.keys:
-            return np.zeros((0, 2), np.uint64), np.zeros(0, np.int64)
-        return np.concatenate(self.keys), np.concatenate(self.lines)
+    def all_keys(self) -> np.ndarray:
+        return np.concatenate(self.keys) if self.keys else np.zeros((0, 2), np.uint64)
 
 
 def video_size_findings(info: MediaInfo) -> list[tuple[str, str, str]]:
