@@ -8,7 +8,9 @@
    goal and peak memory (max RSS) against 500 MB. ``--distinct`` makes every line of that
    file different (what sharing the contents of identical lines cannot help).
 
-    python benchmarks/validate_hostile.py [--lines 100000] [--scale-lines 850000] [--distinct] [--keep DIR]
+    python benchmarks/validate_hostile.py [--lines 100000] [--scale-lines 850000] [--distinct] [--keep DIR] [--out FILE]
+
+``--out`` writes the figures as JSON (committed: ``benchmarks/results/validate_hostile.json``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def timed(path: str) -> float:
     return time.perf_counter() - start
 
 
-def linear_time(folder: str, lines: int) -> None:
+def linear_time(folder: str, lines: int) -> dict:
     rows = [line(i) for i in range(lines)]
     clean = os.path.join(folder, "clean.jsonl")
     with open(clean, "w") as handle:
@@ -63,11 +65,14 @@ def linear_time(folder: str, lines: int) -> None:
         for cuts, path in paths.items():
             best[cuts] = min(best[cuts], timed(path))
     clean_s = best[0]
+    figures = {"lines": lines, "clean_seconds": round(clean_s, 2), "goal_ratio": GOAL_RATIO, "cut": {}}
     for cuts in results:
         cut_s = best[cuts]
         verdict = "meets" if cuts > 1 or cut_s / clean_s < GOAL_RATIO else "MISSES"
         print(f"{lines:,} valid lines + {cuts} cut line(s): {cut_s:.2f} s vs {clean_s:.2f} s clean, "
               f"ratio {cut_s / clean_s:.2f}" + (f" ({verdict} the < {GOAL_RATIO:g}x goal)" if cuts == 1 else ""))
+        figures["cut"][str(cuts)] = {"seconds": round(cut_s, 2), "ratio": round(cut_s / clean_s, 3)}
+    return figures
 
 
 def child_run(path: str) -> tuple[float, float, int]:
@@ -85,7 +90,7 @@ def child_run(path: str) -> tuple[float, float, int]:
     return seconds, peak_kb / 1024, len(out.stdout)
 
 
-def scale(folder: str, lines: int, distinct: bool) -> None:
+def scale(folder: str, lines: int, distinct: bool) -> dict:
     path = os.path.join(folder, "big.jsonl")
     with open(path, "w") as handle:
         if distinct:
@@ -101,6 +106,8 @@ def scale(folder: str, lines: int, distinct: bool) -> None:
     print(f"{lines:,} {'distinct' if distinct else 'repeated'} lines ({megabytes:.0f} MB): {seconds:.1f} s (ratio to "
           f"the {GOAL_SECONDS:g} s goal {seconds / GOAL_SECONDS:.2f}), peak {peak:.0f} MB (ratio to {GOAL_MB:g} MB "
           f"{peak / GOAL_MB:.2f}), --json output {printed / 1024:.0f} KB")
+    return {"lines": lines, "distinct": distinct, "file_mb": round(megabytes, 1), "seconds": round(seconds, 1),
+            "goal_seconds": GOAL_SECONDS, "peak_mb": round(peak), "goal_mb": GOAL_MB, "output_kb": round(printed / 1024)}
 
 
 def main(argv=None) -> int:
@@ -109,17 +116,24 @@ def main(argv=None) -> int:
     parser.add_argument("--scale-lines", type=int, default=850_000, help="repeated lines in the scale file (0: skip)")
     parser.add_argument("--distinct", action="store_true", help="make every line of the scale file different")
     parser.add_argument("--keep", help="write the files here and keep them")
+    parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    figures = {"cpus": os.cpu_count()}
     folder = args.keep or tempfile.mkdtemp(prefix="nbtools-hostile-")
     os.makedirs(folder, exist_ok=True)
     try:
         if args.scale_lines:
-            scale(folder, args.scale_lines, args.distinct)
+            figures["scale"] = scale(folder, args.scale_lines, args.distinct)
         if args.lines:
-            linear_time(folder, args.lines)
+            figures["linear_time"] = linear_time(folder, args.lines)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+    if args.out:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from nbtools import atomic
+
+        atomic.write_text(args.out, json.dumps(figures, indent=2) + "\n")
     return 0
 
 
