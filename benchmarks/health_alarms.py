@@ -24,7 +24,8 @@ the test fixtures of ``tests/test_health.py``.
     python benchmarks/health_alarms.py --cases displacement --seeds 42 --fixtures tests/fixtures/health
 
 A 40-step case takes 1-3 minutes on 2 busy CPU cores. Rows: ``benchmarks/results/health_alarms.json``; the
-README's sentence on the margins is rewritten from them (``--readme`` alone does only that).
+docs' sentence on the margins is rewritten from them by ``benchmarks/doc_figures.py`` (``--readme`` alone
+does only that).
 """
 
 from __future__ import annotations
@@ -116,9 +117,6 @@ def summarise(case: str, seed: int, history: list[dict], beta: float, seconds: f
             "seconds": round(seconds, 1)}
 
 
-README_MARK = "<!-- health_alarms -->"
-
-
 def _span(rows: list[dict], kind: str) -> str:
     values = sorted(r["strengths"][kind] for r in rows if r["strengths"].get(kind) is not None)
     low, high = values[0], values[-1]
@@ -130,7 +128,7 @@ def _top(rows: list[dict], kinds=None) -> str:
 
 
 def readme_text(results: dict) -> str:
-    """The README's sentence on the measured margins, from the committed results (never typed)."""
+    """The docs' sentence on the measured margins, from the committed results (never typed)."""
     by_case: dict[str, list[dict]] = {}
     for row in results["runs"]:
         by_case.setdefault(row["case"], []).append(row)
@@ -153,13 +151,12 @@ def readme_text(results: dict) -> str:
             "while validation stays at 50%. Rows: `benchmarks/results/health_alarms.json`.")
 
 
-def rewrite_readme(readme: Path = ROOT / "README.md") -> None:
-    import re
+def rewrite_readme() -> None:
+    """The docs' sentence on the margins (and every other generated figure) from the committed results."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from doc_figures import rewrite
 
-    text = readme.read_text()
-    end = README_MARK.replace("<!-- ", "<!-- end ")
-    block = README_MARK + readme_text(json.loads(RESULTS.read_text())) + end
-    readme.write_text(re.sub(re.escape(README_MARK) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
+    rewrite()
 
 
 def _fixture_text(fixture: dict) -> str:
@@ -175,7 +172,7 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--fixtures", type=Path, help="write each case's first-seed history here as <case>.json")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--readme", action="store_true", help="only rewrite README.md's sentence from the results")
+    parser.add_argument("--readme", action="store_true", help="only rewrite the docs' figures from the results")
     args = parser.parse_args()
     if args.readme:
         rewrite_readme()

@@ -6,7 +6,9 @@ to ``max_pixels`` — with the previous code path (``open_image`` decodes in ful
 ``resize_to_max_pixels``) and with ``open_resized`` (what ``to_training_example`` uses now).
 Prints MB and the ratio new / previous (below 1.0 is a saving). About 30 s and 1.5 GB on 2 cores.
 
-    python benchmarks/large_image_memory.py [--side 12000] [--max-pixels 401408]
+    python benchmarks/large_image_memory.py [--side 12000] [--max-pixels 401408] [--out FILE]
+
+``--out`` writes the figures as JSON (committed: ``benchmarks/results/large_image_memory.json``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=12_000)
     parser.add_argument("--max-pixels", type=int, default=401_408)
+    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    result = {"side": args.side, "max_pixels": args.max_pixels, "cpus": os.cpu_count(), "formats": {}}
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # 144 Mpx is over PIL's warning threshold; this is a real photo size
@@ -70,9 +74,15 @@ def main() -> None:
         for fmt, path in paths.items():
             previous, now = measure(path, "previous", args.max_pixels), measure(path, "now", args.max_pixels)
             assert previous["size"] == now["size"]
+            result["formats"][fmt] = {"previous": previous, "now": now}
             print(f"{fmt:4s}  previous {previous['mb']:6.0f} MB {previous['s']:5.2f} s   now {now['mb']:6.0f} MB "
                   f"{now['s']:5.2f} s   memory ratio {now['mb'] / previous['mb']:.2f}   -> {now['size'][0]}x"
                   f"{now['size'][1]}")
+    if args.out:
+        sys.path.insert(0, str(REPO))
+        from nbtools import atomic
+
+        atomic.write_text(args.out, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ pass with the adapter disabled) in both layouts and reports, per step:
 Unpacked = ``nbtools.packing.VisionPreferenceCollator`` (TRL's two rows per pair) scored like
 TRL (``separate_logps`` + the DPO loss); packed = ``PackedPreferenceCollator`` + ``packed_dpo_step``.
 
-    python benchmarks/packing_media.py --steps 3
+    python benchmarks/packing_media.py --steps 3 [--out FILE]
+
+``--out`` writes the figures as JSON (committed: ``benchmarks/results/packing_media.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import statistics
@@ -150,7 +153,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kinds", default="video,contrast,mixed")
+    parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    figures = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "cpus": os.cpu_count(), "kinds": {}}
     torch.set_num_threads(args.threads)
 
     from peft import LoraConfig, get_peft_model
@@ -193,11 +198,19 @@ def main(argv=None) -> int:
                           2 * statistics.mean(b["input_ids"].numel() for b in packed),
                           *run(model, packed, lambda b: packed_dpo_step(model, b, beta=BETA).loss, True, args.warmup))
         base_tokens, base_time = rows["unpacked"][0], statistics.median(rows["unpacked"][3])
+        figures["kinds"][kind] = {"max_logp_diff": diff, "max_logp_relative_diff": relative, "distinct_items": items}
         for layout, (tokens, padded, encodings, times) in rows.items():
             seconds = statistics.median(times)
             print(f"{kind:9s} {layout:9s} {tokens:9.0f} {padded:7.0f} {tokens / base_tokens:6.2f} {encodings:9.1f} "
                   f"{encodings / items:8.2f} {seconds:7.3f} {seconds / base_time:6.2f}")
+            figures["kinds"][kind][layout] = {"lm_tokens": tokens, "padded_tokens": padded, "encodings": encodings,
+                                              "seconds_per_step": seconds, "tokens_x_unpacked": tokens / base_tokens,
+                                              "seconds_x_unpacked": seconds / base_time}
         print(f"{kind:9s} max |packed - unpacked| summed log-prob: {diff:.1e} (relative {relative:.1e})")
+    if args.out:
+        from nbtools import atomic
+
+        atomic.write_text(args.out, json.dumps(figures, indent=2) + "\n")
     return 0
 
 
