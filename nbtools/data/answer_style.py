@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from nbtools.data.source import open_data
+from nbtools.errors import UserError
 from nbtools.models.variant import ThinkCounts, mismatch_finding, variant_of_model
 
 
@@ -27,7 +28,7 @@ def answers_style_warning(model: str, data, columns: str = "", limit: int = 2000
                     break
         finally:
             chunks.close()
-    except Exception:  # unreadable data: the form shows nothing here (validation says what is wrong)
+    except (UserError, OSError):  # unreadable data: the form shows nothing here (validation says what is wrong)
         return None
     finding = mismatch_finding(variant, counts, "chosen answers" if complete else "first chosen answers")
     return None if finding is None else f"{finding[0]} (fix: {finding[1]})"

@@ -118,6 +118,7 @@ def variant_of_model(name_or_path: str, build: bool = True) -> Variant | None:
     from .loading import load_processor
     from .tiny import TINY_SPECS, _is_current
 
+    from nbtools.errors import UserError
     from nbtools.paths import model_cache_dir
 
     spec = TINY_SPECS.get(str(name_or_path))
@@ -125,6 +126,6 @@ def variant_of_model(name_or_path: str, build: bool = True) -> Variant | None:
         return None
     try:
         processor = load_processor(name_or_path)
-    except Exception:  # a model that cannot be read here: the check is advice, never an obstacle
-        return None
+    except (UserError, OSError, ValueError):  # a model that cannot be read here: the check is advice, never an
+        return None  # obstacle (a bug in nbtools is not "cannot be read": it propagates)
     return model_variant(processor)
