@@ -32,7 +32,7 @@ def fresh_pairs(tmp_path_factory):
     """240 more held-out pairs of the sample task, freshly drawn (another seed than data_samples/)."""
     import hashlib
 
-    from nbtools.samples import write_shapes_task
+    from nbtools.samples.shapes import write_shapes_task
 
     files = write_shapes_task(tmp_path_factory.mktemp("fresh"), n_train=12, n_val=240, seed=7)
     digest = lambda folder, pattern: {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob(pattern)}
