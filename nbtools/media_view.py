@@ -98,7 +98,7 @@ def read_clip(path: str, settings=None, family: str = "qwen3_vl"):
 
     try:
         return load_clip(path, settings or VideoSettings(), family), None
-    except (VideoError, RemoteBackendMissing, OSError) as exc:  # undecodable or unreachable: a placeholder; anything else is a bug
+    except (VideoError, RemoteBackendMissing, OSError) as exc:  # undecodable or unreachable; a bug propagates
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if reason.startswith(f"{path}: "):  # the placeholder names the file already
             reason = reason[len(str(path)) + 2:]
