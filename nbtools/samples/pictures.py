@@ -31,21 +31,34 @@ def _nice_ticks(low: float, high: float) -> list[float]:
     return [round(t, 10) for t in ticks]
 
 
+def _chart_canvas(title: str, size: tuple[int, int]) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """A light canvas with ``title`` centred at the top."""
+    image = Image.new("RGB", size, (250, 250, 252))
+    draw = ImageDraw.Draw(image)
+    draw.text((size[0] // 2, 8), title, fill=_INK, font=_font(15), anchor="mt")
+    return image, draw
+
+
+def _value_axis(draw: ImageDraw.ImageDraw, ticks: list[float], left: float, right: float, top: float,
+                bottom: float) -> None:
+    """A grid line and a label at each tick, the first tick at ``bottom`` and the last at ``top``."""
+    low, high = ticks[0], ticks[-1]
+    for value in ticks:
+        y = bottom - (bottom - top) * (value - low) / (high - low)
+        draw.line([(left, y), (right, y)], fill=_GRID)
+        draw.text((left - 5, y), f"{value:g}", fill=_INK, font=_font(10), anchor="rm")
+
+
 def draw_bar_chart(
     title: str, labels: Sequence[str], values: Sequence[float], bar_rgb: tuple[int, int, int], size=(320, 240)
 ) -> Image.Image:
     """A plain bar chart with a title, value axis and category labels."""
     w, h = size
-    image = Image.new("RGB", size, (250, 250, 252))
-    draw = ImageDraw.Draw(image)
-    draw.text((w // 2, 8), title, fill=_INK, font=_font(15), anchor="mt")
+    image, draw = _chart_canvas(title, size)
     left, right, top, bottom = 44, w - 12, 34, h - 26
     ticks = _nice_ticks(0, max(values) * 1.05)
     top_value = ticks[-1]
-    for value in ticks:
-        y = bottom - (bottom - top) * value / top_value
-        draw.line([(left, y), (right, y)], fill=_GRID)
-        draw.text((left - 5, y), f"{value:g}", fill=_INK, font=_font(10), anchor="rm")
+    _value_axis(draw, ticks, left, right, top, bottom)
     slot = (right - left) / len(values)
     for i, (label, v) in enumerate(zip(labels, values)):
         x0 = left + i * slot + slot * 0.18
@@ -61,17 +74,12 @@ def draw_line_chart(
 ) -> Image.Image:
     """A line chart with one line per series and a small legend."""
     w, h = size
-    image = Image.new("RGB", size, (250, 250, 252))
-    draw = ImageDraw.Draw(image)
-    draw.text((w // 2, 8), title, fill=_INK, font=_font(15), anchor="mt")
+    image, draw = _chart_canvas(title, size)
     left, right, top, bottom = 40, w - 14, 48, h - 26
     all_values = [v for values, _ in series.values() for v in values]
     ticks = _nice_ticks(min(0.0, min(all_values)), max(all_values))
     low, high = ticks[0], ticks[-1]
-    for value in ticks:
-        y = bottom - (bottom - top) * (value - low) / (high - low)
-        draw.line([(left, y), (right, y)], fill=_GRID)
-        draw.text((left - 5, y), f"{value:g}", fill=_INK, font=_font(10), anchor="rm")
+    _value_axis(draw, ticks, left, right, top, bottom)
     xs = [left + (right - left) * i / (len(labels) - 1) for i in range(len(labels))]
     for x, label in zip(xs, labels):
         draw.text((x, bottom + 6), label, fill=_INK, font=_font(10), anchor="mt")
@@ -91,9 +99,7 @@ def draw_line_chart(
 def draw_pie_chart(title: str, parts: dict[str, tuple[float, tuple[int, int, int]]], size=(320, 240)) -> Image.Image:
     """A pie chart with a legend giving each part's percentage."""
     w, h = size
-    image = Image.new("RGB", size, (250, 250, 252))
-    draw = ImageDraw.Draw(image)
-    draw.text((w // 2, 8), title, fill=_INK, font=_font(15), anchor="mt")
+    image, draw = _chart_canvas(title, size)
     total = sum(value for value, _ in parts.values())
     box = [20, 40, 20 + 170, 40 + 170]
     start = -90.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
@@ -150,16 +151,13 @@ def write_stripes_video_task(out_dir: str | Path, n_train: int = 128, n_val: int
     out = Path(out_dir)
     clips = out / "clips"
     clips.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for split, n in (("train", n_train), ("validation", n_val)):
-        rows = []
-        for q in stripe_questions(n, seed, split, task="video"):
-            name = f"{split}_{q.index + 1:04d}.avi"
-            (clips / name).write_bytes(encode_lossless_video(q.pattern.clip(q.orientation, size, frames)))
-            rows.append(pair_row("<video>" + q.question, q.chosen, q.rejected, videos=[f"clips/{name}"]))
-        files[split] = out / f"{split}.jsonl"
-        write_jsonl(files[split], rows)
-    return TaskFiles(train=files["train"], validation=files["validation"], media_dir=clips)
+
+    def row(split: str, q: StripeQuestion) -> dict:
+        name = f"{split}_{q.index + 1:04d}.avi"
+        (clips / name).write_bytes(encode_lossless_video(q.pattern.clip(q.orientation, size, frames)))
+        return pair_row("<video>" + q.question, q.chosen, q.rejected, videos=[f"clips/{name}"])
+
+    return _write_splits(out, clips, (n_train, n_val), seed, "video", row)
 
 
 def write_stripes_contrast_task(out_dir: str | Path, n_train: int = 128, n_val: int = 32, seed: int = 0,
@@ -171,18 +169,24 @@ def write_stripes_contrast_task(out_dir: str | Path, n_train: int = 128, n_val: 
     out = Path(out_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
+
+    def row(split: str, q: StripeQuestion) -> dict:
+        # A twin's two pictures are one pattern turned both ways: each is the other's rejected image.
+        picture, turned = (f"images/{split}_{q.twin + 1:04d}_{o}.png" for o in (q.orientation, q.other))
+        (out / picture).write_bytes(png_bytes(q.pattern.image(q.orientation, size)))
+        prompt = "<image>" + q.question
+        if split == "train":
+            return pair_row(prompt, q.chosen, q.chosen, images=[picture], rejected_images=[turned])
+        return pair_row(prompt, q.chosen, q.rejected, images=[picture])
+
+    return _write_splits(out, images, (n_train, n_val), seed, "contrast", row)
+
+
+def _write_splits(out: Path, media_dir: Path, sizes: tuple[int, int], seed: int, task: str,
+                  row: Callable[[str, StripeQuestion], dict]) -> TaskFiles:
+    """``train.jsonl`` and ``validation.jsonl`` of ``row(split, question)`` for each of the task's questions."""
     files = {}
-    for split, n in (("train", n_train), ("validation", n_val)):
-        rows = []
-        for q in stripe_questions(n, seed, split, task="contrast"):
-            # A twin's two pictures are one pattern turned both ways: each is the other's rejected image.
-            picture, turned = (f"images/{split}_{q.twin + 1:04d}_{o}.png" for o in (q.orientation, q.other))
-            (out / picture).write_bytes(png_bytes(q.pattern.image(q.orientation, size)))
-            prompt = "<image>" + q.question
-            if split == "train":
-                rows.append(pair_row(prompt, q.chosen, q.chosen, images=[picture], rejected_images=[turned]))
-            else:
-                rows.append(pair_row(prompt, q.chosen, q.rejected, images=[picture]))
+    for split, n in zip(("train", "validation"), sizes):
         files[split] = out / f"{split}.jsonl"
-        write_jsonl(files[split], rows)
-    return TaskFiles(train=files["train"], validation=files["validation"], media_dir=images)
+        write_jsonl(files[split], [row(split, q) for q in stripe_questions(n, seed, split, task=task)])
+    return TaskFiles(train=files["train"], validation=files["validation"], media_dir=media_dir)
