@@ -1,4 +1,5 @@
-"""Refuse, before anything is written, an output folder path that cannot be a folder of ours."""
+"""Checking an output folder path before anything is written. Apart from :mod:`nbtools.paths` because it raises
+:class:`~nbtools.errors.UserError`, and errors.py itself asks paths.py where error logs go."""
 
 from __future__ import annotations
 
