@@ -59,7 +59,7 @@ STAGE_MODULES = (
     "trl", "trl.trainer.dpo_trainer", "trl.kernels", "pandas", "pyarrow", "psutil", "jinja2", "regex",
     "matplotlib.pyplot", "nbtools.config", "nbtools.models", "nbtools.estimate", "nbtools.packing",
     "nbtools.train.runner", "nbtools.train.trainer", "nbtools.train.dataset", "nbtools.train.reference",
-    "nbtools.train.distributed", "nbtools.evaluate.run_model", "nbtools.live", "nbtools.samples",
+    "nbtools.train.distributed", "nbtools.evaluate.run_model", "nbtools.live", "nbtools.samples.drawing",
 )
 # module -> distribution: imported when installed, as the stages do (transformers uses torchvision when it is
 # there; nbtools.live asks IPython whether it runs in a notebook, and goes on without it)

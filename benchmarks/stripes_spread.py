@@ -47,7 +47,7 @@ def _examples(jsonl: Path, plain: bool = False) -> list[dict]:
     from PIL import Image
     from transformers.video_utils import VideoMetadata
 
-    from nbtools.samples import CLIP_FPS, plain_clip
+    from nbtools.samples.clips import CLIP_FPS, plain_clip
 
     out = []
     for line in jsonl.read_text().splitlines():
@@ -116,7 +116,8 @@ def preference_accuracy(model, processor, examples) -> float:
 
 def _write_task(folder: Path, experiment: str, data_seed: int, size: Optional[int], frames: int):
     """The task's files with the committed defaults (clips 64 px, pictures 128 px) unless ``size`` is given."""
-    from nbtools.samples import CLIP_SIZE, STRIPES_IMAGE_SIZE, write_stripes_contrast_task, write_stripes_video_task
+    from nbtools.samples.clips import CLIP_SIZE
+    from nbtools.samples.stripes import STRIPES_IMAGE_SIZE, write_stripes_contrast_task, write_stripes_video_task
 
     if experiment == "contrast":
         side = size or STRIPES_IMAGE_SIZE[0]
@@ -175,7 +176,7 @@ def run_trainer(experiment: str, data_seed: int, seed: int, steps: int, size: Op
     from nbtools.config import RunConfig
     from nbtools.demo import DEMO_TRAINING
     from nbtools.evaluate import evaluate_run, load_run_model
-    from nbtools.samples import encode_lossless_video, plain_clip
+    from nbtools.samples.clips import encode_lossless_video, plain_clip
     from nbtools.train import train
 
     tmp = Path(tempfile.mkdtemp())

@@ -70,7 +70,7 @@ ANSWER_FILLER = "the shape sits on a light textured background and nothing else 
 def gpu_dataset(folder: Path, count: int, image_size: int, answer_tokens: int, seed: int = 0) -> Path:
     """Image-dependent pairs at ``image_size`` with answers of about ``answer_tokens`` words (the tiny
     tokenizer makes about 1.7 tokens of one of these words)."""
-    from nbtools.samples import COLOURS, SHAPES, draw_shape
+    from nbtools.samples.drawing import COLOURS, SHAPES, draw_shape
 
     rng = random.Random(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)

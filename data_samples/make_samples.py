@@ -13,7 +13,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from nbtools.samples import write_shapes_task, write_showcase_set, write_stripes_contrast_task, write_stripes_video_task
+from nbtools.samples.shapes import write_shapes_task
+from nbtools.samples.showcase import write_showcase_set
+from nbtools.samples.stripes import write_stripes_contrast_task, write_stripes_video_task
 
 HERE = Path(__file__).resolve().parent
 SEED = 0

@@ -4,6 +4,9 @@ The same object is rendered by the widget form (it reads ``metadata``: ``help``,
 ``max``, ``choices``, ``group``), stored as ``config.yaml`` in the run folder, filled by
 papermill parameters and read by ``python -m nbtools train``. A new knob is added here only.
 
+Turning strings into typed values and holding them to the limits is :mod:`nbtools.config_coerce`;
+reading and writing the YAML file is :mod:`nbtools.config_yaml`.
+
 Defaults are chosen for LoRA DPO on a vision-language model on one GPU; the tests override
 a few (steps, learning rate) for the tiny CPU models.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from nbtools.errors import UserError
+from nbtools.config_coerce import ConfigError, check_limits, coerce, plain
+from nbtools.config_yaml import read_config_yaml, write_config_yaml
 
 # The losses TRL 1.16's DPOTrainer accepts (trl/trainer/dpo_trainer.py); combined with loss_weights.
 TRL_LOSS_TYPES = (
@@ -81,18 +84,6 @@ MAX_NAME_BYTES = 255  # longest file or folder name most filesystems allow
 MAX_NAME_CHARS = 200  # run and model names: fit a folder name (with the timestamp), a table and a model card
 # Bidirectional overrides and isolates: invisible, and they reorder how the rest of a line is displayed.
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-class ConfigError(UserError, ValueError):
-    """A config value that cannot work; the message names the field and the fix."""
-
-    def __init__(self, field_name: str, message: str, fix: str, source: Optional[str] = None):
-        self.field = field_name
-        self.reason = message
-        self.fix = fix
-        self.source = source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{field_name}: {message} (fix: {fix})")
 
 
 def config_field(default=dataclasses.MISSING, *, help: str, group: str, default_factory=dataclasses.MISSING,
@@ -366,9 +357,9 @@ class RunConfig:
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f, getattr(self, f.name)))
+            setattr(self, f.name, coerce(f, _hints()[f.name], getattr(self, f.name)))
         for f in dataclasses.fields(self):
-            _check_limits(f, getattr(self, f.name))
+            check_limits(f, getattr(self, f.name))
         self._check_combinations()
 
     def _check_combinations(self) -> None:
@@ -507,7 +498,7 @@ class RunConfig:
 
     # --- dict / YAML -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: Optional[str] = None) -> "RunConfig":
@@ -536,57 +527,12 @@ class RunConfig:
 
     def to_yaml(self, path: Union[str, Path]) -> Path:
         """Write the config as YAML with each field's help as a comment above it."""
-        import yaml
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = ["# nbtools RunConfig: python -m nbtools train THIS_FILE"]
-        group = None
-        for f in dataclasses.fields(self):
-            if f.metadata.get("group") != group:
-                group = f.metadata.get("group")
-                lines.append(f"\n# --- {group} ---")
-            lines.append(f"# {f.metadata['help']}")
-            value = _plain(getattr(self, f.name))
-            if isinstance(value, list):  # short lists read best inline: loss_type: [sigmoid, sft]
-                dumped = f"{f.name}: " + yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
-            else:
-                dumped = yaml.safe_dump({f.name: value}, default_flow_style=False, width=1000).rstrip("\n")
-            lines.append(dumped)
-        from nbtools.atomic import write_text
-
-        write_text(path, "\n".join(lines) + "\n")  # temporary name + rename: never half a config
-        return path
+        return write_config_yaml(path, ((f.metadata.get("group"), f.metadata["help"], f.name,
+                                         plain(getattr(self, f.name))) for f in dataclasses.fields(self)))
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "RunConfig":
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("config", f"file not found: {path}", "check the path to the config YAML", str(path))
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[:exc.start].count(b"\n") + 1
-            raise ConfigError("config", f"not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at offset "
-                              f"{exc.start})", "save the file as UTF-8 (most editors: Save with encoding UTF-8)",
-                              f"{path}:{line}") from None
-        try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe_load's loader, refusing repeated keys
-        except _DuplicateKey as exc:
-            raise ConfigError(exc.key, f"set twice (first on line {exc.first_line}); YAML would silently keep "
-                              "the last value", "delete one of the two lines", f"{path}:{exc.line}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError("config", f"not valid YAML ({getattr(exc, 'problem', exc)})",
-                              "fix the YAML syntax on that line", where) from None
-        except RecursionError:
-            raise ConfigError("config", "nested too deeply to be a config", "write one 'name: value' per line",
-                              str(path)) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_yaml(path), source=str(Path(path)))
 
     def replace(self, **changes) -> "RunConfig":
         """A validated copy with some fields changed."""
@@ -603,7 +549,7 @@ class RunConfig:
         specs = []
         defaults = cls()
         for f in dataclasses.fields(cls):
-            spec = {"name": f.name, "type": _type_name(f), "default": _plain(getattr(defaults, f.name))}
+            spec = {"name": f.name, "type": _type_name(f), "default": plain(getattr(defaults, f.name))}
             spec.update(f.metadata)
             specs.append(spec)
         return specs
@@ -644,44 +590,6 @@ def _check_name(name: str, value: Optional[str]) -> None:
         raise ConfigError(name, f"is {len(value)} characters long", f"use at most {MAX_NAME_CHARS} characters")
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key, line, first_line):
-        super().__init__(key)
-        self.key, self.line, self.first_line = str(key), line, first_line
-
-
-def _unique_key_loader():
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    first = seen.get(key)
-                except TypeError:  # an unhashable key: the base class reports it
-                    break
-                if first is not None:
-                    raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
-                seen[key] = key_node.start_mark.line + 1
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
-class _LazyLoader:
-    """The loader class, built on first use (yaml is imported lazily like everywhere in this module)."""
-
-    _cls = None
-
-    def __call__(self, stream):
-        if _LazyLoader._cls is None:
-            _LazyLoader._cls = _unique_key_loader()
-        return _LazyLoader._cls(stream)
-
-
-_UniqueKeyLoader = _LazyLoader()
 _HINTS = None
 
 
@@ -695,111 +603,6 @@ def _hints() -> dict:
 def _type_name(f) -> str:
     hint = _hints()[f.name]
     return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _coerce(f, value):
-    """Accept what YAML, papermill and forms hand us (e.g. '5e-5' as a string, 3 for 3.0)."""
-    hint = _hints()[f.name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional and (value is None or value == ""):
-        return None
-    base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    name = f.name
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.strip().lower() in ("true", "yes", "on", "1")
-        raise ConfigError(name, f"expected true or false, got {value!r}", f"write {name}: true or {name}: false")
-    if base is int:
-        if isinstance(value, bool):
-            raise ConfigError(name, f"expected a whole number, got {value!r}", f"write a number, e.g. {name}: 8")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(float(value)) if float(value).is_integer() else _bad_number(name, value, "whole number")
-            except ValueError:
-                _bad_number(name, value, "whole number")
-        if not isinstance(value, int):
-            _bad_number(name, value, "whole number")
-        return value
-    if base is float:
-        if isinstance(value, bool):
-            _bad_number(name, value, "number")
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                _bad_number(name, value, "number")
-        if not isinstance(value, (int, float)):
-            _bad_number(name, value, "number")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(name, f"{value} is not a finite number", f"give {name} a finite value")
-        return value
-    if base is str:
-        if not isinstance(value, str):
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and f.metadata.get("kind") == "path":
-                return str(value)
-            raise ConfigError(name, f"expected text, got {value!r}", f"write {name}: some-text")
-        return value
-    if name == "target_modules":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ConfigError(name, f"expected 'default', 'all-linear', a list of names or a regex, got {value!r}",
-                          "e.g. target_modules: [q_proj, v_proj]")
-    if name == "loss_type":
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(name, f"expected a list of loss names, got {value!r}", "e.g. loss_type: [sigmoid, sft]")
-        return list(value)
-    if name == "loss_weights":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(name, f"expected a list of numbers, got {value!r}", "e.g. loss_weights: [1.0, 0.2]")
-        out = []
-        for v in value:
-            try:
-                out.append(float(v))
-            except (TypeError, ValueError):
-                raise ConfigError(name, f"{v!r} is not a number", "e.g. loss_weights: [1.0, 0.2]") from None
-        return out
-    return value
-
-
-def _bad_number(name, value, what):
-    raise ConfigError(name, f"expected a {what}, got {value!r}", f"write a {what}, e.g. {name}: 1")
-
-
-def _check_limits(f, value) -> None:
-    if value is None:
-        return
-    meta = f.metadata
-    name = f.name
-    values = value if isinstance(value, list) else [value]
-    for v in values:
-        if "choices" in meta and isinstance(v, str) and v not in meta["choices"]:
-            guess = difflib.get_close_matches(v, meta["choices"], n=1)
-            hint = f"did you mean '{guess[0]}'? " if guess else ""
-            raise ConfigError(name, f"{v!r} is not one of {', '.join(meta['choices'])}",
-                              f"{hint}use one of: {', '.join(meta['choices'])}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            if "min" in meta and v < meta["min"]:
-                raise ConfigError(name, f"{v} is below the minimum {meta['min']}",
-                                  f"set {name} to {meta['min']} or more")
-            if "max" in meta and v > meta["max"]:
-                raise ConfigError(name, f"{v} is above the maximum {meta['max']}",
-                                  f"set {name} to {meta['max']} or less")
 
 
 def check_attention(choice: str, packing: bool) -> None:

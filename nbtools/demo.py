@@ -71,7 +71,7 @@ def run_demo(out_dir: Optional[os.PathLike] = None, *, model: str = "tiny-qwen3-
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from nbtools.widgets.notebook import project_root
+    from nbtools.paths import project_root
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the kernels inherit it: nothing is downloaded
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -101,7 +101,7 @@ def run_demo(out_dir: Optional[os.PathLike] = None, *, model: str = "tiny-qwen3-
 def prepare_out_dir(out: Path) -> None:
     """An empty ``out`` with ``notebooks/``. A previous demo there (it has the marker file) is replaced;
     any other file or non-empty folder is refused, so a mistyped --out never deletes a user's files."""
-    from nbtools.paths import check_output_folder
+    from nbtools.output_folder import check_output_folder
 
     check_output_folder(out, "--out")
     if out.exists() and any(out.iterdir()):

@@ -21,7 +21,7 @@ def short_path(path: PathLike, root: Optional[PathLike] = None) -> str:
     if not text or "://" in text:
         return text
     if root is None:
-        from nbtools.widgets.notebook import project_root
+        from nbtools.paths import project_root
 
         root = project_root()
     full = Path(text).expanduser()

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from nbtools.paths import cache_dir
+
 EXIT_OK = 0
 EXIT_DATA_ERRORS = 1
 EXIT_USER_ERROR = 2
@@ -87,8 +89,6 @@ def environment_error(exc: BaseException) -> Optional[StorageError]:
 
 def errors_dir() -> Path:
     """Where details of an internal error go when there is no run folder."""
-    from nbtools.paths import cache_dir
-
     return cache_dir() / "errors"
 
 

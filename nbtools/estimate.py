@@ -340,32 +340,13 @@ def layer_activation_elements(config, lora_dropout: bool = True) -> int:
 
 
 def estimate_memory(
-    model_config_or_name: Any,
-    *,
-    batch_size: int,
-    max_context_length: int,
-    max_pixels: int | None,
-    lora_rank: int,
-    gradient_checkpointing: bool,
-    precision: str,
-    quantization: str | None = None,
-    target_modules: Any = "default",
-    images_per_pair: int = 1,
-    gpu_memory_gib: float | None = None,
-    prompt_text_tokens: int | None = None,
-    answer_tokens: int | None = None,
-    image_size: tuple[int, int] | None = None,
-    lora_dropout: float = 0.05,
-    include_vision: bool = False,
-    packing: bool = False,
-    precompute_reference: bool = True,
-    strategy: str = "ddp",
-    num_devices: int = 1,
-    video_tokens_per_pair: int = 0,
-    attn_implementation: str = "auto",
-    rejected_images_per_pair: int = 0,
-    auxiliary_pairs: float = 0.0,
-    lean_contrast_rows: bool | None = None,
+    model_config_or_name: Any, *, batch_size: int, max_context_length: int, max_pixels: int | None, lora_rank: int,
+    gradient_checkpointing: bool, precision: str, quantization: str | None = None, target_modules: Any = "default",
+    images_per_pair: int = 1, gpu_memory_gib: float | None = None, prompt_text_tokens: int | None = None,
+    answer_tokens: int | None = None, image_size: tuple[int, int] | None = None, lora_dropout: float = 0.05,
+    include_vision: bool = False, packing: bool = False, precompute_reference: bool = True, strategy: str = "ddp",
+    num_devices: int = 1, video_tokens_per_pair: int = 0, attn_implementation: str = "auto",
+    rejected_images_per_pair: int = 0, auxiliary_pairs: float = 0.0, lean_contrast_rows: bool | None = None,
 ) -> MemoryEstimate:
     """Peak memory per device of one DPO step with LoRA.
 
@@ -381,10 +362,7 @@ def estimate_memory(
     ``mdpo_conditional`` is on and the pairs have images); ``lean_contrast_rows``: whether their rows hold only the
     corrupted side (None: as the installed collator lays them out).
     """
-    if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0 or num_devices <= 0:
-        raise ValueError("batch_size, max_context_length, lora_rank and num_devices must be positive")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    _check_arguments(batch_size, max_context_length, lora_rank, num_devices, strategy)
     config = load_config(model_config_or_name)
     counts = count_parameters(config)
     act_bytes = _dtype_bytes(precision)
@@ -396,53 +374,20 @@ def estimate_memory(
 
     img_tokens = image_tokens_per_image(config, max_pixels, image_size)
     markers = vision_markers(config)
-    if prompt_text_tokens is not None and answer_tokens is not None:
-        images = max(images_per_pair, rejected_images_per_pair)  # the longer of the two prompts
-        seq = min(max_context_length,
-                  prompt_text_tokens + images * img_tokens + video_tokens_per_pair + answer_tokens)
-        completion = min(answer_tokens, seq)
-        second_prompt = (prompt_text_tokens + rejected_images_per_pair * img_tokens + video_tokens_per_pair
-                         if rejected_images_per_pair else 0)
-    else:
-        seq, completion = max_context_length, min(max_context_length, answer_tokens or max_context_length // 4)
-        second_prompt = seq - completion if rejected_images_per_pair else 0
-    prompt = seq - completion  # the (longest) prompt, images and videos included
-    auxiliary_rows = math.ceil(batch_size * max(0.0, auxiliary_pairs)) if packing else 0
     if lean_contrast_rows is None:
         lean_contrast_rows = collator_lays_out_lean_contrast_rows()
-    if packing:  # one row per pair: the prompt and its images once, then both answers (after its own prompt)
-        seq += completion + second_prompt
-        n_seq = batch_size + auxiliary_rows
-        # an mDPO contrast row: the chosen answer after the real and after the corrupted images, or (lean) the latter
-        auxiliary_seq = prompt + completion if lean_contrast_rows else 2 * (prompt + completion)
-        tokens = batch_size * seq + auxiliary_rows * auxiliary_seq
-        seq = max(seq, auxiliary_seq if auxiliary_rows else 0)
-    else:
-        n_seq = 2 * batch_size  # chosen + rejected
-        tokens = n_seq * seq
-
-    per_layer = layer_activation_elements(config, lora_dropout > 0) * act_bytes
-    hidden_bytes = dims["hidden"] * act_bytes
-    without_ckpt = tokens * (dims["layers"] * per_layer + 3 * hidden_bytes)
-    # checkpointing keeps each layer's input, recomputes one layer at a time during backward
-    with_ckpt = tokens * (dims["layers"] * hidden_bytes + per_layer + 3 * hidden_bytes)
+    shape = _step_shape(batch_size, max_context_length, img_tokens, images_per_pair, rejected_images_per_pair,
+                        video_tokens_per_pair, prompt_text_tokens, answer_tokens, packing, auxiliary_pairs,
+                        lean_contrast_rows)
+    with_ckpt, without_ckpt = _activation_bytes(config, dims, shape.tokens, act_bytes, lora_dropout > 0)
     activations = with_ckpt if gradient_checkpointing else without_ckpt
-
-    # reference forward (no grad): one layer's temporaries at a time, plus its log-prob chunks
-    reference = tokens * (3 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
-    if packing and precompute_reference:
-        reference = 0  # the step reads stored reference log-probs
-    if packing:  # LM head on the answer tokens only, through TRL's chunked kernel (nbtools.packing.logps): one
-        # tile of at most TRL_LOGPROB_TOKEN_CHUNK answer tokens x one vocabulary chunk at a time, never the whole
-        # vocabulary; counted in fp32 twice (the tile and its gradient), as for TRL's layout below
-        scored = (batch_size * 2 + auxiliary_rows * (1 if lean_contrast_rows else 2)) * completion
-        logits = min(scored, TRL_LOGPROB_TOKEN_CHUNK) * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
-    else:
-        scored = n_seq * completion
-        logits = scored * min(dims["vocab"], TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
-
+    # reference forward (no grad): one layer's temporaries at a time, plus its log-prob chunks; packed with
+    # precompute_reference, the step reads stored reference log-probs instead
+    reference = 0 if packing and precompute_reference else \
+        shape.tokens * (3 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
+    logits = _logits_bytes(shape, dims["vocab"], batch_size, packing, lean_contrast_rows)
     kernel = estimated_attention(attn_implementation, precision, packing)
-    attention = attention_bytes(config, kernel, n_seq, seq, act_bytes, gradient_checkpointing)
+    attention = attention_bytes(config, kernel, shape.n_seq, shape.seq, act_bytes, gradient_checkpointing)
 
     gathered = 0
     if strategy == "fsdp" and num_devices > 1:
@@ -464,26 +409,98 @@ def estimate_memory(
         weights_bytes=weights, lora_params=lora_params, lora_weights_bytes=lora_w, lora_grad_bytes=lora_g,
         optimizer_bytes=optim, activation_bytes=activations, activation_bytes_with_checkpointing=with_ckpt,
         activation_bytes_without_checkpointing=without_ckpt, reference_pass_bytes=reference, logits_bytes=logits,
-        total_bytes=total, parameters=counts, tokens_per_sequence=seq, image_tokens_per_image=img_tokens,
-        sequences_per_step=n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
+        total_bytes=total, parameters=counts, tokens_per_sequence=shape.seq, image_tokens_per_image=img_tokens,
+        sequences_per_step=shape.n_seq, gpu_memory_gib=gpu_memory_gib, fits=fits, settings=settings,
         packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
         video_tokens_per_pair=video_tokens_per_pair, attention_bytes=attention, attn_implementation=kernel,
-        second_prompt_tokens=second_prompt, auxiliary_rows=auxiliary_rows, tokens_per_step=tokens,
+        second_prompt_tokens=shape.second_prompt, auxiliary_rows=shape.auxiliary_rows, tokens_per_step=shape.tokens,
         image_markers=markers,
     )
-    if images_per_pair * img_tokens >= max_context_length:
-        estimate.advice.append(
-            f"images alone take {images_per_pair * img_tokens} tokens, more than max_context_length="
-            f"{max_context_length}: lower max_pixels or raise max_context_length (TRL would cut image tokens)"
-        )
-    if video_tokens_per_pair >= max_context_length:
-        estimate.advice.append(
-            f"videos alone take {video_tokens_per_pair} tokens, more than max_context_length={max_context_length}: "
-            "lower video_max_pixels, max_frames or fps, or raise max_context_length"
-        )
+    estimate.advice += _length_advice(images_per_pair * img_tokens, video_tokens_per_pair, max_context_length)
     if fits is False:
         estimate.advice += _advice(estimate, config, counts)
     return estimate
+
+
+def _check_arguments(batch_size: int, max_context_length: int, lora_rank: int, num_devices: int, strategy: str) -> None:
+    if batch_size <= 0 or max_context_length <= 0 or lora_rank <= 0 or num_devices <= 0:
+        raise ValueError("batch_size, max_context_length, lora_rank and num_devices must be positive")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+
+
+@dataclass(frozen=True)
+class _StepShape:
+    """How one step lays out its tokens: the longest row, the rows, and the tokens of all rows together."""
+
+    seq: int  # tokens in the longest row
+    completion: int  # answer tokens
+    second_prompt: int  # the rejected answer's own prompt (image-contrast rows), 0 when the answers share one
+    n_seq: int  # rows per step
+    tokens: int  # tokens of every row together
+    auxiliary_rows: int  # mDPO contrast rows (packed only)
+
+
+def _step_shape(batch_size: int, max_context_length: int, img_tokens: int, images_per_pair: int,
+                rejected_images_per_pair: int, video_tokens_per_pair: int, prompt_text_tokens: int | None,
+                answer_tokens: int | None, packing: bool, auxiliary_pairs: float,
+                lean_contrast_rows: bool) -> _StepShape:
+    """Sequence lengths from the measured token counts (capped at ``max_context_length``), else the worst case."""
+    if prompt_text_tokens is not None and answer_tokens is not None:
+        images = max(images_per_pair, rejected_images_per_pair)  # the longer of the two prompts
+        seq = min(max_context_length,
+                  prompt_text_tokens + images * img_tokens + video_tokens_per_pair + answer_tokens)
+        completion = min(answer_tokens, seq)
+        second_prompt = (prompt_text_tokens + rejected_images_per_pair * img_tokens + video_tokens_per_pair
+                         if rejected_images_per_pair else 0)
+    else:
+        seq, completion = max_context_length, min(max_context_length, answer_tokens or max_context_length // 4)
+        second_prompt = seq - completion if rejected_images_per_pair else 0
+    prompt = seq - completion  # the (longest) prompt, images and videos included
+    auxiliary_rows = math.ceil(batch_size * max(0.0, auxiliary_pairs)) if packing else 0
+    if packing:  # one row per pair: the prompt and its images once, then both answers (after its own prompt)
+        seq += completion + second_prompt
+        n_seq = batch_size + auxiliary_rows
+        # an mDPO contrast row: the chosen answer after the real and after the corrupted images, or (lean) the latter
+        auxiliary_seq = prompt + completion if lean_contrast_rows else 2 * (prompt + completion)
+        tokens = batch_size * seq + auxiliary_rows * auxiliary_seq
+        seq = max(seq, auxiliary_seq if auxiliary_rows else 0)
+    else:
+        n_seq = 2 * batch_size  # chosen + rejected
+        tokens = n_seq * seq
+    return _StepShape(seq, completion, second_prompt, n_seq, tokens, auxiliary_rows)
+
+
+def _activation_bytes(config, dims: dict, tokens: int, act_bytes: int, dropout: bool) -> tuple[int, int]:
+    """(with, without) gradient checkpointing: checkpointing keeps each layer's input and recomputes one layer
+    at a time during backward."""
+    per_layer = layer_activation_elements(config, dropout) * act_bytes
+    hidden_bytes = dims["hidden"] * act_bytes
+    without_ckpt = tokens * (dims["layers"] * per_layer + 3 * hidden_bytes)
+    with_ckpt = tokens * (dims["layers"] * hidden_bytes + per_layer + 3 * hidden_bytes)
+    return with_ckpt, without_ckpt
+
+
+def _logits_bytes(shape: _StepShape, vocab: int, batch_size: int, packing: bool, lean_contrast_rows: bool) -> int:
+    """The LM head's logits, counted in fp32 twice (the tile and its gradient)."""
+    if packing:  # LM head on the answer tokens only, through TRL's chunked kernel (nbtools.packing.logps): one
+        # tile of at most TRL_LOGPROB_TOKEN_CHUNK answer tokens x one vocabulary chunk at a time, never the whole
+        # vocabulary
+        scored = (batch_size * 2 + shape.auxiliary_rows * (1 if lean_contrast_rows else 2)) * shape.completion
+        return min(scored, TRL_LOGPROB_TOKEN_CHUNK) * min(vocab, TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
+    return shape.n_seq * shape.completion * min(vocab, TRL_LOGPROB_VOCAB_CHUNK) * 4 * 2
+
+
+def _length_advice(image_tokens: int, video_tokens: int, max_context_length: int) -> list[str]:
+    """What to change when the media alone fill the context (TRL would cut image tokens)."""
+    advice = []
+    if image_tokens >= max_context_length:
+        advice.append(f"images alone take {image_tokens} tokens, more than max_context_length={max_context_length}: "
+                      "lower max_pixels or raise max_context_length (TRL would cut image tokens)")
+    if video_tokens >= max_context_length:
+        advice.append(f"videos alone take {video_tokens} tokens, more than max_context_length={max_context_length}: "
+                      "lower video_max_pixels, max_frames or fps, or raise max_context_length")
+    return advice
 
 
 def collator_lays_out_lean_contrast_rows() -> bool:

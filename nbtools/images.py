@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -212,6 +213,14 @@ def is_remote(path: str) -> bool:
 
 class RemoteBackendMissing(UserError, ImportError):
     """The fsspec backend for a URL scheme is not installed; the message names the package."""
+
+
+# What opening a picture raises when the picture (or where it lives) is the problem, not nbtools: PIL's
+# UnidentifiedImageError and truncated data (OSError), parse errors (SyntaxError, EOFError, struct.error),
+# a decompression bomb, a missing file or remote store (OSError), a missing fsspec backend. A view that
+# shows a placeholder instead catches exactly these; anything else is a bug and propagates.
+IMAGE_DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, EOFError, struct.error,
+                                                        Image.DecompressionBombError, RemoteBackendMissing)
 
 
 _PACKAGE_FOR = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "oss": "ossfs", "az": "adlfs",

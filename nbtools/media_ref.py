@@ -45,10 +45,3 @@ def media_source(ref: Union[str, os.PathLike]) -> Union[str, io.BytesIO]:
     if isinstance(ref, EmbeddedMedia):
         return io.BytesIO(ref.data)
     return os.path.expanduser(os.fspath(ref))
-
-
-def media_size(ref: Union[str, os.PathLike]) -> int:
-    """Bytes of the media (embedded or a local file)."""
-    if isinstance(ref, EmbeddedMedia):
-        return len(ref.data)
-    return os.path.getsize(os.path.expanduser(os.fspath(ref)))

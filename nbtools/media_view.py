@@ -93,11 +93,12 @@ def placeholder_html(path: str, reason: str, kind: str = "video") -> str:
 
 def read_clip(path: str, settings=None, family: str = "qwen3_vl"):
     """``(Clip, None)``, or ``(None, reason)`` when the video cannot be decoded (missing, corrupt, not a video)."""
-    from nbtools.video import VideoSettings, load_clip
+    from nbtools.images import RemoteBackendMissing
+    from nbtools.video import VideoError, VideoSettings, load_clip
 
     try:
         return load_clip(path, settings or VideoSettings(), family), None
-    except Exception as exc:  # any decoder failure is shown as a placeholder, not raised
+    except (VideoError, RemoteBackendMissing, OSError) as exc:  # undecodable or unreachable; a bug propagates
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if reason.startswith(f"{path}: "):  # the placeholder names the file already
             reason = reason[len(str(path)) + 2:]
@@ -122,7 +123,7 @@ def browser_mime(path) -> Optional[str]:
         with av.open(str(path)) as container:
             streams = container.streams.video
             codec = streams[0].codec_context.name if streams else None
-    except Exception:
+    except (av.error.FFmpegError, OSError):  # not a container PyAV reads: the frame strip shows it instead
         return None
     return mime if codec in codecs else None
 

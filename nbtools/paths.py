@@ -1,4 +1,5 @@
-"""Where nbtools keeps things that outlive one run (built tiny models, cached log-probs)."""
+"""Where things live: the project folder relative paths start from, and nbtools' cache (built tiny models,
+cached log-probs, error logs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 CACHE_ENV = "NBTOOLS_CACHE_DIR"
+PROJECT_ROOT_ENV = "NBTOOLS_PROJECT_ROOT"
 
 
 def cache_dir() -> Path:
@@ -19,27 +21,21 @@ def model_cache_dir() -> Path:
     return cache_dir() / "models"
 
 
-def check_output_folder(path, what: str, allow_symlink: bool = True) -> Path:
-    """Refuse, before anything is written, an output path that cannot be a folder of ours.
+def project_root() -> Path:
+    """The folder relative parameter paths start from.
 
-    A file, a symbolic link (when not allowed: replacing an export through a link would write
-    into, or delete, whatever it points at), a name over 255 bytes or one with control characters.
-    Raises nbtools.errors.UserError with the fix; returns the path.
+    $NBTOOLS_PROJECT_ROOT if set; else the nearest folder at or above the working folder that
+    holds both ``notebooks/`` and ``data_samples/``; else the clone nbtools was installed from
+    (editable install); else the working folder.
     """
-    from nbtools.errors import UserError
-
-    path = Path(path).expanduser()
-    for part in path.parts:
-        size = len(os.fsencode(part))
-        if size > 255:
-            raise UserError(f"{what}: the name {part[:40]!r}... is {size} bytes long; filesystems allow 255 "
-                            "(fix: choose a shorter name)")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in part):
-            raise UserError(f"{what}: the name {part!r} holds a control character (fix: choose a name without "
-                            "tabs, newlines or other control characters)")
-    if path.is_symlink() and not allow_symlink:
-        raise UserError(f"{what}: {path} is a symbolic link (to {os.readlink(path)}); nbtools does not write or "
-                        "replace folders through a link (fix: pass the real folder path, or a new folder)")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what}: {path} is a file, not a folder (fix: choose a folder path, e.g. exports/my-model)")
-    return path
+    env = os.environ.get(PROJECT_ROOT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "data_samples").is_dir():
+            return folder
+    clone = Path(__file__).resolve().parent.parent  # nbtools/paths.py -> the clone
+    if (clone / "data_samples").is_dir():
+        return clone
+    return here

@@ -287,13 +287,6 @@ class ShardStore:
             _close_fd(self._fd, self._fd_pid, sync)
         self._fd = None
 
-    def shard_files(self) -> list[Path]:
-        """Every shard in the folder (whatever its format)."""
-        try:
-            return sorted(p for p in self.folder.iterdir() if p.name.endswith(SUFFIX))
-        except FileNotFoundError:
-            return []
-
 
 def _close_fd(fd: int, pid: int, sync: bool = True) -> None:
     """Close a shard descriptor at close, collection or exit; fsync only in the process that wrote."""

@@ -211,7 +211,8 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], *, config_file: Union[str, os.P
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from nbtools.widgets.notebook import project_path, project_root
+    from nbtools.paths import project_root
+    from nbtools.widgets.notebook import project_path
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     points = grid_points(grid)

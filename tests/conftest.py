@@ -191,7 +191,7 @@ def write_plain_clip_copy(folder):
     """The stripes video task with every clip replaced by one plain grey clip of the same size and length."""
     import json
 
-    from nbtools.samples import encode_lossless_video, plain_clip
+    from nbtools.samples.clips import encode_lossless_video, plain_clip
 
     (folder / "clips").mkdir(parents=True)
     (folder / "clips" / "plain.avi").write_bytes(encode_lossless_video(plain_clip()))

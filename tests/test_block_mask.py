@@ -30,7 +30,7 @@ from nbtools.packing.layout import (
 )
 from nbtools.packing.mask import packed_allowed
 
-from test_packing import FAMILIES, TOLERANCE, _get, models  # noqa: F401 (fixture)
+from test_packing import FAMILIES, TOLERANCE, models  # noqa: F401 (fixture)
 from test_packing_media import _packed, _unpacked, media_batches
 
 def reference_packed_allowed(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -194,7 +194,7 @@ def packed_rows(family, processor):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_block_mask_attention_gives_the_sdpa_packed_and_separate_logps(models, family, monkeypatch):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     examples = rows_for(family)
     batch = packed_rows(family, processor)
     flex_calls = []
@@ -232,7 +232,7 @@ def leaking_block_mask(segments):
 
 @pytest.mark.parametrize("family", ["tiny-qwen3-vl", "tiny-llava"])
 def test_a_leaking_block_mask_changes_the_rejected_logps(models, family):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     batch = packed_rows(family, processor)
     with torch.no_grad(), attention(model, BLOCK_MASK_ATTENTION):
         right = packed_logps(model, batch)
@@ -265,7 +265,7 @@ def left_padded_prompts(processor):
 def test_2d_padding_mask_gives_the_sdpa_logits_and_generation(models, family, monkeypatch):
     from transformers.masking_utils import AttentionMaskInterface
 
-    model, processor = _get(models, family)
+    model, processor = models[family]
     inputs = left_padded_prompts(processor)
     real = inputs["attention_mask"].bool()
     assert not real.all()

@@ -116,14 +116,38 @@ SAMPLES = REPO / "data_samples"
 @pytest.mark.parametrize("name", ["shapes/train.jsonl", "shapes/validation.jsonl", "showcase/pairs.jsonl"])
 def test_sample_data_has_no_errors(name, capsys):
     path = SAMPLES / name
-    if not path.exists():
-        pytest.skip(f"{path} not generated yet (samples helper)")
     assert main(["validate", str(path), "--json"]) == 0, capsys.readouterr().out
     report = json.loads(capsys.readouterr().out)
     assert report["valid"] == report["rows"] > 0
 
 
 def test_unusable_model_is_a_usage_error(clean, tmp_path, capsys):
-    pytest.importorskip("nbtools.models", reason="nbtools.models is written by the models helper")
     assert main(["validate", str(clean), "--model", str(tmp_path / "no-such-model")]) == 2
     assert "cannot use model" in capsys.readouterr().err
+
+
+def test_a_model_transformers_refuses_is_a_usage_error(clean, tmp_path, capsys):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # no model_type: transformers cannot tell what it is
+    assert main(["validate", str(clean), "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot use model {str(folder)!r}: ") and "Traceback" not in err
+
+
+def test_a_bug_under_model_is_an_internal_error_not_an_unusable_model(clean, tmp_path, capsys, monkeypatch):
+    """Only "cannot load that model" is exit 2; a failure after loading goes through the contract (exit 3 + log)."""
+    import nbtools.errors
+    import nbtools.images
+
+    def planted(_processor):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(nbtools.errors, "errors_dir", lambda: tmp_path / "errors")
+    monkeypatch.setattr(nbtools.images, "processor_geometry", planted)
+    assert main(["validate", str(clean), "--model", "tiny-qwen3-vl"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("nbtools validate: internal error: RuntimeError: planted bug (details: ")
+    assert "cannot use model" not in err
+    (log,) = (tmp_path / "errors").iterdir()
+    assert "planted bug" in log.read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 from PIL import Image
@@ -11,7 +10,6 @@ from nbtools.data import load_records, to_training_example
 from nbtools.data.records import PreferenceRecord
 from nbtools.images import image_tokens
 
-HAS_MODELS = importlib.util.find_spec("nbtools.models") is not None
 
 
 def record(prompt, chosen="Red.", rejected="Blue.", images=(), **extra):
@@ -80,8 +78,6 @@ def test_video_tags_become_video_blocks_and_rejected_images_travel_as_paths():
 
 @pytest.fixture(scope="module")
 def qwen3_processor():
-    if not HAS_MODELS:
-        pytest.skip("nbtools.models is not available (written by the models helper)")
     from nbtools.models import load_processor
 
     return load_processor("tiny-qwen3-vl", max_pixels=128 * 128)

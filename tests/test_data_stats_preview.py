@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -70,7 +69,6 @@ def test_preview_html_has_thumbnails_answers_and_problems(dataset):
     assert "line 4" in report._repr_html_()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("nbtools.models") is None, reason="nbtools.models not available")
 def test_validate_with_a_model_counts_with_its_tokenizer(dataset):
     report = validate_dataset(dataset, model="tiny-qwen3-vl", max_pixels=128 * 128, max_context_length=30)
     assert report.stats["token_counting"].startswith("counted with")

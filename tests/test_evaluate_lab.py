@@ -97,3 +97,32 @@ def test_lab_widget_handlers_without_a_browser(eval_run_model, samples):
     lab.prompt.value = "   "
     assert lab.on_generate() == {}
     assert "Type a prompt first" in lab.status.value
+
+
+class _Failing:
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def describe(self) -> str:
+        return "failing side"
+
+    def answer(self, *args, **kwargs):
+        raise self.error
+
+
+def test_a_failed_generation_says_why_and_a_bug_names_its_error_log(tmp_path, monkeypatch):
+    """A user error shows its message; an error of nbtools' own is not relabelled "generation failed"."""
+    import nbtools.errors
+    from nbtools.errors import UserError
+
+    monkeypatch.setattr(nbtools.errors, "errors_dir", lambda: tmp_path / "errors")
+    lab = ModelLab(base=_Failing(UserError("the server is gone (fix: start it)")), tuned=_Failing(UserError("x")))
+    lab.prompt.value = "What colour is the shape?"
+    assert lab.on_generate() == {}
+    assert lab.status.value == "<b>Generation failed:</b> the server is gone (fix: start it)"
+    lab = ModelLab(base=_Failing(RuntimeError("planted bug")), tuned=_Failing(RuntimeError("planted bug")))
+    lab.prompt.value = "What colour is the shape?"
+    assert lab.on_generate() == {}
+    (log,) = (tmp_path / "errors").iterdir()
+    assert lab.status.value == (f"<b>model lab: internal error: RuntimeError: planted bug (details: {log}; please "
+                                "report this with that file)</b>")

@@ -17,9 +17,14 @@ import pytest
 from nbtools.__main__ import main
 from nbtools.config import RunConfig
 from nbtools.evaluate import EvaluationDataError, compare_models, evaluate_run, held_out_pairs
-from nbtools.evaluate.pipeline import scores_from_payload
+from nbtools.evaluate.logprobs import PairLogProbs
 
 pytestmark = pytest.mark.slow
+
+
+def scores_from_payload(payload: dict) -> tuple[PairLogProbs, PairLogProbs]:
+    """The per-pair log-probs evaluation.json stores (enough to recompute its intervals without a model)."""
+    return PairLogProbs.from_dict(payload["pairs"]["base"]), PairLogProbs.from_dict(payload["pairs"]["tuned"])
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,7 @@ def fresh_pairs(tmp_path_factory):
     """240 more held-out pairs of the sample task, freshly drawn (another seed than data_samples/)."""
     import hashlib
 
-    from nbtools.samples import write_shapes_task
+    from nbtools.samples.shapes import write_shapes_task
 
     files = write_shapes_task(tmp_path_factory.mktemp("fresh"), n_train=12, n_val=240, seed=7)
     digest = lambda folder, pattern: {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob(pattern)}
@@ -68,7 +73,6 @@ def test_examples_start_with_the_pairs_the_tuned_model_fixed(evaluation_result):
 
 
 def test_fixed_first_orders_fixed_then_unchanged_then_broken():
-    from nbtools.evaluate.logprobs import PairLogProbs
     from nbtools.evaluate.pipeline import fixed_first
 
     ones = np.ones(5, dtype=int)

@@ -198,3 +198,33 @@ def test_flipped_pairs_show_a_videos_frames_sampled_with_the_runs_settings_and_b
     assert re.findall(r">([\d.]+) s</figcaption>", rows[0]) == ["0.0", "1.0"]  # 2 s at 1 fps: 2 frames
     assert "images (chosen answer)" in rows[1] and "rejected_images (rejected answer)" in rows[1]
     assert "cannot read video broken.mp4" in rows[2]
+
+
+def test_the_placeholders_catch_decoding_errors_only_a_bug_is_raised(tmp_path, monkeypatch):
+    """A picture or video that does not decode is a placeholder; an error of nbtools' own is not relabelled."""
+    import av
+
+    import nbtools.images
+    import nbtools.video
+    from nbtools.data.preview import thumbnail_data_uri
+    from nbtools.media_view import read_clip
+
+    not_media = tmp_path / "notes.png"
+    not_media.write_text("plain text, not a picture")
+    assert thumbnail_data_uri(str(not_media)) is None  # PIL.UnidentifiedImageError
+    assert thumbnail_data_uri(str(tmp_path / "gone.png")) is None  # FileNotFoundError
+    clip, reason = read_clip(str(not_media.with_suffix(".mp4")))
+    assert clip is None and reason.startswith("video file not found")
+    not_media.rename(tmp_path / "notes.mp4")
+    assert browser_mime(tmp_path / "notes.mp4") is None  # av.error.InvalidDataError
+
+    def planted(*_args, **_kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(nbtools.images, "open_image", planted)
+    monkeypatch.setattr(nbtools.video, "load_clip", planted)
+    monkeypatch.setattr(av, "open", planted)
+    for show in (lambda: thumbnail_data_uri(str(tmp_path / "gone.png")), lambda: read_clip("clip.mp4"),
+                 lambda: browser_mime(tmp_path / "notes.mp4")):
+        with pytest.raises(RuntimeError, match="planted bug"):
+            show()

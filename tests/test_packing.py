@@ -86,23 +86,15 @@ def batches() -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="session")
 def models():
-    """Tiny models in fp32 (sdpa), loaded once; a family whose tiny model is missing is reported, not faked."""
-    from nbtools.models import TINY_MODEL_IDS, load_model_and_processor
+    """Tiny models in fp32 (sdpa), loaded once."""
+    from nbtools.models import load_model_and_processor
 
     loaded = {}
     for name in FAMILIES:
-        if name not in TINY_MODEL_IDS:
-            continue
         torch.manual_seed(0)
         model, processor = load_model_and_processor(name, dtype=torch.float32, device="cpu", attn_implementation="sdpa")
         loaded[name] = (model.eval(), processor)
     return loaded
-
-
-def _get(models, name):
-    if name not in models:
-        pytest.skip(f"{name} is not provided by nbtools.models yet")
-    return models[name]
 
 
 def _separate_batch(processor, examples):
@@ -159,7 +151,7 @@ def test_pack_pieces_layout_and_right_padding():
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("kind", ["no_images", "one_image", "two_images", "mixed"])
 def test_packed_logps_equal_separate_rows(models, family, kind):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     examples = batches()[kind]
     with torch.no_grad():
         chosen, rejected = separate_logps(model, _separate_batch(processor, examples))
@@ -180,7 +172,7 @@ def test_packed_logps_equal_separate_rows_on_showcase_data(models, family):
     from nbtools.data.load import load_records
     from nbtools.models import load_processor
 
-    model, _ = _get(models, family)
+    model, _ = models[family]
     max_pixels = 64 * 64
     processor = load_processor(family, max_pixels=max_pixels)
     records = load_records(Path(__file__).resolve().parents[1] / "data_samples/showcase/pairs.jsonl").records
@@ -195,7 +187,7 @@ def test_packed_logps_equal_separate_rows_on_showcase_data(models, family):
 
 
 def test_packed_rows_are_shorter_than_separate_rows(models):
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     examples = batches()["mixed"]
     packed = PackedPreferenceCollator(processor)(copy.deepcopy(examples))
     separate = _separate_batch(processor, examples)
@@ -210,7 +202,7 @@ def test_packed_rows_are_shorter_than_separate_rows(models):
 def test_eager_attention_with_additive_mask_equals_separate_rows(models):
     from nbtools.models import load_model_and_processor
 
-    _get(models, "tiny-qwen3-vl")
+    models["tiny-qwen3-vl"]
     model, processor = load_model_and_processor(
         "tiny-qwen3-vl", dtype=torch.float32, device="cpu", attn_implementation="eager"
     )
@@ -225,7 +217,7 @@ def test_eager_attention_with_additive_mask_equals_separate_rows(models):
 def test_max_length_truncates_answers_like_trl(models):
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     examples = batches()["one_image"]
     max_length = 48  # prompts are 23 and 44 tokens: the second pair's answers are cut to 4 tokens
     trl_batch = DataCollatorForVisionPreference(processor, max_length=max_length)(copy.deepcopy(examples))
@@ -266,19 +258,19 @@ def _positions_not_renumbered(model, batch):
 
 @pytest.mark.parametrize("family", ["tiny-qwen3-vl", "tiny-llava"])
 def test_wrong_mask_fails_the_equivalence_check(models, family):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     assert _max_rejected_error(model, processor, batches()["mixed"]) < TOLERANCE
     assert _max_rejected_error(model, processor, batches()["mixed"], attention_mask=_mask_rejected_sees_chosen) > 10 * TOLERANCE
 
 
 @pytest.mark.parametrize("family", ["tiny-qwen3-vl", "tiny-llava"])
 def test_wrong_positions_fail_the_equivalence_check(models, family):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     assert _max_rejected_error(model, processor, batches()["mixed"], position_ids=_positions_not_renumbered) > 10 * TOLERANCE
 
 
 def test_rejected_mrope_positions_equal_those_of_a_separate_row(models):
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     examples = batches()["two_images"][:1]
     batch = PackedPreferenceCollator(processor)(copy.deepcopy(examples))
     positions = packed_position_ids(model, batch)
@@ -330,7 +322,7 @@ def _lora_grads(peft_model):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_dpo_loss_and_lora_gradients_equal_separate_rows(models, family):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     peft_model = _lora_model(model)
     examples = batches()["mixed"]
 
@@ -354,7 +346,7 @@ def test_dpo_loss_and_lora_gradients_equal_separate_rows(models, family):
 # --- images encoded once per step --------------------------------------------------------------
 
 def test_images_encoded_once_per_step_when_vision_is_frozen(models):
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     peft_model = _lora_model(model)
     assert vision_features_reusable(peft_model)
     batch = PackedPreferenceCollator(processor)(copy.deepcopy(batches()["mixed"]))
@@ -384,7 +376,7 @@ def test_images_encoded_once_per_step_when_vision_is_frozen(models):
 
 
 def test_lora_on_the_vision_tower_falls_back_to_encoding_per_pass(models):
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     peft_model = _lora_model(model, on_vision=True)
     assert not vision_features_reusable(peft_model)
     batch = PackedPreferenceCollator(processor)(copy.deepcopy(batches()["one_image"]))
@@ -404,7 +396,7 @@ def _fingerprint(processor, max_pixels=256 * 256):
 
 
 def test_precomputed_reference_gives_the_same_losses_as_on_the_fly(models, tmp_path):
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     peft_model = _lora_model(model)
     examples = batches()["mixed"]
     store = ReferenceLogpsStore(tmp_path / "ref_logps")
@@ -430,7 +422,7 @@ def test_precomputed_reference_gives_the_same_losses_as_on_the_fly(models, tmp_p
 
 
 def test_changed_inputs_change_the_cache_key(models, tmp_path):
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     example = batches()["mixed"][0]
     base = _fingerprint(processor)
     key = pair_key(example, base)
@@ -466,7 +458,7 @@ def test_changed_inputs_change_the_cache_key(models, tmp_path):
 # --- switch ------------------------------------------------------------------------------------
 
 def test_packing_supported_per_family(models):
-    model, _ = _get(models, "tiny-qwen3-vl")
+    model, _ = models["tiny-qwen3-vl"]
     assert packing_supported(model).supported
     from transformers import PretrainedConfig
 

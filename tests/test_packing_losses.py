@@ -21,7 +21,7 @@ from nbtools.packing import PackedPreferenceCollator
 from nbtools.packing.loss import PACKED_LOSS_TYPES, LossOptions, length_desensitized, packed_loss, pair_losses
 from nbtools.packing.trainer_hook import packing_plan
 
-from test_packing import BETA, FAMILIES, TOLERANCE, _get, _lora_model, batches, models  # noqa: F401  (session fixture)
+from test_packing import BETA, FAMILIES, TOLERANCE, _lora_model, batches, models  # noqa: F401  (session fixture)
 from test_packing_trainer import _trainer_class
 
 # TRL's defaults for the settings a case does not name (the trainer is switched back to them between cases)
@@ -155,7 +155,7 @@ def _packed_runs(trainer, batch, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_loss_type_equals_trl_on_the_same_pairs(models, family, tmp_path, monkeypatch):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     examples = batches()["mixed"]
     trainer = _trainer(_lora_model(model), processor, examples, tmp_path)
     trl = _trl_runs(trainer, trainer.data_collator(copy.deepcopy(examples)), monkeypatch)
@@ -184,7 +184,7 @@ def test_every_loss_type_equals_trl_on_the_same_pairs(models, family, tmp_path, 
 @pytest.mark.slow
 def test_weighted_losses_give_trl_lora_gradients(models, tmp_path):
     """One pass through the whole model each way (no memo): LoRA gradients of a combination of every setting."""
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     examples = batches()["mixed"]
     trainer = _trainer(_lora_model(model), processor, examples, tmp_path)
     _configure(trainer, {"loss_type": ["sigmoid", "bco_pair", "sft", "nca_pair"], "loss_weights": [0.8, 0.2, 1.0, 0.5],
@@ -264,7 +264,7 @@ def test_length_desensitized_sums_keep_the_shared_part_and_scale_the_tail():
 def test_packing_plan_packs_every_trl_loss_and_setting(models, tmp_path):
     from trl import DPOConfig
 
-    model, _ = _get(models, "tiny-qwen3-vl")
+    model, _ = models["tiny-qwen3-vl"]
     for settings in ({"loss_type": list(PACKED_LOSS_TYPES)}, {"f_divergence_type": "forward_kl"}, {"ld_alpha": 0.5},
                      {"use_weighting": True}):
         plan = packing_plan(model, DPOConfig(output_dir=str(tmp_path), bf16=False, **settings))
@@ -294,7 +294,7 @@ def test_mdpo_terms_add_to_every_loss(models, loss_type, options):
     from nbtools.packing.contrast import with_auxiliary
     from test_mdpo_step import _batch, _examples, _lora
 
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     peft_model = _lora(model)
     examples = _examples()
     with torch.no_grad():

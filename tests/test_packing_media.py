@@ -37,7 +37,7 @@ from nbtools.packing.mask import packed_allowed, to_model_mask
 from nbtools.packing.positions import packed_position_ids
 from nbtools.video import Clip, VideoSettings, processor_video_kwargs
 
-from test_packing import BETA, TOLERANCE, _get, _image, _lora_grads, _lora_model, models  # noqa: F401 (fixture)
+from test_packing import BETA, TOLERANCE, _image, _lora_grads, _lora_model, models  # noqa: F401 (fixture)
 
 MEDIA_FAMILIES = ["tiny-qwen3-vl", "tiny-qwen2.5-vl"]
 
@@ -192,7 +192,7 @@ def test_image_contrast_layout_mask_and_one_d_positions():
 
 
 def test_rejected_images_must_match_the_images_one_for_one(models):
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     example = media_batches()["rejected_images"][1]
     example["rejected_images"] = example["rejected_images"][:1]
     message = r"pair 0 of the batch: it has 2 image\(s\) but 1 rejected_images; the rejected sequence puts"
@@ -204,7 +204,7 @@ def test_rejected_images_must_match_the_images_one_for_one(models):
     bad["videos"] = ["clip.mp4"]
     with pytest.raises(ValueError, match="pair 0 of the batch: videos must be decoded clips"):
         _packed(processor, [bad])
-    _, llava = _get(models, "tiny-llava")  # its processor ignores videos without a word: we do not
+    _, llava = models["tiny-llava"]  # its processor ignores videos without a word: we do not
     video = [e for e in media_batches()["image_video"] if e["images"]][:1]
     for collate in (_packed, _unpacked):
         with pytest.raises(ValueError, match="the batch holds videos, but LlavaProcessor returned no video inputs"):
@@ -220,7 +220,7 @@ CASES = [(family, kind) for family in MEDIA_FAMILIES + ["tiny-qwen2-vl"] for kin
 
 @pytest.mark.parametrize("family, kind", CASES)
 def test_packed_unpacked_and_per_sequence_logps_agree(models, family, kind):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     examples = media_batches()[kind]
     if family == "tiny-llava":
         examples = [e for e in examples if not e.get("videos")]
@@ -240,7 +240,7 @@ def test_unpacked_collator_is_trl_collator_on_plain_rows(models):
 
     from test_packing import batches
 
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     for examples in batches().values():
         ours = VisionPreferenceCollator(processor)(copy.deepcopy(examples))
         theirs = DataCollatorForVisionPreference(processor)(copy.deepcopy(examples))
@@ -250,7 +250,7 @@ def test_unpacked_collator_is_trl_collator_on_plain_rows(models):
 
 
 def test_unpacked_batch_layout_with_videos_and_rejected_images(models):
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     examples = media_batches()["mixed"]
     batch = _unpacked(processor, examples)
     assert batch["input_ids"].shape[0] == 2 * len(examples)
@@ -272,7 +272,7 @@ def test_unpacked_batch_layout_with_videos_and_rejected_images(models):
 
 
 def test_packed_row_order_shared_text_and_each_image_once(models):
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     examples = media_batches()["mixed"]
     batch = _packed(processor, examples)
     unpacked = _unpacked(processor, examples)
@@ -302,7 +302,7 @@ def test_packed_row_order_shared_text_and_each_image_once(models):
 
 @pytest.mark.parametrize("family", MEDIA_FAMILIES)
 def test_image_contrast_mrope_positions_equal_separate_rows(models, family):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     example = media_batches()["mixed"][4]  # image + video, rejected image of another size
     batch = _packed(processor, [example])
     positions = packed_position_ids(model, batch)[:, 0]
@@ -330,7 +330,7 @@ def test_image_contrast_mrope_positions_equal_separate_rows(models, family):
 
 def test_max_length_cuts_each_side_like_trl(models):
     """Each answer is cut so that its own prompt + answer fits (the rejected prompt here is shorter)."""
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     examples = media_batches()["rejected_images"][:1]  # rejected image has fewer tokens than the chosen one
     full = _packed(processor, examples)
     shared = full["prompt_lengths"].item()
@@ -377,7 +377,7 @@ def _rejected_answer_not_renumbered_with_its_prompt(model, batch):
 
 @pytest.mark.parametrize("kind", ["rejected_images", "video"])
 def test_wrong_mask_or_positions_fail_the_comparison(models, kind):
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     examples = media_batches()[kind]
     assert _rejected_error(model, processor, examples) < TOLERANCE
     assert _rejected_error(model, processor, examples,
@@ -390,7 +390,7 @@ def test_wrong_mask_or_positions_fail_the_comparison(models, kind):
 def test_rejected_answer_after_a_long_video_follows_the_last_prompt_token(models):
     """Qwen2.5-VL numbers a video's time axis past the text after it: counting from the prompt's largest
     position (instead of its last token's) shifts the rejected answer, and the comparison catches it."""
-    model, processor = _get(models, "tiny-qwen2.5-vl")
+    model, processor = models["tiny-qwen2.5-vl"]
     examples = media_batches()["video"][2:]
     batch = _packed(processor, examples)
     raw = packed_position_ids(model, batch, renumber_rejected=False)
@@ -412,7 +412,7 @@ def test_sharing_placeholder_tokens_fails_the_comparison(models, monkeypatch):
     """Equal placeholder ids are not equal inputs: sharing the common token prefix past the text cannot pass."""
     import nbtools.packing.layout as layout
 
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     examples = media_batches()["rejected_images"][2:3]  # same-size images: identical ids through the image tokens
 
     def common_prefix(first, second, first_types, placeholders):
@@ -446,7 +446,7 @@ def _unpacked_loss(peft_model, processor, examples):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", MEDIA_FAMILIES)
 def test_dpo_loss_and_lora_gradients_agree_on_a_mixed_batch(models, family):
-    model, processor = _get(models, family)
+    model, processor = models[family]
     peft_model = _lora_model(model)
     examples = media_batches()["mixed"]
     results = {}
@@ -473,7 +473,7 @@ def test_dpo_loss_and_lora_gradients_agree_on_a_mixed_batch(models, family):
 # --- images and videos encoded once per step ---------------------------------------------------
 
 def test_images_and_videos_encoded_once_per_packed_step(models):
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     peft_model = _lora_model(model)
     examples = media_batches()["mixed"]
     batch = _packed(processor, examples)
@@ -501,7 +501,7 @@ def test_cache_key_covers_videos_frame_settings_and_rejected_images(models, tmp_
     from nbtools.packing import ReferenceLogpsStore, reference_fingerprint
     from nbtools.packing.ref_cache import pair_key
 
-    _, processor = _get(models, "tiny-qwen3-vl")
+    _, processor = models["tiny-qwen3-vl"]
     fingerprint = reference_fingerprint(resolve_model_path("tiny-qwen3-vl"), processor, max_pixels=64 * 64,
                                         dtype=torch.float32)
     example = media_batches()["mixed"][4]  # image, video and rejected image
@@ -562,7 +562,7 @@ def test_trl_trainer_loss_on_unpacked_media_batches_equals_the_packed_step(model
     from test_packing import batches
     from test_packing_trainer import _trainer
 
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     trainer = _trainer(_lora_model(model), processor, batches()["mixed"], tmp_path)  # plain rows: a dataset to build on
     trainer.model.train()
     examples = media_batches()["mixed"]

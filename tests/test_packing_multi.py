@@ -166,9 +166,9 @@ def test_pairs_in_one_row_give_the_one_pair_per_row_logps(models, family, monkey
     from nbtools.packing import PackedPreferenceCollator, packed_logps, packed_position_ids
     from nbtools.packing.multi import concatenate_pairs
 
-    from test_packing import TOLERANCE, _get, batches
+    from test_packing import TOLERANCE, batches
 
-    model, processor = _get(models, family)
+    model, processor = models[family]
     batch = PackedPreferenceCollator(processor)(batches()["mixed"])
     with torch.no_grad():
         want = packed_logps(model, batch)
@@ -225,9 +225,9 @@ def test_merged_rows_give_the_one_pair_per_row_logps_on_both_kernels(models, fam
     from nbtools.packing import packed_logps
 
     from test_block_mask import attention, packed_rows
-    from test_packing import TOLERANCE, _get
+    from test_packing import TOLERANCE
 
-    model, processor = _get(models, family)
+    model, processor = models[family]
     batch = packed_rows(family, processor)
     pairs, width = batch["segment_ids"].shape
     total = int((batch["segment_ids"] != SEGMENT_PAD).sum())
@@ -252,9 +252,9 @@ def test_merged_rows_give_the_same_loss_and_lora_gradients(models):
     from nbtools.packing import packed_dpo_step
 
     from test_block_mask import packed_rows
-    from test_packing import BETA, TOLERANCE, _get, _lora_grads, _lora_model
+    from test_packing import BETA, TOLERANCE, _lora_grads, _lora_model
 
-    model, processor = _get(models, "tiny-qwen3-vl")
+    model, processor = models["tiny-qwen3-vl"]
     peft_model = _lora_model(model)
     batch = packed_rows("tiny-qwen3-vl", processor)
     results, grads = [], []

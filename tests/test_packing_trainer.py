@@ -11,7 +11,7 @@ import torch
 from nbtools.packing import PackedPreferenceCollator
 from nbtools.packing.trainer_hook import packed_compute_loss, packing_plan
 
-from test_packing import BETA, TOLERANCE, _get, _lora_model, _pair, _user, batches, models  # noqa: F401  (session fixture)
+from test_packing import BETA, TOLERANCE, _lora_model, _pair, _user, batches, models  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _trainer_class():
 
 @pytest.fixture
 def qwen3(models):
-    return _get(models, "tiny-qwen3-vl")
+    return models["tiny-qwen3-vl"]
 
 
 def _trainer(model, processor, examples, tmp_path, **config):

@@ -341,7 +341,6 @@ def test_a_rerun_samples_nothing_and_an_interrupted_run_resumes_where_it_stopped
 # --------------------------------------------------------------------------- faces
 
 def test_form_is_a_view_over_the_config(tmp_path):
-    pytest.importorskip("ipywidgets")
     from nbtools.prepare.form import PrepareForm
 
     form = PrepareForm(PrepareConfig(input_file="x.jsonl"))
@@ -361,7 +360,6 @@ def test_form_is_a_view_over_the_config(tmp_path):
 
 
 def test_the_form_shows_a_server_s_fields_when_it_is_chosen():
-    pytest.importorskip("ipywidgets")
     from nbtools.prepare.form import PrepareForm
 
     form = PrepareForm(PrepareConfig(input_file="x.jsonl"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nbtools.samples import COLOURS
+from nbtools.samples.drawing import COLOURS
 
 # --- thresholds (see the module docstring) -----------------------------------------------------
 # Measured on 2 shared CPU cores with main's warm model (b4b964b: red <-> green swapped, sample pairs rejecting

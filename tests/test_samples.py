@@ -15,17 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nbtools.samples import (
-    COLOUR_RGB,
-    COLOURS,
-    ORIENTATIONS,
-    SHAPES,
-    StripePattern,
-    draw_shape,
-    encode_lossless_video,
-    shape_questions,
-    stripe_questions,
-)
+from nbtools.samples.clips import encode_lossless_video
+from nbtools.samples.drawing import COLOUR_RGB, COLOURS, SHAPES, draw_shape
+from nbtools.samples.shapes import shape_questions
+from nbtools.samples.stripes import ORIENTATIONS, StripePattern, stripe_questions
 
 ROOT = Path(__file__).resolve().parents[1] / "data_samples"
 SHAPES_DIR = ROOT / "shapes"

@@ -132,3 +132,29 @@ def test_train_warns_once_for_train_and_validation_files(data_dir, monkeypatch, 
         train(config, live=LiveMonitor("headless", write=said.append))
     style = [line for line in said if "chosen answers contain <think> blocks" in line]
     assert len(style) == 1 and style[0].startswith(f"{think}:-: warning: model: {INSTRUCT_WARNING}")
+
+
+def test_the_quick_checks_say_nothing_for_unreadable_inputs_but_do_not_hide_a_bug(data_dir, monkeypatch):
+    """'Cannot be read here' is None (the check is advice); an error of nbtools' own propagates."""
+    from nbtools.data import answer_style
+    from nbtools.models import loading, variant
+
+    think = write_pairs(data_dir, "think.jsonl", reasoned=2)
+    variant.variant_of_model.cache_clear()
+    try:
+        assert variant.variant_of_model(str(data_dir.root / "no-such-model")) is None
+        assert answer_style.answers_style_warning("tiny-qwen3-vl", str(data_dir.root / "gone.jsonl")) is None
+        assert answer_style.answers_style_warning("tiny-qwen3-vl", str(think)) is not None
+
+        def planted(*_args, **_kwargs):
+            raise RuntimeError("planted bug")
+
+        monkeypatch.setattr(answer_style, "open_data", planted)
+        with pytest.raises(RuntimeError, match="planted bug"):
+            answer_style.answers_style_warning("tiny-qwen3-vl", str(think))
+        monkeypatch.setattr(loading, "load_processor", planted)
+        variant.variant_of_model.cache_clear()
+        with pytest.raises(RuntimeError, match="planted bug"):
+            variant.variant_of_model("tiny-qwen3-vl")
+    finally:
+        variant.variant_of_model.cache_clear()

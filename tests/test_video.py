@@ -3,17 +3,16 @@
 import io
 import logging
 
+import av
 import numpy as np
 import pytest
 
-av = pytest.importorskip("av")
-
-from nbtools.data import to_training_example, validate_dataset  # noqa: E402
-from nbtools.data.media import inspect_video  # noqa: E402
-from nbtools.data.tokens import TokenCounter  # noqa: E402
-from nbtools.images import geometry  # noqa: E402
-from nbtools.models import load_processor  # noqa: E402
-from nbtools.video import (  # noqa: E402
+from nbtools.data import to_training_example, validate_dataset
+from nbtools.data.media import inspect_video
+from nbtools.data.tokens import TokenCounter
+from nbtools.images import geometry
+from nbtools.models import load_processor
+from nbtools.video import (
     VideoError,
     VideoSettings,
     load_clip,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from nbtools.config import ConfigError, RunConfig
-from nbtools.widgets.notebook import PROJECT_ROOT_ENV, config_from_parameters, project_path, project_root
+from nbtools.paths import PROJECT_ROOT_ENV, project_root
+from nbtools.widgets.notebook import config_from_parameters, project_path
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@
     preview(report)        # HTML gallery in a notebook
 """
 
-from nbtools.data.convert import to_training_example, to_training_examples
+from nbtools.data.convert import to_training_example
 from nbtools.data.load import LoadResult, UnreadableFile, load_records
 from nbtools.data.preview import Preview, preview, preview_html
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
@@ -18,6 +18,6 @@ from nbtools.data.validate import ValidationReport, validate_dataset
 __all__ = [
     "IMAGE_TAG", "VIDEO_TAG", "LoadResult", "PairTokens", "PreferenceRecord", "Preview", "TokenCounter",
     "UnreadableFile", "ValidationReport", "dataset_stats", "load_records",
-    "plot_stats", "preview", "preview_html", "RecordTable", "to_training_example", "to_training_examples",
+    "plot_stats", "preview", "preview_html", "RecordTable", "to_training_example",
     "validate_dataset",
 ]

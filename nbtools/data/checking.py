@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from nbtools.data.media import MediaInfo, inspect_image, inspect_video, is_inside, size_findings
 from nbtools.data.fingerprint import MediaFingerprint
 from nbtools.data.records import PreferenceRecord
+from nbtools.data.row_checks import check_lengths, check_video_support, video_size_findings
 from nbtools.data.rules import keys_array
 from nbtools.data.stats import StatsAccumulator
 from nbtools.data.tokens import TokenCounter
@@ -29,6 +30,7 @@ from nbtools.media_ref import is_embedded
 from nbtools.problems import Problem
 from nbtools.video import VideoSettings
 
+CHUNK_ROWS = 10_000  # records checked together (table data, .json lists)
 MEDIA_CACHE = 200_000  # inspected files remembered per process (datasets reuse pictures heavily)
 INSPECT_THREADS = 8  # remote files: opening one waits on the network
 
@@ -132,8 +134,6 @@ class ChunkChecker:
         return problems
 
     def _size_findings(self, key: str, ref: str, info: MediaInfo) -> list:
-        from nbtools.data.validate import video_size_findings
-
         found = None if is_embedded(ref) else self.size_findings.get(ref)  # embedded: one per row, not cached
         if found is None:
             found = (video_size_findings(info) if key == "videos" else
@@ -147,7 +147,6 @@ class ChunkChecker:
     # ------------------------------------------------------------------ one chunk
     def check(self, records: list[PreferenceRecord], problems: list[Problem], rows: int) -> ChunkResult:
         from nbtools.data.table import record_batch
-        from nbtools.data.validate import check_lengths, check_video_support
 
         media, new_files = self._inspect(records)
         problems = list(problems)
@@ -180,6 +179,29 @@ def _at(record: PreferenceRecord, field_name: str, severity: str, message: str, 
 
 # ---------------------------------------------------------------------- worker processes
 
+def gather(rows: Iterator[tuple], size: int, bar=None) -> Iterator[tuple[list, list[Problem], int]]:
+    """(records, problems, rows read) chunks of at most ``size`` records from (record, problems) rows.
+
+    Problems about a shard as a whole (damaged row groups) have no line and come with the chunk they
+    were found in."""
+    records, problems, count = [], [], 0
+    for record, row_problems in rows:
+        count += 1
+        problems += row_problems
+        if record is not None:
+            records.append(record)
+        if bar is not None:
+            bar.update(1)
+        if len(records) >= size:
+            yield records, problems, count
+            records, problems, count = [], [], 0
+    if bar is not None:
+        bar.close()
+    if records or problems or count:
+        yield records, problems, count
+
+
+
 _WORKER: Optional[ChunkChecker] = None
 
 
@@ -202,7 +224,6 @@ _TABLES: dict = {}  # file -> its TableSource, opened once per worker process
 
 def check_table_part(part, columns: Optional[dict]) -> list[ChunkResult]:
     """Read and check one part of a Parquet dataset (whole row groups) in a worker process."""
-    from nbtools.data.source import CHUNK_ROWS, gather
     from nbtools.data.sources import open_table_source
 
     table = _TABLES.get(part.file)

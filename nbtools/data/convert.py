@@ -92,8 +92,3 @@ def to_training_example(record: PreferenceRecord, max_pixels: Optional[int] = No
         if record.videos:
             example["videos"] = list(record.videos)
     return example
-
-
-def to_training_examples(records: list[PreferenceRecord], max_pixels: Optional[int] = None,
-                         family: str = "qwen3_vl", video: Optional[VideoSettings] = None) -> list[dict]:
-    return [to_training_example(r, max_pixels, family, video=video) for r in records]

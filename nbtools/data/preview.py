@@ -34,11 +34,11 @@ table.nbt-preview img{max-width:none !important}
 
 def thumbnail_data_uri(path: str, size: int = THUMB_PX) -> Optional[str]:
     """A small JPEG of the image as a data: URI, or None when it cannot be opened."""
-    from nbtools.images import image_data_uri, open_image
+    from nbtools.images import IMAGE_DECODE_ERRORS, image_data_uri, open_image
 
     try:
         img = open_image(path)
-    except Exception:
+    except IMAGE_DECODE_ERRORS:
         return None
     return image_data_uri(img, size, "JPEG", quality=80)
 

@@ -12,13 +12,12 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Iterator, Optional
 
-from nbtools.data.checking import (CheckSettings, ChunkChecker, ChunkResult, check_jsonl_block, check_table_part,
-                                   init_worker)
+from nbtools.data.checking import (CHUNK_ROWS, CheckSettings, ChunkChecker, ChunkResult, check_jsonl_block,
+                                   check_table_part, gather, init_worker)
 from nbtools.data import load
 from nbtools.data.load import PARQUET_MAGIC, LoadResult, UnreadableFile, iter_blocks, open_jsonl, read_block
 from nbtools.problems import Problem
 
-CHUNK_ROWS = 10_000  # records checked together (table data, .json lists)
 PARALLEL_MIN_BYTES = 16 * 2**20  # JSONL files at least this big are parsed by worker processes
 MIN_BLOCK_BYTES = 2**20  # blocks handed to workers: 1-2 MB each
 PARALLEL_MIN_ROWS = 50_000  # Parquet data with at least this many rows is read by worker processes
@@ -132,28 +131,6 @@ class TableDataSource(DataSource):
                 yield result
         if bar is not None:
             bar.close()
-
-
-def gather(rows: Iterator[tuple], size: int, bar=None) -> Iterator[tuple[list, list[Problem], int]]:
-    """(records, problems, rows read) chunks of at most ``size`` records from (record, problems) rows.
-
-    Problems about a shard as a whole (damaged row groups) have no line and come with the chunk they
-    were found in."""
-    records, problems, count = [], [], 0
-    for record, row_problems in rows:
-        count += 1
-        problems += row_problems
-        if record is not None:
-            records.append(record)
-        if bar is not None:
-            bar.update(1)
-        if len(records) >= size:
-            yield records, problems, count
-            records, problems, count = [], [], 0
-    if bar is not None:
-        bar.close()
-    if records or problems or count:
-        yield records, problems, count
 
 
 def _in_workers(settings: CheckSettings, workers: int, tasks: Iterator[tuple]) -> Iterator:

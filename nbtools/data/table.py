@@ -208,10 +208,6 @@ class TableWriter:
         finally:
             _remove(str(self.file.path))
 
-    @property
-    def bytes_written(self) -> int:
-        return self._sink.tell() if not self._sink.closed else self.file.path.stat().st_size
-
 
 # --------------------------------------------------------------------------- the table
 
@@ -221,15 +217,6 @@ class RecordTable(Sequence):
     def __init__(self, file: TableFile, positions: Optional[np.ndarray] = None):
         self._file = file
         self._positions = positions  # None: every row, in order
-
-    @classmethod
-    def from_records(cls, records: Iterable[PreferenceRecord], folder: Optional[Path] = None) -> "RecordTable":
-        """A table of records made in Python (tests, small tools); token columns are 0."""
-        records = list(records)
-        writer = TableWriter(folder)
-        zero = PairTokens(0, 0, 0, 0, True)
-        writer.write(record_batch(records, [zero] * len(records), [False] * len(records)))
-        return writer.finish()
 
     @property
     def path(self) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from nbtools.data.records import IMAGE_TAG, VIDEO_TAG, PreferenceRecord
+from nbtools.errors import UserError
 from nbtools.images import VISION_MARKERS, ImageGeometry, geometry, prompt_image_tokens
 from nbtools.video import (VIDEO_FAMILIES, VideoGeometry, VideoSettings, processor_video_geometry, sample_indices,
                            supports_video, timestamp_texts, video_geometry, video_tokens)
@@ -22,6 +23,10 @@ from nbtools.video import (VIDEO_FAMILIES, VideoGeometry, VideoSettings, process
 CHARS_PER_TOKEN = 4.0
 MESSAGE_OVERHEAD = 5  # "<|im_start|>role\n" ... "<|im_end|>\n" in the Qwen chat template
 GENERATION_PROMPT = 3  # "<|im_start|>assistant\n"
+
+
+class ModelUnusable(UserError):
+    """The model named for exact token counts cannot be loaded here; the message says why (and the fix, if known)."""
 
 
 @dataclass(slots=True)
@@ -137,7 +142,10 @@ class TokenCounter:
         from nbtools.models import load_processor  # lazy: models are optional for validation
 
         video = video or VideoSettings()
-        processor = load_processor(model, max_pixels=max_pixels, video=video)  # applies both to the processor
+        try:
+            processor = load_processor(model, max_pixels=max_pixels, video=video)  # applies both to the processor
+        except (UserError, OSError, ValueError) as exc:  # no such folder or hub snapshot, no processor files in it,
+            raise ModelUnusable(f"cannot use model {str(model)!r}: {exc}") from exc  # a config transformers refuses
         return cls(processor_geometry(processor), max_pixels=max_pixels, processor=processor, video=video,
                    model_name=str(model))
 

@@ -281,6 +281,29 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
     for the short-answer rows that give none of their own (``"red,green,blue,yellow"`` or a list).
     """
     path = Path(os.fspath(path)).expanduser()
+    root, text = _benchmark_text(path, images)
+    given_terms = parse_terms(terms)
+    reader = _RowReader(root, given_terms)
+    for where, row, problem in _json_rows(path, text):
+        reader.read(where, row, problem)
+    problems = reader.problems
+    if len(problems) == 1:
+        raise BenchmarkError(problems[0])
+    if problems:
+        more = len(problems) - SHOW_PROBLEMS
+        raise BenchmarkError(f"{path}: {len(problems)} problems in the benchmark file; fix them first:\n"
+                             + "\n".join(problems[:SHOW_PROBLEMS]) + (f"\n... and {more} more" if more > 0 else ""))
+    if not reader.items:
+        raise BenchmarkError(f"{path}: no questions (fix: one JSON object per line, e.g. {{\"question_id\": 1, "
+                             "\"image\": \"a.jpg\", \"text\": \"Is there a dog in the image?\", \"label\": \"yes\"}})")
+    benchmark = Benchmark(str(path), reader.mode, reader.items, str(root), given_terms)
+    if reader.mode == POPE and given_terms:
+        benchmark.notes.append("terms are for short-answer files; this POPE file's answers are read as yes/no")
+    return benchmark
+
+
+def _benchmark_text(path: Path, images: Optional[os.PathLike]) -> tuple[Path, str]:
+    """(the image folder, the file's text): the file and the folder must exist and the text be UTF-8."""
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "no such file"
         raise BenchmarkError(f"{path}: {what} (fix: pass a benchmark file: one JSON object per line, POPE's layout "
@@ -290,104 +313,120 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
         raise BenchmarkError(f"{root}: no such image folder (fix: pass the folder the benchmark's image paths are "
                              "relative to, e.g. COCO's val2014 for POPE)")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return root, path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BenchmarkError(f"{path}: not UTF-8 text (byte {exc.start}) (fix: save the file as UTF-8 JSON "
                              "Lines)") from None
     except OSError as exc:
         raise BenchmarkError(f"{path}: cannot be read ({exc.strerror or exc}) (fix: check the file's "
                              "permissions)") from None
-    given_terms = parse_terms(terms)
-    rows = _json_rows(path, text)
-    problems: list[str] = []
-    items: list[BenchmarkItem] = []
-    mode: Optional[str] = None
-    mode_row = ""
-    seen_ids: dict = {}
-    checked_images: dict[str, Optional[str]] = {}
-    for where, row, problem in rows:
+
+
+class _RowReader:
+    """Checks the rows one by one: every problem is kept (the file is reported whole), good rows become items."""
+
+    def __init__(self, root: Path, given_terms: tuple[str, ...]):
+        self.root, self.given_terms = root, given_terms
+        self.problems: list[str] = []
+        self.items: list[BenchmarkItem] = []
+        self.mode: Optional[str] = None  # the file's layout: its first row's
+        self.mode_row = ""
+        self.seen_ids: dict = {}
+        self.checked_images: dict[str, Optional[str]] = {}
+
+    def read(self, where: str, row, problem: Optional[str]) -> None:
         if row is _NOT_JSON:
-            problems.append(problem)
-            continue
+            self.problems.append(problem)
+            return
         if not isinstance(row, dict):
-            problems.append(f"{where}: not a JSON object (fix: one object per row with question_id, image, text and "
-                            "label or answer)")
-            continue
-        row_mode = POPE if "label" in row else SHORT_ANSWER if "answer" in row else None
-        if row_mode is None:
-            problems.append(f"{where}: label/answer: missing (fix: add \"label\": \"yes\" or \"no\" for a yes/no "
-                            "question in POPE's layout, or \"answer\": the reference for a short-answer question)")
-            continue
-        if mode is None:
-            mode, mode_row = row_mode, where
-        elif row_mode != mode:
-            problems.append(f"{where}: {'label' if row_mode == POPE else 'answer'}: this row is a {MODES[row_mode]} "
-                            f"row but {mode_row} is a {MODES[mode]} row (fix: one layout per file; split the file)")
-            continue
-        before = len(problems)
-        question_id, problem = _question_id(row.get("question_id"), where)
-        if problem:
-            problems.append(problem)
-        else:
-            key = (type(question_id).__name__, question_id)
-            if key in seen_ids:
-                problems.append(f"{where}: question_id: {one_line(json.dumps(question_id))[:60]} repeats "
-                                f"{seen_ids[key]} (fix: give every question its own id)")
-            else:
-                seen_ids[key] = where
-        image_value, problem = _text_field(row, "image", where, "give the picture's path, relative to the image "
-                                           "folder (--images) or to the benchmark file")
-        image = None
-        if problem:
-            problems.append(problem)
-        else:
-            image = _image_path(image_value, root)
-            if image not in checked_images:
-                checked_images[image] = _image_problem(image)
-            if checked_images[image]:
-                problems.append(f"{where}: image: {image}: {checked_images[image]} (fix: pass the folder the "
-                                "pictures are in with --images DIR / images=..., or correct the path)")
+            self.problems.append(f"{where}: not a JSON object (fix: one object per row with question_id, image, "
+                                 "text and label or answer)")
+            return
+        if not self._layout(where, row):
+            return
+        before = len(self.problems)
+        question_id = self._question_id(where, row)
+        image_value, image = self._image(where, row)
         question, problem = _text_field(row, "text", where, "give the question, e.g. \"Is there a dog in the "
                                         "image?\"")
         if problem:
-            problems.append(problem)
-        label = answer = None
-        item_terms: tuple[str, ...] = ()
-        if mode == POPE:
-            raw = row.get("label")
-            label = raw.strip().lower() if isinstance(raw, str) else None
-            if label not in (YES, NO):
-                problems.append(f"{where}: label: {one_line(json.dumps(raw))[:60]} is not \"yes\" or \"no\" (fix: "
-                                "label each question \"yes\" or \"no\", as POPE does)")
-        else:
-            answer, problem = _text_field(row, "answer", where, "give the reference answer, e.g. \"blue\"")
-            if problem:
-                problems.append(problem)
-            own = row.get("terms")
-            if own is not None and (not isinstance(own, list) or not parse_terms(own)
-                                    or not all(isinstance(t, str) for t in own)):
-                problems.append(f"{where}: terms: {one_line(json.dumps(own))[:80]} is not a list of words (fix: "
-                                "e.g. \"terms\": [\"red\", \"green\", \"blue\", \"yellow\"], or leave it out)")
-            else:
-                item_terms = parse_terms(own) if own is not None else given_terms
-            if answer and item_terms and reference_term(answer, item_terms) is None:
-                named = named_terms(answer, item_terms)
-                how = "none" if not named else f"several ({', '.join(named)})"
-                problems.append(f"{where}: answer: {one_line(json.dumps(answer))[:80]} names {how} of the terms "
-                                f"{', '.join(item_terms)} (fix: the reference must name exactly one term)")
-        if len(problems) == before:  # the picture goes to the model on its own: a <image> tag in the text is dropped
+            self.problems.append(problem)
+        label, answer, item_terms = self._label(where, row) if self.mode == POPE else self._answer(where, row)
+        if len(self.problems) == before:  # the picture goes to the model on its own: a <image> tag is dropped
             question = question.replace("<image>", "").strip() or question
-            items.append(BenchmarkItem(where, question_id, image, image_value, question, label, answer, item_terms))
-    if len(problems) == 1:
-        raise BenchmarkError(problems[0])
-    if problems:
-        more = len(problems) - SHOW_PROBLEMS
-        raise BenchmarkError(f"{path}: {len(problems)} problems in the benchmark file; fix them first:\n"
-                             + "\n".join(problems[:SHOW_PROBLEMS]) + (f"\n... and {more} more" if more > 0 else ""))
-    if not items:
-        raise BenchmarkError(f"{path}: no questions (fix: one JSON object per line, e.g. {{\"question_id\": 1, "
-                             "\"image\": \"a.jpg\", \"text\": \"Is there a dog in the image?\", \"label\": \"yes\"}})")
-    benchmark = Benchmark(str(path), mode, items, str(root), given_terms)
-    if mode == POPE and given_terms:
-        benchmark.notes.append("terms are for short-answer files; this POPE file's answers are read as yes/no")
-    return benchmark
+            self.items.append(BenchmarkItem(where, question_id, image, image_value, question, label, answer,
+                                            item_terms))
+
+    def _layout(self, where: str, row: dict) -> bool:
+        """Whether the row is in a layout, and the file's (the first row's) at that."""
+        row_mode = POPE if "label" in row else SHORT_ANSWER if "answer" in row else None
+        if row_mode is None:
+            self.problems.append(f"{where}: label/answer: missing (fix: add \"label\": \"yes\" or \"no\" for a "
+                                 "yes/no question in POPE's layout, or \"answer\": the reference for a short-answer "
+                                 "question)")
+            return False
+        if self.mode is None:
+            self.mode, self.mode_row = row_mode, where
+        elif row_mode != self.mode:
+            self.problems.append(f"{where}: {'label' if row_mode == POPE else 'answer'}: this row is a "
+                                 f"{MODES[row_mode]} row but {self.mode_row} is a {MODES[self.mode]} row (fix: one "
+                                 "layout per file; split the file)")
+            return False
+        return True
+
+    def _question_id(self, where: str, row: dict):
+        question_id, problem = _question_id(row.get("question_id"), where)
+        if problem:
+            self.problems.append(problem)
+            return question_id
+        key = (type(question_id).__name__, question_id)
+        if key in self.seen_ids:
+            self.problems.append(f"{where}: question_id: {one_line(json.dumps(question_id))[:60]} repeats "
+                                 f"{self.seen_ids[key]} (fix: give every question its own id)")
+        else:
+            self.seen_ids[key] = where
+        return question_id
+
+    def _image(self, where: str, row: dict) -> tuple[Optional[str], Optional[str]]:
+        """(the value as written, the path it names), each picture's header read once."""
+        image_value, problem = _text_field(row, "image", where, "give the picture's path, relative to the image "
+                                           "folder (--images) or to the benchmark file")
+        if problem:
+            self.problems.append(problem)
+            return image_value, None
+        image = _image_path(image_value, self.root)
+        if image not in self.checked_images:
+            self.checked_images[image] = _image_problem(image)
+        if self.checked_images[image]:
+            self.problems.append(f"{where}: image: {image}: {self.checked_images[image]} (fix: pass the folder the "
+                                 "pictures are in with --images DIR / images=..., or correct the path)")
+        return image_value, image
+
+    def _label(self, where: str, row: dict) -> tuple[Optional[str], None, tuple[str, ...]]:
+        """POPE's layout: a yes/no label."""
+        raw = row.get("label")
+        label = raw.strip().lower() if isinstance(raw, str) else None
+        if label not in (YES, NO):
+            self.problems.append(f"{where}: label: {one_line(json.dumps(raw))[:60]} is not \"yes\" or \"no\" (fix: "
+                                 "label each question \"yes\" or \"no\", as POPE does)")
+        return label, None, ()
+
+    def _answer(self, where: str, row: dict) -> tuple[None, Optional[str], tuple[str, ...]]:
+        """The short-answer layout: a reference naming exactly one of the row's (or the given) terms."""
+        answer, problem = _text_field(row, "answer", where, "give the reference answer, e.g. \"blue\"")
+        if problem:
+            self.problems.append(problem)
+        item_terms: tuple[str, ...] = ()
+        own = row.get("terms")
+        if own is not None and (not isinstance(own, list) or not parse_terms(own)
+                                or not all(isinstance(t, str) for t in own)):
+            self.problems.append(f"{where}: terms: {one_line(json.dumps(own))[:80]} is not a list of words (fix: "
+                                 "e.g. \"terms\": [\"red\", \"green\", \"blue\", \"yellow\"], or leave it out)")
+        else:
+            item_terms = parse_terms(own) if own is not None else self.given_terms
+        if answer and item_terms and reference_term(answer, item_terms) is None:
+            named = named_terms(answer, item_terms)
+            how = "none" if not named else f"several ({', '.join(named)})"
+            self.problems.append(f"{where}: answer: {one_line(json.dumps(answer))[:80]} names {how} of the terms "
+                                 f"{', '.join(item_terms)} (fix: the reference must name exactly one term)")
+        return None, answer, item_terms

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from nbtools.errors import UserError, report_internal_error
+
 from .generation import Decoding, as_images, generate_text
 from .logprobs import adapter_enabled
 from .report import answer_text, prompt_text
@@ -40,6 +42,10 @@ class InProcess:
             return generate_text(self.model, self.processor, images, prompt, decoding, on_text=on_text, videos=videos)
 
 
+class NoModelError(UserError, ValueError):
+    """A side of the lab has no model to answer with; the message says what to pass."""
+
+
 class _NoModel:
     """A side without a model (a lab opened only to look at the samples): answering says what to pass."""
 
@@ -50,7 +56,7 @@ class _NoModel:
         return "no model given"
 
     def answer(self, *args, **kwargs) -> str:
-        raise ValueError(f"no {self.side} model: pass the run's model and processor, or {self.side}=an endpoint URL")
+        raise NoModelError(f"no {self.side} model: pass the run's model and processor, or {self.side}=an endpoint URL")
 
 
 def answerers(model=None, processor=None, base=None, tuned=None) -> dict:
@@ -341,8 +347,11 @@ class ModelLab:
                 self.sides, self.current_images(), self.prompt.value, decoding,
                 on_text=lambda side, text: setattr(outputs[side], "value", text), videos=self.current_videos(),
             )
-        except Exception as exc:  # shown in the widget: a notebook user has no traceback to read
+        except UserError as exc:  # shown in the widget: the message says what to fix
             self.status.value = f"<b>Generation failed:</b> {html.escape(str(exc))}"
+            return {}
+        except Exception as exc:  # a bug: one line naming the error log, as every entry point reports it
+            self.status.value = f"<b>{html.escape(report_internal_error(exc, 'model lab'))}</b>"
             return {}
         finally:
             self.generate_button.disabled = False

@@ -19,7 +19,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from nbtools.errors import UserError
+
 NON_MODEL_KEYS = {"completion_mask"}
+
+
+class NoAdapterError(UserError, ValueError):
+    """The tuned side was asked of a model without a LoRA adapter: there is nothing to switch on."""
 
 
 @dataclass
@@ -76,7 +82,8 @@ def adapter_enabled(model, enabled: bool) -> Iterator[None]:
     peft_config = getattr(model, "peft_config", None) or {}
     if enabled:
         if not peft_config:
-            raise ValueError("this model has no LoRA adapter, so there is no tuned model to score")
+            raise NoAdapterError("this model has no LoRA adapter, so there is no tuned model to score (fix: pass the "
+                                 "run's model with its adapter, or another model as the tuned side)")
         yield
     elif "ref" in peft_config:
         active = model.active_adapter

@@ -247,8 +247,3 @@ def evaluate_run(
                           + flipped_pairs_html(evaluation.flipped, records, video=video, family=run.family))
     order = fixed_first(base, tuned)
     return EvaluationResult(payload, evaluation, [examples[i] for i in order], paths, order)
-
-
-def scores_from_payload(payload: dict) -> tuple[PairLogProbs, PairLogProbs]:
-    """The per-pair log-probs stored in evaluation.json (to recompute intervals without a model)."""
-    return PairLogProbs.from_dict(payload["pairs"]["base"]), PairLogProbs.from_dict(payload["pairs"]["tuned"])

@@ -118,6 +118,7 @@ def variant_of_model(name_or_path: str, build: bool = True) -> Variant | None:
     from .loading import load_processor
     from .tiny import TINY_SPECS, _is_current
 
+    from nbtools.errors import UserError
     from nbtools.paths import model_cache_dir
 
     spec = TINY_SPECS.get(str(name_or_path))
@@ -125,34 +126,6 @@ def variant_of_model(name_or_path: str, build: bool = True) -> Variant | None:
         return None
     try:
         processor = load_processor(name_or_path)
-    except Exception:  # a model that cannot be read here: the check is advice, never an obstacle
-        return None
+    except (UserError, OSError, ValueError):  # a model that cannot be read here: the check is advice, never an
+        return None  # obstacle (a bug in nbtools is not "cannot be read": it propagates)
     return model_variant(processor)
-
-
-def answers_style_warning(model: str, data, columns: str = "", limit: int = 2000, build: bool = False) -> str | None:
-    """The warning for ``data``'s first ``limit`` chosen answers against ``model``'s kind, or None: they suit it,
-    or the model or the data cannot be read here (``build=False``: a tiny model not built yet is not built).
-
-    For the config form, which checks as fields change: one chunk of a file read, the model's processor read once
-    (:func:`variant_of_model` remembers it). Validation and training count every answer instead."""
-    variant = variant_of_model(str(model), build=build) if model else None
-    if variant is None or not data:
-        return None
-    from nbtools.data.source import open_data
-
-    counts, complete = ThinkCounts(), True
-    try:
-        chunks = open_data(data, columns or None).chunks()
-        try:
-            for records, _problems, _rows in chunks:
-                counts = counts + ThinkCounts.of(r.chosen for r in records[:limit - counts.answers])
-                if counts.answers >= limit:
-                    complete = False
-                    break
-        finally:
-            chunks.close()
-    except Exception:  # unreadable data: the form shows nothing here (validation says what is wrong)
-        return None
-    finding = mismatch_finding(variant, counts, "chosen answers" if complete else "first chosen answers")
-    return None if finding is None else f"{finding[0]} (fix: {finding[1]})"

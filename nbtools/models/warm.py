@@ -96,7 +96,8 @@ class WarmExample:
 
 def warm_examples(config: WarmStartConfig = WarmStartConfig()) -> list[WarmExample]:
     """The warm start's training examples: shapes-task questions, chosen answers, new drawings."""
-    from nbtools.samples import png_bytes, shape_questions
+    from nbtools.samples.drawing import png_bytes
+    from nbtools.samples.shapes import shape_questions
 
     examples = []
     for q in shape_questions(config.n_examples, seed=config.data_seed, split=WARM_SPLIT):
@@ -242,7 +243,7 @@ class AttributeAccuracy:
 
 def shapes_validation_items(jsonl_path: str | Path) -> list[dict]:
     """(question, image path, true colour, true shape) from a shapes-task JSONL file."""
-    from nbtools.samples import COLOURS, SHAPES
+    from nbtools.samples.drawing import COLOURS, SHAPES
 
     path = Path(jsonl_path)
     items = []
@@ -268,7 +269,7 @@ def measure_attribute_accuracy(model, processor, items: list[dict], max_new_toke
     import torch
     from PIL import Image
 
-    from nbtools.samples import COLOURS, SHAPES
+    from nbtools.samples.drawing import COLOURS, SHAPES
 
     model.eval()
     answers = []

@@ -365,76 +365,24 @@ class PackedPreferenceCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         rendered = [render_pair(example, self.processor) for example in examples]
         sources = lean_auxiliary_sources(examples) if self.lean_auxiliary else [-1] * len(examples)
-        # one processor text per prompt: the shared (or chosen-side) prompt, then the rejected prompt if any
-        texts, text_images, clips, text_of = [], [], [], []
-        first_video = []  # per text: index of its first video in the processor call
-        clips_per_row = []
-        for row, (example, (prompt, _, _, images)) in enumerate(zip(examples, rendered)):
-            row_clips = example_clips(example, row)
-            clips_per_row.append(len(row_clips))
-            rejected_images = rejected_images_of(example, row)
-            if sources[row] >= 0:  # a lean contrast row: [prompt with the corrupted images, chosen answer]
-                sides = [rejected_images]
-            else:
-                sides = [images] if rejected_images is None else [images, rejected_images]
-            for side_images in sides:
-                first_video.append(len(clips))
-                texts.append(prompt)
-                text_images.append(side_images)
-                clips += row_clips
-            text_of.append((len(texts) - len(sides), len(texts) - 1 if len(sides) == 2 else None))
+        texts = _prompt_texts(examples, rendered, sources)
         processed = self.processor(
-            images=text_images if any(text_images) else None,
-            text=texts,
+            images=texts.images if any(texts.images) else None,
+            text=texts.texts,
             padding=True,
             padding_side="right",
             return_tensors="pt",
             add_special_tokens=False,
-            **processor_video_kwargs(clips),
+            **processor_video_kwargs(texts.clips),
             **self.extra_processor_kwargs,
         )
-        require_video_outputs(processed, clips, self.processor)
+        require_video_outputs(processed, texts.clips, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         completions = tokenizer(
             [r[1] for r in rendered] + [r[2] for r in rendered], add_special_tokens=False
         )["input_ids"]
-        chosen_ids, rejected_ids = completions[: len(examples)], completions[len(examples) :]
-        mm = processed.get("mm_token_type_ids")
-
-        def prompt_of(text: int) -> tuple[list[int], list[int] | None]:
-            real = processed["attention_mask"][text].bool()
-            return processed["input_ids"][text][real].tolist(), (mm[text][real].tolist() if mm is not None else None)
-
-        image_placeholders = placeholder_token_ids(self.processor, "image")
-        video_placeholders = placeholder_token_ids(self.processor, "video")
-        shared_videos = []  # videos of rejected prompts that lie in the shared part: encoded once, not twice
-        pieces = []
-        for row, (chosen_text, rejected_text) in enumerate(text_of):
-            prompt_ids, prompt_mm = prompt_of(chosen_text)
-            room = self._room(row, prompt_ids)
-            piece = PackedPieces(prompt_ids=prompt_ids, chosen_ids=list(chosen_ids[row])[:room],
-                                 rejected_ids=list(rejected_ids[row])[:room], prompt_mm_token_type_ids=prompt_mm)
-            if sources[row] >= 0:  # its chosen side is its source row's (borrow_chosen)
-                piece.chosen_ids = []
-            if rejected_text is not None:
-                rejected_prompt, rejected_mm = prompt_of(rejected_text)
-                piece.rejected_ids = list(rejected_ids[row])[: self._room(row, rejected_prompt)]
-                shared = shared_prefix_length(prompt_ids, rejected_prompt, prompt_mm, image_placeholders)
-                clips_here = clips_per_row[row]
-                if clips_here:
-                    start = first_video[rejected_text]
-                    merge = getattr(getattr(self.processor, "video_processor", None), "merge_size", 1)
-                    count = videos_within(rejected_prompt, rejected_mm, shared,
-                                          processed["video_grid_thw"][start : start + clips_here], merge,
-                                          video_placeholders)
-                    shared_videos += range(start, start + count)
-                piece.prompt_ids, piece.chosen_prompt_ids = prompt_ids[:shared], prompt_ids[shared:]
-                piece.rejected_prompt_ids = rejected_prompt[shared:]
-                if prompt_mm is not None:
-                    piece.prompt_mm_token_type_ids = prompt_mm[:shared]
-                    piece.chosen_prompt_mm_token_type_ids = prompt_mm[shared:]
-                    piece.rejected_prompt_mm_token_type_ids = rejected_mm[shared:]
-            pieces.append(piece)
+        answers = list(zip(completions[: len(examples)], completions[len(examples) :]))
+        pieces, shared_videos = self._pieces(processed, texts, answers, sources)
         drop_videos(processed, shared_videos)
         batch = {k: v for k, v in processed.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         batch.update(pack_pieces(pieces, self.pad_token_id))
@@ -442,8 +390,8 @@ class PackedPreferenceCollator:
             batch[AUXILIARY_SOURCES] = torch.tensor(sources)
         # the same picture or clip in several prompt parts: vision_cache.encode_images encodes it once
         dropped = set(shared_videos)
-        kept_clips = [clip for index, clip in enumerate(clips) if index not in dropped]
-        for kind, items in (("image", [image for side in text_images for image in side]), ("video", kept_clips)):
+        kept_clips = [clip for index, clip in enumerate(texts.clips) if index not in dropped]
+        for kind, items in (("image", [image for side in texts.images for image in side]), ("video", kept_clips)):
             copies = copies_of(items) if processed.get(f"{kind}_grid_thw") is not None else None
             if copies is not None and len(copies) == processed[f"{kind}_grid_thw"].shape[0]:
                 batch[MEDIA_COPIES[kind]] = torch.tensor(copies)
@@ -452,3 +400,83 @@ class PackedPreferenceCollator:
             if found is not None:
                 batch["ref_chosen_logps"], batch["ref_rejected_logps"] = found
         return batch
+
+    def _pieces(self, processed, texts: "_PromptTexts", answers: list, sources: list[int]):
+        """One PackedPieces per row from the processed prompts and the answers' token ids, and the videos of
+        rejected prompts that lie in the shared part (encoded once, not twice)."""
+        mm = processed.get("mm_token_type_ids")
+
+        def prompt_of(text: int) -> tuple[list[int], list[int] | None]:
+            real = processed["attention_mask"][text].bool()
+            return processed["input_ids"][text][real].tolist(), (mm[text][real].tolist() if mm is not None else None)
+
+        image_placeholders = placeholder_token_ids(self.processor, "image")
+        video_placeholders = placeholder_token_ids(self.processor, "video")
+        merge = getattr(getattr(self.processor, "video_processor", None), "merge_size", 1)
+        shared_videos: list[int] = []
+        pieces = []
+        for row, (chosen_text, rejected_text) in enumerate(texts.text_of):
+            chosen_ids, rejected_ids = answers[row]
+            prompt_ids, prompt_mm = prompt_of(chosen_text)
+            room = self._room(row, prompt_ids)
+            piece = PackedPieces(prompt_ids=prompt_ids, chosen_ids=list(chosen_ids)[:room],
+                                 rejected_ids=list(rejected_ids)[:room], prompt_mm_token_type_ids=prompt_mm)
+            if sources[row] >= 0:  # its chosen side is its source row's (borrow_chosen)
+                piece.chosen_ids = []
+            if rejected_text is not None:
+                rejected_prompt, rejected_mm = prompt_of(rejected_text)
+                piece.rejected_ids = list(rejected_ids)[: self._room(row, rejected_prompt)]
+                shared = shared_prefix_length(prompt_ids, rejected_prompt, prompt_mm, image_placeholders)
+                clips_here = texts.clips_per_row[row]
+                if clips_here:
+                    start = texts.first_video[rejected_text]
+                    count = videos_within(rejected_prompt, rejected_mm, shared,
+                                          processed["video_grid_thw"][start : start + clips_here], merge,
+                                          video_placeholders)
+                    shared_videos += range(start, start + count)
+                _split_at_shared(piece, shared, rejected_prompt, rejected_mm)
+            pieces.append(piece)
+        return pieces, shared_videos
+
+
+@dataclass
+class _PromptTexts:
+    """The processor's texts: one per prompt (the shared or chosen-side prompt, then the rejected prompt if any)."""
+
+    texts: list = field(default_factory=list)
+    images: list = field(default_factory=list)  # per text: its images
+    clips: list = field(default_factory=list)  # every text's clips, in order
+    first_video: list = field(default_factory=list)  # per text: index of its first video in the processor call
+    text_of: list = field(default_factory=list)  # per row: (chosen-side text, rejected text or None)
+    clips_per_row: list = field(default_factory=list)
+
+
+def _prompt_texts(examples: list[dict[str, Any]], rendered: list, sources: list[int]) -> _PromptTexts:
+    """A lean contrast row has one text (its corrupted images); an image-contrast row two; any other row one."""
+    out = _PromptTexts()
+    for row, (example, (prompt, _, _, images)) in enumerate(zip(examples, rendered)):
+        row_clips = example_clips(example, row)
+        out.clips_per_row.append(len(row_clips))
+        rejected_images = rejected_images_of(example, row)
+        if sources[row] >= 0:  # a lean contrast row: [prompt with the corrupted images, chosen answer]
+            sides = [rejected_images]
+        else:
+            sides = [images] if rejected_images is None else [images, rejected_images]
+        for side_images in sides:
+            out.first_video.append(len(out.clips))
+            out.texts.append(prompt)
+            out.images.append(side_images)
+            out.clips += row_clips
+        out.text_of.append((len(out.texts) - len(sides), len(out.texts) - 1 if len(sides) == 2 else None))
+    return out
+
+
+def _split_at_shared(piece: PackedPieces, shared: int, rejected_prompt: list[int], rejected_mm) -> None:
+    """Both prompts' common first ``shared`` tokens become the row's prompt; the rest is each side's own."""
+    prompt_ids, prompt_mm = piece.prompt_ids, piece.prompt_mm_token_type_ids
+    piece.prompt_ids, piece.chosen_prompt_ids = prompt_ids[:shared], prompt_ids[shared:]
+    piece.rejected_prompt_ids = rejected_prompt[shared:]
+    if prompt_mm is not None:
+        piece.prompt_mm_token_type_ids = prompt_mm[:shared]
+        piece.chosen_prompt_mm_token_type_ids = prompt_mm[shared:]
+        piece.rejected_prompt_mm_token_type_ids = rejected_mm[shared:]

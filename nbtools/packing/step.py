@@ -64,17 +64,9 @@ class PackedStepResult:
 
 
 def packed_dpo_step(
-    model,
-    batch: dict,
-    *,
-    beta: float,
-    loss_type="sigmoid",
-    loss_weights=None,
-    ref_model=None,
-    reuse_vision: bool | None = None,
-    reference_context: Callable[[], ContextManager] | None = None,
-    reduce_metrics: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    row_budget: int | None = None,
+    model, batch: dict, *, beta: float, loss_type="sigmoid", loss_weights=None, ref_model=None,
+    reuse_vision: bool | None = None, reference_context: Callable[[], ContextManager] | None = None,
+    reduce_metrics: Callable[[torch.Tensor], torch.Tensor] | None = None, row_budget: int | None = None,
     loss_options: LossOptions | dict | None = None,
 ) -> PackedStepResult:
     """Loss and metrics (TRL names) for one packed batch.
@@ -100,17 +92,8 @@ def packed_dpo_step(
     # frozen image path: encode once, without autograd, for both passes
     features = encode_images(model, batch) if reuse_vision else None
     policy = packed_logps(model, batch, encoder_outputs=features, with_stats=True, row_budget=row_budget)
-    reference = None  # the reference pass's per-token values (None: precomputed sums)
-    if "ref_chosen_logps" in batch and "ref_rejected_logps" in batch:
-        device = policy.chosen.device
-        ref_chosen = batch["ref_chosen_logps"].to(device, policy.chosen.dtype)
-        ref_rejected = batch["ref_rejected_logps"].to(device, policy.chosen.dtype)
-    else:
-        reference = reference_logps(
-            model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context,
-            row_budget=row_budget,
-        )
-        ref_chosen, ref_rejected = reference.chosen, reference.rejected
+    reference, ref_chosen, ref_rejected = _reference(model, batch, policy, ref_model, features, reference_context,
+                                                     row_budget)
     trl_types, trl_weights, mdpo_weights = split_loss_types(loss_type, loss_weights)
     device = policy.chosen.device
     auxiliary = batch.get(AUXILIARY_ROWS)
@@ -129,8 +112,32 @@ def packed_dpo_step(
         extra, mdpo_sums = mdpo_loss(policy.chosen, policy.rejected, ref_chosen, ref_rejected, ~main, beta=beta,
                                      weights=mdpo_weights)
         loss = loss + extra
-    # All metrics travel as one tensor of sums: one all-reduce over processes (when reduce_metrics is given)
-    # and one device-to-host read per step, however many processes train. TRL's metrics: real pairs only.
+    metrics, tokens = _step_metrics(batch, policy, main, ref_chosen, ref_rejected, beta, mdpo_sums, mdpo_weights,
+                                    reduce_metrics)
+    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None, tokens,
+                            ~main if auxiliary is not None else None)
+
+
+def _reference(model, batch: dict, policy: PackedLogps, ref_model, features, reference_context, row_budget):
+    """(the reference pass's per-token values or None, its chosen sums, its rejected sums): the batch's
+    precomputed sums when it carries them, else a reference pass."""
+    if "ref_chosen_logps" in batch and "ref_rejected_logps" in batch:
+        device = policy.chosen.device
+        return (None, batch["ref_chosen_logps"].to(device, policy.chosen.dtype),
+                batch["ref_rejected_logps"].to(device, policy.chosen.dtype))
+    reference = reference_logps(
+        model, batch, ref_model=ref_model, encoder_outputs=features, reference_context=reference_context,
+        row_budget=row_budget,
+    )
+    return reference, reference.chosen, reference.rejected
+
+
+def _step_metrics(batch: dict, policy: PackedLogps, main: torch.Tensor, ref_chosen, ref_rejected, beta: float,
+                  mdpo_sums, mdpo_weights, reduce_metrics) -> tuple[dict[str, float], int]:
+    """(TRL's metrics over the real pairs, plus mDPO's terms; the batch's attention tokens).
+
+    All metrics travel as one tensor of sums: one all-reduce over processes (when reduce_metrics is given)
+    and one device-to-host read per step, however many processes train."""
     attention = batch.get("attention_mask")
     scored = main[policy.token_rows]
     stats = {name: value[scored] for name, value in policy.stats.items()}
@@ -144,6 +151,4 @@ def packed_dpo_step(
     metrics = metrics_from_sums(values[: len(METRIC_SUM_FIELDS)])
     if mdpo_sums is not None:
         metrics.update(mdpo_metrics(values[len(METRIC_SUM_FIELDS):], mdpo_weights))
-    tokens = int(values[METRIC_SUM_FIELDS.index("attention_tokens")])
-    return PackedStepResult(loss, policy, ref_chosen, ref_rejected, metrics, features is not None, tokens,
-                            ~main if auxiliary is not None else None)
+    return metrics, int(values[METRIC_SUM_FIELDS.index("attention_tokens")])

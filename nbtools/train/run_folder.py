@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Union
 from nbtools import atomic
 from nbtools.config import RunConfig, load_config
 from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, first_few, write_error_log
-from nbtools.paths import check_output_folder
+from nbtools.output_folder import check_output_folder
 from nbtools.atomic import pid_alive
 from nbtools.train import run_record as rr
 

@@ -52,7 +52,7 @@ StyleCheck = Callable[[RunConfig], Optional[str]]  # config -> a warning about i
 
 def answers_style_check(config: RunConfig) -> Optional[str]:
     """Do the training file's chosen answers suit the model (Instruct: no <think> blocks; Thinking: reasoning kept)?"""
-    from nbtools.models.variant import answers_style_warning
+    from nbtools.data.answer_style import answers_style_warning
 
     return answers_style_warning(config.model, config.train_file, config.columns)
 

@@ -20,32 +20,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-import nbtools
 from nbtools.config import ConfigError, RunConfig
+from nbtools.paths import project_root
 from nbtools.train.history import evaluation_rows
 
-PROJECT_ROOT_ENV = "NBTOOLS_PROJECT_ROOT"
 PathLike = Union[str, os.PathLike]
-
-
-def project_root() -> Path:
-    """The folder relative parameter paths start from.
-
-    $NBTOOLS_PROJECT_ROOT if set; else the nearest folder at or above the working folder that
-    holds both ``notebooks/`` and ``data_samples/``; else the clone nbtools was installed from
-    (editable install); else the working folder.
-    """
-    env = os.environ.get(PROJECT_ROOT_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "notebooks").is_dir() and (folder / "data_samples").is_dir():
-            return folder
-    clone = Path(nbtools.__file__).resolve().parent.parent
-    if (clone / "data_samples").is_dir():
-        return clone
-    return here
 
 
 DATA_FIELDS = ("train_file", "validation_file", "input_file")  # may name a Hub dataset instead of a path
