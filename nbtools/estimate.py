@@ -373,7 +373,6 @@ def estimate_memory(
     lora_w, lora_g, optim = lora_training_bytes(lora_params)
 
     img_tokens = image_tokens_per_image(config, max_pixels, image_size)
-    markers = vision_markers(config)
     if lean_contrast_rows is None:
         lean_contrast_rows = collator_lays_out_lean_contrast_rows()
     shape = _step_shape(batch_size, max_context_length, img_tokens, images_per_pair, rejected_images_per_pair,
@@ -414,7 +413,7 @@ def estimate_memory(
         packing=packing, strategy=strategy, num_devices=num_devices, gathered_bytes=gathered,
         video_tokens_per_pair=video_tokens_per_pair, attention_bytes=attention, attn_implementation=kernel,
         second_prompt_tokens=shape.second_prompt, auxiliary_rows=shape.auxiliary_rows, tokens_per_step=shape.tokens,
-        image_markers=markers,
+        image_markers=vision_markers(config),
     )
     estimate.advice += _length_advice(images_per_pair * img_tokens, video_tokens_per_pair, max_context_length)
     if fits is False:
