@@ -28,6 +28,12 @@ class CurrentData:
     def __str__(self) -> str:
         return self.path
 
+    def show(self) -> None:
+        """The note in a notebook, wrapped between words (a printed line would break mid-word there)."""
+        from nbtools.display import show_log_line
+
+        show_log_line(self.note)
+
 
 def _pairs_in(path: Path) -> int:
     with open(path, "rb") as handle:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from nbtools.display import show_log_line
 from nbtools.plot_text import plain_suptitle
 
 # Panels of the live figure: (title, [(metric, label)], y-label)
@@ -101,22 +102,6 @@ def alarms_html(alarms: list[str]) -> str:
     return ("<div class='nbtools-alarms' style='border-left:4px solid #b91c1c;background:#fef2f2;padding:4px 10px;"
             "margin:4px 0'><b style='color:#b91c1c'>&#9888; Training-health alarms</b>"
             f"<ul style='margin:4px 0'>{items}</ul></div>")
-
-
-# JupyterLab breaks printed lines anywhere ("at lea|st 100"): its output <pre> has word-break: break-all.
-# An inline style wins over that class rule, so a line shown as HTML wraps between words only.
-LOG_LINE_STYLE = ("white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;margin:0;padding:0;"
-                  "font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,13px)")
-
-
-def show_log_line(text: str) -> None:
-    """One message in a notebook: HTML that wraps between words, with the plain text for other front ends."""
-    import html
-
-    from IPython.display import display
-
-    display({"text/plain": text,
-             "text/html": f"<pre class='nbtools-log' style='{LOG_LINE_STYLE}'>{html.escape(text)}</pre>"}, raw=True)
 
 
 def format_line(row: dict, max_steps: Optional[int] = None) -> str:

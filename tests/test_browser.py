@@ -333,9 +333,9 @@ def check_empty_model_refused(page) -> None:
     error.wait_for(state="hidden", timeout=30_000)
     page.wait_for_function("() => !document.querySelector('button.nbtools-save').disabled", timeout=60_000)
 
-    help_note = page.locator(".nbtools-field-help", has_text="DPO beta: how far the model may move")
+    help_note = page.locator(".nbtools-field-help", has_text="Peak learning rate of the LoRA weights")  # in Basic
     assert not help_note.is_visible()
-    page.locator(".nbtools-field-beta button.nbtools-help").click()
+    page.locator(".nbtools-field-learning_rate button.nbtools-help").click()
     help_note.wait_for(state="visible", timeout=30_000)
 
 

@@ -121,7 +121,7 @@ def test_00_writes_where_01_and_02_look_and_they_ask_for_it():
     for name in ("01_inspect_data", "02_configure"):
         assert papermill.inspect_notebook(str(notebooks / f"{name}.ipynb"))["train_file"]["default"] == '""'
         code = "".join("".join(c["source"]) for c in json.loads((notebooks / f"{name}.ipynb").read_text())["cells"])
-        assert "data = current_train_file(train_file)" in code and "print(data.note)" in code
+        assert "data = current_train_file(train_file)" in code and "data.show()" in code
 
 
 def test_00_report_says_why_a_selected_strategy_made_nothing():
