@@ -363,6 +363,9 @@ class RunConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        if not self.model.strip():  # '' would load the working folder as a model and fail deep in transformers
+            raise ConfigError("model", "is empty", "name the base model: a hub id such as Qwen/Qwen3-VL-2B-Instruct, "
+                              "a local model folder, or a built-in tiny id such as tiny-qwen3-vl-warm")
         if isinstance(self.target_modules, str) and self.target_modules not in TARGET_MODULE_PRESETS:
             try:
                 re.compile(self.target_modules)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nbtools.current_data import SAMPLE_PAIRS
 from nbtools.errors import UserError, run_entry
 
 NOTEBOOKS = ("01_inspect_data", "02_configure", "03_train", "04_evaluate")
@@ -54,8 +55,9 @@ def demo_parameters(out_dir: Path, model: str, max_steps: Optional[int]) -> dict
     config_file = str(out_dir / "config.yaml")
     run_dir = str(out_dir / "run")
     return {
-        "01_inspect_data": {"model": model},
-        "02_configure": {"model": model, "output_dir": run_dir, "config_file": config_file,
+        # the bundled sample by name: the demo's checks hold for it, whatever 00 may have prepared in runs/
+        "01_inspect_data": {"model": model, "train_file": SAMPLE_PAIRS},
+        "02_configure": {"model": model, "train_file": SAMPLE_PAIRS, "output_dir": run_dir, "config_file": config_file,
                          "task_display_name": "shapes-dpo-demo", "custom_model_name": "shapes-dpo-tiny-demo",
                          **training},
         "03_train": {"config_file": config_file},

@@ -61,3 +61,17 @@ def table_style(cls: str) -> str:
         "margin:0 !important;padding:0 !important;background:none !important;border:none !important}"
         "</style>"
     )
+
+
+# JupyterLab breaks printed lines anywhere ("at lea|st 100"): its output <pre> has word-break: break-all.
+# An inline style wins over that class rule, so a line shown as HTML wraps between words only.
+LOG_LINE_STYLE = ("white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;margin:0;padding:0;"
+                  "font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,13px)")
+
+
+def show_log_line(text: str) -> None:
+    """One message in a notebook: HTML that wraps between words, with the plain text for other front ends."""
+    from IPython.display import display
+
+    display({"text/plain": text,
+             "text/html": f"<pre class='nbtools-log' style='{LOG_LINE_STYLE}'>{html.escape(text)}</pre>"}, raw=True)

@@ -258,7 +258,12 @@ def _data_section(data: Optional[dict], config) -> str:
 
 
 def _copy_plots(run_dir, out_dir: Path) -> list[str]:
+    """The run's plots, each picture once: the single-panel PNGs repeat training.png's four panels."""
+    from nbtools.live import PANEL_FILES
+
     plots = sorted((Path(run_dir) / "plots").glob("*.png"))
+    if any(p.name == "training.png" for p in plots):
+        plots = [p for p in plots if p.name not in PANEL_FILES]
     if not plots:
         return []
     (out_dir / "plots").mkdir(exist_ok=True)

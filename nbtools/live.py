@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from nbtools.display import show_log_line
 from nbtools.plot_text import plain_suptitle
 from nbtools.train.history import evaluation_rows
 
@@ -64,6 +65,7 @@ def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
 def draw_history(history: list[dict], figure=None, title: str = ""):
     """The 2x2 training figure for ``history`` (metrics.jsonl rows). Reuses ``figure`` if given."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = figure if figure is not None else Figure(figsize=(11, 7), layout="constrained")
     if not fig.axes:
@@ -83,6 +85,7 @@ def draw_history(history: list[dict], figure=None, title: str = ""):
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(panel_title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimizer steps are whole: no tick at 22.5
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
         if drew:
@@ -137,6 +140,8 @@ class LiveMonitor:
         self._last_draw = 0.0
         self._write = write
         self.alarms: list[str] = []  # training-health alarms (nbtools.train.health), shown under the figure
+        self.verdict: Optional[str] = None  # the diagnosis so far, in the notebook's progress bar
+        self._postfix: dict = {}
         self.alarm_handle = None
 
     # --- text ---------------------------------------------------------------------------------
@@ -146,10 +151,22 @@ class LiveMonitor:
             return
         if self._write is not None:
             self._write(text)
+        elif self.mode == "notebook":
+            show_log_line(text)
         elif self.bar is not None:
             self.bar.write(text, file=sys.stdout)
         else:
             print(text, flush=True)
+
+    def diagnosis(self, verdict: str, text: str, step: int) -> None:
+        """The diagnosis so far, after an evaluation that changed it. In a notebook its verdict goes into the
+        progress bar (replaced in place; the full sentence is said once, at the end of the run); elsewhere a line."""
+        if self.mode == "notebook":
+            self.verdict = verdict.replace("_", " ")
+            if self.bar is not None:
+                self.bar.set_postfix({**self._postfix, "diagnosis": self.verdict})
+        else:
+            self.message(f"diagnosis @ step {step}: {text}")
 
     def alarm(self, text: str) -> None:
         """A training-health alarm: in a notebook, listed in a box under the live figure (shown with the first
@@ -206,7 +223,9 @@ class LiveMonitor:
             postfix = {k.replace("rewards/", ""): f"{row[k]:.3f}" for k in ("loss", "eval_loss",
                        "eval_rewards/accuracies") if isinstance(row.get(k), (int, float))}
             if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
+                self._postfix = postfix
+                self.bar.set_postfix({**postfix, **({"diagnosis": self.verdict} if self.verdict else {})},
+                                     refresh=False)
         force = any(k.startswith("eval_") for k in row)
         self.redraw(force=force)
 
@@ -236,9 +255,18 @@ class LiveMonitor:
         return path
 
 
+def panel_file(panel_title: str) -> str:
+    """The file name of one panel's own PNG (``Reward accuracy`` -> ``reward_accuracy.png``)."""
+    return panel_title.lower().replace(" ", "_").replace("-", "_") + ".png"
+
+
+PANEL_FILES = tuple(panel_file(title) for title, _, _ in PANELS)  # each also a panel of training.png
+
+
 def save_plots(history: list[dict], plots_dir: Union[str, Path], title: str = "") -> list[Path]:
     """plots/training.png (all four panels) plus one PNG per panel, for reports and the run list."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -258,10 +286,11 @@ def save_plots(history: list[dict], plots_dir: Union[str, Path], title: str = ""
                     marker=line.get_marker(), markersize=3, color=line.get_color())
         ax.set_title(panel_title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8)
-        name = panel_title.lower().replace(" ", "_").replace("-", "_") + ".png"
+        name = panel_file(panel_title)
         small.savefig(plots_dir / name, dpi=110)
         written.append(plots_dir / name)
     return written

@@ -242,6 +242,7 @@ def validation_curve(run_dir, metric: str = "eval_loss") -> tuple[list[float], l
 def plot_validation_curves(runs: Sequence[RunSummary], metrics=("eval_loss", "eval_rewards/accuracies"), path=None):
     """One panel per metric, one line per run, labelled with the run's names."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from nbtools.plot_text import plain_legend
 
@@ -254,6 +255,7 @@ def plot_validation_curves(runs: Sequence[RunSummary], metrics=("eval_loss", "ev
                 ax.plot(steps, values, marker="o", markersize=3, label=f"{label} ({run.status})")
         ax.set_title(metric)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimizer steps are whole: no tick at 22.5
         if ax.lines:
             plain_legend(ax, fontsize=7)  # labels are run names: a `$` in them is not mathtext
         else:

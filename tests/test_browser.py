@@ -7,7 +7,8 @@ Checks what no Python-side test can, the way a new user meets the notebooks (Run
   parameters cell is read and the known names shortened), and shows no error;
 * no image in any output is broken (``naturalWidth > 0``), no label or button text is cut off;
 * every input of the config form shows the field's help on hover, an invalid value outlines its
-  box in red, Save answers every click; the model lab's answers are legible (not faint grey);
+  box in red, Save answers every click; an empty model name is refused the same way, and the "?"
+  shows a field's help on click; the model lab's answers are legible (not faint grey);
 * the widget manager renders the form and the lab (no JupyterLab-only extension of ours, so
   Colab's renders them too), and a value typed into the page reaches the kernel and comes back
   as a new estimate.
@@ -311,6 +312,33 @@ def check_configure_form(page) -> None:
     assert re.search(r"saved \d+ times", status.inner_text())
 
 
+def check_empty_model_refused(page) -> None:
+    """02's form, second pass: an empty model name is marked like learning_rate 5 (red box, advice, Save disabled),
+    the estimate shows no raw transformers message; the "?" shows a field's help on click."""
+    model = page.locator(".nbtools-field-model input")
+    before = model.input_value()
+    model.fill("")
+    model.press("Enter")
+    error = page.locator(".nbtools-field-error", has_text="name the base model")
+    error.wait_for(state="visible", timeout=30_000)
+    assert "is empty" in error.inner_text()
+    outline = model.evaluate("el => getComputedStyle(el).outlineColor + ' ' + getComputedStyle(el).outlineStyle")
+    assert outline == "rgb(198, 40, 40) solid", outline
+    assert page.locator("button.nbtools-save").is_disabled()
+    estimate = page.locator(".nbtools-estimate").inner_text()
+    assert "fix the fields" in estimate and "Unrecognized" not in estimate
+    page.locator(".nbtools-config-form").screenshot(path=str(ARTIFACTS / "browser-02_configure-empty-model.png"))
+    model.fill(before)
+    model.press("Enter")
+    error.wait_for(state="hidden", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('button.nbtools-save').disabled", timeout=60_000)
+
+    help_note = page.locator(".nbtools-field-help", has_text="Peak learning rate of the LoRA weights")  # in Basic
+    assert not help_note.is_visible()
+    page.locator(".nbtools-field-learning_rate button.nbtools-help").click()
+    help_note.wait_for(state="visible", timeout=30_000)
+
+
 def check_model_lab(page) -> None:
     """04's lab: Generate answers from both models, legibly (dark text, not the faint grey of a disabled box)."""
     lab = page.locator(".nbtools-lab")
@@ -355,6 +383,7 @@ def test_every_notebook_runs_in_the_browser_as_a_user_sees_it(lab, tmp_path):
                 assert missing_help == [], f"{name}: form inputs without help on hover: {missing_help}"
                 if page.locator(".nbtools-config-form").count():
                     check_configure_form(page)
+                    check_empty_model_refused(page)
                 if page.locator(".nbtools-answer").count():
                     check_model_lab(page)
                 images = wait_for_images(page)

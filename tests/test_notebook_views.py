@@ -226,7 +226,7 @@ def test_run_summaries_name_steps_and_evaluations_not_metric_values(tmp_path):
                     "the adapter is in adapter/ of the run folder.")
     assert "0.51" not in text
     html = run_result_html(result)
-    assert "Run finished</b> in 1 min 15 s" in html and "<td>eval_loss</td><td>0.5123</td>" in html
+    assert "Run finished</b> in 1 min 15 s" in html and "<td>validation loss</td><td>0.5123</td>" in html
     assert "Best checkpoint: step 4, eval_loss 0.5123" in html
     assert "eval_runtime" not in html and "per_second" not in html  # timings are not about the model
 

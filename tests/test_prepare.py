@@ -165,7 +165,8 @@ def test_ranking_keeps_best_vs_worst_above_the_gap_and_counts_ties():
     # with a reference and the reference strategy selected, ranking leaves the prompt to it
     both = make_pairs(_judged(["a", "b"], [1.0, 0.0], reference="ref"), ["reference", "ranking"],
                       wrong_below=0.5, min_score_gap=0.3)
-    assert [s for s, _, _ in both] == ["reference"]
+    assert [(s, pair is None, reason) for s, pair, reason in both] == [("reference", False, "made"),
+                                                                       ("ranking", True, "has_reference")]
 
 
 def test_corrupted_strategy_as_text_or_image_contrast():

@@ -19,6 +19,9 @@ FLIPPED_FILE = "evaluation_flipped.html"
 
 ACCURACY_METRICS = ("preference_accuracy", "preference_accuracy_normalized", "reward_accuracy")
 MARGIN_METRICS = ("logprob_margin", "reward_margin")
+# Measured against the reference model, which the base model is: 0 for the base by definition, not a result.
+REFERENCE_DEFINED = ("reward_accuracy", "reward_margin")
+FLIPPED_SHOWN = 5  # flipped pairs shown open; the rest are folded (each row carries pictures)
 
 
 def evaluation_to_dict(evaluation: PreferenceEvaluation, **context) -> dict:
@@ -153,10 +156,16 @@ def plot_evaluation(payload: dict, path=None):
     ):
         x = np.arange(len(metrics))
         for offset, side, colour in ((-0.2, "base", "#9ca3af"), (0.2, "tuned", "#2563eb")):
-            values = np.array([payload[side][m] for m in metrics])
-            ci = np.array([payload[side]["ci95"][m] for m in metrics])
+            # The base model is the reference: its rewards are 0 by definition, so a bar at 0 would read as
+            # "0 % accurate". Those slots get a note instead of a bar.
+            drawn = [i for i, m in enumerate(metrics) if not (side == "base" and m in REFERENCE_DEFINED)]
+            values = np.array([payload[side][metrics[i]] for i in drawn])
+            ci = np.array([payload[side]["ci95"][metrics[i]] for i in drawn])
             err = np.abs(np.vstack([values - ci[:, 0], ci[:, 1] - values]))
-            ax.bar(x + offset, values, 0.4, yerr=err, capsize=4, label=side, color=colour)
+            ax.bar(x[drawn] + offset, values, 0.4, yerr=err, capsize=4, label=side, color=colour)
+            for i in sorted(set(range(len(metrics))) - set(drawn)):
+                ax.text(x[i] + offset, 0.02 if title == "accuracy" else 0, "base =\nreference\n(no bar)",
+                        ha="center", va="bottom", fontsize=7, color="#4b5563")
         ax.set_xticks(x, [m.replace("_", "\n", 1) for m in metrics], fontsize=8)
         ax.set_title(title)
         ax.axhline(0, color="black", linewidth=0.6)
@@ -229,11 +238,16 @@ def flipped_pairs_html(flipped: Sequence[dict], records: Sequence, root=None, vi
             f"{row['tuned_margin']:.2f}",
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = "".join(
+    head = "<thead><tr>" + "".join(
         f"<th>{h}</th>"
         for h in ("pair", "verdict", "images", "prompt", "chosen", "rejected", "base margin", "tuned margin")
-    )
+    ) + "</tr></thead>"
     fixed = sum(r["direction"] == "fixed" for r in flipped)
     caption = f"{len(flipped)} pairs flipped: {fixed} fixed by tuning, {len(flipped) - fixed} broken"
-    return (f"{table_style('nbt-flipped')}<table class=\"nbt-flipped\"><caption style=\"text-align:left\">"
-            f"{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    page = (f"{table_style('nbt-flipped')}<table class=\"nbt-flipped\"><caption style=\"text-align:left\">"
+            f"{caption}</caption>{head}<tbody>{''.join(rows[:FLIPPED_SHOWN])}</tbody></table>")
+    if len(rows) > FLIPPED_SHOWN:  # one page of pictures is enough to read; the rest on request
+        page += (f"<details class=\"nbt-flipped-more\"><summary style=\"cursor:pointer\">Show the other "
+                 f"{len(rows) - FLIPPED_SHOWN} flipped pairs</summary><table class=\"nbt-flipped\">{head}<tbody>"
+                 f"{''.join(rows[FLIPPED_SHOWN:])}</tbody></table></details>")
+    return page

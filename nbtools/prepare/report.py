@@ -49,6 +49,17 @@ class PrepareReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def empty_strategies(self) -> list[str]:
+        """One sentence per selected strategy that made no pairs, with the reasons (most frequent first)."""
+        sentences = []
+        for name, entry in self.strategies.items():
+            if entry["made"]:
+                continue
+            reasons = sorted(entry["dropped"].items(), key=lambda item: (-item[1], item[0]))
+            why = "; ".join(f"{n} prompt(s): {REASONS.get(reason, reason)}" for reason, n in reasons)
+            sentences.append(f"{name} made no pairs" + (f" ({why})" if why else ""))
+        return sentences
+
     def summary(self) -> str:
         lines = [f"prompts: {self.prompts_read} read, {self.prompts_sampled} sampled "
                  f"({self.samples_generated} answered now, {self.samples_reused} from the sample store)"]
@@ -68,6 +79,8 @@ class PrepareReport:
         for name, entry in self.strategies.items():
             dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(entry["dropped"].items())) or "none"
             lines.append(f"  {name}: {entry['made']} made; dropped: {dropped}")
+        for sentence in self.empty_strategies():
+            lines.append(f"  note: {sentence}")
         if self.dropped("not_judged"):
             lines.append(f"  note: {self.dropped('not_judged')} prompt(s) could not be judged: the reference and "
                          "vocabulary judges need a reference answer (use the rule judge, or pass your own judge)")
@@ -85,7 +98,9 @@ class PrepareReport:
                        + "</td></tr>" for name, e in self.strategies.items())
         reasons = "".join(f"<li><b>{html.escape(r)}</b>: {html.escape(REASONS[r])}</li>"
                           for r in sorted({r for e in self.strategies.values() for r in e["dropped"]}) if r in REASONS)
-        return (f"<pre>{html.escape(self.summary())}</pre><table><tr><th>strategy</th><th>pairs</th>"
+        # inline style: JupyterLab's output <pre> breaks lines mid-word (word-break: break-all)
+        return (f"<pre style='white-space:pre-wrap;word-break:normal;overflow-wrap:break-word'>"
+                f"{html.escape(self.summary())}</pre><table><tr><th>strategy</th><th>pairs</th>"
                 f"<th>dropped</th></tr>{rows}</table>" + (f"<ul>{reasons}</ul>" if reasons else ""))
 
     def __repr__(self) -> str:

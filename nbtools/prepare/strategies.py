@@ -27,6 +27,8 @@ REASONS = {
     "no_correct_answer": "no reference, and no answer to the real image was judged right",
     "no_image": "the prompt has no image to corrupt",
     "identical": "chosen and rejected are the same text",
+    "has_reference": "the prompt has a reference answer, so the reference strategy makes its pair (ranking serves "
+                     "prompts without one; select ranking alone to rank every prompt)",
 }
 
 
@@ -138,7 +140,8 @@ def make_pairs(judged: Judged, strategies: Sequence[str], *, wrong_below: float,
     """``(strategy, pair or None, reason)`` for each selected strategy that applies to this prompt.
 
     Ranking serves prompts without a reference when ``reference`` is selected too (a prompt
-    with a reference gets its pair from the reference); alone, it serves every prompt.
+    with a reference gets its pair from the reference, and ranking's outcome is ``has_reference``);
+    alone, it serves every prompt.
     """
     results = []
     for strategy in strategies:
@@ -146,6 +149,7 @@ def make_pairs(judged: Judged, strategies: Sequence[str], *, wrong_below: float,
             results.append((strategy, *reference_vs_sample(judged, wrong_below)))
         elif strategy == "ranking":
             if judged.row.reference and "reference" in strategies:
+                results.append((strategy, None, "has_reference"))  # counted, so the report can say why
                 continue
             results.append((strategy, *judged_ranking(judged, min_score_gap)))
         elif strategy == "corrupted":

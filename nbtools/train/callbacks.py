@@ -145,7 +145,7 @@ class RunCallback(TrainerCallback):
         if ("eval_loss" in row and not self.final) or new_alarms:
             diagnosis = diagnose(self.history, self._beta)
             if "eval_loss" in row and (self.diagnosis is None or diagnosis.verdict != self.diagnosis.verdict):
-                self.monitor.message(f"diagnosis @ step {state.global_step}: {diagnosis.message}")
+                self.monitor.diagnosis(diagnosis.verdict, diagnosis.message, state.global_step)
             self.diagnosis = diagnosis
             update["diagnosis"] = diagnosis.to_dict()
         for alarm in new_alarms:  # each kind once, under the live figure (a line when headless)

@@ -17,8 +17,9 @@ from typing import Callable, Optional, Union
 import ipywidgets as widgets
 
 from nbtools.config import LOSS_PRESETS, ConfigError, RunConfig, preset_matches, preset_values
-from nbtools.widgets.estimate_view import DEFAULT_GPU_GIB, GPU_SIZES, estimate_html
-from nbtools.widgets.fields import LABEL_WIDTH, FieldControl, FieldValueError, field_specs
+from nbtools.errors import UserError
+from nbtools.widgets.estimate_view import DEFAULT_GPU_GIB, GPU_SIZES, estimate_html, pair_count, run_length_note
+from nbtools.widgets.fields import LABEL_WIDTH, PATH_WIDTH, FieldControl, FieldValueError, field_specs
 from nbtools.widgets.notebook import HTMLView, config_table
 
 # The fields users reach for first, in the order they think about them.
@@ -75,6 +76,16 @@ class ConfigForm(widgets.VBox):
         if "loss_preset" in self.fields:
             box = self.fields["loss_preset"].box
             box.children = tuple(box.children) + (self.preset_note,)
+        # what decides the run's length (max_steps overrides epoch), under both fields: one is in Basic,
+        # the other in "Data and run", and a change to the ignored one must visibly do nothing
+        self.length_notes = {}
+        for name in ("epoch", "max_steps"):
+            if name in self.fields:
+                note = widgets.HTML(value="", layout=widgets.Layout(margin=f"0 0 0 {LABEL_WIDTH}"))
+                note.add_class("nbtools-length-note")
+                box = self.fields[name].box
+                box.children = tuple(box.children) + (note,)
+                self.length_notes[name] = note
         self.form_error = widgets.HTML(value="")
         self.form_error.add_class("nbtools-form-error")
         self.style_note = widgets.HTML(value="")  # the answers' style against the model, when they do not match
@@ -89,7 +100,7 @@ class ConfigForm(widgets.VBox):
         self.save_path = widgets.Text(
             value=str(save_path or "config.yaml"),
             tooltip="Where Save writes the config YAML (03_train.ipynb reads it as config_file).",
-            layout=widgets.Layout(width="480px"),
+            layout=widgets.Layout(width=PATH_WIDTH, max_width="100%"),
         )
         self.save_button = widgets.Button(description="Save", button_style="primary", icon="save",
                                           tooltip="Write the config YAML")
@@ -161,6 +172,7 @@ class ConfigForm(widgets.VBox):
                 self.form_error.value = f'<span style="color:#c62828">&#9888; {html.escape(str(exc))}</span>'
         self._config = config
         self.save_button.disabled = config is None
+        self._show_length(config)
         if config is None:
             self.estimate.value = "<i>Estimate: fix the fields marked in red first.</i>"
             self._estimated_for = None  # the next valid config is estimated again, even if unchanged
@@ -168,6 +180,13 @@ class ConfigForm(widgets.VBox):
             self._update_style_note(config)
             self._update_estimate(config)
         return config
+
+    def _show_length(self, config: Optional[RunConfig]) -> None:
+        text = run_length_note(config, pair_count(config)) if config is not None else ""
+        governs = "max_steps" if config is not None and config.max_steps > 0 else "epoch"
+        for name, note in self.length_notes.items():
+            colour = "#1e3a8a" if name == governs else "#6b7280"
+            note.value = f'<span style="color:{colour}">&#8594; {html.escape(text)}</span>' if text else ""
 
     def _update_style_note(self, config: RunConfig) -> None:
         """Checked again only when the model, the training file (or its contents) or the columns change."""
@@ -192,8 +211,11 @@ class ConfigForm(widgets.VBox):
             return
         try:
             self.estimate.value = self.estimator(config, self.gpu.value)
-        except Exception as exc:  # the estimate is advice; a failure must not break the form
+        except UserError as exc:  # bad input or environment, explained in the message
             self.estimate.value = f"<i>Estimate unavailable: {_inline_code(str(exc))}</i>"
+        except Exception as exc:  # the estimate is advice: a bug in it must not break the form, nor pass as advice
+            self.estimate.value = ("<i>Estimate failed with an internal error (a bug in nbtools: please report it): "
+                                   f"{_inline_code(f'{type(exc).__name__}: {exc}')}</i>")
         self._estimated_for = snapshot
 
     @property

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Optional
 
 from nbtools.config import RunConfig
+from nbtools.errors import UserError
 
 if TYPE_CHECKING:
     from nbtools.data.tokens import EpochTokens
@@ -51,6 +52,7 @@ def _data_facts(train_file: str, mtime: float, model: str, max_pixels: Optional[
     from nbtools.data.media import inspect_all
     from nbtools.data.tokens import epoch_tokens
     from nbtools.data.source import open_data
+    from nbtools.models.loading import ModelNotAvailableOfflineError
 
     records = []
     for chunk, _problems, _rows in open_data(train_file, columns or None).chunks():
@@ -58,14 +60,17 @@ def _data_facts(train_file: str, mtime: float, model: str, max_pixels: Optional[
         if len(records) >= FACT_PAIRS:
             break
     if not records:
-        raise ValueError(f"{train_file} holds no readable pairs")
+        raise UserError(f"{train_file} holds no readable pairs (fix: check it with 01_inspect_data.ipynb or "
+                        "`python -m nbtools validate`)")
     try:
         counter = TokenCounter.for_model(model, max_pixels=max_pixels, video=video)
         counted = f"counted with the tokenizer of {model}"
-    except Exception:  # a hub model not cached offline: count with the estimate, which says so
+    except ModelNotAvailableOfflineError:  # a hub model known by its dimensions, not cached here
         counter = TokenCounter(max_pixels=max_pixels, video=video)
-        counted = (f"estimated at ~4 characters per token: the tokenizer of {model} is not available offline"
-                   if model else "estimated at ~4 characters per token")
+        counted = f"estimated at ~4 characters per token: the tokenizer of {model} is not available offline"
+    except (UserError, OSError) as exc:  # e.g. a model folder without tokenizer files: say what happened
+        counter = TokenCounter(max_pixels=max_pixels, video=video)
+        counted = f"estimated at ~4 characters per token: the tokenizer of {model} could not be loaded ({exc})"
     video_paths = [p for r in records for p in r.videos]
     media = inspect_all([p for r in records for p in (*r.images, *(r.rejected_images or ()))], videos=video_paths)
     sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
@@ -86,6 +91,57 @@ def data_facts(config: RunConfig) -> Optional[DataFacts]:
 
     return _data_facts(os.path.abspath(path), os.path.getmtime(path), config.model, config.max_pixels,
                        VideoSettings.from_config(config), config.columns)
+
+
+@lru_cache(maxsize=8)
+def _count_pairs(train_file: str, mtime: float, columns: str = "") -> int:
+    from nbtools.data.source import open_data
+
+    return sum(len(chunk) for chunk, _problems, _rows in open_data(train_file, columns or None).chunks())
+
+
+def pair_count(config: RunConfig) -> Optional[int]:
+    """Readable pairs in a local ``config.train_file`` (all of them, cached per file version), else None."""
+    path = config.train_file
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        return _count_pairs(os.path.abspath(path), os.path.getmtime(path), config.columns)
+    except (UserError, OSError):  # an unreadable file: the validator (01) says why; no count here
+        return None
+
+
+def run_length_note(config: RunConfig, pairs: Optional[int]) -> str:
+    """Which field decides the run's length (max_steps overrides epoch), and that length in steps and pairs."""
+    per_step = config.batch_size * config.gradient_accumulation_steps
+    if config.max_steps > 0:
+        seen = config.max_steps * per_step
+        epochs = f" ({seen / training_pairs(config, pairs):.1f} epochs)" if pairs else ""
+        return (f"max_steps {config.max_steps} decides the length: {config.max_steps:,} steps, {seen:,} pairs "
+                f"seen{epochs}; epoch is ignored (set max_steps to 0 to train by epoch)")
+    if not pairs:
+        return (f"epoch {config.epoch:g} decides the length (max_steps is 0); the steps show once train_file "
+                "names a local file")
+    train = training_pairs(config, pairs)
+    steps = optimizer_steps(config, train)
+    return (f"epoch {config.epoch:g} decides the length: {steps:,} steps, about {math.ceil(config.epoch * train):,} "
+            f"pairs seen ({train:,} training pairs; max_steps 0 = off)")
+
+
+def model_problem(model: str) -> Optional[str]:
+    """Why ``model`` cannot be estimated here (not cached offline, a folder that holds no model), or None.
+
+    Models whose dimensions nbtools knows (nbtools.models.reference_configs) are estimated without files."""
+    from nbtools.models.loading import resolve_model_folder
+    from nbtools.models.reference_configs import REFERENCE_CONFIGS
+
+    if model in REFERENCE_CONFIGS:
+        return None
+    try:
+        resolve_model_folder(model)
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def training_pairs(config: RunConfig, pairs: int) -> int:
@@ -124,6 +180,9 @@ def estimate_html(config: RunConfig, gpu_memory_gib: Optional[float] = DEFAULT_G
     """Peak GPU memory, tokens and steps for ``config``, as HTML for the form."""
     from nbtools.estimate import estimate_memory
 
+    problem = model_problem(config.model)
+    if problem:  # the nbtools message says what is wrong and the fix (never a raw transformers one)
+        return f"<p class='nbtools-estimate-body'><i>Estimate unavailable: {html.escape(problem)}</i></p>"
     facts = data_facts(config)
     precision = "fp32" if config.precision == "fp32" else "bf16"  # auto: bf16 (fp16 on a T4: same bytes)
     memory = estimate_memory(

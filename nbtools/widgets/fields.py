@@ -15,16 +15,17 @@ from typing import Any, Optional
 import ipywidgets as widgets
 import traitlets
 
-# The "?" beside each field: a small circled mark, styled inline (no stylesheet needed).
-HELP_MARK_STYLE = ("cursor:help;color:#1565c0;margin-left:6px;display:inline-block;width:16px;height:16px;"
-                   "line-height:15px;text-align:center;font-size:11px;font-weight:bold;border:1.5px solid #1565c0;"
-                   "border-radius:50%")
+# The "?" beside each field: a small outlined button, styled through the widget itself (no stylesheet needed);
+# hovering it shows the help as a tooltip, clicking it shows (and hides) the help under the field.
+HELP_BUTTON_LAYOUT = dict(width="22px", height="22px", padding="0", margin="0 0 0 6px", border="1.5px solid #1565c0")
+HELP_BUTTON_STYLE = dict(button_color="white", text_color="#1565c0", font_weight="bold")
 # Specific enough (and :focus too) to win over the notebook's own focus ring on the box being typed in.
 INVALID_STYLE = ("<style>" + ",".join(f".nbtools-field .nbtools-invalid {tag}{state}" for tag in ("input", "select", "textarea")
                                       for state in ("", ":focus"))
                  + "{outline:2px solid #c62828 !important;outline-offset:-1px;background:#fff5f5 !important}</style>")
 LABEL_WIDTH = "230px"   # wide enough for the longest field name (gradient_accumulation_steps) unclipped
 CONTROL_WIDTH = "330px"
+PATH_WIDTH = "720px"    # file and folder fields: an absolute path of ~100 characters shows whole
 
 
 class FieldValueError(ValueError):
@@ -51,6 +52,7 @@ class FieldSpec:
     choices: tuple = ()
     multiple: bool = False
     usual: str = ""           # the range most runs use, e.g. "1e-6 to 1e-4 with LoRA" (advice, not a limit)
+    path: bool = False        # a file or folder (metadata kind='path'): a wider box
 
     @property
     def is_list(self) -> bool:
@@ -102,6 +104,7 @@ def field_specs(config_class) -> list[FieldSpec]:
             name=f.name, base=base, optional=optional, help=meta.get("help", ""), group=meta.get("group", ""),
             minimum=meta.get("min"), maximum=meta.get("max"), choices=tuple(meta.get("choices", ())),
             multiple=bool(meta.get("multiple", False)), usual=str(meta.get("usual", "")),
+            path=meta.get("kind") == "path",
         ))
     return specs
 
@@ -118,7 +121,8 @@ class FieldControl:
     The name is a separate label, not the widget's ``description``: ipywidgets 8 puts a widget's
     tooltip on its description label only, so with a description the input itself (text boxes,
     dropdowns, checkboxes) shows no help on hover. Here the help is the input's own tooltip, the
-    label's tooltip, and an info mark beside the input.
+    label's tooltip, and a "?" button beside the input that also shows it under the row when clicked
+    (a tooltip alone cannot be read on a touch screen, and disappears while one reads it).
     """
 
     def __init__(self, spec: FieldSpec, value: Any):
@@ -130,22 +134,30 @@ class FieldControl:
         )
         self.label.add_class("nbtools-field-label")
         self.control = self._make_control(spec, help_text)
-        self._mark = (f'<span class="nbtools-help" title="{_escape_attr(help_text)}" style="{HELP_MARK_STYLE}">?</span>')
-        self.info = widgets.HTML(value=self._mark)
-        self.info.add_class("nbtools-field-info")
+        self.help_button = widgets.Button(description="?", tooltip=help_text,
+                                          layout=widgets.Layout(**HELP_BUTTON_LAYOUT), style=HELP_BUTTON_STYLE)
+        self.help_button.add_class("nbtools-help")
+        self.help_button.on_click(self.toggle_help)
+        self.help_note = widgets.HTML(value=f'<span style="color:#374151">{_escape(help_text)}</span>',
+                                      layout=widgets.Layout(display="none", margin=f"0 0 0 {LABEL_WIDTH}"))
+        self.help_note.add_class("nbtools-field-help")
+        self.rule = widgets.HTML(value="")  # holds the red outline's style rule while the value is wrong
+        self.rule.add_class("nbtools-field-rule")
         self.message = widgets.HTML(value="", layout=widgets.Layout(display="none", margin=f"0 0 0 {LABEL_WIDTH}"))
         self.message.add_class("nbtools-field-error")
-        self.row = widgets.HBox([self.label, self.control, self.info], layout=widgets.Layout(align_items="center"))
+        self.row = widgets.HBox([self.label, self.control, self.help_button, self.rule],
+                                layout=widgets.Layout(align_items="center"))
         self.row.add_class("nbtools-field")
         self.row.add_class(f"nbtools-field-{spec.name}")
-        self.box = widgets.VBox([self.row, self.message])
+        self.box = widgets.VBox([self.row, self.help_note, self.message])
         self.set(value)
 
     # --- building ----------------------------------------------------------------------------
     @staticmethod
     def _make_control(spec: FieldSpec, help_text: str = "") -> widgets.DOMWidget:
         # No description: the tooltip then lands on the input element itself (see the class docstring).
-        common = dict(tooltip=help_text or spec.tooltip(), layout=widgets.Layout(width=CONTROL_WIDTH))
+        common = dict(tooltip=help_text or spec.tooltip(),
+                      layout=widgets.Layout(width=PATH_WIDTH if spec.path else CONTROL_WIDTH, max_width="100%"))
         if spec.base is bool:
             return widgets.Checkbox(indent=False, **common)
         if spec.choices and not spec.is_list and not spec.optional:
@@ -225,17 +237,22 @@ class FieldControl:
             return f"most runs use {self.spec.name} {self.spec.usual}"
         return f"set {self.spec.name} to {allowed}"
 
-    # --- inline message ------------------------------------------------------------------------
+    # --- help and inline message ----------------------------------------------------------------
+    def toggle_help(self, button=None) -> None:
+        """The "?" was clicked: show the help under the field, or hide it again."""
+        shown = self.help_note.layout.display != "none"
+        self.help_note.layout.display = "none" if shown else ""
+
     def show_error(self, reason: Optional[str], fix: Optional[str] = None) -> None:
         if not reason:
             self.message.value = ""
             self.message.layout.display = "none"
             self.control.remove_class("nbtools-invalid")
-            self.info.value = self._mark
+            self.rule.value = ""
             return
         # The red outline's rule travels with the field that needs it, so any form built from these
         # controls shows it (no stylesheet of the form's own required).
-        self.info.value = INVALID_STYLE + self._mark
+        self.rule.value = INVALID_STYLE
         fix_text = f" <i>Fix: {_escape(fix)}</i>" if fix else ""
         self.message.value = f'<span style="color:#c62828">&#9888; {_escape(reason)}.{fix_text}</span>'
         self.message.layout.display = ""

@@ -27,7 +27,7 @@ from nbtools.widgets.notebook import HTMLView
 CARD_FILE = "README.md"
 # Sections shown open; everything else is folded (the card's long parts).
 OPEN_SECTIONS = ("base model", "evaluation", "plots")
-PLOT_PX = 560  # longest side of an embedded plot
+PLOT_PX = 1100  # longest side of an embedded plot: the 4-panel training figure stays readable
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _DETAILS = re.compile(r"<details>\s*<summary>(.*?)</summary>|</details>", re.S)
@@ -39,10 +39,13 @@ _STYLE = """<style>
 .nbt-card details{margin:4px 0;border:1px solid #e5e7eb;border-radius:4px;padding:4px 10px}
 .nbt-card summary{cursor:pointer;font-weight:600}
 .nbt-card .nbt-plots{display:flex;flex-wrap:wrap;gap:8px}
-.nbt-card .nbt-plots figure{margin:0;flex:0 1 360px}
+.nbt-card .nbt-plots figure{margin:0;flex:1 1 100%;max-width:1000px}
 .nbt-card .nbt-plots img{width:100%;height:auto;border:1px solid #e5e7eb}
 .nbt-card .nbt-plots figcaption{font-size:12px;color:#555}
-.nbt-card pre{max-height:24em;overflow:auto}
+.nbt-card pre{max-height:24em;overflow:auto;white-space:pre !important;word-break:normal !important;
+  overflow-wrap:normal !important;background:#f6f8fa;border:1px solid #e5e7eb;border-radius:4px;padding:8px 10px}
+.nbt-card code{font-family:var(--jp-code-font-family,monospace);font-size:12px;word-break:normal !important}
+.nbt-card :not(pre)>code{background:#f3f4f6;padding:1px 4px;border-radius:3px}
 </style>"""
 
 

@@ -249,7 +249,10 @@ def run_result_html(result) -> str:
     # what the run learned; timings and throughput (eval_runtime, *_per_second) are not about the model
     shown = [(k, v) for k, v in sorted((result.metrics or {}).items()) if isinstance(v, (int, float))
              and k not in ("epoch", "eval_runtime") and not k.endswith("_per_second")]
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in shown)
+    from nbtools.metric_labels import metric_label
+
+    rows = "".join(f"<tr><td>{html.escape(metric_label(k))}</td><td>{v:.4g}</td><td class='nbt-nowrap' "
+                   f"style='color:#6b7280'><code>{html.escape(k)}</code></td></tr>" for k, v in shown)
     best = ""
     if result.best:
         best = "<p>Best checkpoint: " + ", ".join(
@@ -264,7 +267,7 @@ def run_result_html(result) -> str:
     return (f"<p><b style='color:{colour}'>Run {html.escape(result.status)}</b>{resumed} in {minutes} min {seconds} s"
             f" &mdash; run folder {path_html(result.run_dir)}</p>"
             + (f"{table_style('nbt-result')}<table class='nbt-result'><thead><tr><th>final metric</th><th>value</th>"
-               f"</tr></thead><tbody>{rows}</tbody></table>" if rows else "") + best)
+               f"<th>name in metrics.jsonl</th></tr></thead><tbody>{rows}</tbody></table>" if rows else "") + best)
 
 
 def evaluation_outcome(result) -> str:
