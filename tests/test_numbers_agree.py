@@ -99,6 +99,9 @@ class _Monitor:
     def alarm(self, text):
         pass
 
+    def diagnosis(self, verdict, text, step):
+        pass
+
 
 def _closing(tmp_path, last_step, **args):
     """A run's callback fed evaluations at steps 20 and 40, then its closing evaluation at ``last_step``."""
