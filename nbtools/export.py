@@ -32,7 +32,7 @@ from nbtools.evaluate.run_model import (
     load_run_processor,
     read_run_record,
 )
-from nbtools.train.run_record import RUN_FILE, write_json_atomic
+from nbtools.run_folder.record import RUN_FILE, write_json_atomic
 
 EXPORT_DIR = "export"
 CARD_FILE = "README.md"

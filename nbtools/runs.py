@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-from nbtools.train.run_record import RUN_FILE, STALE_AFTER_S, read_run
+from nbtools.run_folder.record import RUN_FILE, STALE_AFTER_S, read_run
 
 METRICS_FILE = "metrics.jsonl"
 COLUMNS = ("run", "task_display_name", "custom_model_name", "model", "status", "started_at", "duration",

@@ -1,4 +1,4 @@
-"""The run folder's lifecycle (nbtools.train.run_folder): lock, resume checks, atomic writes, full disks.
+"""The run folder's lifecycle (nbtools.run_folder.lifecycle): lock, resume checks, atomic writes, full disks.
 
 Unit tests drive the same RunFolder steps train() takes (check, claim, begin, start_training,
 save, finish or fail, close) without a model, so every failure point can be hit in a second.
@@ -23,8 +23,8 @@ from nbtools import atomic
 from nbtools.config import RunConfig
 from nbtools.errors import UserError
 from nbtools.train import read_run
-from nbtools.train import run_folder as rf
-from nbtools.train.run_folder import RunFolder, RunFolderError, RunLock
+from nbtools.run_folder import lifecycle as rf
+from nbtools.run_folder.lifecycle import RunFolder, RunFolderError, RunLock
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ SAFETENSORS = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # an empty safetensors file
 
 
 def rr_sha(path):
-    from nbtools.train.run_record import sha256_file
+    from nbtools.run_folder.record import sha256_file
 
     return sha256_file(path)
 

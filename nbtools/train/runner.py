@@ -20,13 +20,13 @@ from typing import Any, Optional, Union
 from nbtools.config import ConfigError, RunConfig, split_loss_types
 from nbtools.errors import UserError
 from nbtools.packing.support import BLOCK_MASK_ATTENTION
-from nbtools.train import run_folder
-from nbtools.train import run_record as rr
+from nbtools.run_folder import lifecycle as run_folder
+from nbtools.run_folder import record as rr
 from nbtools.train.callbacks import RunCallback
 from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
 from nbtools.video import VideoSettings
 from nbtools.train.diagnose import diagnose
-from nbtools.train.run_folder import RunFolder, RunFolderError, resolve_config
+from nbtools.run_folder.lifecycle import RunFolder, RunFolderError, resolve_config
 from nbtools.train.trainer import NbDPOTrainer, NonFiniteLossError
 
 

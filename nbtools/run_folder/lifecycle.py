@@ -34,7 +34,7 @@ from nbtools.config import RunConfig, load_config
 from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, first_few, write_error_log
 from nbtools.paths import check_output_folder
 from nbtools.atomic import pid_alive
-from nbtools.train import run_record as rr
+from nbtools.run_folder import record as rr
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
