@@ -155,6 +155,8 @@ def test_evaluate_notebook_evaluates_exports_and_lists_runs(executed):
     assert has_output(nb, "text/html", "nbt-answers")  # the table
     assert "## Answers" in (run_dir / "export" / "merged" / "README.md").read_text()
     assert (run_dir / "export" / "merged" / "README.md").is_file()
+    card = (run_dir / "export" / "merged" / "README.md").read_text()  # meant for the Hub: no path of this machine
+    assert str(executed["project"]) not in card and "/tmp/" not in card and "ipykernel_launcher" not in card
     assert (run_dir / "export" / "merged" / "config.json").is_file()
     assert has_output(nb, "text/plain", "The export answers exactly as the tuned model did.")
     assert has_output(nb, "text/html", "nbt-card")  # the model card, shown inline
