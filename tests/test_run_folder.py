@@ -134,12 +134,17 @@ def test_a_refused_claim_leaves_no_folder_behind(tmp_path, data_file):
     assert not (tmp_path / "new" / rf.LOCK_FILE).exists()
 
 
+def new_run_refused(run, data_file) -> str:
+    """The message a new run (no resume) into ``run`` stops with."""
+    with pytest.raises(RunFolderError) as info:
+        rf.check(run, config(run, data_file), False)
+    return str(info.value)
+
+
 def test_a_new_run_into_a_finished_run_is_told_how_to_start_a_new_run(tmp_path, data_file):
     run = tmp_path / "run"
     lifecycle(run, config(run, data_file))
-    with pytest.raises(RunFolderError) as info:
-        rf.check(run, config(run, data_file), False)
-    assert str(info.value) == (
+    assert new_run_refused(run, data_file) == (
         f"{run}: this folder holds a finished run (step 4), and a new run never writes over it (fix: leave "
         "output_dir empty to start each run in a new folder, or set output_dir to a new folder; to train this run "
         "further, raise max_steps or epoch and pass resume=True / --resume)")
@@ -152,9 +157,7 @@ def test_a_new_run_into_an_unfinished_run_is_told_to_resume_it(tmp_path, data_fi
         lifecycle(run, config(run, data_file), crash_at="training")  # checkpoint-4 complete, run.json "failed"
     record = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**record, "status": status}))
-    with pytest.raises(RunFolderError) as info:
-        rf.check(run, config(run, data_file), False)
-    assert str(info.value) == (
+    assert new_run_refused(run, data_file) == (
         f"{run}: this folder holds a run that did not finish ({status}; its last complete checkpoint is "
         "checkpoint-4) (fix: pass resume=True / --resume to continue it, or leave output_dir empty to start each "
         "run in a new folder, or set output_dir to a new folder to start a new run)")
