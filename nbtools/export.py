@@ -22,6 +22,7 @@ from typing import Iterator, Optional
 from nbtools import atomic
 from nbtools import markdown as md
 from nbtools.errors import UserError, first_few
+from nbtools.public_text import file_name, public_value
 from nbtools.evaluate.generation import Decoding, generate_text
 from nbtools.evaluate.report import read_evaluation, table_markdown
 from nbtools.evaluate.run_model import (
@@ -32,7 +33,7 @@ from nbtools.evaluate.run_model import (
     load_run_processor,
     read_run_record,
 )
-from nbtools.train.run_record import RUN_FILE, write_json_atomic
+from nbtools.run_folder.record import RUN_FILE, write_json_atomic
 
 EXPORT_DIR = "export"
 CARD_FILE = "README.md"
@@ -169,7 +170,7 @@ def _write_info(out_dir: Path, run_dir, kind: str, config) -> None:
                    | {EXPORT_INFO_FILE})
     info = {
         "kind": kind,
-        "run_dir": str(Path(run_dir).resolve()),
+        "run_dir": Path(run_dir).resolve().name,  # the name only: the export folder is what gets shared
         "base_model": config.model,
         "model_name": config.model_name,
         "max_pixels": config.max_pixels,
@@ -241,8 +242,8 @@ def _metrics_table(metrics: dict) -> str:
 def _data_section(data: Optional[dict], config) -> str:
     """Pairs per split at a glance, the full statistics folded away below."""
     if not data:
-        return (f"Training file: {md.code(config.train_file)}; validation: "
-                f"{md.code(config.validation_file or config.validation_split)}.\n")
+        return (f"Training file: {md.code(file_name(config.train_file))}; validation: "
+                f"{md.code(file_name(config.validation_file) or config.validation_split)}.\n")
     rows = ["| split | file | pairs | dropped (too long) | warnings |", "|---|---|---|---|---|"]
     for split in ("train", "validation"):
         info = data.get(split)
@@ -335,9 +336,11 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
     """How to load and serve the export: transformers, nbtools, and an OpenAI-compatible server (nbtools serve,
     which is run by nbtools' tests, and vLLM and SGLang, which are not), all under the one model name.
 
-    Names and paths are user text: Python literals in the code, shell-quoted in the commands.
+    Names and paths are user text: Python literals in the code, shell-quoted in the commands. The export is
+    named by its folder's name (the card is shared: no path of this machine), which a reader replaces with
+    the folder's place or the model's Hub id.
     """
-    path = str(Path(out_dir).resolve())
+    path = Path(out_dir).resolve().name
     if kind == "merged":
         load = (
             "from transformers import AutoModelForImageTextToText, AutoProcessor\n\n"
@@ -374,7 +377,9 @@ def usage_section(model_name: str, out_dir: Path, kind: str, base_model: str, lo
         sglang = ("With SGLang: serve a merged export (`python -m nbtools export RUN_DIR --merged`), whose "
                   "processor carries the run's max_pixels.\n")
     return (
-        "## Use it\n\n### In transformers\n\n" + md.fenced(load + "\n\n" + messages, "python") + "\n"
+        f"## Use it\n\n{md.code(path)} below is this folder: run the code beside it, or put its path or the model's "
+        "Hub id in its place.\n\n"
+        "### In transformers\n\n" + md.fenced(load + "\n\n" + messages, "python") + "\n"
         "### With nbtools\n\n" + md.fenced(nbtools_code, "python") + "\n"
         "### Serve with vLLM, SGLang or nbtools (OpenAI-compatible API)\n\n"
         f"Each command serves the model as {md.code(model_name)} on port {SERVE_PORT}, images sized under the run's "
@@ -396,7 +401,7 @@ def answers_section(run_dir) -> str:
     user text, shown as text."""
     from nbtools.evaluate.answers import answers_table_markdown, flipped_line, read_answer_evaluations, unread_line
 
-    payloads = read_answer_evaluations(run_dir)
+    payloads = [public_value(payload) for payload in read_answer_evaluations(run_dir)]
     if not payloads:
         return ""
     parts = ["## Answers\n\nBase vs tuned on the answers they give (greedy, the same settings for both), with "
@@ -411,6 +416,17 @@ def answers_section(run_dir) -> str:
         parts.append(f"### {md.text(payload['name'])}\n\n{what}{suffix}):\n\n" + answers_table_markdown(payload)
                      + "\n\n" + " ".join(md.text(line) for line in lines) + "\n")
     return "\n".join(parts)
+
+
+def shared_provenance(provenance: dict) -> dict:
+    """run.json's provenance as a shared card shows it: each data file by name and sha256, no command line (a
+    kernel's names its runtime files), nothing else that names a path of this machine."""
+    shown = {key: value for key, value in provenance.items() if key not in ("command", "data_files")}
+    files = provenance.get("data_files")
+    if isinstance(files, dict):
+        shown["data_files"] = {name: {"file": file_name(entry.get("path")), "sha256": entry.get("sha256")}
+                               for name, entry in files.items() if isinstance(entry, dict)}
+    return public_value(shown)
 
 
 def _front_matter(front: dict) -> str:
@@ -435,19 +451,20 @@ def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, rec
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = load_run_config(run_dir)
     record = read_run_record(run_dir) if record is None else record
-    evaluation = read_evaluation(run_dir)
+    evaluation = public_value(read_evaluation(run_dir))  # the card is shared: file names, not this machine's paths
     name = config.model_name
     what = "merged standalone model" if kind == "merged" else "LoRA adapter"
-    front = {"base_model": config.model, "library_name": "transformers" if kind == "merged" else "peft",
+    front = {"base_model": file_name(config.model), "library_name": "transformers" if kind == "merged" else "peft",
              "pipeline_tag": "image-text-to-text", "tags": ["dpo", "nbtools", "vision-language"]}
     parts = [
         _front_matter(front),
         f"# {md.text(name)}\n",
         f"A {what} trained with Direct Preference Optimization (DPO, LoRA) by nbtools "
         f"from the run {md.code(record.get('task_display_name', config.task_display_name))}.\n",
-        f"## Base model\n\n{md.code(config.model)}\n",
-        "## Training data\n\n" + _data_section(record.get("data"), config),
-        "## Training configuration\n\n" + md.fenced(yaml.safe_dump(config.to_dict(), sort_keys=False), "yaml"),
+        f"## Base model\n\n{md.code(file_name(config.model))}\n",
+        "## Training data\n\n" + _data_section(public_value(record.get("data")), config),
+        "## Training configuration\n\n" + md.fenced(yaml.safe_dump(public_value(config.to_dict()), sort_keys=False),
+                                                     "yaml"),
         "## Final metrics\n\n" + _metrics_table(record.get("metrics") or {}) + "\n",
     ]
     best = record.get("best") or {}
@@ -462,7 +479,7 @@ def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, rec
             + "".join(f"\n> **Warning:** {md.text(w)}\n" for w in evaluation.get("warnings", []))
         )
     else:
-        command = _shell_command("python", "-m", "nbtools", "evaluate", str(run_dir))
+        command = _shell_command("python", "-m", "nbtools", "evaluate", run_dir.resolve().name)
         parts.append(f"## Evaluation\n\nNot evaluated yet: {md.code(command)}.\n")
     answers = answers_section(run_dir)
     if answers:
@@ -471,10 +488,11 @@ def write_model_card(run_dir, out_dir, kind: str = "merged", final_dir=None, rec
     if plots:
         parts.append("## Plots\n\n" + "\n".join(f"![{md.text(Path(p).stem)}]({md.link_target(p)})"
                                                 for p in plots) + "\n")
-    parts.append(usage_section(name, Path(final_dir or out_dir), kind, config.model, config.lora_rank,
+    parts.append(usage_section(name, Path(final_dir or out_dir), kind, file_name(config.model), config.lora_rank,
                                config.max_pixels))
     if record.get("provenance"):
-        parts.append("## Provenance\n\n" + md.fenced(json.dumps(record["provenance"], indent=2), "json"))
+        parts.append("## Provenance\n\n" + md.fenced(json.dumps(shared_provenance(record["provenance"]), indent=2),
+                                                       "json"))
     return atomic.write_text(out_dir / CARD_FILE, "\n".join(parts))
 
 

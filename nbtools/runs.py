@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-from nbtools.train.run_record import RUN_FILE, STALE_AFTER_S, read_run
+from nbtools.errors import UserError
+from nbtools.run_folder.record import RUN_FILE, STALE_AFTER_S, read_run
 
 METRICS_FILE = "metrics.jsonl"
 COLUMNS = ("run", "task_display_name", "custom_model_name", "model", "status", "started_at", "duration",
@@ -149,6 +150,18 @@ def list_runs(folder="runs", stale_after_s: float = STALE_AFTER_S) -> list[RunSu
     runs = [summarise_run(d, stale_after_s, now) for d in find_run_dirs(folder)]
     oldest = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(runs, key=lambda r: parse_time(r.started_at) or oldest, reverse=True)
+
+
+def newest_run(folder, status: Optional[str] = None) -> Path:
+    """The newest run under ``folder`` (of that status, if given): what a notebook means by "the run 03 wrote"."""
+    oldest = datetime.min.replace(tzinfo=timezone.utc)
+    runs = [r for r in list_runs(folder) if status is None or r.status == status]
+    if not runs:
+        what = f"{status} run" if status else "run"
+        raise UserError(f"{folder}: no {what} in this folder (fix: run 03_train.ipynb first, or set output_dir to "
+                        "the run folder you mean)")
+    newest = max(runs, key=lambda r: (parse_time(r.started_at) or oldest, Path(r.run_dir).name))
+    return Path(newest.run_dir)
 
 
 def _cell(run: RunSummary, column: str) -> str:

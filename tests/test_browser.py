@@ -242,15 +242,15 @@ def wait_for_images(page) -> list[dict]:
     return page.evaluate(IMAGES)
 
 
-def screenshot(page, name: str) -> Path:
-    """The whole notebook: the viewport grows to the notebook's height for the picture."""
+def screenshot(page, name: str, label: str = "") -> Path:
+    """The whole notebook: the viewport grows to the notebook's height for the picture (``label``: a later pass)."""
     scroller = f"({PANEL}.content.node.querySelector('.jp-WindowedPanel-outer') || {PANEL}.content.node)"
     height = page.evaluate(f"() => {scroller}.scrollHeight")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height + 200, VIEWPORT["height"]), 16000)})
     page.wait_for_timeout(500)
     page.evaluate(f"() => {{ {scroller}.scrollTop = 0; }}")
     page.wait_for_timeout(200)
-    path = ARTIFACTS / f"browser-{Path(name).stem}.png"
+    path = ARTIFACTS / f"browser-{Path(name).stem}{label}.png"
     page.screenshot(path=str(path))
     page.set_viewport_size(VIEWPORT)
     return path
@@ -354,6 +354,62 @@ def check_model_lab(page) -> None:
         assert max(channels) < 90 and float(opacity) == 1.0, (colour, opacity)
 
 
+# --- the second pass: what a user does next (edit 02, train again, share the export) ---------------------
+
+def close_notebook(page) -> None:
+    """Shut the open notebook's kernel down (memory) and close its tab without saving."""
+    page.evaluate(f"async () => {{ const p = {PANEL}; await p.sessionContext.shutdown();"
+                  " p.context.model.dirty = false; p.dispose(); return true; }")
+
+
+def edit_learning_rate_in_02(page, lab, value: str) -> None:
+    """02 again: Run All, a new learning_rate typed into the form, Save clicked; the saved YAML has it."""
+    from nbtools.config import RunConfig
+
+    open_notebook(page, lab, "02_configure.ipynb", first=False)
+    run_all(page, "02_configure.ipynb (second pass)", timeout_s=300)
+    learning_rate = page.locator(".nbtools-field-learning_rate input")
+    learning_rate.fill(value)
+    learning_rate.press("Enter")
+    status = page.locator(".nbtools-save-status")
+    before = status.inner_text()
+    page.locator("button.nbtools-save").click()
+    page.wait_for_function("(before) => document.querySelector('.nbtools-save-status').innerText !== before",
+                           arg=before, timeout=30_000)
+    assert RunConfig.from_yaml(lab["project"] / "runs" / "notebooks" / "config.yaml").learning_rate == float(value)
+    close_notebook(page)
+
+
+def train_again_in_03(page, lab) -> Path:
+    """03 again after 02 changed: a new run in a new folder, no error, the first run kept as it was."""
+    runs = lab["project"] / "runs" / "notebooks"
+    before = {p.parent: json.loads(p.read_text()) for p in runs.glob("*/run.json")}
+    open_notebook(page, lab, "03_train.ipynb", first=False)
+    run_all(page, "03_train.ipynb (second pass)", timeout_s=300)  # no error output: not a dead end
+    wait_for_images(page)
+    screenshot(page, "03_train.ipynb", "-second-run")
+    close_notebook(page)
+    after = sorted(q.parent for q in runs.glob("*/run.json"))
+    new = [p for p in after if p not in before]
+    assert len(new) == 1 and len(after) == len(before) + 1, after
+    assert json.loads((new[0] / "run.json").read_text())["status"] == "finished"
+    for folder, record in before.items():  # the earlier runs are untouched
+        assert json.loads((folder / "run.json").read_text()) == record
+    return new[0]
+
+
+def check_card_is_shareable(card_path: Path, project: Path) -> None:
+    """The export's card (meant for the Hub) names files, never a path of this machine or its user."""
+    import getpass
+
+    card = card_path.read_text()
+    absolute = re.findall(r"(?<![\w.:/~<-])~?/[\w.-]+/\S*", card)
+    assert absolute == [], f"absolute paths in {card_path}: {absolute[:5]}"
+    assert str(project) not in card and str(Path.home()) not in card
+    user = getpass.getuser()
+    assert not re.search(rf"\b{re.escape(user)}\b", card), f"the user name {user!r} is in {card_path}"
+
+
 def test_every_notebook_runs_in_the_browser_as_a_user_sees_it(lab, tmp_path):
     executable = lab["chromium"]
     from playwright.sync_api import sync_playwright
@@ -395,9 +451,12 @@ def test_every_notebook_runs_in_the_browser_as_a_user_sees_it(lab, tmp_path):
                 screenshot(page, name)
                 # Shut its kernel down (memory) and close the tab without saving, so the next notebook's
                 # checks see only that notebook's outputs.
-                page.evaluate(f"async () => {{ const p = {PANEL}; await p.sessionContext.shutdown();"
-                              " p.context.model.dirty = false; p.dispose(); return true; }")
+                close_notebook(page)
                 timings[name] = round(time.time() - started, 1)
+            name, started = "second-pass", time.time()
+            edit_learning_rate_in_02(page, lab, "0.001")
+            second_run = train_again_in_03(page, lab)
+            timings["second pass (02, 03)"] = round(time.time() - started, 1)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f"browser-{Path(name).stem}-failure.png"), full_page=True)
             raise
@@ -408,11 +467,15 @@ def test_every_notebook_runs_in_the_browser_as_a_user_sees_it(lab, tmp_path):
     assert all(image_counts[n] > 0 for n in ("01_inspect_data.ipynb", "03_train.ipynb", "04_evaluate.ipynb"))
     project = lab["project"]
     assert (project / "runs" / "notebooks" / "config.yaml").is_file()  # 02's save cell ran in the page's kernel
-    record = json.loads((project / "runs" / "notebooks" / "run" / "run.json").read_text())
+    first_run = min((p.parent for p in (project / "runs" / "notebooks").glob("*/run.json")), key=lambda p: p.name)
+    record = json.loads((first_run / "run.json").read_text())
     assert record["status"] == "finished"
-    steps = [json.loads(line).get("step") for line in
-             (project / "runs" / "notebooks" / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line).get("step") for line in (first_run / "metrics.jsonl").read_text().splitlines()]
     assert max(s for s in steps if s is not None) == SHORT_PARAMETERS["max_steps"]
+    # the second pass: 03 run again after 02's learning_rate was edited made a new run with the new value
+    assert second_run != first_run and json.loads((second_run / "run.json").read_text())["config"]["learning_rate"] \
+        == 0.001
+    check_card_is_shareable(first_run / "export" / "merged" / "README.md", project)  # 04's export of the first run
 
 
 def test_parameters_are_shortened_by_name_and_keep_their_comments():

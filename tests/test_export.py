@@ -1,6 +1,7 @@
 """Export: the merged model reloads in plain transformers and behaves like the adapter model."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,10 +95,11 @@ def test_model_card_sections(merged_dir, eval_run_dir):
     assert "60 questions of" in colour and "terms: red, green, blue, yellow" in colour
     assert colour.count("| `accuracy` |") == 1 and "Flipped: " in colour
     record = json.loads((eval_run_dir / "run.json").read_text())
-    assert f"| train | `{record['data']['train']['file']}` | {record['data']['train']['pairs']} |" in card
-    assert f"vllm serve {merged_dir.resolve()}" in card
+    train_file = Path(record['data']['train']['file']).name  # the card is shared: file names, no local paths
+    assert f"| train | `{train_file}` | {record['data']['train']['pairs']} |" in card
+    assert f"vllm serve {merged_dir.name} " in card and str(merged_dir.parent) not in card
     # the three servers: one model name, one max_pixels (SGLang and nbtools read it from the export's processor)
-    name, path = RunConfig.from_yaml(eval_run_dir / "config.yaml").model_name, merged_dir.resolve()
+    name, path = RunConfig.from_yaml(eval_run_dir / "config.yaml").model_name, merged_dir.name
     assert (f"vllm serve {path} --served-model-name {name} --max-model-len 4096 "
             """--mm-processor-kwargs '{"max_pixels": 16384}'""") in card
     assert f"python -m sglang.launch_server --model-path {path} --served-model-name {name} --port 8000" in card
@@ -141,8 +143,9 @@ def test_cli_export_exit_codes(eval_run_dir, tmp_path, capsys):
     assert "no such run folder" in capsys.readouterr().err
 
 
-def test_model_card_transformers_snippet_runs(merged_dir, tmp_path, evaluation_result, capsys):
-    """The card's own 'In transformers' code, run as written (with a real picture)."""
+def test_model_card_transformers_snippet_runs(merged_dir, tmp_path, evaluation_result, capsys, monkeypatch):
+    """The card's own 'In transformers' code, run as written (with a real picture) beside the export's folder."""
+    monkeypatch.chdir(merged_dir.parent)
     card = (merged_dir / "README.md").read_text()
     code = card.split("### In transformers\n\n```python\n", 1)[1].split("```", 1)[0]
     picture = tmp_path / "photo.png"

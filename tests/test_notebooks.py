@@ -22,7 +22,7 @@ EXTRA_PARAMETERS = {
     "00_prepare_data.ipynb": {"preview_rows"},
     "01_inspect_data.ipynb": {"preview_rows"},
     "02_configure.ipynb": {"config_file"},
-    "03_train.ipynb": {"config_file", "resume"},
+    "03_train.ipynb": {"config_file", "resume", "runs_dir"},
     "04_evaluate.ipynb": {"eval_file", "lab_samples", "max_new_tokens", "export_dir", "merged", "runs_dir", "base_url",
                           "tuned_url", "benchmark_file", "benchmark_images", "benchmark_items"},
 }

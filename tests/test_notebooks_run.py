@@ -55,6 +55,13 @@ def small_validation_file(folder: Path, n: int = 12) -> Path:
     return path
 
 
+def the_run(project: Path) -> Path:
+    """The run 03 made: its own folder <task name>-<UTC time> in runs/notebooks (02 leaves output_dir empty)."""
+    runs = sorted((project / "runs" / "notebooks").glob("nb-test-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 def outputs(nb: dict) -> list[dict]:
     return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
 
@@ -121,7 +128,7 @@ def test_configure_notebook_saves_the_parameters_without_a_click(executed):
 
 
 def test_train_notebook_trains_from_the_saved_config_and_keeps_the_live_figure(executed):
-    run_dir = executed["project"] / "runs" / "notebooks" / "run"
+    run_dir = the_run(executed["project"])
     nb = executed["notebooks"]["03_train"]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished"
@@ -135,7 +142,7 @@ def test_train_notebook_trains_from_the_saved_config_and_keeps_the_live_figure(e
 
 
 def test_evaluate_notebook_evaluates_exports_and_lists_runs(executed):
-    run_dir = executed["project"] / "runs" / "notebooks" / "run"
+    run_dir = the_run(executed["project"])
     nb = executed["notebooks"]["04_evaluate"]
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["n_pairs"] == 12
@@ -148,6 +155,8 @@ def test_evaluate_notebook_evaluates_exports_and_lists_runs(executed):
     assert has_output(nb, "text/html", "nbt-answers")  # the table
     assert "## Answers" in (run_dir / "export" / "merged" / "README.md").read_text()
     assert (run_dir / "export" / "merged" / "README.md").is_file()
+    card = (run_dir / "export" / "merged" / "README.md").read_text()  # meant for the Hub: no path of this machine
+    assert str(executed["project"]) not in card and "/tmp/" not in card and "ipykernel_launcher" not in card
     assert (run_dir / "export" / "merged" / "config.json").is_file()
     assert has_output(nb, "text/plain", "The export answers exactly as the tuned model did.")
     assert has_output(nb, "text/html", "nbt-card")  # the model card, shown inline
@@ -179,7 +188,7 @@ def test_nbval_reruns_every_notebook_and_reproduces_checked_outputs(executed, tm
 def test_train_notebook_resumes_an_interrupted_run(executed):
     # runs last: it rewrites the run folder the tests above read
     project = executed["project"]
-    run_dir = project / "runs" / "notebooks" / "run"
+    run_dir = the_run(project)
     record = json.loads((run_dir / "run.json").read_text())
     record["status"] = "interrupted"  # what a stopped kernel leaves (the checkpoint at step 2 is complete)
     (run_dir / "run.json").write_text(json.dumps(record))
@@ -188,6 +197,7 @@ def test_train_notebook_resumes_an_interrupted_run(executed):
     papermill.execute_notebook(str(REPO / "notebooks" / "03_train.ipynb"), str(out), parameters={"resume": True},
                                cwd=str(project / "notebooks"), progress_bar=False, kernel_name="python3")
     shutil.copy(out, ARTIFACTS / out.name)
+    assert the_run(project) == run_dir  # resume=True continued the newest run: no new folder
     resumed = json.loads((run_dir / "run.json").read_text())
     assert resumed["status"] == "finished"
     assert resumed["resume_count"] == 1

@@ -1,4 +1,4 @@
-"""The run folder's lifecycle (nbtools.train.run_folder): lock, resume checks, atomic writes, full disks.
+"""The run folder's lifecycle (nbtools.run_folder.lifecycle): lock, resume checks, atomic writes, full disks.
 
 Unit tests drive the same RunFolder steps train() takes (check, claim, begin, start_training,
 save, finish or fail, close) without a model, so every failure point can be hit in a second.
@@ -23,8 +23,8 @@ from nbtools import atomic
 from nbtools.config import RunConfig
 from nbtools.errors import UserError
 from nbtools.train import read_run
-from nbtools.train import run_folder as rf
-from nbtools.train.run_folder import RunFolder, RunFolderError, RunLock
+from nbtools.run_folder import lifecycle as rf
+from nbtools.run_folder.lifecycle import RunFolder, RunFolderError, RunLock
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ SAFETENSORS = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # an empty safetensors file
 
 
 def rr_sha(path):
-    from nbtools.train.run_record import sha256_file
+    from nbtools.run_folder.record import sha256_file
 
     return sha256_file(path)
 
@@ -128,10 +128,49 @@ def test_a_refused_claim_leaves_no_folder_behind(tmp_path, data_file):
     lifecycle(run, config(run, data_file))
     other = RunFolder(rf.check(tmp_path / "new", config(tmp_path / "new", data_file), False))
     os.rename(run, tmp_path / "new")  # the folder became a run between the check and the claim
-    with pytest.raises(RunFolderError, match="already holds a run"):
+    with pytest.raises(RunFolderError, match="this folder holds a finished run .step 4., and a new run never"):
         other.claim(config(tmp_path / "new", data_file))
     other.close()
     assert not (tmp_path / "new" / rf.LOCK_FILE).exists()
+
+
+def new_run_refused(run, data_file) -> str:
+    """The message a new run (no resume) into ``run`` stops with."""
+    with pytest.raises(RunFolderError) as info:
+        rf.check(run, config(run, data_file), False)
+    return str(info.value)
+
+
+def test_a_new_run_into_a_finished_run_is_told_how_to_start_a_new_run(tmp_path, data_file):
+    run = tmp_path / "run"
+    lifecycle(run, config(run, data_file))
+    assert new_run_refused(run, data_file) == (
+        f"{run}: this folder holds a finished run (step 4), and a new run never writes over it (fix: leave "
+        "output_dir empty to start each run in a new folder, or set output_dir to a new folder; to train this run "
+        "further, raise max_steps or epoch and pass resume=True / --resume)")
+
+
+@pytest.mark.parametrize("status", ["interrupted", "failed"])
+def test_a_new_run_into_an_unfinished_run_is_told_to_resume_it(tmp_path, data_file, status):
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="training failed"):
+        lifecycle(run, config(run, data_file), crash_at="training")  # checkpoint-4 complete, run.json "failed"
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": status}))
+    assert new_run_refused(run, data_file) == (
+        f"{run}: this folder holds a run that did not finish ({status}; its last complete checkpoint is "
+        "checkpoint-4) (fix: pass resume=True / --resume to continue it, or leave output_dir empty to start each "
+        "run in a new folder, or set output_dir to a new folder to start a new run)")
+
+
+def test_a_new_run_into_a_folder_whose_run_is_training_is_told_to_wait(tmp_path, data_file):
+    run = tmp_path / "run"
+    folder, cfg = started(run, data_file)  # this process holds the lock, heartbeat fresh
+    try:
+        with pytest.raises(RunFolderError, match=r"another training run is using this folder \(pid "):
+            rf.check(run, cfg, False)
+    finally:
+        folder.close()
 
 
 # --- the lock -------------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 from nbtools import atomic
 from nbtools.config import ConfigError, RunConfig
-from nbtools.train import run_folder as rf
-from nbtools.train.run_folder import RunFolder, RunFolderError, RunLock
-from nbtools.train.run_record import STALE_AFTER_S, STATUSES
+from nbtools.run_folder import lifecycle as rf
+from nbtools.run_folder.lifecycle import RunFolder, RunFolderError, RunLock
+from nbtools.run_folder.record import STALE_AFTER_S, STATUSES
 
 ACTORS = ("a", "b", "c")
 KILL_POINTS = {"run.json": ".run.json", "adapter": ".adapter", "adapter-swap": ".adapter.old",

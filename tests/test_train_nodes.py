@@ -14,7 +14,7 @@ import pytest
 
 from nbtools.config import ConfigError, RunConfig
 from nbtools.train import nodes
-from nbtools.train.run_folder import LOCK_FILE, ResumePlan
+from nbtools.run_folder.lifecycle import LOCK_FILE, ResumePlan
 
 ROOT = Path("/runs/r/checkpoints")
 
@@ -133,7 +133,7 @@ def test_the_nodes_copies_of_the_data_must_agree(monkeypatch):
 # --- checkpoints another node's resume made obsolete ----------------------------------------------------
 
 def test_a_save_removes_checkpoints_beyond_its_step_and_killed_stagings(tmp_path):
-    from nbtools.train.run_folder import remove_partial_checkpoints
+    from nbtools.run_folder.lifecycle import remove_partial_checkpoints
     from nbtools.train.trainer import _remove_later_checkpoints
 
     for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", ".partial-4"):

@@ -222,7 +222,10 @@ def test_existing_run_folder_needs_resume(trained_shapes):
     from nbtools.train import RunFolderError
 
     config = RunConfig.from_yaml(trained_shapes.run_dir / "config.yaml")
-    with pytest.raises(RunFolderError, match="already holds a run .fix: pass resume=True"):
+    step = read_run(trained_shapes.run_dir)["progress"]["step"]
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{trained_shapes.run_dir}: this folder holds a finished run (step {step}), and a new run never writes "
+            "over it (fix: leave output_dir empty to start each run in a new folder")):
         train(config, live=False)
 
 

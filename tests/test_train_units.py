@@ -14,7 +14,7 @@ import pytest
 from nbtools.config import ConfigError, RunConfig
 from nbtools.live import LiveMonitor, format_line
 from nbtools.train import diagnose, read_run
-from nbtools.train.run_record import RunRecord
+from nbtools.run_folder.record import RunRecord
 from nbtools.train.trainer import complete_checkpoints, remove_partial_checkpoints
 
 

@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from nbtools.train.run_folder import resolve_config  # light: a config error is reported before torch loads
+    from nbtools.run_folder.lifecycle import resolve_config  # light: a config error is reported before torch loads
 
     try:
         if args.resume and not Path(args.config).expanduser().exists():
-            from nbtools.train.run_folder import RunFolderError
+            from nbtools.run_folder.lifecycle import RunFolderError
 
             raise RunFolderError(f"{args.config}: no such run folder or config file to resume (fix: pass the folder "
                                  "a run wrote, e.g. from `python -m nbtools runs`, or its config.yaml)")

@@ -19,10 +19,10 @@ from .diagnose import Diagnosis, diagnose
 
 _EXPORTS = {
     "DataError": "nbtools.train.dataset",
-    "read_run": "nbtools.train.run_record",
-    "RunFolderError": "nbtools.train.run_folder",
+    "read_run": "nbtools.run_folder.record",
+    "RunFolderError": "nbtools.run_folder.lifecycle",
     "RunResult": "nbtools.train.runner",
-    "resolve_config": "nbtools.train.run_folder",
+    "resolve_config": "nbtools.run_folder.lifecycle",
     "train": "nbtools.train.runner",
     "NbDPOTrainer": "nbtools.train.trainer",
     "NonFiniteLossError": "nbtools.train.trainer",

@@ -72,7 +72,7 @@ class RunCallback(TrainerCallback):
 
     def __init__(self, run_dir: Path, record, monitor, cfg=None, probe: Optional[health.AnswerLengthProbe] = None):
         self.run_dir = Path(run_dir)
-        self.record = record  # the run folder (nbtools.train.run_folder.RunFolder)
+        self.record = record  # the run folder (nbtools.run_folder.lifecycle.RunFolder)
         self.monitor = monitor
         self.cfg = cfg
         self.history: list[dict] = []

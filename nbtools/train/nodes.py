@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from nbtools.config import ConfigError
 from nbtools.errors import UserError, first_few
-from nbtools.train.run_folder import checkpoint_problem, complete_checkpoints, read_lock
+from nbtools.run_folder.lifecycle import checkpoint_problem, complete_checkpoints, read_lock
 
 
 class NodeError(UserError, RuntimeError):
@@ -111,7 +111,7 @@ def sharded_checkpoints(cfg, environ=None) -> bool:
 def agree_on_layout(state, plan, token: Optional[str], sharded: bool) -> NodeLayout:
     """Every process calls this once process 0 holds the lock (``token``), before anything is written.
 
-    ``plan``: process 0's :class:`~nbtools.train.run_folder.ResumePlan` on process 0, a bare one elsewhere.
+    ``plan``: process 0's :class:`~nbtools.run_folder.lifecycle.ResumePlan` on process 0, a bare one elsewhere.
     Raises the same error on every process when the nodes cannot go on (see :func:`decide`).
     """
     if state.num_processes == 1:

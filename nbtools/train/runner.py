@@ -20,13 +20,13 @@ from typing import Any, Optional, Union
 from nbtools.config import ConfigError, RunConfig, split_loss_types
 from nbtools.errors import UserError
 from nbtools.packing.support import BLOCK_MASK_ATTENTION
-from nbtools.train import run_folder
-from nbtools.train import run_record as rr
+from nbtools.run_folder import lifecycle as run_folder
+from nbtools.run_folder import record as rr
 from nbtools.train.callbacks import RunCallback
 from nbtools.train.dataset import LazyImageCollator, prepare_data, records_dataset
 from nbtools.video import VideoSettings
 from nbtools.train.diagnose import diagnose
-from nbtools.train.run_folder import RunFolder, RunFolderError, resolve_config
+from nbtools.run_folder.lifecycle import RunFolder, RunFolderError, resolve_config
 from nbtools.train.trainer import NbDPOTrainer, NonFiniteLossError
 
 
@@ -59,9 +59,20 @@ class RunResult:
 
 # --- config and run folder ------------------------------------------------------------------------
 
-def _agree_on_run_dir(cfg: RunConfig, state) -> Path:
-    """Every process must use the same folder; the default name has a timestamp, so rank 0 decides."""
-    run_dir = str(cfg.resolved_output_dir())
+def _agree_on_run_dir(cfg: RunConfig, state, runs_dir=None) -> Path:
+    """Every process must use the same folder; the default name has a timestamp, so rank 0 decides.
+
+    With output_dir empty the run gets a new folder (RunConfig.resolved_output_dir's name, under ``runs_dir``
+    when given), never one that exists: a second run in the same second gets a "-2" after the name.
+    """
+    run_dir = cfg.resolved_output_dir()
+    if not cfg.output_dir:
+        run_dir = Path(runs_dir) / run_dir.name if runs_dir is not None else run_dir
+        base, n = run_dir, 1
+        while run_dir.exists():
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir = str(run_dir)
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -302,9 +313,35 @@ def build_dpo_config(cfg: RunConfig, run_dir: Path, precision: str, has_validati
     return DPOConfig(**settings)
 
 
-# --- the run ---------------------------------------------------------------------------------------
+# --- the run: train() and its steps, in the order they happen ---------------------------------------
 
-def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = False, live: Any = None) -> RunResult:
+@dataclass
+class _Run:
+    """What train()'s steps decided so far, handed from one step to the next."""
+
+    cfg: RunConfig
+    state: Any  # accelerate's PartialState: this process among the run's processes
+    precision: str
+    device_type: str
+    attention: Any  # the attention kernel the policy loads with, and why (policy_attention)
+    monitor: Any  # nbtools.live.LiveMonitor
+    t_start: float
+    plan: Any = None  # the run folder's ResumePlan, as rank 0 checked it
+    data: Any = None  # the validated pairs (prepare_data)
+    folder: Optional[RunFolder] = None
+    resume_from: Optional[Path] = None  # the checkpoint every process resumes from
+    previous: dict = field(default_factory=dict)  # run.json of the run being resumed
+    own_disk: bool = False  # this node keeps its own checkpoints (nbtools.train.nodes)
+    callback: Optional[RunCallback] = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.state.is_main_process
+
+
+def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = False, live: Any = None,
+          runs_dir: Union[str, os.PathLike, None] = None) -> RunResult:
     """Train a LoRA adapter with DPO as ``config`` says; write the run folder; return the result.
 
     ``config``: a RunConfig, a dict, a YAML path, or a run folder (to resume it).
@@ -312,82 +349,133 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
     a SIGKILL or a stopped kernel); starts fresh if there is none yet.
     ``live``: None = figure + bar in notebooks, log lines elsewhere; False = quiet;
     "notebook"/"headless", or a :class:`nbtools.live.LiveMonitor`.
+    ``runs_dir``: where a run whose output_dir is empty gets its new folder (default: runs/ in the working
+    folder); a resume with output_dir empty continues the newest run there. The notebooks pass theirs.
     """
+    from nbtools.train.distributed import adapter_state_dict
+
+    run = _settle(config, resume, live, runs_dir)
+    _check_folder(run, resume, runs_dir)
+    _prepare(run)
+    run.folder = RunFolder(run.plan, main=run.is_main)
+    _begin(run, _claim(run.folder, run.cfg, run.state))
+    try:
+        trainer, processor, packing = _build_trainer(run)
+        _precompute_reference(run, trainer, processor, packing)
+        t0 = time.time()
+        trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+        run.timings["train_s"] = round(time.time() - t0, 2)
+        if run.callback is not None:
+            run.callback.finish()  # a resume with nothing left to train takes over its folder's files here
+        final_metrics = _final_metrics(run, trainer)
+        gathered_adapter = adapter_state_dict(trainer, run.cfg)  # fsdp: a collective, so every process takes part
+        if run.is_main:
+            result = _save_results(run, trainer, processor, final_metrics, gathered_adapter)
+        else:
+            result = RunResult(run.folder.path, "finished", final_metrics, adapter_dir=run.folder.path / "adapter")
+        run.state.wait_for_everyone()
+        return result
+    except NonFiniteLossError as exc:
+        _fail(run.folder, run.monitor, exc, "failed", str(exc), last_good_checkpoint=exc.last_checkpoint)
+        raise
+    except KeyboardInterrupt as exc:
+        _fail(run.folder, run.monitor, exc, "interrupted",
+              "stopped by the user (KeyboardInterrupt); resume with resume=True")
+        raise
+    except BaseException as exc:
+        _fail(run.folder, run.monitor, exc, "failed")
+        raise
+    finally:
+        if run.callback is not None:
+            run.callback.close()
+        run.folder.close()
+        run.monitor.close()
+
+
+def _settle(config, resume: bool, live: Any, runs_dir) -> _Run:
+    """The config and this machine's settings, each refused before anything is read or written if it cannot work."""
     import torch
     from accelerate import PartialState
 
-    from nbtools.live import LiveMonitor, save_plots
+    from nbtools.live import LiveMonitor
+    from nbtools.train.distributed import check_deepspeed, check_strategy
 
     t_start = time.time()
     cfg = resolve_config(config)
-    if resume and not cfg.output_dir:
+    if resume and not cfg.output_dir and runs_dir is None:
         raise RunFolderError("resume needs the run folder: set output_dir to the folder of the run to continue, "
                              "or pass that folder (or its config.yaml) to train()")
-    from nbtools.train.distributed import check_deepspeed
-
     check_deepspeed(cfg)  # ZeRO-3 is refused before accelerate sets DeepSpeed up (or fails to import it)
     on_cpu = not torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     state = PartialState(cpu=on_cpu, **({"backend": "gloo"} if on_cpu and distributed else {}))
-    is_main = state.is_main_process
     device_type = "cpu" if on_cpu else "cuda"
     precision = resolve_precision(cfg.precision, device_type)
     check_quantization(cfg.quantization, device_type)
     check_report_to(cfg.report_to)
     attention = policy_attention(cfg, precision, device_type)  # refuses a kernel that cannot work, before any model
-    from nbtools.train.distributed import adapter_state_dict, check_strategy, rank_zero_loading
-
     check_strategy(cfg, device_type)
-
     if isinstance(live, LiveMonitor):
         monitor = live
     else:
         mode = {None: None, True: None, False: "quiet"}.get(live, live) if not isinstance(live, str) else live
-        monitor = LiveMonitor(mode if is_main else "quiet", title=cfg.task_display_name)
+        monitor = LiveMonitor(mode if state.is_main_process else "quiet", title=cfg.task_display_name)
+    return _Run(cfg, state, precision, device_type, attention, monitor, t_start)
 
-    run_dir = _agree_on_run_dir(cfg, state)
-    cfg = cfg.replace(output_dir=str(run_dir))
-    # Read-only, by rank 0 (other nodes may not see its disk): refuses an unusable folder or an incompatible resume
-    # before anything is written; every rank stops with it (nodes.stop_together).
+
+def _check_folder(run: _Run, resume: bool, runs_dir) -> None:
+    """Decide the run folder and check it read-only (by rank 0: other nodes may not see its disk); every rank
+    stops with the same message when it cannot be used (nodes.stop_together)."""
     from nbtools.train import nodes
 
-    plan, error = run_folder.ResumePlan(run_dir, resume), None
-    if is_main:
+    if resume and not run.cfg.output_dir:
+        from nbtools.runs import newest_run
+
+        run.cfg = run.cfg.replace(output_dir=str(newest_run(runs_dir)))
+    run_dir = _agree_on_run_dir(run.cfg, run.state, runs_dir)
+    run.cfg = run.cfg.replace(output_dir=str(run_dir))
+    run.plan, error = run_folder.ResumePlan(run_dir, resume), None
+    if run.is_main:
         try:
-            plan = run_folder.check(run_dir, cfg, resume)
+            run.plan = run_folder.check(run_dir, run.cfg, resume)
         except UserError as exc:
             error = exc
-    nodes.stop_together(state, error)
+    nodes.stop_together(run.state, error)
 
-    # Data first: a problem in the data stops the run before any model is loaded. Each process validates the
-    # copy its node has (no shared disk assumed); the copies must give the same pairs.
+
+def _prepare(run: _Run) -> None:
+    """Validate the data before any model loads; each process reads its node's copy, and the copies must agree."""
     from nbtools.models import detect_family
     from nbtools.models.loading import resolve_model_folder
+    from nbtools.train import nodes
 
-    data, error, prep_s = None, None, 0.0
+    error = None
     try:
-        family = _family_of(cfg.model, resolve_model_folder, detect_family)
+        family = _family_of(run.cfg.model, resolve_model_folder, detect_family)
         t0 = time.time()
-        data = prepare_data(cfg, family)
-        prep_s = time.time() - t0
-        run_folder.check_media(plan, data)  # a resume trains on the pictures the run started with, or not at all
+        run.data = prepare_data(run.cfg, family)
+        run.timings["data_s"] = round(time.time() - t0, 2)
+        run_folder.check_media(run.plan, run.data)  # a resume trains on the pictures the run started with, or not at all
     except UserError as exc:
         error = exc
-    nodes.stop_together(state, error, same=nodes.data_signature(data) if data is not None else None)
-    for text in data.messages:
-        monitor.message(text)
+    nodes.stop_together(run.state, error, same=nodes.data_signature(run.data) if run.data is not None else None)
+    for text in run.data.messages:
+        run.monitor.message(text)
 
-    history: list[dict] = []
-    callback = None
-    trainer = None
-    folder = RunFolder(plan, main=is_main)
-    token = _claim(folder, cfg, state)  # the lock: a second run into this folder stops here
+
+def _begin(run: _Run, token: Optional[str]) -> None:
+    """With the lock held: agree on the checkpoint to resume from, then run.json says "running" (rank 0)."""
+    from nbtools.train import nodes
+
+    cfg, folder, state = run.cfg, run.folder, run.state
     try:
         # which disks the nodes keep checkpoints on, and the checkpoint all of them resume from
         layout = nodes.agree_on_layout(state, folder.plan, token, nodes.sharded_checkpoints(cfg))
-        if is_main and layout.resume_from != folder.plan.resume_from:
+        if run.is_main and layout.resume_from != folder.plan.resume_from:
             folder.plan = dataclasses.replace(folder.plan, resume_from=layout.resume_from)
-        resume_from, previous = layout.resume_from, folder.plan.previous  # as checked again under the lock
+        run.resume_from, run.previous = layout.resume_from, folder.plan.previous  # as checked again under the lock
+        run.own_disk = layout.own_disk
+        previous = run.previous
         folder.begin(cfg, {
             "task_display_name": cfg.task_display_name,
             "custom_model_name": cfg.model_name,
@@ -396,17 +484,17 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
             "started_at": previous.get("started_at") or rr.utc_now(),
             "finished_at": None,
             "duration_s": None,
-            "data": data.to_dict(),
+            "data": run.data.to_dict(),
             "metrics": {},
             "best": None,
             "diagnosis": None,
             "provenance": rr.provenance({"train_file": cfg.train_file, "validation_file": cfg.validation_file}),
             "export_path": previous.get("export_path"),
             "process": {**rr.process_info(), "world_size": state.num_processes},
-            "precision": precision,
-            "resumed_from": str(resume_from.relative_to(run_dir)) if resume_from else None,
-            "resume_count": int(previous.get("resume_count", -1)) + 1 if resume else 0,
-            "timings": {"data_s": round(prep_s, 2)},
+            "precision": run.precision,
+            "resumed_from": str(run.resume_from.relative_to(folder.path)) if run.resume_from else None,
+            "resume_count": int(previous.get("resume_count", -1)) + 1 if folder.plan.resume else 0,
+            "timings": {"data_s": run.timings.get("data_s", 0.0)},
             "error": None,
         })
         folder.start_heartbeat()
@@ -414,155 +502,158 @@ def train(config: Union[RunConfig, str, os.PathLike, dict], *, resume: bool = Fa
         folder.fail(exc)
         folder.close()
         raise
-    if is_main:
+    if run.is_main:
         for note in folder.take_notes() + layout.notes:
-            monitor.message(note)
-        monitor.message(f"run folder: {run_dir}")
+            run.monitor.message(note)
+        run.monitor.message(f"run folder: {folder.path}")
     state.wait_for_everyone()
 
-    try:
-        # The Trainer's settings first: under FSDP they decide how the model is loaded (rank_zero_loading), and
-        # transformers reads them from the environment that building them sets.
-        args = build_dpo_config(cfg, run_dir, precision, data.validation is not None, on_cpu,
-                                save_on_each_node=layout.own_disk)
-        t0 = time.time()
-        model, processor, family, peft_config = load_policy(cfg, precision, str(state.device),
-                                                            rank_zero_loading(args, device_type))
-        load_s = time.time() - t0
-        packing = decide_packing(cfg, model, args, attention.note)
-        if packing["attn_implementation"] == BLOCK_MASK_ATTENTION and not packing["on"]:
-            raise ConfigError("attn_implementation", f"the block-mask kernel runs packed pairs only, and "
-                              f"{packing['note']}", "set attn_implementation: sdpa, or change what turns packing off")
-        mdpo_terms = split_loss_types(cfg.loss_type, cfg.loss_weights)[2]
-        if mdpo_terms and not packing["on"]:
-            raise ConfigError("loss_type",
-                              f"only the packed step implements {', '.join(mdpo_terms)}, and {packing['note']}",
-                              "remove " + " and ".join(mdpo_terms) + " from loss_type, or change what turns packing "
-                              "off")
-        if is_main:
-            monitor.message(f"{packing['note']}; {packing['attention_note']}")
-            folder.update(packing=packing)
-            if "mdpo_conditional" in mdpo_terms:
-                monitor.message(f"mdpo_conditional: each pair with images also trains as an image-contrast pair (its "
+
+def _load_model(run: _Run):
+    """(Trainer settings, model, processor, family, packing decision): the settings first, since under FSDP they
+    decide how the model is loaded and transformers reads them from the environment that building them sets."""
+    from nbtools.train.distributed import rank_zero_loading
+
+    cfg = run.cfg
+    args = build_dpo_config(cfg, run.folder.path, run.precision, run.data.validation is not None,
+                            run.device_type == "cpu", save_on_each_node=run.own_disk)
+    t0 = time.time()
+    model, processor, family, peft_config = load_policy(cfg, run.precision, str(run.state.device),
+                                                        rank_zero_loading(args, run.device_type))
+    run.timings["model_load_s"] = round(time.time() - t0, 2)
+    packing = decide_packing(cfg, model, args, run.attention.note)
+    if packing["attn_implementation"] == BLOCK_MASK_ATTENTION and not packing["on"]:
+        raise ConfigError("attn_implementation", f"the block-mask kernel runs packed pairs only, and "
+                          f"{packing['note']}", "set attn_implementation: sdpa, or change what turns packing off")
+    mdpo_terms = split_loss_types(cfg.loss_type, cfg.loss_weights)[2]
+    if mdpo_terms and not packing["on"]:
+        raise ConfigError("loss_type",
+                          f"only the packed step implements {', '.join(mdpo_terms)}, and {packing['note']}",
+                          "remove " + " and ".join(mdpo_terms) + " from loss_type, or change what turns packing off")
+    if run.is_main:
+        run.monitor.message(f"{packing['note']}; {packing['attention_note']}")
+        run.folder.update(packing=packing)
+        if "mdpo_conditional" in mdpo_terms:
+            run.monitor.message(f"mdpo_conditional: each pair with images also trains as an image-contrast pair (its "
                                 f"rejected_images, else a crop keeping 1-20% of each image, seeded by seed={cfg.seed})")
-        callbacks: list = []
-        if is_main:
-            # at the first step or log row (checkpoint, optimizer and first batch loaded) it cuts a resumed run's
-            # metrics back: folder.start_training
-            callback = RunCallback(run_dir, folder, monitor, cfg, probe=answer_probe(cfg, data, processor, family))
-            callbacks.append(callback)
-        if cfg.early_stopping_patience > 0 and data.validation is not None:
-            from transformers import EarlyStoppingCallback
+    return args, model, processor, family, peft_config, packing
 
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*EarlyStoppingCallback without load_best_model_at_end.*")
-            _ignore_peft_checkpointing_probe()
-            trainer = NbDPOTrainer(
-                model=model,
-                args=args,
-                data_collator=LazyImageCollator(processor, cfg.max_pixels, family, video=VideoSettings.from_config(cfg),
-                                                packed=packing["on"],
-                                                contrast_seed=cfg.seed if "mdpo_conditional" in mdpo_terms else None),
-                train_dataset=records_dataset(data.train),
-                eval_dataset=records_dataset(data.validation) if data.validation is not None else None,
-                processing_class=processor,
-                peft_config=peft_config,
-                callbacks=callbacks,
-                extra_losses=mdpo_terms,
-                max_context_length=cfg.max_context_length,
-            )
-        _remove_default_printers(trainer)
-        if is_main:
-            monitor.message(_summary_line(cfg, data, trainer, precision, state.num_processes))
-            folder.update(timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2)})
-        if packing["on"] and cfg.precompute_ref_log_probs and cfg.distributed == "ddp" and cfg.ld_alpha is None:
-            # Every process computes its share of the pairs and the values are exchanged (all ranks call this).
-            # Not under fsdp: the precompute runs before the Trainer shards the model.
-            from nbtools.train.reference import precompute_for_run
 
-            precomputed = precompute_for_run(trainer, cfg, processor, precision,
-                                             progress=getattr(monitor, "mode", None) != "quiet")
-            if precomputed is not None and is_main:
-                monitor.message(precomputed.message())
-                folder.update(reference_logps=precomputed.to_dict())
-        elif packing["on"] and cfg.precompute_ref_log_probs and is_main and cfg.ld_alpha is not None:
-            monitor.message("reference log-probs: computed in each step (ld_alpha weighs each answer's tokens, and "
+def _build_trainer(run: _Run):
+    """(trainer, processor, packing decision): the model loaded, our callbacks in and TRL's printers out."""
+    cfg, data = run.cfg, run.data
+    args, model, processor, family, peft_config, packing = _load_model(run)
+    mdpo_terms = split_loss_types(cfg.loss_type, cfg.loss_weights)[2]
+    callbacks: list = []
+    if run.is_main:
+        # at the first step or log row (checkpoint, optimizer and first batch loaded) it cuts a resumed run's
+        # metrics back: folder.start_training
+        run.callback = RunCallback(run.folder.path, run.folder, run.monitor, cfg,
+                                   probe=answer_probe(cfg, data, processor, family))
+        callbacks.append(run.callback)
+    if cfg.early_stopping_patience > 0 and data.validation is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*EarlyStoppingCallback without load_best_model_at_end.*")
+        _ignore_peft_checkpointing_probe()
+        trainer = NbDPOTrainer(
+            model=model,
+            args=args,
+            data_collator=LazyImageCollator(processor, cfg.max_pixels, family, video=VideoSettings.from_config(cfg),
+                                            packed=packing["on"],
+                                            contrast_seed=cfg.seed if "mdpo_conditional" in mdpo_terms else None),
+            train_dataset=records_dataset(data.train),
+            eval_dataset=records_dataset(data.validation) if data.validation is not None else None,
+            processing_class=processor,
+            peft_config=peft_config,
+            callbacks=callbacks,
+            extra_losses=mdpo_terms,
+            max_context_length=cfg.max_context_length,
+        )
+    _remove_default_printers(trainer)
+    if run.is_main:
+        run.monitor.message(_summary_line(cfg, data, trainer, run.precision, run.state.num_processes))
+        run.folder.update(timings={key: run.timings[key] for key in ("data_s", "model_load_s") if key in run.timings})
+    return trainer, processor, packing
+
+
+def _precompute_reference(run: _Run, trainer, processor, packing: dict) -> None:
+    """Packed ddp runs score the reference once before training (every process its share); else say why not."""
+    cfg, is_main = run.cfg, run.is_main
+    if not (packing["on"] and cfg.precompute_ref_log_probs):
+        return
+    if cfg.distributed == "ddp" and cfg.ld_alpha is None:
+        # Every process computes its share of the pairs and the values are exchanged (all ranks call this).
+        # Not under fsdp: the precompute runs before the Trainer shards the model.
+        from nbtools.train.reference import precompute_for_run
+
+        precomputed = precompute_for_run(trainer, cfg, processor, run.precision,
+                                         progress=getattr(run.monitor, "mode", None) != "quiet")
+        if precomputed is not None and is_main:
+            run.monitor.message(precomputed.message())
+            run.folder.update(reference_logps=precomputed.to_dict())
+    elif is_main and cfg.ld_alpha is not None:
+        run.monitor.message("reference log-probs: computed in each step (ld_alpha weighs each answer's tokens, and "
                             "stored reference log-probs are plain sums)")
-        elif packing["on"] and cfg.precompute_ref_log_probs and is_main:
-            monitor.message("reference log-probs: computed in each step (distributed: fsdp shards the model only "
+    elif is_main:
+        run.monitor.message("reference log-probs: computed in each step (distributed: fsdp shards the model only "
                             "when training starts, so there is no precompute before it)")
 
-        t0 = time.time()
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        train_s = time.time() - t0
-        if callback is not None:
-            callback.finish()  # a resume with nothing left to train takes over its folder's files here
 
-        # Closing evaluation (of the best checkpoint when load_best_model_at_end) = the run's final metrics.
-        if data.validation is not None:
+def _final_metrics(run: _Run, trainer) -> dict:
+    """The run's final metrics: the closing evaluation (of the best checkpoint with load_best_model_at_end), or the
+    last training log row without validation pairs."""
+    callback = run.callback
+    if run.data.validation is not None:
+        if callback is not None:
+            callback.final = True
+        repeated = _eval_at_final_step(trainer)
+        if repeated is None:
+            final_metrics = trainer.evaluate()
+        else:
+            # The scheduled evaluation already scored these exact weights at this step: report it as the
+            # final one (same row, marked "final") instead of a second identical pass over the pairs.
+            final_metrics = repeated
             if callback is not None:
-                callback.final = True
-            repeated = _eval_at_final_step(trainer)
-            if repeated is None:
-                final_metrics = trainer.evaluate()
-            else:
-                # The scheduled evaluation already scored these exact weights at this step: report it as the
-                # final one (same row, marked "final") instead of a second identical pass over the pairs.
-                final_metrics = repeated
-                if callback is not None:
-                    callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(repeated))
-        else:
-            final_metrics = _last_train_metrics(callback.history if callback else [])
-        final_metrics = {k: (v.item() if hasattr(v, "item") else v) for k, v in final_metrics.items()}
-        gathered_adapter = adapter_state_dict(trainer, cfg)  # fsdp: a collective, so every process takes part
+                callback.on_log(trainer.args, trainer.state, trainer.control, logs=dict(repeated))
+    else:
+        final_metrics = _last_train_metrics(callback.history if callback else [])
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in final_metrics.items()}
 
-        if is_main:
-            adapter_dir = run_dir / "adapter"
-            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-            selected = ["default"] if "default" in getattr(unwrapped, "peft_config", {}) else None
-            # each folder is written under a temporary name and swapped in whole (the old one kept until then)
-            folder.save_dir("adapter", lambda staging: unwrapped.save_pretrained(
-                str(staging), selected_adapters=selected, state_dict=gathered_adapter))
-            folder.save_dir("processor", lambda staging: processor.save_pretrained(str(staging)))
-            history = callback.history
-            folder.save_files("plots", lambda staging: save_plots(history, staging, title=cfg.task_display_name))
-            diagnosis = diagnose(history, cfg.beta)
-            best = _best(trainer, history)
-            # Wall time since the run first started (a resumed run includes the time before the interruption).
-            duration = time.time() - (rr._parse_time(previous.get("started_at")) or t_start)
-            folder.finish(duration_s=round(duration, 2),
-                          metrics=final_metrics, best=best, diagnosis=diagnosis.to_dict(),
-                          timings={"data_s": round(prep_s, 2), "model_load_s": round(load_s, 2),
-                                   "train_s": round(train_s, 2), "total_s": round(time.time() - t_start, 2)},
-                          progress={"step": trainer.state.global_step, "max_steps": trainer.state.max_steps},
-                          adapter="adapter", processor="processor")
-            monitor.message(f"diagnosis: {diagnosis.message}")
-            if diagnosis.alarms:  # each was shown in full when it fired; run.json's diagnosis keeps them
-                monitor.message("health alarms: " + "; ".join(f"{a['kind']} at step {a['step']}"
-                                                                for a in diagnosis.alarms))
-            monitor.message(f"done in {time.time() - t_start:.0f} s: adapter in {adapter_dir}")
-            result = RunResult(run_dir, "finished", final_metrics, best, diagnosis.to_dict(), adapter_dir, history,
-                               data.to_dict(), round(time.time() - t_start, 2),
-                               int(resume_from.name.split("-")[1]) if resume_from else None, unwrapped)
-        else:
-            result = RunResult(run_dir, "finished", final_metrics, adapter_dir=run_dir / "adapter")
-        state.wait_for_everyone()
-        return result
-    except NonFiniteLossError as exc:
-        _fail(folder, monitor, exc, "failed", str(exc), last_good_checkpoint=exc.last_checkpoint)
-        raise
-    except KeyboardInterrupt as exc:
-        _fail(folder, monitor, exc, "interrupted", "stopped by the user (KeyboardInterrupt); resume with resume=True")
-        raise
-    except BaseException as exc:
-        _fail(folder, monitor, exc, "failed")
-        raise
-    finally:
-        if callback is not None:
-            callback.close()
-        folder.close()
-        monitor.close()
+
+def _save_results(run: _Run, trainer, processor, final_metrics: dict, gathered_adapter) -> RunResult:
+    """Rank 0: adapter, processor and plots swapped in whole, then run.json says "finished"; the result in memory."""
+    from nbtools.live import save_plots
+
+    cfg, folder, monitor = run.cfg, run.folder, run.monitor
+    adapter_dir = folder.path / "adapter"
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    selected = ["default"] if "default" in getattr(unwrapped, "peft_config", {}) else None
+    # each folder is written under a temporary name and swapped in whole (the old one kept until then)
+    folder.save_dir("adapter", lambda staging: unwrapped.save_pretrained(
+        str(staging), selected_adapters=selected, state_dict=gathered_adapter))
+    folder.save_dir("processor", lambda staging: processor.save_pretrained(str(staging)))
+    history = run.callback.history
+    folder.save_files("plots", lambda staging: save_plots(history, staging, title=cfg.task_display_name))
+    diagnosis = diagnose(history, cfg.beta)
+    best = _best(trainer, history)
+    # Wall time since the run first started (a resumed run includes the time before the interruption).
+    duration = time.time() - (rr._parse_time(run.previous.get("started_at")) or run.t_start)
+    folder.finish(duration_s=round(duration, 2),
+                  metrics=final_metrics, best=best, diagnosis=diagnosis.to_dict(),
+                  timings={**{k: run.timings.get(k, 0.0) for k in ("data_s", "model_load_s", "train_s")},
+                           "total_s": round(time.time() - run.t_start, 2)},
+                  progress={"step": trainer.state.global_step, "max_steps": trainer.state.max_steps},
+                  adapter="adapter", processor="processor")
+    monitor.message(f"diagnosis: {diagnosis.message}")
+    if diagnosis.alarms:  # each was shown in full when it fired; run.json's diagnosis keeps them
+        monitor.message("health alarms: " + "; ".join(f"{a['kind']} at step {a['step']}" for a in diagnosis.alarms))
+    monitor.message(f"done in {time.time() - run.t_start:.0f} s: adapter in {adapter_dir}")
+    return RunResult(folder.path, "finished", final_metrics, best, diagnosis.to_dict(), adapter_dir, history,
+                     run.data.to_dict(), round(time.time() - run.t_start, 2),
+                     int(run.resume_from.name.split("-")[1]) if run.resume_from else None, unwrapped)
 
 
 def answer_probe(cfg: RunConfig, data, processor, family: str):

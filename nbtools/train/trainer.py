@@ -31,7 +31,7 @@ from trl import DPOTrainer
 from nbtools.errors import UserError, environment_error
 
 # The checkpoint folder layout is the run folder's business (resume reads it without importing torch).
-from nbtools.train.run_folder import (STAGING_PREFIX, STATE_FILE, complete_checkpoints,  # noqa: E402,F401
+from nbtools.run_folder.lifecycle import (STAGING_PREFIX, STATE_FILE, complete_checkpoints,  # noqa: E402,F401
                                       remove_partial_checkpoints, without_checkpoint)
 # transformers 5 names that TRL's disable_gradient_checkpointing still calls
 DEPRECATED_CHECKPOINTING_NAMES = ("is_gradient_checkpointing", "gradient_checkpointing_disable",

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 from nbtools.atomic import pid_alive
 
 RUN_FILE = "run.json"
-LOCK_FILE = ".nbtools-lock.json"  # held by the training process (nbtools.train.run_folder)
+LOCK_FILE = ".nbtools-lock.json"  # held by the training process (nbtools.run_folder.lifecycle)
 HEARTBEAT_INTERVAL_S = 10.0
 # A heartbeat older than this means the process is gone (SIGKILL, power loss, a closed Colab tab).
 STALE_AFTER_S = 60.0

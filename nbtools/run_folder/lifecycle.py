@@ -34,7 +34,7 @@ from nbtools.config import RunConfig, load_config
 from nbtools.errors import LOG_ATTRIBUTE, UserError, environment_error, first_few, write_error_log
 from nbtools.output_folder import check_output_folder
 from nbtools.atomic import pid_alive
-from nbtools.train import run_record as rr
+from nbtools.run_folder import record as rr
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -321,8 +321,7 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> R
         if not run_dir.exists():
             return ResumePlan(run_dir, False)
         if is_run_folder(run_dir):
-            raise RunFolderError(f"{run_dir}: this folder already holds a run (fix: pass resume=True / --resume to "
-                                 "continue it, or choose another output_dir)")
+            raise RunFolderError(holds_a_run_message(run_dir, own_lock))
         foreign = _foreign_entries(run_dir)
         if foreign:
             raise RunFolderError(f"output_dir: {run_dir} already holds files that are not a run "
@@ -345,6 +344,33 @@ def check(run_dir: Path, cfg, resume: bool, own_lock: Optional[str] = None) -> R
     if done:
         _check_checkpoint(done)
     return ResumePlan(run_dir, True, previous, done[-1] if done else None)
+
+
+NEW_RUN_ADVICE = "leave output_dir empty to start each run in a new folder, or set output_dir to a new folder"
+
+
+def holds_a_run_message(run_dir: Path, own_lock: Optional[str] = None) -> str:
+    """Why a new run cannot start in ``run_dir``, with the advice that fits the run there: a finished run is
+    kept (start the new one elsewhere), an unfinished one can be resumed, a live one is waited for.
+    ``own_lock``: the token of the lock this process holds (not another run's)."""
+    lock = read_lock(run_dir)
+    if lock is not None and lock.get("token") != own_lock and stale_reason(run_dir, lock) is None:
+        return _busy_message(run_dir, lock)
+    try:
+        record = rr.read_run(run_dir)
+    except (OSError, ValueError, RecursionError):
+        record = {}  # no run.json (killed before it was written) or unreadable: the checkpoints are what is left
+    record = record if isinstance(record, dict) else {}
+    status = record.get("status")
+    step = record["progress"].get("step") if isinstance(record.get("progress"), dict) else None
+    if status == "finished":
+        return (f"{run_dir}: this folder holds a finished run{f' (step {step})' if step else ''}, and a new run "
+                f"never writes over it (fix: {NEW_RUN_ADVICE}; to train this run further, raise max_steps or epoch "
+                "and pass resume=True / --resume)")
+    done = complete_checkpoints(run_dir / "checkpoints")
+    where = f"its last complete checkpoint is {done[-1].name}" if done else "it has no complete checkpoint yet"
+    return (f"{run_dir}: this folder holds a run that did not finish ({status or 'no run.json'}; {where}) (fix: pass "
+            f"resume=True / --resume to continue it, or {NEW_RUN_ADVICE} to start a new run)")
 
 
 # What a run folder keeps under these names; anything else there (a file where a folder belongs) is refused.
