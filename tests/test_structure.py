@@ -182,3 +182,26 @@ def test_long_function_is_named(tmp_path, monkeypatch, body_lines, reported):
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "nbtools")
     expected = [f"nbtools/m.py:1 step ({body_lines + 1} lines)"] if reported else []
     assert long_functions() == expected
+
+
+def _architecture_paths(text: str) -> set[str]:
+    """The `nbtools/...` names in docs/architecture.md's map (a row may name several, the later ones bare)."""
+    names = set()
+    for line in text.splitlines():
+        if not line.startswith("| `nbtools/"):
+            continue
+        cell = line.split("|")[1]
+        for name in (part.strip(" `") for part in cell.split(",")):
+            names.add(name if name.startswith("nbtools/") else "nbtools/" + name)
+    return names
+
+
+def test_architecture_map_names_every_module_and_only_real_ones():
+    """docs/architecture.md is the one page that names modules: it must stay true as code moves."""
+    named = _architecture_paths((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    missing_on_disk = sorted(n for n in named if not (ROOT / n).exists())
+    top_level = {f"nbtools/{p.name}" + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
+                 if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.name not in ("__init__.py", "__main__.py")}
+    unnamed = sorted(n for n in top_level if n not in named and n.rstrip("/") not in named)
+    assert not missing_on_disk, f"docs/architecture.md names what does not exist: {missing_on_disk}"
+    assert not unnamed, f"docs/architecture.md does not name: {unnamed}"
