@@ -36,6 +36,13 @@ def test_exit_0_with_only_warnings_and_1_with_strict(clean, capsys):
     assert main(["validate", str(clean), "--strict"]) == 1
 
 
+def test_held_out_file_gets_no_advice_on_how_many_pairs_training_needs(clean, capsys):
+    assert main(["validate", str(clean), "--held-out"]) == 0
+    out = capsys.readouterr().out
+    assert "valid pairs" not in out
+    assert out.splitlines()[-2] == f"{clean}: 2 rows, 2 valid; 0 errors, 0 warnings, 0 info"
+
+
 def test_exit_1_on_errors_with_file_line_severity_field(data_dir, make_pair, capsys):
     path = data_dir.jsonl([make_pair(images=["missing.jpg"])])
     assert main(["validate", str(path)]) == 1

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="list every problem (by default a finding repeated on many lines shows its first "
                              "5 lines and a count)")
     parser.add_argument("--validation-file", metavar="FILE", help="check train/validation leakage against it")
+    parser.add_argument("--held-out", action="store_true",
+                        help="DATA is a validation or evaluation file: its pairs are scored, not trained on, so "
+                             "the advice on how many pairs training needs is left out")
     parser.add_argument("--family", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
                         help="image geometry when no --model is given (default qwen3_vl)")
     video = VideoSettings()
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = validate_dataset(
             args.file, max_pixels=args.max_pixels, max_context_length=args.max_context_length, model=args.model,
-            root=args.root, deep=args.deep, validation_file=args.validation_file,
+            root=args.root, deep=args.deep, validation_file=args.validation_file, held_out=args.held_out,
             family=getattr(args, "family", None), progress=True,  # on stderr, for big files only
             video=_video_settings(args), columns=" ".join(args.columns) if getattr(args, "columns", None) else None,
         )
