@@ -148,15 +148,13 @@ def colour_headline(payload: dict) -> str:
 
 def accuracy_headline(payload: dict) -> str:
     """Base -> tuned preference accuracy with 95% intervals, and whether the intervals separate."""
+    from nbtools.evaluate.metrics import interval_headline
+
     base, tuned = payload["base"], payload["tuned"]
-    ci_b, ci_t = base["ci95"]["preference_accuracy"], tuned["ci95"]["preference_accuracy"]
-    line = (f"preference accuracy on {payload['n_pairs']} held-out pairs: base {base['preference_accuracy']:.2f} "
-            f"[{ci_b[0]:.2f}, {ci_b[1]:.2f}] -> tuned {tuned['preference_accuracy']:.2f} [{ci_t[0]:.2f}, {ci_t[1]:.2f}]")
-    if ci_t[0] > ci_b[1]:
-        return line + "\nthe 95% intervals do not overlap: the tuned model is better beyond sampling noise"
-    if ci_b[0] > ci_t[1]:
-        return line + "\nthe 95% intervals do not overlap: the tuned model is WORSE than the base model"
-    return line + "\nthe 95% intervals overlap: this run shows no difference beyond sampling noise"
+    key = "preference_accuracy"
+    return interval_headline(f"preference accuracy on {payload['n_pairs']} held-out pairs", base[key],
+                             base["ci95"][key], tuned[key], tuned["ci95"][key], "is better",
+                             "this run shows no difference")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -75,3 +75,13 @@ def show_log_line(text: str) -> None:
 
     display({"text/plain": text,
              "text/html": f"<pre class='nbtools-log' style='{LOG_LINE_STYLE}'>{html.escape(text)}</pre>"}, raw=True)
+
+
+def fixed_width_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Terminal lines of a table whose first row is the header: columns padded to their widest cell, a rule
+    under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+

@@ -35,7 +35,7 @@ from .benchmark import (
     read_short_answer,
 )
 from .generation import Decoding
-from .metrics import CONFIDENCE, bootstrap_indices
+from .metrics import CONFIDENCE, bootstrap_indices, interval_headline
 
 ANSWERS_DIR = "answers"
 DEFAULT_DECODING = Decoding(max_new_tokens=32)  # greedy; a yes/no or a short caption fits
@@ -406,11 +406,9 @@ def unread_line(payload: dict) -> str:
 
 
 def answers_table_text(payload: dict) -> str:
-    header = ("metric", "base", "tuned", "tuned - base")
-    rows = [header, *answers_table_rows(payload)]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    from nbtools.display import fixed_width_table
+
+    lines = fixed_width_table([("metric", "base", "tuned", "tuned - base"), *answers_table_rows(payload)])
     lines.append(answers_caption(payload))
     lines += [line for line in (unread_line(payload), flipped_line(payload)) if line]
     lines += [f"note: {note}" for note in payload.get("notes", [])]
@@ -454,14 +452,9 @@ def answers_headline(payload: Optional[dict]) -> str:
     if payload is None:
         return "No benchmark file given: answers were not evaluated."
     base, tuned = payload["base"], payload["tuned"]
-    b, t = base["ci95"][HEADLINE], tuned["ci95"][HEADLINE]
-    line = (f"{HEADLINE} on {payload['n_items']} questions of {payload['name']}: base {base[HEADLINE]:.2f} "
-            f"[{b[0]:.2f}, {b[1]:.2f}] -> tuned {tuned[HEADLINE]:.2f} [{t[0]:.2f}, {t[1]:.2f}]")
-    if t[0] > b[1]:
-        return line + "\nthe 95% intervals do not overlap: the tuned model answers better beyond sampling noise"
-    if b[0] > t[1]:
-        return line + "\nthe 95% intervals do not overlap: the tuned model answers WORSE than the base model"
-    return line + "\nthe 95% intervals overlap: no difference in answers beyond sampling noise"
+    return interval_headline(f"{HEADLINE} on {payload['n_items']} questions of {payload['name']}", base[HEADLINE],
+                             base["ci95"][HEADLINE], tuned[HEADLINE], tuned["ci95"][HEADLINE], "answers better",
+                             "no difference in answers")
 
 
 def flipped_items_html(payload: dict) -> str:

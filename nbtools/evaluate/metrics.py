@@ -178,3 +178,17 @@ def flipped_pairs(base: PairLogProbs, tuned: PairLogProbs) -> list[dict]:
             }
         )
     return rows
+
+
+def interval_headline(what: str, base: float, base_ci, tuned: float, tuned_ci, better: str, same: str) -> str:
+    """``what: base v [lo, hi] -> tuned v [lo, hi]`` and whether the two 95% intervals separate (``better``: how
+    the tuned model is better, e.g. "is better"; ``same``: the overlap's reading), for every base-vs-tuned headline."""
+    line = (f"{what}: base {base:.2f} [{base_ci[0]:.2f}, {base_ci[1]:.2f}] -> tuned {tuned:.2f} "
+            f"[{tuned_ci[0]:.2f}, {tuned_ci[1]:.2f}]")
+    if tuned_ci[0] > base_ci[1]:
+        return line + f"\nthe 95% intervals do not overlap: the tuned model {better} beyond sampling noise"
+    if base_ci[0] > tuned_ci[1]:
+        worse = better.replace("is better", "is WORSE").replace("better", "WORSE")
+        return line + f"\nthe 95% intervals do not overlap: the tuned model {worse} than the base model"
+    return line + f"\nthe 95% intervals overlap: {same} beyond sampling noise"
+

@@ -91,11 +91,9 @@ def table_rows(payload: dict) -> list[tuple[str, str, str, str]]:
 
 def table_text(payload: dict) -> str:
     """Fixed-width table for the terminal."""
-    header = ("metric", "base", "tuned", "tuned - base")
-    rows = [header, *table_rows(payload)]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    from nbtools.display import fixed_width_table
+
+    lines = fixed_width_table([("metric", "base", "tuned", "tuned - base"), *table_rows(payload)])
     lines.append(f"{payload['n_pairs']} pairs; {payload['confidence']:.0%} paired bootstrap intervals in brackets")
     lines += [f"WARNING: {w}" for w in payload.get("warnings", [])]
     lines += left_out_lines(payload)
