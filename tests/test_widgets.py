@@ -344,3 +344,15 @@ def test_loss_presets_fill_the_loss_fields_and_say_when_to_use_them(form):
     for name in LOSS_PRESETS:
         set_value(form, "loss_preset", name)
         assert form.errors == {} and config_from_form(form).loss_preset == name
+
+
+def test_a_bug_in_the_answer_style_check_is_shown_as_one_not_hidden():
+    """The form's answer-style note is advice: a bug in it must not break the form, nor vanish."""
+    from nbtools.config import RunConfig
+    from nbtools.widgets.config_form import ConfigForm
+
+    def broken(config):
+        raise KeyError("planted")
+
+    form = ConfigForm(RunConfig(), style_check=broken)
+    assert "internal error" in form.style_note.value and "KeyError" in form.style_note.value

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
+from jinja2.exceptions import TemplateError
+
 Variant = Literal["instruct", "thinking"]
 
 _PROBE = [{"role": "user", "content": "hi"}]
@@ -23,7 +25,7 @@ def _generation_prompt(tok_or_proc: Any) -> str | None:
     try:
         with_prompt = tok_or_proc.apply_chat_template(_PROBE, add_generation_prompt=True, tokenize=False)
         without = tok_or_proc.apply_chat_template(_PROBE, add_generation_prompt=False, tokenize=False)
-    except Exception:  # a template needing extra variables: fall back to the name
+    except (TemplateError, TypeError, ValueError, KeyError):  # a template needing extra variables: use the name
         return None
     return with_prompt[len(without):] if with_prompt.startswith(without) else with_prompt
 

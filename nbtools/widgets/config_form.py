@@ -200,8 +200,11 @@ class ConfigForm(widgets.VBox):
         self._style_checked_for = key
         try:
             warning = self.style_check(config)
-        except Exception:  # advice: a failure must not break the form
+        except UserError:  # data or model not readable: validation (01) says what is wrong
             warning = None
+        except Exception as exc:  # advice: a bug in it must not break the form, nor pass unseen
+            warning = (f"The answer-style check failed with an internal error (a bug in nbtools: please report it): "
+                       f"{type(exc).__name__}: {exc}")
         self.style_note.value = ("" if not warning else
                                  f'<span style="color:#b45309">&#9888; {html.escape(warning)}</span>')
 

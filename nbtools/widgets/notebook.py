@@ -133,7 +133,7 @@ def config_table(config, defaults=None) -> HTMLView:
 def _defaults_of(config_class) -> dict:
     try:
         return config_class().to_dict()
-    except Exception:  # a config class without defaults for every field: nothing is "changed"
+    except (TypeError, ConfigError):  # a config class without usable defaults for every field: nothing is "changed"
         return {}
 
 
