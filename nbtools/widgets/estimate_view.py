@@ -65,12 +65,12 @@ def _data_facts(train_file: str, mtime: float, model: str, max_pixels: Optional[
     try:
         counter = TokenCounter.for_model(model, max_pixels=max_pixels, video=video)
         counted = f"counted with the tokenizer of {model}"
-    except ModelNotAvailableOfflineError:  # a hub model known by its dimensions, not cached here
+    except (UserError, OSError) as exc:  # not cached offline, or e.g. a folder without tokenizer files: say which
         counter = TokenCounter(max_pixels=max_pixels, video=video)
-        counted = f"estimated at ~4 characters per token: the tokenizer of {model} is not available offline"
-    except (UserError, OSError) as exc:  # e.g. a model folder without tokenizer files: say what happened
-        counter = TokenCounter(max_pixels=max_pixels, video=video)
-        counted = f"estimated at ~4 characters per token: the tokenizer of {model} could not be loaded ({exc})"
+        offline = isinstance(exc, ModelNotAvailableOfflineError) or isinstance(exc.__cause__,
+                                                                               ModelNotAvailableOfflineError)
+        counted = (f"estimated at ~4 characters per token: the tokenizer of {model} "
+                   + ("is not available offline" if offline else f"could not be loaded ({exc})"))
     video_paths = [p for r in records for p in r.videos]
     media = inspect_all([p for r in records for p in (*r.images, *(r.rejected_images or ()))], videos=video_paths)
     sizes = {p: (i.width, i.height) for p, i in media.items() if not i.error and i.width}
