@@ -59,8 +59,15 @@ def table_style(cls: str) -> str:
         f"table.{cls} pre{{white-space:pre-wrap !important;word-break:normal !important;"
         "overflow-wrap:break-word !important;font-family:inherit !important;font-size:inherit !important;"
         "margin:0 !important;padding:0 !important;background:none !important;border:none !important}"
-        "</style>"
+        + PRINTED_LINES_STYLE + "</style>"
     )
+
+
+# JupyterLab breaks printed text anywhere ("adapt|er/"): its output <pre> has word-break: break-all. The notebooks'
+# checked cells print plain text (nbval compares it), so once an nbtools table or log line is on the page, printed
+# lines wrap between words instead (a word longer than the line still breaks).
+PRINTED_LINES_STYLE = (".jp-OutputArea-output pre{word-break:normal !important;"
+                       "overflow-wrap:anywhere !important}")
 
 
 # JupyterLab breaks printed lines anywhere ("at lea|st 100"): its output <pre> has word-break: break-all.
@@ -74,7 +81,8 @@ def show_log_line(text: str) -> None:
     from IPython.display import display
 
     display({"text/plain": text,
-             "text/html": f"<pre class='nbtools-log' style='{LOG_LINE_STYLE}'>{html.escape(text)}</pre>"}, raw=True)
+             "text/html": f"<style>{PRINTED_LINES_STYLE}</style>"
+                          f"<pre class='nbtools-log' style='{LOG_LINE_STYLE}'>{html.escape(text)}</pre>"}, raw=True)
 
 
 def fixed_width_table(rows: list[tuple[str, ...]]) -> list[str]:

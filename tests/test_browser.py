@@ -203,6 +203,10 @@ CUT_TEXT = f"""() => Array.from({PANEL}.node.querySelectorAll(
     '.jp-OutputArea-output .widget-label, .jp-OutputArea-output button, .jp-OutputArea-output .widget-readout'))
   .filter(el => el.offsetParent !== null && el.textContent.trim() && el.scrollWidth > el.clientWidth + 1)
   .map(el => el.textContent.trim())"""
+# Printed output (stream text) that JupyterLab would wrap mid-word ("adapt|er/"), after nbtools' tables are shown.
+PRINTED_BREAK_ALL = f"""() => Array.from({PANEL}.node.querySelectorAll('.jp-OutputArea-output pre'))
+  .filter(el => el.offsetParent !== null && getComputedStyle(el).wordBreak === 'break-all')
+  .map(el => el.textContent.trim().slice(0, 60))"""
 # Every input of a form built from config fields (the run config form, or any other built on
 # nbtools.widgets.fields), and the config form's own inputs.
 FORM_INPUTS = f"""() => Array.from({PANEL}.node.querySelectorAll(
@@ -450,6 +454,8 @@ def test_every_notebook_runs_in_the_browser_as_a_user_sees_it(lab, tmp_path):
                 image_counts[name] = len(images)
                 cut = page.evaluate(CUT_TEXT)
                 assert cut == [], f"{name}: text cut off: {cut}"
+                broken_words = page.evaluate(PRINTED_BREAK_ALL)
+                assert broken_words == [], f"{name}: printed lines that break mid-word: {broken_words}"
                 screenshot(page, name)
                 # Shut its kernel down (memory) and close the tab without saving, so the next notebook's
                 # checks see only that notebook's outputs.
