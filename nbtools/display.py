@@ -85,7 +85,7 @@ def show_log_line(text: str) -> None:
                           f"<pre class='nbtools-log' style='{LOG_LINE_STYLE}'>{html.escape(text)}</pre>"}, raw=True)
 
 
-def fixed_width_table(rows: list[tuple[str, ...]]) -> list[str]:
+def fixed_width_table(rows: list) -> list[str]:
     """Terminal lines of a table whose first row is the header: columns padded to their widest cell, a rule
     under the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nbtools.display import fixed_width_table
 from nbtools.errors import UserError
 from nbtools.run_folder.record import RUN_FILE, STALE_AFTER_S, read_run
 
@@ -185,11 +186,7 @@ def _cell(run: RunSummary, column: str) -> str:
 def runs_table_text(runs: Sequence[RunSummary]) -> str:
     if not runs:
         return "no runs found"
-    rows = [COLUMNS, *[tuple(_cell(r, c) for c in COLUMNS) for r in runs]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(fixed_width_table([COLUMNS, *[tuple(_cell(r, c) for c in COLUMNS) for r in runs]]))
 
 
 STATUS_COLOURS = {"running": "#2563eb", "finished": "#15803d", "failed": "#b91c1c", "interrupted": "#b45309"}

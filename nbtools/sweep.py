@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from nbtools.config import ConfigError, RunConfig
+from nbtools.display import fixed_width_table
 from nbtools.errors import run_entry
 
 TRAIN_NOTEBOOK = "03_train.ipynb"
@@ -86,11 +87,7 @@ class Sweep:
         if not rows:
             return "no runs"
         columns = list(rows[0])
-        cells = [columns] + [[_fmt(row[c]) for c in columns] for row in rows]
-        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return "\n".join(fixed_width_table([columns] + [[_fmt(row[c]) for c in columns] for row in rows]))
 
     def table_html(self) -> str:
         rows = self.table()

@@ -188,7 +188,7 @@ def interval_headline(what: str, base: float, base_ci, tuned: float, tuned_ci, b
     if tuned_ci[0] > base_ci[1]:
         return line + f"\nthe 95% intervals do not overlap: the tuned model {better} beyond sampling noise"
     if base_ci[0] > tuned_ci[1]:
-        worse = better.replace("is better", "is WORSE").replace("better", "WORSE")
-        return line + f"\nthe 95% intervals do not overlap: the tuned model {worse} than the base model"
+        return line + f"\nthe 95% intervals do not overlap: the tuned model {better.replace('better', 'WORSE')} than " \
+                      "the base model"
     return line + f"\nthe 95% intervals overlap: {same} beyond sampling noise"
 
