@@ -54,6 +54,19 @@ def scale_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def pair_count_line(results: dict) -> str:
+    """The 02 form's first count of a training file's pairs, this code and the code before."""
+    case = results["cases"]["form_pair_count_1m"]
+    names = {"jsonl": f"{case['rows']:,} JSONL rows ({case['data_mb']['jsonl']:,.0f} MB)",
+             "parquet": f"{case['rows']:,} Parquet rows ({case['data_mb']['parquet']:,.0f} MB, pictures embedded)"}
+    before = case["results"].get("baseline", {})
+    commit = (case["trees"].get("baseline") or {}).get("commit") or ""
+    parts = [f"{names[kind]} {figures['seconds']:.2f} s"
+             + (f" ({before[kind]['seconds']:.1f} s with {commit[:7]})" if "seconds" in before.get(kind, {}) else "")
+             for kind, figures in case["results"]["tree"].items()]
+    return "; ".join(parts) + f"; goal ≤ {case['goal']['seconds_max']:g} s each: {'met' if case['met'] else 'not met'}"
+
+
 def store_line(results: dict) -> str:
     new, old = results["shards"], results["baseline_old_json_per_pair"]
     return (f"{new['files']} file of {new['bytes_on_disk'] / 2**20:.1f} MB instead of {old['files']:,} files "
@@ -361,6 +374,7 @@ def health_line(results: dict) -> str:
 GENERATORS = {
     "scale table": ("scale", lambda r: "\n" + scale_table(r) + "\n"),
     "ref_store": ("ref_store", store_line),
+    "pair count": ("scale", pair_count_line),
     "media_fingerprint": ("media_fingerprint", fingerprint_line),
     "long_pairs mask": ("long_pairs", lambda r: "\n" + mask_table(r) + "\n"),
     "long_pairs logprobs": ("long_pairs", logprobs_line),

@@ -22,6 +22,8 @@ default, never committed) and generation is not timed:
     train_first_step      train() on 100,000 vs 1,000 pairs, tiny-qwen3-vl, max_steps 1, reference precompute
                           off: time to the end of the first optimizer step, peak RSS  goal +<= 150 MB, <= 15 s
     ref_store             benchmarks/ref_store.py's measure(n_pairs=100_000), where the tree has it
+    form_pair_count_1m    the 02 form's pair count (nbtools.widgets.estimate_view.pair_count), first time, on
+                          the 1M-row JSONL and Parquet data above                      goal <= 2 s each
 
     python benchmarks/scale.py --all [--baseline-tree ../wt-baseline] [--work DIR] [--out FILE]
     python benchmarks/scale.py validate_jsonl_1m train_first_step --tree /path/to/tree
@@ -128,6 +130,21 @@ result = module.measure(n_pairs=int(sys.argv[2]))
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "import_mb": import_mb, "peak_mb": vm(), "result": result,
                   "nbtools": nbtools.__file__}, default=str))
+"""
+
+# What the 02 form does to show a run's length: count the pairs of the training file (its first count of a
+# file version; later ones are cached).
+COUNT_CHILD = CHILD_HEAD + r"""
+import nbtools
+from nbtools.config import RunConfig
+from nbtools.widgets.estimate_view import pair_count
+config = RunConfig(train_file=sys.argv[1])
+import_mb = vm()
+start = time.perf_counter()
+pairs = pair_count(config)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "import_mb": import_mb, "peak_mb": vm(), "pairs": pairs,
+                  "nbtools": nbtools.__file__}))
 """
 
 BUILD_MODEL_CHILD = r"""
@@ -388,6 +405,24 @@ def case_validate_jsonl_100k(ctx: Context) -> dict:
     return {"rows": rows, "images": ctx.images, **entry}
 
 
+def case_form_pair_count_1m(ctx: Context) -> dict:
+    """The 02 form's run-length line counts the training file's pairs: 1M JSONL rows and 1M Parquet rows."""
+    rows = ctx.size(1_000_000)
+    data = {"jsonl": make_jsonl(ctx.work, rows, ctx.images), "parquet": make_parquet(ctx.work, rows)}
+    goal = {"seconds_max": 2.0}
+    results = {role: {kind: run_child(tree, COUNT_CHILD, [str(path)], ctx.timeout) for kind, path in data.items()}
+               for role, tree in ctx.trees.items()}
+    tree = results.get("tree", {})
+    met = all(tree.get(kind, {}).get("seconds", goal["seconds_max"] + 1) <= goal["seconds_max"]
+              and tree[kind].get("pairs") == rows for kind in data)
+    entry = {"rows": rows, "data_mb": {kind: folder_mb(path) for kind, path in data.items()}, "goal": goal,
+             "results": results, "met": met}
+    old = results.get("baseline", {})
+    if all("seconds" in old.get(kind, {}) and "seconds" in tree.get(kind, {}) for kind in data):
+        entry["ratio"] = {kind: round(tree[kind]["seconds"] / max(old[kind]["seconds"], 1e-6), 4) for kind in data}
+    return entry
+
+
 def train_settings(data: Path, output_dir: Path) -> dict:
     """One optimizer step of the tests' tiny model on small pictures; no validation, no reference precompute."""
     return dict(model="tiny-qwen3-vl", train_file=str(data), validation_file=None, validation_split=0.0,
@@ -446,6 +481,7 @@ CASES = {
     "validate_jsonl_100k": case_validate_jsonl_100k,
     "train_first_step": case_train_first_step,
     "ref_store": case_ref_store,
+    "form_pair_count_1m": case_form_pair_count_1m,
 }
 
 
@@ -479,11 +515,11 @@ def brief(name: str, entry: dict) -> str:
     """One line per tree: the figures people compare (seconds, peak, peak above imports)."""
     lines = [f"{name}: met={entry.get('met')}"]
     for role, figures in entry.get("results", {}).items():
-        parts = figures.items() if name == "train_first_step" else [("", figures)]
+        parts = figures.items() if name in ("train_first_step", "form_pair_count_1m") else [("", figures)]
         for label, one in parts:
             who = " ".join(filter(None, (role, label)))
             if isinstance(one, dict) and "seconds" in one:
-                lines.append(f"  {who}: {one['seconds']:.1f} s, peak {one['peak_mb']:.0f} MB "
+                lines.append(f"  {who}: {one['seconds']:.2f} s, peak {one['peak_mb']:.0f} MB "
                              f"(imports {one['import_mb']:.0f} MB)")
             elif isinstance(one, dict):
                 lines.append(f"  {who}: {json.dumps(one)[:300]}")

@@ -92,6 +92,39 @@ def test_the_report_holds_a_memory_mapped_table_not_a_list(data_dir, make_pair):
     assert not path.exists()  # the table file goes with the last table using it
 
 
+def test_pairs_are_counted_without_parsing_where_the_format_allows(data_dir, make_pair, tmp_path, monkeypatch):
+    """The form's step count: JSONL lines of one whole object each, or Parquet's metadata; a file the fast
+    count cannot judge (a pretty-printed object) is read through and counts what the reader counts."""
+    from nbtools.data.load import read_block
+
+    def parsing(*args, **kwargs):
+        raise AssertionError("parsed")
+
+    plain = data_dir.jsonl([make_pair(chosen=f"Red {i}.") for i in range(40)] + ["", "   "], name="plain.jsonl")
+    with_bom = data_dir.root / "bom.jsonl"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    pretty = data_dir.jsonl([make_pair()] + json.dumps(make_pair(), indent=2).splitlines() + [make_pair()],
+                            name="pretty.jsonl")
+    monkeypatch.setattr(source, "read_block", parsing)
+    assert source.open_data(plain).count_pairs() == 40
+    assert source.open_data(with_bom).count_pairs() == 40
+    with pytest.raises(AssertionError, match="parsed"):
+        source.open_data(pretty).count_pairs()
+    monkeypatch.setattr(source, "read_block", read_block)
+    assert source.open_data(pretty).count_pairs() == 2  # the pretty-printed one is an error, as in 01
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    rows = [{"image": {"bytes": _jpeg(i), "path": None}, "question": f"What is {i}?", "chosen": "Yes.",
+             "rejected": "No."} for i in range(30)]
+    for k, (first, last) in enumerate([(0, 10), (10, 30)]):
+        pq.write_table(pa.Table.from_pylist(rows[first:last]), folder / f"train-0000{k}-of-00002.parquet")
+    from nbtools.data import sources
+
+    monkeypatch.setattr(sources.TableSource, "iter_records", parsing)
+    assert source.open_data(folder).count_pairs() == 30
+
+
 @pytest.mark.parametrize("broken", [b"PAR1", b"PAR1" + b"\0" * 100])
 def test_a_cut_parquet_file_is_a_finding_not_a_crash(tmp_path, broken):
     path = tmp_path / "train.parquet"

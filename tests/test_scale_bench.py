@@ -70,3 +70,11 @@ def test_missing_ref_store_module_is_an_entry(bench, tmp_path, monkeypatch):
     assert scale.main(["ref_store", "--tree", str(tree), "--scale", "0.0002", "--out", str(out)]) == 0
     entry = json.loads(out.read_text())["cases"]["ref_store"]
     assert entry["results"]["tree"]["available"] is False and entry["met"] is None
+
+
+def test_form_pair_count_case_counts_every_row_of_both_formats(bench):
+    entry = bench("form_pair_count_1m", extra=["--baseline-tree", str(REPO)])["form_pair_count_1m"]
+    for role in ("tree", "baseline"):
+        assert {kind: figures["pairs"] for kind, figures in entry["results"][role].items()} == {
+            "jsonl": 200, "parquet": 200}
+    assert entry["met"] is True and set(entry["ratio"]) == {"jsonl", "parquet"}

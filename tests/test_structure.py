@@ -132,6 +132,26 @@ def long_functions() -> list[str]:
     return offenders
 
 
+def shadowed_definitions() -> list[str]:
+    """A function or class defined twice in one scope: the first is dead code that reads as if it ran
+    (a property's setter, ``@x.setter``, and ``@overload`` stubs are meant to repeat a name)."""
+    offenders = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            seen: dict[str, int] = {}
+            body = getattr(node, "body", [])
+            for child in body if isinstance(body, list) else []:  # a lambda's body is one expression
+                if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                meant = any(isinstance(d, ast.Attribute) or (isinstance(d, ast.Name) and d.id == "overload")
+                            for d in child.decorator_list)
+                if child.name in seen and not meant:
+                    offenders.append(f"{path.relative_to(ROOT)}:{child.lineno} {child.name} "
+                                     f"(first defined at line {seen[child.name]})")
+                seen[child.name] = child.lineno
+    return offenders
+
+
 def test_no_import_circles():
     circles = import_circles(import_graph())
     assert not circles, "import circles (function-level imports included):\n" + "\n".join(circles)
@@ -140,6 +160,11 @@ def test_no_import_circles():
 def test_no_function_over_80_lines():
     offenders = long_functions()
     assert not offenders, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
+
+
+def test_no_definition_shadows_another():
+    offenders = shadowed_definitions()
+    assert not offenders, "defined twice in one scope (the first never runs):\n" + "\n".join(offenders)
 
 
 # The checks themselves, on planted trees: a circle through a function-level import is found and named,
@@ -205,3 +230,15 @@ def test_architecture_map_names_every_module_and_only_real_ones():
     unnamed = sorted(n for n in top_level if n not in named and n.rstrip("/") not in named)
     assert not missing_on_disk, f"docs/architecture.md names what does not exist: {missing_on_disk}"
     assert not unnamed, f"docs/architecture.md does not name: {unnamed}"
+
+
+def test_shadowed_definition_is_named(tmp_path, monkeypatch):
+    _plant(tmp_path, {"__init__.py": "", "m.py": (
+        "class Source:\n"
+        "    def __init__(self, table):\n        self.table = table\n\n"
+        "    def __init__(self, table, columns=None):\n        self.table = table\n\n"
+        "    @property\n    def rows(self):\n        return 0\n\n"
+        "    @rows.setter\n    def rows(self, value):\n        pass\n")})
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "nbtools")
+    assert shadowed_definitions() == ["nbtools/m.py:5 __init__ (first defined at line 2)"]

@@ -433,7 +433,7 @@ def read_block(file: str, base_dir: str, first_line: int, block: bytes) -> LoadR
     return reader.result
 
 
-def _starts_pair(raw: bytes) -> bool:
+def is_whole_pair_line(raw: bytes) -> bool:
     """A line that opens and closes an object at column 0: a whole JSONL row, never the inside of a
     pretty-printed object (whose inner lines are indented, or never both open and close a brace)."""
     return raw[:1] == b"{" and raw.rstrip(b"\r\n").endswith(b"}") and len(raw) > 2
@@ -446,7 +446,7 @@ def iter_blocks(handle, block_bytes: int = BLOCK_BYTES, reporter: Optional["_Pro
     reader recognises across lines) is never split between two blocks."""
     first, pending, size, line_no = 1, [], 0, 0
     for line_no, raw in enumerate(handle, start=1):
-        if size >= block_bytes and _starts_pair(raw):
+        if size >= block_bytes and is_whole_pair_line(raw):
             yield first, b"".join(pending)
             if reporter is not None:
                 reporter.update(handle.tell(), line_no - 1)

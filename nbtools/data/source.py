@@ -15,7 +15,8 @@ from typing import Iterator, Optional
 from nbtools.data.checking import (CHUNK_ROWS, CheckSettings, ChunkChecker, ChunkResult, check_jsonl_block,
                                    check_table_part, gather, init_worker)
 from nbtools.data import load
-from nbtools.data.load import PARQUET_MAGIC, LoadResult, UnreadableFile, iter_blocks, open_jsonl, read_block
+from nbtools.data.load import (PARQUET_MAGIC, LoadResult, UnreadableFile, is_whole_pair_line, iter_blocks, open_jsonl,
+                               read_block)
 from nbtools.problems import Problem
 
 PARALLEL_MIN_BYTES = 16 * 2**20  # JSONL files at least this big are parsed by worker processes
@@ -49,6 +50,11 @@ class DataSource:
         for records, problems, rows in self.chunks(progress):
             yield checker.check(records, problems, rows)
 
+    def count_pairs(self) -> int:
+        """How many pairs there are, as cheaply as the container allows (the form's step count must not
+        read a million pairs); rows that fail their checks still count, the validator names them."""
+        return sum(len(records) for records, _problems, _rows in self.chunks())
+
 
 class LoadedSource(DataSource):
     """Pairs already in memory: a .json list, or a file that is not text (one problem, no rows)."""
@@ -77,6 +83,18 @@ class JsonlSource(DataSource):
             loaded = read_block(self.file, self.base_dir, first, block)
             yield loaded.records, loaded.problems, loaded.rows
 
+    def count_pairs(self) -> int:
+        """Lines that hold a whole object, unparsed; a file with pretty-printed objects is read through."""
+        start, pairs = self.handle.tell(), 0
+        for raw in self.handle:
+            if is_whole_pair_line(raw):
+                pairs += 1
+            elif raw.strip():  # a pretty-printed object, or a broken line: only parsing tells
+                self.handle.seek(start)
+                return super().count_pairs()
+        self.handle.close()
+        return pairs
+
     def results(self, checker: ChunkChecker, settings: CheckSettings, progress: bool = False,
                 workers: Optional[int] = None) -> Iterator[ChunkResult]:
         workers = default_workers() if workers is None else workers
@@ -101,15 +119,13 @@ def _process_context():
 class TableDataSource(DataSource):
     """Parquet shards, a save_to_disk folder, a ``datasets.Dataset`` or a Hub id (``nbtools.data.sources``)."""
 
-    def __init__(self, table):
-        self.table = table
-        self.file, self.schema, self.disk_note = table.name, table.schema, table.disk_note
-        self.problems = list(table.problems)
-
     def __init__(self, table, columns: Optional[dict] = None):
         self.table, self.columns = table, columns
         self.file, self.schema, self.disk_note = table.name, table.schema, table.disk_note
         self.problems = list(table.problems)
+
+    def count_pairs(self) -> int:
+        return self.table.rows  # from the shards' metadata (unreadable shards count 0)
 
     def chunks(self, progress: bool = False):
         bar = _table_progress(self.table, progress)

@@ -97,11 +97,12 @@ def data_facts(config: RunConfig) -> Optional[DataFacts]:
 def _count_pairs(train_file: str, mtime: float, columns: str = "") -> int:
     from nbtools.data.source import open_data
 
-    return sum(len(chunk) for chunk, _problems, _rows in open_data(train_file, columns or None).chunks())
+    return open_data(train_file, columns or None).count_pairs()
 
 
 def pair_count(config: RunConfig) -> Optional[int]:
-    """Readable pairs in a local ``config.train_file`` (all of them, cached per file version), else None."""
+    """Pairs in a local ``config.train_file`` (all of them, counted without parsing where the format allows,
+    cached per file version), else None."""
     path = config.train_file
     if not path or not os.path.exists(path):
         return None
