@@ -109,6 +109,22 @@ def test_figures_render_whatever_the_matplotlib_backend(path):
     assert any("%matplotlib inline" in s for s in sources)
 
 
+def parameter_defaults(path: Path) -> dict:
+    cell = parameters_cells(load(path))[0]
+    return {node.target.id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body
+            if isinstance(node, ast.AnnAssign)}
+
+
+def test_01_checks_the_data_with_the_settings_02_trains_with():
+    # 01 counts too-long pairs and image tokens with its own parameters: a default that differs from 02's
+    # would report "nothing too long" for pairs 03 then drops
+    checking, training = (parameter_defaults(NOTEBOOKS_DIR / name) for name in ("01_inspect_data.ipynb",
+                                                                                 "02_configure.ipynb"))
+    shared = set(checking) & set(training)
+    assert {"model", "max_pixels", "max_context_length", "validation_file"} <= shared
+    assert {name: (checking[name], training[name]) for name in shared if checking[name] != training[name]} == {}
+
+
 def test_demo_passes_only_parameters_the_notebooks_take():
     # papermill injects unknown names without complaint; a typo here would silently do nothing
     from nbtools.demo import DEMO_TRAINING, NOTEBOOKS as DEMO_ORDER, demo_parameters
