@@ -269,6 +269,46 @@ def test_pope_metrics_from_known_answers(tmp_path, scripted_run):
     assert "Flipped: 3 fixed by tuning, 2 broken." in table
 
 
+@pytest.fixture
+def thinking_run(tmp_path) -> Path:
+    """A run folder whose model is a Thinking one: a processor-only folder with the Thinking chat template."""
+    from nbtools.models import load_processor
+    from nbtools.models.chat_templates import THINKING_CHAT_TEMPLATE
+
+    processor = load_processor("tiny-qwen3-vl")
+    processor.chat_template = processor.tokenizer.chat_template = THINKING_CHAT_TEMPLATE
+    processor.save_pretrained(str(tmp_path / "tiny-thinking"))
+    run = tmp_path / "thinking-run"
+    run.mkdir()
+    RunConfig(model=str(tmp_path / "tiny-thinking"), train_file=str(SHAPES / "train.jsonl"), output_dir=str(run),
+              max_pixels=64 * 64).to_yaml(run / "config.yaml")
+    return run
+
+
+def test_answers_cut_off_while_reasoning_are_counted_and_the_fix_is_named(tmp_path, scripted_run, thinking_run):
+    bench = write(tmp_path / "pope.json", pope_rows(4))
+    # the Thinking template opens <think> in the prompt: an answer is what follows </think>
+    cut = ["The picture shows a red", "Hm.</think>Yes", "Yes, I see it. Let me check the", "It could be</think> No."]
+    p = evaluate_answers(thinking_run, bench, base=Scripted(["Yes", "No"] * 2), tuned=Scripted(cut),
+                         images=SHAPES / "images", progress=False, write=False).payload
+    # the third is read as yes (nothing tells it from a stripped answer) and is not counted as cut
+    assert [item["tuned"]["read"] for item in p["items"]] == ["neither", "yes", "yes", "no"]
+    assert p["cut_while_reasoning"] == {"base": 0, "tuned": 1}
+    notes = [line for line in answers_table_text(p).splitlines() if "reasoning" in line]
+    assert notes == ["note: answers cut off while reasoning (base 0 of 4, tuned 1 of 4): the <think> block had not "
+                     f"closed after max_new_tokens {p['decoding']['max_new_tokens']}, so they count as wrong; a "
+                     "Thinking model needs room to reason before it answers: raise max_new_tokens "
+                     "(--max-new-tokens on the command line) to 1024 or more"]
+    # an Instruct model: only an opened and never closed block is a cut answer; a plain unread one is not
+    opened = ["<think>The picture shows", "Yes", "I cannot tell.", "No"]
+    p = evaluate_answers(scripted_run, bench, base=Scripted(["Yes", "No"] * 2), tuned=Scripted(opened),
+                         images=SHAPES / "images", progress=False, write=False).payload
+    assert p["cut_while_reasoning"] == {"base": 0, "tuned": 1}
+    p = evaluate_answers(scripted_run, bench, base=Scripted(["No"] * 4), tuned=Scripted(["Yes", "No"] * 2),
+                         images=SHAPES / "images", progress=False, write=False).payload
+    assert p["cut_while_reasoning"] == {"base": 0, "tuned": 0} and p["notes"] == []
+
+
 def test_undefined_precision_is_shown_as_such(tmp_path, scripted_run):
     bench = write(tmp_path / "pope.json", pope_rows(4))
     never_yes = Scripted(["No"] * 8)

@@ -30,6 +30,7 @@ from .benchmark import (
     YES,
     BenchmarkError,
     BenchmarkItem,
+    final_text,
     parse_yes_no,
     read_benchmark,
     read_short_answer,
@@ -240,6 +241,7 @@ def evaluate_answers(run_dir, benchmark, *, run=None, base=None, tuned=None, ima
     default when no file is named). The file and its pictures are checked before any model loads.
     """
     from nbtools.images import resize_geometry
+    from nbtools.models.variant import model_variant
 
     from .lab import answerers
     from .run_model import adapter_dir, load_run_config, load_run_model, load_run_processor
@@ -261,12 +263,12 @@ def evaluate_answers(run_dir, benchmark, *, run=None, base=None, tuned=None, ima
         processor = load_run_processor(run_dir, config)  # only to size the pictures as the run does
     sides = answerers(run.model if run else None, run.processor if run else None, base, tuned)
     geometry = resize_geometry(processor)
-    answers, scored = {}, {}
-    for name in ("base", "tuned"):
-        answers[name] = answer_side(sides[name], items, decoding, max_pixels=config.max_pixels, geometry=geometry,
-                                    suffix=suffix, batch_size=batch_size, progress=progress, label=name)
-        reads = [read_answer(item, text) for item, text in zip(items, answers[name])]
-        scored[name] = ([r for r, _ in reads], [ok for _, ok in reads])
+    answers = {name: answer_side(sides[name], items, decoding, max_pixels=config.max_pixels, geometry=geometry,
+                                 suffix=suffix, batch_size=batch_size, progress=progress, label=name)
+               for name in ("base", "tuned")}
+    scored = {name: _scored(items, texts) for name, texts in answers.items()}
+    thinking = model_variant(processor) == "thinking"  # its prompt opens the <think> block the answer closes
+    cut = {name: cut_while_reasoning(answers[name], scored[name][0], thinking) for name in ("base", "tuned")}
     with_terms = bench.mode == POPE or all(item.terms for item in items)
     metrics = compare_answers(bench.mode, items, scored["base"], scored["tuned"], with_terms=with_terms,
                               n_resamples=n_resamples, seed=seed)
@@ -291,7 +293,8 @@ def evaluate_answers(run_dir, benchmark, *, run=None, base=None, tuned=None, ima
                   for name in ("base", "tuned")},
         "flipped": flipped_items(items, scored["base"], scored["tuned"]),
         "items": [_item_record(item, i, answers, scored) for i, item in enumerate(items)],
-        "notes": list(bench.notes),
+        "cut_while_reasoning": cut,
+        "notes": list(bench.notes) + reasoning_notes(cut, len(items), decoding),
         "run_dir": str(run_dir),
         "model": config.model,
         "model_name": config.model_name,
@@ -303,6 +306,31 @@ def evaluate_answers(run_dir, benchmark, *, run=None, base=None, tuned=None, ima
         payload["terms"] = list(dict.fromkeys(t for item in items for t in item.terms))  # first seen first
     paths = write_answers(run_dir, payload) if write else {}
     return AnswerEvaluation(payload, paths)
+
+
+def _scored(items: Sequence[BenchmarkItem], answers: Sequence[str]) -> tuple[list[str], list[bool]]:
+    """(what each answer says, whether it is right), in question order."""
+    reads = [read_answer(item, text) for item, text in zip(items, answers)]
+    return [r for r, _ in reads], [ok for _, ok in reads]
+
+
+def cut_while_reasoning(answers: Sequence[str], reads: Sequence[str], thinking: bool = False) -> int:
+    """Answers that ended inside a ``<think>`` block: the model never got to answer. A Thinking model's prompt
+    opens the block, so there an unread answer without ``</think>`` counts too (an endpoint that strips the
+    reasoning returns answers that are read, and those are not counted)."""
+    return sum(final_text(answer) is None
+               or (thinking and "</think>" not in answer.lower() and read in ("neither", "none"))
+               for answer, read in zip(answers, reads))
+
+
+def reasoning_notes(cut: dict, total: int, decoding: Decoding) -> list[str]:
+    """A note when answers were cut off while reasoning: they count as wrong, and the fix is more tokens."""
+    if not any(cut.values()):
+        return []
+    counts = ", ".join(f"{name} {n} of {total}" for name, n in cut.items())
+    return [f"answers cut off while reasoning ({counts}): the <think> block had not closed after "
+            f"max_new_tokens {decoding.max_new_tokens}, so they count as wrong; a Thinking model needs room to "
+            "reason before it answers: raise max_new_tokens (--max-new-tokens on the command line) to 1024 or more"]
 
 
 def _better(metrics: dict) -> bool:
