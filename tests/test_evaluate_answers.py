@@ -177,6 +177,82 @@ def test_files_and_folders_that_cannot_be_benchmarks(tmp_path):
         read_benchmark(write(tmp_path / "b.jsonl", pope_rows(1)), images=tmp_path / "missing")
 
 
+def lmms_pope_folder(root: Path, rows: list[dict], shards: int = 2) -> Path:
+    """POPE as lmms-lab publishes it: data/test-0000K-of-0000N.parquet, string ids, question/answer columns, the
+    COCO picture embedded as a datasets Image struct, the subset in category."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table_rows = [{"id": str(i), "question_id": str(r["question_id"]), "question": r["text"], "answer": r["label"],
+                   "image_source": Path(r["image"]).stem,
+                   "image": {"bytes": (SHAPES / "images" / r["image"]).read_bytes(), "path": None},
+                   "category": "random"} for i, r in enumerate(rows)]
+    (root / "data").mkdir(parents=True)
+    per = -(-len(table_rows) // shards)
+    for k in range(shards):
+        pq.write_table(pa.Table.from_pylist(table_rows[k * per:(k + 1) * per]),
+                       root / "data" / f"test-{k:05d}-of-{shards:05d}.parquet")
+    return root
+
+
+def test_pope_as_published_in_parquet_with_embedded_pictures(tmp_path, scripted_run):
+    from nbtools.media_ref import EmbeddedMedia
+
+    rows = pope_rows(8)
+    folder = lmms_pope_folder(tmp_path / "POPE", rows)
+    bench = read_benchmark(folder)
+    assert (bench.mode, bench.name, len(bench)) == ("pope", "POPE", 8)
+    assert [(i.question_id, i.text, i.label) for i in bench.items] == [
+        (str(r["question_id"]), r["text"], r["label"]) for r in rows]
+    first = bench.items[4]
+    assert isinstance(first.image, EmbeddedMedia) and first.row == f"{folder}/data/test-00001-of-00002.parquet: row 0"
+    assert first.image.data == (SHAPES / "images" / rows[4]["image"]).read_bytes()
+    base, tuned = Scripted(["Yes"] * 8), Scripted(["Yes", "No"] * 4)
+    p = evaluate_answers(scripted_run, folder, base=base, tuned=tuned, progress=False, seed=3, n_resamples=200).payload
+    assert (p["base"]["accuracy"], p["tuned"]["accuracy"]) == (0.5, 1.0)
+    assert json.loads((scripted_run / "answers" / "POPE.json").read_text())["items"][4]["image"] == str(first.image)
+    assert "data:image/jpeg;base64" in (scripted_run / "answers" / "POPE_flipped.html").read_text()
+    assert tuned.seen[4][0][0].size == base.seen[4][0][0].size  # the embedded picture reached both sides
+
+
+def test_pope_by_hub_id_goes_through_load_dataset(tmp_path, monkeypatch):
+    import datasets
+
+    folder = lmms_pope_folder(tmp_path / "POPE", pope_rows(4), shards=1)
+    published = datasets.load_dataset("parquet", data_files=str(folder / "data" / "*.parquet"), split="train",
+                                      cache_dir=str(tmp_path / "cache")).cast_column("image", datasets.Image())
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, split: asked.append((repo, split)) or published)
+    bench = read_benchmark("lmms-lab/POPE:test")
+    assert asked == [("lmms-lab/POPE", "test")]
+    assert (bench.mode, bench.name, [i.label for i in bench.items]) == ("pope", "POPE_test", ["yes", "no"] * 2)
+    assert bench.items[1].image.data == (SHAPES / "images" / pope_rows(4)[1]["image"]).read_bytes()
+
+
+def test_benchmark_tables_that_cannot_be_used_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pope_rows(3)
+    folder = lmms_pope_folder(tmp_path / "broken", rows, shards=1)
+    shard = folder / "data" / "test-00000-of-00001.parquet"
+    table = pq.read_table(shard).to_pylist()
+    table[1]["image"] = {"bytes": b"not a picture", "path": None}
+    table[2]["answer"] = "maybe"  # a short answer, then: the table is not POPE's yes/no layout
+    pq.write_table(pa.Table.from_pylist(table), shard)
+    with pytest.raises(BenchmarkError) as caught:
+        read_benchmark(folder)
+    assert str(caught.value).startswith(f"{shard}: row 1: image: the embedded picture is not a readable image (")
+    assert str(caught.value).endswith("(fix: download the shard again; if the row stays damaged, remove it)")
+    pq.write_table(pa.Table.from_pylist([{"prompt": "Dog?", "picture": b"x"}]), tmp_path / "other.parquet")
+    with pytest.raises(BenchmarkError, match=r"other.parquet: no image, text or question, label or answer column "
+                                             r"\(its columns: picture, prompt\) \(fix: "):
+        read_benchmark(tmp_path / "other.parquet")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # as make test and CI run: nothing is downloaded
+        with pytest.raises(BenchmarkError, match=r"HF_HUB_OFFLINE is set and the dataset lmms-lab/POPE \(split test\)"):
+            read_benchmark("lmms-lab/POPE:test")
+
+
 VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
                                                                                     max_size=3), max_leaves=6)

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     answers.add_argument("--benchmark", metavar="FILE", action="append",
                          help="questions base and tuned answer, one JSON object per line: POPE's layout "
                               "(question_id, image, text, label yes/no) or short answers (question_id, image, text, "
-                              "answer[, terms]); repeat for several files")
+                              "answer[, terms]); or Parquet shards with the pictures embedded (a file, a folder, "
+                              "or a Hub id such as lmms-lab/POPE:test); repeat for several files")
     answers.add_argument("--images", metavar="DIR",
                          help="folder the benchmark's image paths are relative to (default: the benchmark file's "
                               "folder), e.g. COCO's val2014 for POPE")

@@ -84,7 +84,7 @@ def _parquet_shard(path: str) -> tuple[Optional[_Shard], Optional[Problem]]:
                              f"not a readable Parquet file ({_short(exc)}); its rows are left out",
                              "download or copy this shard again (it may be cut short), or remove it")
 
-    def batches(columns: list[str], only: Optional[range] = None) -> Iterator[Union[pa.RecordBatch, _Lost]]:
+    def batches(columns: list[str], only: Optional[range] = None) -> Iterator[Union[pa.RecordBatch, LostRows]]:
         """Row group by row group (``only``: these groups), so a damaged row group costs only its own rows."""
         with pq.ParquetFile(path) as parquet:
             first = 0
@@ -99,14 +99,14 @@ def _parquet_shard(path: str) -> tuple[Optional[_Shard], Optional[Problem]]:
                         done += batch.num_rows
                         yield batch
                 except (pa.ArrowException, OSError, ValueError) as exc:
-                    yield _Lost(first + done, size - done, _short(exc))
+                    yield LostRows(first + done, size - done, _short(exc))
                 first += size
 
     return _Shard(path, rows, schema, os.path.dirname(os.path.abspath(path)), batches, groups), None
 
 
 @dataclass(frozen=True)
-class _Lost:
+class LostRows:
     """Rows of a shard that could not be read (a damaged row group): reported, then skipped."""
 
     first: int
@@ -418,7 +418,7 @@ class TableSource:
         while True:
             try:  # only reading is guarded: a failure while judging a row is a bug and must surface
                 batch = next(batches)
-                if isinstance(batch, _Lost):
+                if isinstance(batch, LostRows):
                     self.problems.append(_lost_problem(shard, batch))
                     row = batch.first + batch.rows
                     continue
@@ -479,7 +479,7 @@ class TableSource:
         return record, problems
 
 
-def _lost_problem(shard: _Shard, lost: _Lost) -> Problem:
+def _lost_problem(shard: _Shard, lost: LostRows) -> Problem:
     last = lost.first + lost.rows - 1
     return Problem(shard.file, None, "file", "error",
                    f"rows {lost.first}-{last} of this shard cannot be read ({lost.reason}); they are left out",
@@ -550,6 +550,16 @@ def open_table_source(spec: Source, columns: Optional[dict] = None) -> TableSour
             problems.append(Problem(shard.file, None, "file", "warning", "this shard holds no rows",
                                     "nothing to do if that is expected; otherwise download the shard again"))
     return TableSource(name, layout.sentence, sum(s.rows for s in readable), problems, note, readable, layout)
+
+
+def open_shards(spec: Source) -> tuple[list[_Shard], list[Problem], str]:
+    """The shards of ``spec`` (as :func:`open_table_source` finds them) without reading any rows or judging the
+    columns: for tables of another kind than preference pairs (a benchmark's questions)."""
+    if _is_dataset_object(spec):
+        shards, problems, name, _note = _from_dataset(spec, _dataset_name(spec), None, "")
+    else:
+        shards, problems, name, _note = _from_path(os.fspath(spec))
+    return shards, problems, name
 
 
 def _is_dataset_object(spec) -> bool:

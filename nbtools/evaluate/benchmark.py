@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from nbtools.errors import UserError, one_line
+from nbtools.media_ref import is_embedded, media_source
 
 POPE = "pope"
 SHORT_ANSWER = "short_answer"
@@ -80,7 +81,7 @@ class Benchmark:
     def name(self) -> str:
         """A file name for its results: the benchmark file's name without its extension, in safe characters."""
         stem = Path(self.path).name
-        for suffix in (".jsonl", ".json"):
+        for suffix in (".jsonl", ".json", ".parquet"):
             if stem.lower().endswith(suffix):
                 stem = stem[: -len(suffix)]
                 break
@@ -246,6 +247,8 @@ def _text_field(row: dict, name: str, where: str, fix: str) -> tuple[Optional[st
 def _image_path(value: str, root: Path) -> str:
     from nbtools.images import is_remote
 
+    if is_embedded(value):
+        return value
     if is_remote(value) or value.startswith(("http://", "https://")):
         return value
     path = Path(value).expanduser()
@@ -260,10 +263,10 @@ def _image_problem(path: str) -> Optional[str]:
 
     if is_remote(path) or path.startswith(("http://", "https://")):
         return None  # read when answered; a failure then names the row
-    if not os.path.isfile(path):
+    if not is_embedded(path) and not os.path.isfile(path):
         return "no such file"
     try:
-        with Image.open(path) as image:
+        with Image.open(media_source(path)) as image:
             image.size  # noqa: B018 - the header is read on open
     except Image.DecompressionBombError as exc:
         return f"too large to open safely ({one_line(exc)[:100]})"
@@ -280,12 +283,23 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
     ``images``: the folder ``image`` paths are relative to (default: the file's folder). ``terms``: exclusive terms
     for the short-answer rows that give none of their own (``"red,green,blue,yellow"`` or a list).
     """
-    path = Path(os.fspath(path)).expanduser()
-    root, text = _benchmark_text(path, images)
+    from .benchmark_table import TableUnusable, image_root, is_table_benchmark, table_rows
+
     given_terms = parse_terms(terms)
+    if is_table_benchmark(path):
+        root = Path(image_root(path, images))
+        try:
+            name, rows = table_rows(path)
+        except TableUnusable as exc:
+            raise BenchmarkError(str(exc)) from None
+        path = Path(name)
+    else:
+        path = Path(os.fspath(path)).expanduser()
+        root, text = _benchmark_text(path, images)
+        rows = _json_rows(path, text)
     reader = _RowReader(root, given_terms)
-    for where, row, problem in _json_rows(path, text):
-        reader.read(where, row, problem)
+    for where, row, problem in rows:
+        reader.read(where, _NOT_JSON if problem else row, problem)
     problems = reader.problems
     if len(problems) == 1:
         raise BenchmarkError(problems[0])
@@ -307,7 +321,8 @@ def _benchmark_text(path: Path, images: Optional[os.PathLike]) -> tuple[Path, st
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "no such file"
         raise BenchmarkError(f"{path}: {what} (fix: pass a benchmark file: one JSON object per line, POPE's layout "
-                             "or short answers; see the README's 'Base vs tuned on answers')")
+                             "or short answers, or Parquet shards with the pictures embedded (lmms-lab/POPE); see "
+                             "docs/evaluation.md, 'Base vs tuned on answers')")
     root = (Path(os.fspath(images)).expanduser() if images else path.parent).absolute()
     if images and not root.is_dir():
         raise BenchmarkError(f"{root}: no such image folder (fix: pass the folder the benchmark's image paths are "
@@ -397,7 +412,10 @@ class _RowReader:
         image = _image_path(image_value, self.root)
         if image not in self.checked_images:
             self.checked_images[image] = _image_problem(image)
-        if self.checked_images[image]:
+        if self.checked_images[image] and is_embedded(image):
+            self.problems.append(f"{where}: image: the embedded picture is {self.checked_images[image]} (fix: "
+                                 "download the shard again; if the row stays damaged, remove it)")
+        elif self.checked_images[image]:
             self.problems.append(f"{where}: image: {image}: {self.checked_images[image]} (fix: pass the folder the "
                                  "pictures are in with --images DIR / images=..., or correct the path)")
         return image_value, image
