@@ -186,7 +186,7 @@ def lmms_pope_folder(root: Path, rows: list[dict], shards: int = 2) -> Path:
     table_rows = [{"id": str(i), "question_id": str(r["question_id"]), "question": r["text"], "answer": r["label"],
                    "image_source": Path(r["image"]).stem,
                    "image": {"bytes": (SHAPES / "images" / r["image"]).read_bytes(), "path": None},
-                   "category": "random"} for i, r in enumerate(rows)]
+                   "category": ("adversarial", "popular", "random")[i * 3 // len(rows)]} for i, r in enumerate(rows)]
     (root / "data").mkdir(parents=True)
     per = -(-len(table_rows) // shards)
     for k in range(shards):
@@ -213,6 +213,16 @@ def test_pope_as_published_in_parquet_with_embedded_pictures(tmp_path, scripted_
     assert json.loads((scripted_run / "answers" / "POPE.json").read_text())["items"][4]["image"] == str(first.image)
     assert "data:image/jpeg;base64" in (scripted_run / "answers" / "POPE_flipped.html").read_text()
     assert tuned.seen[4][0][0].size == base.seen[4][0][0].size  # the embedded picture reached both sides
+    # POPE's three subsets, each with its own metrics: 3, 2 and 3 questions; the base says yes to all
+    assert [i.category for i in bench.items] == ["adversarial"] * 3 + ["popular"] * 3 + ["random"] * 2
+    groups = p["by_category"]
+    assert {name: (g["n_items"], g["base"]["accuracy"], g["tuned"]["accuracy"]) for name, g in groups.items()} == {
+        "adversarial": (3, 2 / 3, 1.0), "popular": (3, 1 / 3, 1.0), "random": (2, 0.5, 1.0)}
+    table = answers_table_text(p).splitlines()
+    at = table.index("by category:")
+    assert table[at + 1].split() == ["category", "questions", "base", "accuracy", "tuned", "accuracy", "base", "f1",
+                                     "tuned", "f1"]
+    assert table[at + 3].startswith("adversarial  3 ") and "66.7%" in table[at + 3]
 
 
 def test_pope_by_hub_id_goes_through_load_dataset(tmp_path, monkeypatch):
@@ -263,6 +273,7 @@ ROW = st.fixed_dictionaries({}, optional={
     "label": st.one_of(st.sampled_from(["yes", "no", "Yes ", "maybe"]), VALUES),
     "answer": st.one_of(st.sampled_from(["red", "a red one", "red or green", "purple"]), VALUES),
     "terms": st.one_of(st.just(COLOURS), VALUES),
+    "category": st.one_of(st.sampled_from(["random", "popular", " "]), VALUES),
 })
 LINE = st.one_of(ROW.map(json.dumps), st.text(max_size=20), st.binary(max_size=20).map(lambda b: b.decode("latin-1")))
 
@@ -279,6 +290,8 @@ def test_any_file_is_read_or_refused_with_the_projects_message(tmp_path, lines):
     else:
         assert bench.items and bench.mode in ("pope", "short_answer")
         assert len({(type(i.question_id), i.question_id) for i in bench.items}) == len(bench.items)
+        assert all(i.category is None or (isinstance(i.category, str) and i.category.strip() == i.category != "")
+                   for i in bench.items)
 
 
 # --------------------------------------------------------------------------- POPE with a scripted model

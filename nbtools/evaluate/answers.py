@@ -300,12 +300,52 @@ def evaluate_answers(run_dir, benchmark, *, run=None, base=None, tuned=None, ima
         "model_name": config.model_name,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if bench.mode == POPE:
-        payload["label_yes_ratio"] = float(np.mean([item.label == YES for item in items]))
-    else:
-        payload["terms"] = list(dict.fromkeys(t for item in items for t in item.terms))  # first seen first
+    payload.update(_questions_facts(bench.mode, items))
+    payload["by_category"] = by_category(bench.mode, items, scored, with_terms, n_resamples, seed)
     paths = write_answers(run_dir, payload) if write else {}
     return AnswerEvaluation(payload, paths)
+
+
+def _questions_facts(mode: str, items: Sequence[BenchmarkItem]) -> dict:
+    """POPE: the share labelled yes; short answers: the terms, first seen first."""
+    if mode == POPE:
+        return {"label_yes_ratio": float(np.mean([item.label == YES for item in items]))}
+    return {"terms": list(dict.fromkeys(t for item in items for t in item.terms))}
+
+
+def by_category(mode: str, items: Sequence[BenchmarkItem], scored: dict, with_terms: bool, n_resamples: int,
+                seed: int) -> dict:
+    """Each subset's metrics with their intervals, when the questions come in several (lmms-lab/POPE mixes
+    adversarial, popular and random, which POPE reports one by one); empty otherwise."""
+    names = sorted({item.category for item in items if item.category})
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in names:
+        picked = [i for i, item in enumerate(items) if item.category == name]
+        sides = {side: ([scored[side][0][i] for i in picked], [scored[side][1][i] for i in picked])
+                 for side in ("base", "tuned")}
+        metrics = compare_answers(mode, [items[i] for i in picked], sides["base"], sides["tuned"],
+                                  with_terms=with_terms, n_resamples=n_resamples, seed=seed)
+        out[name] = {"n_items": len(picked), "base": metrics["base"], "tuned": metrics["tuned"]}
+    return out
+
+
+def category_rows(payload: dict) -> list[tuple[str, ...]]:
+    """(category, questions, base and tuned accuracy[, F1]) as display strings, for the table under the main one."""
+    groups = payload.get("by_category") or {}
+    extra = ("f1",) if payload["mode"] == POPE else ()
+    rows = []
+    for name, group in groups.items():
+        cells = [_with_ci(group[side][metric], group[side]["ci95"][metric])
+                 for metric in (HEADLINE, *extra) for side in ("base", "tuned")]
+        rows.append((name, str(group["n_items"]), *cells))
+    return rows
+
+
+def category_head(payload: dict) -> tuple[str, ...]:
+    extra = ("base f1", "tuned f1") if payload["mode"] == POPE else ()
+    return ("category", "questions", f"base {HEADLINE}", f"tuned {HEADLINE}", *extra)
 
 
 def _scored(items: Sequence[BenchmarkItem], answers: Sequence[str]) -> tuple[list[str], list[bool]]:
@@ -438,6 +478,8 @@ def answers_table_text(payload: dict) -> str:
 
     lines = fixed_width_table([("metric", "base", "tuned", "tuned - base"), *answers_table_rows(payload)])
     lines.append(answers_caption(payload))
+    if payload.get("by_category"):
+        lines += ["", "by category:", *fixed_width_table([category_head(payload), *category_rows(payload)])]
     lines += [line for line in (unread_line(payload), flipped_line(payload)) if line]
     lines += [f"note: {note}" for note in payload.get("notes", [])]
     return "\n".join(lines)
@@ -453,6 +495,10 @@ def answers_table_markdown(payload: dict) -> str:
     """The same table for the model card."""
     lines = ["| metric | base | tuned | tuned - base |", "|---|---|---|---|"]
     lines += [f"| `{m}` | {b} | {t} | {d} |" for m, b, t, d in answers_table_rows(payload)]
+    if payload.get("by_category"):
+        head = category_head(payload)
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in category_rows(payload)]
     return "\n".join(lines)
 
 
@@ -468,11 +514,22 @@ def answers_table_html(payload: Optional[dict]) -> str:
         tip = html.escape(payload["metric_help"][metric], quote=True)
         body.append(f'<tr><td title="{tip}"><code>{metric}</code></td>'
                     + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    extra = "".join(f"<p>{html.escape(line)}</p>" for line in (unread_line(payload), flipped_line(payload)) if line)
+    extra = _category_table_html(payload)
+    extra += "".join(f"<p>{html.escape(line)}</p>" for line in (unread_line(payload), flipped_line(payload)) if line)
     extra += "".join(f'<p style="color:#b45309">&#9888; {html.escape(n)}</p>' for n in payload.get("notes", []))
     return (f"{table_style('nbt-answers')}<table class='nbt-answers'><caption style='text-align:left'>"
             f"{html.escape(answers_caption(payload))}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>{extra}")
+
+
+def _category_table_html(payload: dict) -> str:
+    if not payload.get("by_category"):
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in category_head(payload))
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in category_rows(payload))
+    return (f"<table class='nbt-answers'><caption style='text-align:left'>By category (each with its own "
+            f"intervals)</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def answers_headline(payload: Optional[dict]) -> str:

@@ -59,6 +59,7 @@ class BenchmarkItem:
     label: Optional[str] = None  # POPE: "yes" or "no"
     answer: Optional[str] = None  # short answer: the reference
     terms: tuple[str, ...] = ()  # short answer: the exclusive terms (empty: normalised exact match)
+    category: Optional[str] = None  # the subset the question belongs to (POPE's adversarial/popular/random)
 
     @property
     def expected(self) -> str:
@@ -369,8 +370,10 @@ class _RowReader:
         label, answer, item_terms = self._label(where, row) if self.mode == POPE else self._answer(where, row)
         if len(self.problems) == before:  # the picture goes to the model on its own: a <image> tag is dropped
             question = question.replace("<image>", "").strip() or question
+            category = row.get("category")
             self.items.append(BenchmarkItem(where, question_id, image, image_value, question, label, answer,
-                                            item_terms))
+                                            item_terms, category.strip() if isinstance(category, str)
+                                            and category.strip() else None))
 
     def _layout(self, where: str, row: dict) -> bool:
         """Whether the row is in a layout, and the file's (the first row's) at that."""

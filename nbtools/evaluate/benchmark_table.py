@@ -2,7 +2,7 @@
 
 Each table row becomes the JSON object a benchmark file holds, so :mod:`nbtools.evaluate.benchmark` checks it
 as it checks a line: ``question`` is the question's ``text``, ``id`` stands in for a missing ``question_id``
-(else the row's position), and a picture stored in the row becomes an
+(else the row's position), ``category`` names the question's subset, and a picture stored in the row becomes an
 :class:`~nbtools.media_ref.EmbeddedMedia` named after its shard and row. A table whose ``answer`` column
 holds only "yes" and "no" (POPE as lmms-lab publishes it) is read as POPE's yes/no layout.
 """
@@ -16,7 +16,7 @@ from nbtools.data.sources import LostRows, TableSourceError, is_table_source, op
 from nbtools.errors import UserError
 from nbtools.media_ref import EmbeddedMedia
 
-QUESTION_COLUMNS = ("question_id", "id", "text", "question", "image", "label", "answer", "terms")
+QUESTION_COLUMNS = ("question_id", "id", "text", "question", "image", "label", "answer", "terms", "category")
 
 
 def is_table_benchmark(spec) -> bool:
@@ -57,8 +57,9 @@ def _as_question(values: dict, shard: str, row: int, position: int, as_label: bo
         question["label"] = values.get("label", values.get("answer"))
     elif "answer" in values:
         question["answer"] = values["answer"]
-    if values.get("terms") is not None:
-        question["terms"] = values["terms"]
+    for optional in ("terms", "category"):
+        if values.get(optional) is not None:
+            question[optional] = values[optional]
     return question
 
 
