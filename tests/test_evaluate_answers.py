@@ -398,6 +398,21 @@ def test_answers_cut_off_while_reasoning_are_counted_and_the_fix_is_named(tmp_pa
     assert p["cut_while_reasoning"] == {"base": 0, "tuned": 0} and p["notes"] == []
 
 
+def test_two_benchmarks_of_the_same_name_keep_their_own_results(tmp_path, scripted_run):
+    first = write((tmp_path / "a").mkdir() or tmp_path / "a" / "pope.jsonl", pope_rows(4))
+    second = write((tmp_path / "b").mkdir() or tmp_path / "b" / "pope.jsonl", pope_rows(2))
+
+    def evaluate(path):
+        return evaluate_answers(scripted_run, path, base=Scripted(["Yes"] * 4), tuned=Scripted(["No"] * 4),
+                                images=SHAPES / "images", progress=False, n_resamples=100).paths["answers"]
+
+    kept, other, again = evaluate(first), evaluate(second), evaluate(first)
+    assert kept == again == scripted_run / "answers" / "pope.json"  # the same benchmark again: replaced
+    assert other.name.startswith("pope-") and other != kept
+    assert json.loads(other.read_text())["n_items"] == 2 and json.loads(kept.read_text())["n_items"] == 4
+    assert sorted(p.name for p in (scripted_run / "answers").glob("*.json")) == sorted([kept.name, other.name])
+
+
 def test_undefined_precision_is_shown_as_such(tmp_path, scripted_run):
     bench = write(tmp_path / "pope.json", pope_rows(4))
     never_yes = Scripted(["No"] * 8)

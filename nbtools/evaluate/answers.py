@@ -405,10 +405,27 @@ def write_answers(run_dir, payload: dict) -> dict:
 
     folder = Path(run_dir) / ANSWERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"answers": atomic.write_json(folder / f"{payload['name']}.json", payload, indent=2)}
-    paths["flipped"] = atomic.write_text(folder / f"{payload['name']}_flipped.html",
+    stem = _results_stem(folder, payload)
+    paths = {"answers": atomic.write_json(folder / f"{stem}.json", payload, indent=2)}
+    paths["flipped"] = atomic.write_text(folder / f"{stem}_flipped.html",
                                          "<!doctype html><meta charset='utf-8'>" + flipped_items_html(payload))
     return paths
+
+
+def _results_stem(folder: Path, payload: dict) -> str:
+    """The benchmark's name; when that file already holds another benchmark's results (two files called
+    test.jsonl), the name plus a short hash of this benchmark's path, so neither overwrites the other."""
+    import hashlib
+    import json
+
+    stem = payload["name"]
+    try:
+        earlier = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8")).get("benchmark")
+    except (OSError, ValueError, AttributeError):
+        return stem  # none yet (or unreadable): this one takes the name
+    if earlier in (None, payload["benchmark"]):
+        return stem
+    return f"{stem}-{hashlib.sha256(str(payload['benchmark']).encode()).hexdigest()[:8]}"
 
 
 def read_answer_evaluations(run_dir) -> list[dict]:
