@@ -74,3 +74,19 @@ def test_no_run_to_pick_names_the_folder_and_the_fix(tmp_path):
         newest_run(tmp_path, "finished")
     assert str(info.value) == (f"{tmp_path}: no finished run in this folder (fix: run 03_train.ipynb first, or set "
                                "output_dir to the run folder you mean)")
+
+
+def test_the_command_line_puts_new_runs_in_runs_dir(shapes_config, small_shapes, tmp_path, monkeypatch, capsys):
+    from nbtools.__main__ import main
+
+    monkeypatch.chdir(tmp_path)  # the default runs/ would be here
+    config = shapes_config("", task_display_name="cli", model="tiny-qwen3-vl",
+                           train_file=str(small_shapes / "train.jsonl"),
+                           validation_file=str(small_shapes / "validation.jsonl"), max_steps=1, eval_steps=1,
+                           save_steps=1, logging_steps=1)
+    config.to_yaml(tmp_path / "run.yaml")
+    assert main(["train", str(tmp_path / "run.yaml"), "--runs-dir", str(tmp_path / "elsewhere"), "--quiet"]) == 0
+    [made] = (tmp_path / "elsewhere").iterdir()
+    assert made.name.startswith("cli-20") and read_run(made)["status"] == "finished"
+    assert not (tmp_path / "runs").exists()
+    assert capsys.readouterr().out.strip().startswith(f"finished: {made} (")

@@ -1,4 +1,4 @@
-"""``python -m nbtools train CONFIG.yaml [--resume] [--max-steps N] [--output-dir DIR]``.
+"""``python -m nbtools train CONFIG.yaml [--resume] [--max-steps N] [--output-dir DIR | --runs-dir DIR]``.
 
 The same call a notebook makes (nbtools.train.train), headless: log lines instead of a live
 figure, PNGs in the run folder at the end. Under ``torchrun --nproc_per_node N`` every
@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in output_dir from its last complete checkpoint")
     parser.add_argument("--max-steps", type=int, default=None, help="override max_steps from the config")
     parser.add_argument("--output-dir", default=None, help="override output_dir (the run folder)")
+    parser.add_argument("--runs-dir", default=None, metavar="DIR",
+                        help="where a run whose output_dir is empty gets its new folder <task_display_name>-<UTC "
+                             "time> (default: runs/); with --resume, the newest run there is continued")
     parser.add_argument("--quiet", action="store_true", help="no per-step log lines")
 
 
@@ -40,7 +43,7 @@ def run(args) -> int:
             config = config.replace(**changes)
         from nbtools.train import train
 
-        result = train(config, resume=args.resume, live=False if args.quiet else "headless")
+        result = train(config, resume=args.resume, live=False if args.quiet else "headless", runs_dir=args.runs_dir)
     except KeyboardInterrupt:  # user errors (exit 2) and internal errors (exit 3) are printed by nbtools.__main__
         print("interrupted: continue with --resume", file=sys.stderr)
         return 130
