@@ -254,6 +254,13 @@ def test_benchmark_tables_that_cannot_be_used_are_named(tmp_path):
         read_benchmark(folder)
     assert str(caught.value).startswith(f"{shard}: row 1: image: the embedded picture is not a readable image (")
     assert str(caught.value).endswith("(fix: download the shard again; if the row stays damaged, remove it)")
+    table[1]["image"] = {"bytes": None, "path": None}  # the data layer's picture rules, with their message
+    pq.write_table(pa.Table.from_pylist(table[:2]), shard)
+    with pytest.raises(BenchmarkError) as caught:
+        read_benchmark(folder)
+    assert str(caught.value) == (f"{shard}: row 1: image: the picture struct in column image has neither bytes nor "
+                                 'a path (fix: store {"bytes": <the encoded image>, "path": <its file name>} or a '
+                                 "path to the file)")
     pq.write_table(pa.Table.from_pylist([{"prompt": "Dog?", "picture": b"x"}]), tmp_path / "other.parquet")
     with pytest.raises(BenchmarkError, match=r"other.parquet: no image, text or question, label or answer column "
                                              r"\(its columns: picture, prompt\) \(fix: "):

@@ -228,6 +228,28 @@ def _mapping_layout(columns: dict, schema: pa.Schema, name: str) -> _Layout:
 
 # --------------------------------------------------------------------------- rows -> objects
 
+def picture_reference(value, file: str, row: int, column: str,
+                      index: Optional[int] = None) -> tuple[Optional[str], Optional[tuple[str, str]]]:
+    """A picture cell -> (EmbeddedMedia of its bytes, or the path it names; None) or (None, (message, fix))."""
+    if isinstance(value, str):
+        return value, None  # a path (the reader resolves it against the shard's folder and checks it)
+    if isinstance(value, (bytes, bytearray)):
+        if value:
+            return EmbeddedMedia(EmbeddedMedia.label(file, row, column, index), value), None
+        return None, (f"the picture in column {column} is empty (0 bytes)", "store the image bytes")
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if isinstance(data, (bytes, bytearray)) and data:
+            return EmbeddedMedia(EmbeddedMedia.label(file, row, column, index), data), None
+        if data in (None, b"") and isinstance(path, str) and path:
+            return path, None
+        return None, (f"the picture struct in column {column} has neither bytes nor a path",
+                      'store {"bytes": <the encoded image>, "path": <its file name>} or a path to the file')
+    what = "missing (null)" if value is None else _a(value)
+    return None, (f"the picture in column {column} is {what}, not a {{bytes, path}} struct or a path",
+                  "store the image as a {bytes, path} struct (datasets.Image) or a path string")
+
+
 class _Row:
     """One row being turned into a JSON-like object: knows where it is and collects its own problems."""
 
@@ -240,26 +262,10 @@ class _Row:
 
     def picture(self, value, column: str, index: Optional[int], field_name: str):
         """A picture cell -> EmbeddedMedia (bytes), a path string, or None with a problem."""
-        if isinstance(value, str):
-            return value  # a path (parse_pair resolves it against the shard's folder and checks it)
-        if isinstance(value, (bytes, bytearray)):
-            if value:
-                return EmbeddedMedia(EmbeddedMedia.label(self.shard.file, self.row, column, index), value)
-            self.problem(field_name, f"the picture in column {column} is empty (0 bytes)", "store the image bytes")
-            return None
-        if isinstance(value, dict):
-            data, path = value.get("bytes"), value.get("path")
-            if isinstance(data, (bytes, bytearray)) and data:
-                return EmbeddedMedia(EmbeddedMedia.label(self.shard.file, self.row, column, index), data)
-            if data in (None, b"") and isinstance(path, str) and path:
-                return path
-            self.problem(field_name, f"the picture struct in column {column} has neither bytes nor a path",
-                         'store {"bytes": <the encoded image>, "path": <its file name>} or a path to the file')
-            return None
-        what = "missing (null)" if value is None else _a(value)
-        self.problem(field_name, f"the picture in column {column} is {what}, not a {{bytes, path}} struct or a path",
-                     "store the image as a {bytes, path} struct (datasets.Image) or a path string")
-        return None
+        reference, problem = picture_reference(value, self.shard.file, self.row, column, index)
+        if problem is not None:
+            self.problem(field_name, *problem)
+        return reference
 
     def pictures(self, value, column: str, field_name: str) -> Optional[list]:
         """A list-of-pictures cell -> list of references (None with a problem when it is not a list)."""

@@ -284,10 +284,12 @@ def read_benchmark(path, images: Optional[os.PathLike] = None,
     ``images``: the folder ``image`` paths are relative to (default: the file's folder). ``terms``: exclusive terms
     for the short-answer rows that give none of their own (``"red,green,blue,yellow"`` or a list).
     """
-    from .benchmark_table import TableUnusable, image_root, is_table_benchmark, table_rows
+    from nbtools.data.sources import is_table_source
+
+    from .benchmark_table import TableUnusable, image_root, table_rows
 
     given_terms = parse_terms(terms)
-    if is_table_benchmark(path):
+    if is_table_source(path):  # Parquet shards, a save_to_disk folder or a Hub id; JSON files are not
         root = Path(image_root(path, images))
         try:
             name, rows = table_rows(path)

@@ -12,27 +12,10 @@ from __future__ import annotations
 import os
 from typing import Iterator, Optional
 
-from nbtools.data.sources import LostRows, TableSourceError, is_table_source, open_shards
+from nbtools.data.sources import LostRows, TableSourceError, open_shards, picture_reference
 from nbtools.errors import UserError
-from nbtools.media_ref import EmbeddedMedia
 
 QUESTION_COLUMNS = ("question_id", "id", "text", "question", "image", "label", "answer", "terms", "category")
-
-
-def is_table_benchmark(spec) -> bool:
-    """A Parquet file, a folder or glob of shards, a ``save_to_disk`` folder or a Hub id (JSON files are not)."""
-    return is_table_source(spec)
-
-
-def _picture(value, shard: str, row: int):
-    """A picture cell as the row reader takes it: embedded bytes, or the path or URL the cell names."""
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return EmbeddedMedia(EmbeddedMedia.label(shard, row, "image"), value["bytes"])
-        return value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return EmbeddedMedia(EmbeddedMedia.label(shard, row, "image"), value)
-    return value
 
 
 def _yes_no_answers(shards, columns: set) -> bool:
@@ -49,10 +32,12 @@ def _yes_no_answers(shards, columns: set) -> bool:
     return True
 
 
-def _as_question(values: dict, shard: str, row: int, position: int, as_label: bool) -> dict:
+def _as_question(values: dict, shard: str, row: int, position: int,
+                 as_label: bool) -> tuple[dict, Optional[tuple[str, str]]]:
+    """(the row as a benchmark file's JSON object, the picture cell's problem or None)."""
+    image, problem = picture_reference(values.get("image"), shard, row, "image")
     question = {"question_id": values.get("question_id", values.get("id", position)),
-                "text": values.get("text", values.get("question")),
-                "image": _picture(values.get("image"), shard, row)}
+                "text": values.get("text", values.get("question")), "image": image}
     if "label" in values or as_label:
         question["label"] = values.get("label", values.get("answer"))
     elif "answer" in values:
@@ -60,7 +45,7 @@ def _as_question(values: dict, shard: str, row: int, position: int, as_label: bo
     for optional in ("terms", "category"):
         if values.get(optional) is not None:
             question[optional] = values[optional]
-    return question
+    return question, problem
 
 
 class TableUnusable(UserError):
@@ -95,14 +80,15 @@ def table_rows(spec) -> tuple[str, Iterator[tuple[str, object, str]]]:
             row = 0
             for batch in shard.batches(wanted):
                 if isinstance(batch, LostRows):
-                    yield (f"{label}: rows {batch.first}-{batch.first + batch.rows - 1}", None,
-                           f"{label}: rows {batch.first}-{batch.first + batch.rows - 1} cannot be read "
-                           f"({batch.reason}) (fix: download the shard again)")
+                    where = f"{label}: rows {batch.first}-{batch.first + batch.rows - 1}"
+                    yield where, None, f"{where} cannot be read ({batch.reason}) (fix: download the shard again)"
                     row = batch.first + batch.rows
                     continue
                 for values in batch.to_pylist():
                     position += 1
-                    yield f"{label}: row {row}", _as_question(values, shard.file, row, position, as_label), ""
+                    where = f"{label}: row {row}"
+                    question, problem = _as_question(values, shard.file, row, position, as_label)
+                    yield where, question, f"{where}: image: {problem[0]} (fix: {problem[1]})" if problem else ""
                     row += 1
 
     return name, rows()
